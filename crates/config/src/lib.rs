@@ -1,0 +1,318 @@
+//! switchyard's configuration: the typed model of the declarative file.
+//!
+//! The key names are a contract with users (see `DESIGN.md`): keys may be added,
+//! never renamed. Loading and validation live in [`load`]; every problem is reported
+//! at once with its key path.
+//!
+//! Architecture invariant: no async runtime, no network; the only IO is reading the file.
+
+pub mod load;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use load::{ConfigError, Issue, load_file, load_str};
+pub use units::ByteSize;
+
+/// The whole file.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogOutputConfig,
+    pub queues: BTreeMap<String, QueueConfig>,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub plugins: BTreeMap<String, PluginConfig>,
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// HTTP ingest, queue API, `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Internal log, checkpoints and dead letters. Default `./data`.
+    pub data_dir: String,
+    /// Bearer token for admin and queue-consume endpoints. `None` disables them.
+    pub admin_token: Option<String>,
+    /// How long shutdown waits for in-flight deliveries. Default 30s.
+    pub shutdown_timeout: Duration,
+    /// Default dead-letter queue for pipelines that name none. Default `dead-letters`.
+    pub dead_letter: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./data".into(),
+            admin_token: None,
+            shutdown_timeout: Duration::from_secs(30),
+            dead_letter: "dead-letters".into(),
+        }
+    }
+}
+
+/// `[log]`: the process's own diagnostic output.
+#[derive(Clone, Debug)]
+pub struct LogOutputConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `switchyard=debug`.
+    pub level: String,
+}
+
+impl Default for LogOutputConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[queues.NAME]`: an internal durable queue.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    /// Default 1.
+    pub partitions: u32,
+    /// Delete segments older than this. Default 7 days.
+    pub retention: Duration,
+    /// When the queue holds this much unconsumed data producers get 429. Default 1 GiB.
+    pub max_bytes: ByteSize,
+    /// Work-queue lease. Default 30s.
+    pub ack_timeout: Duration,
+    /// Deliveries before dead-lettering. Default 20.
+    pub max_deliveries: u32,
+    /// Queue receiving messages that exhausted `max_deliveries`.
+    pub dead_letter: Option<String>,
+    /// `Idempotency-Key` deduplication window. Default 5 minutes.
+    pub dedup_window: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: ByteSize(1 << 30),
+            ack_timeout: Duration::from_secs(30),
+            max_deliveries: 20,
+            dead_letter: None,
+            dedup_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[sources.NAME]`
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    Http(HttpSourceConfig),
+    Queue(QueueSourceConfig),
+    PostgresCdc(PostgresCdcSourceConfig),
+    Kafka(KafkaSourceConfig),
+}
+
+impl SourceConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::Http(_) => "http",
+            SourceConfig::Queue(_) => "queue",
+            SourceConfig::PostgresCdc(_) => "postgres_cdc",
+            SourceConfig::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// `type = "http"`: `POST /ingest/{name}`.
+#[derive(Clone, Debug)]
+pub struct HttpSourceConfig {
+    /// Optional bearer token producers must send.
+    pub token: Option<String>,
+    /// Largest accepted request body. Default 1 MiB.
+    pub max_body: ByteSize,
+    /// Partitions of the source's durable intake log. Default 4.
+    pub partitions: u32,
+    /// `Idempotency-Key` deduplication window. Default 5 minutes.
+    pub dedup_window: Duration,
+    /// Unconsumed intake data above which producers get 429. Default 1 GiB.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for HttpSourceConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            max_body: ByteSize(1 << 20),
+            partitions: 4,
+            dedup_window: Duration::from_secs(300),
+            max_bytes: ByteSize(1 << 30),
+        }
+    }
+}
+
+/// `type = "queue"`: read an internal queue as a consumer group.
+#[derive(Clone, Debug)]
+pub struct QueueSourceConfig {
+    pub queue: String,
+    /// Consumer group; defaults to the source's name.
+    pub group: String,
+}
+
+/// `type = "postgres_cdc"` (issue 5; parsed and validated now).
+#[derive(Clone, Debug)]
+pub struct PostgresCdcSourceConfig {
+    pub dsn: String,
+    pub slot: String,
+    pub publication: String,
+    pub tables: Vec<String>,
+    pub snapshot: SnapshotMode,
+    pub max_slot_lag: ByteSize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotMode {
+    Initial,
+    Never,
+}
+
+/// `type = "kafka"` source (issue 6; parsed and validated now).
+#[derive(Clone, Debug)]
+pub struct KafkaSourceConfig {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// Passed through to librdkafka (SASL/TLS and tuning).
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[plugins.NAME]` (issue 4; parsed and validated now).
+#[derive(Clone, Debug)]
+pub struct PluginConfig {
+    pub path: String,
+    /// Handed to the plugin's `init` as JSON.
+    pub config: serde_json::Value,
+    pub fuel: u64,
+    pub memory: ByteSize,
+    pub timeout: Duration,
+    pub on_error: OnError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    DeadLetter,
+    Drop,
+    Stop,
+}
+
+/// `[pipelines.NAME]`
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Source names.
+    pub from: Vec<String>,
+    /// Filter plugins; all must keep an event.
+    pub filters: Vec<String>,
+    /// Transform plugins, in order.
+    pub transforms: Vec<String>,
+    /// Router plugin choosing sink names per event.
+    pub router: Option<String>,
+    /// Sinks for every event when there is no router.
+    pub to: Vec<String>,
+    /// Dead-letter queue; defaults to `server.dead_letter`.
+    pub dead_letter: Option<String>,
+    /// Events read ahead of the checkpoint per source partition. Default 1024.
+    pub max_in_flight: usize,
+}
+
+/// `[sinks.NAME]`
+#[derive(Clone, Debug)]
+pub enum SinkConfig {
+    Webhook(WebhookSinkConfig),
+    Queue(QueueSinkConfig),
+    Stdout(StdoutSinkConfig),
+    File(FileSinkConfig),
+    Kafka(KafkaSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Queue(_) => "queue",
+            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::File(_) => "file",
+            SinkConfig::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// Exponential backoff with jitter between delivery attempts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included, before dead-lettering. Default 10.
+    pub max_attempts: u32,
+    /// First delay. Default 200ms.
+    pub initial: Duration,
+    /// Largest delay. Default 1 minute.
+    pub max: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `type = "webhook"`
+#[derive(Clone, Debug)]
+pub struct WebhookSinkConfig {
+    pub url: String,
+    /// Standard Webhooks secret, `whsec_` + base64 key. Unsigned when absent.
+    pub secret: Option<String>,
+    /// Per request. Default 5s.
+    pub timeout: Duration,
+    /// Requests in flight (and key lanes). Default 16.
+    pub concurrency: usize,
+    pub retry: RetryConfig,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Send the JSON wire envelope instead of the bare payload. Default false.
+    pub envelope: bool,
+}
+
+/// `type = "queue"`: append to an internal queue.
+#[derive(Clone, Debug)]
+pub struct QueueSinkConfig {
+    pub queue: String,
+}
+
+/// `type = "stdout"`: one JSON event per line.
+#[derive(Clone, Debug, Default)]
+pub struct StdoutSinkConfig {}
+
+/// `type = "file"`: one JSON event per line, appended and fsync'd before the ack.
+#[derive(Clone, Debug)]
+pub struct FileSinkConfig {
+    pub path: String,
+}
+
+/// `type = "kafka"` sink (issue 6; parsed and validated now).
+#[derive(Clone, Debug)]
+pub struct KafkaSinkConfig {
+    pub brokers: String,
+    /// May use `{source}`, `{kind}`, `{table}`.
+    pub topic: String,
+    pub compression: Option<String>,
+    pub options: BTreeMap<String, String>,
+}
