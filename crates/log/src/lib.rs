@@ -1,1 +1,44 @@
-//! switchyard-log
+//! switchyard-log: the durable log under every internal queue and HTTP intake.
+//!
+//! * [`PartitionLog`]: one partition, segmented append-only files with a CRC per record
+//!   (format: `docs/decisions/0002-log-format.md`), recovery on open, sparse index, retention.
+//! * [`Queue`]: N partitions plus a metadata file pinning the partition count.
+//! * [`GroupCommitter`]: one thread per queue that appends pending submissions and fsyncs each
+//!   touched partition once before acknowledging them.
+//! * [`OffsetStore`]: durable consumer-group offsets.
+//! * [`Storage`]: the file-system seam; [`FsStorage`] for real files, [`SimStorage`] to inject
+//!   power loss, full disks and failing fsyncs in tests.
+//!
+//! Architecture invariant: std threads and blocking I/O only — no async runtime, no network.
+
+mod commit;
+mod error;
+mod format;
+mod offsets;
+mod partition;
+mod queue;
+mod storage;
+
+pub use commit::{Done, GroupCommitter, Parts, SubmitError};
+pub use error::LogError;
+pub use format::MAX_PAYLOAD_BYTES;
+pub use offsets::OffsetStore;
+pub use partition::{LogOptions, PartitionLog, Record};
+pub use queue::Queue;
+pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
+
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+// A panic while holding one of our locks leaves the protected state consistent (every update
+// is a store of already-computed values), so lock poisoning is ignored.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}

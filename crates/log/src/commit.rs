@@ -1,0 +1,281 @@
+//! Group commit: one thread per queue appends every pending submission, fsyncs each touched
+//! partition once, then acknowledges the submissions.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use tracing::{error, warn};
+
+use crate::error::LogError;
+use crate::lock;
+use crate::partition::PartitionLog;
+
+/// A submission: records per partition, `(partition, [(timestamp_ms, payload)])`.
+pub type Parts = Vec<(u32, Vec<(u64, Vec<u8>)>)>;
+
+/// Called once per submission with one offset range per part (same order as the parts), or
+/// the error that prevented the submission from becoming durable.
+pub type Done = Box<dyn FnOnce(Result<Vec<Range<u64>>, LogError>) + Send>;
+
+/// Why a submission was not accepted. Nothing of it was written.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(
+        "the log's commit queue is full; retry later (HTTP callers answer 429/503 with Retry-After)"
+    )]
+    Full,
+    #[error("the log's group committer is shut down; no more writes are accepted")]
+    Closed,
+}
+
+struct Submission {
+    parts: Parts,
+    done: Done,
+}
+
+struct State {
+    pending: VecDeque<Submission>,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    max_pending: usize,
+}
+
+/// Group commit for the partitions of one queue, on a dedicated std thread.
+///
+/// The thread takes every pending submission at once, appends each (all-or-nothing across its
+/// parts: if one part fails, the parts already appended are truncated back), fsyncs every
+/// touched partition once, calls `on_durable(partition, durable_end)` for each successful
+/// sync, and only then calls the submissions' [`Done`] callbacks: `Ok` means every part is
+/// durable. Callbacks run on the commit thread and must be quick (e.g. send on a channel).
+pub struct GroupCommitter {
+    name: String,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for GroupCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommitter")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl GroupCommitter {
+    /// Starts the commit thread for `partitions` (index = partition number). At most
+    /// `max_pending` submissions wait while a commit is in progress (at least 1).
+    /// `on_durable(partition, durable_end)` is called after every successful sync, so readers
+    /// can wake up.
+    pub fn start(
+        name: &str,
+        partitions: Vec<Arc<PartitionLog>>,
+        max_pending: usize,
+        on_durable: Arc<dyn Fn(u32, u64) + Send + Sync>,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                closed: false,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            max_pending: max_pending.max(1),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("log-commit-{name}"))
+            .spawn(move || run(&thread_shared, &partitions, &*on_durable))
+            .expect("the OS refused to start the group commit thread");
+        GroupCommitter {
+            name: name.to_owned(),
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Queues a submission, or returns [`SubmitError::Full`] at once when `max_pending`
+    /// submissions are already waiting. `done` is called exactly once if this returns Ok.
+    pub fn try_submit(&self, parts: Parts, done: Done) -> Result<(), SubmitError> {
+        let mut st = lock(&self.shared.state);
+        if st.closed {
+            return Err(SubmitError::Closed);
+        }
+        if st.pending.len() >= self.shared.max_pending {
+            return Err(SubmitError::Full);
+        }
+        st.pending.push_back(Submission { parts, done });
+        self.shared.not_empty.notify_one();
+        Ok(())
+    }
+
+    /// Like [`GroupCommitter::try_submit`] but waits for room instead of returning `Full`.
+    pub fn submit(&self, parts: Parts, done: Done) -> Result<(), SubmitError> {
+        let mut st = lock(&self.shared.state);
+        loop {
+            if st.closed {
+                return Err(SubmitError::Closed);
+            }
+            if st.pending.len() < self.shared.max_pending {
+                break;
+            }
+            st = self
+                .shared
+                .not_full
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        st.pending.push_back(Submission { parts, done });
+        self.shared.not_empty.notify_one();
+        Ok(())
+    }
+
+    /// Refuses new submissions, finishes the pending ones and stops the thread. Idempotent.
+    /// (Called from a callback it only stops accepting; the thread then exits on its own.)
+    pub fn shutdown(&self) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            self.shared.not_empty.notify_all();
+            self.shared.not_full.notify_all();
+        }
+        let handle = lock(&self.thread).take();
+        if let Some(handle) = handle {
+            if handle.thread().id() == std::thread::current().id() {
+                return;
+            }
+            if handle.join().is_err() {
+                error!(name = %self.name, "group commit thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for GroupCommitter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(
+    shared: &Shared,
+    partitions: &[Arc<PartitionLog>],
+    on_durable: &(dyn Fn(u32, u64) + Send + Sync),
+) {
+    loop {
+        let batch = {
+            let mut st = lock(&shared.state);
+            while st.pending.is_empty() && !st.closed {
+                st = shared
+                    .not_empty
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if st.pending.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut st.pending);
+            shared.not_full.notify_all();
+            batch
+        };
+        commit_batch(batch, partitions, on_durable);
+    }
+}
+
+fn call(done: Done, result: Result<Vec<Range<u64>>, LogError>) {
+    if catch_unwind(AssertUnwindSafe(|| done(result))).is_err() {
+        error!("a log commit callback panicked; continuing with the next one");
+    }
+}
+
+fn commit_batch(
+    batch: VecDeque<Submission>,
+    partitions: &[Arc<PartitionLog>],
+    on_durable: &(dyn Fn(u32, u64) + Send + Sync),
+) {
+    let mut touched = vec![false; partitions.len()];
+    let mut appended: Vec<(Done, Vec<Range<u64>>, Vec<u32>)> = Vec::with_capacity(batch.len());
+    for Submission { parts, done } in batch {
+        let mut ranges = Vec::with_capacity(parts.len());
+        let mut failure = None;
+        for (p, records) in &parts {
+            let Some(log) = partitions.get(*p as usize) else {
+                failure = Some(LogError::InvalidArgument {
+                    path: partitions
+                        .first()
+                        .map(|l| l.dir().to_path_buf())
+                        .unwrap_or_default(),
+                    reason: format!(
+                        "partition {p} does not exist (the queue has {})",
+                        partitions.len()
+                    ),
+                });
+                break;
+            };
+            let records: Vec<(u64, &[u8])> =
+                records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+            match log.append(&records) {
+                Ok(r) => ranges.push(r),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        match failure {
+            Some(err) => {
+                // Undo this submission's parts, newest first, so a partition named twice ends
+                // at the start of its first part.
+                for ((p, _), r) in parts.iter().zip(&ranges).rev() {
+                    let log = &partitions[*p as usize];
+                    if let Err(e) = log.truncate_unsynced(r.start) {
+                        warn!(dir = %log.dir().display(), error = %e,
+                            "could not undo a failed submission's part; it may be delivered");
+                    }
+                }
+                call(done, Err(err));
+            }
+            None => {
+                let ps: Vec<u32> = parts.iter().map(|(p, _)| *p).collect();
+                for &p in &ps {
+                    touched[p as usize] = true;
+                }
+                appended.push((done, ranges, ps));
+            }
+        }
+    }
+
+    let mut synced: Vec<Option<Result<u64, LogError>>> =
+        (0..partitions.len()).map(|_| None).collect();
+    for (p, log) in partitions.iter().enumerate() {
+        if !touched[p] {
+            continue;
+        }
+        let result = log.sync();
+        if let Ok(end) = result {
+            let p = p as u32;
+            if catch_unwind(AssertUnwindSafe(|| on_durable(p, end))).is_err() {
+                error!("the log's on_durable callback panicked");
+            }
+        }
+        synced[p] = Some(result);
+    }
+
+    for (done, ranges, ps) in appended {
+        let failed = ps.iter().find_map(|&p| match &synced[p as usize] {
+            Some(Err(e)) => Some(e.duplicate()),
+            _ => None,
+        });
+        match failed {
+            Some(e) => call(done, Err(e)),
+            None => call(done, Ok(ranges)),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! A queue: N partitions in `dir/p0`, `dir/p1`, … and `dir/queue.json` pinning N.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LogError;
+use crate::offsets::{read_whole_file, write_file_atomically};
+use crate::partition::{LogOptions, PartitionLog};
+use crate::storage::Storage;
+
+const META_FILE: &str = "queue.json";
+const META_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct QueueMeta {
+    format: u32,
+    partitions: u32,
+}
+
+/// N partitions sharing one directory. The partition count is fixed when the queue is created:
+/// reopening with another count is an error, because it would move keys to other partitions
+/// and break per-key order.
+pub struct Queue {
+    dir: PathBuf,
+    partitions: Vec<Arc<PartitionLog>>,
+    next: AtomicU32,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("dir", &self.dir)
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// Opens or creates the queue in `dir` with `partitions` partitions, recovering each one
+    /// (see [`PartitionLog::open`]).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        partitions: u32,
+        opts: LogOptions,
+    ) -> Result<Self, LogError> {
+        if partitions == 0 {
+            return Err(LogError::InvalidArgument {
+                path: dir.to_path_buf(),
+                reason: "a queue needs at least 1 partition".into(),
+            });
+        }
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| LogError::io(dir, e))?;
+        let meta_path = dir.join(META_FILE);
+        let exists = storage
+            .exists(&meta_path)
+            .map_err(|e| LogError::io(&meta_path, e))?;
+        if exists {
+            let bytes = read_whole_file(&*storage, &meta_path)?;
+            let meta: QueueMeta =
+                serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+                    path: meta_path.clone(),
+                    offset: 0,
+                    reason: format!("queue metadata is not valid: {e}"),
+                })?;
+            if meta.format != META_FORMAT {
+                return Err(LogError::Corrupt {
+                    path: meta_path,
+                    offset: 0,
+                    reason: format!(
+                        "unknown queue metadata format {} (this version reads {META_FORMAT})",
+                        meta.format
+                    ),
+                });
+            }
+            if meta.partitions != partitions {
+                return Err(LogError::PartitionCountChanged {
+                    path: dir.to_path_buf(),
+                    stored: meta.partitions,
+                    requested: partitions,
+                });
+            }
+        } else {
+            // Partition directories without metadata: trust what is on disk over the config.
+            let existing = storage
+                .list_dirs(dir)
+                .map_err(|e| LogError::io(dir, e))?
+                .iter()
+                .filter(|n| {
+                    n.strip_prefix('p')
+                        .is_some_and(|d| d.parse::<u32>().is_ok())
+                })
+                .count() as u32;
+            if existing != 0 && existing != partitions {
+                return Err(LogError::PartitionCountChanged {
+                    path: dir.to_path_buf(),
+                    stored: existing,
+                    requested: partitions,
+                });
+            }
+            let meta = QueueMeta {
+                format: META_FORMAT,
+                partitions,
+            };
+            let bytes = serde_json::to_vec(&meta).expect("queue metadata serializes");
+            write_file_atomically(&*storage, &meta_path, &bytes)?;
+        }
+        let partitions = (0..partitions)
+            .map(|i| {
+                PartitionLog::open(storage.clone(), &dir.join(format!("p{i}")), opts.clone())
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Queue {
+            dir: dir.to_path_buf(),
+            partitions,
+            next: AtomicU32::new(0),
+        })
+    }
+
+    /// The queue's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The partitions, index = partition number.
+    pub fn partitions(&self) -> &[Arc<PartitionLog>] {
+        &self.partitions
+    }
+
+    /// The partition for `key`: crc32c of the key modulo the partition count (stable across
+    /// restarts and versions); `None` spreads round robin.
+    pub fn partition_for(&self, key: Option<&[u8]>) -> u32 {
+        let n = self.partitions.len() as u32;
+        match key {
+            Some(k) => crc32c::crc32c(k) % n,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    /// Bytes in all partitions' segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.partitions.iter().map(|p| p.size_bytes()).sum()
+    }
+}
