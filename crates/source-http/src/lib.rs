@@ -1,1 +1,342 @@
-//! switchyard-source-http
+//! The `http` source: `POST /ingest/{source}`.
+//!
+//! A request body becomes events:
+//! * `application/json` (or `+json`): one event whose payload is the body;
+//! * `application/x-ndjson` / `application/jsonl`: one event per non-empty line;
+//! * anything else: one event with the body as opaque bytes.
+//!
+//! The key comes from the `x-key` header, the id from `Idempotency-Key` (deduplicated
+//! within the source's window: a repeat gets the original ids and is not appended again)
+//! or a fresh UUIDv7. The answer is 200 with the event ids **only after** the
+//! [`Intake`] reports the events durable; on any error nothing was appended.
+//!
+//! This crate parses and answers; the durable append is behind [`Intake`], which the
+//! runtime implements on its log.
+
+mod dedup;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use switchyard_config::HttpSourceConfig;
+use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
+
+pub use dedup::DedupWindow;
+
+/// Why the durable append did not happen. Nothing was appended in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// Too many appends in flight: try again shortly (429).
+    #[error("too many writes in flight; retry after {}s", retry_after.as_secs())]
+    Busy { retry_after: Duration },
+    /// The queue reached its `max_bytes` of unconsumed data (429).
+    #[error("{0}; retry later or raise max_bytes")]
+    Full(String),
+    /// The disk is full (507): nothing was written; it recovers when space frees.
+    #[error("the disk is full: {0}")]
+    NoSpace(String),
+    /// The log refuses writes (503), e.g. after an fsync failure: restart needed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The durable destination of ingested events.
+pub trait Intake: Send + Sync + 'static {
+    /// Appends all `events` durably (fsync'd) or none of them.
+    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), IntakeError>>;
+}
+
+/// Metrics hooks the runtime provides.
+pub trait IngestObserver: Send + Sync + 'static {
+    /// A request to `source` was answered with `status` carrying `events` new events.
+    fn request(&self, source: &str, status: u16, events: usize);
+}
+
+/// One configured `http` source.
+pub struct HttpSource {
+    pub name: String,
+    pub config: HttpSourceConfig,
+    pub intake: Arc<dyn Intake>,
+    dedup: Mutex<DedupWindow>,
+}
+
+impl HttpSource {
+    pub fn new(name: &str, config: HttpSourceConfig, intake: Arc<dyn Intake>) -> Self {
+        let window = config.dedup_window;
+        Self {
+            name: name.to_owned(),
+            config,
+            intake,
+            dedup: Mutex::new(DedupWindow::new(window, 100_000)),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct IngestState {
+    sources: Arc<HashMap<String, Arc<HttpSource>>>,
+    observer: Arc<dyn IngestObserver>,
+}
+
+/// Routes for every `http` source: `POST /ingest/{source}`.
+pub fn router(sources: Vec<Arc<HttpSource>>, observer: Arc<dyn IngestObserver>) -> Router {
+    let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
+    Router::new()
+        .route("/ingest/{source}", post(ingest))
+        .with_state(IngestState {
+            sources: Arc::new(sources),
+            observer,
+        })
+}
+
+async fn ingest(
+    State(state): State<IngestState>,
+    Path(source_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(source) = state.sources.get(&source_name) else {
+        let known: Vec<_> = state.sources.keys().map(String::as_str).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no http source named `{source_name}`; configured: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    };
+    let (response, count) = handle(source, &headers, body).await;
+    state
+        .observer
+        .request(&source.name, response.status().as_u16(), count);
+    response
+}
+
+async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Response, usize) {
+    if let Some(expected) = &source.config.token
+        && !bearer_matches(headers, expected)
+    {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the source's token",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return (r, 0);
+    }
+    let max = source.config.max_body.0 as usize;
+    let body = match Limited::new(body, max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return (
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "body is larger than max_body ({max} bytes) of source `{}`; split it or raise max_body",
+                        source.name
+                    ),
+                ),
+                0,
+            );
+        }
+        Err(e) => {
+            return (
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("could not read the body: {e}"),
+                ),
+                0,
+            );
+        }
+    };
+    let idempotency_key = match header_str(headers, "idempotency-key") {
+        Ok(k) => k.filter(|k| !k.is_empty()),
+        Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
+    };
+    if let Some(k) = &idempotency_key {
+        let seen = source
+            .dedup
+            .lock()
+            .expect("dedup lock poisoned")
+            .get(k, now());
+        if let Some(ids) = seen {
+            return (accepted(&ids, true), 0);
+        }
+    }
+    let events = match parse_events(&source.name, headers, &body, idempotency_key.as_deref()) {
+        Ok(events) => events,
+        Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
+    };
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let count = events.len();
+    match source.intake.append(events).await {
+        Ok(()) => {
+            if let Some(k) = idempotency_key {
+                source.dedup.lock().expect("dedup lock poisoned").insert(
+                    k.to_owned(),
+                    ids.clone(),
+                    now(),
+                );
+            }
+            (accepted(&ids, false), count)
+        }
+        Err(e) => {
+            let (status, retry_after) = match &e {
+                IntakeError::Busy { retry_after } => (StatusCode::TOO_MANY_REQUESTS, *retry_after),
+                IntakeError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(5)),
+                IntakeError::NoSpace(_) => {
+                    (StatusCode::INSUFFICIENT_STORAGE, Duration::from_secs(10))
+                }
+                IntakeError::Unavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30))
+                }
+            };
+            let mut r = error(status, &e.to_string());
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+            (r, 0)
+        }
+    }
+}
+
+/// Turns a request body into events. Errors name the problem (and the NDJSON line).
+pub fn parse_events(
+    source: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    idempotency_key: Option<&str>,
+) -> Result<Vec<Event>, String> {
+    let content_type = header_str(headers, "content-type")?
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let key = headers.get("x-key").map(|v| v.as_bytes().to_vec());
+    let timestamp_ms = now_ms();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let make = |id: String, payload: Vec<u8>, content_type: String| Event {
+        id,
+        source: source.to_owned(),
+        kind: KIND_MESSAGE.to_owned(),
+        key: key.clone(),
+        payload,
+        content_type,
+        headers: Vec::new(),
+        timestamp_ms,
+    };
+    let id_for = |n: Option<usize>| match (idempotency_key, n) {
+        (Some(k), None) => k.to_owned(),
+        (Some(k), Some(n)) => format!("{k}-{n}"),
+        (None, _) => uuid::Uuid::now_v7().to_string(),
+    };
+    if matches!(
+        essence.as_str(),
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq"
+    ) {
+        let mut events = Vec::new();
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                return Err(format!(
+                    "line {}: invalid JSON: {e}; nothing from this request was accepted",
+                    i + 1
+                ));
+            }
+            events.push(make(
+                id_for(Some(events.len())),
+                line.to_vec(),
+                "application/json".to_owned(),
+            ));
+        }
+        if events.is_empty() {
+            return Err("the NDJSON body has no events".to_owned());
+        }
+        return Ok(events);
+    }
+    if is_json_content_type(&content_type) {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            return Err(format!(
+                "invalid JSON: {e}; send valid JSON or another content type for opaque bytes"
+            ));
+        }
+    }
+    Ok(vec![make(id_for(None), body.to_vec(), content_type)])
+}
+
+fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(token.trim().as_bytes(), expected.as_bytes())
+}
+
+/// Compares without an early exit, so response timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("header `{name}` is not valid text"))
+        })
+        .transpose()
+}
+
+fn accepted(ids: &[String], duplicate: bool) -> Response {
+    let mut body = serde_json::json!({ "ids": ids });
+    if duplicate {
+        body["duplicate"] = true.into();
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// A JSON error answer `{"error": "..."}`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+use super::*;
+use axum::http::Request;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use switchyard_config::ByteSize;
+use tower::ServiceExt;
+
+/// An intake that stores events in memory, or fails the way it is told to.
+#[derive(Default)]
+struct MemoryIntake {
+    events: Mutex<Vec<Event>>,
+    fail: Mutex<Option<fn() -> IntakeError>>,
+}
+
+impl Intake for MemoryIntake {
+    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), IntakeError>> {
+        Box::pin(async move {
+            if let Some(f) = *self.fail.lock().unwrap() {
+                return Err(f());
+            }
+            self.events.lock().unwrap().extend(events);
+            Ok(())
+        })
+    }
+}
+
+#[derive(Default)]
+struct CountingObserver(AtomicUsize);
+
+impl IngestObserver for CountingObserver {
+    fn request(&self, _source: &str, _status: u16, events: usize) {
+        self.0.fetch_add(events, Ordering::SeqCst);
+    }
+}
+
+fn app(config: HttpSourceConfig) -> (Router, Arc<MemoryIntake>, Arc<CountingObserver>) {
+    let intake = Arc::new(MemoryIntake::default());
+    let observer = Arc::new(CountingObserver::default());
+    let source = Arc::new(HttpSource::new("api", config, intake.clone()));
+    (router(vec![source], observer.clone()), intake, observer)
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&body).unwrap())
+}
+
+fn post(content_type: &str, body: &'static str) -> http::request::Builder {
+    Request::post("/ingest/api")
+        .header("content-type", content_type)
+        .header("content-length", body.len().to_string())
+}
+
+#[tokio::test]
+async fn json_event_is_appended_before_the_answer() {
+    let (app, intake, observer) = app(HttpSourceConfig::default());
+    let req = post("application/json", r#"{"a":1}"#)
+        .header("x-key", "k1")
+        .body(Body::from(r#"{"a":1}"#))
+        .unwrap();
+    let (status, _, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = intake.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(body["ids"][0], events[0].id.as_str());
+    assert_eq!(events[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(events[0].payload, br#"{"a":1}"#);
+    assert_eq!(events[0].source, "api");
+    assert_eq!(observer.0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn ndjson_batch_becomes_one_event_per_line() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let body = "{\"n\":1}\n\n{\"n\":2}\r\n{\"n\":3}\n";
+    let req = post("application/x-ndjson", body)
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resp["ids"].as_array().unwrap().len(), 3);
+    let payloads: Vec<_> = intake
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(payloads, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+}
+
+#[tokio::test]
+async fn bad_ndjson_line_is_named_and_nothing_is_appended() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let body = "{\"n\":1}\n{\"n\":\n";
+    let req = post("application/x-ndjson", body)
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        resp["error"].as_str().unwrap().starts_with("line 2:"),
+        "{resp}"
+    );
+    assert!(intake.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let req = post("application/json", "{oops")
+        .body(Body::from("{oops"))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(resp["error"].as_str().unwrap().contains("invalid JSON"));
+    assert!(intake.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn opaque_bytes_keep_their_content_type() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let req = post("text/plain", "hello")
+        .body(Body::from("hello"))
+        .unwrap();
+    let (status, _, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let e = intake.events.lock().unwrap()[0].clone();
+    assert_eq!(e.content_type, "text/plain");
+    assert_eq!(e.payload, b"hello");
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let (app, intake, _) = app(HttpSourceConfig {
+        max_body: ByteSize(8),
+        ..Default::default()
+    });
+    let req = post("text/plain", "0123456789")
+        .body(Body::from("0123456789"))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(resp["error"].as_str().unwrap().contains("max_body"));
+    assert!(intake.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn token_is_required_when_configured() {
+    let (app, intake, _) = app(HttpSourceConfig {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    });
+    let req = post("application/json", "{}")
+        .header("authorization", "Bearer wrong")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, headers, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let req = post("application/json", "{}")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, _, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(intake.events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn idempotency_key_is_the_id_and_repeats_are_not_appended() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    for _ in 0..2 {
+        let req = post("application/json", "{}")
+            .header("idempotency-key", "order-7")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, _, resp) = send(&app, req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(resp["ids"][0], "order-7");
+    }
+    assert_eq!(intake.events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn full_disk_and_busy_log_answer_with_retry_after() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let cases: [(fn() -> IntakeError, StatusCode); 3] = [
+        (
+            || IntakeError::Busy {
+                retry_after: Duration::from_secs(1),
+            },
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            || IntakeError::NoSpace("no space left on device".into()),
+            StatusCode::INSUFFICIENT_STORAGE,
+        ),
+        (
+            || IntakeError::Unavailable("an fsync failed".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ];
+    for (fail, expected) in cases {
+        *intake.fail.lock().unwrap() = Some(fail);
+        let req = post("application/json", "{}")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, headers, _) = send(&app, req).await;
+        assert_eq!(status, expected);
+        assert!(headers.contains_key("retry-after"));
+    }
+    assert!(intake.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_source_is_404_and_lists_the_configured_ones() {
+    let (app, _, _) = app(HttpSourceConfig::default());
+    let req = Request::post("/ingest/nope")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(resp["error"].as_str().unwrap().contains("api"));
+}
+
+#[test]
+fn dedup_window_forgets_after_the_window_and_stays_bounded() {
+    let t0 = std::time::Instant::now();
+    let mut w = DedupWindow::new(Duration::from_secs(10), 2);
+    w.insert("a".into(), vec!["a".into()], t0);
+    assert_eq!(
+        w.get("a", t0 + Duration::from_secs(9)),
+        Some(vec!["a".into()])
+    );
+    assert_eq!(w.get("a", t0 + Duration::from_secs(10)), None);
+    w.insert("b".into(), vec![], t0);
+    w.insert("c".into(), vec![], t0);
+    w.insert("d".into(), vec![], t0);
+    assert_eq!(w.len(), 2);
+    assert_eq!(w.get("b", t0), None);
+}
