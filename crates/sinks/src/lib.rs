@@ -17,7 +17,57 @@ use std::time::Duration;
 
 use switchyard_event::Event;
 
+pub use file::FileSink;
 pub use retry::RetryPolicy;
+pub use stdout::StdoutSink;
+pub use webhook::WebhookSink;
+
+/// Why a sink could not be built from its configuration. Delivery failures are not
+/// errors but [`Outcome`]s.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(
+        "sink `{sink}`: url `{url}` is not usable ({reason}); set `url` to an absolute http:// or https:// address"
+    )]
+    InvalidUrl {
+        sink: String,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "sink `{sink}`: `secret` is not a Standard Webhooks secret; expected \"whsec_\" followed by a base64 key (e.g. \"whsec_\" + `openssl rand -base64 32`)"
+    )]
+    InvalidSecret { sink: String },
+    #[error(
+        "sink `{sink}`: header `{name}` cannot be sent ({reason}); use a token name and a visible-ASCII value"
+    )]
+    InvalidHeader {
+        sink: String,
+        name: String,
+        reason: String,
+    },
+    #[error("sink `{sink}`: `{key}` {problem}")]
+    InvalidSetting {
+        sink: String,
+        key: &'static str,
+        problem: &'static str,
+    },
+    #[error("sink `{sink}`: cannot set up the HTTP client: {source}")]
+    HttpClient {
+        sink: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "sink `{sink}`: cannot open `{path}` for appending: {source}; check that the path is a file in a writable directory"
+    )]
+    File {
+        sink: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// A boxed future, so sinks can live behind `dyn Sink`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
