@@ -1,0 +1,191 @@
+//! Fault injection on one partition: bit rot, full disk, failing fsync.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use switchyard_log::{LogError, LogOptions, PartitionLog, SimStorage, Storage};
+
+const DIR: &str = "/data/q/p0";
+
+fn open(sim: &SimStorage, segment_bytes: u64) -> PartitionLog {
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    PartitionLog::open(storage, Path::new(DIR), LogOptions { segment_bytes }).expect("open")
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    format!("record-{i:012}").into_bytes() // 19 bytes → 43 bytes on disk
+}
+
+fn append_one_by_one(log: &PartitionLog, n: u64) {
+    for i in 0..n {
+        let p = payload(log.end());
+        log.append(&[(i, &p)]).expect("append");
+    }
+}
+
+fn segment_files(sim: &SimStorage) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = sim
+        .files()
+        .into_iter()
+        .filter(|p| p.starts_with(DIR) && p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn flipped_bit_in_a_sealed_segment_is_reported_never_served() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 130); // 3 records of 43 bytes per segment
+    append_one_by_one(&log, 10);
+    log.sync().expect("sync");
+    let files = segment_files(&sim);
+    assert!(files.len() >= 3, "several segments: {files:?}");
+    // Payload byte of record 1 in the first (sealed) segment.
+    assert!(sim.corrupt_byte(&files[0], 43 + 30, 0x04));
+
+    let assert_corrupt = |log: &PartitionLog| {
+        let got = log.read(0, 100, usize::MAX).expect("records before the damage");
+        assert_eq!(got.len(), 1, "only record 0 precedes the damage");
+        match log.read(1, 100, usize::MAX) {
+            Err(LogError::Corrupt { path, offset, .. }) => {
+                assert_eq!(path, files[0]);
+                assert_eq!(offset, 1);
+            }
+            other => panic!("expected corrupt error, got {other:?}"),
+        }
+        // Later segments stay readable.
+        let later = log.read(3, 100, usize::MAX).expect("later segments");
+        assert_eq!(later.first().map(|r| r.offset), Some(3));
+        assert_eq!(later.len(), 7);
+    };
+    assert_corrupt(&log);
+    drop(log);
+    let log = open(&sim, 130);
+    assert_eq!(log.end(), 10, "recovery keeps sealed segments whole");
+    assert_corrupt(&log);
+    let err = log.read(1, 1, 1).expect_err("corrupt");
+    let msg = err.to_string();
+    assert!(msg.contains("offset 1") && msg.contains(&files[0].display().to_string()), "{msg}");
+}
+
+#[test]
+fn flipped_bit_in_the_last_segment_tail_is_truncated_on_recovery() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 5);
+    log.sync().expect("sync");
+    drop(log);
+    let file = segment_files(&sim).pop().expect("a segment");
+    assert!(sim.corrupt_byte(&file, 4 * 43 + 40, 0x80));
+
+    let log = open(&sim, 1 << 20);
+    assert_eq!(log.end(), 4);
+    assert_eq!(log.durable_end(), 4);
+    assert_eq!(sim.file_len(&file), Some(4 * 43));
+    let all = log.read(0, 100, usize::MAX).expect("read");
+    assert_eq!(all.len(), 4);
+    let p = payload(4);
+    assert_eq!(log.append(&[(9, &p)]).expect("append"), 4..5);
+    log.sync().expect("sync");
+    assert_eq!(log.read(4, 1, usize::MAX).expect("read")[0].payload, p);
+}
+
+#[test]
+fn disk_full_writes_nothing_and_the_log_recovers_when_space_frees() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 3);
+    log.sync().expect("sync");
+    let used = sim.used_bytes();
+    sim.set_space_limit(Some(used + 100));
+
+    let big = vec![7u8; 60];
+    let batch: Vec<(u64, &[u8])> = (0..5).map(|i| (i, big.as_slice())).collect();
+    let err = log.append(&batch).expect_err("disk full");
+    assert!(err.is_no_space(), "{err:?}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("free disk space"), "{err}");
+    assert_eq!(log.end(), 3, "no offset was consumed");
+    assert_eq!(sim.used_bytes(), used, "nothing half-written");
+    assert_eq!(log.sync().expect("sync still works"), 3);
+
+    sim.set_space_limit(None);
+    assert_eq!(log.append(&batch).expect("append after space frees"), 3..8);
+    log.sync().expect("sync");
+    drop(log);
+    sim.power_loss(true);
+    let log = open(&sim, 1 << 20);
+    let all = log.read(0, 100, usize::MAX).expect("read");
+    assert_eq!(all.len(), 8);
+    assert!(all[3..].iter().all(|r| r.payload == big));
+}
+
+#[test]
+fn failed_fsync_poisons_every_later_write_until_reopen() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 2);
+    log.sync().expect("sync");
+    append_one_by_one(&log, 1);
+    sim.fail_next_sync();
+    let err = log.sync().expect_err("fsync fails");
+    assert!(err.is_poisoned(), "{err:?}");
+    assert!(log.is_poisoned());
+    assert_eq!(log.durable_end(), 2, "the unsynced record never became durable");
+    for _ in 0..3 {
+        assert!(log.append(&[(0, b"x")]).expect_err("poisoned").is_poisoned());
+        assert!(log.sync().expect_err("poisoned").is_poisoned());
+        assert!(log.truncate_unsynced(2).expect_err("poisoned").is_poisoned());
+    }
+    assert!(log.append(&[(0, b"x")]).unwrap_err().to_string().contains("restart"));
+    // Reads of durable data keep working.
+    assert_eq!(log.read(0, 10, usize::MAX).expect("read").len(), 2);
+
+    drop(log);
+    sim.power_loss(false);
+    let log = open(&sim, 1 << 20);
+    assert_eq!(log.end(), 2);
+    assert_eq!(log.append(&[(0, b"again")]).expect("usable after reopen"), 2..3);
+    assert_eq!(log.sync().expect("sync"), 3);
+}
+
+#[test]
+fn reads_see_only_synced_records_and_honour_limits() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    let payloads: Vec<Vec<u8>> = (0..2000u64).map(|i| vec![(i % 251) as u8; 100]).collect();
+    for chunk in payloads.chunks(50) {
+        let batch: Vec<(u64, &[u8])> = chunk.iter().map(|p| (1, p.as_slice())).collect();
+        log.append(&batch).expect("append");
+    }
+    assert!(log.read(0, 10, usize::MAX).expect("read").is_empty(), "nothing synced yet");
+    log.sync().expect("sync");
+    for from in [0u64, 1, 49, 50, 777, 1500, 1999] {
+        let got = log.read(from, 3, usize::MAX).expect("read");
+        assert_eq!(got[0].offset, from);
+        assert_eq!(got[0].payload, payloads[from as usize]);
+        assert_eq!(got.len(), 3.min(2000 - from as usize));
+    }
+    assert_eq!(log.read(10, 100, 250).expect("read").len(), 2, "max_bytes");
+    assert_eq!(log.read(10, 100, 1).expect("read").len(), 1, "always one record");
+    assert!(log.read(2000, 10, usize::MAX).expect("read").is_empty());
+}
+
+#[test]
+fn truncate_unsynced_never_removes_synced_records() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 3);
+    log.sync().expect("sync");
+    append_one_by_one(&log, 3);
+    let err = log.truncate_unsynced(2).expect_err("below durable end");
+    assert!(matches!(err, LogError::InvalidArgument { .. }), "{err:?}");
+    log.truncate_unsynced(4).expect("truncate");
+    assert_eq!(log.end(), 4);
+    assert_eq!(log.append(&[(0, b"after")]).expect("append"), 4..5);
+    log.sync().expect("sync");
+    let all = log.read(0, 10, usize::MAX).expect("read");
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[4].payload, b"after");
+}
