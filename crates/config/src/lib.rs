@@ -6,13 +6,16 @@
 //!
 //! Architecture invariant: no async runtime, no network; the only IO is reading the file.
 
+mod graph;
 pub mod load;
+mod locate;
 pub mod units;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use load::{ConfigError, Issue, load_file, load_str};
+pub use load::{ConfigError, Issue, load_file, load_file_with_env, load_str, load_str_with_env};
 pub use units::ByteSize;
 
 /// The whole file.
@@ -196,13 +199,31 @@ pub struct KafkaSourceConfig {
 /// `[plugins.NAME]` (issue 4; parsed and validated now).
 #[derive(Clone, Debug)]
 pub struct PluginConfig {
+    /// The `.wasm` component. Required.
     pub path: String,
-    /// Handed to the plugin's `init` as JSON.
+    /// Handed to the plugin's `init` as JSON. Default `{}`.
     pub config: serde_json::Value,
+    /// Fuel per call (one batch). Default 10 000 000.
     pub fuel: u64,
+    /// Linear memory limit. Default 64 MiB.
     pub memory: ByteSize,
+    /// Wall-clock deadline per call. Default 100ms.
     pub timeout: Duration,
+    /// What happens to a batch whose call traps or hits a limit. Default `dead_letter`.
     pub on_error: OnError,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            config: serde_json::Value::Object(Default::default()),
+            fuel: 10_000_000,
+            memory: ByteSize(64 << 20),
+            timeout: Duration::from_millis(100),
+            on_error: OnError::DeadLetter,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,1108 @@
+//! The schema: walks the generic tree, collects every issue with its key path, and
+//! builds the typed [`Config`] (with defaults where keys are absent).
+//!
+//! A wrong value is reported and replaced by its default so the walk can go on and
+//! find the next problem; the built value is only handed out when no issue was found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::load::{ConfigError, Issue};
+use crate::locate::Locator;
+use crate::units::{ByteSize, parse_duration, parse_size};
+use crate::*;
+
+pub(crate) const SOURCE_TYPES: &[&str] = &["http", "queue", "postgres_cdc", "kafka"];
+pub(crate) const SINK_TYPES: &[&str] = &["webhook", "queue", "stdout", "file", "kafka"];
+const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// Collects issues while walking.
+pub(crate) struct Ctx<'a> {
+    issues: Vec<Issue>,
+    locator: &'a Locator,
+    /// Paths set by `SWITCHYARD_…` variables → the variable's name.
+    env_paths: BTreeMap<String, String>,
+    /// Paths whose `${VAR}` could not be replaced: already reported, so no second
+    /// complaint about the unreplaced text.
+    unresolved: BTreeSet<String>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(locator: &'a Locator, env_paths: BTreeMap<String, String>) -> Self {
+        Ctx {
+            issues: Vec::new(),
+            locator,
+            env_paths,
+            unresolved: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn unresolved(&mut self, path: &str, message: String) {
+        self.issue(path, message);
+        self.unresolved.insert(path.to_string());
+    }
+
+    pub(crate) fn issue(&mut self, path: &str, message: impl Into<String>) {
+        if self.unresolved.contains(path) {
+            return;
+        }
+        let mut message = message.into();
+        let line = match self.env_variable(path) {
+            Some(variable) => {
+                message.push_str(&format!(" (set by environment variable {variable})"));
+                None
+            }
+            None => self.locator.line(path),
+        };
+        self.issues.push(Issue {
+            path: path.to_string(),
+            message,
+            line,
+            column: None,
+        });
+    }
+
+    /// The `SWITCHYARD_…` variable that set `path` or one of its parents.
+    fn env_variable(&self, path: &str) -> Option<&str> {
+        self.env_paths.iter().find_map(|(set, variable)| {
+            let inside = path == set
+                || path
+                    .strip_prefix(set.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
+            inside.then_some(variable.as_str())
+        })
+    }
+
+    fn set_by_env(&self, path: &str) -> bool {
+        self.env_variable(path).is_some()
+    }
+
+    pub(crate) fn into_result(self, config: Config) -> Result<Config, ConfigError> {
+        if self.issues.is_empty() {
+            return Ok(config);
+        }
+        let mut issues = self.issues;
+        // File order first; issues without a line (environment, whole file) last.
+        issues.sort_by_key(|issue| issue.line.unwrap_or(usize::MAX));
+        Err(ConfigError {
+            issues,
+            origin: None,
+        })
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(number) if number.is_f64() => "a decimal number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The closest candidate when it is close enough to be a likely typo.
+pub(crate) fn closest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|candidate| {
+            (
+                distance(&word.to_lowercase(), &candidate.to_lowercase()),
+                candidate,
+            )
+        })
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, candidate)| candidate)
+}
+
+fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    closest(word, candidates)
+        .map(|candidate| format!(", did you mean `{candidate}`?"))
+        .unwrap_or_default()
+}
+
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn check_name(cx: &mut Ctx<'_>, path: &str, what: &str, name: &str) {
+    if !valid_name(name) {
+        cx.issue(
+            path,
+            format!(
+                "invalid {what} name {name:?}: use only letters, digits, `_` and `-` (names appear in URLs and directory names)"
+            ),
+        );
+    }
+}
+
+/// A table being read: remembers the keys it knows, to report the others.
+struct Table<'v> {
+    path: String,
+    map: &'v Map<String, Value>,
+    known: Vec<&'static str>,
+}
+
+impl<'v> Table<'v> {
+    fn open(
+        cx: &mut Ctx<'_>,
+        path: &str,
+        value: &'v Value,
+        known: &[&'static str],
+    ) -> Option<Self> {
+        match value {
+            Value::Object(map) => Some(Table {
+                path: path.to_string(),
+                map,
+                known: known.to_vec(),
+            }),
+            other => {
+                cx.issue(path, format!("expected a table, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn child(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    fn get(&self, key: &str) -> Option<&'v Value> {
+        self.map.get(key).filter(|value| !value.is_null())
+    }
+
+    /// Reports keys this table does not know.
+    fn finish(self, cx: &mut Ctx<'_>) {
+        for key in self.map.keys() {
+            if !self.known.contains(&key.as_str()) {
+                let hint = did_you_mean(key, self.known.iter().copied());
+                let hint = if hint.is_empty() {
+                    format!("; known keys: {}", self.known.join(", "))
+                } else {
+                    hint
+                };
+                cx.issue(&self.child(key), format!("unknown key `{key}`{hint}"));
+            }
+        }
+    }
+
+    fn missing(&self, cx: &mut Ctx<'_>, key: &str, hint: &str) {
+        cx.issue(
+            &self.child(key),
+            format!("missing required key `{key}` ({hint})"),
+        );
+    }
+
+    fn string(&self, cx: &mut Ctx<'_>, key: &str) -> Option<String> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        match value {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(_) | Value::Bool(_) if cx.set_by_env(&path) => Some(value.to_string()),
+            other => {
+                cx.issue(&path, format!("expected a string, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// A string that may be absent but not empty.
+    fn non_empty_string(&self, cx: &mut Ctx<'_>, key: &str) -> Option<String> {
+        let text = self.string(cx, key)?;
+        if text.trim().is_empty() {
+            cx.issue(
+                &self.child(key),
+                format!("`{key}` is empty: give it a value or remove the key"),
+            );
+            return None;
+        }
+        Some(text)
+    }
+
+    fn required_string(&self, cx: &mut Ctx<'_>, key: &str, hint: &str) -> Option<String> {
+        if self.get(key).is_none() {
+            self.missing(cx, key, hint);
+            return None;
+        }
+        self.non_empty_string(cx, key)
+    }
+
+    fn integer(&self, cx: &mut Ctx<'_>, key: &str, min: u64, why_min: &str) -> Option<u64> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        let number = match value {
+            Value::Number(number) => {
+                if let Some(n) = number.as_u64() {
+                    Some(n)
+                } else if number.is_i64() {
+                    cx.issue(
+                        &path,
+                        format!("must be at least {min}, found {number}{why_min}"),
+                    );
+                    return None;
+                } else {
+                    None
+                }
+            }
+            Value::String(text) if cx.set_by_env(&path) => text.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        let Some(number) = number else {
+            cx.issue(
+                &path,
+                format!("expected a whole number, found {}", kind(value)),
+            );
+            return None;
+        };
+        if number < min {
+            cx.issue(
+                &path,
+                format!("must be at least {min}, found {number}{why_min}"),
+            );
+            return None;
+        }
+        Some(number)
+    }
+
+    fn positive_u32(&self, cx: &mut Ctx<'_>, key: &str, why: &str) -> Option<u32> {
+        let number = self.integer(cx, key, 1, why)?;
+        u32::try_from(number).ok().or_else(|| {
+            cx.issue(
+                &self.child(key),
+                format!("{number} is too large (at most {})", u32::MAX),
+            );
+            None
+        })
+    }
+
+    fn positive_usize(&self, cx: &mut Ctx<'_>, key: &str, why: &str) -> Option<usize> {
+        let number = self.integer(cx, key, 1, why)?;
+        usize::try_from(number).ok()
+    }
+
+    fn boolean(&self, cx: &mut Ctx<'_>, key: &str) -> Option<bool> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        match value {
+            Value::Bool(flag) => Some(*flag),
+            Value::String(text) if cx.set_by_env(&path) => match text.trim() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => {
+                    cx.issue(&path, format!("expected true or false, found {text:?}"));
+                    None
+                }
+            },
+            other => {
+                cx.issue(
+                    &path,
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&self, cx: &mut Ctx<'_>, key: &str, allow_zero: bool) -> Option<Duration> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        let parsed = match value {
+            Value::String(text) => parse_duration(text),
+            Value::Number(number) => Err(format!(
+                "a duration needs a unit: write \"{number}s\" or \"{number}ms\", not {number}"
+            )),
+            other => Err(format!(
+                "expected a duration such as \"30s\", found {}",
+                kind(other)
+            )),
+        };
+        match parsed {
+            Ok(duration) if duration.is_zero() && !allow_zero => {
+                cx.issue(&path, "must be longer than zero");
+                None
+            }
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                cx.issue(&path, message);
+                None
+            }
+        }
+    }
+
+    fn size(&self, cx: &mut Ctx<'_>, key: &str) -> Option<ByteSize> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        let parsed = match value {
+            Value::String(text) => parse_size(text),
+            Value::Number(number) => number.as_u64().ok_or_else(|| {
+                format!("expected a size such as \"64MiB\" or a number of bytes, found {number}")
+            }),
+            other => Err(format!(
+                "expected a size such as \"64MiB\", found {}",
+                kind(other)
+            )),
+        };
+        match parsed {
+            Ok(0) => {
+                cx.issue(&path, "must be larger than zero");
+                None
+            }
+            Ok(bytes) => Some(ByteSize(bytes)),
+            Err(message) => {
+                cx.issue(&path, message);
+                None
+            }
+        }
+    }
+
+    /// A list of strings; a single string from an environment variable is a list of one.
+    fn strings(&self, cx: &mut Ctx<'_>, key: &str) -> Option<Vec<String>> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        match value {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(text) => out.push(text.clone()),
+                        other => cx.issue(
+                            &format!("{path}[{index}]"),
+                            format!("expected a string, found {}", kind(other)),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            Value::String(text) if cx.set_by_env(&path) => Some(vec![text.clone()]),
+            Value::String(text) => {
+                cx.issue(
+                    &path,
+                    format!("expected a list of strings: write [{text:?}] instead of {text:?}"),
+                );
+                None
+            }
+            other => {
+                cx.issue(
+                    &path,
+                    format!("expected a list of strings, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A table of scalar values, kept as text.
+    fn string_map(&self, cx: &mut Ctx<'_>, key: &str) -> Option<BTreeMap<String, String>> {
+        let value = self.get(key)?;
+        let path = self.child(key);
+        let Value::Object(map) = value else {
+            cx.issue(&path, format!("expected a table, found {}", kind(value)));
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (name, item) in map {
+            match item {
+                Value::String(text) => {
+                    out.insert(name.clone(), text.clone());
+                }
+                Value::Number(_) | Value::Bool(_) => {
+                    out.insert(name.clone(), item.to_string());
+                }
+                other => cx.issue(
+                    &join(&path, name),
+                    format!(
+                        "expected a string, number or boolean, found {}",
+                        kind(other)
+                    ),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    /// A string that must be one of `choices`.
+    fn choice(
+        &self,
+        cx: &mut Ctx<'_>,
+        key: &str,
+        choices: &[&'static str],
+    ) -> Option<&'static str> {
+        let text = self.string(cx, key)?;
+        let found = choices.iter().copied().find(|choice| *choice == text);
+        if found.is_none() {
+            cx.issue(
+                &self.child(key),
+                format!(
+                    "unknown value {text:?}, expected one of: {}{}",
+                    choices.join(", "),
+                    did_you_mean(&text, choices.iter().copied())
+                ),
+            );
+        }
+        found
+    }
+}
+
+/// Builds the typed config from the tree, reporting every issue into `cx`.
+pub(crate) fn build(tree: &Value, cx: &mut Ctx<'_>) -> Config {
+    let mut config = Config::default();
+    let Some(root) = Table::open(
+        cx,
+        "",
+        tree,
+        &[
+            "server",
+            "log",
+            "queues",
+            "sources",
+            "plugins",
+            "pipelines",
+            "sinks",
+        ],
+    ) else {
+        return config;
+    };
+    if let Some(value) = root.get("server") {
+        config.server = server(cx, value);
+    }
+    if let Some(value) = root.get("log") {
+        config.log = log(cx, value);
+    }
+    let mut declared = Declared::default();
+    for (name, path, value) in section(cx, &root, "queues", "queue", &mut declared.queues) {
+        if let Some(queue) = queue(cx, &path, value) {
+            config.queues.insert(name, queue);
+        }
+    }
+    for (name, path, value) in section(cx, &root, "sources", "source", &mut declared.sources) {
+        if let Some(source) = source(cx, &name, &path, value) {
+            config.sources.insert(name, source);
+        }
+    }
+    for (name, path, value) in section(cx, &root, "plugins", "plugin", &mut declared.plugins) {
+        if let Some(plugin) = plugin(cx, &path, value) {
+            config.plugins.insert(name, plugin);
+        }
+    }
+    let mut unused = BTreeSet::new();
+    for (name, path, value) in section(cx, &root, "pipelines", "pipeline", &mut unused) {
+        if let Some(pipeline) = pipeline(cx, &path, value) {
+            config.pipelines.insert(name, pipeline);
+        }
+    }
+    for (name, path, value) in section(cx, &root, "sinks", "sink", &mut declared.sinks) {
+        if let Some(sink) = sink(cx, &path, value) {
+            config.sinks.insert(name, sink);
+        }
+    }
+    root.finish(cx);
+    crate::graph::check(cx, &config, &declared);
+    config
+}
+
+/// Names declared in each namespace, whether or not their tables are valid, so one
+/// broken sink does not also make every pipeline naming it "unknown".
+#[derive(Default)]
+pub(crate) struct Declared {
+    pub(crate) queues: BTreeSet<String>,
+    pub(crate) sources: BTreeSet<String>,
+    pub(crate) plugins: BTreeSet<String>,
+    pub(crate) sinks: BTreeSet<String>,
+}
+
+/// The entries of a `[section.NAME]` table, names checked.
+fn section<'v>(
+    cx: &mut Ctx<'_>,
+    root: &Table<'v>,
+    key: &str,
+    what: &str,
+    declared: &mut BTreeSet<String>,
+) -> Vec<(String, String, &'v Value)> {
+    let Some(value) = root.get(key) else {
+        return Vec::new();
+    };
+    let Value::Object(map) = value else {
+        cx.issue(
+            key,
+            format!("expected a table of {what}s by name, found {}", kind(value)),
+        );
+        return Vec::new();
+    };
+    map.iter()
+        .map(|(name, value)| {
+            let path = join(key, name);
+            check_name(cx, &path, what, name);
+            declared.insert(name.clone());
+            (name.clone(), path, value)
+        })
+        .collect()
+}
+
+fn server(cx: &mut Ctx<'_>, value: &Value) -> ServerConfig {
+    let mut server = ServerConfig::default();
+    let Some(table) = Table::open(
+        cx,
+        "server",
+        value,
+        &[
+            "listen",
+            "data_dir",
+            "admin_token",
+            "shutdown_timeout",
+            "dead_letter",
+        ],
+    ) else {
+        return server;
+    };
+    if let Some(listen) = table.non_empty_string(cx, "listen") {
+        if !valid_listen(&listen) {
+            cx.issue(
+                "server.listen",
+                format!("invalid address {listen:?}: write host:port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
+            );
+        }
+        server.listen = listen;
+    }
+    if let Some(data_dir) = table.non_empty_string(cx, "data_dir") {
+        server.data_dir = data_dir;
+    }
+    server.admin_token = table.non_empty_string(cx, "admin_token");
+    if let Some(timeout) = table.duration(cx, "shutdown_timeout", true) {
+        server.shutdown_timeout = timeout;
+    }
+    if let Some(dead_letter) = table.non_empty_string(cx, "dead_letter") {
+        check_name(cx, "server.dead_letter", "queue", &dead_letter);
+        server.dead_letter = dead_letter;
+    }
+    table.finish(cx);
+    server
+}
+
+fn valid_listen(listen: &str) -> bool {
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty() && port.parse::<u16>().is_ok()
+}
+
+fn log(cx: &mut Ctx<'_>, value: &Value) -> LogOutputConfig {
+    let mut log = LogOutputConfig::default();
+    let Some(table) = Table::open(cx, "log", value, &["format", "level"]) else {
+        return log;
+    };
+    match table.choice(cx, "format", &["text", "json"]) {
+        Some("json") => log.format = LogFormat::Json,
+        Some(_) => log.format = LogFormat::Text,
+        None => {}
+    }
+    if let Some(level) = table.non_empty_string(cx, "level") {
+        log.level = level;
+    }
+    table.finish(cx);
+    log
+}
+
+fn queue(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<QueueConfig> {
+    let table = Table::open(
+        cx,
+        path,
+        value,
+        &[
+            "partitions",
+            "retention",
+            "max_bytes",
+            "ack_timeout",
+            "max_deliveries",
+            "dead_letter",
+            "dedup_window",
+        ],
+    )?;
+    let defaults = QueueConfig::default();
+    let queue = QueueConfig {
+        partitions: table
+            .positive_u32(cx, "partitions", "; a queue needs at least one partition")
+            .unwrap_or(defaults.partitions),
+        retention: table
+            .duration(cx, "retention", false)
+            .unwrap_or(defaults.retention),
+        max_bytes: table.size(cx, "max_bytes").unwrap_or(defaults.max_bytes),
+        ack_timeout: table
+            .duration(cx, "ack_timeout", false)
+            .unwrap_or(defaults.ack_timeout),
+        max_deliveries: table
+            .positive_u32(
+                cx,
+                "max_deliveries",
+                "; every message is delivered at least once",
+            )
+            .unwrap_or(defaults.max_deliveries),
+        dead_letter: table.non_empty_string(cx, "dead_letter"),
+        dedup_window: table
+            .duration(cx, "dedup_window", true)
+            .unwrap_or(defaults.dedup_window),
+    };
+    if let Some(dead_letter) = &queue.dead_letter {
+        check_name(cx, &join(path, "dead_letter"), "queue", dead_letter);
+    }
+    table.finish(cx);
+    Some(queue)
+}
+
+/// Reads `type` and checks it against `types`.
+fn type_of(
+    cx: &mut Ctx<'_>,
+    table: &Table<'_>,
+    what: &str,
+    types: &[&'static str],
+) -> Option<&'static str> {
+    if table.get("type").is_none() {
+        table.missing(
+            cx,
+            "type",
+            &format!("the {what} type, one of: {}", types.join(", ")),
+        );
+        return None;
+    }
+    let text = table.string(cx, "type")?;
+    let found = types.iter().copied().find(|t| *t == text);
+    if found.is_none() {
+        cx.issue(
+            &table.child("type"),
+            format!(
+                "unknown {what} type {text:?}, expected one of: {}{}",
+                types.join(", "),
+                did_you_mean(&text, types.iter().copied())
+            ),
+        );
+    }
+    found
+}
+
+fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<SourceConfig> {
+    let mut table = Table::open(cx, path, value, &["type"])?;
+    let Some(source_type) = type_of(cx, &table, "source", SOURCE_TYPES) else {
+        // Other keys cannot be judged without a type.
+        return None;
+    };
+    let source = match source_type {
+        "http" => {
+            table.known.extend([
+                "token",
+                "max_body",
+                "partitions",
+                "dedup_window",
+                "max_bytes",
+            ]);
+            let defaults = HttpSourceConfig::default();
+            SourceConfig::Http(HttpSourceConfig {
+                token: table.non_empty_string(cx, "token"),
+                max_body: table.size(cx, "max_body").unwrap_or(defaults.max_body),
+                partitions: table
+                    .positive_u32(
+                        cx,
+                        "partitions",
+                        "; the intake log needs at least one partition",
+                    )
+                    .unwrap_or(defaults.partitions),
+                dedup_window: table
+                    .duration(cx, "dedup_window", true)
+                    .unwrap_or(defaults.dedup_window),
+                max_bytes: table.size(cx, "max_bytes").unwrap_or(defaults.max_bytes),
+            })
+        }
+        "queue" => {
+            table.known.extend(["queue", "group"]);
+            let queue = table
+                .required_string(cx, "queue", "the name of a [queues.NAME] table to read")
+                .unwrap_or_default();
+            let group = table
+                .non_empty_string(cx, "group")
+                .unwrap_or_else(|| name.to_string());
+            check_name(cx, &table.child("group"), "consumer group", &group);
+            SourceConfig::Queue(QueueSourceConfig { queue, group })
+        }
+        "postgres_cdc" => {
+            table.known.extend([
+                "dsn",
+                "slot",
+                "publication",
+                "tables",
+                "snapshot",
+                "max_slot_lag",
+            ]);
+            let default_slot =
+                format!("switchyard_{}", name.to_ascii_lowercase().replace('-', "_"));
+            let slot = table
+                .non_empty_string(cx, "slot")
+                .unwrap_or_else(|| default_slot.clone());
+            if !slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                || slot.len() > 63
+            {
+                cx.issue(
+                    &table.child("slot"),
+                    format!("invalid replication slot name {slot:?}: Postgres allows lower-case letters, digits and `_`, at most 63 characters"),
+                );
+            }
+            let tables = table.strings(cx, "tables").unwrap_or_default();
+            for (index, entry) in tables.iter().enumerate() {
+                if entry.trim().is_empty() || entry.contains(char::is_whitespace) {
+                    cx.issue(
+                        &format!("{}[{index}]", table.child("tables")),
+                        format!(
+                            "invalid table {entry:?}: write schema.table, e.g. \"public.orders\""
+                        ),
+                    );
+                }
+            }
+            let snapshot = match table.choice(cx, "snapshot", &["initial", "never"]) {
+                Some("never") => SnapshotMode::Never,
+                _ => SnapshotMode::Initial,
+            };
+            SourceConfig::PostgresCdc(PostgresCdcSourceConfig {
+                dsn: table
+                    .required_string(
+                        cx,
+                        "dsn",
+                        "a Postgres connection string, e.g. \"postgres://user@host:5432/db\"",
+                    )
+                    .unwrap_or_default(),
+                slot,
+                publication: table
+                    .non_empty_string(cx, "publication")
+                    .unwrap_or(default_slot),
+                tables,
+                snapshot,
+                max_slot_lag: table.size(cx, "max_slot_lag").unwrap_or(ByteSize(10 << 30)),
+            })
+        }
+        _ => {
+            table
+                .known
+                .extend(["brokers", "topics", "group", "options"]);
+            let topics = table.strings(cx, "topics");
+            if topics.is_none() && table.get("topics").is_none() {
+                table.missing(cx, "topics", "the Kafka topics to read, e.g. [\"clicks\"]");
+            } else if topics.as_ref().is_some_and(Vec::is_empty) {
+                cx.issue(
+                    &table.child("topics"),
+                    "`topics` is empty: name at least one topic",
+                );
+            }
+            SourceConfig::Kafka(KafkaSourceConfig {
+                brokers: table
+                    .required_string(cx, "brokers", "bootstrap servers, e.g. \"127.0.0.1:9092\"")
+                    .unwrap_or_default(),
+                topics: topics.unwrap_or_default(),
+                group: table
+                    .non_empty_string(cx, "group")
+                    .unwrap_or_else(|| "switchyard".to_string()),
+                options: table.string_map(cx, "options").unwrap_or_default(),
+            })
+        }
+    };
+    table.finish(cx);
+    Some(source)
+}
+
+fn plugin(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<PluginConfig> {
+    let table = Table::open(
+        cx,
+        path,
+        value,
+        &["path", "config", "fuel", "memory", "timeout", "on_error"],
+    )?;
+    let defaults = PluginConfig::default();
+    let on_error = match table.choice(cx, "on_error", &["dead_letter", "drop", "stop"]) {
+        Some("drop") => OnError::Drop,
+        Some("stop") => OnError::Stop,
+        Some(_) => OnError::DeadLetter,
+        None => defaults.on_error,
+    };
+    let plugin = PluginConfig {
+        path: table
+            .required_string(cx, "path", "the plugin's .wasm component file")
+            .unwrap_or_default(),
+        config: table.get("config").cloned().unwrap_or(defaults.config),
+        fuel: table
+            .integer(cx, "fuel", 1, "; a plugin without fuel cannot run")
+            .unwrap_or(defaults.fuel),
+        memory: table.size(cx, "memory").unwrap_or(defaults.memory),
+        timeout: table
+            .duration(cx, "timeout", false)
+            .unwrap_or(defaults.timeout),
+        on_error,
+    };
+    table.finish(cx);
+    Some(plugin)
+}
+
+fn pipeline(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<PipelineConfig> {
+    let table = Table::open(
+        cx,
+        path,
+        value,
+        &[
+            "from",
+            "filters",
+            "transforms",
+            "router",
+            "to",
+            "dead_letter",
+            "max_in_flight",
+        ],
+    )?;
+    let from = table.strings(cx, "from");
+    if from.is_none() && table.get("from").is_none() {
+        table.missing(cx, "from", "the sources to read, e.g. [\"api\"]");
+    } else if from.as_ref().is_some_and(Vec::is_empty) {
+        cx.issue(
+            &table.child("from"),
+            "`from` is empty: name at least one source",
+        );
+    }
+    let pipeline = PipelineConfig {
+        from: from.unwrap_or_default(),
+        filters: table.strings(cx, "filters").unwrap_or_default(),
+        transforms: table.strings(cx, "transforms").unwrap_or_default(),
+        router: table.non_empty_string(cx, "router"),
+        to: table.strings(cx, "to").unwrap_or_default(),
+        dead_letter: table.non_empty_string(cx, "dead_letter"),
+        max_in_flight: table
+            .positive_usize(
+                cx,
+                "max_in_flight",
+                "; a pipeline must be able to read one event",
+            )
+            .unwrap_or(1024),
+    };
+    if pipeline.to.is_empty() && pipeline.router.is_none() && table.get("to").is_none() {
+        cx.issue(
+            path,
+            "pipeline has neither `to` nor `router`: add `to = [\"SINK\"]` or a router plugin, or events go nowhere",
+        );
+    } else if pipeline.to.is_empty() && pipeline.router.is_none() {
+        cx.issue(
+            &table.child("to"),
+            "`to` is empty and there is no `router`: name at least one sink",
+        );
+    }
+    if let Some(dead_letter) = &pipeline.dead_letter {
+        check_name(cx, &table.child("dead_letter"), "queue", dead_letter);
+    }
+    table.finish(cx);
+    Some(pipeline)
+}
+
+fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
+    let mut table = Table::open(cx, path, value, &["type"])?;
+    let sink_type = type_of(cx, &table, "sink", SINK_TYPES)?;
+    let sink = match sink_type {
+        "webhook" => {
+            table.known.extend([
+                "url",
+                "secret",
+                "timeout",
+                "concurrency",
+                "retry",
+                "headers",
+                "envelope",
+            ]);
+            let url = table
+                .required_string(
+                    cx,
+                    "url",
+                    "where events are POSTed, e.g. \"https://example.com/hook\"",
+                )
+                .unwrap_or_default();
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                cx.issue(
+                    &table.child("url"),
+                    format!("invalid url {url:?}: it must start with http:// or https://"),
+                );
+            }
+            let secret = table.non_empty_string(cx, "secret");
+            if let Some(secret) = &secret
+                && (!secret.starts_with("whsec_") || secret.len() <= "whsec_".len())
+            {
+                cx.issue(
+                    &table.child("secret"),
+                    "invalid secret: use the Standard Webhooks form \"whsec_\" followed by a base64 key",
+                );
+            }
+            let headers = table.string_map(cx, "headers").unwrap_or_default();
+            for name in headers.keys() {
+                let token = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+                if !token {
+                    cx.issue(
+                        &join(&table.child("headers"), name),
+                        format!("invalid header name {name:?}: use letters, digits and `-`"),
+                    );
+                }
+            }
+            SinkConfig::Webhook(WebhookSinkConfig {
+                url,
+                secret,
+                timeout: table
+                    .duration(cx, "timeout", false)
+                    .unwrap_or(Duration::from_secs(5)),
+                concurrency: table
+                    .positive_usize(
+                        cx,
+                        "concurrency",
+                        "; at least one request must be in flight",
+                    )
+                    .unwrap_or(16),
+                retry: table
+                    .get("retry")
+                    .and_then(|value| retry(cx, &table.child("retry"), value))
+                    .unwrap_or_default(),
+                headers,
+                envelope: table.boolean(cx, "envelope").unwrap_or(false),
+            })
+        }
+        "queue" => {
+            table.known.push("queue");
+            SinkConfig::Queue(QueueSinkConfig {
+                queue: table
+                    .required_string(
+                        cx,
+                        "queue",
+                        "the name of a [queues.NAME] table to append to",
+                    )
+                    .unwrap_or_default(),
+            })
+        }
+        "stdout" => SinkConfig::Stdout(StdoutSinkConfig {}),
+        "file" => {
+            table.known.push("path");
+            SinkConfig::File(FileSinkConfig {
+                path: table
+                    .required_string(cx, "path", "the file to append JSON lines to")
+                    .unwrap_or_default(),
+            })
+        }
+        _ => {
+            table
+                .known
+                .extend(["brokers", "topic", "compression", "options"]);
+            SinkConfig::Kafka(KafkaSinkConfig {
+                brokers: table
+                    .required_string(cx, "brokers", "bootstrap servers, e.g. \"127.0.0.1:9092\"")
+                    .unwrap_or_default(),
+                topic: table
+                    .required_string(
+                        cx,
+                        "topic",
+                        "the topic to produce to; may use {source}, {kind}, {table}",
+                    )
+                    .unwrap_or_default(),
+                compression: table
+                    .choice(cx, "compression", KAFKA_COMPRESSIONS)
+                    .map(str::to_string),
+                options: table.string_map(cx, "options").unwrap_or_default(),
+            })
+        }
+    };
+    table.finish(cx);
+    Some(sink)
+}
+
+fn retry(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<RetryConfig> {
+    let table = Table::open(cx, path, value, &["max_attempts", "initial", "max"])?;
+    let defaults = RetryConfig::default();
+    let retry = RetryConfig {
+        max_attempts: table
+            .positive_u32(cx, "max_attempts", "; it counts the first attempt too")
+            .unwrap_or(defaults.max_attempts),
+        initial: table
+            .duration(cx, "initial", true)
+            .unwrap_or(defaults.initial),
+        max: table.duration(cx, "max", false).unwrap_or(defaults.max),
+    };
+    if retry.initial > retry.max {
+        cx.issue(
+            &join(path, "initial"),
+            format!(
+                "the first delay ({}) is longer than `max` ({}): lower `initial` or raise `max`",
+                humantime::format_duration(retry.initial),
+                humantime::format_duration(retry.max)
+            ),
+        );
+    }
+    table.finish(cx);
+    Some(retry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(closest("listn", ["listen", "data_dir"]), Some("listen"));
+        assert_eq!(closest("htp", SOURCE_TYPES.iter().copied()), Some("http"));
+        assert_eq!(
+            closest("webhok", SINK_TYPES.iter().copied()),
+            Some("webhook")
+        );
+        assert_eq!(closest("zzzzzz", ["listen"]), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("orders-dlq_2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("my sink"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name("é"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert!(valid_listen("127.0.0.1:8080"));
+        assert!(valid_listen("[::1]:8080"));
+        assert!(valid_listen("localhost:80"));
+        assert!(!valid_listen("8080"));
+        assert!(!valid_listen("host:http"));
+    }
+}
