@@ -45,7 +45,9 @@ fn flipped_bit_in_a_sealed_segment_is_reported_never_served() {
     assert!(sim.corrupt_byte(&files[0], 43 + 30, 0x04));
 
     let assert_corrupt = |log: &PartitionLog| {
-        let got = log.read(0, 100, usize::MAX).expect("records before the damage");
+        let got = log
+            .read(0, 100, usize::MAX)
+            .expect("records before the damage");
         assert_eq!(got.len(), 1, "only record 0 precedes the damage");
         match log.read(1, 100, usize::MAX) {
             Err(LogError::Corrupt { path, offset, .. }) => {
@@ -66,7 +68,10 @@ fn flipped_bit_in_a_sealed_segment_is_reported_never_served() {
     assert_corrupt(&log);
     let err = log.read(1, 1, 1).expect_err("corrupt");
     let msg = err.to_string();
-    assert!(msg.contains("offset 1") && msg.contains(&files[0].display().to_string()), "{msg}");
+    assert!(
+        msg.contains("offset 1") && msg.contains(&files[0].display().to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -132,13 +137,30 @@ fn failed_fsync_poisons_every_later_write_until_reopen() {
     let err = log.sync().expect_err("fsync fails");
     assert!(err.is_poisoned(), "{err:?}");
     assert!(log.is_poisoned());
-    assert_eq!(log.durable_end(), 2, "the unsynced record never became durable");
+    assert_eq!(
+        log.durable_end(),
+        2,
+        "the unsynced record never became durable"
+    );
     for _ in 0..3 {
-        assert!(log.append(&[(0, b"x")]).expect_err("poisoned").is_poisoned());
+        assert!(
+            log.append(&[(0, b"x")])
+                .expect_err("poisoned")
+                .is_poisoned()
+        );
         assert!(log.sync().expect_err("poisoned").is_poisoned());
-        assert!(log.truncate_unsynced(2).expect_err("poisoned").is_poisoned());
+        assert!(
+            log.truncate_unsynced(2)
+                .expect_err("poisoned")
+                .is_poisoned()
+        );
     }
-    assert!(log.append(&[(0, b"x")]).unwrap_err().to_string().contains("restart"));
+    assert!(
+        log.append(&[(0, b"x")])
+            .unwrap_err()
+            .to_string()
+            .contains("restart")
+    );
     // Reads of durable data keep working.
     assert_eq!(log.read(0, 10, usize::MAX).expect("read").len(), 2);
 
@@ -146,7 +168,10 @@ fn failed_fsync_poisons_every_later_write_until_reopen() {
     sim.power_loss(false);
     let log = open(&sim, 1 << 20);
     assert_eq!(log.end(), 2);
-    assert_eq!(log.append(&[(0, b"again")]).expect("usable after reopen"), 2..3);
+    assert_eq!(
+        log.append(&[(0, b"again")]).expect("usable after reopen"),
+        2..3
+    );
     assert_eq!(log.sync().expect("sync"), 3);
 }
 
@@ -159,7 +184,10 @@ fn reads_see_only_synced_records_and_honour_limits() {
         let batch: Vec<(u64, &[u8])> = chunk.iter().map(|p| (1, p.as_slice())).collect();
         log.append(&batch).expect("append");
     }
-    assert!(log.read(0, 10, usize::MAX).expect("read").is_empty(), "nothing synced yet");
+    assert!(
+        log.read(0, 10, usize::MAX).expect("read").is_empty(),
+        "nothing synced yet"
+    );
     log.sync().expect("sync");
     for from in [0u64, 1, 49, 50, 777, 1500, 1999] {
         let got = log.read(from, 3, usize::MAX).expect("read");
@@ -168,7 +196,11 @@ fn reads_see_only_synced_records_and_honour_limits() {
         assert_eq!(got.len(), 3.min(2000 - from as usize));
     }
     assert_eq!(log.read(10, 100, 250).expect("read").len(), 2, "max_bytes");
-    assert_eq!(log.read(10, 100, 1).expect("read").len(), 1, "always one record");
+    assert_eq!(
+        log.read(10, 100, 1).expect("read").len(),
+        1,
+        "always one record"
+    );
     assert!(log.read(2000, 10, usize::MAX).expect("read").is_empty());
 }
 

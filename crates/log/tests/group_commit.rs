@@ -16,8 +16,15 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn open_queue(sim: &SimStorage, partitions: u32) -> Queue {
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    Queue::open(storage, Path::new("/data/orders"), partitions, LogOptions { segment_bytes: 2048 })
-        .expect("open queue")
+    Queue::open(
+        storage,
+        Path::new("/data/orders"),
+        partitions,
+        LogOptions {
+            segment_bytes: 2048,
+        },
+    )
+    .expect("open queue")
 }
 
 fn no_op() -> Arc<dyn Fn(u32, u64) + Send + Sync> {
@@ -46,8 +53,12 @@ fn acknowledged_records_survive_power_loss() {
 
     let threads: Vec<_> = (0..8u32)
         .map(|t| {
-            let (committer, acked, early_ack, queue) =
-                (committer.clone(), acked.clone(), early_ack.clone(), queue.clone());
+            let (committer, acked, early_ack, queue) = (
+                committer.clone(),
+                acked.clone(),
+                early_ack.clone(),
+                queue.clone(),
+            );
             std::thread::spawn(move || {
                 for i in 0..60u32 {
                     let key = format!("key-{t}");
@@ -97,12 +108,18 @@ fn acknowledged_records_survive_power_loss() {
         committer.submit(vec![], Box::new(|_| {})),
         Err(SubmitError::Closed)
     ));
-    assert!(!early_ack.load(Ordering::SeqCst), "a callback ran before its fsync");
+    assert!(
+        !early_ack.load(Ordering::SeqCst),
+        "a callback ran before its fsync"
+    );
 
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert_eq!(acked.len(), 8 * 60 + 8 * 20, "every part acknowledged");
     for (p, range, _) in &acked {
-        assert!(durable_seen[*p as usize].load(Ordering::SeqCst) >= range.end, "on_durable");
+        assert!(
+            durable_seen[*p as usize].load(Ordering::SeqCst) >= range.end,
+            "on_durable"
+        );
     }
     // Per-key order: one submitter's records on its key's partition have increasing offsets.
     for t in 0..8u32 {
@@ -112,7 +129,10 @@ fn acknowledged_records_survive_power_loss() {
             .filter(|(_, _, ps)| ps[0].starts_with(prefix.as_bytes()) && ps[0].ends_with(b"/a"))
             .map(|(_, r, _)| r.start)
             .collect();
-        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "order for submitter {t}");
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "order for submitter {t}"
+        );
     }
 
     drop(committer);
@@ -171,10 +191,7 @@ fn try_submit_is_bounded_by_max_pending() {
     assert_eq!(queue.partitions()[0].durable_end(), 3);
 }
 
-fn submit_and_wait(
-    committer: &GroupCommitter,
-    parts: Parts,
-) -> Result<Vec<Range<u64>>, LogError> {
+fn submit_and_wait(committer: &GroupCommitter, parts: Parts) -> Result<Vec<Range<u64>>, LogError> {
     let (tx, rx) = mpsc::channel();
     committer
         .try_submit(parts, Box::new(move |r| tx.send(r).unwrap()))
@@ -230,7 +247,8 @@ fn a_failed_fsync_fails_the_batch_and_poisons_the_partition() {
     sim.fail_next_sync();
     let err = submit_and_wait(&committer, vec![(0, vec![(1, b"a".to_vec())])]).expect_err("fsync");
     assert!(err.is_poisoned(), "{err:?}");
-    let err = submit_and_wait(&committer, vec![(0, vec![(1, b"b".to_vec())])]).expect_err("poisoned");
+    let err =
+        submit_and_wait(&committer, vec![(0, vec![(1, b"b".to_vec())])]).expect_err("poisoned");
     assert!(err.is_poisoned(), "{err:?}");
     assert_eq!(queue.partitions()[0].durable_end(), 0);
 }

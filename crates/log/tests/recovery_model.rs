@@ -30,8 +30,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn open(storage: &Arc<dyn Storage>, segment_bytes: u64) -> PartitionLog {
-    PartitionLog::open(storage.clone(), Path::new("/data/q/p0"), LogOptions { segment_bytes })
-        .expect("recovery succeeds")
+    PartitionLog::open(
+        storage.clone(),
+        Path::new("/data/q/p0"),
+        LogOptions { segment_bytes },
+    )
+    .expect("recovery succeeds")
 }
 
 fn check_reads(log: &PartitionLog, model: &[(u64, Vec<u8>)]) {
