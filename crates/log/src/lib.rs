@@ -42,3 +42,18 @@ pub(crate) fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 pub(crate) fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::PartitionLog>();
+        check::<crate::Queue>();
+        check::<crate::GroupCommitter>();
+        check::<crate::OffsetStore>();
+        check::<crate::SimStorage>();
+        check::<crate::FsStorage>();
+        check::<crate::LogError>();
+    }
+}

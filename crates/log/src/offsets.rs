@@ -149,10 +149,16 @@ pub(crate) fn write_file_atomically(
     let file = storage
         .open(&tmp, true)
         .map_err(|e| LogError::write(&tmp, e))?;
-    file.set_len(0).map_err(|e| LogError::write(&tmp, e))?;
-    file.write_all_at(bytes, 0)
-        .map_err(|e| LogError::write(&tmp, e))?;
-    file.sync_data().map_err(|e| LogError::io(&tmp, e))?;
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.write_all_at(bytes, 0))
+        .map_err(|e| LogError::write(&tmp, e))
+        .and_then(|()| file.sync_data().map_err(|e| LogError::io(&tmp, e)));
+    if let Err(e) = written {
+        // Best effort: free the space a partial temp file holds (open() removes leftovers too).
+        let _ = storage.remove_file(&tmp);
+        return Err(e);
+    }
     storage
         .rename(&tmp, path)
         .map_err(|e| LogError::io(path, e))?;

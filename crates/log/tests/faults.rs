@@ -221,3 +221,39 @@ fn truncate_unsynced_never_removes_synced_records() {
     assert_eq!(all.len(), 5);
     assert_eq!(all[4].payload, b"after");
 }
+
+#[test]
+fn concurrent_readers_see_a_growing_durable_prefix() {
+    let sim = SimStorage::new();
+    let log = Arc::new(open(&sim, 4096));
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u64 {
+                let p = payload(i);
+                log.append(&[(i, &p), (i, &p)]).expect("append");
+                if i % 7 == 0 {
+                    log.sync().expect("sync");
+                }
+            }
+            log.sync().expect("sync");
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut next = 0u64;
+    while next < 600 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reader stalled at {next}"
+        );
+        let durable = log.durable_end();
+        for rec in log.read(next, 64, usize::MAX).expect("read") {
+            assert_eq!(rec.offset, next);
+            assert!(rec.offset < log.durable_end().max(durable));
+            assert_eq!(rec.payload, payload(next / 2));
+            next += 1;
+        }
+        std::thread::yield_now();
+    }
+    writer.join().expect("writer");
+}
