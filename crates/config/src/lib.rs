@@ -4,6 +4,11 @@
 //! never renamed. Loading and validation live in [`load`]; every problem is reported
 //! at once with its key path.
 //!
+//! Sources of values, later ones winning: the file (`.toml`, or `.yaml`/`.yml`), then
+//! environment variables `SWITCHYARD_SECTION__KEY` (double underscore = one level,
+//! e.g. `SWITCHYARD_SINKS__AUDIT__URL`); then `${VAR}` in any string is replaced from the
+//! environment. See [`load`] for the details and [`load_str_with_env`] for tests.
+//!
 //! Architecture invariant: no async runtime, no network; the only IO is reading the file.
 
 mod graph;
@@ -42,6 +47,8 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight deliveries. Default 30s.
     pub shutdown_timeout: Duration,
     /// Default dead-letter queue for pipelines that name none. Default `dead-letters`.
+    /// It need not be declared under `[queues]`: an undeclared one is created with
+    /// [`QueueConfig::default`].
     pub dead_letter: String,
 }
 
@@ -94,7 +101,8 @@ pub struct QueueConfig {
     pub ack_timeout: Duration,
     /// Deliveries before dead-lettering. Default 20.
     pub max_deliveries: u32,
-    /// Queue receiving messages that exhausted `max_deliveries`.
+    /// Queue receiving messages that exhausted `max_deliveries`; must be declared under
+    /// `[queues]` and differ from this queue.
     pub dead_letter: Option<String>,
     /// `Idempotency-Key` deduplication window. Default 5 minutes.
     pub dedup_window: Duration,
@@ -246,7 +254,9 @@ pub struct PipelineConfig {
     pub router: Option<String>,
     /// Sinks for every event when there is no router.
     pub to: Vec<String>,
-    /// Dead-letter queue; defaults to `server.dead_letter`.
+    /// Dead-letter queue; defaults to `server.dead_letter`. It need not be declared under
+    /// `[queues]`: an undeclared one is created with [`QueueConfig::default`]. It must not be
+    /// a queue the pipeline reads (failures would come back forever).
     pub dead_letter: Option<String>,
     /// Events read ahead of the checkpoint per source partition. Default 1024.
     pub max_in_flight: usize,

@@ -906,3 +906,46 @@ fn files_are_read_by_extension() {
         &["cannot read"],
     );
 }
+
+#[test]
+fn dead_letters_must_not_flow_back_into_the_pipeline() {
+    let issues = problems(
+        r#"
+[queues.orders]
+[sources.jobs]
+type = "queue"
+queue = "orders"
+[pipelines.p]
+from = ["jobs"]
+to = ["c"]
+dead_letter = "orders"
+[sinks.c]
+type = "stdout"
+"#,
+    );
+    assert_mentions(
+        at(&issues, "pipelines.p.dead_letter"),
+        &["reads queue `orders`", "separate dead-letter queue"],
+    );
+}
+
+#[test]
+fn webhook_values_are_checked() {
+    let issues = problems(
+        r#"
+[sinks.h]
+type = "webhook"
+url = "ftp://example.com"
+secret = "hunter2"
+retry = { initial = "2m", max = "1m" }
+headers = { "bad header" = "x" }
+"#,
+    );
+    assert_mentions(at(&issues, "sinks.h.url"), &["http:// or https://"]);
+    assert_mentions(at(&issues, "sinks.h.secret"), &["whsec_"]);
+    assert_mentions(at(&issues, "sinks.h.retry.initial"), &["longer than `max`"]);
+    assert_mentions(
+        at(&issues, "sinks.h.headers.bad header"),
+        &["invalid header name"],
+    );
+}
