@@ -1,0 +1,123 @@
+//! The file sink appends wire lines that parse back into the same events.
+
+use std::sync::Arc;
+
+use switchyard_config::FileSinkConfig;
+use switchyard_event::Event;
+use switchyard_sinks::{FileSink, Outcome, Sink, SinkError};
+
+fn event(n: u32) -> Arc<Event> {
+    Arc::new(Event {
+        id: format!("ev-{n}"),
+        source: "db".into(),
+        kind: "insert".into(),
+        key: Some(format!(r#"{{"id":{n}}}"#).into_bytes()),
+        // Keys in sorted order and no spaces: the wire form re-serialises JSON payloads
+        // (serde_json sorts object keys), so only such payloads come back byte for byte.
+        payload: if n % 2 == 0 {
+            format!(r#"{{"n":{n},"op":"insert"}}"#).into_bytes()
+        } else {
+            vec![0, 1, 2, 255]
+        },
+        content_type: if n % 2 == 0 {
+            "application/json".into()
+        } else {
+            "application/octet-stream".into()
+        },
+        headers: vec![("x-n".into(), n.to_string())],
+        timestamp_ms: 1_764_064_800_000 + u64::from(n),
+    })
+}
+
+fn read_events(path: &std::path::Path) -> Vec<Event> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| Event::from_wire_json(&serde_json::from_str(line).unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_are_appended_as_lines_that_parse_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/events.jsonl");
+    let cfg = FileSinkConfig {
+        path: path.to_str().unwrap().to_owned(),
+    };
+    let sink = FileSink::new("archive", &cfg).unwrap();
+    assert!(path.exists(), "created with its parent directories");
+    assert!(sink.max_batch() > 1);
+
+    let first: Vec<_> = (0..3).map(event).collect();
+    let second: Vec<_> = (3..5).map(event).collect();
+    assert_eq!(sink.deliver(&first).await, vec![Outcome::Delivered; 3]);
+    assert_eq!(sink.deliver(&second).await, vec![Outcome::Delivered; 2]);
+    assert_eq!(sink.deliver(&[]).await, vec![]);
+
+    let expected: Vec<Event> = first.iter().chain(&second).map(|e| (**e).clone()).collect();
+    assert_eq!(read_events(&path), expected);
+
+    // A restarted sink appends; it never truncates what was acknowledged.
+    drop(sink);
+    let sink = FileSink::new("archive", &cfg).unwrap();
+    assert_eq!(sink.deliver(&[event(9)]).await, vec![Outcome::Delivered]);
+    assert_eq!(read_events(&path).len(), 6);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn works_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let sink = FileSink::new(
+        "archive",
+        &FileSinkConfig {
+            path: path.to_str().unwrap().to_owned(),
+        },
+    )
+    .unwrap();
+    assert_eq!(sink.deliver(&[event(1)]).await, vec![Outcome::Delivered]);
+    assert_eq!(read_events(&path), vec![(*event(1)).clone()]);
+}
+
+#[test]
+fn a_directory_is_not_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = FileSink::new(
+        "archive",
+        &FileSinkConfig {
+            path: dir.path().to_str().unwrap().to_owned(),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, SinkError::File { .. }), "{err:?}");
+    assert!(err.to_string().contains("archive"), "{err}");
+    let empty = FileSink::new(
+        "archive",
+        &FileSinkConfig {
+            path: String::new(),
+        },
+    )
+    .unwrap_err();
+    assert!(empty.to_string().contains("path"), "{empty}");
+}
+
+/// `/dev/full` fails every write with ENOSPC: what a full disk looks like.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_full_disk_is_retried() {
+    let sink = FileSink::new(
+        "archive",
+        &FileSinkConfig {
+            path: "/dev/full".into(),
+        },
+    )
+    .unwrap();
+    let outcomes = sink.deliver(&[event(1), event(2)]).await;
+    assert_eq!(outcomes.len(), 2);
+    for outcome in outcomes {
+        assert!(
+            matches!(&outcome, Outcome::Retry { error, retry_after: None } if error.contains("/dev/full")),
+            "{outcome:?}"
+        );
+    }
+}
