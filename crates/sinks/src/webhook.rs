@@ -30,6 +30,7 @@ use sha2::Sha256;
 use switchyard_config::WebhookSinkConfig;
 use switchyard_event::Event;
 
+use crate::retry::MAX_RETRY_AFTER;
 use crate::{BoxFuture, Outcome, RetryPolicy, Sink, SinkError};
 
 /// How much of an error response's body goes into the error message.
@@ -76,10 +77,11 @@ pub struct WebhookSink {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     name: String,
     url: reqwest::Url,
+    /// `url` without its password, for messages (they end up in logs and dead letters).
+    shown_url: String,
     client: reqwest::Client,
     key: Option<SigningKey>,
     headers: HeaderMap,
@@ -87,6 +89,20 @@ struct Inner {
     timeout: Duration,
     concurrency: usize,
     retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Inner {
+    // Not derived: configured headers often carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field("name", &self.name)
+            .field("url", &self.shown_url)
+            .field("signed", &self.key.is_some())
+            .field("envelope", &self.envelope)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookSink {
@@ -157,10 +173,15 @@ impl WebhookSink {
                 sink: name.to_owned(),
                 source,
             })?;
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 url,
+                shown_url: shown.to_string(),
                 client,
                 key,
                 headers,
@@ -170,6 +191,11 @@ impl WebhookSink {
                 retry: RetryPolicy::from(&cfg.retry),
             }),
         })
+    }
+
+    /// The URL as shown in messages (password masked).
+    pub fn url(&self) -> &str {
+        &self.inner.shown_url
     }
 
     /// The sink's name in the config.
@@ -250,7 +276,7 @@ impl WebhookSink {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) => return self.transport_failure(&e),
+            Err(e) => return self.transport_failure(e),
         };
         let status = response.status();
         let retry_after = response
@@ -272,7 +298,7 @@ impl WebhookSink {
             return Outcome::Permanent {
                 error: format!(
                     "{} answered {status} redirecting to {}; redirects are not followed: point `url` of sink `{}` at the final address",
-                    inner.url,
+                    inner.shown_url,
                     location.as_deref().unwrap_or("(no location)"),
                     inner.name
                 ),
@@ -280,7 +306,7 @@ impl WebhookSink {
         }
         let error = format!(
             "{} answered {status}: {}",
-            inner.url,
+            inner.shown_url,
             error_body_excerpt(&body)
         );
         if is_transient(status) {
@@ -290,20 +316,26 @@ impl WebhookSink {
         }
     }
 
-    fn transport_failure(&self, e: &reqwest::Error) -> Outcome {
+    fn transport_failure(&self, e: reqwest::Error) -> Outcome {
         let inner = &*self.inner;
+        // The URL is named by us, masked; reqwest's copy may hold a password.
+        let e = e.without_url();
         if e.is_builder() {
             return Outcome::Permanent {
-                error: format!("cannot build a request to {}: {}", inner.url, chain(e)),
+                error: format!(
+                    "cannot build a request to {}: {}",
+                    inner.shown_url,
+                    chain(&e)
+                ),
             };
         }
         let error = if e.is_timeout() {
             format!(
                 "{} did not answer within {:?} (timeout of sink `{}`)",
-                inner.url, inner.timeout, inner.name
+                inner.shown_url, inner.timeout, inner.name
             )
         } else {
-            format!("cannot reach {}: {}", inner.url, chain(e))
+            format!("cannot reach {}: {}", inner.shown_url, chain(&e))
         };
         Outcome::Retry {
             error,
@@ -376,18 +408,19 @@ fn insert_if_valid(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3). A date in the past
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`] so callers can add it to an `Instant` safely. A date in the past
 /// means "now".
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Overlong digit strings are "very long": saturate instead of failing.
-        return Some(Duration::from_secs(
-            value.parse::<u64>().unwrap_or(u64::MAX),
-        ));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Reads up to [`DRAIN_LIMIT`] bytes of the body; errors just end the read (the status
@@ -469,7 +502,7 @@ mod tests {
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(
             parse_retry_after("99999999999999999999999", now),
-            Some(Duration::from_secs(u64::MAX))
+            Some(MAX_RETRY_AFTER)
         );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(

@@ -14,12 +14,12 @@ fn event(n: u32) -> Arc<Event> {
         key: Some(format!(r#"{{"id":{n}}}"#).into_bytes()),
         // Keys in sorted order and no spaces: the wire form re-serialises JSON payloads
         // (serde_json sorts object keys), so only such payloads come back byte for byte.
-        payload: if n % 2 == 0 {
+        payload: if n.is_multiple_of(2) {
             format!(r#"{{"n":{n},"op":"insert"}}"#).into_bytes()
         } else {
             vec![0, 1, 2, 255]
         },
-        content_type: if n % 2 == 0 {
+        content_type: if n.is_multiple_of(2) {
             "application/json".into()
         } else {
             "application/octet-stream".into()

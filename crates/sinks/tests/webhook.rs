@@ -335,3 +335,18 @@ fn bad_configs_are_refused_with_the_fix() {
     cfg.timeout = Duration::ZERO;
     assert!(err(&cfg).to_string().contains("timeout"));
 }
+
+#[tokio::test]
+async fn passwords_in_the_url_stay_out_of_errors() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let cfg = config(format!("http://user:s3cr3t@127.0.0.1:{port}/hook"));
+    let sink = WebhookSink::new("audit", &cfg).unwrap();
+    let (error, _) = retry_parts(deliver_one(&sink, order_event("e-1")).await);
+    assert!(!error.contains("s3cr3t"), "{error}");
+    assert!(error.contains("127.0.0.1"), "{error}");
+    assert!(!format!("{sink:?}").contains("s3cr3t"));
+    assert!(!sink.url().contains("s3cr3t"));
+}
