@@ -350,3 +350,22 @@ async fn passwords_in_the_url_stay_out_of_errors() {
     assert!(!format!("{sink:?}").contains("s3cr3t"));
     assert!(!sink.url().contains("s3cr3t"));
 }
+
+#[tokio::test]
+async fn lanes_deliver_concurrently_through_one_sink() {
+    let hold = Duration::from_millis(300);
+    let receiver = WebhookReceiver::start(Behaviour::Slow(hold));
+    let mut cfg = config(receiver.url());
+    cfg.concurrency = 8;
+    let sink = WebhookSink::new("audit", &cfg).unwrap();
+    let events: Vec<_> = (0..8).map(|i| order_event(&format!("e-{i}"))).collect();
+    let started = Instant::now();
+    let outcomes =
+        futures::future::join_all(events.iter().map(|e| sink.deliver(std::slice::from_ref(e))))
+            .await;
+    let took = started.elapsed();
+    assert!(outcomes.iter().all(|o| o == &[Outcome::Delivered]));
+    assert_eq!(receiver.count(), 8);
+    // One after another would take 8 × 300 ms.
+    assert!(took < hold * 4, "deliveries were serialised: {took:?}");
+}
