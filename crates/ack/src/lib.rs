@@ -139,7 +139,10 @@ mod tests {
         let mut w = Watermark::new(10);
         assert_eq!(
             w.track(9),
-            Err(WatermarkError::NotIncreasing { position: 9, last: 9 })
+            Err(WatermarkError::NotIncreasing {
+                position: 9,
+                last: 9
+            })
         );
         w.track(10).unwrap();
         assert_eq!(

@@ -1,1 +1,319 @@
-//! switchyard-runtime
+//! The switchyard runtime: turns a validated [`Config`] into running queues, sources,
+//! pipelines and sinks, serves HTTP (ingest, ops, admin), and shuts down cleanly.
+//!
+//! Delivery contract (see `ARCHITECTURE.md`):
+//! * HTTP ingest answers 2xx only after the events are fsync'd to the source's intake log;
+//! * a pipeline's checkpoint (consumer-group offset) is the low watermark of events every
+//!   routed sink acknowledged or that were dead-lettered — never "the last one read";
+//! * events with the same key reach a sink in order; different keys in parallel lanes;
+//! * every buffer is bounded: a slow sink slows its readers, which stop reading.
+
+pub mod delivery;
+pub mod metrics;
+pub mod pipeline;
+pub mod queues;
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_config::{Config, QueueConfig, SinkConfig, SourceConfig};
+use switchyard_log::{FsStorage, Storage};
+use switchyard_sinks::Sink;
+use switchyard_sinks::file::FileSink;
+use switchyard_sinks::stdout::StdoutSink;
+use switchyard_sinks::webhook::WebhookSink;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::delivery::{QueueSink, SinkHandle};
+use crate::metrics::Metrics;
+use crate::pipeline::{PipelinePlan, Reader};
+use crate::queues::{QueueHandle, QueueLimits};
+
+pub use delivery::dlq_headers;
+
+/// Why the runtime could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create data directory {path}: {source}; check server.data_dir")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open queue `{name}`: {source}")]
+    Queue {
+        name: String,
+        source: switchyard_log::LogError,
+    },
+    #[error("sink `{name}`: {message}")]
+    Sink { name: String, message: String },
+    #[error("source `{name}`: {message}")]
+    Source { name: String, message: String },
+    #[error("cannot listen on {addr}: {source}; is another process using it? change server.listen")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Everything the HTTP handlers and background tasks share.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub queues: BTreeMap<String, Arc<QueueHandle>>,
+    /// Intake logs of `http` sources, by source name.
+    pub intakes: BTreeMap<String, Arc<QueueHandle>>,
+    pub sinks: HashMap<String, Arc<SinkHandle>>,
+}
+
+impl Shared {
+    /// Any queue by its user-facing name (declared or dead-letter).
+    pub fn queue(&self, name: &str) -> Option<&Arc<QueueHandle>> {
+        self.queues.get(name)
+    }
+}
+
+/// Runs `config` until `shutdown` resolves, then drains in-flight deliveries (up to
+/// `server.shutdown_timeout`) and stores the final checkpoints.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
+    let data_dir = PathBuf::from(&config.server.data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|source| RuntimeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    let queues = open_queues(&config, &storage, &data_dir)?;
+    let intakes = open_intakes(&config, &storage, &data_dir)?;
+    let sinks = start_sinks(&config, &queues, &metrics)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut readers = JoinSet::new();
+    for (name, p) in &config.pipelines {
+        let dlq_name = p
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| config.server.dead_letter.clone());
+        let plan = Arc::new(PipelinePlan {
+            name: Arc::from(name.as_str()),
+            sinks: p.to.iter().map(|s| sinks[s].clone()).collect(),
+            dead_letter: queues[&dlq_name].clone(),
+            max_in_flight: p.max_in_flight.max(1),
+        });
+        for source in &p.from {
+            let (queue, group) = match &config.sources[source] {
+                SourceConfig::Http(_) => (intakes[source].clone(), format!("pipeline.{name}")),
+                SourceConfig::Queue(q) => (queues[&q.queue].clone(), q.group.clone()),
+                other => {
+                    return Err(RuntimeError::Source {
+                        name: source.clone(),
+                        message: format!(
+                            "sources of type `{}` are not available in this build yet",
+                            other.type_name()
+                        ),
+                    });
+                }
+            };
+            for partition in 0..queue.partitions().len() as u32 {
+                let reader = Reader {
+                    plan: plan.clone(),
+                    source: source.clone(),
+                    queue: queue.clone(),
+                    group: group.clone(),
+                    partition,
+                    metrics: metrics.clone(),
+                };
+                readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
+            }
+        }
+        info!(pipeline = %name, from = ?p.from, to = ?p.to, dead_letter = %dlq_name, "pipeline started");
+    }
+
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        queues,
+        intakes,
+        sinks,
+    });
+    let housekeeping = tokio::spawn(housekeeping(shared.clone()));
+
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|source| RuntimeError::Listen {
+            addr: config.server.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_or(config.server.listen.clone(), |a| a.to_string());
+    info!(%addr, data_dir = %data_dir.display(), "switchyard is listening");
+    let app = server::router(shared.clone());
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    shutdown.await;
+    info!("shutting down: no new input, draining in-flight deliveries");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.server.shutdown_timeout, server).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "http server stopped with an error"),
+        Err(_) => warn!("http connections still open at the shutdown timeout"),
+        _ => {}
+    }
+    while readers.join_next().await.is_some() {}
+    housekeeping.abort();
+    for q in shared.queues.values().chain(shared.intakes.values()) {
+        q.shutdown();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn limits(q: &QueueConfig) -> QueueLimits {
+    QueueLimits {
+        partitions: q.partitions.max(1),
+        max_bytes: q.max_bytes.0,
+        retention: Some(q.retention),
+    }
+}
+
+fn open_queues(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+    data_dir: &Path,
+) -> Result<BTreeMap<String, Arc<QueueHandle>>, RuntimeError> {
+    let mut wanted: BTreeMap<String, QueueConfig> = config.queues.clone();
+    // Dead-letter queues that are not declared get the defaults.
+    let dlqs = config
+        .pipelines
+        .values()
+        .filter_map(|p| p.dead_letter.clone())
+        .chain(std::iter::once(config.server.dead_letter.clone()));
+    for name in dlqs {
+        wanted.entry(name).or_default();
+    }
+    wanted
+        .into_iter()
+        .map(|(name, q)| {
+            let dir = data_dir.join("queues").join(&name);
+            QueueHandle::open(storage.clone(), &dir, &name, limits(&q))
+                .map(|h| (name.clone(), h))
+                .map_err(|source| RuntimeError::Queue { name, source })
+        })
+        .collect()
+}
+
+fn open_intakes(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+    data_dir: &Path,
+) -> Result<BTreeMap<String, Arc<QueueHandle>>, RuntimeError> {
+    let mut out = BTreeMap::new();
+    for (name, source) in &config.sources {
+        let SourceConfig::Http(http) = source else {
+            continue;
+        };
+        let dir = data_dir.join("intake").join(name);
+        let limits = QueueLimits {
+            partitions: http.partitions.max(1),
+            max_bytes: http.max_bytes.0,
+            // Intake data is removed once every pipeline has passed it, never by age.
+            retention: None,
+        };
+        let handle = QueueHandle::open(storage.clone(), &dir, &format!("intake.{name}"), limits)
+            .map_err(|source| RuntimeError::Queue {
+                name: format!("intake of source {name}"),
+                source,
+            })?;
+        out.insert(name.clone(), handle);
+    }
+    Ok(out)
+}
+
+fn start_sinks(
+    config: &Config,
+    queues: &BTreeMap<String, Arc<QueueHandle>>,
+    metrics: &Arc<Metrics>,
+) -> Result<HashMap<String, Arc<SinkHandle>>, RuntimeError> {
+    let mut out = HashMap::new();
+    for (name, cfg) in &config.sinks {
+        let err = |e: switchyard_sinks::SinkError| RuntimeError::Sink {
+            name: name.clone(),
+            message: e.to_string(),
+        };
+        let sink: Arc<dyn Sink> = match cfg {
+            SinkConfig::Webhook(c) => Arc::new(WebhookSink::new(name, c).map_err(err)?),
+            SinkConfig::Stdout(c) => Arc::new(StdoutSink::new(name, c).map_err(err)?),
+            SinkConfig::File(c) => Arc::new(FileSink::new(name, c).map_err(err)?),
+            SinkConfig::Queue(c) => Arc::new(QueueSink {
+                queue: queues
+                    .get(&c.queue)
+                    .ok_or_else(|| RuntimeError::Sink {
+                        name: name.clone(),
+                        message: format!(
+                            "queue `{}` is not declared; add [queues.{}]",
+                            c.queue, c.queue
+                        ),
+                    })?
+                    .clone(),
+            }),
+            SinkConfig::Kafka(_) => {
+                return Err(RuntimeError::Sink {
+                    name: name.clone(),
+                    message: "sinks of type `kafka` are not available in this build yet".into(),
+                });
+            }
+        };
+        out.insert(name.clone(), SinkHandle::start(name, sink, metrics.clone()));
+    }
+    Ok(out)
+}
+
+/// Queue gauges every second; retention every 30 seconds.
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        for (name, q) in shared.queues.iter().chain(shared.intakes.iter()) {
+            let labels = metrics::QueueLabels {
+                queue: name.clone(),
+            };
+            shared
+                .metrics
+                .queue_depth
+                .get_or_create(&labels)
+                .set(q.depth() as i64);
+            shared
+                .metrics
+                .queue_bytes
+                .get_or_create(&labels)
+                .set(q.size_bytes() as i64);
+        }
+        n += 1;
+        if n % 30 == 0 {
+            for q in shared.queues.values().chain(shared.intakes.values()) {
+                let q = q.clone();
+                let result = tokio::task::spawn_blocking(move || q.enforce_retention_blocking())
+                    .await
+                    .expect("retention task");
+                if let Err(e) = result {
+                    warn!(error = %e, "retention failed");
+                }
+            }
+        }
+    }
+}

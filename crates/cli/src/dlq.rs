@@ -1,0 +1,164 @@
+//! `switchyard dlq list|show|replay`: the admin API of a running switchyard.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters not yet replayed: id, failing sink, attempts and error.
+    List {
+        /// Dead-letter queue (default: server.dead_letter, usually `dead-letters`).
+        queue: Option<String>,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print one dead letter (the full event as JSON) by event id.
+    Show {
+        id: String,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Deliver dead letters again to the sink that failed them. Those that fail again go
+    /// back to the end of the dead-letter queue.
+    Replay {
+        queue: Option<String>,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// Only dead letters of this sink.
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+struct Admin {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+pub fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(command))
+}
+
+async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let (config, queue) = match &command {
+        DlqCommand::List { config, queue, .. }
+        | DlqCommand::Show { config, queue, .. }
+        | DlqCommand::Replay { config, queue, .. } => (config, queue),
+    };
+    let cfg = crate::load(config)?;
+    let queue = queue.clone().unwrap_or(cfg.server.dead_letter.clone());
+    let Some(token) = cfg.server.admin_token.clone() else {
+        bail!(
+            "server.admin_token is not set in {}: the admin API is disabled",
+            config.display()
+        );
+    };
+    let admin = Admin {
+        base: format!("http://{}", cfg.server.listen),
+        token,
+        client: reqwest::Client::new(),
+    };
+    match command {
+        DlqCommand::List { limit, .. } => {
+            let body = admin
+                .get(&format!("/admin/dlq/{queue}?limit={limit}"))
+                .await?;
+            let letters = body["dead_letters"].as_array().cloned().unwrap_or_default();
+            if letters.is_empty() {
+                println!("no dead letters in `{queue}`");
+            }
+            for l in letters {
+                let e = &l["event"];
+                let h = &e["headers"];
+                println!(
+                    "{}\tsink={}\tattempts={}\terror={}",
+                    e["id"].as_str().unwrap_or("?"),
+                    h["x-switchyard-dead-letter-sink"].as_str().unwrap_or("?"),
+                    h["x-switchyard-dead-letter-attempts"]
+                        .as_str()
+                        .unwrap_or("?"),
+                    h["x-switchyard-dead-letter-error"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        DlqCommand::Show { id, .. } => {
+            let body = admin
+                .get(&format!("/admin/dlq/{queue}?limit=10000"))
+                .await?;
+            let found = body["dead_letters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["event"]["id"] == id.as_str());
+            match found {
+                Some(l) => println!("{}", serde_json::to_string_pretty(&l["event"])?),
+                None => bail!("no dead letter with id `{id}` waiting in `{queue}`"),
+            }
+        }
+        DlqCommand::Replay { sink, limit, .. } => {
+            let body = admin
+                .post(
+                    &format!("/admin/dlq/{queue}/replay"),
+                    json!({ "sink": sink, "limit": limit }),
+                )
+                .await?;
+            println!(
+                "replayed {} dead letters from `{queue}` ({} skipped)",
+                body["replayed"], body["skipped"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Admin {
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach switchyard at {}; is it running?", self.base))?;
+        Self::answer(resp).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach switchyard at {}; is it running?", self.base))?;
+        Self::answer(resp).await
+    }
+
+    async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "switchyard answered {status}: {}",
+                body["error"].as_str().unwrap_or("no details")
+            );
+        }
+        Ok(body)
+    }
+}

@@ -1,0 +1,278 @@
+//! Delivery to sinks: ordering lanes, retries with backoff, dead letters, and the
+//! acknowledgement that travels with every event.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_event::Event;
+use switchyard_sinks::{BoxFuture, Outcome, Sink};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::metrics::{Metrics, SinkNameLabels};
+use crate::queues::{QueueHandle, now_ms};
+
+/// Header names a dead-lettered event carries.
+pub mod dlq_headers {
+    pub const SINK: &str = "x-switchyard-dead-letter-sink";
+    pub const PIPELINE: &str = "x-switchyard-dead-letter-pipeline";
+    pub const ERROR: &str = "x-switchyard-dead-letter-error";
+    pub const ATTEMPTS: &str = "x-switchyard-dead-letter-attempts";
+    pub const AT_MS: &str = "x-switchyard-dead-letter-at-ms";
+}
+
+/// Completion of one event read from a source position: it completes when every sink it
+/// was routed to has acknowledged it (or dead-lettered it). Then the position is sent
+/// back to the reader that tracks the checkpoint.
+pub struct AckToken {
+    remaining: AtomicUsize,
+    position: u64,
+    to_reader: mpsc::UnboundedSender<u64>,
+}
+
+impl AckToken {
+    pub fn new(sinks: usize, position: u64, to_reader: mpsc::UnboundedSender<u64>) -> Arc<Self> {
+        let token = Arc::new(Self {
+            remaining: AtomicUsize::new(sinks),
+            position,
+            to_reader,
+        });
+        if sinks == 0 {
+            token.complete_now();
+        }
+        token
+    }
+
+    /// One sink is done with the event.
+    pub fn ack(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.complete_now();
+        }
+    }
+
+    fn complete_now(&self) {
+        // The reader is gone only when shutting down; its checkpoint then stays behind,
+        // so the event is delivered again after the restart.
+        let _ = self.to_reader.send(self.position);
+    }
+}
+
+/// One event on its way to one sink.
+pub struct Delivery {
+    pub event: Arc<Event>,
+    pub ack: Arc<AckToken>,
+    pub pipeline: Arc<str>,
+    pub dead_letter: Arc<QueueHandle>,
+}
+
+/// A running sink: its lanes and their tasks.
+pub struct SinkHandle {
+    pub name: String,
+    lanes: Vec<mpsc::Sender<Delivery>>,
+    next_lane: AtomicUsize,
+}
+
+impl SinkHandle {
+    /// Starts one task per lane (`sink.concurrency()`), each with a bounded inbox.
+    pub fn start(name: &str, sink: Arc<dyn Sink>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let lanes = sink.concurrency().max(1);
+        let capacity = (sink.max_batch().max(1) * 2).max(64);
+        let senders = (0..lanes)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(capacity);
+                let lane = Lane {
+                    sink_name: name.to_owned(),
+                    sink: sink.clone(),
+                    metrics: metrics.clone(),
+                };
+                tokio::spawn(lane.run(rx));
+                tx
+            })
+            .collect();
+        Arc::new(Self {
+            name: name.to_owned(),
+            lanes: senders,
+            next_lane: AtomicUsize::new(0),
+        })
+    }
+
+    /// Queues `delivery` on its key's lane, waiting while the lane is full (backpressure).
+    pub async fn dispatch(&self, delivery: Delivery) -> Result<(), Delivery> {
+        let lane = match &delivery.event.key {
+            Some(key) => {
+                let mut h = std::hash::DefaultHasher::new();
+                key.hash(&mut h);
+                (h.finish() % self.lanes.len() as u64) as usize
+            }
+            None => self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len(),
+        };
+        self.lanes[lane].send(delivery).await.map_err(|e| e.0)
+    }
+}
+
+struct Lane {
+    sink_name: String,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+}
+
+impl Lane {
+    async fn run(self, mut inbox: mpsc::Receiver<Delivery>) {
+        let max_batch = self.sink.max_batch().max(1);
+        while let Some(first) = inbox.recv().await {
+            let mut batch = VecDeque::with_capacity(max_batch);
+            batch.push_back(first);
+            while batch.len() < max_batch {
+                match inbox.try_recv() {
+                    Ok(d) => batch.push_back(d),
+                    Err(_) => break,
+                }
+            }
+            self.deliver(batch).await;
+        }
+    }
+
+    /// Delivers `pending` in order. A failed event holds back the events after it in this
+    /// lane (per-key order) until it is delivered or dead-lettered.
+    async fn deliver(&self, mut pending: VecDeque<Delivery>) {
+        let policy = self.sink.retry_policy();
+        let latency = self
+            .metrics
+            .sink_latency
+            .get_or_create(&SinkNameLabels {
+                sink: self.sink_name.clone(),
+            })
+            .clone();
+        // Attempts made for the event at the head of `pending`.
+        let mut attempts = 0u32;
+        while !pending.is_empty() {
+            attempts += 1;
+            let events: Vec<Arc<Event>> = pending.iter().map(|d| d.event.clone()).collect();
+            let started = Instant::now();
+            let mut outcomes = self.sink.deliver(&events).await;
+            latency.observe(started.elapsed().as_secs_f64());
+            if outcomes.len() != events.len() {
+                warn!(sink = %self.sink_name, expected = events.len(), got = outcomes.len(),
+                    "sink returned the wrong number of outcomes; retrying the batch");
+                outcomes = vec![
+                    Outcome::Retry {
+                        error: "sink returned the wrong number of outcomes".into(),
+                        retry_after: None,
+                    };
+                    events.len()
+                ];
+            }
+            let mut delivered = 0;
+            let mut retry = None;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Delivered => {
+                        let d = pending.pop_front().expect("one outcome per pending event");
+                        d.ack.ack();
+                        delivered += 1;
+                        attempts = 1;
+                    }
+                    Outcome::Permanent { error } => {
+                        let d = pending.pop_front().expect("one outcome per pending event");
+                        self.dead_letter(d, &error, attempts).await;
+                        attempts = 1;
+                    }
+                    Outcome::Retry { error, retry_after } => {
+                        retry = Some((error, retry_after));
+                        break;
+                    }
+                }
+            }
+            if delivered > 0 {
+                self.metrics
+                    .sink_outcome(&self.sink_name, "delivered", delivered);
+            }
+            let Some((error, retry_after)) = retry else {
+                continue;
+            };
+            self.metrics.sink_outcome(&self.sink_name, "retried", 1);
+            if policy.exhausted(attempts) {
+                let d = pending.pop_front().expect("the failed event is pending");
+                self.dead_letter(d, &error, attempts).await;
+                attempts = 0;
+                continue;
+            }
+            let delay = policy.delay(attempts, retry_after);
+            debug!(sink = %self.sink_name, attempts, ?delay, %error, "delivery failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Appends the event to its pipeline's dead-letter queue, then acknowledges it. The
+    /// append is retried until it is durable: a dead letter is never dropped.
+    async fn dead_letter(&self, d: Delivery, error: &str, attempts: u32) {
+        warn!(sink = %self.sink_name, pipeline = %d.pipeline, event = %d.event.id,
+            queue = %d.dead_letter.name, %error, attempts, "dead-lettering event");
+        let mut event = (*d.event).clone();
+        event.set_header(dlq_headers::SINK, self.sink_name.clone());
+        event.set_header(dlq_headers::PIPELINE, d.pipeline.to_string());
+        event.set_header(dlq_headers::ERROR, error);
+        event.set_header(dlq_headers::ATTEMPTS, attempts.to_string());
+        event.set_header(dlq_headers::AT_MS, now_ms().to_string());
+        let mut backoff = Duration::from_millis(100);
+        let batch = [event];
+        loop {
+            match d.dead_letter.append(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(queue = %d.dead_letter.name, error = %e,
+                        "could not append to the dead-letter queue; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        self.metrics
+            .sink_outcome(&self.sink_name, "dead_lettered", 1);
+        d.ack.ack();
+    }
+}
+
+/// `type = "queue"` sink: appends to an internal queue; delivered once durable.
+pub struct QueueSink {
+    pub queue: Arc<QueueHandle>,
+}
+
+impl Sink for QueueSink {
+    fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let events: Vec<Event> = batch.iter().map(|e| (**e).clone()).collect();
+            match self.queue.append(&events).await {
+                Ok(()) => vec![Outcome::Delivered; batch.len()],
+                Err(e) => vec![
+                    Outcome::Retry {
+                        error: e.to_string(),
+                        retry_after: None,
+                    };
+                    batch.len()
+                ],
+            }
+        })
+    }
+
+    fn max_batch(&self) -> usize {
+        256
+    }
+
+    fn concurrency(&self) -> usize {
+        4
+    }
+
+    fn retry_policy(&self) -> switchyard_sinks::RetryPolicy {
+        // An internal queue that is full or out of disk recovers when consumers catch up or
+        // space frees: keep trying, never dead-letter for that.
+        switchyard_sinks::RetryPolicy {
+            max_attempts: u32::MAX,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The HTTP surface: ingest (from `switchyard-source-http`), `/healthz`, `/readyz`,
+//! `/metrics`, and the admin API behind `server.admin_token`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::future::BoxFuture;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::json;
+use switchyard_ack::Watermark;
+use switchyard_config::SourceConfig;
+use switchyard_event::Event;
+use switchyard_source_http::{HttpSource, IngestObserver, Intake, IntakeError, error};
+use tokio::sync::mpsc;
+
+use crate::Shared;
+use crate::delivery::{AckToken, Delivery, dlq_headers};
+use crate::metrics::{HttpLabels, Metrics, SourceLabels};
+use crate::queues::QueueHandle;
+
+/// The consumer group that remembers how far a dead-letter queue was replayed.
+pub const REPLAY_GROUP: &str = "replay";
+
+struct QueueIntake {
+    queue: Arc<QueueHandle>,
+}
+
+impl Intake for QueueIntake {
+    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), IntakeError>> {
+        Box::pin(async move { self.queue.append(&events).await.map_err(IntakeError::from) })
+    }
+}
+
+struct Observer(Arc<Metrics>);
+
+impl IngestObserver for Observer {
+    fn request(&self, source: &str, status: u16, events: usize) {
+        self.0
+            .http_requests
+            .get_or_create(&HttpLabels {
+                source: source.to_owned(),
+                status,
+            })
+            .inc();
+        if events > 0 {
+            self.0
+                .source_events
+                .get_or_create(&SourceLabels {
+                    source: source.to_owned(),
+                })
+                .inc_by(events as u64);
+        }
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let sources = shared
+        .config
+        .sources
+        .iter()
+        .filter_map(|(name, s)| match s {
+            SourceConfig::Http(cfg) => Some(Arc::new(HttpSource::new(
+                name,
+                cfg.clone(),
+                Arc::new(QueueIntake {
+                    queue: shared.intakes[name].clone(),
+                }),
+            ))),
+            _ => None,
+        })
+        .collect();
+    let ingest =
+        switchyard_source_http::router(sources, Arc::new(Observer(shared.metrics.clone())));
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/queues/{queue}/messages", get(list_messages))
+        .route("/admin/dlq/{queue}", get(list_dead_letters))
+        .route("/admin/dlq/{queue}/replay", post(replay))
+        .with_state(shared);
+    ingest.merge(ops)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let broken: Vec<_> = shared
+        .queues
+        .values()
+        .chain(shared.intakes.values())
+        .filter(|q| q.is_poisoned())
+        .map(|q| q.name.clone())
+        .collect();
+    if broken.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "queues refuse writes after an fsync failure: {}; restart switchyard",
+                broken.join(", ")
+            ),
+        )
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Checks the admin bearer token; `Err` is the answer to send.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &shared.config.server.admin_token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set server.admin_token in the config",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| g.as_bytes() == expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send `Authorization: Bearer <server.admin_token>`",
+        ))
+    }
+}
+
+fn find_queue<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<QueueHandle>, Response> {
+    shared.queue(name).ok_or_else(|| {
+        let known: Vec<_> = shared.queues.keys().map(String::as_str).collect();
+        error(
+            StatusCode::NOT_FOUND,
+            &format!("no queue named `{name}`; queues: {}", known.join(", ")),
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// Only records at or after this offset (per partition); default: from the group's
+    /// position (dead letters) or the oldest record.
+    offset: Option<u64>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// Records of a queue from `from(partition)`, at most `limit` in all, as wire JSON with
+/// their partition and offset.
+async fn read_records(
+    queue: Arc<QueueHandle>,
+    from: impl Fn(u32) -> u64,
+    limit: usize,
+) -> Result<Vec<serde_json::Value>, Response> {
+    let starts: Vec<u64> = (0..queue.partitions().len() as u32).map(from).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (p, log) in queue.partitions().iter().enumerate() {
+            if out.len() >= limit {
+                break;
+            }
+            let records = log
+                .read(starts[p], limit - out.len(), 16 << 20)
+                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+            for r in records {
+                let event = match Event::decode_record(&r.payload) {
+                    Ok(e) => e.to_wire_json(),
+                    Err(e) => json!({ "decode_error": e.to_string() }),
+                };
+                out.push(json!({ "partition": p, "offset": r.offset, "event": event }));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .expect("read task")
+}
+
+async fn list_messages(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let queue = match find_queue(&shared, &name) {
+        Ok(q) => q.clone(),
+        Err(r) => return r,
+    };
+    let offset = q.offset.unwrap_or(0);
+    match read_records(queue, |_| offset, q.limit.min(10_000)).await {
+        Ok(records) => axum::Json(json!({ "queue": name, "messages": records })).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Dead letters not yet replayed.
+async fn list_dead_letters(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let queue = match find_queue(&shared, &name) {
+        Ok(q) => q.clone(),
+        Err(r) => return r,
+    };
+    let from_queue = queue.clone();
+    let offset = q.offset;
+    let from = move |p| offset.unwrap_or_else(|| from_queue.committed(REPLAY_GROUP, p));
+    match read_records(queue, from, q.limit.min(10_000)).await {
+        Ok(records) => {
+            axum::Json(json!({ "queue": name, "dead_letters": records })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ReplayRequest {
+    /// Only dead letters of this sink (others are skipped over and stay listed).
+    sink: Option<String>,
+    #[serde(default = "default_replay_limit")]
+    limit: usize,
+}
+
+fn default_replay_limit() -> usize {
+    1000
+}
+
+/// Sends dead letters back to the sink that failed them, and moves the queue's replay
+/// position past those that were delivered (or dead-lettered again, at the end of the
+/// queue). Answers when every replayed event completed.
+async fn replay(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<axum::Json<ReplayRequest>>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let req = body.map(|b| b.0).unwrap_or(ReplayRequest {
+        sink: None,
+        limit: default_replay_limit(),
+    });
+    let queue = match find_queue(&shared, &name) {
+        Ok(q) => q.clone(),
+        Err(r) => return r,
+    };
+    let mut replayed = 0usize;
+    let mut skipped = 0usize;
+    let mut budget = req.limit;
+    for p in 0..queue.partitions().len() as u32 {
+        let start = queue.committed(REPLAY_GROUP, p);
+        let log = queue.partitions()[p as usize].clone();
+        let records = match tokio::task::spawn_blocking(move || log.read(start, budget, 64 << 20))
+            .await
+            .expect("read task")
+        {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+        budget -= records.len();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut mark = Watermark::new(start);
+        for r in &records {
+            mark.track(r.offset).expect("offsets increase");
+            let Ok(mut event) = Event::decode_record(&r.payload) else {
+                let _ = tx.send(r.offset);
+                skipped += 1;
+                continue;
+            };
+            let sink_name = event.header(dlq_headers::SINK).map(str::to_owned);
+            let pipeline = event
+                .header(dlq_headers::PIPELINE)
+                .unwrap_or("replay")
+                .to_owned();
+            let target = sink_name.as_deref().and_then(|s| {
+                let wanted = req.sink.as_deref().is_none_or(|w| w == s);
+                shared.sinks.get(s).filter(|_| wanted)
+            });
+            let Some(sink) = target else {
+                // Not selected: stays in the queue for a later replay; we stop the
+                // replay position here by not completing it.
+                skipped += 1;
+                continue;
+            };
+            event
+                .headers
+                .retain(|(n, _)| !n.starts_with("x-switchyard-dead-letter-"));
+            let delivery = Delivery {
+                event: Arc::new(event),
+                ack: AckToken::new(1, r.offset, tx.clone()),
+                pipeline: Arc::from(pipeline.as_str()),
+                dead_letter: queue.clone(),
+            };
+            if sink.dispatch(delivery).await.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "sink is shutting down");
+            }
+            replayed += 1;
+        }
+        drop(tx);
+        while let Some(offset) = rx.recv().await {
+            let _ = mark.complete(offset);
+        }
+        let low = mark.low_watermark();
+        let q = queue.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || q.commit_blocking(REPLAY_GROUP, &[(p, low)]))
+                .await
+                .expect("commit task");
+        if let Err(e) = committed {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+        if budget == 0 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::ZERO).await;
+    axum::Json(json!({ "queue": name, "replayed": replayed, "skipped": skipped })).into_response()
+}
