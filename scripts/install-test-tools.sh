@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the tools the test suite needs and that a fresh machine may lack.
+# Idempotent: each tool is installed only when missing. Only package registries are used.
+set -euo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if ! have cargo; then
+    echo "error: cargo is not installed; install Rust 1.95+ with rustup first" >&2
+    exit 1
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "==> installing cargo-nextest from crates.io (one time, a few minutes)"
+    cargo install --locked cargo-nextest
+fi
+
+if ! have curl; then
+    echo "==> installing curl (used by the README examples)"
+    apt-get update -qq && apt-get install -y -qq curl >/dev/null
+fi

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite: installs test-only tools, checks formatting, lints, builds once
+# and runs every test (unit, property, end-to-end with the real binary) with nextest.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -E 'test(kill)'   # extra arguments go to `cargo nextest run`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { echo; echo "==> $* ($(( $(date +%s) - start ))s)"; }
+
+step "installing test tools"
+scripts/install-test-tools.sh
+
+step "checking formatting"
+cargo fmt --all -- --check
+
+step "building (one debug profile for everything)"
+cargo build --workspace --all-targets --locked
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "layering: low crates do not depend on tokio"
+for crate in switchyard-event switchyard-ack switchyard-config switchyard-log; do
+    deps=$(cargo tree --locked -e normal -p "$crate" --prefix none)
+    if grep -qE '^(tokio|wasmtime|rdkafka) ' <<<"$deps"; then
+        echo "error: $crate depends on tokio, wasmtime or rdkafka; low crates must stay free of them (see ARCHITECTURE.md)" >&2
+        exit 1
+    fi
+done
+echo "ok"
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast "$@"
+
+step "done"
