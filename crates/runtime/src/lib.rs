@@ -304,7 +304,7 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .set(q.size_bytes() as i64);
         }
         n += 1;
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             for q in shared.queues.values().chain(shared.intakes.values()) {
                 let q = q.clone();
                 let result = tokio::task::spawn_blocking(move || q.enforce_retention_blocking())

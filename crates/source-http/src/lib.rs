@@ -176,7 +176,7 @@ async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Respon
             return (accepted(&ids, true), 0);
         }
     }
-    let events = match parse_events(&source.name, headers, &body, idempotency_key.as_deref()) {
+    let events = match parse_events(&source.name, headers, &body, idempotency_key) {
         Ok(events) => events,
         Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
     };
@@ -274,12 +274,12 @@ pub fn parse_events(
         }
         return Ok(events);
     }
-    if is_json_content_type(&content_type) {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            return Err(format!(
-                "invalid JSON: {e}; send valid JSON or another content type for opaque bytes"
-            ));
-        }
+    if is_json_content_type(&content_type)
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body)
+    {
+        return Err(format!(
+            "invalid JSON: {e}; send valid JSON or another content type for opaque bytes"
+        ));
     }
     Ok(vec![make(id_for(None), body.to_vec(), content_type)])
 }
