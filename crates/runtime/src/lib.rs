@@ -155,7 +155,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .local_addr()
         .map_or(config.server.listen.clone(), |a| a.to_string());
     info!(%addr, data_dir = %data_dir.display(), "switchyard is listening");
-    let app = server::router(shared.clone());
+    let http_sources = server::http_sources(&shared);
+    server::restore_idempotency(&shared, &http_sources).await;
+    let app = server::router(shared.clone(), http_sources);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

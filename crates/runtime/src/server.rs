@@ -61,8 +61,9 @@ impl IngestObserver for Observer {
     }
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    let sources = shared
+/// One `HttpSource` per configured `http` source, appending to its intake log.
+pub fn http_sources(shared: &Shared) -> Vec<Arc<HttpSource>> {
+    shared
         .config
         .sources
         .iter()
@@ -76,7 +77,71 @@ pub fn router(shared: Arc<Shared>) -> Router {
             ))),
             _ => None,
         })
+        .collect()
+}
+
+/// Rebuilds each source's idempotency window from its intake log, so a producer retrying
+/// after a restart is still deduplicated. Reads only records younger than the window.
+pub async fn restore_idempotency(shared: &Shared, sources: &[Arc<HttpSource>]) {
+    for source in sources {
+        let queue = shared.intakes[&source.name].clone();
+        let window = source.config.dedup_window;
+        let found = tokio::task::spawn_blocking(move || recent_idempotency_keys(&queue, window))
+            .await
+            .expect("idempotency scan task");
+        match found {
+            Ok(entries) => {
+                let n = entries.len();
+                for (key, ids, age) in entries {
+                    source.remember(key, ids, age);
+                }
+                if n > 0 {
+                    tracing::info!(source = %source.name, keys = n, "restored the idempotency window from the log");
+                }
+            }
+            Err(e) => tracing::warn!(source = %source.name, error = %e,
+                "could not restore the idempotency window; retried requests may be stored twice"),
+        }
+    }
+}
+
+/// `(key, ids, age)` of idempotency keys stored within `window`, oldest first.
+fn recent_idempotency_keys(
+    queue: &QueueHandle,
+    window: Duration,
+) -> Result<Vec<(String, Vec<String>, Duration)>, switchyard_log::LogError> {
+    let now = crate::queues::now_ms();
+    let since = now.saturating_sub(window.as_millis() as u64);
+    let mut by_key: std::collections::HashMap<String, (u64, Vec<String>)> = Default::default();
+    for log in queue.partitions() {
+        let mut from = log.start_offset();
+        loop {
+            let records = log.read(from, 4096, 16 << 20)?;
+            let Some(last) = records.last() else { break };
+            from = last.offset + 1;
+            for r in records.iter().filter(|r| r.timestamp_ms >= since) {
+                let Ok(event) = Event::decode_record(&r.payload) else {
+                    continue;
+                };
+                if let Some(key) = event.header(switchyard_source_http::IDEMPOTENCY_HEADER) {
+                    let entry = by_key
+                        .entry(key.to_owned())
+                        .or_insert((r.timestamp_ms, Vec::new()));
+                    entry.0 = entry.0.min(r.timestamp_ms);
+                    entry.1.push(event.id.clone());
+                }
+            }
+        }
+    }
+    let mut out: Vec<_> = by_key
+        .into_iter()
+        .map(|(key, (at, ids))| (key, ids, Duration::from_millis(now.saturating_sub(at))))
         .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.2));
+    Ok(out)
+}
+
+pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
     let ingest =
         switchyard_source_http::router(sources, Arc::new(Observer(shared.metrics.clone())));
     let ops = Router::new()

@@ -32,6 +32,10 @@ use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
 pub use dedup::DedupWindow;
 
+/// Header carrying a request's `Idempotency-Key` on each of its events, so the window can
+/// be rebuilt from the log after a restart.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
 /// Why the durable append did not happen. Nothing was appended in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -78,6 +82,19 @@ impl HttpSource {
             intake,
             dedup: Mutex::new(DedupWindow::new(window, 100_000)),
         }
+    }
+
+    /// Restores an idempotency key accepted `age` ago (from the log, after a restart).
+    pub fn remember(&self, key: String, ids: Vec<String>, age: Duration) {
+        let now = now();
+        if age >= self.config.dedup_window {
+            return;
+        }
+        let at = now.checked_sub(age).unwrap_or(now);
+        self.dedup
+            .lock()
+            .expect("dedup lock poisoned")
+            .insert(key, ids, at);
     }
 }
 
@@ -232,6 +249,9 @@ pub fn parse_events(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
+    let headers: Vec<(String, String)> = idempotency_key
+        .map(|k| vec![(IDEMPOTENCY_HEADER.to_owned(), k.to_owned())])
+        .unwrap_or_default();
     let make = |id: String, payload: Vec<u8>, content_type: String| Event {
         id,
         source: source.to_owned(),
@@ -239,7 +259,7 @@ pub fn parse_events(
         key: key.clone(),
         payload,
         content_type,
-        headers: Vec::new(),
+        headers: headers.clone(),
         timestamp_ms,
     };
     let id_for = |n: Option<usize>| match (idempotency_key, n) {
