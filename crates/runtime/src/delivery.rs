@@ -276,3 +276,167 @@ impl Sink for QueueSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use switchyard_log::FsStorage;
+
+    use crate::queues::QueueLimits;
+
+    /// Records what it delivered; answers Retry for a deterministic subset of attempts and
+    /// Permanent for events whose payload is `poison`.
+    struct FlakySink {
+        delivered: Mutex<Vec<Arc<Event>>>,
+        attempts: AtomicUsize,
+        lanes: usize,
+    }
+
+    impl Sink for FlakySink {
+        fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for e in batch {
+                    let n = self.attempts.fetch_add(1, Ordering::SeqCst);
+                    if e.payload == b"poison" {
+                        out.push(Outcome::Permanent {
+                            error: "404 not found".into(),
+                        });
+                    } else if n % 5 == 0 {
+                        out.push(Outcome::Retry {
+                            error: "503".into(),
+                            retry_after: None,
+                        });
+                        break;
+                    } else {
+                        self.delivered.lock().unwrap().push(e.clone());
+                        out.push(Outcome::Delivered);
+                    }
+                }
+                // The lane expects one outcome per event: the rest were not attempted.
+                while out.len() < batch.len() {
+                    out.push(Outcome::Retry {
+                        error: "not attempted".into(),
+                        retry_after: None,
+                    });
+                }
+                out
+            })
+        }
+
+        fn max_batch(&self) -> usize {
+            8
+        }
+
+        fn concurrency(&self) -> usize {
+            self.lanes
+        }
+
+        fn retry_policy(&self) -> switchyard_sinks::RetryPolicy {
+            switchyard_sinks::RetryPolicy {
+                max_attempts: 100,
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            }
+        }
+    }
+
+    fn event(key: u32, seq: u32, payload: &[u8]) -> Arc<Event> {
+        Arc::new(Event {
+            id: format!("{key}-{seq}"),
+            source: "test".into(),
+            kind: "message".into(),
+            key: Some(format!("k{key}").into_bytes()),
+            payload: payload.to_vec(),
+            content_type: "text/plain".into(),
+            headers: vec![],
+            timestamp_ms: 0,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_keep_per_key_order_and_poison_goes_to_the_dead_letter_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = QueueHandle::open(
+            Arc::new(FsStorage::new()),
+            dir.path(),
+            "dlq",
+            QueueLimits {
+                partitions: 1,
+                max_bytes: u64::MAX,
+                retention: None,
+            },
+        )
+        .unwrap();
+        let sink = Arc::new(FlakySink {
+            delivered: Mutex::new(Vec::new()),
+            attempts: AtomicUsize::new(0),
+            lanes: 4,
+        });
+        let handle = SinkHandle::start("flaky", sink.clone(), Arc::new(Metrics::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (keys, per_key) = (10u32, 50u32);
+        let mut position = 0;
+        for seq in 0..per_key {
+            for key in 0..keys {
+                let payload: &[u8] = if key == 3 && seq == 7 {
+                    b"poison"
+                } else {
+                    b"ok"
+                };
+                let d = Delivery {
+                    event: event(key, seq, payload),
+                    ack: AckToken::new(1, position, tx.clone()),
+                    pipeline: Arc::from("p"),
+                    dead_letter: dlq.clone(),
+                };
+                position += 1;
+                assert!(handle.dispatch(d).await.is_ok());
+            }
+        }
+        let mut acked = std::collections::BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while acked.len() < position as usize {
+            let p = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("every event is acknowledged in time")
+                .unwrap();
+            assert!(acked.insert(p), "position {p} acknowledged twice");
+        }
+        // First deliveries per key are in sequence order.
+        let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in sink.delivered.lock().unwrap().iter() {
+            if !seen.insert(e.id.clone()) {
+                continue;
+            }
+            let seq: i64 = e.id.split('-').nth(1).unwrap().parse().unwrap();
+            let prev = last.insert(e.key.clone().unwrap(), seq).unwrap_or(-1);
+            assert!(seq > prev, "key {:?}: {seq} after {prev}", e.key);
+        }
+        assert_eq!(seen.len(), (keys * per_key - 1) as usize);
+        let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
+        assert_eq!(dead.len(), 1);
+        let dead = Event::decode_record(&dead[0].payload).unwrap();
+        assert_eq!(dead.id, "3-7");
+        assert_eq!(dead.header(dlq_headers::SINK), Some("flaky"));
+        assert_eq!(dead.header(dlq_headers::ERROR), Some("404 not found"));
+        assert_eq!(dead.header(dlq_headers::PIPELINE), Some("p"));
+    }
+
+    #[test]
+    fn ack_token_completes_after_every_sink() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let token = AckToken::new(3, 42, tx.clone());
+        token.ack();
+        token.ack();
+        assert!(rx.try_recv().is_err());
+        token.ack();
+        assert_eq!(rx.try_recv().unwrap(), 42);
+        // Routed nowhere: complete at once.
+        let _ = AckToken::new(0, 43, tx);
+        assert_eq!(rx.try_recv().unwrap(), 43);
+    }
+}
