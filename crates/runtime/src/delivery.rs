@@ -304,7 +304,7 @@ mod tests {
                         out.push(Outcome::Permanent {
                             error: "404 not found".into(),
                         });
-                    } else if n % 5 == 0 {
+                    } else if n.is_multiple_of(5) {
                         out.push(Outcome::Retry {
                             error: "503".into(),
                             retry_after: None,
