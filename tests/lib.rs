@@ -1,1 +1,286 @@
 //! End-to-end tests live in this directory; see the [[test]] targets in Cargo.toml.
+//!
+//! This library holds what several of them share: a producer that sends keyed,
+//! sequenced JSON events to `POST /ingest/{source}` the way a careful client would
+//! (one key's events in order, the same `Idempotency-Key` on every retry), and polling
+//! with deadlines.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use switchyard_test_support::{Tracked, WebhookReceiver};
+
+/// An HTTP client for producers and probes. Short timeouts: a test talks to localhost.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("building an HTTP client")
+}
+
+/// The id a producer gives event `seq` of `key` (sent as `Idempotency-Key`).
+pub fn event_id(key: &str, seq: u64) -> String {
+    format!("{key}-{seq}")
+}
+
+/// The JSON body of event `seq` of `key`, padded with `pad` bytes.
+pub fn event_body(key: &str, seq: u64, pad: usize) -> String {
+    serde_json::json!({ "key": key, "seq": seq, "pad": "x".repeat(pad) }).to_string()
+}
+
+/// What one attempt to send an event got.
+#[derive(Debug)]
+pub enum Sent {
+    /// 2xx: the event is durable.
+    Accepted,
+    /// Another status, with the body.
+    Refused(u16, String),
+    /// No answer (connection refused or reset, timeout).
+    NoAnswer(String),
+}
+
+/// Sends event `seq` of `key` once to `POST {base}/ingest/{source}`.
+pub async fn send_once(
+    client: &reqwest::Client,
+    base: &str,
+    source: &str,
+    key: &str,
+    seq: u64,
+    pad: usize,
+) -> Sent {
+    let result = client
+        .post(format!("{base}/ingest/{source}"))
+        .header("content-type", "application/json")
+        .header("x-key", key)
+        .header("idempotency-key", event_id(key, seq))
+        .body(event_body(key, seq, pad))
+        .send()
+        .await;
+    match result {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            if (200..300).contains(&status) {
+                Sent::Accepted
+            } else {
+                Sent::Refused(status, body)
+            }
+        }
+        Err(e) => Sent::NoAnswer(e.to_string()),
+    }
+}
+
+/// A load of keyed events: `keys` keys × `per_key` events, sent by `producers`
+/// concurrent tasks. Each key belongs to one task, which sends the key's events in
+/// sequence, each only after the previous one was accepted (retrying the same event
+/// with the same `Idempotency-Key` on any failure), so per-key order is defined.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub base: String,
+    pub source: String,
+    pub keys: usize,
+    pub per_key: u64,
+    pub producers: usize,
+    /// Extra payload bytes per event.
+    pub pad: usize,
+    /// Give up on an event after failing this long (the test then fails).
+    pub give_up_after: Duration,
+}
+
+/// What a [`Load`] run observed; shared while it runs.
+#[derive(Default, Debug)]
+pub struct Progress {
+    acked: Mutex<Vec<Tracked>>,
+    acked_count: AtomicUsize,
+    failed_attempts: AtomicUsize,
+    /// Statuses other than 2xx that were answered, with how often.
+    refusals: Mutex<Vec<(u16, String)>>,
+    done: AtomicBool,
+    gave_up: Mutex<Option<String>>,
+}
+
+impl Progress {
+    /// Events accepted so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked_count.load(Ordering::SeqCst)
+    }
+    /// The accepted events.
+    pub fn acked(&self) -> Vec<Tracked> {
+        self.acked.lock().expect("progress lock").clone()
+    }
+    /// Attempts that got no 2xx (and were retried).
+    pub fn failed_attempts(&self) -> usize {
+        self.failed_attempts.load(Ordering::SeqCst)
+    }
+    /// Non-2xx answers seen (status, body), at most the first 100.
+    pub fn refusals(&self) -> Vec<(u16, String)> {
+        self.refusals.lock().expect("progress lock").clone()
+    }
+    /// Whether every producer finished.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+    /// Why a producer gave up, if one did.
+    pub fn gave_up(&self) -> Option<String> {
+        self.gave_up.lock().expect("progress lock").clone()
+    }
+}
+
+impl Load {
+    /// Key `i`'s name.
+    pub fn key(i: usize) -> String {
+        format!("k{i:03}")
+    }
+
+    /// Runs the load to completion on the current runtime, recording into `progress`.
+    pub async fn run(self, progress: Arc<Progress>) {
+        let client = client();
+        let mut tasks = Vec::new();
+        for p in 0..self.producers {
+            let keys: Vec<String> = (0..self.keys)
+                .filter(|k| k % self.producers == p)
+                .map(Self::key)
+                .collect();
+            let load = self.clone();
+            let client = client.clone();
+            let progress = progress.clone();
+            tasks.push(tokio::spawn(async move {
+                // Round-robin over the task's keys, so keys interleave in time.
+                for seq in 0..load.per_key {
+                    for key in &keys {
+                        if !load.send_until_accepted(&client, key, seq, &progress).await {
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer task panicked");
+        }
+        progress.done.store(true, Ordering::SeqCst);
+    }
+
+    async fn send_until_accepted(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        seq: u64,
+        progress: &Progress,
+    ) -> bool {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let outcome = send_once(client, &self.base, &self.source, key, seq, self.pad).await;
+            match outcome {
+                Sent::Accepted => {
+                    progress
+                        .acked
+                        .lock()
+                        .expect("progress lock")
+                        .push(Tracked::new(event_id(key, seq), key, seq));
+                    progress.acked_count.fetch_add(1, Ordering::SeqCst);
+                    return true;
+                }
+                Sent::Refused(status, body) => {
+                    let mut r = progress.refusals.lock().expect("progress lock");
+                    if r.len() < 100 {
+                        r.push((status, body));
+                    }
+                }
+                Sent::NoAnswer(_) => {}
+            }
+            progress.failed_attempts.fetch_add(1, Ordering::SeqCst);
+            if started.elapsed() > self.give_up_after {
+                *progress.gave_up.lock().expect("progress lock") = Some(format!(
+                    "event {} not accepted within {:?}",
+                    event_id(key, seq),
+                    self.give_up_after
+                ));
+                return false;
+            }
+            // Back off between retries of a refused or unanswered request (not a wait
+            // for anything in particular: the server is restarting or overloaded).
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The deliveries a receiver accepted, in order, as checker records (requests that do
+/// not carry a producer's event are skipped).
+pub fn deliveries(receiver: &WebhookReceiver) -> Vec<Tracked> {
+    receiver
+        .accepted()
+        .iter()
+        .filter_map(Tracked::from_webhook)
+        .collect()
+}
+
+/// Polls `condition` every 20 ms until it holds or `within` passes; returns whether it
+/// held.
+pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`] for async conditions.
+pub async fn wait_until_async<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every id in `acked` was accepted by `receiver` at least once.
+pub fn wait_for_all_delivered(
+    receiver: &WebhookReceiver,
+    acked: &[Tracked],
+    within: Duration,
+) -> bool {
+    let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
+    wait_until(within, || {
+        let got: HashSet<String> = receiver
+            .accepted()
+            .iter()
+            .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+            .collect();
+        wanted.iter().all(|id| got.contains(*id))
+    })
+}
+
+/// A runtime for a test's async parts (producers, HTTP probes), so the test's own
+/// thread stays free to block on process control.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+}
+
+/// A Standard Webhooks secret for sinks in tests.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -4,9 +4,20 @@
 //!   told, while running, to fail, throttle, hang or drop connections.
 //! * [`verify_standard_webhook`] — checks a Standard Webhooks signature. It is written
 //!   independently of the webhook sink's signer so that tests cross-check the two.
+//! * [`Switchyard`] — the real binary as a child process: start on a fresh config and
+//!   data directory, kill -9, restart, SIGTERM.
+//! * [`checker`] — compares acknowledged events with deliveries: lost, duplicated,
+//!   reordered.
 
+pub mod checker;
+mod process;
 mod receiver;
 mod verify;
+
+pub use checker::{Report, Tracked, check};
+pub use process::{
+    Options, Switchyard, free_port, http_status, switchyard_bin, switchyard_command, tail,
+};
 
 pub use receiver::{Behaviour, ReceivedRequest, WebhookReceiver};
 pub use verify::{verify_standard_webhook, verify_standard_webhook_at};

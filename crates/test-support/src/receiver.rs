@@ -49,6 +49,8 @@ pub enum Behaviour {
     Close,
     /// Answers this status with a short text body naming it.
     Status(u16),
+    /// Answers `status` to requests whose body contains `needle`, 200 to the others.
+    StatusIfBodyContains { needle: String, status: u16 },
 }
 
 /// One request as the receiver saw it.
@@ -277,7 +279,7 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn decide(state: &mut ReceiverState) -> Answer {
+fn decide(state: &mut ReceiverState, body: &[u8]) -> Answer {
     let n = state.seen_under_behaviour;
     state.seen_under_behaviour += 1;
     match &state.behaviour {
@@ -301,11 +303,21 @@ fn decide(state: &mut ReceiverState) -> Answer {
         Behaviour::Hang(d) => Answer::After(*d, Box::new(Answer::Close)),
         Behaviour::Slow(d) => Answer::After(*d, Box::new(Answer::Status(StatusCode::OK, None))),
         Behaviour::Close => Answer::Close,
-        Behaviour::Status(code) => Answer::Status(
-            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            None,
-        ),
+        Behaviour::Status(code) => Answer::Status(status_code(*code), None),
+        Behaviour::StatusIfBodyContains { needle, status } => {
+            let hit =
+                !needle.is_empty() && body.windows(needle.len()).any(|w| w == needle.as_bytes());
+            if hit {
+                Answer::Status(status_code(*status), None)
+            } else {
+                Answer::Status(StatusCode::OK, None)
+            }
+        }
     }
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn handle(
@@ -319,7 +331,7 @@ async fn handle(
     let at = Instant::now();
     let (mut answer, index) = {
         let mut state = shared.lock();
-        let answer = decide(&mut state);
+        let answer = decide(&mut state, &body);
         state.received.push(ReceivedRequest {
             method,
             path: uri.path().to_owned(),

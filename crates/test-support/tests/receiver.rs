@@ -157,3 +157,22 @@ fn blocking_tests_can_wait_for_deliveries() {
     assert_eq!(bodies, ["0", "1", "2"]);
     assert!(!receiver.wait_for_count(4, Duration::from_millis(50)));
 }
+
+#[tokio::test]
+async fn a_status_for_bodies_that_contain_a_needle() {
+    let receiver = WebhookReceiver::start(Behaviour::StatusIfBodyContains {
+        needle: "\"poison\":true".into(),
+        status: 404,
+    });
+    let client = reqwest::Client::new();
+    let r = post(&client, &receiver.url(), r#"{"poison":true}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(&client, &receiver.url(), r#"{"poison":false}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(receiver.count(), 1);
+    assert_eq!(receiver.accepted()[0].text(), r#"{"poison":false}"#);
+}
