@@ -22,6 +22,43 @@ pub mod dlq_headers {
     pub const ERROR: &str = "x-switchyard-dead-letter-error";
     pub const ATTEMPTS: &str = "x-switchyard-dead-letter-attempts";
     pub const AT_MS: &str = "x-switchyard-dead-letter-at-ms";
+    pub const PLUGIN: &str = "x-switchyard-dead-letter-plugin";
+}
+
+/// Why an event is dead-lettered.
+pub struct DeadLetterReason<'a> {
+    pub pipeline: &'a str,
+    pub sink: Option<&'a str>,
+    pub plugin: Option<&'a str>,
+    pub error: &'a str,
+    pub attempts: u32,
+}
+
+/// Appends `event` with the reason headers to the dead-letter `queue`, retrying until the
+/// append is durable: a dead letter is never dropped. Returns once it is durable.
+pub async fn append_dead_letter(queue: &QueueHandle, event: &Event, reason: &DeadLetterReason<'_>) {
+    warn!(pipeline = %reason.pipeline, sink = ?reason.sink, plugin = ?reason.plugin,
+        event = %event.id, queue = %queue.name, error = %reason.error,
+        attempts = reason.attempts, "dead-lettering event");
+    let mut event = event.clone();
+    if let Some(sink) = reason.sink {
+        event.set_header(dlq_headers::SINK, sink);
+    }
+    if let Some(plugin) = reason.plugin {
+        event.set_header(dlq_headers::PLUGIN, plugin);
+    }
+    event.set_header(dlq_headers::PIPELINE, reason.pipeline);
+    event.set_header(dlq_headers::ERROR, reason.error);
+    event.set_header(dlq_headers::ATTEMPTS, reason.attempts.to_string());
+    event.set_header(dlq_headers::AT_MS, now_ms().to_string());
+    let mut backoff = Duration::from_millis(100);
+    let batch = [event];
+    while let Err(e) = queue.append(&batch).await {
+        warn!(queue = %queue.name, error = %e,
+            "could not append to the dead-letter queue; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
 }
 
 /// Completion of one event read from a source position: it completes when every sink it
@@ -206,30 +243,16 @@ impl Lane {
         }
     }
 
-    /// Appends the event to its pipeline's dead-letter queue, then acknowledges it. The
-    /// append is retried until it is durable: a dead letter is never dropped.
+    /// Dead-letters the event (durably), then acknowledges it.
     async fn dead_letter(&self, d: Delivery, error: &str, attempts: u32) {
-        warn!(sink = %self.sink_name, pipeline = %d.pipeline, event = %d.event.id,
-            queue = %d.dead_letter.name, %error, attempts, "dead-lettering event");
-        let mut event = (*d.event).clone();
-        event.set_header(dlq_headers::SINK, self.sink_name.clone());
-        event.set_header(dlq_headers::PIPELINE, d.pipeline.to_string());
-        event.set_header(dlq_headers::ERROR, error);
-        event.set_header(dlq_headers::ATTEMPTS, attempts.to_string());
-        event.set_header(dlq_headers::AT_MS, now_ms().to_string());
-        let mut backoff = Duration::from_millis(100);
-        let batch = [event];
-        loop {
-            match d.dead_letter.append(&batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    warn!(queue = %d.dead_letter.name, error = %e,
-                        "could not append to the dead-letter queue; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        let reason = DeadLetterReason {
+            pipeline: &d.pipeline,
+            sink: Some(&self.sink_name),
+            plugin: None,
+            error,
+            attempts,
+        };
+        append_dead_letter(&d.dead_letter, &d.event, &reason).await;
         self.metrics
             .sink_outcome(&self.sink_name, "dead_lettered", 1);
         d.ack.ack();

@@ -12,7 +12,7 @@ use switchyard_event::Event;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::delivery::{AckToken, Delivery, SinkHandle};
+use crate::delivery::{AckToken, DeadLetterReason, Delivery, SinkHandle, append_dead_letter};
 use crate::metrics::{Metrics, ReaderLabels};
 use crate::queues::QueueHandle;
 
@@ -29,10 +29,36 @@ pub struct PipelinePlan {
     pub max_in_flight: usize,
 }
 
+/// What happens to one event read from a source.
+pub enum Fate {
+    /// Deliver to these sinks (a transform may have replaced the event by several); the
+    /// source position completes when every delivery is acknowledged. Empty = drop.
+    Deliver(Vec<(Arc<SinkHandle>, Arc<Event>)>),
+    /// Dropped on purpose (a filter, a router choosing no sink, `on_error = "drop"`).
+    Drop,
+    /// Put in the dead-letter queue with the error of the stage `by`.
+    DeadLetter {
+        event: Arc<Event>,
+        error: String,
+        by: String,
+    },
+}
+
+/// A stage failed with `on_error = "stop"`: the pipeline must not go on.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {error}")]
+pub struct StopPipeline {
+    pub stage: String,
+    pub error: String,
+}
+
 impl PipelinePlan {
-    /// The sinks `event` goes to.
-    fn route(&self, _event: &Event) -> &[Arc<SinkHandle>] {
-        &self.sinks
+    /// Decides the fate of each event of a batch, in order (one fate per event).
+    pub async fn decide(&self, events: &[Arc<Event>]) -> Result<Vec<Fate>, StopPipeline> {
+        Ok(events
+            .iter()
+            .map(|e| Fate::Deliver(self.sinks.iter().map(|s| (s.clone(), e.clone())).collect()))
+            .collect())
     }
 }
 
@@ -125,11 +151,12 @@ impl Reader {
                             continue;
                         }
                     };
+                    let mut batch = Vec::with_capacity(records.len());
                     for record in records {
                         next = record.offset + 1;
                         mark.track(record.offset).expect("log offsets increase");
-                        let event = match Event::decode_record(&record.payload) {
-                            Ok(e) => Arc::new(e),
+                        match Event::decode_record(&record.payload) {
+                            Ok(e) => batch.push((record.offset, Arc::new(e))),
                             Err(e) => {
                                 error!(pipeline = %self.plan.name, queue = %self.queue.name,
                                     partition = self.partition, offset = record.offset, error = %e,
@@ -137,21 +164,21 @@ impl Reader {
                                 stopping = true;
                                 break;
                             }
-                        };
-                        self.metrics.pipeline_outcome(&self.plan.name, "read", 1);
-                        let sinks = self.plan.route(&event);
-                        let ack = AckToken::new(sinks.len(), record.offset, ack_tx.clone());
-                        for sink in sinks {
-                            let delivery = Delivery {
-                                event: event.clone(),
-                                ack: ack.clone(),
-                                pipeline: self.plan.name.clone(),
-                                dead_letter: self.plan.dead_letter.clone(),
-                            };
-                            if sink.dispatch(delivery).await.is_err() {
-                                warn!(sink = %sink.name, "sink stopped; the event stays unacknowledged");
-                            }
                         }
+                    }
+                    self.metrics.pipeline_outcome(&self.plan.name, "read", batch.len() as u64);
+                    let events: Vec<Arc<Event>> = batch.iter().map(|(_, e)| e.clone()).collect();
+                    let fates = match self.plan.decide(&events).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            error!(pipeline = %self.plan.name, error = %e,
+                                "a plugin with on_error = \"stop\" failed; this pipeline partition stops here and its events stay unacknowledged");
+                            stopping = true;
+                            continue;
+                        }
+                    };
+                    for ((position, _), fate) in batch.into_iter().zip(fates) {
+                        self.apply(position, fate, &ack_tx).await;
                     }
                 }
             }
@@ -159,6 +186,43 @@ impl Reader {
         self.commit(&mark, committed).await;
         info!(pipeline = %self.plan.name, queue = %self.queue.name, partition = self.partition,
             checkpoint = mark.low_watermark(), "reader stopped");
+    }
+
+    /// Carries out one event's fate; its position completes when that is done.
+    async fn apply(&self, position: u64, fate: Fate, ack_tx: &mpsc::UnboundedSender<u64>) {
+        match fate {
+            Fate::Deliver(targets) => {
+                let ack = AckToken::new(targets.len(), position, ack_tx.clone());
+                for (sink, event) in targets {
+                    let delivery = Delivery {
+                        event,
+                        ack: ack.clone(),
+                        pipeline: self.plan.name.clone(),
+                        dead_letter: self.plan.dead_letter.clone(),
+                    };
+                    if sink.dispatch(delivery).await.is_err() {
+                        warn!(sink = %sink.name, "sink stopped; the event stays unacknowledged");
+                    }
+                }
+            }
+            Fate::Drop => {
+                self.metrics.pipeline_outcome(&self.plan.name, "dropped", 1);
+                let _ = ack_tx.send(position);
+            }
+            Fate::DeadLetter { event, error, by } => {
+                let reason = DeadLetterReason {
+                    pipeline: &self.plan.name,
+                    sink: None,
+                    plugin: Some(&by),
+                    error: &error,
+                    attempts: 1,
+                };
+                append_dead_letter(&self.plan.dead_letter, &event, &reason).await;
+                self.metrics
+                    .pipeline_outcome(&self.plan.name, "dead_lettered", 1);
+                let _ = ack_tx.send(position);
+            }
+        }
     }
 
     fn complete(&self, mark: &mut Watermark, position: u64) {
