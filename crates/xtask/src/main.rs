@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 ///   cargo xtask bench ingest --rounds 3            # alternate the servers, print medians
 ///   cargo xtask bench ingest --bin ./switchyard    # an already built binary
 #[derive(Parser)]
-#[command(name = "cargo xtask", verbatim_doc_comment)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +30,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a benchmark against its baseline and print both with their ratio.
+    ///
+    /// Machines are shared and noisy, so every benchmark measures its baseline back to back
+    /// with switchyard, with the same load generator, and prints both figures and the ratio
+    /// with its target (PASS/BELOW). Use --rounds to alternate them several times and compare
+    /// medians.
+    ///
+    /// Everything under test is built in release mode first: when xtask itself runs as a
+    /// debug build (the `cargo xtask` alias), it builds its release self and re-executes it,
+    /// so the baselines and the load generator are optimised just like switchyard.
     Bench(bench::BenchArgs),
     /// Internal: a baseline server under test, started by `bench` as its own process.
     #[command(hide = true)]

@@ -19,21 +19,8 @@ const TARGET_VS_DURABLE: f64 = 0.85;
 const TARGET_VS_NOOP: f64 = 0.45;
 const SOURCE: &str = "bench";
 
-/// Durable HTTP ingest: requests/s, p50/p99 latency and peak RSS of three servers, each its
-/// own process, loaded back to back by the same generator (64 keep-alive connections, one
-/// request in flight each, 200-byte JSON events with an `x-key` spread over 1024 keys):
-///
-///   baseline-durable  axum; per POST appends the body to a file and answers 200 after an
-///                     fdatasync, with group commit (one writer thread: one write and one
-///                     fdatasync for all pending appends, then answers them all)
-///   noop              axum answering 200 at once
-///   switchyard        `switchyard run` with one http source and a pipeline to a sink
-///                     (--sink), fresh data dir next to the baseline's file
-///
-/// Prints the table and the ratios switchyard/baseline-durable (target ≥ 0.85) and
-/// switchyard/noop (target ≥ 0.45). It never fails on a ratio; it prints PASS or BELOW.
+/// Options of `bench ingest` (help text: on `Bench::Ingest`).
 #[derive(Args)]
-#[command(verbatim_doc_comment)]
 pub struct IngestArgs {
     /// Seconds measured per server (after the warm-up).
     #[arg(long, default_value_t = 10)]
@@ -60,6 +47,9 @@ pub struct IngestArgs {
     /// `queue` (an internal durable queue).
     #[arg(long, value_enum, default_value_t = SinkKind::File)]
     sink: SinkKind,
+    /// Partitions of the http source's intake log (default: switchyard's default, 4).
+    #[arg(long, value_name = "N")]
+    intake_partitions: Option<u32>,
     /// Parent of the temporary directory holding the baseline's file and switchyard's data
     /// dir (both on the same filesystem). Default: the system temp dir.
     #[arg(long, value_name = "DIR")]
@@ -142,7 +132,11 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         args.connections, args.body_bytes, args.keys, args.warmup, args.seconds, args.rounds
     );
     println!(
-        "switchyard: http source `{SOURCE}` (4 intake partitions, the default) -> pipeline -> {} sink",
+        "switchyard: http source `{SOURCE}` ({}) -> pipeline -> {} sink",
+        match args.intake_partitions {
+            Some(n) => format!("{n} intake partitions"),
+            None => "4 intake partitions, the default".to_owned(),
+        },
         match args.sink {
             SinkKind::File => "file (JSON lines, fsync'd per batch)",
             SinkKind::Queue => "queue (internal durable queue, 1 partition)",
@@ -208,7 +202,7 @@ fn measure(
             let config = dir.join("switchyard.toml");
             std::fs::write(
                 &config,
-                switchyard_config(args.sink, &addr.to_string(), dir),
+                switchyard_config(args.sink, args.intake_partitions, &addr.to_string(), dir),
             )?;
             let mut c = Command::new(switchyard);
             c.arg("run").arg("-c").arg(&config).env("RUST_LOG", "warn");
@@ -231,7 +225,13 @@ fn measure(
     Ok(Measurement { load, peak_rss_kib })
 }
 
-fn switchyard_config(sink: SinkKind, listen: &str, dir: &Path) -> String {
+fn switchyard_config(
+    sink: SinkKind,
+    intake_partitions: Option<u32>,
+    listen: &str,
+    dir: &Path,
+) -> String {
+    let partitions = intake_partitions.map_or(String::new(), |n| format!("partitions = {n}\n"));
     let data = dir.join("data");
     let sink = match sink {
         SinkKind::File => format!(
@@ -245,7 +245,7 @@ fn switchyard_config(sink: SinkKind, listen: &str, dir: &Path) -> String {
     format!(
         "# Written by `cargo xtask bench ingest`.\n\
          [server]\nlisten = {listen:?}\ndata_dir = {:?}\n\n\
-         [sources.{SOURCE}]\ntype = \"http\"\n\n\
+         [sources.{SOURCE}]\ntype = \"http\"\n{partitions}\n\
          [pipelines.{SOURCE}]\nfrom = [\"{SOURCE}\"]\nto = [\"out\"]\n\n\
          [sinks.out]\n{sink}",
         data.display().to_string()
@@ -333,9 +333,11 @@ mod tests {
     fn generated_configs_pass_switchyard_validation() {
         let dir = Path::new("/tmp/bench");
         for sink in [SinkKind::File, SinkKind::Queue] {
-            let text = switchyard_config(sink, "127.0.0.1:1", dir);
-            if let Err(e) = switchyard_config::load_str(&text, false) {
-                panic!("{e}\n{text}");
+            for partitions in [None, Some(1)] {
+                let text = switchyard_config(sink, partitions, "127.0.0.1:1", dir);
+                if let Err(e) = switchyard_config::load_str(&text, false) {
+                    panic!("{e}\n{text}");
+                }
             }
         }
     }
