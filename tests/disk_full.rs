@@ -151,7 +151,10 @@ retry = {{ max_attempts = 20, initial = "10ms", max = "100ms" }}
         })
     };
     let refusal = loop {
-        assert!(seq < 4000, "8 MiB should be full by now");
+        assert!(
+            seq < 4000,
+            "{seq} events of 4 KiB were all answered 200 on an 8 MiB disk: some of them cannot be durable"
+        );
         let (status, retry_after, body) = send(seq);
         if status == 200 {
             acked.push(Tracked::new(event_id("k", seq), "k", seq));

@@ -37,7 +37,8 @@ impl Tracked {
 
     /// Reads a delivery made by a webhook sink whose payload is a JSON object with
     /// `"key"` (string) and `"seq"` (number) fields, the id from `webhook-id`. `None` when
-    /// the request does not have that shape.
+    /// the request does not have that shape. The sink sends `webhook-id` only when it
+    /// signs, so give the sink a `secret`.
     pub fn from_webhook(request: &crate::ReceivedRequest) -> Option<Self> {
         let id = request.header("webhook-id")?.to_owned();
         let body: serde_json::Value = serde_json::from_slice(&request.body).ok()?;
