@@ -364,3 +364,22 @@ secret = "{WEBHOOK_SECRET}"
         );
     });
 }
+
+#[test]
+fn run_refuses_a_bad_config_and_says_why() {
+    let started = std::panic::catch_unwind(|| {
+        Switchyard::start(
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"{data_dir}\"\n\n[sinks.out]\ntype = \"carrier-pigeon\"\n",
+        )
+    });
+    let panic = started.expect_err("switchyard must not start on a bad config");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("exited with exit status: 1"),
+        "exit status 1: {message}"
+    );
+    assert!(
+        message.contains("sinks.out.type") && message.contains("carrier-pigeon"),
+        "the problem is shown: {message}"
+    );
+}
