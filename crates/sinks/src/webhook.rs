@@ -2,7 +2,8 @@
 //!
 //! * **Body**: the event payload with the event's content type; with `envelope = true`
 //!   the JSON wire form (`application/json`).
-//! * **Signing** (when `secret` is set): [Standard Webhooks] — `webhook-id` is the event
+//! * **Signing** (when `secret` is set; `webhook-id` and `webhook-timestamp` are sent
+//!   always): [Standard Webhooks] — `webhook-id` is the event
 //!   id (the same on every retry, so receivers deduplicate), `webhook-timestamp` is the
 //!   attempt's Unix time in seconds and `webhook-signature` is
 //!   `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>` keyed with the base64-decoded
@@ -245,22 +246,24 @@ impl WebhookSink {
             headers.remove(name);
         }
         headers.extend(inner.headers.clone());
-        if let Some(key) = &inner.key {
-            let Ok(id) = HeaderValue::from_str(&event.id) else {
-                return Outcome::Permanent {
-                    error: format!(
-                        "event id {:?} cannot be sent as the webhook-id header; ids must be visible ASCII",
-                        event.id
-                    ),
-                };
+        // `webhook-id` and `webhook-timestamp` go on every request, signed or not, so
+        // receivers can always deduplicate on the event id.
+        let Ok(id) = HeaderValue::from_str(&event.id) else {
+            return Outcome::Permanent {
+                error: format!(
+                    "event id {:?} cannot be sent as the webhook-id header; ids must be visible ASCII",
+                    event.id
+                ),
             };
-            let timestamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
+        };
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        headers.insert("webhook-id", id);
+        headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+        if let Some(key) = &inner.key {
             let signature = key.sign(&event.id, timestamp, &body);
-            headers.insert("webhook-id", id);
-            headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
             match HeaderValue::from_str(&signature) {
                 Ok(v) => headers.insert("webhook-signature", v),
                 Err(_) => unreachable!("base64 is a valid header value"),

@@ -131,7 +131,12 @@ async fn without_a_secret_requests_are_unsigned() {
     );
     let request = &receiver.accepted()[0];
     assert!(request.header("webhook-signature").is_none());
-    assert!(request.header("webhook-id").is_none());
+    assert_eq!(
+        request.header("webhook-id"),
+        Some("e-1"),
+        "the id is sent unsigned too"
+    );
+    assert!(request.header("webhook-timestamp").is_some());
     assert!(
         request.header("x-switchyard-key").is_none(),
         "a binary key is not sent"
