@@ -257,10 +257,10 @@ fn commit_batch(
     let to_sync: Vec<usize> = (0..partitions.len()).filter(|&p| touched[p]).collect();
     for (p, result) in sync_all(partitions, &to_sync) {
         let p = p as u32;
-        if let Ok(end) = result {
-            if catch_unwind(AssertUnwindSafe(|| on_durable(p, end))).is_err() {
-                error!("the log's on_durable callback panicked");
-            }
+        if let Ok(end) = result
+            && catch_unwind(AssertUnwindSafe(|| on_durable(p, end))).is_err()
+        {
+            error!("the log's on_durable callback panicked");
         }
         synced[p as usize] = Some(result);
     }
