@@ -1,6 +1,7 @@
 //! `switchyard`: the command line.
 
 mod dlq;
+mod plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Write WebAssembly plugins: `plugin new NAME --world filter` creates one.
+    Plugin {
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Run { config } => run(&config),
         Command::Dlq { command } => dlq::run(command),
+        Command::Plugin { command } => plugin::run(command),
     };
     match result {
         Ok(code) => code,

@@ -99,6 +99,14 @@ impl Config {
         }
     }
 
+    /// One key as a serde type (e.g. `BTreeMap<String, Vec<String>>`): `Ok(None)` when
+    /// absent, `Err` naming the key when it does not fit.
+    pub fn get_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
+        self.get(key)
+            .map(|value| T::deserialize(value).map_err(|e| format!("config: `{key}`: {e}")))
+            .transpose()
+    }
+
     /// The whole config as a serde type, e.g. a `#[derive(Deserialize)]` struct.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, String> {
         T::deserialize(&self.value).map_err(|e| format!("config: {e}"))
@@ -199,5 +207,17 @@ mod tests {
         );
         let ok = Config::new(json!({"a": 1})).deserialize::<BTreeMap<String, u32>>();
         assert_eq!(ok.unwrap()["a"], 1);
+
+        let config = Config::new(json!({"routes": {"a": ["x"]}, "bad": {"a": "x"}}));
+        let routes: Option<BTreeMap<String, Vec<String>>> = config.get_as("routes").unwrap();
+        assert_eq!(routes.unwrap()["a"], ["x"]);
+        let err = config
+            .get_as::<BTreeMap<String, Vec<String>>>("bad")
+            .unwrap_err();
+        assert!(
+            err.starts_with("config: `bad`: invalid type: string \"x\""),
+            "{err}"
+        );
+        assert_eq!(config.get_as::<u32>("absent"), Ok(None));
     }
 }

@@ -1,0 +1,401 @@
+//! `switchyard plugin`: work on WebAssembly plugins.
+//!
+//! `new` writes a crate that builds for wasm32-wasip2 as it is: Cargo.toml, `src/lib.rs`
+//! on `switchyard-plugin-sdk` with unit tests, sample `events.jsonl` and a README. The
+//! templates live in `crates/cli/templates/plugin/`.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Subcommand, ValueEnum};
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin crate in DIR/NAME (default plugins/NAME) that builds for
+    /// wasm32-wasip2 right away: Cargo.toml, src/lib.rs using the SDK, sample events.jsonl
+    /// and a README.
+    New {
+        /// Crate name: lowercase letters, digits, `-` and `_`, starting with a letter.
+        name: String,
+        /// The world the plugin exports: keep/drop events, pick sinks, or rewrite events.
+        #[arg(long, value_enum)]
+        world: World,
+        /// Directory to create the plugin in; the plugin goes to DIR/NAME.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// The SDK crate (crates/plugin-sdk of a switchyard checkout). Found on its own
+        /// when DIR is inside a checkout; otherwise the plugin depends on the SDK by git.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum World {
+    Filter,
+    Router,
+    Transform,
+}
+
+impl World {
+    fn name(self) -> &'static str {
+        match self {
+            World::Filter => "filter",
+            World::Router => "router",
+            World::Transform => "transform",
+        }
+    }
+
+    fn lib_template(self) -> &'static str {
+        match self {
+            World::Filter => include_str!("../templates/plugin/filter.rs"),
+            World::Router => include_str!("../templates/plugin/router.rs"),
+            World::Transform => include_str!("../templates/plugin/transform.rs"),
+        }
+    }
+
+    /// The plugin's config in the README's example, as a TOML inline table.
+    fn config_example(self) -> &'static str {
+        match self {
+            World::Filter => r#"{ field = "after.status", equals = "paid" }"#,
+            World::Router => r#"{ routes = { update = ["console"] }, default = [] }"#,
+            World::Transform => r#"{ header = "x-table", drop_before = true }"#,
+        }
+    }
+
+    /// How a pipeline refers to the plugin.
+    fn pipeline_line(self, plugin: &str) -> String {
+        match self {
+            World::Filter => format!("filters = [\"{plugin}\"]"),
+            World::Router => format!("router = \"{plugin}\""),
+            World::Transform => format!("transforms = [\"{plugin}\"]"),
+        }
+    }
+}
+
+/// Where the SDK comes from when no checkout is found.
+const SDK_GIT: &str = r#"{ git = "https://github.com/switchyard-rs/switchyard" }"#;
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::New {
+            name,
+            world,
+            dir,
+            sdk,
+        } => new(&name, world, &dir, sdk.as_deref()),
+    }
+}
+
+fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    let crate_name = name.replace('-', "_");
+    let plugin_dir = dir.join(name);
+    if plugin_dir.exists() && fs::read_dir(&plugin_dir).map_or(true, |mut d| d.next().is_some()) {
+        bail!(
+            "{} already exists and is not empty: pick another NAME or --dir",
+            plugin_dir.display()
+        );
+    }
+    fs::create_dir_all(plugin_dir.join("src"))
+        .with_context(|| format!("creating {}", plugin_dir.display()))?;
+    let absolute = plugin_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", plugin_dir.display()))?;
+
+    let workspace = enclosing_workspace(&absolute)?;
+    let (sdk_dependency, sdk_found) = sdk_dependency(&absolute, sdk)?;
+    let profile = match workspace {
+        Some(_) => "",
+        None => include_str!("../templates/plugin/profile.toml.tmpl"),
+    };
+    let target_root = workspace.as_ref().map_or(&absolute, |w| &w.root);
+    let wasm = target_root
+        .join("target")
+        .join(WASM_TARGET)
+        .join("release")
+        .join(format!("{crate_name}.wasm"));
+    let wasm = display_relative(&wasm);
+
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{crate_name}}", &crate_name)
+            .replace("{{world}}", world.name())
+            .replace("{{sdk}}", &sdk_dependency)
+            .replace("{{profile}}", profile)
+            .replace("{{wasm_path}}", &wasm)
+            .replace("{{config_example}}", world.config_example())
+            .replace("{{pipeline_line}}", &world.pipeline_line(&crate_name))
+    };
+    let files = [
+        (
+            "Cargo.toml",
+            fill(include_str!("../templates/plugin/Cargo.toml.tmpl")),
+        ),
+        ("src/lib.rs", fill(world.lib_template())),
+        (
+            "events.jsonl",
+            include_str!("../templates/plugin/events.jsonl").to_owned(),
+        ),
+        (
+            "README.md",
+            fill(include_str!("../templates/plugin/README.md")),
+        ),
+    ];
+    for (file, contents) in &files {
+        let path = plugin_dir.join(file);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    println!(
+        "created {} plugin `{name}` in {}: Cargo.toml, src/lib.rs, events.jsonl, README.md",
+        world.name(),
+        plugin_dir.display()
+    );
+    if !sdk_found {
+        println!(
+            "note: no switchyard checkout around {}, so the SDK comes from git; \
+             pass --sdk PATH/crates/plugin-sdk to use a local one",
+            plugin_dir.display()
+        );
+    }
+    let cd = match display_relative(target_root) {
+        dir if Path::new(&dir) == target_root && is_cwd(target_root) => String::new(),
+        dir => format!("cd {dir} && "),
+    };
+    match &workspace {
+        Some(workspace) if !workspace.has_member(&absolute) => {
+            let manifest = display_relative(&workspace.root.join("Cargo.toml"));
+            let member = relative_path(&workspace.root, &absolute);
+            let mut members = workspace.members.clone();
+            members.push(member.display().to_string());
+            let members = members
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "note: {manifest} is a workspace that does not list this crate; \
+                 cargo refuses to build it until you set, in {manifest}:\n\n    \
+                 members = [{members}]\n"
+            );
+        }
+        _ => {}
+    }
+    println!("next:");
+    println!("  rustup target add {WASM_TARGET}   # once");
+    println!("  {cd}cargo build --release --target {WASM_TARGET} -p {name}");
+    println!("  {cd}cargo test -p {name}   # the plugin's logic, natively");
+    println!("  component: {wasm}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let mut chars = name.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !starts_well || !rest_ok {
+        bail!(
+            "invalid plugin name {name:?}: use lowercase letters, digits, `-` and `_`, \
+             starting with a letter (e.g. paid-orders)"
+        );
+    }
+    Ok(())
+}
+
+/// The cargo workspace a new crate at `dir` would fall into: the nearest ancestor
+/// Cargo.toml with a `[workspace]` table, as cargo itself looks for it.
+struct Workspace {
+    root: PathBuf,
+    members: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Workspace {
+    fn has_member(&self, dir: &Path) -> bool {
+        let relative = relative_path(&self.root, dir);
+        let matches = |patterns: &[String]| {
+            patterns
+                .iter()
+                .any(|pattern| glob_match(Path::new(pattern), &relative))
+        };
+        matches(&self.members) || matches(&self.exclude)
+    }
+}
+
+fn enclosing_workspace(dir: &Path) -> anyhow::Result<Option<Workspace>> {
+    for ancestor in dir.ancestors().skip(1) {
+        let manifest = ancestor.join("Cargo.toml");
+        let Ok(text) = fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let toml: toml::Table = toml::from_str(&text).with_context(|| {
+            format!("reading {} to see if it is a workspace", manifest.display())
+        })?;
+        let Some(workspace) = toml.get("workspace").and_then(|w| w.as_table()) else {
+            continue;
+        };
+        let list = |key: &str| -> Vec<String> {
+            workspace
+                .get(key)
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        };
+        return Ok(Some(Workspace {
+            root: ancestor.to_owned(),
+            members: list("members"),
+            exclude: list("exclude"),
+        }));
+    }
+    Ok(None)
+}
+
+/// The `switchyard-plugin-sdk = ...` value, and whether a local SDK was found.
+fn sdk_dependency(plugin_dir: &Path, sdk: Option<&Path>) -> anyhow::Result<(String, bool)> {
+    let local = match sdk {
+        Some(sdk) => {
+            let sdk = sdk
+                .canonicalize()
+                .with_context(|| format!("--sdk {}", sdk.display()))?;
+            if !is_sdk(&sdk) {
+                bail!(
+                    "--sdk {}: not the switchyard-plugin-sdk crate (crates/plugin-sdk of a checkout)",
+                    sdk.display()
+                );
+            }
+            Some(sdk)
+        }
+        None => plugin_dir
+            .ancestors()
+            .map(|a| a.join("crates/plugin-sdk"))
+            .find(|candidate| is_sdk(candidate)),
+    };
+    Ok(match local {
+        Some(sdk) => {
+            // Relative inside one tree (a checkout stays movable), absolute across trees.
+            let shares_more_than_root = plugin_dir.components().nth(1).is_some()
+                && plugin_dir.components().nth(1) == sdk.components().nth(1);
+            let path = match shares_more_than_root {
+                true => relative_path(plugin_dir, &sdk),
+                false => sdk,
+            };
+            (format!("{{ path = \"{}\" }}", path.display()), true)
+        }
+        None => (SDK_GIT.to_owned(), false),
+    })
+}
+
+fn is_sdk(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("Cargo.toml"))
+        .is_ok_and(|text| text.contains("name = \"switchyard-plugin-sdk\""))
+}
+
+/// `to` relative to `from`, both absolute and canonical.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    for component in &to[common..] {
+        path.push(component);
+    }
+    if path.as_os_str().is_empty() {
+        path.push(".");
+    }
+    path
+}
+
+/// `path` relative to the current directory when it is below it, else as is.
+fn display_relative(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_owned))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_owned())
+        .display()
+        .to_string()
+}
+
+fn is_cwd(dir: &Path) -> bool {
+    std::env::current_dir()
+        .and_then(|cwd| cwd.canonicalize())
+        .is_ok_and(|cwd| cwd == dir)
+}
+
+/// Cargo's member globs, component by component: `*` and `?` within a component.
+fn glob_match(pattern: &Path, path: &Path) -> bool {
+    let pattern: Vec<_> = pattern
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    let path: Vec<_> = path.components().collect();
+    pattern.len() == path.len()
+        && pattern.iter().zip(&path).all(|(p, c)| {
+            wildcard(
+                p.as_os_str().to_string_lossy().as_bytes(),
+                c.as_os_str().to_string_lossy().as_bytes(),
+            )
+        })
+}
+
+fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            wildcard(&pattern[1..], text) || (!text.is_empty() && wildcard(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => wildcard(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => wildcard(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_crate_names() {
+        for good in ["paid", "paid-orders", "by_table2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Paid", "2fast", "-x", "a b", "a/b", "ünï"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn member_globs_match_like_cargo() {
+        let matches = |p: &str, path: &str| glob_match(Path::new(p), Path::new(path));
+        assert!(matches("examples/*", "examples/paid"));
+        assert!(matches("./examples/*", "examples/paid"));
+        assert!(matches("paid", "paid"));
+        assert!(matches("ex*/p?id", "examples/paid"));
+        assert!(!matches("examples/*", "paid"));
+        assert!(!matches("examples/*", "examples/paid/nested"));
+        assert!(!matches("fixtures/*", "examples/paid"));
+    }
+
+    #[test]
+    fn relative_paths_climb_to_the_common_ancestor() {
+        let rel = |from: &str, to: &str| relative_path(Path::new(from), Path::new(to));
+        assert_eq!(
+            rel("/r/plugins/paid", "/r/crates/plugin-sdk"),
+            Path::new("../../crates/plugin-sdk")
+        );
+        assert_eq!(rel("/r/plugins", "/r/plugins/paid"), Path::new("paid"));
+        assert_eq!(rel("/r", "/r"), Path::new("."));
+    }
+}

@@ -1,0 +1,236 @@
+//! `switchyard plugin new`: a user scaffolds a plugin and gets a crate ready to build.
+//!
+//! Building the result for wasm32-wasip2 is left out (it needs the target and a minute of
+//! compiling); the files are checked for what that build depends on.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn switchyard(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running switchyard")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn sdk() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugin-sdk")
+        .canonicalize()
+        .expect("crates/plugin-sdk")
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+#[test]
+fn each_world_gets_a_crate_wired_to_the_sdk() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for (world, export) in [
+        ("filter", "export_filter!(Plugin)"),
+        ("router", "export_router!(Plugin)"),
+        ("transform", "export_transform!(Plugin)"),
+    ] {
+        let name = format!("my-{world}");
+        let output = switchyard(
+            tmp.path(),
+            &["plugin", "new", &name, "--world", world, "--dir", "mine"],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let dir = tmp.path().join("mine").join(&name);
+        assert!(stdout(&output).contains(&format!("created {world} plugin `{name}`")));
+
+        let manifest = read(&dir.join("Cargo.toml"));
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "{manifest}"
+        );
+        assert!(manifest.contains("crate-type = [\"cdylib\"]"), "{manifest}");
+        // Outside a checkout and without --sdk, the SDK comes from git, and the crate stands
+        // alone, so it carries its own release profile.
+        assert!(
+            manifest.contains("switchyard-plugin-sdk = { git = "),
+            "{manifest}"
+        );
+        assert!(manifest.contains("[profile.release]"), "{manifest}");
+        assert!(stdout(&output).contains("the SDK comes from git"));
+
+        let lib = read(&dir.join("src/lib.rs"));
+        assert!(lib.contains(export), "{lib}");
+        assert!(lib.starts_with(&format!("//! {name} — a switchyard {world} plugin")));
+        assert!(lib.contains("include_str!(\"../events.jsonl\")"));
+
+        let readme = read(&dir.join("README.md"));
+        assert!(readme.contains(&format!("my_{world}.wasm")), "{readme}");
+
+        for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
+            let text = read(&dir.join(file));
+            assert!(
+                !text.contains("{{"),
+                "{file} has an unfilled placeholder:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sample_events_are_wire_form_json_lines() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let output = switchyard(
+        tmp.path(),
+        &["plugin", "new", "sample", "--world", "filter"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events = read(&tmp.path().join("plugins/sample/events.jsonl"));
+    let events: Vec<serde_json::Value> = events
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+        .collect();
+    assert!(events.len() >= 3);
+    for event in &events {
+        assert!(event["id"].is_string(), "{event}");
+        assert!(event["kind"].is_string(), "{event}");
+        assert!(event.get("payload").is_some(), "{event}");
+    }
+    assert!(events.iter().any(|e| e["payload"]["table"] == "orders"));
+}
+
+#[test]
+fn inside_a_checkout_the_sdk_is_a_relative_path() {
+    // A miniature checkout: crates/plugin-sdk next to plugins/.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let fake_sdk = tmp.path().join("crates/plugin-sdk");
+    fs::create_dir_all(&fake_sdk).expect("mkdir");
+    fs::write(
+        fake_sdk.join("Cargo.toml"),
+        "[package]\nname = \"switchyard-plugin-sdk\"\n",
+    )
+    .expect("write");
+    let output = switchyard(tmp.path(), &["plugin", "new", "paid", "--world", "filter"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest = read(&tmp.path().join("plugins/paid/Cargo.toml"));
+    assert!(
+        manifest.contains(r#"switchyard-plugin-sdk = { path = "../../crates/plugin-sdk" }"#),
+        "{manifest}"
+    );
+    assert!(!stdout(&output).contains("from git"));
+}
+
+#[test]
+fn an_explicit_sdk_path_is_used() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let sdk = sdk();
+    let output = switchyard(
+        tmp.path(),
+        &[
+            "plugin",
+            "new",
+            "paid",
+            "--world",
+            "filter",
+            "--sdk",
+            sdk.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest = read(&tmp.path().join("plugins/paid/Cargo.toml"));
+    let line = manifest
+        .lines()
+        .find(|line| line.starts_with("switchyard-plugin-sdk = { path = \""))
+        .unwrap_or_else(|| panic!("no SDK path dependency:\n{manifest}"));
+    let path = line
+        .trim_start_matches("switchyard-plugin-sdk = { path = \"")
+        .trim_end_matches("\" }");
+    let resolved = tmp.path().join("plugins/paid").join(path);
+    assert_eq!(resolved.canonicalize().expect("the SDK path exists"), sdk);
+}
+
+#[test]
+fn a_workspace_that_does_not_list_the_plugin_is_pointed_out() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    fs::create_dir_all(tmp.path().join("plugins")).expect("mkdir");
+    fs::write(
+        tmp.path().join("plugins/Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = [\"fixtures/*\", \"examples/*\"]\n",
+    )
+    .expect("write");
+
+    let output = switchyard(tmp.path(), &["plugin", "new", "paid", "--world", "filter"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stdout(&output);
+    assert!(
+        said.contains(r#"members = ["fixtures/*", "examples/*", "paid"]"#),
+        "{said}"
+    );
+    // A member crate leaves profiles to the workspace.
+    let manifest = read(&tmp.path().join("plugins/paid/Cargo.toml"));
+    assert!(!manifest.contains("[profile.release]"), "{manifest}");
+
+    // Under a listed directory there is nothing to add.
+    let output = switchyard(
+        tmp.path(),
+        &[
+            "plugin",
+            "new",
+            "tidy",
+            "--world",
+            "router",
+            "--dir",
+            "plugins/examples",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !stdout(&output).contains("members ="),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output)
+            .contains("cd plugins && cargo build --release --target wasm32-wasip2 -p tidy")
+    );
+}
+
+#[test]
+fn bad_names_and_existing_directories_are_refused() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let output = switchyard(tmp.path(), &["plugin", "new", "Paid", "--world", "filter"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("invalid plugin name \"Paid\""),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!tmp.path().join("plugins").exists());
+
+    let taken = tmp.path().join("plugins/paid");
+    fs::create_dir_all(&taken).expect("mkdir");
+    fs::write(taken.join("keep.txt"), "mine").expect("write");
+    let output = switchyard(tmp.path(), &["plugin", "new", "paid", "--world", "filter"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("already exists"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(read(&taken.join("keep.txt")), "mine");
+
+    let output = switchyard(tmp.path(), &["plugin", "new", "x", "--world", "sorter"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("filter, router, transform"),
+        "{}",
+        stderr(&output)
+    );
+}
