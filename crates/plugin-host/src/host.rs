@@ -1,0 +1,292 @@
+//! [`PluginHost`]: the engine, the epoch ticker, and loading (compile, import check, link).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::bindings::{self, filter::FilterPre, router::RouterPre, transform::TransformPre};
+use crate::plugin::{Limits, Plugin, State, Template, TypedPre, start_error};
+use crate::{LoadError, PluginConfig, World};
+
+/// How often the ticker thread advances the engine's epoch: the granularity of deadlines.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Engine-wide settings.
+#[derive(Clone, Debug, Default)]
+pub struct HostOptions {
+    /// Use wasmtime's pooling allocator: instances come from pre-reserved slots, which
+    /// makes replacing an instance after a failure ~2.5× cheaper, at the cost of
+    /// reserving virtual memory up front. `None` (the default) allocates on demand.
+    pub pooling: Option<PoolingOptions>,
+}
+
+/// Sizes of the pooling allocator's slots.
+#[derive(Clone, Debug)]
+pub struct PoolingOptions {
+    /// Live instances across all plugins (each idle pooled instance holds one slot).
+    pub instances: u32,
+    /// Largest `memory` limit of any plugin: each slot reserves this much.
+    pub max_memory: u64,
+}
+
+impl Default for PoolingOptions {
+    fn default() -> Self {
+        Self {
+            instances: 64,
+            max_memory: 64 << 20,
+        }
+    }
+}
+
+/// Loads plugins. Holds the wasmtime `Engine` shared by every plugin and an epoch ticker
+/// thread; cheap to clone.
+#[derive(Clone)]
+pub struct PluginHost {
+    engine: Engine,
+    /// Origin of the guests' `monotonic-now`.
+    clock_origin: Instant,
+    /// Memory of one pooled slot, when the pooling allocator is on.
+    pooled_memory: Option<u64>,
+}
+
+impl PluginHost {
+    /// A host with on-demand instance allocation.
+    pub fn new() -> Result<Self, LoadError> {
+        Self::with_options(&HostOptions::default())
+    }
+
+    /// A host with the given engine settings.
+    pub fn with_options(options: &HostOptions) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed);
+        if let Some(pooling) = &options.pooling {
+            let max_memory = usize::try_from(pooling.max_memory).map_err(|_| {
+                LoadError::Engine("pooling max_memory does not fit in usize".into())
+            })?;
+            let mut p = PoolingAllocationConfig::new();
+            // A Rust component holds a handful of core instances (the program plus the
+            // shims wit-component adds); leave room for that per component instance.
+            p.total_component_instances(pooling.instances)
+                .total_core_instances(pooling.instances.saturating_mul(8))
+                .total_memories(pooling.instances)
+                .total_tables(pooling.instances.saturating_mul(4))
+                .max_memory_size(max_memory);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        }
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        spawn_ticker(&engine)?;
+        Ok(Self {
+            engine,
+            clock_origin: Instant::now(),
+            pooled_memory: options.pooling.as_ref().map(|p| p.max_memory),
+        })
+    }
+
+    /// Loads the plugin `name` as configured: reads and compiles `config.path`, checks its
+    /// imports and world, and starts a first instance (running `init` with
+    /// `config.config` as JSON). Compilation happens once; [`Plugin::fork`] and
+    /// [`crate::PluginPool`] reuse it.
+    pub fn load(&self, name: &str, config: &PluginConfig) -> Result<Plugin, LoadError> {
+        let path = PathBuf::from(&config.path);
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
+            plugin: name.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+        self.load_bytes(name, &path, &bytes, config)
+    }
+
+    /// Like [`PluginHost::load`] with the component's bytes already in memory; `path` is
+    /// only used in messages.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        config: &PluginConfig,
+    ) -> Result<Plugin, LoadError> {
+        if let Some(slot) = self.pooled_memory
+            && config.memory.as_u64() > slot
+        {
+            return Err(LoadError::Engine(format!(
+                "plugin `{name}` may use {} bytes of memory but pooled instances hold at most \
+                 {slot}; raise PoolingOptions::max_memory or lower the plugin's `memory`",
+                config.memory.as_u64()
+            )));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        check_imports(name, &self.engine, &component)?;
+        let world = world_of(name, &self.engine, &component)?;
+
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            plugin: name.to_owned(),
+            world,
+            message: format!("{e:#}"),
+        };
+        let mut linker: Linker<State> = Linker::new(&self.engine);
+        bindings::host::add_to_linker::<_, HasSelf<State>>(&mut linker, |s| s).map_err(link_err)?;
+        // The wasi:cli/io imports passed the check above; none of them does anything a
+        // plugin needs, so they trap if ever called (e.g. printing to stdout).
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(link_err)?;
+        let pre = linker.instantiate_pre(&component).map_err(link_err)?;
+        let typed = match world {
+            World::Filter => TypedPre::Filter(FilterPre::new(pre).map_err(link_err)?),
+            World::Router => TypedPre::Router(RouterPre::new(pre).map_err(link_err)?),
+            World::Transform => TypedPre::Transform(TransformPre::new(pre).map_err(link_err)?),
+        };
+
+        let limits = Limits {
+            fuel: config.fuel,
+            memory: usize::try_from(config.memory.as_u64()).unwrap_or(usize::MAX),
+            timeout: config.timeout,
+        };
+        let template = Arc::new(Template {
+            name: Arc::from(name),
+            world,
+            engine: self.engine.clone(),
+            pre: typed,
+            limits,
+            config_json: config.config.to_string(),
+            clock_origin: self.clock_origin,
+        });
+        let mut plugin = Plugin::from_template(template);
+        plugin.start().map_err(|cause| start_error(name, cause))?;
+        Ok(plugin)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped. One thread
+/// per engine, whatever the number of plugins.
+fn spawn_ticker(engine: &Engine) -> Result<(), LoadError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("switchyard-plugin-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker thread: {e}")))
+}
+
+/// Interfaces a plugin may import. `switchyard:plugin/*` is the contract; the wasi:cli and
+/// wasi:io interfaces come with every Rust std guest (stdio handles, env, exit) and are
+/// satisfied by trapping stubs: they grant nothing.
+fn import_granted(name: &str) -> bool {
+    let Some((path, version)) = name.split_once('@') else {
+        return false;
+    };
+    let Some((package, interface)) = path.split_once('/') else {
+        return false;
+    };
+    match package {
+        "switchyard:plugin" => version.starts_with("0.1.") && matches!(interface, "host" | "types"),
+        "wasi:cli" => {
+            version.starts_with("0.2.")
+                && matches!(
+                    interface,
+                    "environment"
+                        | "exit"
+                        | "stdin"
+                        | "stdout"
+                        | "stderr"
+                        | "terminal-input"
+                        | "terminal-output"
+                        | "terminal-stdin"
+                        | "terminal-stdout"
+                        | "terminal-stderr"
+                )
+        }
+        "wasi:io" => {
+            version.starts_with("0.2.") && matches!(interface, "poll" | "error" | "streams")
+        }
+        _ => false,
+    }
+}
+
+fn check_imports(plugin: &str, engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let refused: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !import_granted(name))
+        .map(str::to_owned)
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::ImportNotGranted {
+            plugin: plugin.to_owned(),
+            imports: refused,
+        })
+    }
+}
+
+fn world_of(plugin: &str, engine: &Engine, component: &Component) -> Result<World, LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<(&str, bool)> = ty
+        .exports(engine)
+        .map(|(name, item)| (name, matches!(item.ty, ComponentItem::ComponentFunc(_))))
+        .collect();
+    let worlds: Vec<World> = exports
+        .iter()
+        .filter(|(_, is_func)| *is_func)
+        .filter_map(|(name, _)| match *name {
+            "filter" => Some(World::Filter),
+            "route" => Some(World::Router),
+            "transform" => Some(World::Transform),
+            _ => None,
+        })
+        .collect();
+    match worlds.as_slice() {
+        [world] => Ok(*world),
+        _ => Err(LoadError::UnknownWorld {
+            plugin: plugin.to_owned(),
+            exports: if exports.is_empty() {
+                "nothing".into()
+            } else {
+                exports
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::import_granted;
+
+    #[test]
+    fn grants_only_the_contract_and_std_baggage() {
+        assert!(import_granted("switchyard:plugin/host@0.1.0"));
+        assert!(import_granted("switchyard:plugin/types@0.1.0"));
+        assert!(import_granted("wasi:cli/stderr@0.2.6"));
+        assert!(import_granted("wasi:io/streams@0.2.0"));
+        assert!(!import_granted("switchyard:plugin/host@0.2.0"));
+        assert!(!import_granted("wasi:filesystem/preopens@0.2.6"));
+        assert!(!import_granted("wasi:sockets/tcp@0.2.6"));
+        assert!(!import_granted("wasi:clocks/wall-clock@0.2.6"));
+        assert!(!import_granted("wasi:random/random@0.2.6"));
+        assert!(!import_granted("wasi:cli/stderr"));
+        assert!(!import_granted("evil"));
+    }
+}

@@ -1,0 +1,89 @@
+//! Runs switchyard's WebAssembly plugins.
+//!
+//! A plugin is a WebAssembly component (wasm32-wasip2) exporting one world of
+//! `wit/plugin.wit`: `filter`, `router` or `transform`. This crate loads it, checks what it
+//! imports, and calls it on batches of [`Event`]s under per-call limits.
+//!
+//! ```text
+//! PluginHost ──load(name, &PluginConfig)──▶ Plugin ──fork()──▶ Plugin …
+//!   (one Engine,                             (compiled once;      (same compiled code,
+//!    one epoch ticker)                        one live instance)   its own instance)
+//!                                            PluginPool: idle Plugins shared by threads
+//! ```
+//!
+//! * [`PluginHost`] owns the wasmtime `Engine` and a ticker thread that advances the
+//!   engine's epoch every millisecond (it stops when the last engine handle is dropped).
+//! * [`PluginHost::load`] reads and compiles the component once, refuses imports beyond
+//!   `switchyard:plugin/host` and the harmless wasi:cli/io interfaces a Rust std guest
+//!   carries (those are linked to stubs that trap if called), finds its world, and starts
+//!   a first instance, calling `init(config-json)`: a bad config fails here with the
+//!   plugin's own message.
+//! * [`Plugin::filter`], [`Plugin::route`], [`Plugin::transform`] take a batch and return
+//!   one decision per event, with the [`CallStats`] of the call. The instance is reused
+//!   from call to call. Every call runs under the plugin's `fuel`, `memory` and `timeout`
+//!   (the timeout through epoch interruption). A trap, a limit hit, an `err` or a wrong
+//!   number of decisions returns a [`PluginError`]; the instance is then dropped and the
+//!   next call starts a fresh one from the pre-linked template (instantiation also runs
+//!   under the limits, and `init` runs again).
+//! * [`PluginPool`] keeps idle instances for callers on several threads.
+//!
+//! Calls are synchronous and block their thread for at most about `timeout`: call them
+//! from a blocking thread (`tokio::task::spawn_blocking`), never on an async worker.
+//!
+//! Architecture invariant: no tokio, no IO besides reading the `.wasm` file, and the host
+//! never panics because of what a plugin does.
+
+mod bindings;
+mod error;
+mod host;
+mod plugin;
+mod pool;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use error::{ErrorCause, LoadError, PluginError};
+pub use host::{HostOptions, PluginHost, PoolingOptions};
+pub use plugin::Plugin;
+pub use pool::PluginPool;
+pub use switchyard_config::PluginConfig;
+pub use switchyard_event::Event;
+
+/// Which world of `switchyard:plugin@0.1.0` a plugin exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum World {
+    /// `filter(events) -> list<bool>`
+    Filter,
+    /// `route(events) -> list<list<string>>`
+    Router,
+    /// `transform(events) -> list<list<event>>`
+    Transform,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Filter => "filter",
+            Self::Router => "router",
+            Self::Transform => "transform",
+        })
+    }
+}
+
+/// What one call cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Fuel the guest consumed (roughly one unit per WebAssembly instruction).
+    pub fuel: u64,
+    /// Wall-clock time of the call, including copying the batch in and out.
+    pub elapsed: Duration,
+}
+
+/// The result of a successful call: the plugin's decisions and what they cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call<T> {
+    /// One entry per input event, in order.
+    pub output: T,
+    /// Fuel and time used.
+    pub stats: CallStats,
+}

@@ -1,0 +1,53 @@
+//! The `log` import reaches `tracing`, tagged with the plugin's name.
+//!
+//! Alone in its own test binary: tracing caches per-callsite interest process-wide, so a
+//! thread-local subscriber can miss events when other tests run in parallel threads.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::{batch, config, load};
+use switchyard_plugin_host::PluginConfig;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_logs_reach_tracing_tagged_with_the_plugin_name() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut plugin = load(
+            "audit",
+            &PluginConfig {
+                config: serde_json::json!({"mode": "all"}),
+                ..config("keep-all")
+            },
+        );
+        plugin.filter(&batch(3)).expect("call");
+    });
+    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(
+        logs.contains(r#"keep-all ready with config {"mode":"all"}"#) && logs.contains("INFO"),
+        "{logs}"
+    );
+    assert!(logs.contains("plugin=\"audit\""), "{logs}");
+    assert!(logs.contains("kept 3 events in"), "{logs}");
+}
