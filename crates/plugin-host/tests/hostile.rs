@@ -194,3 +194,28 @@ fn a_missing_or_invalid_file_fails_the_load() {
         .expect_err("not a component");
     assert!(matches!(err, LoadError::Compile { .. }), "{err:?}");
 }
+
+#[test]
+fn a_runaway_init_is_stopped_by_the_deadline_and_fails_the_load() {
+    let host = PluginHost::new().expect("host");
+    let err = host
+        .load(
+            "slow-start",
+            &PluginConfig {
+                config: serde_json::json!({"init": "loop"}),
+                timeout: Duration::from_millis(20),
+                fuel: u64::MAX,
+                ..config("loop-forever")
+            },
+        )
+        .expect_err("init never returns");
+    let LoadError::Start { cause, .. } = &err else {
+        panic!("expected a start failure, got {err:?}");
+    };
+    assert_eq!(
+        *cause,
+        ErrorCause::Timeout {
+            limit: Duration::from_millis(20)
+        }
+    );
+}
