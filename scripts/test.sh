@@ -31,6 +31,9 @@ for crate in switchyard-event switchyard-ack switchyard-config switchyard-log; d
 done
 echo "ok"
 
+step "building the WebAssembly plugins (examples and test fixtures)"
+scripts/build-plugins.sh --locked
+
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 

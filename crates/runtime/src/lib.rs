@@ -11,6 +11,7 @@
 pub mod delivery;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugins;
 pub mod queues;
 mod server;
 
@@ -33,7 +34,9 @@ use tracing::{info, warn};
 use crate::delivery::{QueueSink, SinkHandle};
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelinePlan, Reader};
+use crate::plugins::{Stage, Stages};
 use crate::queues::{QueueHandle, QueueLimits};
+use switchyard_plugin_host::{PluginHost, PluginPool, World};
 
 pub use delivery::dlq_headers;
 
@@ -59,6 +62,8 @@ pub enum RuntimeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Plugin(String),
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -92,7 +97,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let queues = open_queues(&config, &storage, &data_dir)?;
     let intakes = open_intakes(&config, &storage, &data_dir)?;
-    let sinks = start_sinks(&config, &queues, &metrics)?;
+    let sinks = Arc::new(start_sinks(&config, &queues, &metrics)?);
+    let pools = tokio::task::block_in_place(|| load_plugins(&config))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
@@ -101,9 +107,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             .dead_letter
             .clone()
             .unwrap_or_else(|| config.server.dead_letter.clone());
+        let stage = |plugin: &String, world: World, role: &str| -> Result<Stage, RuntimeError> {
+            let pool = &pools[plugin];
+            if pool.world() != world {
+                return Err(RuntimeError::Plugin(format!(
+                    "pipelines.{name}.{role}: plugin `{plugin}` is a {} plugin, not a {world}",
+                    pool.world()
+                )));
+            }
+            Ok(Stage {
+                name: plugin.clone(),
+                pool: pool.clone(),
+                on_error: config.plugins[plugin].on_error,
+            })
+        };
+        let stages = Stages {
+            filters: p
+                .filters
+                .iter()
+                .map(|f| stage(f, World::Filter, "filters"))
+                .collect::<Result<_, _>>()?,
+            transforms: p
+                .transforms
+                .iter()
+                .map(|t| stage(t, World::Transform, "transforms"))
+                .collect::<Result<_, _>>()?,
+            router: p
+                .router
+                .as_ref()
+                .map(|r| stage(r, World::Router, "router"))
+                .transpose()?,
+        };
         let plan = Arc::new(PipelinePlan {
             name: Arc::from(name.as_str()),
             sinks: p.to.iter().map(|s| sinks[s].clone()).collect(),
+            all_sinks: sinks.clone(),
+            stages,
+            metrics: metrics.clone(),
             dead_letter: queues[&dlq_name].clone(),
             max_in_flight: p.max_in_flight.max(1),
         });
@@ -141,7 +181,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         metrics: metrics.clone(),
         queues,
         intakes,
-        sinks,
+        sinks: (*sinks).clone(),
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
 
@@ -182,6 +222,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Compiles and starts every plugin a pipeline uses (each `init` runs here: a plugin
+/// that rejects its config stops the start with its own message).
+fn load_plugins(config: &Config) -> Result<HashMap<String, Arc<PluginPool>>, RuntimeError> {
+    let used: std::collections::BTreeSet<&String> = config
+        .pipelines
+        .values()
+        .flat_map(|p| p.filters.iter().chain(&p.transforms).chain(&p.router))
+        .collect();
+    if used.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let host = PluginHost::new().map_err(|e| RuntimeError::Plugin(e.to_string()))?;
+    let mut pools = HashMap::new();
+    for name in used {
+        let plugin = host
+            .load(name, &config.plugins[name])
+            .map_err(|e| RuntimeError::Plugin(e.to_string()))?;
+        info!(plugin = %name, world = %plugin.world(), "plugin loaded");
+        pools.insert(name.clone(), Arc::new(PluginPool::new(plugin, 4)));
+    }
+    Ok(pools)
 }
 
 fn limits(q: &QueueConfig) -> QueueLimits {

@@ -47,6 +47,27 @@ pub struct ReaderLabels {
     pub partition: u32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginOutcomeLabels {
+    pub plugin: String,
+    pub kind: &'static str,
+}
+
+fn fuel_histogram() -> Histogram {
+    // 1k … ~1G fuel per call
+    Histogram::new(exponential_buckets(1000.0, 4.0, 16))
+}
+
+fn call_histogram() -> Histogram {
+    // 10 µs … ~1.3 s
+    Histogram::new(exponential_buckets(0.00001, 2.0, 18))
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~65 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
@@ -70,6 +91,15 @@ pub struct Metrics {
     pub queue_bytes: Family<QueueLabels, Gauge>,
     /// Records between a reader's checkpoint and the partition's durable end.
     pub checkpoint_lag: Family<ReaderLabels, Gauge>,
+    /// Plugin calls (one per batch) and the events they carried.
+    pub plugin_calls: Family<PluginLabels, Counter>,
+    pub plugin_events: Family<PluginLabels, Counter>,
+    /// Decisions by kind: keep, drop (filters), emit (transforms), route (routers).
+    pub plugin_decisions: Family<PluginOutcomeLabels, Counter>,
+    /// Failed calls by cause: trap, fuel, timeout, memory, returned_error, ...
+    pub plugin_errors: Family<PluginOutcomeLabels, Counter>,
+    pub plugin_fuel: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    pub plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -124,8 +154,52 @@ impl Metrics {
             "Records between a pipeline's checkpoint and the end of its source partition",
             checkpoint_lag.clone(),
         );
+        let plugin_calls = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Plugin calls (one per batch)",
+            plugin_calls.clone(),
+        );
+        let plugin_events = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_events",
+            "Events handed to a plugin",
+            plugin_events.clone(),
+        );
+        let plugin_decisions = Family::<PluginOutcomeLabels, Counter>::default();
+        registry.register(
+            "plugin_decisions",
+            "Plugin decisions by kind: keep, drop, emit, route",
+            plugin_decisions.clone(),
+        );
+        let plugin_errors = Family::<PluginOutcomeLabels, Counter>::default();
+        registry.register(
+            "plugin_errors",
+            "Failed plugin calls by cause (trap, fuel, timeout, memory, returned_error, wrong_decision_count)",
+            plugin_errors.clone(),
+        );
+        let plugin_fuel: Family<PluginLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(fuel_histogram);
+        registry.register(
+            "plugin_fuel",
+            "Fuel consumed per plugin call",
+            plugin_fuel.clone(),
+        );
+        let plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(call_histogram);
+        registry.register(
+            "plugin_call_seconds",
+            "Duration of one plugin call",
+            plugin_seconds.clone(),
+        );
         Self {
             registry,
+            plugin_calls,
+            plugin_events,
+            plugin_decisions,
+            plugin_errors,
+            plugin_fuel,
+            plugin_seconds,
             source_events,
             http_requests,
             pipeline_events,

@@ -4,6 +4,7 @@
 //! offset. A restart resumes from that offset, so an event is never skipped; events
 //! after it may be delivered again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::delivery::{AckToken, DeadLetterReason, Delivery, SinkHandle, append_dead_letter};
 use crate::metrics::{Metrics, ReaderLabels};
+use crate::plugins::Stages;
 use crate::queues::QueueHandle;
 
 /// How often a moved checkpoint is written.
@@ -21,10 +23,15 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 const READ_BATCH: usize = 512;
 const READ_BYTES: usize = 4 << 20;
 
-/// What a pipeline does with an event (the seam where plugins will decide).
+/// What a pipeline does with an event: its plugin stages and its sinks.
 pub struct PipelinePlan {
     pub name: Arc<str>,
+    /// Sinks of every event when there is no router (`to`).
     pub sinks: Vec<Arc<SinkHandle>>,
+    /// Every configured sink, for the router's choices.
+    pub all_sinks: Arc<HashMap<String, Arc<SinkHandle>>>,
+    pub stages: Stages,
+    pub metrics: Arc<Metrics>,
     pub dead_letter: Arc<QueueHandle>,
     pub max_in_flight: usize,
 }
@@ -55,10 +62,20 @@ pub struct StopPipeline {
 impl PipelinePlan {
     /// Decides the fate of each event of a batch, in order (one fate per event).
     pub async fn decide(&self, events: &[Arc<Event>]) -> Result<Vec<Fate>, StopPipeline> {
-        Ok(events
-            .iter()
-            .map(|e| Fate::Deliver(self.sinks.iter().map(|s| (s.clone(), e.clone())).collect()))
-            .collect())
+        if self.stages.is_empty() {
+            return Ok(events
+                .iter()
+                .map(|e| Fate::Deliver(self.sinks.iter().map(|s| (s.clone(), e.clone())).collect()))
+                .collect());
+        }
+        crate::plugins::decide(
+            &self.stages,
+            events,
+            &self.sinks,
+            &self.all_sinks,
+            &self.metrics,
+        )
+        .await
     }
 }
 

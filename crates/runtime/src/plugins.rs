@@ -1,0 +1,284 @@
+//! Plugin stages of a pipeline: filters, transforms and a router, run on WebAssembly
+//! plugins (`switchyard-plugin-host`) on blocking threads, one call per batch.
+//!
+//! A failed call (trap, limit, error, wrong number of decisions) affects only its batch:
+//! the batch's events follow the stage's `on_error` and the pipeline goes on (the host
+//! has already replaced the instance).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use switchyard_config::OnError;
+use switchyard_event::Event;
+use switchyard_plugin_host::{Call, ErrorCause, PluginError, PluginPool};
+
+use crate::delivery::SinkHandle;
+use crate::metrics::{Metrics, PluginLabels, PluginOutcomeLabels};
+use crate::pipeline::{Fate, StopPipeline};
+
+/// One plugin as used by one pipeline.
+pub struct Stage {
+    pub name: String,
+    pub pool: Arc<PluginPool>,
+    pub on_error: OnError,
+}
+
+/// The plugin part of a pipeline.
+#[derive(Default)]
+pub struct Stages {
+    pub filters: Vec<Stage>,
+    pub transforms: Vec<Stage>,
+    pub router: Option<Stage>,
+}
+
+impl Stages {
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty() && self.transforms.is_empty() && self.router.is_none()
+    }
+}
+
+type PoolCall<T> = fn(&PluginPool, &[Event]) -> Result<Call<T>, PluginError>;
+
+impl Stage {
+    /// Runs one batched call on a blocking thread and records its metrics.
+    async fn call<T: Send + 'static>(
+        &self,
+        events: Vec<Event>,
+        f: PoolCall<T>,
+        metrics: &Metrics,
+    ) -> Result<T, PluginError> {
+        let pool = self.pool.clone();
+        let n = events.len() as u64;
+        let result = tokio::task::spawn_blocking(move || f(&pool, &events))
+            .await
+            .expect("plugin call task");
+        let labels = PluginLabels {
+            plugin: self.name.clone(),
+        };
+        metrics.plugin_calls.get_or_create(&labels).inc();
+        metrics.plugin_events.get_or_create(&labels).inc_by(n);
+        let stats = match &result {
+            Ok(call) => call.stats,
+            Err(e) => {
+                metrics
+                    .plugin_errors
+                    .get_or_create(&PluginOutcomeLabels {
+                        plugin: self.name.clone(),
+                        kind: cause_label(&e.cause),
+                    })
+                    .inc();
+                e.stats
+            }
+        };
+        metrics
+            .plugin_fuel
+            .get_or_create(&labels)
+            .observe(stats.fuel as f64);
+        metrics
+            .plugin_seconds
+            .get_or_create(&labels)
+            .observe(stats.elapsed.as_secs_f64());
+        result.map(|c| c.output)
+    }
+}
+
+fn cause_label(cause: &ErrorCause) -> &'static str {
+    match cause {
+        ErrorCause::Trap(_) => "trap",
+        ErrorCause::OutOfFuel { .. } => "fuel",
+        ErrorCause::Timeout { .. } => "timeout",
+        ErrorCause::MemoryLimit { .. } => "memory",
+        ErrorCause::Returned(_) => "returned_error",
+        ErrorCause::WrongDecisionCount { .. } => "wrong_decision_count",
+        _ => "other",
+    }
+}
+
+/// The events still alive after the stages so far: a flat batch and, for each of its
+/// events, the index of the input event it came from.
+fn live(fates: &[Option<Fate>], current: &[Vec<Arc<Event>>]) -> (Vec<Event>, Vec<usize>) {
+    let mut flat = Vec::new();
+    let mut owners = Vec::new();
+    for (i, outs) in current.iter().enumerate() {
+        if fates[i].is_some() {
+            continue;
+        }
+        for e in outs {
+            flat.push((**e).clone());
+            owners.push(i);
+        }
+    }
+    (flat, owners)
+}
+
+/// Applies a stage's `on_error` to every input still alive.
+fn fail(
+    stage: &Stage,
+    error: &PluginError,
+    inputs: &[Arc<Event>],
+    fates: &mut [Option<Fate>],
+) -> Result<(), StopPipeline> {
+    tracing::warn!(plugin = %stage.name, error = %error, on_error = ?stage.on_error,
+        "plugin call failed; its batch follows on_error");
+    for (i, fate) in fates.iter_mut().enumerate() {
+        if fate.is_some() {
+            continue;
+        }
+        *fate = Some(match stage.on_error {
+            OnError::DeadLetter => Fate::DeadLetter {
+                event: inputs[i].clone(),
+                error: error.to_string(),
+                by: stage.name.clone(),
+            },
+            OnError::Drop => Fate::Drop,
+            OnError::Stop => {
+                return Err(StopPipeline {
+                    stage: format!("plugin `{}`", stage.name),
+                    error: error.to_string(),
+                });
+            }
+        });
+    }
+    Ok(())
+}
+
+fn decided(metrics: &Metrics, plugin: &str, kind: &'static str, n: u64) {
+    if n > 0 {
+        metrics
+            .plugin_decisions
+            .get_or_create(&PluginOutcomeLabels {
+                plugin: plugin.to_owned(),
+                kind,
+            })
+            .inc_by(n);
+    }
+}
+
+/// Runs `stages` over a batch and returns one fate per input event. `default_sinks` are
+/// used when there is no router; the router may name any sink in `all_sinks`.
+pub async fn decide(
+    stages: &Stages,
+    inputs: &[Arc<Event>],
+    default_sinks: &[Arc<SinkHandle>],
+    all_sinks: &HashMap<String, Arc<SinkHandle>>,
+    metrics: &Metrics,
+) -> Result<Vec<Fate>, StopPipeline> {
+    let mut fates: Vec<Option<Fate>> = inputs.iter().map(|_| None).collect();
+    let mut current: Vec<Vec<Arc<Event>>> = inputs.iter().map(|e| vec![e.clone()]).collect();
+
+    for stage in &stages.filters {
+        let (flat, owners) = live(&fates, &current);
+        if flat.is_empty() {
+            break;
+        }
+        match stage.call(flat, PluginPool::filter, metrics).await {
+            Ok(keep) => {
+                let mut next: Vec<Vec<Arc<Event>>> = inputs.iter().map(|_| Vec::new()).collect();
+                let mut j = 0;
+                for (i, outs) in current.iter().enumerate() {
+                    if fates[i].is_some() {
+                        continue;
+                    }
+                    for e in outs {
+                        debug_assert_eq!(owners[j], i);
+                        if keep[j] {
+                            next[i].push(e.clone());
+                        }
+                        j += 1;
+                    }
+                }
+                let kept = keep.iter().filter(|k| **k).count() as u64;
+                decided(metrics, &stage.name, "keep", kept);
+                decided(metrics, &stage.name, "drop", keep.len() as u64 - kept);
+                current = next;
+            }
+            Err(e) => fail(stage, &e, inputs, &mut fates)?,
+        }
+    }
+
+    for stage in &stages.transforms {
+        let (flat, owners) = live(&fates, &current);
+        if flat.is_empty() {
+            break;
+        }
+        match stage.call(flat, PluginPool::transform, metrics).await {
+            Ok(outputs) => {
+                let mut next: Vec<Vec<Arc<Event>>> = inputs.iter().map(|_| Vec::new()).collect();
+                let mut emitted = 0;
+                for (owner, outs) in owners.iter().zip(outputs) {
+                    emitted += outs.len() as u64;
+                    next[*owner].extend(outs.into_iter().map(Arc::new));
+                }
+                decided(metrics, &stage.name, "emit", emitted);
+                for (i, outs) in next.into_iter().enumerate() {
+                    if fates[i].is_none() {
+                        current[i] = outs;
+                    }
+                }
+            }
+            Err(e) => fail(stage, &e, inputs, &mut fates)?,
+        }
+    }
+
+    let mut targets: Vec<Vec<(Arc<SinkHandle>, Arc<Event>)>> =
+        inputs.iter().map(|_| Vec::new()).collect();
+    match &stages.router {
+        Some(stage) => {
+            let (flat, owners) = live(&fates, &current);
+            let flat_events: Vec<Arc<Event>> = current
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| fates[*i].is_none())
+                .flat_map(|(_, outs)| outs.iter().cloned())
+                .collect();
+            if !flat.is_empty() {
+                match stage.call(flat, PluginPool::route, metrics).await {
+                    Ok(routes) => {
+                        for ((owner, event), names) in owners.iter().zip(flat_events).zip(routes) {
+                            decided(metrics, &stage.name, "route", 1);
+                            for name in names {
+                                match all_sinks.get(&name) {
+                                    Some(sink) => {
+                                        targets[*owner].push((sink.clone(), event.clone()))
+                                    }
+                                    None => {
+                                        let mut known: Vec<_> = all_sinks.keys().cloned().collect();
+                                        known.sort();
+                                        fates[*owner] = Some(Fate::DeadLetter {
+                                            event: inputs[*owner].clone(),
+                                            error: format!(
+                                                "router `{}` chose sink `{name}`, which does not exist; sinks: {}",
+                                                stage.name,
+                                                known.join(", ")
+                                            ),
+                                            by: stage.name.clone(),
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => fail(stage, &e, inputs, &mut fates)?,
+                }
+            }
+        }
+        None => {
+            for (i, outs) in current.iter().enumerate() {
+                for e in outs {
+                    for sink in default_sinks {
+                        targets[i].push((sink.clone(), e.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(fates
+        .into_iter()
+        .zip(targets)
+        .map(|(fate, targets)| match fate {
+            Some(f) => f,
+            None if targets.is_empty() => Fate::Drop,
+            None => Fate::Deliver(targets),
+        })
+        .collect())
+}
