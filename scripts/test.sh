@@ -34,6 +34,9 @@ echo "ok"
 step "building the WebAssembly plugins (examples and test fixtures)"
 scripts/build-plugins.sh --locked
 
+step "example plugins: their logic, natively"
+(cd plugins && unset CARGO_TARGET_DIR && cargo test --locked -p filter-by-field -p route-by-table -p redact-fields)
+
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 

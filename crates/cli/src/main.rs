@@ -2,6 +2,7 @@
 
 mod dlq;
 mod plugin;
+mod plugin_run;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

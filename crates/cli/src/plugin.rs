@@ -30,6 +30,40 @@ pub enum PluginCommand {
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
+    /// Run a plugin on sample events and print each event's decision, plus the fuel and
+    /// time of every batch — under the same limits as in a pipeline.
+    ///
+    /// Example: switchyard plugin test plugins/target/wasm32-wasip2/release/filter_by_field.wasm
+    ///   --input events.jsonl --config '{"field": "status", "equals": "paid"}'
+    #[command(verbatim_doc_comment)]
+    Test {
+        /// The component (.wasm built for wasm32-wasip2).
+        file: PathBuf,
+        /// Events, one per line, in the JSON form switchyard writes (`{"id", "payload", ...}`).
+        #[arg(long)]
+        input: PathBuf,
+        /// The plugin's config as JSON (what `[plugins.NAME].config` holds).
+        #[arg(long)]
+        config: Option<String>,
+        /// Events per call.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Fuel per call.
+        #[arg(long, default_value_t = 10_000_000)]
+        fuel: u64,
+        /// Memory limit, e.g. 64MiB.
+        #[arg(long, default_value = "64MiB")]
+        memory: String,
+        /// Deadline per call, e.g. 100ms.
+        #[arg(long, default_value = "100ms")]
+        timeout: String,
+    },
+    /// Print a component's world, exports and imports, marking imports switchyard would
+    /// refuse.
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -87,6 +121,28 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             dir,
             sdk,
         } => new(&name, world, &dir, sdk.as_deref()),
+        PluginCommand::Test {
+            file,
+            input,
+            config,
+            batch,
+            fuel,
+            memory,
+            timeout,
+        } => crate::plugin_run::test(crate::plugin_run::TestArgs {
+            file,
+            input,
+            config,
+            batch,
+            fuel,
+            memory: switchyard_config::ByteSize(
+                switchyard_config::units::parse_size(&memory)
+                    .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+            ),
+            timeout: switchyard_config::units::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
+        }),
+        PluginCommand::Inspect { file } => crate::plugin_run::inspect(&file),
     }
 }
 

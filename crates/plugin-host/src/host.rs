@@ -103,6 +103,39 @@ impl PluginHost {
         self.load_bytes(name, &path, &bytes, config)
     }
 
+    /// What a component file exports and imports, without starting it: for
+    /// `switchyard plugin inspect`.
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
+        let name = path
+            .file_stem()
+            .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            plugin: name.clone(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Compile {
+            plugin: name.clone(),
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| (n.to_owned(), import_granted(n)))
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        Ok(Inspection {
+            world: world_of(&name, &self.engine, &component),
+            imports,
+            exports,
+            size: bytes.len(),
+        })
+    }
+
     /// Like [`PluginHost::load`] with the component's bytes already in memory; `path` is
     /// only used in messages.
     pub fn load_bytes(
@@ -183,6 +216,19 @@ fn spawn_ticker(engine: &Engine) -> Result<(), LoadError> {
         })
         .map(|_| ())
         .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker thread: {e}")))
+}
+
+/// The outside of a component file: see [`PluginHost::inspect`].
+#[derive(Debug)]
+pub struct Inspection {
+    /// The world it exports, or why it matches none.
+    pub world: Result<World, LoadError>,
+    /// Every import, with whether switchyard grants it.
+    pub imports: Vec<(String, bool)>,
+    /// Every export by name.
+    pub exports: Vec<String>,
+    /// Size of the file in bytes.
+    pub size: usize,
 }
 
 /// Interfaces a plugin may import. `switchyard:plugin/*` is the contract; the wasi:cli and

@@ -43,7 +43,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use error::{ErrorCause, LoadError, PluginError};
-pub use host::{HostOptions, PluginHost, PoolingOptions};
+pub use host::{HostOptions, Inspection, PluginHost, PoolingOptions};
 pub use plugin::Plugin;
 pub use pool::PluginPool;
 pub use switchyard_config::PluginConfig;
