@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
-use super::load::{self, LoadResult, LoadSpec};
+use super::load::{self, BodyKind, LoadResult, LoadSpec};
 use super::process::{ServerProcess, free_addr};
 use super::{build, report};
 use crate::serve::ServerKind;
@@ -219,6 +219,8 @@ fn measure(
         keys: args.keys,
         warmup: Duration::from_secs(args.warmup),
         measure: Duration::from_secs(args.seconds),
+        body: BodyKind::Padded,
+        pause: None,
     })?;
     let peak_rss_kib = process.peak_rss_kib()?;
     process.stop(Duration::from_secs(15))?;

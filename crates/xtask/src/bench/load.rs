@@ -28,6 +28,25 @@ pub struct LoadSpec {
     pub keys: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// What each request carries.
+    pub body: BodyKind,
+    /// Pause of each connection after every answer (`None`: send the next at once). With
+    /// one connection this paces a side load at about one request per `pause`.
+    pub pause: Option<Duration>,
+}
+
+/// The body of every request of a load.
+#[derive(Clone)]
+pub enum BodyKind {
+    /// `{"conn":…,"seq":…,"pad":"xxx…"}` of `body_bytes` (application/json).
+    Padded,
+    /// `{"conn":…,"seq":…,"status":"STATUS","pad":"xxx…"}` of `body_bytes`.
+    Status(&'static str),
+    /// The same bytes every time, with this content type (`body_bytes` is ignored).
+    Fixed {
+        bytes: Bytes,
+        content_type: &'static str,
+    },
 }
 
 /// What one measured window saw.
@@ -123,9 +142,13 @@ async fn run_async(spec: Arc<LoadSpec>) -> anyhow::Result<LoadResult> {
     })
 }
 
-/// A JSON event of exactly `len` bytes (at least ~60): `{"conn":…,"seq":…,"pad":"xxx…"}`.
-fn body(conn: usize, seq: u64, len: usize) -> Bytes {
-    let head = format!(r#"{{"conn":{conn},"seq":{seq},"pad":""#);
+/// A JSON event of exactly `len` bytes (at least ~60): `{"conn":…,"seq":…,"pad":"xxx…"}`,
+/// with `"status":STATUS` before `pad` when a status is given.
+pub fn json_body(conn: usize, seq: u64, len: usize, status: Option<&str>) -> Bytes {
+    let head = match status {
+        None => format!(r#"{{"conn":{conn},"seq":{seq},"pad":""#),
+        Some(s) => format!(r#"{{"conn":{conn},"seq":{seq},"status":"{s}","pad":""#),
+    };
     let pad = len.saturating_sub(head.len() + 2);
     let mut b = Vec::with_capacity(len);
     b.extend_from_slice(head.as_bytes());
@@ -143,7 +166,10 @@ async fn connection(
 ) -> ConnStats {
     let mut stats = ConnStats::default();
     let host = HeaderValue::from_str(&spec.addr.to_string()).expect("an address is ascii");
-    let json = HeaderValue::from_static("application/json");
+    let content_type = HeaderValue::from_static(match &spec.body {
+        BodyKind::Fixed { content_type, .. } => content_type,
+        BodyKind::Padded | BodyKind::Status(_) => "application/json",
+    });
     let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
     let mut seq: u64 = 0;
     loop {
@@ -170,9 +196,13 @@ async fn connection(
         let key = &keys[(conn.wrapping_mul(7919) + seq as usize) % keys.len()];
         let req = Request::post(spec.path.as_str())
             .header(header::HOST, host.clone())
-            .header(header::CONTENT_TYPE, json.clone())
+            .header(header::CONTENT_TYPE, content_type.clone())
             .header("x-key", key.clone())
-            .body(Full::new(body(conn, seq, spec.body_bytes)))
+            .body(Full::new(match &spec.body {
+                BodyKind::Padded => json_body(conn, seq, spec.body_bytes, None),
+                BodyKind::Status(s) => json_body(conn, seq, spec.body_bytes, Some(s)),
+                BodyKind::Fixed { bytes, .. } => bytes.clone(),
+            }))
             .expect("a valid request");
         seq += 1;
         let sent = Instant::now();
@@ -202,6 +232,9 @@ async fn connection(
                 sender = None;
             }
         }
+        if let Some(pause) = spec.pause {
+            tokio::time::sleep_until((Instant::now() + pause).min(window_end)).await;
+        }
     }
 }
 
@@ -224,10 +257,13 @@ mod tests {
     #[test]
     fn bodies_are_json_of_the_requested_size() {
         for seq in [0, 7, 123_456_789] {
-            let b = body(63, seq, 200);
-            assert_eq!(b.len(), 200);
-            let v: serde_json::Value = serde_json::from_slice(&b).expect("valid JSON");
-            assert_eq!(v["seq"], seq);
+            for status in [None, Some("paid")] {
+                let b = json_body(63, seq, 200, status);
+                assert_eq!(b.len(), 200);
+                let v: serde_json::Value = serde_json::from_slice(&b).expect("valid JSON");
+                assert_eq!(v["seq"], seq);
+                assert_eq!(v["status"].as_str(), status);
+            }
         }
     }
 

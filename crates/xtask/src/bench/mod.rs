@@ -8,6 +8,7 @@
 mod build;
 mod ingest;
 mod load;
+mod plugin;
 mod process;
 mod report;
 
@@ -39,11 +40,34 @@ enum Bench {
     /// switchyard/noop (target ≥ 0.45). It never fails on a ratio; it prints PASS or BELOW.
     #[command(verbatim_doc_comment)]
     Ingest(ingest::IngestArgs),
+    /// WebAssembly plugins: per-event cost, host overhead, end-to-end cost and isolation.
+    ///
+    /// One run prints four parts, each next to its baseline measured in the same run:
+    ///
+    ///   1  filter_by_field.wasm vs a native Rust closure doing the same work (parse the
+    ///      JSON payload with serde_json, look up `status`, compare to "paid"), same
+    ///      200-byte events, batches of 64, in this process: ns/event and the ratio
+    ///      (target ≤ 3×)
+    ///   2  host cost: keep_all.wasm (does nothing), total call time / events at batch 1,
+    ///      64 and 256 (target < 300 ns/event at 64)
+    ///   3  `switchyard run`, http source -> pipeline -> file sink, without and with the
+    ///      filter: ingest req/s, delivered events/s and their ratios (no target)
+    ///   4  two http sources: a healthy pipeline (filter_by_field -> file) alone, then
+    ///      while a side load sends `loop` to a hostile pipeline (loop_forever.wasm, 20 ms
+    ///      deadline, fuel 1e12, on_error dead_letter): healthy delivered/s and req/s and
+    ///      the ratios (target ≥ 0.8)
+    ///
+    /// The components come from plugins/target/wasm32-wasip2/release (built by
+    /// scripts/build-plugins.sh when missing). It never fails on a figure; it prints PASS or
+    /// BELOW.
+    #[command(verbatim_doc_comment)]
+    Plugin(plugin::PluginArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     build::reexec_release_if_debug()?;
     match args.which {
         Bench::Ingest(a) => ingest::run(a),
+        Bench::Plugin(a) => plugin::run(a),
     }
 }

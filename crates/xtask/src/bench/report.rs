@@ -79,6 +79,12 @@ pub fn ratio_line(label: &str, ratio: f64, target: f64) -> String {
     format!("{label:<34} {ratio:>6.2}   target ≥ {target:.2}   {verdict}")
 }
 
+/// `2.10×  target ≤ 3.00×  PASS` for a figure that should stay at or under its target.
+pub fn at_most_line(label: &str, value: f64, target: f64, unit: &str) -> String {
+    let verdict = if value <= target { "PASS" } else { "BELOW" };
+    format!("{label:<34} {value:>6.2}{unit}   target ≤ {target:.2}{unit}   {verdict}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
