@@ -103,18 +103,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         bail!("no switchyard binary at {}", switchyard.display());
     }
     let xtask = std::env::current_exe().context("locating the xtask executable")?;
-    let mut tmp = match &args.tmp_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("switchyard-bench-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new()
-            .prefix("switchyard-bench-")
-            .tempdir(),
-    }
-    .context("creating the temporary directory")?;
-    if args.keep {
-        tmp.disable_cleanup(true);
-    }
+    let tmp = super::temp_dir("switchyard-bench-", args.tmp_dir.as_deref(), args.keep)?;
     let root = tmp.path().to_path_buf();
     let argv: Vec<String> = std::env::args().skip(1).collect();
 

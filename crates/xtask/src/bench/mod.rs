@@ -71,3 +71,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Plugin(a) => plugin::run(a),
     }
 }
+
+/// A temporary directory for one benchmark run (in `dir` when given), kept after the run
+/// when `keep` is set.
+fn temp_dir(
+    prefix: &str,
+    dir: Option<&std::path::Path>,
+    keep: bool,
+) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context as _;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    let mut tmp = match dir {
+        Some(d) => builder.tempdir_in(d),
+        None => builder.tempdir(),
+    }
+    .context("creating the temporary directory")?;
+    if keep {
+        tmp.disable_cleanup(true);
+    }
+    Ok(tmp)
+}

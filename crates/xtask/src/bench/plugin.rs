@@ -94,18 +94,11 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     } else {
         Some(switchyard_bin(args.bin.as_deref())?)
     };
-    let mut tmp = match &args.tmp_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("switchyard-bench-plugin-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new()
-            .prefix("switchyard-bench-plugin-")
-            .tempdir(),
-    }
-    .context("creating the temporary directory")?;
-    if args.keep {
-        tmp.disable_cleanup(true);
-    }
+    let tmp = super::temp_dir(
+        "switchyard-bench-plugin-",
+        args.tmp_dir.as_deref(),
+        args.keep,
+    )?;
     let root = tmp.path().to_path_buf();
     let argv: Vec<String> = std::env::args().skip(1).collect();
 
