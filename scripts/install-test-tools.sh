@@ -19,3 +19,6 @@ if ! have curl; then
     echo "==> installing curl (used by the README examples)"
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi
+
+# The Kafka-protocol broker of the Kafka tests (into .tools/bin, gitignored).
+"$(dirname "$0")/install-tansu.sh"
