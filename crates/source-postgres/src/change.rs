@@ -1,0 +1,909 @@
+//! CDC change records and the events that carry them.
+//!
+//! A change record is the JSON payload of a CDC event (`DESIGN.md`, "Event model"):
+//!
+//! ```json
+//! {"op":"update","schema":"public","table":"orders","lsn":"0/16B3748","xid":741,
+//!  "commit_ts":"2026-11-25T10:00:00Z","key":{"id":7},"before":null,"after":{…},
+//!  "unchanged_toast":["body"]}
+//! ```
+//!
+//! Two rules keep the records honest about what Postgres did not send:
+//!
+//! * a column Postgres did not send is **absent**, never `null`: the non-key columns of a
+//!   key-only old tuple, and unchanged out-of-line (TOAST) values, which are also listed
+//!   in `unchanged_toast`;
+//! * event ids are `<commit LSN>/<sequence in transaction>` (e.g. `0/16B3748/3`), so a
+//!   change re-sent after a restart has the same id.
+//!
+//! Architecture invariant: pure. No IO.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Map, Value};
+use switchyard_event::Event;
+
+use crate::pgoutput::{Datum, OldTuple, Relation, Tuple};
+use crate::values::{TypeRegistry, civil_from_days};
+
+/// Microseconds from the Unix epoch to the Postgres epoch, 2000-01-01 00:00:00 UTC.
+pub const PG_EPOCH_UNIX_US: i64 = 946_684_800_000_000;
+
+/// The transaction a change belongs to, from its Begin (or Commit) message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    /// LSN of the commit record; every event of the transaction carries it.
+    pub commit_lsn: u64,
+    /// Transaction id.
+    pub xid: u32,
+    /// Commit time in microseconds since the Postgres epoch (2000-01-01 UTC).
+    pub commit_ts_us: i64,
+}
+
+/// One row change, with the tuples of its pgoutput message.
+#[derive(Clone, Copy, Debug)]
+pub enum RowChange<'a> {
+    /// A row was inserted.
+    Insert {
+        /// The new row.
+        new: &'a Tuple,
+    },
+    /// A row was updated.
+    Update {
+        /// The old row, when Postgres sent one (REPLICA IDENTITY FULL, or a changed key).
+        old: Option<&'a OldTuple>,
+        /// The new row.
+        new: &'a Tuple,
+    },
+    /// A row was deleted.
+    Delete {
+        /// The old row: its key, or all of it with REPLICA IDENTITY FULL.
+        old: &'a OldTuple,
+    },
+}
+
+impl RowChange<'_> {
+    /// The `op` of the record and `kind` of the event: `insert`, `update` or `delete`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            RowChange::Insert { .. } => "insert",
+            RowChange::Update { .. } => "update",
+            RowChange::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// Why a change record could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// A tuple does not have one datum per column of its relation.
+    #[error(
+        "a change of {table} has {tuple_columns} columns but its relation message has \
+         {relation_columns}; the relation cache is out of date: reconnect so Postgres \
+         sends the relation again"
+    )]
+    ColumnCount {
+        /// `schema.table`.
+        table: String,
+        /// Columns in the Relation message.
+        relation_columns: usize,
+        /// Datums in the tuple.
+        tuple_columns: usize,
+    },
+    /// An explicit key column is not a column of the relation.
+    #[error(
+        "key column {column} is not a column of {table}; reload the table's primary key \
+         from the catalog"
+    )]
+    UnknownKeyColumn {
+        /// `schema.table`.
+        table: String,
+        /// The missing column.
+        column: String,
+    },
+}
+
+/// Builds the change record of a row change.
+///
+/// * `key_columns`: the table's key (its primary key, from the catalog) by column name;
+///   `None` takes the columns the Relation flags as replica identity. Pass it for
+///   REPLICA IDENTITY FULL tables, where Postgres flags every column. `Some(&[])` means
+///   the table has no key: `key` is then `null`.
+/// * `key` is read from the new row of an insert or update (falling back to the old row
+///   for a key column whose new value is unchanged TOAST) and from the old row of a
+///   delete. A key column whose value was not sent is absent.
+/// * `before` is the old row, `null` for inserts and for updates Postgres sent no old row
+///   for; a key-only old row holds only the replica identity columns.
+/// * Unchanged TOAST values are absent from `before`/`after` and named, in column order,
+///   in `unchanged_toast`, which is present only when non-empty.
+/// * Values in binary format (only sent with pgoutput's `binary` option, which switchyard
+///   does not use) are base64 strings.
+///
+/// Fails only if the tuples do not match the relation or a key column is unknown.
+pub fn change_record(
+    relation: &Relation,
+    registry: &TypeRegistry,
+    key_columns: Option<&[String]>,
+    tx: &Transaction,
+    change: RowChange<'_>,
+) -> Result<Value, ChangeError> {
+    let (old, new) = match change {
+        RowChange::Insert { new } => (None, Some(new)),
+        RowChange::Update { old, new } => (old, Some(new)),
+        RowChange::Delete { old } => (Some(old), None),
+    };
+    let old = old.map(|o| match o {
+        OldTuple::Key(t) => Image {
+            tuple: t,
+            key_only: true,
+        },
+        OldTuple::Full(t) => Image {
+            tuple: t,
+            key_only: false,
+        },
+    });
+    let new = new.map(|t| Image {
+        tuple: t,
+        key_only: false,
+    });
+    for image in old.iter().chain(new.iter()) {
+        if image.tuple.0.len() != relation.columns.len() {
+            return Err(ChangeError::ColumnCount {
+                table: relation.qualified_name(),
+                relation_columns: relation.columns.len(),
+                tuple_columns: image.tuple.0.len(),
+            });
+        }
+    }
+    let key_indices = key_indices(relation, key_columns)?;
+
+    // The new row states the row's identity after the change; the old row fills in
+    // what the new one did not send, and is all a delete has.
+    let key_sources: Vec<Image<'_>> = new.into_iter().chain(old).collect();
+    let key = if key_indices.is_empty() {
+        Value::Null
+    } else {
+        let mut key = Map::with_capacity(key_indices.len());
+        for &i in &key_indices {
+            if let Some(datum) = key_sources.iter().find_map(|img| img.sent(relation, i)) {
+                key.insert(
+                    relation.columns[i].name.clone(),
+                    datum_json(registry, relation, i, datum),
+                );
+            }
+        }
+        Value::Object(key)
+    };
+
+    let mut unchanged = vec![false; relation.columns.len()];
+    let before = old.map_or(Value::Null, |img| {
+        img.row_json(relation, registry, &mut unchanged)
+    });
+    let after = new.map_or(Value::Null, |img| {
+        img.row_json(relation, registry, &mut unchanged)
+    });
+
+    let mut record = header(change.op(), relation, tx.commit_lsn);
+    record.insert("xid".into(), tx.xid.into());
+    record.insert(
+        "commit_ts".into(),
+        pg_micros_to_rfc3339(tx.commit_ts_us).into(),
+    );
+    record.insert("key".into(), key);
+    record.insert("before".into(), before);
+    record.insert("after".into(), after);
+    let unchanged: Vec<Value> = relation
+        .columns
+        .iter()
+        .zip(&unchanged)
+        .filter(|(_, u)| **u)
+        .map(|(c, _)| Value::from(c.name.clone()))
+        .collect();
+    if !unchanged.is_empty() {
+        record.insert("unchanged_toast".into(), Value::Array(unchanged));
+    }
+    Ok(Value::Object(record))
+}
+
+/// Builds the record of a truncate of one table (a Truncate message naming several
+/// tables makes one record per table): `{"op":"truncate","schema","table","lsn","xid",
+/// "commit_ts","cascade","restart_identity"}`.
+pub fn truncate_record(
+    relation: &Relation,
+    tx: &Transaction,
+    cascade: bool,
+    restart_identity: bool,
+) -> Value {
+    let mut record = header("truncate", relation, tx.commit_lsn);
+    record.insert("xid".into(), tx.xid.into());
+    record.insert(
+        "commit_ts".into(),
+        pg_micros_to_rfc3339(tx.commit_ts_us).into(),
+    );
+    record.insert("cascade".into(), cascade.into());
+    record.insert("restart_identity".into(), restart_identity.into());
+    Value::Object(record)
+}
+
+/// Builds the record of a relation (schema) change: `{"op":"schema","schema","table",
+/// "lsn","columns":[{"name","type_oid","type","key"}],"replica_identity"}`.
+///
+/// `lsn` is the commit LSN of the transaction the Relation message came in. `type` is
+/// the type's name when the registry or the built-ins know it, else its OID as a
+/// string. `key` marks the columns of `key_columns` when given (names that are not
+/// columns are ignored), else the columns the Relation flags as replica identity.
+/// `replica_identity` is `default`, `nothing`, `full` or `index`.
+pub fn schema_record(
+    relation: &Relation,
+    registry: &TypeRegistry,
+    key_columns: Option<&[String]>,
+    lsn: u64,
+) -> Value {
+    let columns: Vec<Value> = relation
+        .columns
+        .iter()
+        .map(|c| {
+            let key = match key_columns {
+                Some(names) => names.contains(&c.name),
+                None => c.key,
+            };
+            let type_name = registry
+                .type_name(c.type_oid)
+                .map_or_else(|| c.type_oid.to_string(), str::to_owned);
+            let mut column = Map::with_capacity(4);
+            column.insert("name".into(), c.name.clone().into());
+            column.insert("type_oid".into(), c.type_oid.into());
+            column.insert("type".into(), type_name.into());
+            column.insert("key".into(), key.into());
+            Value::Object(column)
+        })
+        .collect();
+    let replica_identity = match relation.replica_identity {
+        b'd' => "default".to_owned(),
+        b'n' => "nothing".to_owned(),
+        b'f' => "full".to_owned(),
+        b'i' => "index".to_owned(),
+        // The decoder rejects other values; say what arrived rather than guess.
+        other => format!("{other:#04x}"),
+    };
+    let mut record = header("schema", relation, lsn);
+    record.insert("columns".into(), Value::Array(columns));
+    record.insert("replica_identity".into(), replica_identity.into());
+    Value::Object(record)
+}
+
+/// Wraps a record of this module in an [`Event`].
+///
+/// * `id` is [`event_id`]`(commit_lsn, seq)`, `seq` being the change's position in its
+///   transaction, so ids are the same when a transaction is streamed again;
+/// * `key` is the record's `key` serialized as compact JSON; `None` (or JSON `null`,
+///   for tables without a key) leaves the event without a key. Truncate and schema
+///   events take `None`;
+/// * `timestamp_ms` is the commit time (0 for a time before 1970);
+/// * headers `pg-table` (`schema.table`, from the record) and `pg-lsn` (the commit LSN).
+pub fn event(
+    source: &str,
+    commit_lsn: u64,
+    seq: u32,
+    kind: &str,
+    key: Option<&Value>,
+    record: &Value,
+    commit_ts_us: i64,
+) -> Event {
+    let lsn = lsn_string(commit_lsn);
+    let mut headers = Vec::with_capacity(2);
+    if let (Some(schema), Some(table)) = (
+        record.get("schema").and_then(Value::as_str),
+        record.get("table").and_then(Value::as_str),
+    ) {
+        headers.push(("pg-table".to_owned(), format!("{schema}.{table}")));
+    }
+    headers.push(("pg-lsn".to_owned(), lsn.clone()));
+    let unix_us = commit_ts_us.saturating_add(PG_EPOCH_UNIX_US);
+    Event {
+        id: format!("{lsn}/{seq}"),
+        source: source.to_owned(),
+        kind: kind.to_owned(),
+        key: key
+            .filter(|k| !k.is_null())
+            .map(|k| k.to_string().into_bytes()),
+        payload: record.to_string().into_bytes(),
+        content_type: "application/json".to_owned(),
+        headers,
+        timestamp_ms: u64::try_from(unix_us / 1_000).unwrap_or(0),
+    }
+}
+
+/// The id of the `seq`-th event of the transaction committed at `commit_lsn`:
+/// `<X/Y>/<seq>`, e.g. `0/16B3748/3`.
+pub fn event_id(commit_lsn: u64, seq: u32) -> String {
+    format!("{}/{seq}", lsn_string(commit_lsn))
+}
+
+/// Formats an LSN the way Postgres does: two upper-case hex halves, `0/16B3748`.
+pub fn lsn_string(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// Parses an LSN in Postgres notation (`X/Y`, each half 1 to 8 hex digits, either
+/// case); `None` for anything else.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    let half = |s: &str| {
+        if s.is_empty() || s.len() > 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(s, 16).ok()
+    };
+    Some(u64::from(half(high)?) << 32 | u64::from(half(low)?))
+}
+
+/// Formats microseconds since the Postgres epoch (2000-01-01 UTC) as RFC 3339 in UTC:
+/// `2026-11-25T10:00:00Z`, with `.ffffff` only when the microseconds are not zero.
+pub fn pg_micros_to_rfc3339(pg_us: i64) -> String {
+    // i128 so that no i64 input can overflow on the way to the Unix epoch.
+    let unix_us = i128::from(pg_us) + i128::from(PG_EPOCH_UNIX_US);
+    let day_us = 86_400_000_000_i128;
+    // |unix_us| < 2^64, so the day count fits an i64 easily.
+    let days = i64::try_from(unix_us.div_euclid(day_us)).unwrap_or_default();
+    let in_day = unix_us.rem_euclid(day_us);
+    let (secs, micros) = (in_day / 1_000_000, in_day % 1_000_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s) = (secs / 3_600, secs / 60 % 60, secs % 60);
+    if micros == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    } else {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{micros:06}Z")
+    }
+}
+
+/// `{"op","schema","table","lsn"}`, the fields every record starts with.
+fn header(op: &str, relation: &Relation, lsn: u64) -> Map<String, Value> {
+    let mut record = Map::with_capacity(10);
+    record.insert("op".into(), op.into());
+    record.insert("schema".into(), relation.schema().into());
+    record.insert("table".into(), relation.name.clone().into());
+    record.insert("lsn".into(), lsn_string(lsn).into());
+    record
+}
+
+fn key_indices(
+    relation: &Relation,
+    key_columns: Option<&[String]>,
+) -> Result<Vec<usize>, ChangeError> {
+    match key_columns {
+        None => Ok(relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect()),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                relation
+                    .columns
+                    .iter()
+                    .position(|c| &c.name == name)
+                    .ok_or_else(|| ChangeError::UnknownKeyColumn {
+                        table: relation.qualified_name(),
+                        column: name.clone(),
+                    })
+            })
+            .collect(),
+    }
+}
+
+/// A row image: a tuple, and whether only its replica identity columns were sent.
+#[derive(Clone, Copy)]
+struct Image<'a> {
+    tuple: &'a Tuple,
+    key_only: bool,
+}
+
+impl<'a> Image<'a> {
+    /// The datum of column `i` if Postgres sent it: not a placeholder of a key-only
+    /// tuple, not an unchanged TOAST value.
+    fn sent(&self, relation: &Relation, i: usize) -> Option<&'a Datum> {
+        if self.key_only && !relation.columns[i].key {
+            return None;
+        }
+        self.tuple.0.get(i).filter(|d| **d != Datum::Unchanged)
+    }
+
+    /// The image as a JSON object, marking columns with unchanged TOAST values.
+    fn row_json(
+        self,
+        relation: &Relation,
+        registry: &TypeRegistry,
+        unchanged: &mut [bool],
+    ) -> Value {
+        let mut row = Map::with_capacity(relation.columns.len());
+        for (i, column) in relation.columns.iter().enumerate() {
+            if self.key_only && !column.key {
+                continue;
+            }
+            match &self.tuple.0[i] {
+                Datum::Unchanged => unchanged[i] = true,
+                datum => {
+                    row.insert(
+                        column.name.clone(),
+                        datum_json(registry, relation, i, datum),
+                    );
+                }
+            }
+        }
+        Value::Object(row)
+    }
+}
+
+fn datum_json(registry: &TypeRegistry, relation: &Relation, i: usize, datum: &Datum) -> Value {
+    match datum {
+        Datum::Null | Datum::Unchanged => Value::Null,
+        Datum::Text(text) => registry.to_json(relation.columns[i].type_oid, text),
+        Datum::Binary(bytes) => B64.encode(bytes).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgoutput::Column;
+    use serde_json::json;
+
+    fn column(name: &str, type_oid: u32, key: bool) -> Column {
+        Column {
+            key,
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+        }
+    }
+
+    /// `public.orders (id int4 primary key, status text, body text, total numeric)`.
+    fn orders(replica_identity: u8) -> Relation {
+        let full = replica_identity == b'f';
+        Relation {
+            oid: 16385,
+            namespace: "public".into(),
+            name: "orders".into(),
+            replica_identity,
+            columns: vec![
+                column("id", 23, true),
+                column("status", 25, full),
+                column("body", 25, full),
+                column("total", 1700, full),
+            ],
+        }
+    }
+
+    fn t(s: &str) -> Datum {
+        Datum::Text(s.into())
+    }
+
+    fn tx() -> Transaction {
+        Transaction {
+            commit_lsn: 0x16B3748,
+            xid: 741,
+            // 2026-11-25T10:00:00Z
+            commit_ts_us: 848_916_000_000_000,
+        }
+    }
+
+    fn record(relation: &Relation, key_columns: Option<&[String]>, change: RowChange<'_>) -> Value {
+        change_record(relation, &TypeRegistry::new(), key_columns, &tx(), change).unwrap()
+    }
+
+    #[test]
+    fn insert_record_has_the_design_shape_and_key_order() {
+        let new = Tuple(vec![t("7"), t("paid"), Datum::Null, t("10.50")]);
+        let rec = record(&orders(b'd'), None, RowChange::Insert { new: &new });
+        assert_eq!(
+            rec.to_string(),
+            r#"{"op":"insert","schema":"public","table":"orders","lsn":"0/16B3748","xid":741,"commit_ts":"2026-11-25T10:00:00Z","key":{"id":7},"before":null,"after":{"id":7,"status":"paid","body":null,"total":"10.50"}}"#
+        );
+    }
+
+    #[test]
+    fn update_without_old_tuple_takes_the_key_from_the_new_row() {
+        let new = Tuple(vec![t("7"), t("shipped"), t("b"), t("1")]);
+        let rec = record(
+            &orders(b'd'),
+            None,
+            RowChange::Update {
+                old: None,
+                new: &new,
+            },
+        );
+        assert_eq!(rec["op"], "update");
+        assert_eq!(rec["key"], json!({"id": 7}));
+        assert_eq!(rec["before"], Value::Null);
+        assert_eq!(rec["after"]["status"], "shipped");
+    }
+
+    #[test]
+    fn key_only_old_tuple_gives_a_before_with_only_the_key() {
+        // The key changed from 7 to 8 under REPLICA IDENTITY DEFAULT: Postgres sends the
+        // old key, with placeholder NULLs for the other columns.
+        let old = OldTuple::Key(Tuple(vec![t("7"), Datum::Null, Datum::Null, Datum::Null]));
+        let new = Tuple(vec![t("8"), t("paid"), Datum::Null, t("1")]);
+        let rec = record(
+            &orders(b'd'),
+            None,
+            RowChange::Update {
+                old: Some(&old),
+                new: &new,
+            },
+        );
+        assert_eq!(rec["before"], json!({"id": 7}));
+        assert_eq!(rec["key"], json!({"id": 8}));
+        assert_eq!(
+            rec["after"],
+            json!({"id": 8, "status": "paid", "body": null, "total": "1"})
+        );
+    }
+
+    #[test]
+    fn delete_with_key_only_old_tuple() {
+        let old = OldTuple::Key(Tuple(vec![t("7"), Datum::Null, Datum::Null, Datum::Null]));
+        let rec = record(&orders(b'd'), None, RowChange::Delete { old: &old });
+        assert_eq!(rec["op"], "delete");
+        assert_eq!(rec["key"], json!({"id": 7}));
+        assert_eq!(rec["before"], json!({"id": 7}));
+        assert_eq!(rec["after"], Value::Null);
+        assert!(rec.get("unchanged_toast").is_none());
+    }
+
+    #[test]
+    fn full_identity_uses_the_explicit_key_columns() {
+        let rel = orders(b'f');
+        let old = OldTuple::Full(Tuple(vec![t("7"), t("paid"), t("b"), t("1")]));
+        let pk = ["id".to_owned()];
+        let rec = record(&rel, Some(&pk), RowChange::Delete { old: &old });
+        assert_eq!(rec["key"], json!({"id": 7}));
+        assert_eq!(
+            rec["before"],
+            json!({"id": 7, "status": "paid", "body": "b", "total": "1"})
+        );
+        // Without them every column is flagged, so every column is the key.
+        let rec = record(&rel, None, RowChange::Delete { old: &old });
+        assert_eq!(
+            rec["key"],
+            json!({"id": 7, "status": "paid", "body": "b", "total": "1"})
+        );
+    }
+
+    #[test]
+    fn full_identity_update_has_before_and_after() {
+        let rel = orders(b'f');
+        let old = OldTuple::Full(Tuple(vec![t("7"), t("new"), t("b"), t("1")]));
+        let new = Tuple(vec![t("7"), t("paid"), t("b"), t("1")]);
+        let pk = ["id".to_owned()];
+        let rec = record(
+            &rel,
+            Some(&pk),
+            RowChange::Update {
+                old: Some(&old),
+                new: &new,
+            },
+        );
+        assert_eq!(rec["before"]["status"], "new");
+        assert_eq!(rec["after"]["status"], "paid");
+    }
+
+    #[test]
+    fn unchanged_toast_is_absent_and_listed_after_after() {
+        let new = Tuple(vec![t("7"), t("paid"), Datum::Unchanged, t("1")]);
+        let rec = record(
+            &orders(b'd'),
+            None,
+            RowChange::Update {
+                old: None,
+                new: &new,
+            },
+        );
+        assert_eq!(
+            rec["after"],
+            json!({"id": 7, "status": "paid", "total": "1"})
+        );
+        assert_eq!(rec["unchanged_toast"], json!(["body"]));
+        let keys: Vec<&str> = rec
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "op",
+                "schema",
+                "table",
+                "lsn",
+                "xid",
+                "commit_ts",
+                "key",
+                "before",
+                "after",
+                "unchanged_toast"
+            ]
+        );
+    }
+
+    #[test]
+    fn unchanged_toast_in_both_images_is_listed_once() {
+        let rel = orders(b'f');
+        let old = OldTuple::Full(Tuple(vec![
+            t("7"),
+            Datum::Unchanged,
+            Datum::Unchanged,
+            t("1"),
+        ]));
+        let new = Tuple(vec![t("7"), t("x"), Datum::Unchanged, t("1")]);
+        let pk = ["id".to_owned()];
+        let rec = record(
+            &rel,
+            Some(&pk),
+            RowChange::Update {
+                old: Some(&old),
+                new: &new,
+            },
+        );
+        assert_eq!(rec["before"], json!({"id": 7, "total": "1"}));
+        assert_eq!(rec["after"], json!({"id": 7, "status": "x", "total": "1"}));
+        assert_eq!(rec["unchanged_toast"], json!(["status", "body"]));
+    }
+
+    #[test]
+    fn a_key_column_with_unchanged_toast_falls_back_to_the_old_row() {
+        let rel = Relation {
+            columns: vec![column("code", 25, true), column("n", 23, false)],
+            ..orders(b'd')
+        };
+        let old = OldTuple::Key(Tuple(vec![t("big-code"), Datum::Null]));
+        let new = Tuple(vec![Datum::Unchanged, t("2")]);
+        let rec = record(
+            &rel,
+            None,
+            RowChange::Update {
+                old: Some(&old),
+                new: &new,
+            },
+        );
+        assert_eq!(rec["key"], json!({"code": "big-code"}));
+        assert_eq!(rec["unchanged_toast"], json!(["code"]));
+    }
+
+    #[test]
+    fn explicit_key_column_not_sent_in_a_key_only_tuple_is_absent() {
+        // Replica identity is an index on `status`, but the caller's key is `id`.
+        let rel = Relation {
+            columns: vec![column("id", 23, false), column("status", 25, true)],
+            ..orders(b'i')
+        };
+        let old = OldTuple::Key(Tuple(vec![Datum::Null, t("paid")]));
+        let pk = ["id".to_owned()];
+        let rec = record(&rel, Some(&pk), RowChange::Delete { old: &old });
+        assert_eq!(rec["key"], json!({}));
+        assert_eq!(rec["before"], json!({"status": "paid"}));
+    }
+
+    #[test]
+    fn a_table_without_key_has_a_null_key() {
+        let rel = Relation {
+            columns: vec![column("a", 23, false)],
+            ..orders(b'n')
+        };
+        let new = Tuple(vec![t("1")]);
+        assert_eq!(
+            record(&rel, None, RowChange::Insert { new: &new })["key"],
+            Value::Null
+        );
+        let rel = orders(b'd');
+        let new = Tuple(vec![t("7"), t("s"), t("b"), t("1")]);
+        assert_eq!(
+            record(&rel, Some(&[]), RowChange::Insert { new: &new })["key"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn binary_values_are_base64() {
+        let rel = Relation {
+            columns: vec![column("id", 23, true), column("raw", 17, false)],
+            ..orders(b'd')
+        };
+        let new = Tuple(vec![t("1"), Datum::Binary(vec![0, 255])]);
+        assert_eq!(
+            record(&rel, None, RowChange::Insert { new: &new })["after"]["raw"],
+            "AP8="
+        );
+    }
+
+    #[test]
+    fn mismatched_tuples_and_unknown_key_columns_are_errors() {
+        let rel = orders(b'd');
+        let short = Tuple(vec![t("7")]);
+        let err = change_record(
+            &rel,
+            &TypeRegistry::new(),
+            None,
+            &tx(),
+            RowChange::Insert { new: &short },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ChangeError::ColumnCount {
+                table: "public.orders".into(),
+                relation_columns: 4,
+                tuple_columns: 1
+            }
+        );
+        assert!(err.to_string().contains("reconnect"));
+        let new = Tuple(vec![t("7"), t("s"), t("b"), t("1")]);
+        let err = change_record(
+            &rel,
+            &TypeRegistry::new(),
+            Some(&["nope".to_owned()]),
+            &tx(),
+            RowChange::Insert { new: &new },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key column nope is not a column of public.orders; reload the table's primary key from the catalog"
+        );
+    }
+
+    #[test]
+    fn truncate_record_shape() {
+        let rec = truncate_record(&orders(b'd'), &tx(), true, false);
+        assert_eq!(
+            rec.to_string(),
+            r#"{"op":"truncate","schema":"public","table":"orders","lsn":"0/16B3748","xid":741,"commit_ts":"2026-11-25T10:00:00Z","cascade":true,"restart_identity":false}"#
+        );
+    }
+
+    #[test]
+    fn schema_record_shape() {
+        let mut rel = orders(b'f');
+        rel.columns.push(column("mood", 16400, false));
+        rel.columns.push(column("other", 16401, false));
+        let mut reg = TypeRegistry::new();
+        reg.insert_named(16400, "mood", crate::values::TypeKind::Enum);
+        let pk = ["id".to_owned()];
+        let rec = schema_record(&rel, &reg, Some(&pk), 0x16B3748);
+        assert_eq!(
+            rec,
+            json!({
+                "op": "schema", "schema": "public", "table": "orders", "lsn": "0/16B3748",
+                "columns": [
+                    {"name": "id", "type_oid": 23, "type": "int4", "key": true},
+                    {"name": "status", "type_oid": 25, "type": "text", "key": false},
+                    {"name": "body", "type_oid": 25, "type": "text", "key": false},
+                    {"name": "total", "type_oid": 1700, "type": "numeric", "key": false},
+                    {"name": "mood", "type_oid": 16400, "type": "mood", "key": false},
+                    {"name": "other", "type_oid": 16401, "type": "16401", "key": false},
+                ],
+                "replica_identity": "full",
+            })
+        );
+        let keys: Vec<&str> = rec
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "op",
+                "schema",
+                "table",
+                "lsn",
+                "columns",
+                "replica_identity"
+            ]
+        );
+        for (ident, name) in [(b'd', "default"), (b'n', "nothing"), (b'i', "index")] {
+            let rec = schema_record(&orders(ident), &reg, None, 1);
+            assert_eq!(rec["replica_identity"], name);
+            assert_eq!(rec["columns"][0]["key"], true);
+        }
+    }
+
+    #[test]
+    fn events_have_deterministic_ids_keys_and_headers() {
+        let new = Tuple(vec![t("7"), t("paid"), Datum::Null, t("1")]);
+        let rec = record(&orders(b'd'), None, RowChange::Insert { new: &new });
+        let make = || {
+            event(
+                "db",
+                tx().commit_lsn,
+                3,
+                "insert",
+                rec.get("key"),
+                &rec,
+                tx().commit_ts_us,
+            )
+        };
+        let ev = make();
+        assert_eq!(ev, make());
+        assert_eq!(ev.id, "0/16B3748/3");
+        assert_eq!(ev.id, event_id(0x16B3748, 3));
+        assert_eq!(ev.source, "db");
+        assert_eq!(ev.kind, "insert");
+        assert_eq!(ev.key.as_deref(), Some(br#"{"id":7}"#.as_slice()));
+        assert_eq!(ev.content_type, "application/json");
+        assert_eq!(serde_json::from_slice::<Value>(&ev.payload).unwrap(), rec);
+        assert_eq!(ev.timestamp_ms, 1_795_600_800_000);
+        assert_eq!(ev.header("pg-table"), Some("public.orders"));
+        assert_eq!(ev.header("pg-lsn"), Some("0/16B3748"));
+        assert!(ev.payload_is_json());
+    }
+
+    #[test]
+    fn truncate_and_schema_events_have_no_key() {
+        let rec = truncate_record(&orders(b'd'), &tx(), false, false);
+        let ev = event("db", 0x1_0000_0001, 0, "truncate", None, &rec, 0);
+        assert_eq!(ev.key, None);
+        assert_eq!(ev.id, "1/1/0");
+        assert_eq!(ev.timestamp_ms, 946_684_800_000);
+        let ev = event("db", 1, 0, "insert", Some(&Value::Null), &rec, i64::MIN);
+        assert_eq!(ev.key, None);
+        assert_eq!(ev.timestamp_ms, 0);
+    }
+
+    #[test]
+    fn lsn_formatting_and_parsing() {
+        assert_eq!(lsn_string(0), "0/0");
+        assert_eq!(lsn_string(0x16B3748), "0/16B3748");
+        assert_eq!(lsn_string(0x0000_0002_0000_00AB), "2/AB");
+        assert_eq!(lsn_string(u64::MAX), "FFFFFFFF/FFFFFFFF");
+        for lsn in [0, 1, 0x16B3748, 0xABCD_0000_1234, u64::MAX] {
+            assert_eq!(parse_lsn(&lsn_string(lsn)), Some(lsn));
+        }
+        assert_eq!(parse_lsn("0/16b3748"), Some(0x16B3748));
+        for bad in [
+            "",
+            "0",
+            "/1",
+            "1/",
+            "0/1/2",
+            "G/0",
+            "100000000/0",
+            "+1/0",
+            " 0/1",
+        ] {
+            assert_eq!(parse_lsn(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn commit_times_as_rfc3339() {
+        assert_eq!(pg_micros_to_rfc3339(0), "2000-01-01T00:00:00Z");
+        assert_eq!(
+            pg_micros_to_rfc3339(848_916_000_000_000),
+            "2026-11-25T10:00:00Z"
+        );
+        assert_eq!(
+            pg_micros_to_rfc3339(848_916_000_123_456),
+            "2026-11-25T10:00:00.123456Z"
+        );
+        assert_eq!(pg_micros_to_rfc3339(-1), "1999-12-31T23:59:59.999999Z");
+        assert_eq!(
+            pg_micros_to_rfc3339(-PG_EPOCH_UNIX_US),
+            "1970-01-01T00:00:00Z"
+        );
+        // 2024-02-29, a leap day.
+        assert_eq!(
+            pg_micros_to_rfc3339(762_480_000_000_000),
+            "2024-02-29T00:00:00Z"
+        );
+        // Extremes do not panic.
+        let _ = pg_micros_to_rfc3339(i64::MAX);
+        let _ = pg_micros_to_rfc3339(i64::MIN);
+    }
+}
