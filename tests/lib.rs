@@ -284,3 +284,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A Standard Webhooks secret for sinks in tests.
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The JSON objects of a JSON-lines file (a file sink's output), skipping a torn last
+/// line; empty when the file does not exist yet.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}

@@ -177,15 +177,25 @@ pub struct QueueSourceConfig {
     pub group: String,
 }
 
-/// `type = "postgres_cdc"` (issue 5; parsed and validated now).
+/// `type = "postgres_cdc"`: changes of Postgres tables from a logical replication slot.
 #[derive(Clone, Debug)]
 pub struct PostgresCdcSourceConfig {
+    /// Connection string of the database (`postgres://user:password@host:port/db`).
     pub dsn: String,
+    /// Logical replication slot (pgoutput), created when missing.
     pub slot: String,
+    /// Publication, created when missing for `tables`. Default: the slot's name.
     pub publication: String,
+    /// `schema.table` entries; empty = the tables of an existing publication.
     pub tables: Vec<String>,
     pub snapshot: SnapshotMode,
+    /// Rows per snapshot chunk. Default 1024.
+    pub snapshot_chunk: u32,
+    /// WAL the slot may hold back before a warning. Default 10 GiB.
     pub max_slot_lag: ByteSize,
+    /// An invalidated or dropped slot is created again with a new snapshot instead of
+    /// stopping the source. Default false.
+    pub recreate_slot: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +229,13 @@ pub struct PluginConfig {
     pub timeout: Duration,
     /// What happens to a batch whose call traps or hits a limit. Default `dead_letter`.
     pub on_error: OnError,
+    /// Host environment variables the plugin may read (`wasi:cli/environment`), by name.
+    /// Default none: without this key, reading the environment traps.
+    pub allow_env: Vec<String>,
+    /// Host directories the plugin may read (`wasi:filesystem`), read-only: guest path
+    /// (absolute, e.g. `/data`) → host directory (relative to the working directory).
+    /// Default none: a plugin that imports the filesystem is refused at start.
+    pub allow_dirs: BTreeMap<String, String>,
 }
 
 impl Default for PluginConfig {
@@ -230,6 +247,8 @@ impl Default for PluginConfig {
             memory: ByteSize(64 << 20),
             timeout: Duration::from_millis(100),
             on_error: OnError::DeadLetter,
+            allow_env: Vec::new(),
+            allow_dirs: BTreeMap::new(),
         }
     }
 }
@@ -338,12 +357,33 @@ pub struct FileSinkConfig {
     pub path: String,
 }
 
-/// `type = "kafka"` sink (issue 6; parsed and validated now).
+/// `type = "kafka"` sink: an idempotent producer (`acks=all`); an event is acknowledged
+/// on its delivery report.
 #[derive(Clone, Debug)]
 pub struct KafkaSinkConfig {
     pub brokers: String,
-    /// May use `{source}`, `{kind}`, `{table}`.
+    /// May use `{source}`, `{kind}`, `{table}` (`{table}`: the `pg-table` header of
+    /// Postgres CDC events, "schema.table").
     pub topic: String,
     pub compression: Option<String>,
+    /// Passed through to librdkafka (SASL/TLS and tuning); they win over the defaults.
     pub options: BTreeMap<String, String>,
+    /// How long one delivery attempt may take before it fails and is retried
+    /// (librdkafka `message.timeout.ms`). Default 30s.
+    pub timeout: Duration,
+    /// How long the producer waits to fill a batch (`linger.ms`). Default 5ms.
+    pub linger: Duration,
+    /// Ordering lanes delivering at once (events of one key share a lane). Default 8.
+    pub concurrency: usize,
+    /// Retries of failed attempts. `None`: retry without limit (a broker outage never
+    /// dead-letters events; events the broker can never take are dead-lettered at once).
+    pub retry: Option<RetryConfig>,
+    /// Create a topic that does not exist (with `partitions` partitions) instead of
+    /// retrying until someone creates it. Default false.
+    pub create_topics: bool,
+    /// Partitions of topics made by `create_topics`. Default 1.
+    pub partitions: u32,
 }
+
+/// Placeholders a Kafka sink's `topic` may use.
+pub const KAFKA_TOPIC_PLACEHOLDERS: &[&str] = &["source", "kind", "table"];

@@ -763,7 +763,9 @@ fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<Sou
                 "publication",
                 "tables",
                 "snapshot",
+                "snapshot_chunk",
                 "max_slot_lag",
+                "recreate_slot",
             ]);
             let default_slot =
                 format!("switchyard_{}", name.to_ascii_lowercase().replace('-', "_"));
@@ -803,13 +805,17 @@ fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<Sou
                         "a Postgres connection string, e.g. \"postgres://user@host:5432/db\"",
                     )
                     .unwrap_or_default(),
-                slot,
                 publication: table
                     .non_empty_string(cx, "publication")
-                    .unwrap_or(default_slot),
+                    .unwrap_or_else(|| slot.clone()),
+                slot,
                 tables,
                 snapshot,
+                snapshot_chunk: table
+                    .positive_u32(cx, "snapshot_chunk", "rows per snapshot chunk")
+                    .unwrap_or(1024),
                 max_slot_lag: table.size(cx, "max_slot_lag").unwrap_or(ByteSize(10 << 30)),
+                recreate_slot: table.boolean(cx, "recreate_slot").unwrap_or(false),
             })
         }
         _ => {
@@ -846,7 +852,16 @@ fn plugin(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<PluginConfig> {
         cx,
         path,
         value,
-        &["path", "config", "fuel", "memory", "timeout", "on_error"],
+        &[
+            "path",
+            "config",
+            "fuel",
+            "memory",
+            "timeout",
+            "on_error",
+            "allow_env",
+            "allow_dirs",
+        ],
     )?;
     let defaults = PluginConfig::default();
     let on_error = match table.choice(cx, "on_error", &["dead_letter", "drop", "stop"]) {
@@ -868,9 +883,69 @@ fn plugin(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<PluginConfig> {
             .duration(cx, "timeout", false)
             .unwrap_or(defaults.timeout),
         on_error,
+        allow_env: allow_env(cx, &table),
+        allow_dirs: allow_dirs(cx, &table),
     };
     table.finish(cx);
     Some(plugin)
+}
+
+/// `allow_env = ["NAME", …]`: variable names, each a plain name (no `=`, no NUL).
+fn allow_env(cx: &mut Ctx<'_>, table: &Table<'_>) -> Vec<String> {
+    let names = table.strings(cx, "allow_env").unwrap_or_default();
+    let path = table.child("allow_env");
+    for (index, name) in names.iter().enumerate() {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            cx.issue(
+                &format!("{path}[{index}]"),
+                format!("{name:?} is not an environment variable name"),
+            );
+        }
+    }
+    names
+}
+
+/// `allow_dirs = { "/guest" = "host/dir", … }`: absolute guest paths to host directories.
+fn allow_dirs(cx: &mut Ctx<'_>, table: &Table<'_>) -> BTreeMap<String, String> {
+    let Some(value) = table.get("allow_dirs") else {
+        return BTreeMap::new();
+    };
+    let path = table.child("allow_dirs");
+    let Value::Object(map) = value else {
+        cx.issue(
+            &path,
+            format!(
+                "expected a table of guest path = host directory, such as \
+                 {{ \"/data\" = \"plugins/data\" }}, found {}",
+                kind(value)
+            ),
+        );
+        return BTreeMap::new();
+    };
+    let mut dirs = BTreeMap::new();
+    for (guest, host) in map {
+        let at = join(&path, guest);
+        if !guest.starts_with('/') {
+            cx.issue(
+                &at,
+                format!("the guest path {guest:?} must be absolute, such as \"/data\""),
+            );
+            continue;
+        }
+        match host {
+            Value::String(host) if !host.trim().is_empty() => {
+                dirs.insert(guest.clone(), host.clone());
+            }
+            other => cx.issue(
+                &at,
+                format!(
+                    "expected the host directory as a string, found {}",
+                    kind(other)
+                ),
+            ),
+        }
+    }
+    dirs
 }
 
 fn pipeline(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<PipelineConfig> {
@@ -1022,24 +1097,53 @@ fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
             })
         }
         _ => {
-            table
-                .known
-                .extend(["brokers", "topic", "compression", "options"]);
+            table.known.extend([
+                "brokers",
+                "topic",
+                "compression",
+                "options",
+                "timeout",
+                "linger",
+                "concurrency",
+                "retry",
+                "create_topics",
+                "partitions",
+            ]);
+            let topic = table
+                .required_string(
+                    cx,
+                    "topic",
+                    "the topic to produce to; may use {source}, {kind}, {table}",
+                )
+                .unwrap_or_default();
+            if let Some(problem) = topic_template_problem(&topic) {
+                cx.issue(&table.child("topic"), problem);
+            }
             SinkConfig::Kafka(KafkaSinkConfig {
                 brokers: table
                     .required_string(cx, "brokers", "bootstrap servers, e.g. \"127.0.0.1:9092\"")
                     .unwrap_or_default(),
-                topic: table
-                    .required_string(
-                        cx,
-                        "topic",
-                        "the topic to produce to; may use {source}, {kind}, {table}",
-                    )
-                    .unwrap_or_default(),
+                topic,
                 compression: table
                     .choice(cx, "compression", KAFKA_COMPRESSIONS)
                     .map(str::to_string),
                 options: table.string_map(cx, "options").unwrap_or_default(),
+                timeout: table
+                    .duration(cx, "timeout", false)
+                    .unwrap_or(Duration::from_secs(30)),
+                linger: table
+                    .duration(cx, "linger", true)
+                    .unwrap_or(Duration::from_millis(5)),
+                concurrency: table
+                    .positive_usize(cx, "concurrency", "; at least one lane must deliver")
+                    .unwrap_or(8),
+                retry: table
+                    .get("retry")
+                    .and_then(|value| retry(cx, &table.child("retry"), value)),
+                create_topics: table.boolean(cx, "create_topics").unwrap_or(false),
+                partitions: table
+                    .positive_u32(cx, "partitions", "; a topic has at least one partition")
+                    .unwrap_or(1),
             })
         }
     };
@@ -1071,6 +1175,27 @@ fn retry(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<RetryConfig> {
     }
     table.finish(cx);
     Some(retry)
+}
+
+/// What is wrong with a Kafka sink's topic template, if anything: placeholders other
+/// than `{source}`, `{kind}`, `{table}`, or an unclosed `{`.
+fn topic_template_problem(topic: &str) -> Option<String> {
+    let mut rest = topic;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Some(format!(
+                "topic {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}} and {{table}}"
+            ));
+        };
+        let name = &rest[open + 1..open + close];
+        if !crate::KAFKA_TOPIC_PLACEHOLDERS.contains(&name) {
+            return Some(format!(
+                "topic {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}} or {{table}}"
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    None
 }
 
 #[cfg(test)]

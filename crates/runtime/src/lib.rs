@@ -9,6 +9,7 @@
 //! * every buffer is bounded: a slow sink slows its readers, which stop reading.
 
 pub mod delivery;
+pub mod feed;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::delivery::{QueueSink, SinkHandle};
+use crate::feed::{CdcFeed, LogFeed};
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelinePlan, Reader};
 use crate::plugins::{Stage, Stages};
@@ -76,6 +78,14 @@ pub struct Shared {
     /// Intake logs of `http` sources, by source name.
     pub intakes: BTreeMap<String, Arc<QueueHandle>>,
     pub sinks: HashMap<String, Arc<SinkHandle>>,
+    /// Running Postgres sources, by source name.
+    pub cdc: BTreeMap<String, CdcControl>,
+}
+
+/// What the admin API and housekeeping see of a running Postgres source.
+pub struct CdcControl {
+    pub status: Arc<switchyard_source_postgres::Status>,
+    pub commands: tokio::sync::mpsc::Sender<switchyard_source_postgres::Command>,
 }
 
 impl Shared {
@@ -102,6 +112,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
+    let mut cdc = BTreeMap::new();
     for (name, p) in &config.pipelines {
         let dlq_name = p
             .dead_letter
@@ -151,6 +162,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let (queue, group) = match &config.sources[source] {
                 SourceConfig::Http(_) => (intakes[source].clone(), format!("pipeline.{name}")),
                 SourceConfig::Queue(q) => (queues[&q.queue].clone(), q.group.clone()),
+                SourceConfig::PostgresCdc(c) => {
+                    let dir = data_dir.join("cdc").join(source);
+                    let handle = switchyard_source_postgres::start(source, c.clone(), dir)
+                        .await
+                        .map_err(|e| RuntimeError::Source {
+                            name: source.clone(),
+                            message: e.to_string(),
+                        })?;
+                    cdc.insert(
+                        source.clone(),
+                        CdcControl {
+                            status: handle.status.clone(),
+                            commands: handle.commands.clone(),
+                        },
+                    );
+                    let reader = Reader {
+                        plan: plan.clone(),
+                        source: source.clone(),
+                        feed: CdcFeed::new(handle),
+                        metrics: metrics.clone(),
+                    };
+                    readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
+                    continue;
+                }
                 other => {
                     return Err(RuntimeError::Source {
                         name: source.clone(),
@@ -165,9 +200,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 let reader = Reader {
                     plan: plan.clone(),
                     source: source.clone(),
-                    queue: queue.clone(),
-                    group: group.clone(),
-                    partition,
+                    feed: LogFeed::new(queue.clone(), group.clone(), partition),
                     metrics: metrics.clone(),
                 };
                 readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
@@ -182,6 +215,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         queues,
         intakes,
         sinks: (*sinks).clone(),
+        cdc,
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
 
@@ -367,6 +401,38 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .queue_bytes
                 .get_or_create(&labels)
                 .set(q.size_bytes() as i64);
+        }
+        for (source, control) in &shared.cdc {
+            let view = control.status.view();
+            let labels = metrics::SourceLabels {
+                source: source.clone(),
+            };
+            shared
+                .metrics
+                .slot_lag_bytes
+                .get_or_create(&labels)
+                .set(view.slot_lag_bytes);
+            shared
+                .metrics
+                .replication_connected
+                .get_or_create(&labels)
+                .set(i64::from(view.connected));
+            for (table, progress) in &view.snapshot {
+                let labels = metrics::TableLabels {
+                    source: source.clone(),
+                    table: table.clone(),
+                };
+                shared
+                    .metrics
+                    .snapshot_rows
+                    .get_or_create(&labels)
+                    .set(progress.rows_acknowledged as i64);
+                shared
+                    .metrics
+                    .snapshot_pending
+                    .get_or_create(&labels)
+                    .set(i64::from(progress.state != "done"));
+            }
         }
         n += 1;
         if n.is_multiple_of(30) {

@@ -48,6 +48,12 @@ pub struct ReaderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub source: String,
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
 }
@@ -91,6 +97,14 @@ pub struct Metrics {
     pub queue_bytes: Family<QueueLabels, Gauge>,
     /// Records between a reader's checkpoint and the partition's durable end.
     pub checkpoint_lag: Family<ReaderLabels, Gauge>,
+    /// WAL a Postgres source's replication slot holds back on the server.
+    pub slot_lag_bytes: Family<SourceLabels, Gauge>,
+    /// Whether a Postgres source's replication session is up (1) or not (0).
+    pub replication_connected: Family<SourceLabels, Gauge>,
+    /// Rows of a table's snapshot emitted and acknowledged so far.
+    pub snapshot_rows: Family<TableLabels, Gauge>,
+    /// 1 while a table's snapshot is not complete.
+    pub snapshot_pending: Family<TableLabels, Gauge>,
     /// Plugin calls (one per batch) and the events they carried.
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_events: Family<PluginLabels, Counter>,
@@ -154,6 +168,30 @@ impl Metrics {
             "Records between a pipeline's checkpoint and the end of its source partition",
             checkpoint_lag.clone(),
         );
+        let slot_lag_bytes = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "replication_slot_lag_bytes",
+            "WAL a Postgres source's replication slot holds back on the server",
+            slot_lag_bytes.clone(),
+        );
+        let replication_connected = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "replication_connected",
+            "1 while a Postgres source's replication session is up",
+            replication_connected.clone(),
+        );
+        let snapshot_rows = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "snapshot_rows",
+            "Rows of a table's snapshot emitted and acknowledged",
+            snapshot_rows.clone(),
+        );
+        let snapshot_pending = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "snapshot_pending",
+            "1 while a table's snapshot is not complete",
+            snapshot_pending.clone(),
+        );
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         registry.register(
             "plugin_calls",
@@ -208,6 +246,10 @@ impl Metrics {
             queue_depth,
             queue_bytes,
             checkpoint_lag,
+            slot_lag_bytes,
+            replication_connected,
+            snapshot_rows,
+            snapshot_pending,
         }
     }
 

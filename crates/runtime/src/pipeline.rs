@@ -1,7 +1,7 @@
-//! Pipeline readers: one task per (pipeline, source partition). A reader reads durable
-//! records ahead of its checkpoint (at most `max_in_flight`), routes each event to its
-//! sinks, and stores the low watermark of completed positions as the consumer group's
-//! offset. A restart resumes from that offset, so an event is never skipped; events
+//! Pipeline readers: one task per (pipeline, feed). A reader reads events ahead of its
+//! checkpoint (at most `max_in_flight`), routes each event to its sinks, and hands the
+//! low watermark of completed positions to the feed as its checkpoint (a consumer
+//! group's offset, a replication slot's flush LSN). A restart resumes from that offset, so an event is never skipped; events
 //! after it may be delivered again.
 
 use std::collections::HashMap;
@@ -14,14 +14,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::delivery::{AckToken, DeadLetterReason, Delivery, SinkHandle, append_dead_letter};
+use crate::feed::Feed;
 use crate::metrics::{Metrics, ReaderLabels};
 use crate::plugins::Stages;
 use crate::queues::QueueHandle;
 
 /// How often a moved checkpoint is written.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
-const READ_BATCH: usize = 512;
-const READ_BYTES: usize = 4 << 20;
 
 /// What a pipeline does with an event: its plugin stages and its sinks.
 pub struct PipelinePlan {
@@ -79,41 +78,42 @@ impl PipelinePlan {
     }
 }
 
-/// Reads one partition of a queue for one pipeline.
-pub struct Reader {
+/// Reads one feed (a queue partition, a replication slot, …) for one pipeline.
+pub struct Reader<F: Feed> {
     pub plan: Arc<PipelinePlan>,
     pub source: String,
-    pub queue: Arc<QueueHandle>,
-    pub group: String,
-    pub partition: u32,
+    pub feed: F,
     pub metrics: Arc<Metrics>,
 }
 
-impl Reader {
+impl<F: Feed> Reader<F> {
     /// Runs until `stop` turns true and everything read has completed (or `drain_timeout`
     /// passed after `stop`), then writes the final checkpoint.
     pub async fn run(self, mut stop: watch::Receiver<bool>, drain_timeout: Duration) {
-        let log = self.queue.partitions()[self.partition as usize].clone();
-        let mut next = self.queue.committed(&self.group, self.partition);
-        if next < log.start_offset() {
-            warn!(pipeline = %self.plan.name, queue = %self.queue.name, partition = self.partition,
-                checkpoint = next, oldest = log.start_offset(),
-                "records before the oldest retained one were removed by retention before this pipeline read them");
-            next = log.start_offset();
-        }
-        let mut mark = Watermark::new(next);
-        let mut committed = next;
+        let Reader {
+            plan,
+            source,
+            mut feed,
+            metrics,
+        } = self;
+        let this = ReaderCtx {
+            plan,
+            source,
+            metrics,
+        };
+        let partition = feed.partition();
+        let mut mark = Watermark::new(feed.start());
+        let mut committed = mark.low_watermark();
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
-        let mut durable = self.queue.durable_watch(self.partition);
         let mut tick = tokio::time::interval(COMMIT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let lag = self
+        let lag = this
             .metrics
             .checkpoint_lag
             .get_or_create(&ReaderLabels {
-                pipeline: self.plan.name.to_string(),
-                source: self.source.clone(),
-                partition: self.partition,
+                pipeline: this.plan.name.to_string(),
+                source: this.source.clone(),
+                partition,
             })
             .clone();
         let mut stopping = *stop.borrow();
@@ -122,13 +122,14 @@ impl Reader {
             if stopping && mark.held() == 0 {
                 break;
             }
-            let can_read = !stopping && mark.held() < self.plan.max_in_flight;
+            let can_read = !stopping && mark.held() < this.plan.max_in_flight;
+            let budget = this.plan.max_in_flight.saturating_sub(mark.held());
             tokio::select! {
                 biased;
                 Some(position) = ack_rx.recv() => {
-                    self.complete(&mut mark, position);
+                    this.complete(&mut mark, position);
                     while let Ok(p) = ack_rx.try_recv() {
-                        self.complete(&mut mark, p);
+                        this.complete(&mut mark, p);
                     }
                 }
                 _ = stop.changed(), if !stopping => {
@@ -136,75 +137,70 @@ impl Reader {
                     drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
                 }
                 _ = async { tokio::time::sleep_until(drain_deadline.expect("set")).await }, if drain_deadline.is_some() => {
-                    warn!(pipeline = %self.plan.name, queue = %self.queue.name, partition = self.partition,
+                    warn!(pipeline = %this.plan.name, source = %this.source, partition,
                         in_flight = mark.in_flight(),
                         "shutdown timeout: stopping with deliveries in flight; they are delivered again after the restart");
                     break;
                 }
                 _ = tick.tick() => {
-                    committed = self.commit(&mark, committed).await;
-                    lag.set(log.durable_end().saturating_sub(mark.low_watermark()) as i64);
+                    committed = this.commit(&mut feed, &mark, committed).await;
+                    lag.set(feed.lag(mark.low_watermark()) as i64);
                 }
-                more = async { durable.wait_for(|end| *end > next).await.is_ok() }, if can_read => {
-                    if !more {
-                        break;
-                    }
-                    let budget = self.plan.max_in_flight - mark.held();
-                    let read = {
-                        let log = log.clone();
-                        tokio::task::spawn_blocking(move || {
-                            log.read(next, budget.min(READ_BATCH), READ_BYTES)
-                        })
-                        .await
-                        .expect("log read task")
-                    };
+                read = feed.next(budget), if can_read => {
                     let records = match read {
-                        Ok(r) => r,
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            stopping = true;
+                            continue;
+                        }
                         Err(e) => {
-                            error!(pipeline = %self.plan.name, queue = %self.queue.name,
-                                partition = self.partition, offset = next, error = %e,
-                                "cannot read the source log; this pipeline partition stops here");
+                            error!(pipeline = %this.plan.name, source = %this.source, partition,
+                                error = %e, "this pipeline reader stops here; its checkpoint stays before the failure");
                             stopping = true;
                             continue;
                         }
                     };
                     let mut batch = Vec::with_capacity(records.len());
-                    for record in records {
-                        next = record.offset + 1;
-                        mark.track(record.offset).expect("log offsets increase");
-                        match Event::decode_record(&record.payload) {
-                            Ok(e) => batch.push((record.offset, Arc::new(e))),
-                            Err(e) => {
-                                error!(pipeline = %self.plan.name, queue = %self.queue.name,
-                                    partition = self.partition, offset = record.offset, error = %e,
-                                    "cannot decode a stored event; this pipeline partition stops here");
-                                stopping = true;
-                                break;
-                            }
+                    for (position, event) in records {
+                        if let Err(e) = mark.track(position) {
+                            error!(pipeline = %this.plan.name, source = %this.source, partition,
+                                error = %e, "a feed handed out positions out of order; this reader stops");
+                            stopping = true;
+                            break;
                         }
+                        batch.push((position, Arc::new(event)));
                     }
-                    self.metrics.pipeline_outcome(&self.plan.name, "read", batch.len() as u64);
+                    this.metrics.pipeline_outcome(&this.plan.name, "read", batch.len() as u64);
                     let events: Vec<Arc<Event>> = batch.iter().map(|(_, e)| e.clone()).collect();
-                    let fates = match self.plan.decide(&events).await {
+                    let fates = match this.plan.decide(&events).await {
                         Ok(f) => f,
                         Err(e) => {
-                            error!(pipeline = %self.plan.name, error = %e,
-                                "a plugin with on_error = \"stop\" failed; this pipeline partition stops here and its events stay unacknowledged");
+                            error!(pipeline = %this.plan.name, error = %e,
+                                "a plugin with on_error = \"stop\" failed; this pipeline reader stops here and its events stay unacknowledged");
                             stopping = true;
                             continue;
                         }
                     };
                     for ((position, _), fate) in batch.into_iter().zip(fates) {
-                        self.apply(position, fate, &ack_tx).await;
+                        this.apply(position, fate, &ack_tx).await;
                     }
                 }
             }
         }
-        self.commit(&mark, committed).await;
-        info!(pipeline = %self.plan.name, queue = %self.queue.name, partition = self.partition,
+        this.commit(&mut feed, &mark, committed).await;
+        info!(pipeline = %this.plan.name, source = %this.source, partition,
             checkpoint = mark.low_watermark(), "reader stopped");
     }
+}
 
+/// What a reader's helpers need besides the feed.
+struct ReaderCtx {
+    plan: Arc<PipelinePlan>,
+    source: String,
+    metrics: Arc<Metrics>,
+}
+
+impl ReaderCtx {
     /// Carries out one event's fate; its position completes when that is done.
     async fn apply(&self, position: u64, fate: Fate, ack_tx: &mpsc::UnboundedSender<u64>) {
         match fate {
@@ -251,22 +247,15 @@ impl Reader {
     }
 
     /// Writes the checkpoint when it moved; returns what is stored now.
-    async fn commit(&self, mark: &Watermark, committed: u64) -> u64 {
+    async fn commit<F: Feed>(&self, feed: &mut F, mark: &Watermark, committed: u64) -> u64 {
         let low = mark.low_watermark();
         if low == committed {
             return committed;
         }
-        let queue = self.queue.clone();
-        let group = self.group.clone();
-        let partition = self.partition;
-        let result =
-            tokio::task::spawn_blocking(move || queue.commit_blocking(&group, &[(partition, low)]))
-                .await
-                .expect("offset commit task");
-        match result {
+        match feed.commit(low).await {
             Ok(()) => low,
             Err(e) => {
-                warn!(pipeline = %self.plan.name, queue = %self.queue.name, error = %e,
+                warn!(pipeline = %self.plan.name, source = %self.source, error = %e,
                     "could not store the checkpoint; will retry");
                 committed
             }

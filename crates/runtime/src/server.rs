@@ -151,6 +151,8 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/queues/{queue}/messages", get(list_messages))
         .route("/admin/dlq/{queue}", get(list_dead_letters))
         .route("/admin/dlq/{queue}/replay", post(replay))
+        .route("/admin/sources/{source}/status", get(source_status))
+        .route("/admin/sources/{source}/snapshot", post(source_snapshot))
         .with_state(shared);
     ingest.merge(ops)
 }
@@ -217,6 +219,91 @@ fn find_queue<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<QueueHandle>
             &format!("no queue named `{name}`; queues: {}", known.join(", ")),
         )
     })
+}
+
+fn find_cdc<'a>(shared: &'a Shared, name: &str) -> Result<&'a crate::CdcControl, Response> {
+    shared.cdc.get(name).ok_or_else(|| {
+        let known: Vec<_> = shared.cdc.keys().map(String::as_str).collect();
+        error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no running postgres_cdc source named `{name}`; running ones: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+    })
+}
+
+/// A Postgres source's replication and snapshot status.
+async fn source_status(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    match find_cdc(&shared, &name) {
+        Ok(c) => axum::Json(json!({ "source": name, "status": c.status.view() })).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotRequest {
+    table: String,
+}
+
+/// Takes the snapshot of one table again (`switchyard snapshot TABLE`).
+async fn source_snapshot(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<axum::Json<SnapshotRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let control = match find_cdc(&shared, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let table = match body {
+        Ok(b) => b.0.table,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected a JSON body {{\"table\": \"schema.table\"}}: {e}"),
+            );
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let sent = control
+        .commands
+        .send(switchyard_source_postgres::Command::Snapshot {
+            table: table.clone(),
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("source `{name}` has stopped; see its log"),
+        );
+    }
+    match answer.await {
+        Ok(Ok(())) => axum::Json(json!({ "source": name, "table": table, "snapshot": "started" }))
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("source `{name}` stopped before answering; see its log"),
+        ),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -6,10 +6,15 @@
 //!   independently of the webhook sink's signer so that tests cross-check the two.
 //! * [`Switchyard`] — the real binary as a child process: start on a fresh config and
 //!   data directory, kill -9, restart, SIGTERM.
+//! * [`PgCluster`] — a throwaway Postgres cluster with `wal_level=logical` per test.
+//! * [`kafka`] — a tansu Kafka-protocol broker per test binary (or per test, for fault
+//!   tests), topic creation, a producer and a reader of topics.
 //! * [`checker`] — compares acknowledged events with deliveries: lost, duplicated,
 //!   reordered.
 
 pub mod checker;
+pub mod kafka;
+mod postgres;
 mod process;
 mod receiver;
 mod verify;
@@ -19,5 +24,6 @@ pub use process::{
     Options, Switchyard, free_port, http_status, switchyard_bin, switchyard_command, tail,
 };
 
+pub use postgres::{PgCluster, pg_bin_dir};
 pub use receiver::{Behaviour, ReceivedRequest, WebhookReceiver};
 pub use verify::{verify_standard_webhook, verify_standard_webhook_at};

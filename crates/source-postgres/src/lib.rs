@@ -1,0 +1,21 @@
+//! The `postgres_cdc` source: every committed change of the chosen tables, streamed from
+//! a logical replication slot with the pgoutput plugin.
+//!
+//! * [`pgoutput`] decodes the replication messages (pure);
+//! * [`values`] maps Postgres text values to JSON (pure);
+//! * [`change`] builds the CDC event payloads and ids (pure);
+//! * [`setup`] checks the database and creates the publication and slot;
+//! * [`state`] keeps snapshot progress in the data directory;
+//! * [`stream`] runs the replication connection and hands events with positions to the
+//!   runtime, confirming the slot's flush LSN only up to fully acknowledged commits.
+
+pub mod change;
+pub mod pgoutput;
+pub mod setup;
+pub mod slots;
+pub mod state;
+pub mod stream;
+pub mod values;
+
+pub use setup::CdcError;
+pub use stream::{CdcHandle, Command, Status, StatusView, start};

@@ -1,0 +1,118 @@
+//! What a Postgres source keeps in the data directory: snapshot progress per table.
+//! The stream position itself lives in the replication slot (its confirmed flush LSN).
+//!
+//! Written atomically: a temporary file, fsync, rename, fsync of the directory. It is
+//! written only after every event before the recorded point was acknowledged.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Snapshot progress of one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableProgress {
+    /// Every row was emitted and acknowledged.
+    pub done: bool,
+    /// Text values of the key of the last acknowledged row; the next chunk starts after it.
+    pub after: Option<Vec<String>>,
+    /// Rows emitted and acknowledged so far.
+    pub rows: u64,
+}
+
+/// The whole state file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The slot this progress belongs to; a state of another slot is ignored.
+    pub slot: String,
+    /// By `schema.table`. A table listed here and not done is (re-)snapshotted.
+    pub snapshots: BTreeMap<String, TableProgress>,
+}
+
+/// The state file of one source.
+#[derive(Clone, Debug)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// `dir/state.json`; the directory is created when missing.
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            path: dir.join("state.json"),
+        })
+    }
+
+    /// Where the state is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored state, or `None` when there is none yet.
+    pub fn load(&self) -> std::io::Result<Option<State>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is not a valid state file ({e}); move it away to take a new snapshot",
+                        self.path.display()
+                    ),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the stored state durably.
+    pub fn store(&self, state: &State) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_a_missing_file_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(&dir.path().join("db")).unwrap();
+        assert_eq!(file.load().unwrap(), None);
+        let mut state = State {
+            slot: "s".into(),
+            ..State::default()
+        };
+        state.snapshots.insert(
+            "public.orders".into(),
+            TableProgress {
+                done: false,
+                after: Some(vec!["42".into()]),
+                rows: 42,
+            },
+        );
+        file.store(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path()).unwrap();
+        std::fs::write(dir.path().join("state.json"), b"{not json").unwrap();
+        let err = file.load().unwrap_err().to_string();
+        assert!(err.contains("move it away"), "{err}");
+    }
+}

