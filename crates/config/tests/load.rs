@@ -949,3 +949,52 @@ headers = { "bad header" = "x" }
         &["invalid header name"],
     );
 }
+
+#[test]
+fn kafka_sink_defaults_and_keys() {
+    let config = load(
+        "[sinks.k]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"cdc.{table}\"\n",
+    )
+    .unwrap();
+    let SinkConfig::Kafka(k) = &config.sinks["k"] else {
+        panic!("a kafka sink");
+    };
+    assert_eq!(k.topic, "cdc.{table}");
+    assert_eq!(k.timeout, Duration::from_secs(30));
+    assert_eq!(k.linger, Duration::from_millis(5));
+    assert_eq!(
+        (k.concurrency, k.create_topics, k.partitions),
+        (8, false, 1)
+    );
+    assert_eq!(k.retry, None, "no limit unless configured");
+
+    let config = load(
+        "[sinks.k]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"\ntimeout = \"3s\"\n\
+         linger = \"0ms\"\nconcurrency = 2\ncreate_topics = true\npartitions = 3\n\
+         retry = { max_attempts = 4 }\noptions = { \"security.protocol\" = \"SASL_SSL\" }\n",
+    )
+    .unwrap();
+    let SinkConfig::Kafka(k) = &config.sinks["k"] else {
+        panic!("a kafka sink");
+    };
+    assert_eq!(
+        (k.timeout, k.linger),
+        (Duration::from_secs(3), Duration::ZERO)
+    );
+    assert_eq!((k.concurrency, k.create_topics, k.partitions), (2, true, 3));
+    assert_eq!(k.retry.as_ref().map(|r| r.max_attempts), Some(4));
+    assert_eq!(k.options["security.protocol"], "SASL_SSL");
+}
+
+#[test]
+fn kafka_topic_templates_name_only_known_placeholders() {
+    let issues = problems(
+        "[sinks.k]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"{source}.{tabel}\"\n\
+         [sinks.j]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"x.{kind\"\n",
+    );
+    assert_mentions(
+        at(&issues, "sinks.k.topic"),
+        &["unknown placeholder {tabel}", "{source}, {kind} or {table}"],
+    );
+    assert_mentions(at(&issues, "sinks.j.topic"), &["unclosed `{`"]);
+}

@@ -1,0 +1,225 @@
+//! The sink and the consumer against a real Kafka-protocol broker (tansu).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig};
+use switchyard_event::Event;
+use switchyard_kafka::{KafkaConsumer, KafkaSink};
+use switchyard_sinks::{Outcome, Sink};
+use switchyard_test_support::kafka::{Tansu, produce, read_n, unique_name};
+
+fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {
+    KafkaSinkConfig {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        compression: None,
+        options: BTreeMap::new(),
+        timeout: Duration::from_secs(5),
+        linger: Duration::from_millis(5),
+        concurrency: 2,
+        retry: None,
+        create_topics: false,
+        partitions: 1,
+    }
+}
+
+fn source_config(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        brokers: brokers.to_owned(),
+        topics: vec![topic.to_owned()],
+        group: group.to_owned(),
+        options: [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "500"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    }
+}
+
+fn event(i: usize, key: &str) -> Arc<Event> {
+    Arc::new(Event {
+        id: format!("ev-{i}"),
+        source: "api".into(),
+        kind: "message".into(),
+        key: Some(key.as_bytes().to_vec()),
+        payload: format!("{{\"i\":{i}}}").into_bytes(),
+        content_type: "application/json".into(),
+        headers: vec![("trace".into(), format!("t{i}"))],
+        timestamp_ms: 1_700_000_000_000 + i as u64,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_delivers_with_key_and_headers_on_the_delivery_report() {
+    let broker = Tansu::shared();
+    let topic = unique_name("sink");
+    broker.create_topic(&topic, 3);
+    let sink = KafkaSink::new("out", &sink_config(&broker.brokers(), &topic)).unwrap();
+    sink.check_topic().await;
+    let batch: Vec<_> = (0..50).map(|i| event(i, &format!("k{}", i % 5))).collect();
+    let outcomes = sink.deliver(&batch).await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Delivered),
+        "{outcomes:?}"
+    );
+
+    let brokers = broker.brokers();
+    let records =
+        tokio::task::spawn_blocking(move || read_n(&brokers, &topic, 50, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 50);
+    let r = records
+        .iter()
+        .find(|r| r.header("switchyard-id") == Some("ev-7"))
+        .expect("ev-7 arrived");
+    assert_eq!(r.key.as_deref(), Some(&b"k2"[..]));
+    assert_eq!(r.payload, b"{\"i\":7}");
+    assert_eq!(r.header("switchyard-source"), Some("api"));
+    assert_eq!(r.header("switchyard-kind"), Some("message"));
+    assert_eq!(
+        r.header("switchyard-content-type"),
+        Some("application/json")
+    );
+    assert_eq!(r.header("trace"), Some("t7"));
+    // One key → one partition, in order.
+    let mut by_key: BTreeMap<Vec<u8>, (i32, Vec<i64>)> = BTreeMap::new();
+    for r in &records {
+        let i: i64 = r.header("switchyard-id").unwrap()[3..].parse().unwrap();
+        let e = by_key
+            .entry(r.key.clone().unwrap())
+            .or_insert((r.partition, vec![]));
+        assert_eq!(e.0, r.partition, "a key stays on one partition");
+        e.1.push(i);
+    }
+    for (_, (_, seq)) in by_key {
+        assert!(seq.windows(2).all(|w| w[0] < w[1]), "{seq:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_retries_a_missing_topic_with_a_clear_error() {
+    let broker = Tansu::shared();
+    let topic = unique_name("missing");
+    let mut cfg = sink_config(&broker.brokers(), &topic);
+    cfg.timeout = Duration::from_secs(3);
+    let sink = KafkaSink::new("out", &cfg).unwrap();
+    let outcomes = sink.deliver(&[event(1, "k")]).await;
+    match &outcomes[..] {
+        [Outcome::Retry { error, .. }] => {
+            assert!(error.contains("does not exist"), "{error}");
+            assert!(error.contains("create_topics"), "{error}");
+        }
+        other => panic!("expected one retry, got {other:?}"),
+    }
+    assert!(!broker.topic_exists(&topic), "the sink did not create it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_creates_a_missing_topic_when_asked() {
+    let broker = Tansu::shared();
+    let topic = unique_name("created");
+    let mut cfg = sink_config(&broker.brokers(), &topic);
+    cfg.create_topics = true;
+    cfg.partitions = 2;
+    let sink = KafkaSink::new("out", &cfg).unwrap();
+    sink.check_topic().await;
+    let mut delivered = false;
+    for _ in 0..5 {
+        if sink.deliver(&[event(1, "k")]).await == [Outcome::Delivered] {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "delivered once the topic was created");
+    assert!(broker.topic_exists(&topic));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_dead_letters_an_event_the_broker_can_never_take() {
+    let broker = Tansu::shared();
+    let topic = unique_name("big");
+    broker.create_topic(&topic, 1);
+    let mut cfg = sink_config(&broker.brokers(), &topic);
+    cfg.options
+        .insert("message.max.bytes".into(), "10000".into());
+    let sink = KafkaSink::new("out", &cfg).unwrap();
+    let mut big = (*event(1, "k")).clone();
+    big.payload = vec![b'x'; 20_000];
+    let outcomes = sink.deliver(&[Arc::new(big), event(2, "k")]).await;
+    assert!(
+        matches!(&outcomes[0], Outcome::Permanent { error } if error.contains("for good")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Outcome::Delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_commits_only_below_the_low_watermark_and_resumes_there() {
+    let broker = Tansu::shared();
+    let topic = unique_name("src");
+    let group = unique_name("group");
+    broker.create_topic(&topic, 3);
+    let records: Vec<_> = (0..300)
+        .map(|i| {
+            (
+                Some(format!("k{}", i % 7).into_bytes()),
+                format!("{{\"i\":{i}}}").into_bytes(),
+                vec![("h".to_owned(), format!("v{i}"))],
+            )
+        })
+        .collect();
+    let brokers = broker.brokers();
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || produce(&brokers, &t, &records, Duration::from_secs(30)))
+        .await
+        .unwrap();
+
+    let cfg = source_config(&broker.brokers(), &topic, &group);
+    let mut consumer = KafkaConsumer::start("clicks", &group, &cfg).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), consumer.next(100))
+            .await
+            .expect("messages within 30s")
+            .unwrap()
+            .unwrap();
+        got.extend(batch);
+    }
+    // Positions are sequential from 0.
+    for (i, (p, _)) in got.iter().enumerate() {
+        assert_eq!(*p, i as u64);
+    }
+    let e = &got[0].1;
+    assert_eq!(e.source, "clicks");
+    assert_eq!(e.content_type, "application/json");
+    assert!(e.id.starts_with(&format!("{topic}/")), "{}", e.id);
+    assert!(e.headers.iter().any(|(n, _)| n == "h"));
+    // Complete the first 100 positions only, then leave.
+    consumer.commit(100).unwrap();
+    let consumed_before: std::collections::HashSet<String> =
+        got[..100].iter().map(|(_, e)| e.id.clone()).collect();
+    drop(consumer);
+
+    // The same group resumes after what was complete: exactly the other 200 come.
+    let mut consumer = KafkaConsumer::start("clicks", &group, &cfg).unwrap();
+    let mut again = Vec::new();
+    while again.len() < 200 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), consumer.next(100))
+            .await
+            .expect("messages within 30s")
+            .unwrap()
+            .unwrap();
+        again.extend(batch);
+    }
+    let redelivered = again
+        .iter()
+        .filter(|(_, e)| consumed_before.contains(&e.id))
+        .count();
+    assert_eq!(redelivered, 0, "nothing below the watermark comes again");
+    assert_eq!(again.len(), 200);
+}
