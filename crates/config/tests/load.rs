@@ -951,6 +951,78 @@ headers = { "bad header" = "x" }
 }
 
 #[test]
+fn plugin_grants_are_parsed_and_default_to_nothing() {
+    let config = load(
+        r#"
+[sources.api]
+type = "http"
+[plugins.none]
+path = "n.wasm"
+[plugins.some]
+path = "s.wasm"
+allow_env = ["TENANT", "REGION"]
+allow_dirs = { "/data" = "plugins/data", "/etc/rules" = "/srv/rules" }
+[pipelines.p]
+from = ["api"]
+filters = ["none", "some"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#,
+    )
+    .unwrap();
+    let none = &config.plugins["none"];
+    assert!(none.allow_env.is_empty());
+    assert!(none.allow_dirs.is_empty());
+    let some = &config.plugins["some"];
+    assert_eq!(some.allow_env, ["TENANT", "REGION"]);
+    assert_eq!(some.allow_dirs.len(), 2);
+    assert_eq!(some.allow_dirs["/data"], "plugins/data");
+    assert_eq!(some.allow_dirs["/etc/rules"], "/srv/rules");
+}
+
+#[test]
+fn bad_plugin_grants_are_refused() {
+    let issues = problems(
+        r#"
+[plugins.a]
+path = "a.wasm"
+allow_env = "TENANT"
+allow_dirs = ["/data"]
+[plugins.b]
+path = "b.wasm"
+allow_env = ["OK", "A=B", ""]
+allow_dirs = { "data" = "plugins/data", "/x" = 3 }
+[plugins.c]
+path = "c.wasm"
+allow_sockets = true
+"#,
+    );
+    assert_mentions(at(&issues, "plugins.a.allow_env"), &["[\"TENANT\"]"]);
+    assert_mentions(
+        at(&issues, "plugins.a.allow_dirs"),
+        &["guest path = host directory", "found a list"],
+    );
+    assert_mentions(at(&issues, "plugins.b.allow_env[1]"), &["\"A=B\""]);
+    assert_mentions(
+        at(&issues, "plugins.b.allow_env[2]"),
+        &["not an environment"],
+    );
+    assert_mentions(
+        at(&issues, "plugins.b.allow_dirs.data"),
+        &["must be absolute"],
+    );
+    assert_mentions(
+        at(&issues, "plugins.b.allow_dirs./x"),
+        &["found an integer"],
+    );
+    assert_mentions(
+        at(&issues, "plugins.c.allow_sockets"),
+        &["unknown key `allow_sockets`"],
+    );
+}
+
+#[test]
 fn kafka_sink_defaults_and_keys() {
     let config = load(
         "[sinks.k]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"cdc.{table}\"\n",

@@ -31,7 +31,8 @@ pub enum LoadError {
     #[error(
         "plugin `{plugin}` imports {} which {} not granted; a plugin may import only \
          switchyard:plugin/host@0.1 (plus the wasi:cli and wasi:io interfaces a Rust std guest \
-         brings along)",
+         brings along), and wasi:filesystem/{{types,preopens}} and wasi:clocks/wall-clock \
+         when its config has `allow_dirs`; sockets, random and other clocks are never granted",
         imports.join(", "),
         if imports.len() == 1 { "is" } else { "are" }
     )]
@@ -57,6 +58,10 @@ pub enum LoadError {
         world: World,
         message: String,
     },
+    /// A capability in the plugin's config cannot be granted (e.g. an `allow_dirs` host
+    /// directory does not exist).
+    #[error("plugin `{plugin}` cannot be given what its config grants: {message}")]
+    Grant { plugin: String, message: String },
     /// The plugin's `init` returned `err`: usually a bad `config` table.
     #[error("plugin `{plugin}` rejected its config: {message}")]
     Init { plugin: String, message: String },
@@ -114,6 +119,9 @@ pub enum ErrorCause {
     WrongWorld { world: World, called: World },
     /// A fresh instance could not be started to replace a failed one.
     Restart(Box<ErrorCause>),
+    /// What the config grants could not be set up for an instance (e.g. a granted
+    /// directory was removed after the load).
+    Grant(String),
 }
 
 impl fmt::Display for ErrorCause {
@@ -144,6 +152,7 @@ impl fmt::Display for ErrorCause {
                 write!(f, "is a {world} plugin, it cannot be called as a {called}")
             }
             Self::Restart(cause) => write!(f, "could not start a fresh instance: {cause}"),
+            Self::Grant(msg) => write!(f, "could not set up what its config grants: {msg}"),
         }
     }
 }

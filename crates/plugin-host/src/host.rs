@@ -8,6 +8,7 @@ use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use crate::bindings::{self, filter::FilterPre, router::RouterPre, transform::TransformPre};
+use crate::grants::Grants;
 use crate::plugin::{Limits, Plugin, State, Template, TypedPre, start_error};
 use crate::{LoadError, PluginConfig, World};
 
@@ -122,7 +123,7 @@ impl PluginHost {
         let ty = component.component_type();
         let imports = ty
             .imports(&self.engine)
-            .map(|(n, _)| (n.to_owned(), import_granted(n)))
+            .map(|(n, _)| (n.to_owned(), Grants::default().allows(n)))
             .collect();
         let exports = ty
             .exports(&self.engine)
@@ -159,7 +160,8 @@ impl PluginHost {
             path: path.to_owned(),
             message: format!("{e:#}"),
         })?;
-        check_imports(name, &self.engine, &component)?;
+        let grants = Grants::from_config(name, config)?;
+        check_imports(name, &self.engine, &component, &grants)?;
         let world = world_of(name, &self.engine, &component)?;
 
         let link_err = |e: wasmtime::Error| LoadError::Link {
@@ -169,11 +171,15 @@ impl PluginHost {
         };
         let mut linker: Linker<State> = Linker::new(&self.engine);
         bindings::host::add_to_linker::<_, HasSelf<State>>(&mut linker, |s| s).map_err(link_err)?;
-        // The wasi:cli/io imports passed the check above; none of them does anything a
-        // plugin needs, so they trap if ever called (e.g. printing to stdout).
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(link_err)?;
+        // A plugin with grants (`allow_env`, `allow_dirs`) gets real WASI holding just what
+        // is granted. Without grants, the wasi:cli/io imports that passed the check above
+        // do nothing a plugin needs, so they trap if ever called (e.g. printing to stdout).
+        grants.add_to_linker(&mut linker).map_err(link_err)?;
+        if grants.stubs_wasi() {
+            linker
+                .define_unknown_imports_as_traps(&component)
+                .map_err(link_err)?;
+        }
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let typed = match world {
             World::Filter => TypedPre::Filter(FilterPre::new(pre).map_err(link_err)?),
@@ -194,6 +200,7 @@ impl PluginHost {
             limits,
             config_json: config.config.to_string(),
             clock_origin: self.clock_origin,
+            grants,
         });
         let mut plugin = Plugin::from_template(template);
         plugin.start().map_err(|cause| start_error(name, cause))?;
@@ -231,47 +238,19 @@ pub struct Inspection {
     pub size: usize,
 }
 
-/// Interfaces a plugin may import. `switchyard:plugin/*` is the contract; the wasi:cli and
-/// wasi:io interfaces come with every Rust std guest (stdio handles, env, exit) and are
-/// satisfied by trapping stubs: they grant nothing.
-fn import_granted(name: &str) -> bool {
-    let Some((path, version)) = name.split_once('@') else {
-        return false;
-    };
-    let Some((package, interface)) = path.split_once('/') else {
-        return false;
-    };
-    match package {
-        "switchyard:plugin" => version.starts_with("0.1.") && matches!(interface, "host" | "types"),
-        "wasi:cli" => {
-            version.starts_with("0.2.")
-                && matches!(
-                    interface,
-                    "environment"
-                        | "exit"
-                        | "stdin"
-                        | "stdout"
-                        | "stderr"
-                        | "terminal-input"
-                        | "terminal-output"
-                        | "terminal-stdin"
-                        | "terminal-stdout"
-                        | "terminal-stderr"
-                )
-        }
-        "wasi:io" => {
-            version.starts_with("0.2.") && matches!(interface, "poll" | "error" | "streams")
-        }
-        _ => false,
-    }
-}
-
-fn check_imports(plugin: &str, engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// Refuses a component that imports more than the contract, the std baggage and what
+/// its config grants (see [`Grants::allows`]).
+fn check_imports(
+    plugin: &str,
+    engine: &Engine,
+    component: &Component,
+    grants: &Grants,
+) -> Result<(), LoadError> {
     let refused: Vec<String> = component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name)
-        .filter(|name| !import_granted(name))
+        .filter(|name| !grants.allows(name))
         .map(str::to_owned)
         .collect();
     if refused.is_empty() {
@@ -314,25 +293,5 @@ fn world_of(plugin: &str, engine: &Engine, component: &Component) -> Result<Worl
                     .join(", ")
             },
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::import_granted;
-
-    #[test]
-    fn grants_only_the_contract_and_std_baggage() {
-        assert!(import_granted("switchyard:plugin/host@0.1.0"));
-        assert!(import_granted("switchyard:plugin/types@0.1.0"));
-        assert!(import_granted("wasi:cli/stderr@0.2.6"));
-        assert!(import_granted("wasi:io/streams@0.2.0"));
-        assert!(!import_granted("switchyard:plugin/host@0.2.0"));
-        assert!(!import_granted("wasi:filesystem/preopens@0.2.6"));
-        assert!(!import_granted("wasi:sockets/tcp@0.2.6"));
-        assert!(!import_granted("wasi:clocks/wall-clock@0.2.6"));
-        assert!(!import_granted("wasi:random/random@0.2.6"));
-        assert!(!import_granted("wasi:cli/stderr"));
-        assert!(!import_granted("evil"));
     }
 }

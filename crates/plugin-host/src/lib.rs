@@ -35,6 +35,7 @@
 
 mod bindings;
 mod error;
+mod grants;
 mod host;
 mod plugin;
 mod pool;
@@ -43,6 +44,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use error::{ErrorCause, LoadError, PluginError};
+pub use grants::grant_key;
 pub use host::{HostOptions, Inspection, PluginHost, PoolingOptions};
 pub use plugin::Plugin;
 pub use pool::PluginPool;

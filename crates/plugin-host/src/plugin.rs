@@ -11,6 +11,7 @@ use crate::bindings::{
     router::{Router, RouterPre},
     transform::{Transform, TransformPre},
 };
+use crate::grants::{Grants, Wasi};
 use crate::{Call, CallStats, ErrorCause, Event, LoadError, PluginError, World};
 
 /// Longest log line a plugin may write; longer ones are cut so a plugin cannot flood the
@@ -34,6 +35,8 @@ pub(crate) struct Template {
     pub(crate) limits: Limits,
     pub(crate) config_json: String,
     pub(crate) clock_origin: Instant,
+    /// WASI capabilities from the config; each instance gets a fresh context of them.
+    pub(crate) grants: Grants,
 }
 
 pub(crate) enum TypedPre {
@@ -54,6 +57,14 @@ pub(crate) struct State {
     clock_origin: Instant,
     limiter: Limiter,
     deadline: Instant,
+    /// WASI state when the config grants something; `None` for most plugins.
+    wasi: Option<Box<Wasi>>,
+}
+
+impl wasmtime_wasi::WasiView for State {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        self.wasi.get_or_insert_with(Wasi::empty).view()
+    }
 }
 
 struct Limiter {
@@ -152,6 +163,10 @@ impl Plugin {
         }
     }
 
+    pub(crate) fn template(&self) -> &Arc<Template> {
+        &self.template
+    }
+
     /// The name the plugin was loaded under.
     pub fn name(&self) -> &str {
         &self.template.name
@@ -237,6 +252,7 @@ impl Plugin {
             return Ok(());
         }
         let t = &*self.template;
+        let wasi = t.grants.context()?;
         let mut store = Store::new(
             &t.engine,
             State {
@@ -247,6 +263,7 @@ impl Plugin {
                     memory_hit: false,
                 },
                 deadline: Instant::now(),
+                wasi,
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -391,8 +408,9 @@ fn trap_message(err: &wasmtime::Error) -> String {
     let root = err.root_cause().to_string();
     if root.starts_with("unknown import") {
         format!(
-            "{root}: plugins get no WASI, so this call traps (a Rust panic makes it while \
-             printing its message; log through the host's `log` import instead)"
+            "{root}: plugins get no WASI beyond what their config grants, so this call traps \
+             (a Rust panic makes it while printing its message; log through the host's `log` \
+             import instead, and grant environment variables with `allow_env`)"
         )
     } else {
         root

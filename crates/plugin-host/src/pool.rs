@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::plugin::Template;
 use crate::{Call, Event, Plugin, PluginError, World};
 
 /// Instances of one plugin for concurrent callers. Each call takes an idle [`Plugin`] (or
@@ -10,7 +11,9 @@ use crate::{Call, Event, Plugin, PluginError, World};
 ///
 /// `PluginPool` is `Sync`: share it in an `Arc` across blocking threads.
 pub struct PluginPool {
-    template: Plugin,
+    /// The compiled plugin, to start more instances (not a `Plugin`: a store's WASI state
+    /// is `Send` but not `Sync`).
+    template: Arc<Template>,
     idle: Mutex<Vec<Plugin>>,
     max_idle: usize,
 }
@@ -20,7 +23,7 @@ impl PluginPool {
     /// keeps up to `max_idle` idle instances (at least one).
     pub fn new(plugin: Plugin, max_idle: usize) -> Self {
         Self {
-            template: plugin.fork(),
+            template: plugin.template().clone(),
             idle: Mutex::new(vec![plugin]),
             max_idle: max_idle.max(1),
         }
@@ -28,12 +31,12 @@ impl PluginPool {
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        self.template.name()
+        &self.template.name
     }
 
     /// The plugin's world.
     pub fn world(&self) -> World {
-        self.template.world()
+        self.template.world
     }
 
     /// [`Plugin::filter`] on an idle instance.
@@ -58,7 +61,7 @@ impl PluginPool {
 
     fn with<T>(&self, f: impl FnOnce(&mut Plugin) -> T) -> T {
         let taken = self.lock().pop();
-        let mut plugin = taken.unwrap_or_else(|| self.template.fork());
+        let mut plugin = taken.unwrap_or_else(|| Plugin::from_template(self.template.clone()));
         let out = f(&mut plugin);
         let mut idle = self.lock();
         if idle.len() < self.max_idle {

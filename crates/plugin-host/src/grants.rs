@@ -1,0 +1,289 @@
+//! What a plugin may import, and the WASI capabilities its config grants.
+//!
+//! Without grants a plugin gets only the contract (`switchyard:plugin/{host,types}`) and
+//! the wasi:cli/io interfaces every Rust std guest imports, linked to stubs that trap if
+//! called. Two keys of `[plugins.NAME]` grant more, through wasmtime-wasi's sync WASI 0.2
+//! bindings:
+//!
+//! * `allow_env = ["NAME", …]`: `wasi:cli/environment` holds those variables (read from
+//!   switchyard's environment at load; unset ones are absent).
+//! * `allow_dirs = { "/guest" = "host/dir", … }`: `wasi:filesystem/{types,preopens}`
+//!   with each host directory preopened **read-only** under its guest path, and
+//!   `wasi:clocks/wall-clock` (file times are wall-clock datetimes, so std's file API
+//!   imports it).
+//!
+//! With either, the whole wasi:cli/io baggage is real instead of stubbed, and grants
+//! nothing more: no arguments or working directory, stdin empty, stdout and stderr
+//! discarded, `exit` a trap. Sockets, random, the monotonic WASI clock and anything else
+//! are never granted: a component importing them is refused at load, naming the import.
+
+use std::path::PathBuf;
+
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings as wasi;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+use crate::{ErrorCause, LoadError, PluginConfig};
+
+/// The capabilities of one plugin, resolved at load.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Grants {
+    /// `allow_env` was given (even if none of its variables is set).
+    env_granted: bool,
+    /// The granted variables that were set, with their values.
+    env: Vec<(String, String)>,
+    /// Host directory → guest path, read-only.
+    dirs: Vec<(PathBuf, String)>,
+}
+
+impl Grants {
+    /// Reads what `config` grants; a granted directory that does not exist fails the load.
+    pub(crate) fn from_config(plugin: &str, config: &PluginConfig) -> Result<Self, LoadError> {
+        let env = config
+            .allow_env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+            .collect();
+        let mut dirs = Vec::new();
+        for (guest, host) in &config.allow_dirs {
+            let path = PathBuf::from(host);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => dirs.push((path, guest.clone())),
+                Ok(_) => {
+                    return Err(LoadError::Grant {
+                        plugin: plugin.to_owned(),
+                        message: format!("allow_dirs: {host} (for {guest}) is not a directory"),
+                    });
+                }
+                Err(e) => {
+                    return Err(LoadError::Grant {
+                        plugin: plugin.to_owned(),
+                        message: format!("allow_dirs: cannot open {host} (for {guest}): {e}"),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            env_granted: !config.allow_env.is_empty(),
+            env,
+            dirs,
+        })
+    }
+
+    fn any(&self) -> bool {
+        self.env_granted || !self.dirs.is_empty()
+    }
+
+    /// Whether a component may import `name` (`package/interface@version`).
+    pub(crate) fn allows(&self, name: &str) -> bool {
+        let Some((path, version)) = name.split_once('@') else {
+            return false;
+        };
+        let Some((package, interface)) = path.split_once('/') else {
+            return false;
+        };
+        let wasi_02 = version.starts_with("0.2.");
+        match package {
+            "switchyard:plugin" => {
+                version.starts_with("0.1.") && matches!(interface, "host" | "types")
+            }
+            "wasi:cli" => {
+                wasi_02
+                    && matches!(
+                        interface,
+                        "environment"
+                            | "exit"
+                            | "stdin"
+                            | "stdout"
+                            | "stderr"
+                            | "terminal-input"
+                            | "terminal-output"
+                            | "terminal-stdin"
+                            | "terminal-stdout"
+                            | "terminal-stderr"
+                    )
+            }
+            "wasi:io" => wasi_02 && matches!(interface, "poll" | "error" | "streams"),
+            "wasi:filesystem" => {
+                wasi_02 && !self.dirs.is_empty() && matches!(interface, "types" | "preopens")
+            }
+            "wasi:clocks" => wasi_02 && !self.dirs.is_empty() && interface == "wall-clock",
+            _ => false,
+        }
+    }
+
+    /// Links WASI for a plugin with grants: the wasi:cli and wasi:io interfaces every std
+    /// guest imports, backed by a context that holds only what is granted (the granted
+    /// variables; stdin empty, stdout and stderr discarded, no arguments), plus the
+    /// filesystem and wall clock when directories are granted. Sockets and random are
+    /// never linked. A plugin without grants gets none of this: its wasi:cli/io imports
+    /// are trapping stubs (see [`Grants::stubs_wasi`]).
+    pub(crate) fn add_to_linker<T: WasiView>(&self, l: &mut Linker<T>) -> wasmtime::Result<()> {
+        if !self.any() {
+            return Ok(());
+        }
+        use wasi::cli;
+        cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+        wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<T, Table>(l, table)?;
+        wasi::sync::io::poll::add_to_linker::<T, Table>(l, table)?;
+        wasi::sync::io::streams::add_to_linker::<T, Table>(l, table)?;
+        if !self.dirs.is_empty() {
+            wasi::clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+            wasi::filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+            wasi::sync::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the plugin's WASI imports are stubs that trap (nothing granted). With
+    /// grants they are all linked by [`Grants::add_to_linker`]: wasmtime's stubbing would
+    /// shadow them (it defines the exact versions a component imports, e.g. 0.2.6, ahead
+    /// of the semver-compatible 0.2.12 that wasmtime-wasi defines).
+    pub(crate) fn stubs_wasi(&self) -> bool {
+        !self.any()
+    }
+
+    /// A fresh WASI context for one instance, or `None` when nothing is granted.
+    pub(crate) fn context(&self) -> Result<Option<Box<Wasi>>, ErrorCause> {
+        if !self.any() {
+            return Ok(None);
+        }
+        let mut builder = WasiCtx::builder();
+        // Calls already run on a blocking thread: do file IO right there.
+        builder
+            .allow_blocking_current_thread(true)
+            .envs(self.env.as_slice());
+        for (host, guest) in &self.dirs {
+            builder
+                .preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|e| {
+                    ErrorCause::Grant(format!(
+                        "cannot open the granted directory {} for {guest}: {e:#}",
+                        host.display()
+                    ))
+                })?;
+        }
+        Ok(Some(Box::new(Wasi {
+            ctx: builder.build(),
+            table: ResourceTable::new(),
+        })))
+    }
+}
+
+/// The `[plugins.NAME]` key that would grant `import`, when a plain plugin may not import
+/// it but a config can grant it (`allow_dirs` for the filesystem and the wall clock).
+/// `None` for imports that are always granted or never.
+pub fn grant_key(import: &str) -> Option<&'static str> {
+    let dirs = Grants {
+        dirs: vec![(PathBuf::new(), String::new())],
+        ..Grants::default()
+    };
+    (!Grants::default().allows(import) && dirs.allows(import)).then_some("allow_dirs")
+}
+
+/// The WASI state of one instance with grants.
+pub(crate) struct Wasi {
+    pub(crate) ctx: WasiCtx,
+    pub(crate) table: ResourceTable,
+}
+
+impl Wasi {
+    /// An empty context: nothing granted (only used if a WASI function were reached
+    /// without grants, which the linker prevents).
+    pub(crate) fn empty() -> Box<Self> {
+        Box::new(Self {
+            ctx: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        })
+    }
+
+    pub(crate) fn view(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `wasi:io` host functions work on the resource table alone.
+struct Table;
+
+impl HasData for Table {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+fn table<T: WasiView>(state: &mut T) -> &mut ResourceTable {
+    state.ctx().table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_grants_only_the_contract_and_std_baggage() {
+        let none = Grants::default();
+        assert!(none.allows("switchyard:plugin/host@0.1.0"));
+        assert!(none.allows("switchyard:plugin/types@0.1.0"));
+        assert!(none.allows("wasi:cli/stderr@0.2.6"));
+        assert!(none.allows("wasi:cli/environment@0.2.6"));
+        assert!(none.allows("wasi:io/streams@0.2.0"));
+        assert!(!none.allows("switchyard:plugin/host@0.2.0"));
+        assert!(!none.allows("wasi:filesystem/preopens@0.2.6"));
+        assert!(!none.allows("wasi:filesystem/types@0.2.6"));
+        assert!(!none.allows("wasi:sockets/tcp@0.2.6"));
+        assert!(!none.allows("wasi:clocks/wall-clock@0.2.6"));
+        assert!(!none.allows("wasi:random/random@0.2.6"));
+        assert!(!none.allows("wasi:cli/stderr"));
+        assert!(!none.allows("evil"));
+    }
+
+    #[test]
+    fn dirs_grant_the_filesystem_and_wall_clock_only() {
+        let dirs = Grants {
+            dirs: vec![(PathBuf::from("."), "/data".into())],
+            ..Grants::default()
+        };
+        assert!(dirs.allows("wasi:filesystem/preopens@0.2.6"));
+        assert!(dirs.allows("wasi:filesystem/types@0.2.0"));
+        assert!(dirs.allows("wasi:clocks/wall-clock@0.2.6"));
+        assert!(!dirs.allows("wasi:clocks/monotonic-clock@0.2.6"));
+        assert!(!dirs.allows("wasi:sockets/tcp@0.2.6"));
+        assert!(!dirs.allows("wasi:sockets/network@0.2.6"));
+        assert!(!dirs.allows("wasi:random/random@0.2.6"));
+        assert!(!dirs.allows("wasi:filesystem/preopens@0.3.0"));
+    }
+
+    #[test]
+    fn only_filesystem_and_wall_clock_imports_have_a_grant_key() {
+        assert_eq!(grant_key("wasi:filesystem/types@0.2.6"), Some("allow_dirs"));
+        assert_eq!(
+            grant_key("wasi:clocks/wall-clock@0.2.6"),
+            Some("allow_dirs")
+        );
+        assert_eq!(grant_key("wasi:cli/environment@0.2.6"), None);
+        assert_eq!(grant_key("wasi:sockets/tcp@0.2.6"), None);
+    }
+
+    #[test]
+    fn env_grants_no_import_beyond_the_baggage() {
+        let env = Grants {
+            env_granted: true,
+            ..Grants::default()
+        };
+        assert!(env.allows("wasi:cli/environment@0.2.6"));
+        assert!(!env.allows("wasi:filesystem/preopens@0.2.6"));
+    }
+}
