@@ -111,17 +111,24 @@ fn live(fates: &[Option<Fate>], current: &[Vec<Arc<Event>>]) -> (Vec<Event>, Vec
     (flat, owners)
 }
 
-/// Applies a stage's `on_error` to every input still alive.
+/// Applies a stage's `on_error` to every input still alive. An input that an earlier
+/// stage already dropped (a filter said no, a transform emitted nothing) was not in the
+/// failed batch: it stays dropped.
 fn fail(
     stage: &Stage,
     error: &PluginError,
     inputs: &[Arc<Event>],
+    current: &[Vec<Arc<Event>>],
     fates: &mut [Option<Fate>],
 ) -> Result<(), StopPipeline> {
     tracing::warn!(plugin = %stage.name, error = %error, on_error = ?stage.on_error,
         "plugin call failed; its batch follows on_error");
     for (i, fate) in fates.iter_mut().enumerate() {
         if fate.is_some() {
+            continue;
+        }
+        if current[i].is_empty() {
+            *fate = Some(Fate::Drop);
             continue;
         }
         *fate = Some(match stage.on_error {
@@ -192,7 +199,7 @@ pub async fn decide(
                 decided(metrics, &stage.name, "drop", keep.len() as u64 - kept);
                 current = next;
             }
-            Err(e) => fail(stage, &e, inputs, &mut fates)?,
+            Err(e) => fail(stage, &e, inputs, &current, &mut fates)?,
         }
     }
 
@@ -216,7 +223,7 @@ pub async fn decide(
                     }
                 }
             }
-            Err(e) => fail(stage, &e, inputs, &mut fates)?,
+            Err(e) => fail(stage, &e, inputs, &current, &mut fates)?,
         }
     }
 
@@ -258,7 +265,7 @@ pub async fn decide(
                             }
                         }
                     }
-                    Err(e) => fail(stage, &e, inputs, &mut fates)?,
+                    Err(e) => fail(stage, &e, inputs, &current, &mut fates)?,
                 }
             }
         }
@@ -281,4 +288,96 @@ pub async fn decide(
             None => Fate::Deliver(targets),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use switchyard_config::PluginConfig;
+    use switchyard_plugin_host::PluginHost;
+
+    use super::*;
+
+    /// A plugin built by `scripts/build-plugins.sh`, as a stage of one pipeline.
+    fn stage(host: &PluginHost, name: &str, file: &str, config: serde_json::Value) -> Stage {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../plugins/target/wasm32-wasip2/release")
+            .join(format!("{file}.wasm"));
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/build-plugins.sh first",
+            path.display()
+        );
+        let plugin = host
+            .load(
+                name,
+                &PluginConfig {
+                    path: path.display().to_string(),
+                    config,
+                    ..PluginConfig::default()
+                },
+            )
+            .expect("fixture loads");
+        Stage {
+            name: name.to_owned(),
+            pool: Arc::new(PluginPool::new(plugin, 1)),
+            on_error: OnError::DeadLetter,
+        }
+    }
+
+    fn event(id: &str, payload: &str) -> Arc<Event> {
+        Arc::new(Event {
+            id: id.into(),
+            source: "api".into(),
+            kind: "message".into(),
+            key: None,
+            payload: payload.as_bytes().to_vec(),
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        })
+    }
+
+    #[test]
+    fn an_event_dropped_earlier_stays_dropped_when_a_later_stage_fails() {
+        let host = PluginHost::new().expect("host");
+        let stages = Stages {
+            // Drops events that have a `drop` field; keeps the others (and non-JSON).
+            filters: vec![stage(
+                &host,
+                "no_drop",
+                "filter_by_field",
+                serde_json::json!({ "field": "drop", "exists": false }),
+            )],
+            // Fails the whole call on a payload of `fail`.
+            transforms: vec![stage(&host, "split", "split", serde_json::json!({}))],
+            router: None,
+        };
+        let inputs = [event("dropped", r#"{"drop":1}"#), event("failing", "fail")];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let fates = rt
+            .block_on(decide(
+                &stages,
+                &inputs,
+                &[],
+                &HashMap::new(),
+                &Metrics::new(),
+            ))
+            .expect("dead_letter does not stop the pipeline");
+        assert!(
+            matches!(fates[0], Fate::Drop),
+            "the filter dropped it before the transform failed"
+        );
+        match &fates[1] {
+            Fate::DeadLetter { event, by, error } => {
+                assert_eq!(event.id, "failing");
+                assert_eq!(by, "split");
+                assert!(error.contains("cannot be split"), "{error}");
+            }
+            _ => panic!("the event of the failed call is dead-lettered"),
+        }
+    }
 }
