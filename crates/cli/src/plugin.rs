@@ -109,8 +109,9 @@ impl World {
     }
 }
 
-/// Where the SDK comes from when no checkout is found.
-const SDK_GIT: &str = r#"{ git = "https://github.com/switchyard-rs/switchyard" }"#;
+/// The project's repository (the workspace's `repository`): where the SDK comes from
+/// when no checkout is found. The SDK is not published on crates.io.
+const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -214,7 +215,7 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
     );
     if !sdk_found {
         println!(
-            "note: no switchyard checkout around {}, so the SDK comes from git; \
+            "note: no switchyard checkout around {}, so the SDK comes from git ({REPOSITORY}); \
              pass --sdk PATH/crates/plugin-sdk to use a local one",
             plugin_dir.display()
         );
@@ -223,24 +224,28 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
         dir if Path::new(&dir) == target_root && is_cwd(target_root) => String::new(),
         dir => format!("cd {dir} && "),
     };
-    match &workspace {
-        Some(workspace) if !workspace.has_member(&absolute) => {
-            let manifest = display_relative(&workspace.root.join("Cargo.toml"));
-            let member = relative_path(&workspace.root, &absolute);
-            let mut members = workspace.members.clone();
-            members.push(member.display().to_string());
-            let members = members
-                .iter()
-                .map(|m| format!("\"{m}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
-            println!(
-                "note: {manifest} is a workspace that does not list this crate; \
-                 cargo refuses to build it until you set, in {manifest}:\n\n    \
-                 members = [{members}]\n"
-            );
-        }
-        _ => {}
+    if let Some(workspace) = &workspace
+        && !workspace.has_member(&absolute)
+    {
+        // Like `cargo new`: cargo refuses to build a crate inside a workspace that does not
+        // list it, so list it.
+        let manifest = workspace.root.join("Cargo.toml");
+        let member = relative_path(&workspace.root, &absolute)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        add_member(&manifest, &member).with_context(|| {
+            format!(
+                "adding \"{member}\" to `members` in {}; add it by hand, or pick a --dir \
+                 outside the workspace",
+                manifest.display()
+            )
+        })?;
+        println!(
+            "added \"{member}\" to the workspace members in {}",
+            display_relative(&manifest)
+        );
     }
     println!("next:");
     println!("  rustup target add {WASM_TARGET}   # once");
@@ -314,6 +319,27 @@ fn enclosing_workspace(dir: &Path) -> anyhow::Result<Option<Workspace>> {
     Ok(None)
 }
 
+/// Appends `member` to `[workspace] members` of `manifest`, keeping the rest of the file
+/// (comments, layout) as it is.
+fn add_member(manifest: &Path, member: &str) -> anyhow::Result<()> {
+    let text = fs::read_to_string(manifest)?;
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
+    let workspace = doc
+        .get_mut("workspace")
+        .and_then(|w| w.as_table_like_mut())
+        .context("no [workspace] table")?;
+    if workspace.get("members").is_none() {
+        workspace.insert("members", toml_edit::value(toml_edit::Array::new()));
+    }
+    let members = workspace
+        .get_mut("members")
+        .and_then(|m| m.as_array_mut())
+        .context("`members` is not a list")?;
+    members.push(member);
+    fs::write(manifest, doc.to_string())?;
+    Ok(())
+}
+
 /// The `switchyard-plugin-sdk = ...` value, and whether a local SDK was found.
 fn sdk_dependency(plugin_dir: &Path, sdk: Option<&Path>) -> anyhow::Result<(String, bool)> {
     let local = match sdk {
@@ -345,7 +371,15 @@ fn sdk_dependency(plugin_dir: &Path, sdk: Option<&Path>) -> anyhow::Result<(Stri
             };
             (format!("{{ path = \"{}\" }}", path.display()), true)
         }
-        None => (SDK_GIT.to_owned(), false),
+        None => (
+            format!(
+                "{{ git = \"{REPOSITORY}\" }}\n\
+                 # ^ not on crates.io: this follows the project's main branch. To build against a\n\
+                 # local checkout instead, point it at its crates/plugin-sdk:\n\
+                 # switchyard-plugin-sdk = {{ path = \"../switchyard/crates/plugin-sdk\" }}"
+            ),
+            false,
+        ),
     })
 }
 

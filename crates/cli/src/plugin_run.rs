@@ -149,7 +149,15 @@ pub fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
             println!("  {name}");
         } else {
             refused += 1;
-            println!("  {name}    NOT GRANTED: switchyard will refuse to load this plugin");
+            match switchyard_plugin_host::grant_key(name) {
+                Some(key) => println!(
+                    "  {name}    NOT GRANTED: switchyard refuses to load this plugin unless \
+                     its [plugins.NAME] config has `{key}`"
+                ),
+                None => {
+                    println!("  {name}    NOT GRANTED: switchyard will refuse to load this plugin")
+                }
+            }
         }
     }
     Ok(if ok && refused == 0 {

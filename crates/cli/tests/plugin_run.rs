@@ -94,4 +94,8 @@ fn plugin_inspect_names_the_world_and_refused_imports() {
         stdout.contains("wasi:filesystem/preopens") && stdout.contains("NOT GRANTED"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("unless its [plugins.NAME] config has `allow_dirs`"),
+        "{stdout}"
+    );
 }

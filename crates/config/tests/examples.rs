@@ -94,3 +94,67 @@ fn quickstart_yaml_is_the_twin_of_quickstart_toml() {
     assert_eq!(toml.queues["events"].partitions, 2);
     assert_eq!(toml.pipelines["deliver"].to, ["console", "archive"]);
 }
+
+/// The ```toml blocks of a Markdown section: from its heading to the next heading of the
+/// same or a higher level.
+fn toml_blocks(markdown: &str, heading: &str) -> Vec<String> {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let start = markdown
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} section"));
+    let mut section = String::new();
+    for line in markdown[start..].lines().skip(1) {
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
+            break;
+        }
+        section.push_str(line);
+        section.push('\n');
+    }
+    section
+        .split("```toml\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The pipelines a user copies from the plugin walk-throughs are complete, valid configs:
+/// every source and sink they use is declared.
+#[test]
+fn the_first_plugin_walk_throughs_are_complete_configs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (file, heading) in [
+        ("README.md", "## Write your first plugin"),
+        ("docs/plugins.md", "### 6. Put it in a pipeline"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect("readable");
+        let blocks = toml_blocks(&text, heading);
+        assert_eq!(blocks.len(), 1, "{file}: one TOML block under {heading:?}");
+        let config = switchyard_config::load_str_with_env(&blocks[0], false, &HashMap::new())
+            .unwrap_or_else(|e| panic!("the TOML of {file} {heading:?} is not valid:\n{e}"));
+        let plugin = &config.plugins["paid_orders"];
+        assert_eq!(plugin.config["field"], "after.status", "{file}");
+        // `plugin test --config` runs the same config as the pipeline.
+        let flag = text
+            .split("--config '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or_else(|| panic!("{file}: no `plugin test --config` in {heading:?}"));
+        let tested: serde_json::Value = serde_json::from_str(flag).expect("--config is JSON");
+        if file == "README.md" {
+            assert_eq!(
+                tested, plugin.config,
+                "{file}: --config and the TOML differ"
+            );
+        } else {
+            assert_eq!(tested["field"], plugin.config["field"], "{file}");
+        }
+        for source in config.pipelines["orders"].from.iter() {
+            assert_eq!(
+                config.sources[source].type_name(),
+                "http",
+                "{file}: the walk-through posts to an http source"
+            );
+        }
+    }
+}
