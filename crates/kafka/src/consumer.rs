@@ -293,6 +293,15 @@ impl KafkaConsumer {
         }
     }
 
+    /// The position the next message gets (how many were handed out).
+    pub fn handed_out(&self) -> u64 {
+        self.shared
+            .tracker
+            .lock()
+            .expect("tracker lock")
+            .next_position()
+    }
+
     /// Positions handed out that are not below the last committed low watermark.
     pub fn in_flight(&self) -> u64 {
         self.shared

@@ -1,6 +1,7 @@
 //! `type = "kafka"` sink.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,12 @@ use crate::{KafkaError, headers};
 const MAX_BATCH: usize = 1000;
 /// How often the same "topic does not exist" warning is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// Attempts in a row that got no delivery report at all (every event timed out or
+/// failed) after which the producer is replaced by a fresh one. An idempotent producer
+/// whose producer id the cluster forgot (a broker that lost its state) is rejected
+/// forever with `UnknownProducerId`; a new one gets a new id. During a plain outage
+/// the replacement is harmless: the new producer waits for the brokers the same way.
+const REPLACE_AFTER_FAILURES: u32 = 3;
 
 type Producer_ = FutureProducer<LogContext>;
 
@@ -38,6 +45,8 @@ pub struct KafkaSink {
     retry: RetryPolicy,
     creator: Option<TopicCreator>,
     warned: Mutex<HashMap<String, Instant>>,
+    /// Attempts in a row in which not one event was confirmed.
+    failures_in_a_row: AtomicU32,
 }
 
 struct TopicCreator {
@@ -122,6 +131,7 @@ impl KafkaSink {
             retry,
             creator,
             warned: Mutex::new(HashMap::new()),
+            failures_in_a_row: AtomicU32::new(0),
         })
     }
 
@@ -161,11 +171,16 @@ impl KafkaSink {
         self.producer.read().expect("producer lock").clone()
     }
 
-    /// Replaces a producer that hit a fatal error (an idempotent producer that lost its
-    /// sequence, e.g. after the cluster lost its state): it cannot send any more.
-    fn replace_if_fatal(&self, used: &Arc<Producer_>) {
-        let Some((code, reason)) = used.client().fatal_error() else {
-            return;
+    /// Replaces `used` when it hit a fatal error (an idempotent producer that lost its
+    /// sequence: it cannot send any more) or failed [`REPLACE_AFTER_FAILURES`] attempts
+    /// in a row.
+    fn replace_if_broken(&self, used: &Arc<Producer_>) {
+        let reason = match used.client().fatal_error() {
+            Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
+            None if self.failures_in_a_row.load(Ordering::SeqCst) >= REPLACE_AFTER_FAILURES => {
+                format!("{REPLACE_AFTER_FAILURES} delivery attempts in a row failed")
+            }
+            None => return,
         };
         let mut slot = self.producer.write().expect("producer lock");
         if !Arc::ptr_eq(&slot, used) {
@@ -180,14 +195,15 @@ impl KafkaSink {
             .create_with_context::<_, Producer_>(context)
         {
             Ok(fresh) => {
-                error!(sink = %self.name, ?code, %reason,
-                    "kafka producer failed fatally; replaced it with a new one (its events are retried)");
+                self.failures_in_a_row.store(0, Ordering::SeqCst);
+                warn!(sink = %self.name, %reason,
+                    "replaced the kafka producer with a new one (with a new producer id); unconfirmed events are retried");
                 let old = std::mem::replace(&mut *slot, Arc::new(fresh));
                 // Dropping a producer waits for its queue: not on this thread.
                 std::thread::spawn(move || drop(old));
             }
-            Err(e) => error!(sink = %self.name, error = %e,
-                "kafka producer failed fatally and a new one cannot be made"),
+            Err(e) => error!(sink = %self.name, error = %e, %reason,
+                "the kafka producer is broken and a new one cannot be made"),
         }
     }
 
@@ -350,13 +366,17 @@ impl KafkaSink {
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut missing = Vec::new();
-        let mut failed = false;
+        let (mut failed, mut confirmed, mut reported_failure) = (false, false, false);
         for p in pending {
             let outcome = match p {
                 Err(o) => o,
                 Ok((topic, fut)) => match fut.await {
-                    Ok(Ok(_)) => Outcome::Delivered,
+                    Ok(Ok(_)) => {
+                        confirmed = true;
+                        Outcome::Delivered
+                    }
                     Ok(Err((e, _))) => {
+                        reported_failure = true;
                         let o = self.classify(&topic, &e);
                         if matches!(
                             e.rdkafka_error_code(),
@@ -375,8 +395,13 @@ impl KafkaSink {
             failed |= !matches!(outcome, Outcome::Delivered);
             outcomes.push(outcome);
         }
+        if confirmed {
+            self.failures_in_a_row.store(0, Ordering::SeqCst);
+        } else if reported_failure {
+            self.failures_in_a_row.fetch_add(1, Ordering::SeqCst);
+        }
         if failed {
-            self.replace_if_fatal(&producer);
+            self.replace_if_broken(&producer);
         }
         missing.sort();
         missing.dedup();

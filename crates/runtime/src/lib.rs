@@ -10,6 +10,7 @@
 
 pub mod delivery;
 pub mod feed;
+pub mod kafka_feed;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
@@ -186,14 +187,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
                     continue;
                 }
-                other => {
-                    return Err(RuntimeError::Source {
-                        name: source.clone(),
-                        message: format!(
-                            "sources of type `{}` are not available in this build yet",
-                            other.type_name()
-                        ),
-                    });
+                SourceConfig::Kafka(c) => {
+                    let readers_of_source = config
+                        .pipelines
+                        .values()
+                        .filter(|p| p.from.contains(source))
+                        .count();
+                    if readers_of_source > 1 {
+                        return Err(RuntimeError::Source {
+                            name: source.clone(),
+                            message: format!(
+                                "kafka source `{source}` is read by {readers_of_source} pipelines, but its consumer group `{}` hands each message to one of them; declare one kafka source (with its own group) per pipeline",
+                                c.group
+                            ),
+                        });
+                    }
+                    let feed = kafka_feed::KafkaFeed::start(source, &c.group, c).map_err(|e| {
+                        RuntimeError::Source {
+                            name: source.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    let reader = Reader {
+                        plan: plan.clone(),
+                        source: source.clone(),
+                        feed,
+                        metrics: metrics.clone(),
+                    };
+                    readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
+                    continue;
                 }
             };
             for partition in 0..queue.partitions().len() as u32 {
@@ -369,11 +391,19 @@ fn start_sinks(
                     })?
                     .clone(),
             }),
-            SinkConfig::Kafka(_) => {
-                return Err(RuntimeError::Sink {
-                    name: name.clone(),
-                    message: "sinks of type `kafka` are not available in this build yet".into(),
+            SinkConfig::Kafka(c) => {
+                let sink = Arc::new(switchyard_kafka::KafkaSink::new(name, c).map_err(|e| {
+                    RuntimeError::Sink {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?);
+                // Reports a missing topic or unreachable brokers; never fails the start.
+                tokio::spawn({
+                    let sink = sink.clone();
+                    async move { sink.check_topic().await }
                 });
+                sink
             }
         };
         out.insert(name.clone(), SinkHandle::start(name, sink, metrics.clone()));

@@ -83,12 +83,18 @@ impl Tansu {
     /// # Panics
     /// When the binary is missing or the broker does not answer in time (with its log).
     pub fn start() -> Tansu {
+        Self::start_on(free_port())
+    }
+
+    /// [`Tansu::start`] on a given port (e.g. one a switchyard config named while no
+    /// broker was there).
+    pub fn start_on(port: u16) -> Tansu {
         let dir = tempfile::Builder::new()
             .prefix("switchyard-tansu-")
             .tempdir()
             .expect("creating a temp dir for tansu");
         let broker = Tansu {
-            port: free_port(),
+            port,
             dir,
             child: Mutex::new(None),
             runs: Mutex::new(0),

@@ -1,0 +1,516 @@
+//! Kafka end to end, against a real Kafka-protocol broker (tansu, installed by
+//! `scripts/install-tansu.sh`): the real binary produces to and consumes from it, and
+//! the broker is paused, killed and restarted under it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use switchyard_test_support::kafka::{KafkaRecord, Tansu, produce, read_topic, unique_name};
+use switchyard_test_support::{
+    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
+};
+use switchyard_tests::{
+    WEBHOOK_SECRET, client, deliveries, runtime, wait_for_all_delivered, wait_until,
+};
+
+/// An HTTP source `api` (4 partitions) piped into a Kafka sink `out` on `topic`.
+fn http_to_kafka(brokers: &str, topic: &str, sink_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.api]
+type = "http"
+partitions = 4
+
+[pipelines.to_kafka]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+{sink_extra}
+"#
+    )
+}
+
+/// A Kafka source `clicks` on `topic` piped into a signed webhook.
+fn kafka_to_webhook(brokers: &str, topic: &str, group: &str, url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.clicks]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["{topic}"]
+group = "{group}"
+options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
+
+[pipelines.deliver]
+from = ["clicks"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{url}"
+secret = "{WEBHOOK_SECRET}"
+concurrency = 8
+retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
+"#
+    )
+}
+
+/// Sends `per_key` events for each of `keys` keys (`<prefix>k000`, …) as NDJSON batches
+/// of `batch` events (one key per request, so per-key order is the order of the lines),
+/// each batch retried with the same `Idempotency-Key` until accepted. Returns what was
+/// accepted.
+fn send_batches(base: &str, prefix: &str, keys: usize, per_key: u64, batch: u64) -> Vec<Tracked> {
+    let rt = runtime();
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let client = client();
+        let mut tasks = Vec::new();
+        for k in 0..keys {
+            let (client, base) = (client.clone(), base.to_owned());
+            let prefix = prefix.to_owned();
+            let (accepted, failures) = (accepted.clone(), failures.clone());
+            tasks.push(tokio::spawn(async move {
+                let key = format!("{prefix}k{k:03}");
+                for first in (0..per_key).step_by(batch as usize) {
+                    let seqs: Vec<u64> = (first..(first + batch).min(per_key)).collect();
+                    let body: String = seqs
+                        .iter()
+                        .map(|s| format!("{{\"key\":\"{key}\",\"seq\":{s}}}\n"))
+                        .collect();
+                    let ikey = format!("{key}-b{first}");
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let r = client
+                            .post(format!("{base}/ingest/api"))
+                            .header("content-type", "application/x-ndjson")
+                            .header("x-key", &key)
+                            .header("idempotency-key", &ikey)
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+                            break;
+                        }
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "batch {ikey} not accepted: {r:?}"
+                        );
+                        // Back off before retrying a refused request.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let mut acc = accepted.lock().unwrap();
+                    for (n, s) in seqs.iter().enumerate() {
+                        acc.push(Tracked::new(format!("{ikey}-{n}"), key.clone(), *s));
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer task");
+        }
+    });
+    accepted.lock().unwrap().clone()
+}
+
+/// A record written by the sink as a checker record: id from `switchyard-id`, key and
+/// sequence from the JSON payload.
+fn tracked(r: &KafkaRecord) -> Option<Tracked> {
+    let body: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
+    Some(Tracked::new(
+        r.header("switchyard-id")?,
+        body.get("key")?.as_str()?,
+        body.get("seq")?.as_u64()?,
+    ))
+}
+
+/// Reads `topic` until every id in `acked` is there (or `within` passes), and checks.
+fn read_back(brokers: &str, topic: &str, acked: &[Tracked], within: Duration) -> Report {
+    let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut scanned = 0;
+    let records = read_topic(brokers, topic, within, |records| {
+        for r in &records[scanned..] {
+            if let Some(id) = r.header("switchyard-id") {
+                seen.insert(id.to_owned());
+            }
+        }
+        scanned = records.len();
+        wanted.iter().all(|id| seen.contains(*id))
+    });
+    // Per-key order is per partition; one key lives on one partition, and records
+    // come back in partition order.
+    let delivered: Vec<Tracked> = records.iter().filter_map(tracked).collect();
+    check(acked, &delivered)
+}
+
+/// `switchyard_sink_events_total` of `sink` and `outcome` from `/metrics`.
+fn sink_events(base: &str, sink: &str, outcome: &str) -> f64 {
+    let text = runtime().block_on(async {
+        client()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    });
+    text.unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchyard_sink_events_total{")
+                && l.contains(&format!("sink=\"{sink}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn kafka_http_to_kafka_100k_events_arrive_in_per_key_order() {
+    let broker = Tansu::shared();
+    let topic = unique_name("orders");
+    broker.create_topic(&topic, 4);
+    let switchyard = Switchyard::start(&http_to_kafka(&broker.brokers(), &topic, ""));
+
+    let started = std::time::Instant::now();
+    let acked = send_batches(&switchyard.url(), "", 20, 5_000, 500);
+    assert_eq!(acked.len(), 100_000);
+    let report = read_back(&broker.brokers(), &topic, &acked, Duration::from_secs(300));
+    println!(
+        "kafka_http_to_kafka: {report} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+}
+
+#[test]
+fn kafka_source_to_webhook_delivers_every_message_in_partition_order() {
+    let broker = Tansu::shared();
+    let topic = unique_name("clicks");
+    let group = unique_name("group");
+    broker.create_topic(&topic, 3);
+    let records: Vec<_> = (0..3000u64)
+        .map(|i| {
+            let key = format!("k{:02}", i % 30);
+            let seq = i / 30;
+            (
+                Some(key.clone().into_bytes()),
+                format!("{{\"key\":\"{key}\",\"seq\":{seq}}}").into_bytes(),
+                vec![("trace-id".to_owned(), format!("t{i}"))],
+            )
+        })
+        .collect();
+    produce(&broker.brokers(), &topic, &records, Duration::from_secs(60));
+    let receiver = WebhookReceiver::start(Behaviour::FailFraction {
+        fraction: 0.05,
+        seed: 3,
+    });
+    let switchyard = Switchyard::start(&kafka_to_webhook(
+        &broker.brokers(),
+        &topic,
+        &group,
+        &receiver.url(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            let ids: HashSet<String> = receiver
+                .accepted()
+                .iter()
+                .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+                .collect();
+            ids.len() >= 3000
+        }),
+        "not every message reached the webhook: {} requests\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = deliveries(&receiver);
+    // Every message id is topic/partition/offset: 3000 distinct.
+    let ids: HashSet<&str> = delivered.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids.len(), 3000);
+    assert!(ids.iter().all(|id| id.starts_with(&format!("{topic}/"))));
+    let acked: Vec<Tracked> = delivered
+        .iter()
+        .map(|t| Tracked::new(t.id.clone(), t.key.clone(), t.seq))
+        .collect();
+    let report = check(&acked, &delivered);
+    println!("kafka_source_to_webhook: {report}");
+    assert_eq!(report.reordered, 0, "{report}");
+    // Kafka headers became event headers; the webhook sink does not send those, but the
+    // payload and the key did arrive intact.
+    let one = receiver
+        .accepted()
+        .into_iter()
+        .find(|r| r.body.starts_with(b"{\"key\":\"k07\",\"seq\":3}"))
+        .expect("k07 seq 3 arrived");
+    assert_eq!(one.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn kafka_broker_paused_past_the_delivery_timeout_loses_nothing_and_acks_nothing_early() {
+    let broker = Tansu::start();
+    let topic = unique_name("paused");
+    broker.create_topic(&topic, 2);
+    let mut switchyard = Switchyard::start(&http_to_kafka(
+        &broker.brokers(),
+        &topic,
+        "timeout = \"2s\"\nretry = { initial = \"50ms\", max = \"500ms\", max_attempts = 1000 }",
+    ));
+    let base = switchyard.url();
+    let before = send_batches(&base, "a", 4, 500, 100);
+    let report = read_back(&broker.brokers(), &topic, &before, Duration::from_secs(60));
+    assert_eq!(report.lost, 0, "before the pause: {report}");
+
+    broker.pause();
+    // Accepted while the broker is frozen: durable in switchyard, not in Kafka.
+    let during = send_batches(&base, "b", 4, 500, 100);
+    // The delivery timeout passes while paused: attempts fail and are retried.
+    assert!(
+        wait_until(Duration::from_secs(60), || sink_events(
+            &base, "out", "retried"
+        ) > 0.0),
+        "no delivery attempt timed out while the broker was paused\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let delivered = sink_events(&base, "out", "delivered");
+    assert!(
+        delivered <= before.len() as f64,
+        "{delivered} acknowledged deliveries, but only {} events reached the broker before it froze",
+        before.len()
+    );
+    // Crash switchyard while nothing accepted during the pause can have been
+    // acknowledged, let the broker go on, and start switchyard again on the same data:
+    // if anything had been acked early, it would be missing now.
+    switchyard.kill9();
+    broker.resume();
+    switchyard.restart();
+    let mut all = before.clone();
+    all.extend(during.iter().cloned());
+    let report = read_back(&broker.brokers(), &topic, &all, Duration::from_secs(120));
+    println!("kafka_broker_paused: {report} (acknowledged before the crash: {delivered})");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn kafka_broker_killed_and_restarted_switchyard_keeps_delivering_without_a_restart() {
+    let broker = Tansu::start();
+    let topic = unique_name("restarted");
+    broker.create_topic(&topic, 2);
+    let mut switchyard = Switchyard::start(&http_to_kafka(
+        &broker.brokers(),
+        &topic,
+        "timeout = \"2s\"\nretry = { initial = \"50ms\", max = \"500ms\", max_attempts = 100000 }",
+    ));
+    let base = switchyard.url();
+    let before = send_batches(&base, "a", 4, 250, 50);
+    let report = read_back(&broker.brokers(), &topic, &before, Duration::from_secs(60));
+    assert_eq!(report.lost, 0, "before the broker died: {report}");
+
+    broker.kill();
+    // Accepted while there is no broker at all.
+    let down = send_batches(&base, "b", 4, 250, 50);
+    assert!(
+        wait_until(Duration::from_secs(60), || sink_events(
+            &base, "out", "retried"
+        ) > 0.0),
+        "no failed attempt while the broker was down\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    // The wheel's tansu keeps data in memory: it comes back empty; recreate the topic.
+    broker.restart();
+    broker.create_topic(&topic, 2);
+    let after = send_batches(&base, "c", 4, 250, 50);
+    let mut wanted = down.clone();
+    wanted.extend(after.iter().cloned());
+    let report = read_back(&broker.brokers(), &topic, &wanted, Duration::from_secs(120));
+    println!("kafka_broker_restarted: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 60)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert!(switchyard.is_running(), "switchyard kept running");
+    assert_eq!(switchyard.runs(), 1, "switchyard was not restarted");
+}
+
+#[test]
+fn kafka_switchyard_killed_while_consuming_loses_nothing() {
+    let broker = Tansu::shared();
+    let topic = unique_name("consumed");
+    let group = unique_name("group");
+    broker.create_topic(&topic, 3);
+    let total = 20_000u64;
+    let records: Vec<_> = (0..total)
+        .map(|i| {
+            let key = format!("k{:02}", i % 40);
+            (
+                Some(key.clone().into_bytes()),
+                format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 40).into_bytes(),
+                vec![],
+            )
+        })
+        .collect();
+    produce(&broker.brokers(), &topic, &records, Duration::from_secs(60));
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let mut switchyard = Switchyard::start(&kafka_to_webhook(
+        &broker.brokers(),
+        &topic,
+        &group,
+        &receiver.url(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(120), || receiver.count() >= 6_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    let at_kill = receiver.count();
+    switchyard.restart();
+    // Every message: the ids the broker assigned (topic/partition/offset).
+    let delivered_ids = || -> HashSet<String> {
+        receiver
+            .accepted()
+            .iter()
+            .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || delivered_ids().len()
+            >= total as usize),
+        "only {} of {total} distinct messages delivered after the restart\n{}",
+        delivered_ids().len(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = deliveries(&receiver);
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("kafka_switchyard_kill9: {report} ({at_kill} delivered before the kill)");
+    assert_eq!(acked.len(), total as usize);
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn kafka_topic_that_does_not_exist_is_reported_and_delivered_once_created() {
+    let broker = Tansu::shared();
+    let topic = unique_name("later");
+    let switchyard = Switchyard::start(&http_to_kafka(
+        &broker.brokers(),
+        &topic,
+        "timeout = \"2s\"",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains(&format!("kafka topic `{topic}` does not exist"))),
+        "no clear error about the missing topic:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(switchyard.stderr().contains("create_topics = true"));
+    let acked = send_batches(&switchyard.url(), "", 2, 20, 10);
+    assert!(
+        wait_until(Duration::from_secs(30), || sink_events(
+            &switchyard.url(),
+            "out",
+            "retried"
+        ) > 0.0),
+        "deliveries to the missing topic are retried"
+    );
+    assert!(
+        !broker.topic_exists(&topic),
+        "nothing created the topic implicitly"
+    );
+    broker.create_topic(&topic, 1);
+    let report = read_back(&broker.brokers(), &topic, &acked, Duration::from_secs(60));
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+}
+
+#[test]
+fn kafka_broker_down_at_start_switchyard_waits_reports_and_then_delivers() {
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = unique_name("late");
+    let group = unique_name("group");
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    // Both directions point at a broker that is not there yet.
+    let config = format!(
+        "{}\n[sources.clicks]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n\
+         group = \"{group}\"\noptions = {{ \"session.timeout.ms\" = \"6000\" }}\n\
+         [pipelines.deliver]\nfrom = [\"clicks\"]\nto = [\"hook\"]\n\
+         [sinks.hook]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"{WEBHOOK_SECRET}\"\n",
+        http_to_kafka(&brokers, &topic, "timeout = \"2s\""),
+        receiver.url()
+    );
+    let mut switchyard = Switchyard::start(&config);
+    let acked = send_batches(&switchyard.url(), "", 2, 50, 25);
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("kafka client")),
+        "no report about the unreachable broker:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(switchyard.is_running(), "switchyard did not crash");
+
+    let broker = Tansu::start_on(port);
+    broker.create_topic(&topic, 2);
+    // The sink writes the events to the topic; the source reads them back and the
+    // webhook gets them: both directions recovered without a restart.
+    let report = read_back(&broker.brokers(), &topic, &acked, Duration::from_secs(60));
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        wait_for_all_delivered(&receiver, &acked, Duration::from_secs(90)),
+        "the kafka source did not deliver after the broker came up:\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(switchyard.runs(), 1);
+}
