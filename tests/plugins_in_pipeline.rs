@@ -1,12 +1,19 @@
 //! WebAssembly plugins decide where events go: a filter keeps paid orders, a transform
 //! masks card numbers, a router sends changes by table, and a plugin that loops forever
 //! is stopped at its deadline — its batch is dead-lettered and its pipeline goes on.
+//! Hostile plugins (a memory bomb, a panic, a wrong number of decisions) cost only their
+//! batches while a healthy pipeline on the same source delivers everything; `on_error`
+//! drop and stop, and a router naming a sink that does not exist.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_test_support::{Switchyard, switchyard_command};
-use switchyard_tests::{client, runtime, wait_until};
+use switchyard_test_support::{Behaviour, Switchyard, check, switchyard_command, tail};
+use switchyard_tests::{
+    Load, Progress, Tracked, WEBHOOK_SECRET, WebhookReceiver, client, deliveries, runtime,
+    wait_for_all_delivered, wait_until,
+};
 
 /// A plugin built by `scripts/build-plugins.sh`.
 fn wasm(name: &str) -> String {
@@ -261,5 +268,444 @@ type = "stdout"
     assert!(
         stderr.contains("plugin `picky` rejected its config"),
         "{stderr}"
+    );
+}
+
+// ── Hostile plugins in the real binary ─────────────────────────────────────────────────
+
+const ADMIN: &str = "admin-secret";
+
+fn get_text(url: &str) -> String {
+    runtime().block_on(async {
+        client()
+            .get(url)
+            .send()
+            .await
+            .expect("switchyard answers")
+            .text()
+            .await
+            .expect("a body")
+    })
+}
+
+/// Every record of the default dead-letter queue.
+fn dead_letters(base: &str) -> Vec<serde_json::Value> {
+    runtime().block_on(async {
+        client()
+            .get(format!("{base}/admin/dlq/dead-letters?limit=10000"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("switchyard answers")
+            .json::<serde_json::Value>()
+            .await
+            .expect("JSON")["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    })
+}
+
+/// Posts one opaque event with id `id`; the status.
+fn post_with_id(base: &str, id: &str, body: &str) -> u16 {
+    runtime().block_on(async {
+        client()
+            .post(format!("{base}/ingest/api"))
+            .header("content-type", "text/plain")
+            .header("idempotency-key", id)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("switchyard answers")
+            .status()
+            .as_u16()
+    })
+}
+
+/// The value of the metric line starting with `prefix` (name and labels), if present.
+fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// A checker record keyed by its own id: only loss is counted (the order of a file sink
+/// and a dead-letter queue together means nothing).
+fn seen(id: &str) -> Tracked {
+    Tracked::new(id, id, 0)
+}
+
+/// A pipeline with a hostile filter and a healthy pipeline on the same source, under a
+/// small keyed load with `triggers` mixed in. The trigger batches are dead-lettered with
+/// the error, nothing acknowledged is lost from either pipeline, the healthy one delivers
+/// everything, the process keeps running, and the error shows on /metrics by cause.
+fn hostile_plugin_costs_only_its_batches(
+    fixture: &str,
+    trigger: &str,
+    error_words: &str,
+    cause: &str,
+) {
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let mut switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+admin_token = "{ADMIN}"
+
+[sources.api]
+type = "http"
+
+[plugins.hostile]
+path = "{hostile}"
+memory = "16MiB"                # the bomb must hit this, not fuel or the deadline
+fuel = 1_000_000_000_000
+timeout = "2s"
+
+[plugins.healthy]
+path = "{healthy}"
+
+[pipelines.hostile]
+from = ["api"]
+filters = ["hostile"]
+to = ["kept"]
+
+[pipelines.healthy]
+from = ["api"]
+filters = ["healthy"]
+to = ["hook"]
+
+[sinks.kept]
+type = "file"
+path = "{{dir}}/kept.jsonl"
+
+[sinks.hook]
+type = "webhook"
+url = "{url}"
+secret = "{WEBHOOK_SECRET}"
+"#,
+        hostile = wasm(fixture),
+        healthy = wasm("keep_all"),
+        url = receiver.url(),
+    ));
+    let base = switchyard.url();
+    let load = Load {
+        base: base.clone(),
+        source: "api".into(),
+        keys: 4,
+        per_key: 40,
+        producers: 4,
+        pad: 8,
+        give_up_after: Duration::from_secs(30),
+    };
+    let progress = Arc::new(Progress::default());
+    let rt = runtime();
+    let producers = rt.spawn(load.run(progress.clone()));
+    let triggers: Vec<String> = (0..3).map(|n| format!("trigger-{n}")).collect();
+    for id in &triggers {
+        assert_eq!(post_with_id(&base, id, trigger), 200);
+    }
+    rt.block_on(producers).expect("producers");
+    assert_eq!(progress.gave_up(), None, "a producer gave up");
+    let acked_load = progress.acked();
+    assert_eq!(acked_load.len(), 160);
+
+    // The healthy pipeline delivers every acknowledged event.
+    let all_arrived = wait_for_all_delivered(&receiver, &acked_load, Duration::from_secs(60));
+    let report = check(&acked_load, &deliveries(&receiver));
+    assert!(
+        all_arrived && report.lost == 0,
+        "healthy pipeline: {report}\n{}",
+        tail(&switchyard.logs(), 40)
+    );
+    assert_eq!(report.reordered, 0, "healthy pipeline: {report}");
+
+    // The hostile pipeline: every acknowledged event was delivered or dead-lettered.
+    let mut acked: Vec<Tracked> = acked_load.iter().map(|t| seen(&t.id)).collect();
+    acked.extend(triggers.iter().map(|id| seen(id)));
+    let kept = switchyard.dir().join("kept.jsonl");
+    let outcomes = || {
+        let mut got: Vec<Tracked> = lines(&kept)
+            .iter()
+            .map(|e| seen(e["id"].as_str().expect("an id")))
+            .collect();
+        got.extend(
+            dead_letters(&base)
+                .iter()
+                .map(|l| seen(l["event"]["id"].as_str().expect("an id"))),
+        );
+        got
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || check(&acked, &outcomes()).lost
+            == 0),
+        "hostile pipeline: {}\n{}",
+        check(&acked, &outcomes()),
+        tail(&switchyard.logs(), 40)
+    );
+    let letters = dead_letters(&base);
+    for id in &triggers {
+        let letter = letters
+            .iter()
+            .map(|l| &l["event"])
+            .find(|e| e["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not dead-lettered: {letters:?}"));
+        assert_eq!(
+            letter["headers"]["x-switchyard-dead-letter-plugin"],
+            "hostile"
+        );
+        let error = letter["headers"]["x-switchyard-dead-letter-error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(error.contains(error_words), "{id}: {error}");
+    }
+    assert!(
+        lines(&kept)
+            .iter()
+            .all(|e| !triggers.iter().any(|t| e["id"] == t.as_str())),
+        "a trigger was delivered"
+    );
+    // Only trigger batches failed: the healthy events of other batches went through.
+    assert!(
+        !lines(&kept).is_empty(),
+        "the hostile pipeline delivered nothing"
+    );
+
+    let metrics = get_text(&format!("{base}/metrics"));
+    let errors = metric(
+        &metrics,
+        &format!(r#"switchyard_plugin_errors_total{{plugin="hostile",kind="{cause}"}}"#),
+    );
+    assert!(
+        errors.is_some_and(|n| n >= 1.0),
+        "no {cause} errors:\n{metrics}"
+    );
+    for histogram in ["switchyard_plugin_fuel", "switchyard_plugin_call_seconds"] {
+        for plugin in ["hostile", "healthy"] {
+            let count = metric(
+                &metrics,
+                &format!(r#"{histogram}_count{{plugin="{plugin}"}}"#),
+            );
+            assert!(
+                count.is_some_and(|n| n >= 1.0),
+                "no {histogram} for {plugin}:\n{metrics}"
+            );
+        }
+    }
+    assert!(switchyard.is_running(), "switchyard exited");
+}
+
+#[test]
+fn a_memory_bomb_costs_only_its_batches() {
+    hostile_plugin_costs_only_its_batches("memory_bomb", "bomb", "memory limit", "memory");
+}
+
+#[test]
+fn a_panicking_plugin_costs_only_its_batches() {
+    hostile_plugin_costs_only_its_batches("panics", "panic", "trapped", "trap");
+}
+
+#[test]
+fn a_plugin_returning_the_wrong_number_of_decisions_costs_only_its_batches() {
+    hostile_plugin_costs_only_its_batches(
+        "wrong_count",
+        "short",
+        "decisions for",
+        "wrong_decision_count",
+    );
+}
+
+/// A config with a pipeline `guarded` (the `panics` filter with `on_error`) and a healthy
+/// pipeline `plain`, both on `api`, each to its own file. One partition: `stop` halts the
+/// reader of the failed batch's partition, so with one the whole pipeline halts.
+fn with_on_error(on_error: &str) -> Switchyard {
+    Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+admin_token = "{ADMIN}"
+
+[sources.api]
+type = "http"
+partitions = 1
+
+[plugins.fragile]
+path = "{panics}"
+on_error = "{on_error}"
+
+[pipelines.guarded]
+from = ["api"]
+filters = ["fragile"]
+to = ["guarded"]
+
+[pipelines.plain]
+from = ["api"]
+to = ["plain"]
+
+[sinks.guarded]
+type = "file"
+path = "{{dir}}/guarded.jsonl"
+
+[sinks.plain]
+type = "file"
+path = "{{dir}}/plain.jsonl"
+"#,
+        panics = wasm("panics"),
+    ))
+}
+
+fn errors_of(base: &str, plugin: &str) -> f64 {
+    let metrics = get_text(&format!("{base}/metrics"));
+    metric(
+        &metrics,
+        &format!(r#"switchyard_plugin_errors_total{{plugin="{plugin}",kind="trap"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn on_error_drop_drops_the_failed_batch_and_goes_on() {
+    let mut switchyard = with_on_error("drop");
+    let base = switchyard.url();
+    assert_eq!(post_with_id(&base, "boom", "panic"), 200);
+    assert!(
+        wait_until(Duration::from_secs(30), || errors_of(&base, "fragile")
+            >= 1.0),
+        "the panic was not counted; log:\n{}",
+        switchyard.logs()
+    );
+    for n in 0..5 {
+        assert_eq!(post_with_id(&base, &format!("after-{n}"), "fine"), 200);
+    }
+    let dir = switchyard.dir().to_path_buf();
+    assert!(
+        wait_until(Duration::from_secs(30), || lines(
+            &dir.join("guarded.jsonl")
+        )
+        .len()
+            == 5
+            && lines(&dir.join("plain.jsonl")).len() == 6),
+        "deliveries after the dropped batch did not arrive; log:\n{}",
+        switchyard.logs()
+    );
+    assert!(
+        lines(&dir.join("guarded.jsonl"))
+            .iter()
+            .all(|e| e["id"] != "boom"),
+        "the failed event was delivered"
+    );
+    assert!(
+        dead_letters(&base).is_empty(),
+        "on_error = drop dead-lettered"
+    );
+    assert!(switchyard.is_running());
+}
+
+#[test]
+fn on_error_stop_halts_only_that_pipeline_with_its_events_unacknowledged() {
+    let mut switchyard = with_on_error("stop");
+    let base = switchyard.url();
+    assert_eq!(post_with_id(&base, "boom", "panic"), 200);
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .logs()
+            .contains("on_error = \\\"stop\\\" failed")
+            || switchyard.logs().contains("on_error = \"stop\" failed")),
+        "the pipeline did not stop; log:\n{}",
+        switchyard.logs()
+    );
+    for n in 0..5 {
+        assert_eq!(post_with_id(&base, &format!("after-{n}"), "fine"), 200);
+    }
+    let dir = switchyard.dir().to_path_buf();
+    assert!(
+        wait_until(Duration::from_secs(30), || lines(&dir.join("plain.jsonl"))
+            .len()
+            == 6),
+        "the other pipeline stopped too; log:\n{}",
+        switchyard.logs()
+    );
+    // The plain pipeline has delivered events posted after the stop; the stopped one has
+    // not read them (its checkpoint stays before the failed batch).
+    assert!(
+        lines(&dir.join("guarded.jsonl")).is_empty(),
+        "the stopped pipeline delivered"
+    );
+    assert!(
+        dead_letters(&base).is_empty(),
+        "on_error = stop dead-lettered"
+    );
+    assert!(
+        switchyard.is_running(),
+        "stop halts a pipeline, not the process"
+    );
+}
+
+#[test]
+fn a_router_naming_an_unknown_sink_dead_letters_that_event() {
+    let switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+admin_token = "{ADMIN}"
+
+[sources.api]
+type = "http"
+
+[plugins.by_table]
+path = "{router}"
+config = {{ routes = {{ "public.ghosts" = ["nowhere"] }}, default = ["rest"] }}
+
+[pipelines.tables]
+from = ["api"]
+router = "by_table"
+
+[sinks.rest]
+type = "file"
+path = "{{dir}}/rest.jsonl"
+"#,
+        router = wasm("route_by_table"),
+    ));
+    let base = switchyard.url();
+    assert_eq!(
+        post(
+            &base,
+            "application/json",
+            r#"{"schema":"public","table":"ghosts"}"#
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            &base,
+            "application/json",
+            r#"{"schema":"public","table":"orders"}"#
+        ),
+        200
+    );
+    let rest = switchyard.dir().join("rest.jsonl");
+    assert!(
+        wait_until(Duration::from_secs(30), || lines(&rest).len() == 1
+            && dead_letters(&base).len() == 1),
+        "log:\n{}",
+        switchyard.logs()
+    );
+    assert_eq!(lines(&rest)[0]["payload"]["table"], "orders");
+    let letter = &dead_letters(&base)[0]["event"];
+    assert_eq!(letter["payload"]["table"], "ghosts");
+    assert_eq!(
+        letter["headers"]["x-switchyard-dead-letter-plugin"],
+        "by_table"
+    );
+    let error = letter["headers"]["x-switchyard-dead-letter-error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("chose sink `nowhere`, which does not exist"),
+        "{error}"
     );
 }
