@@ -14,10 +14,12 @@
 //! * [`PluginHost`] owns the wasmtime `Engine` and a ticker thread that advances the
 //!   engine's epoch every millisecond (it stops when the last engine handle is dropped).
 //! * [`PluginHost::load`] reads and compiles the component once, refuses imports beyond
-//!   `switchyard:plugin/host` and the harmless wasi:cli/io interfaces a Rust std guest
-//!   carries (those are linked to stubs that trap if called), finds its world, and starts
-//!   a first instance, calling `init(config-json)`: a bad config fails here with the
-//!   plugin's own message.
+//!   `switchyard:plugin/host`, the harmless wasi:cli/io interfaces a Rust std guest
+//!   carries (linked to stubs that trap if called) and what the config grants
+//!   (`allow_env`: environment variables; `allow_dirs`: read-only directories, i.e.
+//!   wasi:filesystem and the wall clock — real WASI from wasmtime-wasi), finds its world,
+//!   and starts a first instance, calling `init(config-json)`: a bad config fails here
+//!   with the plugin's own message.
 //! * [`Plugin::filter`], [`Plugin::route`], [`Plugin::transform`] take a batch and return
 //!   one decision per event, with the [`CallStats`] of the call. The instance is reused
 //!   from call to call. Every call runs under the plugin's `fuel`, `memory` and `timeout`
@@ -30,8 +32,10 @@
 //! Calls are synchronous and block their thread for at most about `timeout`: call them
 //! from a blocking thread (`tokio::task::spawn_blocking`), never on an async worker.
 //!
-//! Architecture invariant: no tokio, no IO besides reading the `.wasm` file, and the host
-//! never panics because of what a plugin does.
+//! Architecture invariant: no tokio of its own (wasmtime-wasi brings it along for granted
+//! WASI calls, which still run on the calling thread), no IO besides reading the `.wasm`
+//! file and the directories a config grants, and the host never panics because of what a
+//! plugin does.
 
 mod bindings;
 mod error;
