@@ -514,3 +514,33 @@ fn kafka_broker_down_at_start_switchyard_waits_reports_and_then_delivers() {
     );
     assert_eq!(switchyard.runs(), 1);
 }
+
+#[test]
+fn kafka_create_topics_makes_a_templated_topic_before_the_first_event() {
+    let broker = Tansu::shared();
+    let prefix = unique_name("made");
+    let topic = format!("{prefix}.api");
+    let switchyard = Switchyard::start(&http_to_kafka(
+        &broker.brokers(),
+        &format!("{prefix}.{{source}}"),
+        "create_topics = true\npartitions = 3",
+    ));
+    let acked = send_batches(&switchyard.url(), "", 3, 20, 10);
+    let report = read_back(&broker.brokers(), &topic, &acked, Duration::from_secs(60));
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        switchyard
+            .stderr()
+            .contains("created kafka topic (create_topics = true)")
+    );
+    assert_eq!(
+        sink_events(&switchyard.url(), "out", "retried"),
+        0.0,
+        "the topic existed before the first attempt"
+    );
+}

@@ -220,7 +220,9 @@ impl KafkaSink {
             return;
         }
         let new = NewTopic::new(topic, creator.partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(self.timeout));
         match creator.admin.create_topics([&new], &opts).await {
             Ok(results) => {
                 for r in results {
@@ -243,6 +245,27 @@ impl KafkaSink {
         }
     }
 
+    /// With `create_topics`: creates each topic of `batch` the sink has not seen yet
+    /// before its first event is sent (an existing topic is only remembered).
+    async fn ensure_topics(&self, batch: &[Arc<Event>]) {
+        let Some(creator) = &self.creator else {
+            return;
+        };
+        let mut new: Vec<String> = {
+            let known = creator.created.lock().expect("created lock");
+            batch
+                .iter()
+                .filter_map(|e| self.template.render(e).ok())
+                .filter(|t| !known.contains(t))
+                .collect()
+        };
+        new.sort();
+        new.dedup();
+        for topic in new {
+            self.create_topic(&topic).await;
+        }
+    }
+
     fn warn_missing(&self, topic: &str) {
         let mut warned = self.warned.lock().expect("warned lock");
         let now = Instant::now();
@@ -253,6 +276,11 @@ impl KafkaSink {
             return;
         }
         warned.insert(topic.to_owned(), now);
+        if self.creator.is_some() {
+            warn!(sink = %self.name, %topic, brokers = %self.brokers,
+                "kafka topic `{topic}` does not exist; creating it (create_topics = true)");
+            return;
+        }
         warn!(sink = %self.name, %topic, brokers = %self.brokers,
             "kafka topic `{topic}` does not exist; its events wait and are retried: create it, \
              or set create_topics = true on sink `{}`", self.name);
@@ -345,6 +373,7 @@ impl KafkaSink {
     }
 
     async fn deliver_batch(&self, batch: &[Arc<Event>]) -> Vec<Outcome> {
+        self.ensure_topics(batch).await;
         let producer = self.current();
         let mut pending = Vec::with_capacity(batch.len());
         let mut stopped = false;
@@ -406,6 +435,11 @@ impl KafkaSink {
         missing.sort();
         missing.dedup();
         for topic in missing {
+            if let Some(creator) = &self.creator {
+                // It existed once (or so it seemed) and is gone now: a broker that lost
+                // its data, a topic deleted by hand. Create it again.
+                creator.created.lock().expect("created lock").remove(&topic);
+            }
             self.create_topic(&topic).await;
         }
         outcomes
