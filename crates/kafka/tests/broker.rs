@@ -223,3 +223,32 @@ async fn kafka_consumer_commits_only_below_the_low_watermark_and_resumes_there()
     assert_eq!(redelivered, 0, "nothing below the watermark comes again");
     assert_eq!(again.len(), 200);
 }
+
+#[test]
+fn kafka_sink_refuses_options_librdkafka_cannot_honour_with_its_message() {
+    let mut cfg = sink_config("127.0.0.1:1", "t");
+    cfg.options
+        .insert("security.protocol".into(), "SASL_SSL".into());
+    let err = KafkaSink::new("out", &cfg)
+        .err()
+        .expect("refused")
+        .to_string();
+    println!("{err}");
+    assert!(err.contains("sink `out`"), "{err}");
+    assert!(
+        err.contains("librdkafka refused the configuration"),
+        "{err}"
+    );
+
+    // SASL/PLAIN over plaintext needs no TLS: accepted.
+    let mut cfg = sink_config("127.0.0.1:1", "t");
+    for (k, v) in [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "PLAIN"),
+        ("sasl.username", "u"),
+        ("sasl.password", "p"),
+    ] {
+        cfg.options.insert(k.into(), v.into());
+    }
+    assert!(KafkaSink::new("out", &cfg).is_ok());
+}

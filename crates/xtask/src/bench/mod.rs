@@ -7,6 +7,7 @@
 
 mod build;
 mod ingest;
+mod kafka;
 mod load;
 mod plugin;
 mod process;
@@ -62,6 +63,21 @@ enum Bench {
     /// BELOW.
     #[command(verbatim_doc_comment)]
     Plugin(plugin::PluginArgs),
+    /// Kafka: switchyard's sink and source next to a raw rdkafka client, same broker.
+    ///
+    /// Starts a tansu broker (.tools/bin/tansu; scripts/install-tansu.sh installs it) and
+    /// measures, back to back, with the same N keyed 200-byte JSON messages:
+    ///
+    ///   produce  a raw rdkafka FutureProducer (idempotent, acks=all, linger 5 ms, the
+    ///            sink's four headers) vs `switchyard run` ingesting them over HTTP
+    ///            (NDJSON batches, 16 connections) into a Kafka sink: events/s until the
+    ///            last delivery report / the sink's `delivered` counter (target ≥ 0.8)
+    ///   consume  a raw rdkafka consumer vs switchyard's Kafka source into a discarded
+    ///            stdout sink: events/s from the first message to the N-th (no target)
+    ///
+    /// It never fails on a ratio; it prints PASS or BELOW.
+    #[command(verbatim_doc_comment)]
+    Kafka(kafka::KafkaArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -69,6 +85,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Bench::Ingest(a) => ingest::run(a),
         Bench::Plugin(a) => plugin::run(a),
+        Bench::Kafka(a) => kafka::run(a),
     }
 }
 

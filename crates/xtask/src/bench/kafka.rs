@@ -1,0 +1,525 @@
+//! `cargo xtask bench kafka`: switchyard against a raw rdkafka client on the same tansu
+//! broker, in the same run, with the same messages.
+//!
+//! 1. produce: a raw rdkafka producer (idempotent, acks=all, linger 5 ms — the sink's
+//!    settings) sends N keyed JSON messages with the sink's four headers; then
+//!    `switchyard run` ingests the same N events over HTTP (NDJSON batches of one key
+//!    each, so per-key order holds) into a pipeline to a Kafka sink. Each figure is
+//!    events/s from the first send to the last delivery report (switchyard: to its
+//!    `delivered` counter reaching N, so it includes ingest, fsync and the pipeline).
+//! 2. consume: a raw rdkafka consumer (a group member, manual commits off) reads the N
+//!    messages back; then switchyard's Kafka source reads them into a stdout sink whose
+//!    output is discarded. Each figure is events/s from the first message to the N-th
+//!    (switchyard: its pipeline's `completed` counter), so the ~3 s group join of tansu
+//!    is left out of both.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::Args;
+use http::{Request, header};
+use http_body_util::{BodyExt as _, Full};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::load::json_body;
+use super::process::{ServerProcess, free_addr};
+use super::{build, report};
+
+/// switchyard / raw producer (TESTING.md: CDC → Kafka, the same idea).
+const TARGET_PRODUCE: f64 = 0.8;
+/// Events per NDJSON request switchyard is sent.
+const BATCH: usize = 100;
+/// Concurrent HTTP connections ingesting into switchyard.
+const CONNECTIONS: usize = 16;
+const PARTITIONS: u32 = 4;
+
+/// Options of `bench kafka` (help text: on `Bench::Kafka`).
+#[derive(Args)]
+pub struct KafkaArgs {
+    /// Messages per side.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Size of each JSON payload in bytes.
+    #[arg(long, default_value_t = 200)]
+    body_bytes: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1024)]
+    keys: usize,
+    /// A switchyard binary to use instead of building `switchyard-cli` in release mode.
+    #[arg(long, value_name = "PATH")]
+    bin: Option<std::path::PathBuf>,
+    /// Keep the temporary directory (logs, data) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+struct Message {
+    key: String,
+    payload: Bytes,
+}
+
+pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
+    let tansu = build::workspace_root().join(".tools/bin/tansu");
+    if !tansu.is_file() {
+        bail!(
+            "the tansu broker is missing ({}); run scripts/install-tansu.sh",
+            tansu.display()
+        );
+    }
+    let switchyard = match &args.bin {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--bin {}: no such file", p.display()))?,
+        None => {
+            build::cargo_build_release(&["switchyard-cli"])?;
+            build::release_dir()?.join("switchyard")
+        }
+    };
+    let tmp = super::temp_dir("switchyard-bench-kafka-", None, args.keep)?;
+    let root = tmp.path().to_path_buf();
+    let broker_addr = free_addr()?;
+    let brokers = broker_addr.to_string();
+    let url = format!("tcp://{brokers}");
+    let mut cmd = Command::new(&tansu);
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ])
+    .env("RUST_LOG", "warn");
+    let log = root.join("tansu.log");
+    let mut broker = ServerProcess::spawn("tansu", cmd, &log)?;
+    broker.wait_ready(broker_addr, Duration::from_secs(30), &log)?;
+    for topic in ["bench-raw", "bench-switchyard"] {
+        let out = Command::new(&tansu)
+            .args(["topic", "create", topic, "--partitions"])
+            .arg(PARTITIONS.to_string())
+            .args(["--broker", &url])
+            .output()
+            .context("running tansu topic create")?;
+        if !out.status.success() {
+            bail!(
+                "tansu topic create {topic}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    let messages: Vec<Message> = (0..args.events)
+        .map(|i| Message {
+            key: format!("key-{:05}", i % args.keys.max(1)),
+            payload: json_body(i % 64, i as u64, args.body_bytes, None),
+        })
+        .collect();
+
+    println!("# switchyard bench kafka");
+    println!("machine:    {}", report::machine());
+    println!(
+        "broker:     tansu 0.6.0 (memory storage) on {brokers}, {PARTITIONS} partitions per topic"
+    );
+    println!("switchyard: {}", switchyard.display());
+    println!(
+        "messages:   {} × {}-byte JSON, {} keys; producers idempotent, acks=all, linger 5 ms",
+        args.events, args.body_bytes, args.keys
+    );
+    println!(
+        "reproduce:  {}",
+        report::reproduce_command(&std::env::args().skip(1).collect::<Vec<_>>())
+    );
+    println!();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let raw_produce = rt.block_on(raw_producer(&brokers, &messages))?;
+    let sy_produce = switchyard_produce(&rt, &switchyard, &root, &brokers, &messages)?;
+    let raw_consume = raw_consumer(&brokers, args.events)?;
+    let sy_consume = switchyard_consume(&rt, &switchyard, &root, &brokers, args.events)?;
+    broker.stop(Duration::from_secs(5))?;
+
+    println!("{:<44} {:>12}", "", "events/s");
+    println!(
+        "{:<44} {:>12.0}",
+        "produce  raw rdkafka FutureProducer", raw_produce
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "produce  switchyard HTTP → Kafka sink", sy_produce
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "consume  raw rdkafka BaseConsumer", raw_consume
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "consume  switchyard Kafka source → stdout", sy_consume
+    );
+    println!();
+    println!(
+        "{}",
+        report::ratio_line(
+            "switchyard / raw producer",
+            sy_produce / raw_produce,
+            TARGET_PRODUCE
+        )
+    );
+    println!(
+        "{:<34} {:>6.2}   (no target)",
+        "switchyard / raw consumer",
+        sy_consume / raw_consume
+    );
+    if args.keep {
+        println!("kept {}", root.display());
+    }
+    Ok(())
+}
+
+fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .context("creating the raw producer")
+}
+
+/// Events/s of a raw producer sending `messages` to `bench-raw`.
+async fn raw_producer(brokers: &str, messages: &[Message]) -> anyhow::Result<f64> {
+    let producer = producer(brokers)?;
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let id = format!("raw-{i}");
+        let headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "switchyard-id",
+                value: Some(id.as_str()),
+            })
+            .insert(Header {
+                key: "switchyard-source",
+                value: Some("bench"),
+            })
+            .insert(Header {
+                key: "switchyard-kind",
+                value: Some("message"),
+            })
+            .insert(Header {
+                key: "switchyard-content-type",
+                value: Some("application/json"),
+            });
+        let mut record = FutureRecord::to("bench-raw")
+            .key(m.key.as_str())
+            .payload(&m.payload[..])
+            .headers(headers);
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => bail!("raw producer: {e}"),
+            }
+        }
+    }
+    for f in pending {
+        if let Err((e, _)) = f.await.context("delivery report")? {
+            bail!("raw producer: a message failed: {e}");
+        }
+    }
+    Ok(messages.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Events/s of a raw group consumer reading `n` messages of `bench-raw`.
+fn raw_consumer(brokers: &str, n: usize) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-raw-consumer")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating the raw consumer")?;
+    consumer.subscribe(&["bench-raw"])?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut first = None;
+    let mut got = 0;
+    while got < n {
+        if Instant::now() > deadline {
+            bail!("raw consumer: only {got} of {n} messages in 5 minutes");
+        }
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            got += 1;
+        }
+    }
+    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+    Ok((n - 1) as f64 / elapsed.as_secs_f64())
+}
+
+fn start_switchyard(
+    bin: &Path,
+    dir: &Path,
+    config: &str,
+) -> anyhow::Result<(ServerProcess, SocketAddr)> {
+    std::fs::create_dir_all(dir)?;
+    let addr = free_addr()?;
+    let config = config
+        .replace("{listen}", &addr.to_string())
+        .replace("{data_dir}", &dir.join("data").display().to_string());
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("-c").arg(&path).env("RUST_LOG", "warn");
+    let log = dir.join("switchyard.log");
+    let mut process = ServerProcess::spawn("switchyard", cmd, &log)?;
+    process.wait_ready(addr, Duration::from_secs(30), &log)?;
+    Ok((process, addr))
+}
+
+/// Events/s of switchyard ingesting `messages` over HTTP into a Kafka sink.
+fn switchyard_produce(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    root: &Path,
+    brokers: &str,
+    messages: &[Message],
+) -> anyhow::Result<f64> {
+    let config = produce_config(brokers);
+    let (process, addr) = start_switchyard(bin, &root.join("produce"), &config)?;
+    // One NDJSON body per run of one key's events, in order.
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&Message>> = Default::default();
+    for m in messages {
+        by_key.entry(m.key.as_str()).or_default().push(m);
+    }
+    let mut bodies: Vec<Vec<(String, Bytes)>> = vec![Vec::new(); CONNECTIONS];
+    for (k, (key, ms)) in by_key.into_iter().enumerate() {
+        for chunk in ms.chunks(BATCH) {
+            let mut body = Vec::new();
+            for m in chunk {
+                body.extend_from_slice(&m.payload);
+                body.push(b'\n');
+            }
+            bodies[k % CONNECTIONS].push((key.to_owned(), Bytes::from(body)));
+        }
+    }
+    let n = messages.len() as f64;
+    let started = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|bodies| tokio::spawn(send_all(addr, bodies)))
+            .collect();
+        for t in tasks {
+            t.await.context("an ingest task panicked")??;
+        }
+        wait_for_counter(
+            addr,
+            "switchyard_sink_events_total",
+            "outcome=\"delivered\"",
+            n,
+        )
+        .await
+    })?;
+    let rate = n / started.elapsed().as_secs_f64();
+    process.stop(Duration::from_secs(10))?;
+    Ok(rate)
+}
+
+/// Events/s of switchyard's Kafka source reading `n` messages of `bench-raw`.
+fn switchyard_consume(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    root: &Path,
+    brokers: &str,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let config = consume_config(brokers);
+    let dir = root.join("consume");
+    std::fs::create_dir_all(&dir)?;
+    let addr = free_addr()?;
+    let path = dir.join("switchyard.toml");
+    std::fs::write(
+        &path,
+        config
+            .replace("{listen}", &addr.to_string())
+            .replace("{data_dir}", &dir.join("data").display().to_string()),
+    )?;
+    // The stdout sink's output is discarded: this measures the source and the pipeline.
+    let mut child = Command::new(bin)
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("switchyard.log"))?)
+        .spawn()
+        .context("starting switchyard")?;
+    let result = rt.block_on(async {
+        let metric = "switchyard_pipeline_events_total";
+        let first = wait_for_counter(addr, metric, "outcome=\"completed\"", 1.0).await?;
+        let at_first = Instant::now();
+        wait_for_counter(addr, metric, "outcome=\"completed\"", n as f64).await?;
+        Ok::<_, anyhow::Error>((n as f64 - first) / at_first.elapsed().as_secs_f64())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+async fn send_all(addr: SocketAddr, bodies: Vec<(String, Bytes)>) -> anyhow::Result<()> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    for (key, body) in bodies {
+        loop {
+            sender.ready().await?;
+            let req = Request::post("/ingest/bench")
+                .header(header::HOST, addr.to_string())
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .header("x-key", key.as_str())
+                .body(Full::new(body.clone()))?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            resp.into_body().collect().await?;
+            if status.is_success() {
+                break;
+            }
+            if status.as_u16() != 429 && status.as_u16() != 503 {
+                bail!("switchyard answered {status} to an ingest request");
+            }
+            // Overloaded: the answer asks to come back shortly.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `/metrics` until the sum of `metric` lines containing `label` reaches `at_least`
+/// (5-minute deadline); returns the value seen.
+async fn wait_for_counter(
+    addr: SocketAddr,
+    metric: &str,
+    label: &str,
+    at_least: f64,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let value = counter(addr, metric, label).await.unwrap_or(0.0);
+        if value >= at_least {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("{metric}{{{label}}} reached only {value} of {at_least} in 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn counter(addr: SocketAddr, metric: &str, label: &str) -> anyhow::Result<f64> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::get("/metrics")
+        .header(header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let body = sender
+        .send_request(req)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(metric) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// HTTP source → Kafka sink on `bench-switchyard`.
+fn produce_config(brokers: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+[log]
+level = "warn"
+[sources.bench]
+type = "http"
+[pipelines.to_kafka]
+from = ["bench"]
+to = ["out"]
+[sinks.out]
+type = "kafka"
+brokers = "{brokers}"
+topic = "bench-switchyard"
+linger = "5ms"
+"#
+    )
+}
+
+/// Kafka source on `bench-raw` → stdout sink.
+fn consume_config(brokers: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+[log]
+level = "warn"
+[sources.bench]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["bench-raw"]
+group = "bench-switchyard-consumer"
+[pipelines.from_kafka]
+from = ["bench"]
+to = ["null"]
+[sinks.null]
+type = "stdout"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_configs_pass_switchyard_validation() {
+        for text in [
+            produce_config("127.0.0.1:9092"),
+            consume_config("127.0.0.1:9092"),
+        ] {
+            let text = text
+                .replace("{listen}", "127.0.0.1:1")
+                .replace("{data_dir}", "/tmp/x");
+            if let Err(e) = switchyard_config::load_str(&text, false) {
+                panic!("{e}\n{text}");
+            }
+        }
+    }
+}
