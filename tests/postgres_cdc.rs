@@ -292,3 +292,29 @@ fn a_restart_resumes_from_the_slot_without_losing_a_change() {
         "a clean stop confirmed everything delivered: nothing is sent twice"
     );
 }
+
+#[test]
+fn an_initial_snapshot_emits_every_existing_row_once_then_streams() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5000) g;",
+    );
+    let switchyard = Switchyard::start(&config(&dsn, &["public.t"], "initial"));
+    let got = wait_for(&switchyard, 5000);
+    let mut ids: Vec<u64> = got
+        .iter()
+        .filter(|p| p["op"] == "read")
+        .map(|p| p["after"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5000, "{:?}", &got[..3]);
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5000, "every row exactly once");
+    assert_eq!(got[0]["after"]["v"], "v1");
+    pg.sql("app", "UPDATE t SET v = 'new' WHERE id = 1;");
+    let got = wait_for(&switchyard, 5001);
+    assert_eq!(got.last().unwrap()["op"], "update");
+}

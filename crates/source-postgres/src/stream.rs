@@ -1037,13 +1037,15 @@ fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (Strin
         .map(|c| format!("{}::text", quote_ident(&c.name)))
         .collect::<Vec<_>>()
         .join(", ");
+    // Qualified: the select list's `col::text` outputs carry the column names, and an
+    // unqualified ORDER BY would sort by that text.
     let keys = info
         .key_columns
         .iter()
-        .map(|k| quote_ident(k))
+        .map(|k| format!("src.{}", quote_ident(k)))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut sql = format!("SELECT {columns} FROM {}", info.sql_name());
+    let mut sql = format!("SELECT {columns} FROM {} AS src", info.sql_name());
     let mut params = Vec::new();
     if let Some(after) = after {
         let casts = info
@@ -1131,7 +1133,7 @@ mod tests {
         assert_eq!(
             sql,
             "SELECT \"tenant\"::text, \"id\"::text, \"note\"::text FROM \"public\".\"orders\" \
-             ORDER BY \"tenant\", \"id\" LIMIT 1024"
+             AS src ORDER BY src.\"tenant\", src.\"id\" LIMIT 1024"
         );
         assert!(params.is_empty());
     }
@@ -1142,8 +1144,8 @@ mod tests {
         let (sql, params) = chunk_query(&table(), Some(&after), 10);
         assert!(
             sql.ends_with(
-                "WHERE (\"tenant\", \"id\") > ($1::text::text, $2::text::bigint) \
-                 ORDER BY \"tenant\", \"id\" LIMIT 10"
+                "WHERE (src.\"tenant\", src.\"id\") > ($1::text::text, $2::text::bigint) \
+                 ORDER BY src.\"tenant\", src.\"id\" LIMIT 10"
             ),
             "{sql}"
         );
