@@ -318,3 +318,96 @@ fn an_initial_snapshot_emits_every_existing_row_once_then_streams() {
     let got = wait_for(&switchyard, 5001);
     assert_eq!(got.last().unwrap()["op"], "update");
 }
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn status_resnapshot_and_slots_from_the_cli_and_a_dropped_slot_stops_with_the_fix() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g;",
+    );
+    let mut switchyard = Switchyard::start(&config(&dsn, &["public.t"], "initial"));
+    wait_for(&switchyard, 100);
+    let done = wait_until(Duration::from_secs(30), || {
+        text(&switchyard.cli(&["cdc", "status"])).contains("snapshot public.t: done (100 rows")
+    });
+    assert!(done, "{}", text(&switchyard.cli(&["cdc", "status"])));
+    let status = text(&switchyard.cli(&["cdc", "status"]));
+    assert!(status.contains("slot sy_test connected"), "{status}");
+
+    // Taking the snapshot again while streaming goes on.
+    let out = switchyard.cli(&["snapshot", "public.t"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = wait_for(&switchyard, 200);
+    assert_eq!(got.iter().filter(|p| p["op"] == "read").count(), 200);
+    let out = switchyard.cli(&["snapshot", "public.nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not captured"), "{}", text(&out));
+
+    // Slots: listed with what they hold; the source's own slot cannot be dropped while used.
+    let list = text(&switchyard.cli(&["slots", "list"]));
+    assert!(
+        list.contains("sy_test") && list.contains("(this source)"),
+        "{list}"
+    );
+    let out = switchyard.cli(&["slots", "drop", "sy_test"]);
+    assert!(
+        !out.status.success() && text(&out).contains("in use"),
+        "{}",
+        text(&out)
+    );
+
+    // Dropped while switchyard is stopped: the next start refuses, saying how to go on.
+    switchyard.terminate();
+    let out = switchyard.cli(&["slots", "drop", "sy_test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = switchyard.cli(&["run"]);
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("sy_test") && message.contains("recreate_slot = true"),
+        "{message}"
+    );
+}
+
+#[test]
+fn recreate_slot_creates_a_dropped_slot_again_with_a_new_snapshot() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g;",
+    );
+    let cfg = config(&dsn, &["public.t"], "initial").replace(
+        "snapshot = \"initial\"",
+        "snapshot = \"initial\"\nrecreate_slot = true",
+    );
+    let mut switchyard = Switchyard::start(&cfg);
+    wait_for(&switchyard, 50);
+    switchyard.terminate();
+    assert!(
+        switchyard
+            .cli(&["slots", "drop", "sy_test"])
+            .status
+            .success()
+    );
+    pg.sql("app", "UPDATE t SET v = 1;");
+    switchyard.restart();
+    // The changes made while the slot was gone are not in any slot: the new snapshot
+    // brings every row's current state.
+    let got = wait_for(&switchyard, 100);
+    let reads: Vec<&Value> = got.iter().filter(|p| p["op"] == "read").collect();
+    assert_eq!(reads.len(), 100);
+    assert!(reads[50..].iter().all(|p| p["after"]["v"] == 1));
+}

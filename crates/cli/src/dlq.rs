@@ -40,7 +40,8 @@ pub enum DlqCommand {
     },
 }
 
-struct Admin {
+/// A client of a running switchyard's admin API (server.listen, server.admin_token).
+pub(crate) struct Admin {
     base: String,
     token: String,
     client: reqwest::Client,
@@ -62,17 +63,7 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
     };
     let cfg = crate::load(config)?;
     let queue = queue.clone().unwrap_or(cfg.server.dead_letter.clone());
-    let Some(token) = cfg.server.admin_token.clone() else {
-        bail!(
-            "server.admin_token is not set in {}: the admin API is disabled",
-            config.display()
-        );
-    };
-    let admin = Admin {
-        base: format!("http://{}", cfg.server.listen),
-        token,
-        client: reqwest::Client::new(),
-    };
+    let admin = Admin::new(&cfg, config)?;
     match command {
         DlqCommand::List { limit, .. } => {
             let body = admin
@@ -127,7 +118,25 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 impl Admin {
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// The admin API of the switchyard that runs `cfg` (read from `path`).
+    pub(crate) fn new(
+        cfg: &switchyard_config::Config,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let Some(token) = cfg.server.admin_token.clone() else {
+            bail!(
+                "server.admin_token is not set in {}: the admin API is disabled",
+                path.display()
+            );
+        };
+        Ok(Admin {
+            base: format!("http://{}", cfg.server.listen),
+            token,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let resp = self
             .client
             .get(format!("{}{path}", self.base))
@@ -138,7 +147,7 @@ impl Admin {
         Self::answer(resp).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let resp = self
             .client
             .post(format!("{}{path}", self.base))

@@ -1,5 +1,6 @@
 //! `switchyard`: the command line.
 
+mod cdc;
 mod dlq;
 mod plugin;
 mod plugin_run;
@@ -46,6 +47,28 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Replication and snapshot status of the Postgres sources of a running switchyard.
+    Cdc {
+        #[command(subcommand)]
+        command: cdc::CdcCommand,
+    },
+    /// Take the snapshot of one table again while streaming goes on (a running
+    /// switchyard; uses server.admin_token). Follow it with `switchyard cdc status`.
+    Snapshot {
+        /// `schema.table` (a bare name means `public.NAME`).
+        table: String,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// The postgres_cdc source (default: the only one).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List or drop the replication slots of a Postgres source's database (connects to
+    /// the source's dsn; works while switchyard is stopped).
+    Slots {
+        #[command(subcommand)]
+        command: cdc::SlotsCommand,
+    },
     /// Write WebAssembly plugins: `plugin new NAME --world filter` creates one.
     Plugin {
         #[command(subcommand)]
@@ -60,6 +83,13 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Dlq { command } => dlq::run(command),
         Command::Plugin { command } => plugin::run(command),
+        Command::Cdc { command } => cdc::run_status(command),
+        Command::Snapshot {
+            table,
+            config,
+            source,
+        } => cdc::run_snapshot(&config, &table, source.as_deref()),
+        Command::Slots { command } => cdc::run_slots(command),
     };
     match result {
         Ok(code) => code,

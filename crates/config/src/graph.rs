@@ -36,6 +36,7 @@ pub(crate) fn check(cx: &mut Ctx<'_>, config: &Config, declared: &Declared) {
         }
         dead_letter_read_back(cx, config, name);
     }
+    one_reader_per_slot(cx, config);
     for (name, source) in &config.sources {
         if let SourceConfig::Queue(source) = source {
             queue_declared(
@@ -67,6 +68,53 @@ pub(crate) fn check(cx: &mut Ctx<'_>, config: &Config, declared: &Declared) {
         }
     }
     cycles(cx, config);
+}
+
+/// A replication slot has one position, so a Postgres source feeds one pipeline; and
+/// two sources on the same slot would steal each other's changes.
+fn one_reader_per_slot(cx: &mut Ctx<'_>, config: &Config) {
+    for (name, source) in &config.sources {
+        if !matches!(source, SourceConfig::PostgresCdc(_)) {
+            continue;
+        }
+        let readers: Vec<&String> = config
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.from.contains(name))
+            .map(|(n, _)| n)
+            .collect();
+        if readers.len() > 1 {
+            let last = readers[readers.len() - 1];
+            cx.issue(
+                &format!("pipelines.{last}.from"),
+                format!(
+                    "postgres_cdc source `{name}` is read by pipelines {}: a replication slot \
+                     feeds one pipeline; route its events from one pipeline (a router plugin \
+                     or several sinks in `to`), or declare a second source with its own `slot`",
+                    readers
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            );
+        }
+    }
+    let mut slots: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for (name, source) in &config.sources {
+        if let SourceConfig::PostgresCdc(c) = source
+            && let Some(other) = slots.insert((c.dsn.as_str(), c.slot.as_str()), name)
+        {
+            cx.issue(
+                &format!("sources.{name}.slot"),
+                format!(
+                    "sources `{other}` and `{name}` use the same replication slot `{}` of one \
+                     database: give each its own `slot`",
+                    c.slot
+                ),
+            );
+        }
+    }
 }
 
 struct Namespace<'d> {

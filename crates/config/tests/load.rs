@@ -1070,3 +1070,58 @@ fn kafka_topic_templates_name_only_known_placeholders() {
     );
     assert_mentions(at(&issues, "sinks.j.topic"), &["unclosed `{`"]);
 }
+
+#[test]
+fn a_postgres_source_feeds_one_pipeline_and_a_slot_one_source() {
+    let issues = problems(
+        r#"
+[sources.db]
+type = "postgres_cdc"
+dsn = "postgres://u@h/app"
+tables = ["public.orders"]
+[sources.db2]
+type = "postgres_cdc"
+dsn = "postgres://u@h/app"
+slot = "switchyard_db"
+tables = ["public.orders"]
+[pipelines.a]
+from = ["db"]
+to = ["out"]
+[pipelines.b]
+from = ["db", "db2"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#,
+    );
+    assert_mentions(
+        at(&issues, "pipelines.b.from"),
+        &["`db` is read by pipelines `a` and `b`", "its own `slot`"],
+    );
+    assert_mentions(
+        at(&issues, "sources.db2.slot"),
+        &["same replication slot `switchyard_db`"],
+    );
+    assert_eq!(issues.len(), 2, "{issues:#?}");
+}
+
+#[test]
+fn postgres_source_keys_have_defaults_and_types() {
+    let issues = problems(
+        r#"
+[sources.db]
+type = "postgres_cdc"
+dsn = "postgres://u@h/app"
+snapshot_chunk = 0
+recreate_slot = "yes"
+[pipelines.a]
+from = ["db"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#,
+    );
+    at(&issues, "sources.db.snapshot_chunk");
+    at(&issues, "sources.db.recreate_slot");
+    assert_eq!(issues.len(), 2, "{issues:#?}");
+}

@@ -1,0 +1,236 @@
+//! Postgres change data capture from the command line:
+//!
+//! * `switchyard cdc status` — replication and snapshot progress of a running switchyard;
+//! * `switchyard snapshot TABLE` — take one table's snapshot again, while streaming goes on;
+//! * `switchyard slots list|drop` — the database's replication slots and the WAL they hold.
+//!
+//! `status` and `snapshot` use the admin API of the running process; `slots` connects to
+//! the database of a source's `dsn` directly, so it works while switchyard is stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::json;
+use switchyard_config::{Config, PostgresCdcSourceConfig, SourceConfig};
+use switchyard_source_postgres::slots;
+
+use crate::dlq::Admin;
+
+#[derive(Subcommand)]
+pub enum CdcCommand {
+    /// Replication status of each Postgres source: connected, confirmed LSN, WAL the slot
+    /// holds back, and snapshot progress per table.
+    Status {
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// Only this source (default: every postgres_cdc source of the config).
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SlotsCommand {
+    /// Every replication slot of the database: active or not, confirmed position, WAL held.
+    List {
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// The source whose `dsn` to use (default: the only postgres_cdc source).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Drop a replication slot the server keeps WAL for. Refused while it is in use.
+    /// Dropping a source's own slot loses its position: the next start needs
+    /// `recreate_slot = true` and takes a new snapshot.
+    Drop {
+        /// The slot's name.
+        slot: String,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The postgres_cdc sources of `cfg`, or only `wanted`.
+fn cdc_sources<'a>(
+    cfg: &'a Config,
+    path: &Path,
+    wanted: Option<&str>,
+) -> anyhow::Result<Vec<(&'a String, &'a PostgresCdcSourceConfig)>> {
+    let all: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter_map(|(n, s)| match s {
+            SourceConfig::PostgresCdc(c) => Some((n, c)),
+            _ => None,
+        })
+        .collect();
+    if all.is_empty() {
+        bail!("{} has no source of type postgres_cdc", path.display());
+    }
+    match wanted {
+        None => Ok(all),
+        Some(w) => {
+            let found: Vec<_> = all.iter().copied().filter(|(n, _)| *n == w).collect();
+            if found.is_empty() {
+                bail!(
+                    "no postgres_cdc source `{w}` in {}; there are: {}",
+                    path.display(),
+                    all.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            Ok(found)
+        }
+    }
+}
+
+fn one_source<'a>(
+    cfg: &'a Config,
+    path: &Path,
+    wanted: Option<&str>,
+) -> anyhow::Result<(&'a String, &'a PostgresCdcSourceConfig)> {
+    let found = cdc_sources(cfg, path, wanted)?;
+    if found.len() > 1 {
+        bail!(
+            "{} has several postgres_cdc sources ({}): choose one with --source",
+            path.display(),
+            found
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(found[0])
+}
+
+pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
+    let CdcCommand::Status { config, source } = command;
+    let cfg = crate::load(&config)?;
+    let sources = cdc_sources(&cfg, &config, source.as_deref())?;
+    let admin = Admin::new(&cfg, &config)?;
+    runtime()?.block_on(async {
+        for (name, _) in sources {
+            let body = admin.get(&format!("/admin/sources/{name}/status")).await?;
+            let s = &body["status"];
+            println!(
+                "source {name}: slot {} {} — confirmed {}, slot holds {} of WAL, {} events{}",
+                s["slot"].as_str().unwrap_or("?"),
+                if s["connected"] == true {
+                    "connected"
+                } else {
+                    "NOT connected"
+                },
+                s["confirmed_lsn"].as_str().unwrap_or("?"),
+                human_bytes(s["slot_lag_bytes"].as_i64().unwrap_or(0)),
+                s["events"],
+                s["last_error"]
+                    .as_str()
+                    .map(|e| format!("\n  last error: {e}"))
+                    .unwrap_or_default()
+            );
+            if let Some(tables) = s["snapshot"].as_object() {
+                for (table, p) in tables {
+                    println!(
+                        "  snapshot {table}: {} ({} rows emitted, {} acknowledged)",
+                        p["state"].as_str().unwrap_or("?"),
+                        p["rows_emitted"],
+                        p["rows_acknowledged"]
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_snapshot(config: &Path, table: &str, source: Option<&str>) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load(config)?;
+    let (name, _) = one_source(&cfg, config, source)?;
+    let admin = Admin::new(&cfg, config)?;
+    runtime()?.block_on(async {
+        admin
+            .post(
+                &format!("/admin/sources/{name}/snapshot"),
+                json!({ "table": table }),
+            )
+            .await?;
+        println!(
+            "snapshot of {table} started on source {name}; follow it with `switchyard cdc status -c {}`",
+            config.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_slots(command: SlotsCommand) -> anyhow::Result<ExitCode> {
+    let (config, source) = match &command {
+        SlotsCommand::List { config, source } | SlotsCommand::Drop { config, source, .. } => {
+            (config, source)
+        }
+    };
+    let cfg = crate::load(config)?;
+    let (name, pg) = one_source(&cfg, config, source.as_deref())?;
+    runtime()?.block_on(async {
+        match &command {
+            SlotsCommand::List { .. } => {
+                let slots = slots::list(&pg.dsn).await?;
+                if slots.is_empty() {
+                    println!("the database of source {name} has no replication slots");
+                }
+                println!("{:<32} {:<8} {:<10} {:<14} {:>12}  wal", "slot", "active", "plugin", "confirmed", "retained");
+                for s in slots {
+                    let mark = if s.name == pg.slot { " (this source)" } else { "" };
+                    println!(
+                        "{:<32} {:<8} {:<10} {:<14} {:>12}  {}{mark}",
+                        s.name,
+                        if s.active { "yes" } else { "no" },
+                        s.plugin.as_deref().unwrap_or("-"),
+                        s.confirmed_flush_lsn.as_deref().unwrap_or("-"),
+                        s.retained_bytes.map_or("-".into(), human_bytes),
+                        s.wal_status.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
+            SlotsCommand::Drop { slot, .. } => {
+                slots::drop_slot(&pg.dsn, slot).await?;
+                println!("dropped replication slot {slot}");
+                if *slot == pg.slot {
+                    println!(
+                        "it was the slot of source {name}: its next start needs recreate_slot = true \
+                         and takes a new snapshot"
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn human_bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
