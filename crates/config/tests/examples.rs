@@ -40,6 +40,7 @@ fn every_example_config_validates() {
     }
     checked.sort();
     for expected in [
+        "postgres.toml",
         "quickstart.toml",
         "quickstart.yaml",
         "reference.toml",
