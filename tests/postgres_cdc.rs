@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_test_support::{PgCluster, Switchyard, tail};
-use switchyard_tests::{read_jsonl, wait_until};
+use switchyard_tests::{client, read_jsonl, runtime, wait_until};
 
 fn config(dsn: &str, tables: &[&str], snapshot: &str) -> String {
     let tables = tables
@@ -344,6 +344,25 @@ fn status_resnapshot_and_slots_from_the_cli_and_a_dropped_slot_stops_with_the_fi
     assert!(done, "{}", text(&switchyard.cli(&["cdc", "status"])));
     let status = text(&switchyard.cli(&["cdc", "status"]));
     assert!(status.contains("slot sy_test connected"), "{status}");
+    let metrics_show_the_slot = wait_until(Duration::from_secs(30), || {
+        let metrics = runtime().block_on(async {
+            match client()
+                .get(format!("{}/metrics", switchyard.url()))
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        });
+        metrics.contains("switchyard_replication_slot_lag_bytes{source=\"db\"}")
+            && metrics.contains("switchyard_replication_connected{source=\"db\"} 1")
+            && metrics.contains("switchyard_snapshot_rows{source=\"db\",table=\"public.t\"} 100")
+    });
+    assert!(
+        metrics_show_the_slot,
+        "slot and snapshot metrics on /metrics"
+    );
 
     // Taking the snapshot again while streaming goes on.
     let out = switchyard.cli(&["snapshot", "public.t"]);

@@ -998,9 +998,13 @@ impl Task {
             after: w.last_key,
             rows: cursor.rows_emitted,
         };
+        let every = u64::from(self.cfg.snapshot_chunk.max(1)) * 25;
         if w.last {
             info!(source = %self.source, table = %w.table, rows = cursor.rows_emitted,
                 "snapshot of the table emitted; completes when acknowledged");
+        } else if cursor.rows_emitted / every != (cursor.rows_emitted - emitted) / every {
+            info!(source = %self.source, table = %w.table, rows = cursor.rows_emitted,
+                after = ?cursor.after, "snapshot in progress");
         }
         self.push_action(Action::Progress {
             table: w.table,
