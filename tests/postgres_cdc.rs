@@ -430,3 +430,48 @@ fn recreate_slot_creates_a_dropped_slot_again_with_a_new_snapshot() {
     assert_eq!(reads.len(), 100);
     assert!(reads[50..].iter().all(|p| p["after"]["v"] == 1));
 }
+
+#[test]
+fn a_slot_dropped_while_running_stops_the_source_and_readyz_says_why() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql("app", "CREATE TABLE t (id int PRIMARY KEY);");
+    let switchyard = Switchyard::start(&config(&dsn, &["public.t"], "never"));
+    pg.sql("app", "INSERT INTO t VALUES (1);");
+    wait_for(&switchyard, 1);
+    // Someone ends the replication session and drops the slot before it reconnects.
+    pg.sql(
+        "app",
+        r#"
+        DO $$
+        BEGIN
+          FOR i IN 1..500 LOOP
+            PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots
+              WHERE slot_name = 'sy_test' AND active_pid IS NOT NULL;
+            BEGIN
+              PERFORM pg_drop_replication_slot('sy_test');
+              RETURN;
+            EXCEPTION WHEN object_in_use THEN
+              PERFORM pg_sleep(0.01);
+            END;
+          END LOOP;
+          RAISE 'could not drop the slot';
+        END $$;
+        "#,
+    );
+    let not_ready = wait_until(Duration::from_secs(30), || {
+        switchyard_test_support::http_status(switchyard.addr(), "/readyz") == Some(503)
+    });
+    assert!(not_ready, "{}", tail(&switchyard.logs(), 30));
+    let logs = switchyard.logs();
+    assert!(
+        logs.contains("sy_test") && logs.contains("recreate_slot = true"),
+        "the log says what happened and how to go on:\n{}",
+        tail(&logs, 30)
+    );
+    assert_eq!(
+        switchyard_test_support::http_status(switchyard.addr(), "/healthz"),
+        Some(200),
+        "the process keeps running"
+    );
+}

@@ -165,17 +165,35 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         .filter(|q| q.is_poisoned())
         .map(|q| q.name.clone())
         .collect();
-    if broken.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        error(
+    if !broken.is_empty() {
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
                 "queues refuse writes after an fsync failure: {}; restart switchyard",
                 broken.join(", ")
             ),
-        )
+        );
     }
+    let stopped: Vec<String> = shared
+        .cdc
+        .iter()
+        .filter_map(|(name, c)| {
+            let view = c.status.view();
+            view.stopped.then(|| {
+                format!(
+                    "{name}: {}",
+                    view.last_error.unwrap_or_else(|| "stopped".into())
+                )
+            })
+        })
+        .collect();
+    if !stopped.is_empty() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("postgres sources stopped: {}", stopped.join("; ")),
+        );
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

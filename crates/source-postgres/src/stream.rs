@@ -59,6 +59,8 @@ pub struct StatusView {
     pub slot_lag_bytes: i64,
     pub events: u64,
     pub last_error: Option<String>,
+    /// Stopped for good (a problem the user must fix); the slot stays where it was.
+    pub stopped: bool,
     pub reconnects: u64,
     /// Snapshot progress by table.
     pub snapshot: BTreeMap<String, SnapshotStatus>,
@@ -384,6 +386,7 @@ impl Task {
         error!(source = %self.source, error = %e, "postgres source stopped");
         self.status.update(|s| {
             s.connected = false;
+            s.stopped = true;
             s.last_error = Some(e.to_string());
         });
         let _ = self.tx.send(Err(e.to_string())).await;
