@@ -328,3 +328,48 @@ fn an_interrupted_snapshot_resumes_and_ends_with_the_newest_state_of_every_row()
         reads(&switchyard)
     );
 }
+
+#[test]
+fn a_stalled_replication_connection_resumes_without_losing_a_change() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    let tables = create_tables(&pg);
+    let switchyard = Switchyard::start(&config(&dsn, &tables, "never"));
+    let (transactions, expected) = workload(&mut Lcg(3), 50, 10);
+    let third = transactions.len() / 3;
+    pg.sql("app", &transactions[..third].concat());
+    assert!(wait_until(Duration::from_secs(30), || unique(&delivered(
+        &switchyard
+    )) > 0));
+    // Freeze the server side of the replication connection (its walsender), as a
+    // network stall would, while more changes are committed.
+    let walsender: i32 = pg
+        .sql(
+            "app",
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'sy_faults'",
+        )
+        .trim()
+        .parse()
+        .expect("the slot is active");
+    // SAFETY: kill(2) on a process id; no memory is involved.
+    assert_eq!(unsafe { libc::kill(walsender, libc::SIGSTOP) }, 0);
+    pg.sql("app", &transactions[third..2 * third].concat());
+    let stalled_at = unique(&delivered(&switchyard));
+    assert!(
+        !wait_until(Duration::from_secs(3), || unique(&delivered(&switchyard))
+            > stalled_at + 50),
+        "nothing flows while the connection is stalled"
+    );
+    assert_eq!(unsafe { libc::kill(walsender, libc::SIGCONT) }, 0);
+    pg.sql("app", &transactions[2 * third..].concat());
+    let complete = wait_until(Duration::from_secs(120), || {
+        unique(&delivered(&switchyard)) >= expected.len()
+    });
+    let report = check(&expected, &delivered(&switchyard));
+    println!("replication stall: {report}");
+    assert!(
+        complete && report.lost == 0 && report.reordered == 0,
+        "{report}\n{}",
+        tail(&switchyard.logs(), 40)
+    );
+}
