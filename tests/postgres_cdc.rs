@@ -475,3 +475,36 @@ fn a_slot_dropped_while_running_stops_the_source_and_readyz_says_why() {
         "the process keeps running"
     );
 }
+
+#[test]
+fn an_idle_slot_still_moves_so_other_tables_wal_is_not_held_forever() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY, pad text);",
+    );
+    let _switchyard = Switchyard::start(&config(&dsn, &["public.t"], "never"));
+    // Only a table switchyard does not capture changes.
+    pg.sql(
+        "app",
+        "INSERT INTO other SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;",
+    );
+    let written = pg.sql("app", "SELECT pg_current_wal_lsn()");
+    let moved = wait_until(Duration::from_secs(60), || {
+        pg.sql(
+            "app",
+            &format!(
+                "SELECT confirmed_flush_lsn >= '{written}' FROM pg_replication_slots WHERE slot_name = 'sy_test'"
+            ),
+        ) == "t"
+    });
+    assert!(
+        moved,
+        "the slot's position follows the server while none of its tables change: {}",
+        pg.sql(
+            "app",
+            "SELECT confirmed_flush_lsn, pg_current_wal_lsn() FROM pg_replication_slots"
+        )
+    );
+}

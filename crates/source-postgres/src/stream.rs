@@ -451,6 +451,9 @@ impl Task {
         });
         let mut txn: Option<Txn> = None;
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
+        // Actions recorded while nothing was outstanding (an idle keepalive) are due at
+        // once; no completion will come to trigger them.
+        let mut due_tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_lag_warning: Option<Instant> = None;
         loop {
             // A new snapshot chunk starts when no window is open and a table needs one.
@@ -471,6 +474,7 @@ impl Task {
                 }
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = lag_tick.tick() => self.measure_lag(&mut last_lag_warning).await,
+                _ = due_tick.tick() => self.apply_completions(Some(&client)).await,
                 event = client.recv() => {
                     let event = match event {
                         Ok(Some(e)) => e,

@@ -144,7 +144,7 @@ impl PgCluster {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c wal_level=logical \
              -c max_replication_slots=40 -c max_wal_senders=40 -c fsync=off \
-             -c full_page_writes=off -c wal_sender_timeout=60s",
+             -c full_page_writes=off -c wal_sender_timeout=10s",
             self.port,
             self.dir.path().display()
         );
