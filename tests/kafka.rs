@@ -544,3 +544,53 @@ fn kafka_create_topics_makes_a_templated_topic_before_the_first_event() {
         "the topic existed before the first attempt"
     );
 }
+
+#[test]
+fn kafka_source_commits_its_offsets_on_sigterm_so_a_restart_redelivers_nothing() {
+    let broker = Tansu::shared();
+    let topic = unique_name("graceful");
+    let group = unique_name("group");
+    broker.create_topic(&topic, 2);
+    let record = |i: u64| {
+        let key = format!("k{}", i % 5);
+        (
+            Some(key.clone().into_bytes()),
+            format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 5).into_bytes(),
+            vec![],
+        )
+    };
+    let first: Vec<_> = (0..500).map(record).collect();
+    produce(&broker.brokers(), &topic, &first, Duration::from_secs(30));
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let mut switchyard = Switchyard::start(&kafka_to_webhook(
+        &broker.brokers(),
+        &topic,
+        &group,
+        &receiver.url(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 500),
+        "{} of 500 delivered\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    let status = switchyard.terminate();
+    assert!(status.success(), "{status}");
+    let second: Vec<_> = (500..600).map(record).collect();
+    produce(&broker.brokers(), &topic, &second, Duration::from_secs(30));
+    switchyard.restart();
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 600),
+        "{} of 600 delivered\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    let delivered = deliveries(&receiver);
+    let report = check(&delivered, &delivered);
+    println!("kafka_source_sigterm: {report}");
+    assert_eq!(
+        report.duplicated, 0,
+        "a graceful stop commits everything delivered: {report}"
+    );
+    assert_eq!(report.delivered, 600);
+}

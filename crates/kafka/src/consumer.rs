@@ -2,9 +2,9 @@
 //!
 //! A thread of its own polls the consumer without pause (so the group never drops it
 //! for being slow: `max.poll.interval.ms`) and forwards messages through a bounded
-//! channel. When the channel is full it pauses its partitions and keeps polling;
-//! librdkafka then resumes each partition at the message after the last one handed
-//! over. Offsets are committed only as far as [`KafkaConsumer::commit`]'s low watermark
+//! channel. When the channel is full it holds what it polled (up to
+//! `HOLD_BEFORE_PAUSE` messages), then pauses its partitions and keeps polling;
+//! librdkafka then resumes each partition at the message after the last one polled. Offsets are committed only as far as [`KafkaConsumer::commit`]'s low watermark
 //! allows (see [`OffsetTracker`]), asynchronously while running, synchronously when
 //! partitions are revoked and at the end.
 
@@ -31,6 +31,13 @@ use crate::{KafkaError, headers};
 
 /// Messages buffered between the polling thread and the reader.
 const CHANNEL: usize = 1024;
+/// What the polling thread holds when the channel is full before it pauses its
+/// partitions (messages, payload bytes: whichever comes first). Pausing drops
+/// librdkafka's prefetched messages and resuming fetches them again, so the thread
+/// pauses only with this much work in hand, and resumes when half of it has gone: the
+/// refetch overlaps with the pipeline working off the rest.
+const HOLD_BEFORE_PAUSE: usize = 65_536;
+const HOLD_BYTES_BEFORE_PAUSE: usize = 16 << 20;
 /// How often commits that failed or were not confirmed are sent again.
 const RECOMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long dropping a consumer waits for its final commit and group leave.
@@ -344,39 +351,47 @@ struct Poller {
 impl Poller {
     fn run(self) {
         let mut held: VecDeque<Fetched> = VecDeque::new();
+        let mut held_bytes = 0usize;
         let mut paused = false;
         let mut last_recommit = Instant::now();
         let mut last_warn: Option<(String, Instant)> = None;
         while !self.stop.load(Ordering::SeqCst) {
             while let Some(f) = held.pop_front() {
+                let bytes = f.event.payload.len();
                 match self.tx.try_send(f) {
-                    Ok(()) => {}
+                    Ok(()) => held_bytes -= bytes,
                     Err(mpsc::error::TrySendError::Full(f)) => {
                         held.push_front(f);
                         break;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         held.clear();
+                        held_bytes = 0;
                         break;
                     }
                 }
             }
             let newly_assigned = self.shared.assigned.swap(false, Ordering::SeqCst);
-            if held.is_empty() && paused {
+            let full = held.len() >= HOLD_BEFORE_PAUSE || held_bytes >= HOLD_BYTES_BEFORE_PAUSE;
+            let half =
+                held.len() <= HOLD_BEFORE_PAUSE / 2 && held_bytes <= HOLD_BYTES_BEFORE_PAUSE / 2;
+            if paused && half {
                 self.set_paused(false);
                 paused = false;
-            } else if !held.is_empty() && (!paused || newly_assigned) {
+            } else if full && (!paused || newly_assigned) {
                 self.set_paused(true);
                 paused = true;
             }
-            let timeout = if paused {
-                Duration::from_millis(20)
-            } else {
+            // While holding messages, come back soon to hand them over.
+            let timeout = if held.is_empty() {
                 Duration::from_millis(100)
+            } else {
+                Duration::from_millis(5)
             };
             match self.consumer.poll(timeout) {
                 Some(Ok(m)) => {
                     if let Some(f) = self.fetched(&m) {
+                        held_bytes += f.event.payload.len();
                         held.push_back(f);
                     }
                 }
