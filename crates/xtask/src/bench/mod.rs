@@ -6,6 +6,7 @@
 //! ([`build`]) and reporting ([`report`]).
 
 mod build;
+mod cdc;
 mod ingest;
 mod kafka;
 mod load;
@@ -78,6 +79,28 @@ enum Bench {
     /// It never fails on a ratio; it prints PASS or BELOW.
     #[command(verbatim_doc_comment)]
     Kafka(kafka::KafkaArgs),
+    /// Postgres CDC: switchyard's postgres_cdc source vs pg_recvlogical, same WAL.
+    ///
+    /// Starts a throwaway cluster (wal_level=logical, fsync=off), creates a table, a
+    /// publication and, per round, two pgoutput slots, then loads --rows rows (~100 bytes)
+    /// in --txn-rows-row transactions. Measured, back to back on the same WAL:
+    ///
+    ///   pg_recvlogical  --start --endpos=<WAL LSN after the load> -f /dev/null,
+    ///                   proto_version=1, the publication; rows / wall time to exit
+    ///   switchyard      `switchyard run`, postgres_cdc source (snapshot = "never") on the
+    ///                   other slot -> one pipeline -> stdout sink into /dev/null (or
+    ///                   --sink file); rows / wall time from start until the sink's
+    ///                   delivered counter counts every row (and the schema event)
+    ///
+    /// Prints rows/s, CPU-seconds and peak RSS of both processes and of the walsender
+    /// serving each, the ratio switchyard/pg_recvlogical (target ≥ 0.9) and switchyard's
+    /// peak RSS (target ≤ 150 MiB). Then the latency: a caught-up switchyard with a file
+    /// sink while a writer inserts --latency-rate rows/s (--latency-txn-rows-row
+    /// transactions on a fixed tick) for --latency-seconds; p50/p99 of the time each row's
+    /// line appears in the sink file minus its commit time (commit_ts). It never fails on
+    /// a figure; it prints PASS or BELOW.
+    #[command(verbatim_doc_comment)]
+    Cdc(cdc::CdcArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -86,6 +109,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest::run(a),
         Bench::Plugin(a) => plugin::run(a),
         Bench::Kafka(a) => kafka::run(a),
+        Bench::Cdc(a) => cdc::run(a),
     }
 }
 
