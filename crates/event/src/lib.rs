@@ -142,7 +142,63 @@ impl Event {
 
     /// The wire form as one line of JSON (no trailing newline).
     pub fn to_wire_line(&self) -> String {
-        self.to_wire_json().to_string()
+        let mut out = Vec::with_capacity(160 + self.payload.len());
+        self.write_wire_line(&mut out);
+        // Serialised JSON is UTF-8.
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Appends [`Event::to_wire_line`] to `out`, without building a JSON tree: a JSON
+    /// payload is checked and copied as it is (sinks write millions of these).
+    pub fn write_wire_line(&self, out: &mut Vec<u8>) {
+        let raw = if is_json_content_type(&self.content_type) {
+            serde_json::from_slice::<&serde_json::value::RawValue>(&self.payload)
+                .ok()
+                // A payload spread over lines would break the one-line form: let the
+                // tree path write it compactly.
+                .filter(|r| !r.get().contains(['\n', '\r']))
+        } else {
+            None
+        };
+        let unique_headers = self
+            .headers
+            .iter()
+            .enumerate()
+            .all(|(i, (n, _))| self.headers[..i].iter().all(|(m, _)| m != n));
+        let json_payload_without_raw = raw.is_none()
+            && is_json_content_type(&self.content_type)
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&self.payload).is_ok();
+        if !unique_headers || json_payload_without_raw {
+            serde_json::to_writer(&mut *out, &self.to_wire_json()).expect("writing to memory");
+            return;
+        }
+        let (key, key_encoding) = match &self.key {
+            None => (None, None),
+            Some(k) => match std::str::from_utf8(k) {
+                Ok(s) => (Some(std::borrow::Cow::Borrowed(s)), None),
+                Err(_) => (Some(std::borrow::Cow::Owned(B64.encode(k))), Some("base64")),
+            },
+        };
+        let (payload, payload_encoding) = match raw {
+            Some(r) => (WirePayload::Raw(r), None),
+            None => (
+                WirePayload::Base64(B64.encode(&self.payload)),
+                Some("base64"),
+            ),
+        };
+        let wire = Wire {
+            id: &self.id,
+            source: &self.source,
+            kind: &self.kind,
+            key_encoding,
+            key,
+            timestamp_ms: self.timestamp_ms,
+            content_type: &self.content_type,
+            headers: WireHeaders(&self.headers),
+            payload,
+            payload_encoding,
+        };
+        serde_json::to_writer(&mut *out, &wire).expect("writing to memory");
     }
 
     /// Parses the wire form back into an event (used by the CLI and tests).
@@ -229,6 +285,43 @@ pub fn is_json_content_type(content_type: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_wire_line_is_the_wire_json_on_one_line() {
+        let mut cases = Vec::new();
+        let mut e = sample();
+        e.content_type = "application/json".into();
+        e.payload = br#"{"a":1,"b":[true,null,"x\ny"]}"#.to_vec();
+        cases.push(e.clone());
+        let mut binary = e.clone();
+        binary.content_type = "application/octet-stream".into();
+        binary.key = Some(vec![0xff, 0x00]);
+        cases.push(binary);
+        let mut not_json = e.clone();
+        not_json.payload = b"{not json".to_vec();
+        cases.push(not_json);
+        let mut twice = e.clone();
+        twice.headers = vec![("h".into(), "1".into()), ("h".into(), "2".into())];
+        cases.push(twice);
+        for case in &cases {
+            let line = case.to_wire_line();
+            let reparsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(reparsed, case.to_wire_json(), "{line}");
+            assert_eq!(
+                line,
+                case.to_wire_json().to_string(),
+                "compact payloads are copied as they are"
+            );
+        }
+        let mut pretty = e.clone();
+        pretty.payload = b"{\n  \"a\": 1\n}".to_vec();
+        let line = pretty.to_wire_line();
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()["payload"]["a"],
+            1
+        );
+    }
+
     fn sample() -> Event {
         Event {
             id: "01JD-id".into(),
@@ -289,4 +382,42 @@ mod tests {
         assert!(is_json_content_type("application/cloudevents+json"));
         assert!(!is_json_content_type("text/plain"));
     }
+}
+
+/// The wire form, borrowed from an event, in the field order of [`Event::to_wire_json`].
+#[derive(Serialize)]
+struct Wire<'a> {
+    id: &'a str,
+    source: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_encoding: Option<&'static str>,
+    key: Option<std::borrow::Cow<'a, str>>,
+    timestamp_ms: u64,
+    content_type: &'a str,
+    headers: WireHeaders<'a>,
+    payload: WirePayload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_encoding: Option<&'static str>,
+}
+
+/// Headers as a JSON object (names are unique here).
+struct WireHeaders<'a>(&'a [(String, String)]);
+
+impl Serialize for WireHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WirePayload<'a> {
+    Raw(&'a serde_json::value::RawValue),
+    Base64(String),
 }

@@ -52,7 +52,7 @@ impl StdoutSink {
 pub(crate) fn wire_lines(batch: &[Arc<Event>]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(batch.len() * 256);
     for event in batch {
-        buf.extend_from_slice(event.to_wire_line().as_bytes());
+        event.write_wire_line(&mut buf);
         buf.push(b'\n');
     }
     buf

@@ -598,7 +598,7 @@ impl Task {
                         key_columns.as_deref(),
                         t.commit_lsn,
                     );
-                    let event = self.event_of(t, "schema", None, &record, &rel);
+                    let event = self.event_of(t, "schema", None, &record);
                     self.emit(event).await?;
                 }
             }
@@ -616,15 +616,6 @@ impl Task {
                 if t.skip {
                     return Ok(());
                 }
-                let Some(rel) = self.known_schemas.get(&relation).cloned() else {
-                    return Err(SessionEnd::Error(CdcError::Transient(format!(
-                        "a change of relation {relation} came before its description"
-                    ))));
-                };
-                let key_columns = self
-                    .tables
-                    .get(&rel.qualified_name())
-                    .map(|t| t.key_columns.clone());
                 let tx = change::Transaction {
                     commit_lsn: t.commit_lsn,
                     xid: t.xid,
@@ -640,17 +631,24 @@ impl Task {
                     _ => unreachable!("matched above"),
                 };
                 let kind = row.op();
-                let record =
-                    change::change_record(&rel, &self.types, key_columns.as_deref(), &tx, row)
-                        .map_err(|e| SessionEnd::Error(CdcError::Transient(e.to_string())))?;
-                let key = record.get("key").cloned().unwrap_or(Value::Null);
+                // Borrowed, not cloned: this runs for every row.
+                let Some(rel) = self.known_schemas.get(&relation) else {
+                    return Err(SessionEnd::Error(CdcError::Transient(format!(
+                        "a change of relation {relation} came before its description"
+                    ))));
+                };
+                let table = rel.qualified_name();
+                let key_columns = self.tables.get(&table).map(|t| t.key_columns.as_slice());
+                let record = change::change_record(rel, &self.types, key_columns, &tx, row)
+                    .map_err(|e| SessionEnd::Error(CdcError::Transient(e.to_string())))?;
+                let key = record.get("key").unwrap_or(&Value::Null);
                 if let Some(w) = self.window.as_mut()
                     && w.open
-                    && w.table == rel.qualified_name()
+                    && w.table == table
                 {
                     w.removed.insert(key.to_string());
                 }
-                let event = self.event_of(t, kind, Some(&key), &record, &rel);
+                let event = self.event_of(t, kind, Some(key), &record);
                 self.emit(event).await?;
             }
             Message::Truncate {
@@ -671,7 +669,7 @@ impl Task {
                         commit_ts_us: t.commit_ts_us,
                     };
                     let record = change::truncate_record(&rel, &tx, cascade, restart_identity);
-                    let event = self.event_of(t, "truncate", None, &record, &rel);
+                    let event = self.event_of(t, "truncate", None, &record);
                     self.emit(event).await?;
                 }
             }
@@ -680,14 +678,7 @@ impl Task {
         Ok(())
     }
 
-    fn event_of(
-        &self,
-        t: &mut Txn,
-        kind: &str,
-        key: Option<&Value>,
-        record: &Value,
-        _rel: &Relation,
-    ) -> Event {
+    fn event_of(&self, t: &mut Txn, kind: &str, key: Option<&Value>, record: &Value) -> Event {
         let seq = t.seq;
         t.seq += 1;
         change::event(
