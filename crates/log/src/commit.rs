@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -170,7 +169,6 @@ fn run(
     partitions: &[Arc<PartitionLog>],
     on_durable: &(dyn Fn(u32, u64) + Send + Sync),
 ) {
-    let syncer = Syncer::start(partitions);
     loop {
         let batch = {
             let mut st = lock(&shared.state);
@@ -187,7 +185,7 @@ fn run(
             shared.not_full.notify_all();
             batch
         };
-        commit_batch(batch, partitions, &syncer, on_durable);
+        commit_batch(batch, partitions, on_durable);
     }
 }
 
@@ -200,7 +198,6 @@ fn call(done: Done, result: Result<Vec<Range<u64>>, LogError>) {
 fn commit_batch(
     batch: VecDeque<Submission>,
     partitions: &[Arc<PartitionLog>],
-    syncer: &Syncer,
     on_durable: &(dyn Fn(u32, u64) + Send + Sync),
 ) {
     let mut touched = vec![false; partitions.len()];
@@ -258,7 +255,7 @@ fn commit_batch(
     let mut synced: Vec<Option<Result<u64, LogError>>> =
         (0..partitions.len()).map(|_| None).collect();
     let to_sync: Vec<usize> = (0..partitions.len()).filter(|&p| touched[p]).collect();
-    for (p, result) in syncer.sync_all(partitions, &to_sync) {
+    for (p, result) in sync_all(partitions, &to_sync) {
         let p = p as u32;
         if let Ok(end) = result
             && catch_unwind(AssertUnwindSafe(|| on_durable(p, end))).is_err()
@@ -280,110 +277,37 @@ fn commit_batch(
     }
 }
 
-type SyncOutcome = std::thread::Result<Result<u64, LogError>>;
-
-/// One long-lived helper thread per partition beyond the first, so a batch touching N
-/// partitions fsyncs them at the same time without starting N-1 threads per batch (thread
-/// creation, stack mmap/munmap and the join were a visible share of the commit thread's CPU).
-/// The helpers exit when the commit thread drops the `Syncer`.
-struct Syncer {
-    /// Index = partition number; `None` for partition 0 (and for a 1-partition queue).
-    requests: Vec<Option<mpsc::Sender<()>>>,
-    results: mpsc::Receiver<(usize, SyncOutcome)>,
-    helpers: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Syncer {
-    /// Stops the helpers and waits for them, so no partition outlives the committer.
-    fn drop(&mut self) {
-        self.requests.clear();
-        for h in self.helpers.drain(..) {
-            let _ = h.join();
-        }
+/// fdatasyncs the partitions `to_sync` at the same time, one thread each beyond the first:
+/// the file system commits concurrent syncs together (one journal commit on ext4/xfs), so a
+/// batch touching N partitions waits about one sync instead of N in a row. Results come back
+/// in the order of `to_sync`.
+fn sync_all(
+    partitions: &[Arc<PartitionLog>],
+    to_sync: &[usize],
+) -> Vec<(usize, Result<u64, LogError>)> {
+    let Some((&first, rest)) = to_sync.split_first() else {
+        return Vec::new();
+    };
+    if rest.is_empty() {
+        return vec![(first, partitions[first].sync())];
     }
-}
-
-impl Syncer {
-    fn start(partitions: &[Arc<PartitionLog>]) -> Self {
-        let (result_tx, results) = mpsc::channel();
-        let mut helpers = Vec::new();
-        let requests = partitions
+    std::thread::scope(|s| {
+        let others: Vec<_> = rest
             .iter()
-            .enumerate()
-            .map(|(p, log)| {
-                if p == 0 {
-                    return None;
-                }
-                let (tx, rx) = mpsc::channel::<()>();
-                let log = Arc::clone(log);
-                let result_tx = result_tx.clone();
-                let name = format!("log-sync-p{p}");
-                let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                    while rx.recv().is_ok() {
-                        let outcome = catch_unwind(AssertUnwindSafe(|| log.sync()));
-                        if result_tx.send((p, outcome)).is_err() {
-                            return;
-                        }
-                    }
-                });
-                // Without a helper this partition is synced on the commit thread.
-                let handle = spawned.ok()?;
-                helpers.push(handle);
-                Some(tx)
+            .map(|&p| {
+                let log = &partitions[p];
+                (p, s.spawn(move || log.sync()))
             })
             .collect();
-        Syncer {
-            requests,
-            results,
-            helpers,
-        }
-    }
-
-    /// fdatasyncs the partitions `to_sync` at the same time: the file system commits
-    /// concurrent syncs together (one journal commit on ext4/xfs), so a batch touching N
-    /// partitions waits about one sync instead of N in a row. Results come back in the order
-    /// of `to_sync`. A panic in a sync unwinds the commit thread, as a sequential sync would.
-    fn sync_all(
-        &self,
-        partitions: &[Arc<PartitionLog>],
-        to_sync: &[usize],
-    ) -> Vec<(usize, Result<u64, LogError>)> {
-        let mut out: Vec<(usize, Option<Result<u64, LogError>>)> =
-            to_sync.iter().map(|&p| (p, None)).collect();
-        let mut inline = Vec::new();
-        let mut waiting = 0;
-        for (i, &p) in to_sync.iter().enumerate() {
-            let handed = waiting < to_sync.len() - 1
-                && self
-                    .requests
-                    .get(p)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|tx| tx.send(()).is_ok());
-            if handed {
-                waiting += 1;
-            } else {
-                inline.push(i);
-            }
-        }
-        for i in inline {
-            let p = out[i].0;
-            out[i].1 = Some(partitions[p].sync());
-        }
-        for _ in 0..waiting {
-            let Ok((p, outcome)) = self.results.recv() else {
-                unreachable!("sync helpers hold a result sender while they have a request");
-            };
-            match outcome {
-                Ok(result) => {
-                    if let Some(slot) = out.iter_mut().find(|(q, r)| *q == p && r.is_none()) {
-                        slot.1 = Some(result);
-                    }
-                }
+        let mut out = Vec::with_capacity(to_sync.len());
+        out.push((first, partitions[first].sync()));
+        for (p, handle) in others {
+            match handle.join() {
+                Ok(result) => out.push((p, result)),
+                // Same as a panic in a sequential sync: it unwinds the commit thread.
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        out.into_iter()
-            .map(|(p, r)| (p, r.expect("every partition to sync has a result")))
-            .collect()
-    }
+        out
+    })
 }
