@@ -208,9 +208,7 @@ struct Window {
 }
 
 struct Txn {
-    commit_lsn: u64,
-    xid: u32,
-    commit_ts_us: i64,
+    tx: change::Transaction,
     seq: u32,
     /// Already emitted by an earlier session of this process: skip it.
     skip: bool,
@@ -506,9 +504,11 @@ impl Task {
                 commit_time_micros,
             } => {
                 *txn = Some(Txn {
-                    commit_lsn: final_lsn.0,
-                    xid,
-                    commit_ts_us: commit_time_micros,
+                    tx: change::Transaction {
+                        commit_lsn: final_lsn.0,
+                        xid,
+                        commit_ts_us: commit_time_micros,
+                    },
                     seq: 0,
                     skip: final_lsn.0 < self.emitted_upto,
                 });
@@ -596,7 +596,7 @@ impl Task {
                         &rel,
                         &self.types,
                         key_columns.as_deref(),
-                        t.commit_lsn,
+                        t.tx.commit_lsn,
                     );
                     let event = self.event_of(t, "schema", None, &record);
                     self.emit(event).await?;
@@ -616,11 +616,7 @@ impl Task {
                 if t.skip {
                     return Ok(());
                 }
-                let tx = change::Transaction {
-                    commit_lsn: t.commit_lsn,
-                    xid: t.xid,
-                    commit_ts_us: t.commit_ts_us,
-                };
+                let tx = t.tx;
                 let row = match &message {
                     Message::Insert { new, .. } => change::RowChange::Insert { new },
                     Message::Update { old, new, .. } => change::RowChange::Update {
@@ -663,11 +659,7 @@ impl Task {
                     let Some(rel) = self.known_schemas.get(&oid).cloned() else {
                         continue;
                     };
-                    let tx = change::Transaction {
-                        commit_lsn: t.commit_lsn,
-                        xid: t.xid,
-                        commit_ts_us: t.commit_ts_us,
-                    };
+                    let tx = t.tx;
                     let record = change::truncate_record(&rel, &tx, cascade, restart_identity);
                     let event = self.event_of(t, "truncate", None, &record);
                     self.emit(event).await?;
@@ -683,12 +675,12 @@ impl Task {
         t.seq += 1;
         change::event(
             &self.source,
-            t.commit_lsn,
+            t.tx.commit_lsn,
             seq,
             kind,
             key,
             record,
-            t.commit_ts_us,
+            t.tx.commit_ts_us,
         )
     }
 
