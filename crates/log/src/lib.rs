@@ -5,7 +5,9 @@
 //! * [`Queue`]: N partitions plus a metadata file pinning the partition count.
 //! * [`GroupCommitter`]: one thread per queue that appends pending submissions and fsyncs each
 //!   touched partition once before acknowledging them.
-//! * [`OffsetStore`]: durable consumer-group offsets.
+//! * [`OffsetStore`]: durable consumer-group offsets (pub/sub groups).
+//! * [`WorkGroup`]: a work-queue consumer group: leases, ack/nack, redelivery, priority,
+//!   FIFO per key, dead-lettering after `max_deliveries`, state journaled in its own log.
 //! * [`Storage`]: the file-system seam; [`FsStorage`] for real files, [`SimStorage`] to inject
 //!   power loss, full disks and failing fsyncs in tests.
 //!
@@ -18,6 +20,7 @@ mod offsets;
 mod partition;
 mod queue;
 mod storage;
+mod workq;
 
 pub use commit::{Done, GroupCommitter, Parts, SubmitError};
 pub use error::LogError;
@@ -26,6 +29,9 @@ pub use offsets::OffsetStore;
 pub use partition::{LogOptions, PartitionLog, Record};
 pub use queue::Queue;
 pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
+pub use workq::{
+    Classify, Exhausted, GroupStats, Leased, MessageMeta, Receipt, WorkGroup, WorkOptions,
+};
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
