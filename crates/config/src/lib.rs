@@ -106,6 +106,8 @@ pub struct QueueConfig {
     pub dead_letter: Option<String>,
     /// `Idempotency-Key` deduplication window. Default 5 minutes.
     pub dedup_window: Duration,
+    /// Messages per partition a work group loads and orders by priority. Default 10000.
+    pub lookahead: u32,
 }
 
 impl Default for QueueConfig {
@@ -118,6 +120,7 @@ impl Default for QueueConfig {
             max_deliveries: 20,
             dead_letter: None,
             dedup_window: Duration::from_secs(300),
+            lookahead: 10_000,
         }
     }
 }

@@ -579,6 +579,17 @@ impl WorkGroup {
             .collect()
     }
 
+    /// Gives messages returned by [`WorkGroup::take_exhausted`] back for a later call, when
+    /// they could not be stored in the dead-letter queue.
+    pub fn requeue_exhausted(&self, exhausted: &[Exhausted]) {
+        let mut inner = lock(&self.inner);
+        inner.dying.extend(
+            exhausted
+                .iter()
+                .map(|x| (x.partition, x.offset, x.reason.clone())),
+        );
+    }
+
     /// Finishes messages returned by [`WorkGroup::take_exhausted`] once they are durable in
     /// the dead-letter queue. Durable on return.
     pub fn dead_lettered(&self, done: &[(u32, u64)], now_ms: u64) -> Result<(), LogError> {

@@ -23,6 +23,9 @@ pub mod dlq_headers {
     pub const ATTEMPTS: &str = "x-switchyard-dead-letter-attempts";
     pub const AT_MS: &str = "x-switchyard-dead-letter-at-ms";
     pub const PLUGIN: &str = "x-switchyard-dead-letter-plugin";
+    /// The queue a work-group message came from (replay appends it back there).
+    pub const QUEUE: &str = "x-switchyard-dead-letter-queue";
+    pub const GROUP: &str = "x-switchyard-dead-letter-group";
 }
 
 /// Why an event is dead-lettered.
@@ -390,6 +393,8 @@ mod tests {
                 partitions: 1,
                 max_bytes: u64::MAX,
                 retention: None,
+                work: switchyard_log::WorkOptions::default(),
+                dedup_window: Duration::ZERO,
             },
         )
         .unwrap();

@@ -14,6 +14,7 @@ pub mod kafka_feed;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
+mod queue_api;
 pub mod queues;
 mod server;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::{Config, QueueConfig, SinkConfig, SourceConfig};
-use switchyard_log::{FsStorage, Storage};
+use switchyard_log::{FsStorage, Storage, WorkOptions};
 use switchyard_sinks::Sink;
 use switchyard_sinks::file::FileSink;
 use switchyard_sinks::stdout::StdoutSink;
@@ -253,6 +254,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     info!(%addr, data_dir = %data_dir.display(), "switchyard is listening");
     let http_sources = server::http_sources(&shared);
     server::restore_idempotency(&shared, &http_sources).await;
+    server::restore_queue_idempotency(&shared).await;
+    let dead_letters = tokio::spawn(queue_api::dead_letter_loop(shared.clone()));
     let app = server::router(shared.clone(), http_sources);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -273,6 +276,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     while readers.join_next().await.is_some() {}
     housekeeping.abort();
+    dead_letters.abort();
     for q in shared.queues.values().chain(shared.intakes.values()) {
         q.shutdown();
     }
@@ -308,6 +312,13 @@ fn limits(q: &QueueConfig) -> QueueLimits {
         partitions: q.partitions.max(1),
         max_bytes: q.max_bytes.0,
         retention: Some(q.retention),
+        work: WorkOptions {
+            ack_timeout_ms: u64::try_from(q.ack_timeout.as_millis()).unwrap_or(u64::MAX),
+            max_deliveries: q.max_deliveries.max(1),
+            lookahead: q.lookahead.max(1) as usize,
+            ..WorkOptions::default()
+        },
+        dedup_window: q.dedup_window,
     }
 }
 
@@ -322,6 +333,7 @@ fn open_queues(
         .pipelines
         .values()
         .filter_map(|p| p.dead_letter.clone())
+        .chain(config.queues.values().filter_map(|q| q.dead_letter.clone()))
         .chain(std::iter::once(config.server.dead_letter.clone()));
     for name in dlqs {
         wanted.entry(name).or_default();
@@ -353,6 +365,8 @@ fn open_intakes(
             max_bytes: http.max_bytes.0,
             // Intake data is removed once every pipeline has passed it, never by age.
             retention: None,
+            work: WorkOptions::default(),
+            dedup_window: Duration::ZERO,
         };
         let handle = QueueHandle::open(storage.clone(), &dir, &format!("intake.{name}"), limits)
             .map_err(|source| RuntimeError::Queue {

@@ -1,17 +1,24 @@
 //! Durable internal queues: a [`Queue`] of partitions, its group committer, consumer
-//! offsets and a wake-up channel per partition for readers.
+//! offsets (pub/sub groups), work groups, and wake-ups for readers and long-polls.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_event::Event;
 use switchyard_log::{
-    GroupCommitter, LogError, LogOptions, OffsetStore, PartitionLog, Queue, Storage, SubmitError,
+    Classify, GroupCommitter, LogError, LogOptions, MessageMeta, OffsetStore, PartitionLog, Queue,
+    Storage, SubmitError, WorkGroup, WorkOptions,
 };
-use switchyard_source_http::IntakeError;
-use tokio::sync::{oneshot, watch};
+use switchyard_source_http::{DedupWindow, IntakeError};
+use tokio::sync::{Notify, oneshot, watch};
+
+/// Header holding a message's priority (0–9) in the stored event.
+pub const PRIORITY_HEADER: &str = "switchyard-priority";
+/// Header holding the time (ms since the epoch) before which a message is not handed out.
+pub const NOT_BEFORE_HEADER: &str = "switchyard-not-before";
 
 /// Submissions waiting for the committer before producers are told to back off.
 const MAX_PENDING_SUBMISSIONS: usize = 4096;
@@ -48,16 +55,27 @@ pub struct QueueLimits {
     pub partitions: u32,
     pub max_bytes: u64,
     pub retention: Option<Duration>,
+    /// Leases, deliveries and window of its work groups.
+    pub work: WorkOptions,
+    /// How long a produce's `Idempotency-Key` is remembered (0 = not at all).
+    pub dedup_window: Duration,
 }
 
 /// One open durable queue.
 pub struct QueueHandle {
     pub name: String,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
     queue: Queue,
     committer: GroupCommitter,
     offsets: OffsetStore,
     durable: Vec<watch::Receiver<u64>>,
     limits: QueueLimits,
+    work_groups: Mutex<BTreeMap<String, Arc<WorkGroup>>>,
+    /// Idempotency keys of recent produces, and those being stored right now.
+    pub dedup: Mutex<(DedupWindow, HashSet<String>)>,
+    /// Woken when messages become durable or work-group state frees a message.
+    pub changed: Arc<Notify>,
 }
 
 impl QueueHandle {
@@ -74,35 +92,123 @@ impl QueueHandle {
             limits.partitions,
             LogOptions::default(),
         )?;
-        let offsets = OffsetStore::open(storage, &dir.join("offsets"))?;
+        let offsets = OffsetStore::open(storage.clone(), &dir.join("offsets"))?;
         let (senders, durable): (Vec<_>, Vec<_>) = queue
             .partitions()
             .iter()
             .map(|p| watch::channel(p.durable_end()))
             .unzip();
+        let changed = Arc::new(Notify::new());
         let committer = GroupCommitter::start(
             name,
             queue.partitions().to_vec(),
             MAX_PENDING_SUBMISSIONS,
-            Arc::new(move |partition, end| {
-                if let Some(tx) = senders.get(partition as usize) {
-                    tx.send_replace(end);
+            Arc::new({
+                let changed = changed.clone();
+                move |partition, end| {
+                    if let Some(tx) = senders.get(partition as usize) {
+                        tx.send_replace(end);
+                    }
+                    changed.notify_waiters();
                 }
             }),
         );
-        Ok(Arc::new(Self {
+        let handle = Self {
             name: name.to_owned(),
+            storage,
+            dir: dir.to_path_buf(),
             queue,
             committer,
             offsets,
             durable,
-            limits,
-        }))
+            limits: limits.clone(),
+            work_groups: Mutex::new(BTreeMap::new()),
+            dedup: Mutex::new((
+                DedupWindow::new(limits.dedup_window, 1_000_000),
+                HashSet::new(),
+            )),
+            changed,
+        };
+        // Work groups created earlier take part in retention and stats from the start.
+        if let Ok(entries) = std::fs::read_dir(dir.join("groups")) {
+            for entry in entries.flatten() {
+                if let Some(group) = entry.file_name().to_str() {
+                    handle.work_group(group)?;
+                }
+            }
+        }
+        Ok(Arc::new(handle))
+    }
+
+    /// The work group `group`, opened (recovered) or created on first use. Blocking IO.
+    pub fn work_group(&self, group: &str) -> Result<Arc<WorkGroup>, LogError> {
+        let mut groups = self.work_groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = groups.get(group) {
+            return Ok(g.clone());
+        }
+        let g = Arc::new(WorkGroup::open(
+            self.storage.clone(),
+            &self.dir.join("groups").join(group),
+            group,
+            self.queue.partitions().to_vec(),
+            self.limits.work.clone(),
+            classify(),
+        )?);
+        groups.insert(group.to_owned(), g.clone());
+        Ok(g)
+    }
+
+    /// The work groups opened so far, by name.
+    pub fn work_groups(&self) -> Vec<Arc<WorkGroup>> {
+        self.work_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Names of the pub/sub groups with committed offsets.
+    pub fn pubsub_groups(&self) -> Vec<String> {
+        self.offsets.groups()
+    }
+
+    pub fn limits(&self) -> &QueueLimits {
+        &self.limits
+    }
+
+    /// Records in the queue (retained, durable).
+    pub fn retained_records(&self) -> u64 {
+        self.queue
+            .partitions()
+            .iter()
+            .map(|p| p.durable_end() - p.start_offset())
+            .sum()
+    }
+
+    /// Per partition, the offset every group (pub/sub and work) has finished; `None` when no
+    /// group reads the queue.
+    fn consumed(&self, partition: u32) -> Option<u64> {
+        let pubsub = self
+            .offsets
+            .groups()
+            .into_iter()
+            .map(|g| self.offsets.get(&g, partition).unwrap_or(0));
+        let work = self
+            .work_groups()
+            .into_iter()
+            .map(|g| g.consumed()[partition as usize]);
+        pubsub.chain(work).min()
     }
 
     /// Appends `events` durably (fsync'd) or not at all. Events with the same key go to the
     /// same partition, so their order is kept.
     pub async fn append(&self, events: &[Event]) -> Result<(), AppendError> {
+        self.append_positions(events).await.map(|_| ())
+    }
+
+    /// Like [`QueueHandle::append`], returning each event's (partition, offset).
+    pub async fn append_positions(&self, events: &[Event]) -> Result<Vec<(u32, u64)>, AppendError> {
         let bytes = self.queue.size_bytes();
         if bytes > self.limits.max_bytes {
             return Err(AppendError::Full {
@@ -111,27 +217,37 @@ impl QueueHandle {
                 max: self.limits.max_bytes,
             });
         }
-        let mut parts: HashMap<u32, Vec<(u64, Vec<u8>)>> = HashMap::new();
+        // Per event: (index into `parts`, position within that part).
+        let mut slots = Vec::with_capacity(events.len());
+        let mut index: HashMap<u32, usize> = HashMap::new();
+        let mut parts: Vec<(u32, Vec<(u64, Vec<u8>)>)> = Vec::new();
         for e in events {
             let p = self.queue.partition_for(e.key.as_deref());
-            parts
-                .entry(p)
-                .or_default()
-                .push((e.timestamp_ms, e.encode_record()));
+            let i = *index.entry(p).or_insert_with(|| {
+                parts.push((p, Vec::new()));
+                parts.len() - 1
+            });
+            slots.push((i, parts[i].1.len()));
+            parts[i].1.push((e.timestamp_ms, e.encode_record()));
         }
+        let partitions: Vec<u32> = parts.iter().map(|(p, _)| *p).collect();
         let (tx, rx) = oneshot::channel();
         let done = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        match self.committer.try_submit(parts.into_iter().collect(), done) {
+        match self.committer.try_submit(parts, done) {
             Ok(()) => {}
             Err(SubmitError::Full) => return Err(AppendError::Busy(self.name.clone())),
             Err(SubmitError::Closed) => return Err(AppendError::Closed(self.name.clone())),
         }
-        match rx.await {
-            Ok(r) => r.map(|_| ()).map_err(AppendError::from),
-            Err(_) => Err(AppendError::Closed(self.name.clone())),
-        }
+        let ranges = match rx.await {
+            Ok(r) => r?,
+            Err(_) => return Err(AppendError::Closed(self.name.clone())),
+        };
+        Ok(slots
+            .into_iter()
+            .map(|(i, pos)| (partitions[i], ranges[i].start + pos as u64))
+            .collect())
     }
 
     pub fn partitions(&self) -> &[Arc<PartitionLog>] {
@@ -159,17 +275,15 @@ impl QueueHandle {
 
     /// Records behind the slowest consumer group (all records when no group reads it).
     pub fn depth(&self) -> u64 {
-        let groups = self.offsets.groups();
         self.queue
             .partitions()
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let slowest = groups
-                    .iter()
-                    .filter_map(|g| self.offsets.get(g, i as u32))
-                    .min()
-                    .unwrap_or_else(|| p.start_offset());
+                let slowest = self
+                    .consumed(i as u32)
+                    .unwrap_or_else(|| p.start_offset())
+                    .max(p.start_offset());
                 p.durable_end().saturating_sub(slowest)
             })
             .sum()
@@ -187,14 +301,10 @@ impl QueueHandle {
     /// Deletes sealed segments every consumer group has passed, and those older than the
     /// retention. A queue nobody consumes keeps its data until the age limit.
     pub fn enforce_retention_blocking(&self) -> Result<usize, LogError> {
-        let groups = self.offsets.groups();
         let now = now_ms();
         let mut removed = 0;
         for (i, p) in self.queue.partitions().iter().enumerate() {
-            let consumed = groups
-                .iter()
-                .map(|g| self.offsets.get(g, i as u32).unwrap_or(0))
-                .min();
+            let consumed = self.consumed(i as u32);
             removed += p.enforce_retention(now, self.limits.retention, consumed)?;
         }
         Ok(removed)
@@ -204,6 +314,32 @@ impl QueueHandle {
     pub fn shutdown(&self) {
         self.committer.shutdown();
     }
+}
+
+/// Priority, key and delay of a stored event, for work groups.
+fn classify() -> Classify {
+    Arc::new(|record| {
+        let Ok(event) = Event::decode_record(&record.payload) else {
+            return MessageMeta::default();
+        };
+        MessageMeta {
+            priority: event
+                .header(PRIORITY_HEADER)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+            key: event.key.as_deref().map(key_hash),
+            not_before_ms: event
+                .header(NOT_BEFORE_HEADER)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+        }
+    })
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -105,6 +105,33 @@ pub async fn restore_idempotency(shared: &Shared, sources: &[Arc<HttpSource>]) {
     }
 }
 
+/// Rebuilds each queue's produce idempotency window from its log.
+pub async fn restore_queue_idempotency(shared: &Shared) {
+    for queue in shared.queues.values() {
+        let window = queue.limits().dedup_window;
+        if window.is_zero() {
+            continue;
+        }
+        let q = queue.clone();
+        let found = tokio::task::spawn_blocking(move || recent_idempotency_keys(&q, window))
+            .await
+            .expect("idempotency scan task");
+        match found {
+            Ok(entries) => {
+                let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::Instant::now();
+                for (key, ids, age) in entries {
+                    dedup
+                        .0
+                        .insert(key, ids, now.checked_sub(age).unwrap_or(now));
+                }
+            }
+            Err(e) => tracing::warn!(queue = %queue.name, error = %e,
+                "could not restore the idempotency window; retried produces may be stored twice"),
+        }
+    }
+}
+
 /// `(key, ids, age)` of idempotency keys stored within `window`, oldest first.
 fn recent_idempotency_keys(
     queue: &QueueHandle,
@@ -151,8 +178,10 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/queues/{queue}/messages", get(list_messages))
         .route("/admin/dlq/{queue}", get(list_dead_letters))
         .route("/admin/dlq/{queue}/replay", post(replay))
+        .route("/admin/dlq/{queue}/purge", post(purge))
         .route("/admin/sources/{source}/status", get(source_status))
         .route("/admin/sources/{source}/snapshot", post(source_snapshot))
+        .merge(crate::queue_api::routes())
         .with_state(shared);
     ingest.merge(ops)
 }
@@ -208,7 +237,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Checks the admin bearer token; `Err` is the answer to send.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &shared.config.server.admin_token else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -229,7 +258,10 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn find_queue<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<QueueHandle>, Response> {
+pub(crate) fn find_queue<'a>(
+    shared: &'a Shared,
+    name: &str,
+) -> Result<&'a Arc<QueueHandle>, Response> {
     shared.queue(name).ok_or_else(|| {
         let known: Vec<_> = shared.queues.keys().map(String::as_str).collect();
         error(
@@ -413,6 +445,39 @@ async fn list_dead_letters(
     }
 }
 
+/// Drops every dead letter listed now: the replay position moves to the end.
+async fn purge(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let queue = match find_queue(&shared, &name) {
+        Ok(q) => q.clone(),
+        Err(r) => return r,
+    };
+    let mut purged = 0;
+    let mut ends = Vec::new();
+    for (p, log) in queue.partitions().iter().enumerate() {
+        let end = log.durable_end();
+        purged += end.saturating_sub(queue.committed(REPLAY_GROUP, p as u32));
+        ends.push((p as u32, end));
+    }
+    let q = queue.clone();
+    let committed = tokio::task::spawn_blocking(move || q.commit_blocking(REPLAY_GROUP, &ends))
+        .await
+        .expect("commit task");
+    match committed {
+        Ok(()) => {
+            tracing::warn!(queue = %name, purged, "dead letters purged");
+            axum::Json(json!({ "queue": name, "purged": purged })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 struct ReplayRequest {
     /// Only dead letters of this sink (others are skipped over and stay listed).
@@ -469,6 +534,27 @@ async fn replay(
                 continue;
             };
             let sink_name = event.header(dlq_headers::SINK).map(str::to_owned);
+            let origin = event
+                .header(dlq_headers::QUEUE)
+                .filter(|_| sink_name.is_none() && req.sink.is_none())
+                .and_then(|q| shared.queue(q))
+                .cloned();
+            if let Some(origin) = origin {
+                // A work-group message that used up its deliveries: back to its queue, with
+                // a fresh delivery count.
+                event
+                    .headers
+                    .retain(|(n, _)| !n.starts_with("x-switchyard-dead-letter-"));
+                if let Err(e) = origin.append(std::slice::from_ref(&event)).await {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("cannot append to queue `{}`: {e}", origin.name),
+                    );
+                }
+                let _ = tx.send(r.offset);
+                replayed += 1;
+                continue;
+            }
             let pipeline = event
                 .header(dlq_headers::PIPELINE)
                 .unwrap_or("replay")

@@ -1,0 +1,829 @@
+//! The queue API (`docs/queues.md`, `docs/openapi.yaml`): produce, receive, ack, nack,
+//! extend and stats, behind the admin bearer token; and the task that moves messages out
+//! of work groups into their dead-letter queue.
+
+// Handlers return the finished error answer as `Err(Response)`.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+use switchyard_config::SourceConfig;
+use switchyard_event::{Event, KIND_MESSAGE};
+use switchyard_log::{Receipt, WorkGroup};
+use switchyard_source_http::{IDEMPOTENCY_HEADER, error};
+use tracing::warn;
+
+use crate::Shared;
+use crate::delivery::dlq_headers;
+use crate::queues::{AppendError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms};
+use crate::server::{authorize, find_queue};
+
+/// Largest produce body.
+pub const MAX_BODY: usize = 16 << 20;
+/// Most messages per produce, receive or ack call.
+pub const MAX_BATCH: usize = 1000;
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/queues", get(list))
+        .route("/queues/{queue}/stats", get(stats))
+        .route("/queues/{queue}/messages", post(produce))
+        .route("/queues/{queue}/groups/{group}/receive", post(receive))
+        .route("/queues/{queue}/groups/{group}/ack", post(ack))
+        .route("/queues/{queue}/groups/{group}/nack", post(nack))
+        .route("/queues/{queue}/groups/{group}/extend", post(extend))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+fn bad(message: impl AsRef<str>) -> Response {
+    error(StatusCode::BAD_REQUEST, message.as_ref())
+}
+
+/// Parses a JSON object body; an empty body is `{}` when `empty_ok`.
+fn object_body(body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if empty_ok {
+            Ok(Map::new())
+        } else {
+            Err(bad("the body is empty; send a JSON object"))
+        };
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("the body must be a JSON object")),
+        Err(e) => Err(bad(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+fn check_keys(obj: &Map<String, Value>, at: &str, known: &[&str]) -> Result<(), Response> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(bad(format!(
+            "unknown field `{k}`{at}; expected: {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn duration_field(
+    obj: &Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<Duration>, Response> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => switchyard_config::units::parse_duration(s)
+            .map(Some)
+            .map_err(|e| bad(format!("`{key}`{at}: {e}"))),
+        Some(_) => Err(bad(format!(
+            "`{key}`{at} must be a duration string such as \"5s\" or \"200ms\""
+        ))),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Checks a group name: it becomes a directory name.
+fn check_group(group: &str) -> Result<(), Response> {
+    let ok = !group.is_empty()
+        && group.len() <= 100
+        && !group.starts_with('.')
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "`{group}` is not a valid group name: use 1–100 letters, digits, `-`, `_` or `.`, not starting with `.`"
+        )))
+    }
+}
+
+/// The queue and its work group `group`, refusing the group of a pipeline.
+async fn work_group(
+    shared: &Shared,
+    queue_name: &str,
+    group: &str,
+) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), Response> {
+    let queue = find_queue(shared, queue_name)?.clone();
+    check_group(group)?;
+    let pipeline_group = shared.config.sources.iter().find_map(|(name, s)| match s {
+        SourceConfig::Queue(q) if q.queue == queue_name && q.group == group => Some(name),
+        _ => None,
+    });
+    if let Some(source) = pipeline_group.or_else(|| {
+        (group == crate::server::REPLAY_GROUP).then_some(&shared.config.server.dead_letter)
+    }) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            &format!(
+                "group `{group}` of queue `{queue_name}` is a pub/sub group (used by `{source}`); receive with another group name"
+            ),
+        ));
+    }
+    let q = queue.clone();
+    let name = group.to_owned();
+    match tokio::task::spawn_blocking(move || q.work_group(&name))
+        .await
+        .expect("open group task")
+    {
+        Ok(g) => Ok((queue, g)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
+/// A message of a produce request, turned into an event.
+fn parse_message(
+    v: &Value,
+    at: &str,
+    queue: &str,
+    now: u64,
+    header_key: Option<&str>,
+) -> Result<(Event, Option<String>), Response> {
+    let Value::Object(obj) = v else {
+        return Err(bad(format!("{at} must be a JSON object with a `payload`")));
+    };
+    let at_s = format!(" in {at}");
+    check_keys(
+        obj,
+        &at_s,
+        &[
+            "payload",
+            "payload_base64",
+            "content_type",
+            "key",
+            "priority",
+            "delay",
+            "not_before",
+            "headers",
+            "idempotency_key",
+        ],
+    )?;
+    let (payload, default_type) = match (obj.get("payload"), obj.get("payload_base64")) {
+        (Some(p), None) => (
+            serde_json::to_vec(p).expect("a JSON value serializes"),
+            "application/json",
+        ),
+        (None, Some(Value::String(b))) => (
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| bad(format!("`payload_base64` in {at} is not base64: {e}")))?,
+            "application/octet-stream",
+        ),
+        (None, Some(_)) => return Err(bad(format!("`payload_base64` in {at} must be a string"))),
+        (Some(_), Some(_)) => {
+            return Err(bad(format!(
+                "{at} has both `payload` and `payload_base64`; send one"
+            )));
+        }
+        (None, None) => {
+            return Err(bad(format!(
+                "{at} has no `payload` (any JSON value) or `payload_base64`"
+            )));
+        }
+    };
+    let string = |key: &str| -> Result<Option<String>, Response> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(bad(format!("`{key}` in {at} must be a non-empty string"))),
+        }
+    };
+    let content_type = string("content_type")?.unwrap_or_else(|| default_type.to_owned());
+    let key = string("key")?;
+    let idempotency = string("idempotency_key")?.or(header_key.map(str::to_owned));
+    let priority = match obj.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(p) => match p.as_u64() {
+            Some(p) if p <= 9 => p as u8,
+            _ => {
+                return Err(bad(format!(
+                    "`priority` in {at} must be an integer from 0 to 9 (higher is delivered first), got {p}"
+                )));
+            }
+        },
+    };
+    let delay = duration_field(obj, "delay", &at_s)?;
+    let not_before = match (delay, obj.get("not_before")) {
+        (Some(_), Some(nb)) if !nb.is_null() => {
+            return Err(bad(format!(
+                "{at} has both `delay` and `not_before`; send one"
+            )));
+        }
+        (Some(d), _) => now.saturating_add(ms(d)),
+        (None, None | Some(Value::Null)) => 0,
+        (None, Some(nb)) => nb.as_u64().ok_or_else(|| {
+            bad(format!(
+                "`not_before` in {at} must be milliseconds since the Unix epoch"
+            ))
+        })?,
+    };
+    let mut headers = Vec::new();
+    match obj.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (name, value) in h {
+                let Value::String(value) = value else {
+                    return Err(bad(format!("header `{name}` in {at} must be a string")));
+                };
+                if name.starts_with("switchyard-") || name.starts_with("x-switchyard-") {
+                    return Err(bad(format!(
+                        "header `{name}` in {at}: names starting with `switchyard-` are reserved"
+                    )));
+                }
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+        Some(_) => {
+            return Err(bad(format!(
+                "`headers` in {at} must be an object of strings"
+            )));
+        }
+    }
+    if priority > 0 {
+        headers.push((PRIORITY_HEADER.to_owned(), priority.to_string()));
+    }
+    if not_before > now {
+        headers.push((NOT_BEFORE_HEADER.to_owned(), not_before.to_string()));
+    }
+    if let Some(k) = &idempotency {
+        headers.push((IDEMPOTENCY_HEADER.to_owned(), k.clone()));
+    }
+    let event = Event {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: queue.to_owned(),
+        kind: KIND_MESSAGE.to_owned(),
+        key: key.map(String::into_bytes),
+        payload,
+        content_type,
+        headers,
+        timestamp_ms: now,
+    };
+    Ok((event, idempotency))
+}
+
+fn append_error(e: AppendError) -> Response {
+    let (status, retry) = match &e {
+        AppendError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, 1),
+        AppendError::Full { .. } => (StatusCode::TOO_MANY_REQUESTS, 5),
+        AppendError::Log(l) if l.is_no_space() => (StatusCode::INSUFFICIENT_STORAGE, 10),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, 30),
+    };
+    let hint = match &e {
+        AppendError::Full { .. } => "; consumers must catch up (or raise max_bytes)",
+        _ => "",
+    };
+    let mut r = error(status, &format!("{e}{hint}"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    r
+}
+
+/// `POST /queues/{queue}/messages`
+async fn produce(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let queue = match find_queue(&shared, &name) {
+        Ok(q) => q.clone(),
+        Err(r) => return r,
+    };
+    match produce_inner(&queue, &headers, &body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn produce_inner(
+    queue: &QueueHandle,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Response> {
+    let obj = object_body(body, false)?;
+    let header_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty());
+    let now = now_ms();
+    let mut parsed = Vec::new();
+    if let Some(list) = obj.get("messages") {
+        check_keys(&obj, "", &["messages"])?;
+        let Value::Array(list) = list else {
+            return Err(bad("`messages` must be an array of messages"));
+        };
+        if list.is_empty() || list.len() > MAX_BATCH {
+            return Err(bad(format!(
+                "`messages` holds {} messages; send 1 to {MAX_BATCH} per request",
+                list.len()
+            )));
+        }
+        if header_key.is_some() {
+            return Err(bad(
+                "the Idempotency-Key header applies to a single message; give each message of a batch its own `idempotency_key`",
+            ));
+        }
+        for (i, m) in list.iter().enumerate() {
+            parsed.push(parse_message(
+                m,
+                &format!("messages[{i}]"),
+                &queue.name,
+                now,
+                None,
+            )?);
+        }
+    } else {
+        let v = Value::Object(obj);
+        parsed.push(parse_message(
+            &v,
+            "the message",
+            &queue.name,
+            now,
+            header_key,
+        )?);
+    }
+
+    // Deduplicate: answered keys get their first id; keys being stored by another request
+    // right now are refused (the client retries and then gets the stored answer).
+    let mut answers: Vec<Option<Value>> = vec![None; parsed.len()];
+    let mut claimed = Vec::new();
+    {
+        let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let (window, pending) = &mut *dedup;
+        let mut seen_here = std::collections::HashSet::new();
+        for (i, (_, key)) in parsed.iter().enumerate() {
+            let Some(key) = key else { continue };
+            if let Some(ids) = window.get(key, std::time::Instant::now()) {
+                answers[i] = Some(json!({ "id": ids.first(), "duplicate": true }));
+            } else if pending.contains(key) || !seen_here.insert(key.clone()) {
+                for k in &claimed {
+                    pending.remove(k);
+                }
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "a message with idempotency key `{key}` is being stored by another request (or twice in this one); retry"
+                    ),
+                ));
+            } else {
+                pending.insert(key.clone());
+                claimed.push(key.clone());
+            }
+        }
+    }
+    let (events, slots): (Vec<Event>, Vec<usize>) = parsed
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| answers[*i].is_none())
+        .map(|(i, (e, _))| (e.clone(), i))
+        .unzip();
+    let result = if events.is_empty() {
+        Ok(Vec::new())
+    } else {
+        queue.append_positions(&events).await
+    };
+    let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
+    let (window, pending) = &mut *dedup;
+    for k in &claimed {
+        pending.remove(k);
+    }
+    let positions = result.map_err(append_error)?;
+    for ((e, slot), (p, offset)) in events.iter().zip(&slots).zip(positions) {
+        if let Some(key) = &parsed[*slot].1 {
+            window.insert(key.clone(), vec![e.id.clone()], std::time::Instant::now());
+        }
+        answers[*slot] = Some(json!({
+            "id": e.id, "partition": p, "offset": offset, "duplicate": false
+        }));
+    }
+    drop(dedup);
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "messages": answers })),
+    )
+        .into_response())
+}
+
+/// `POST /queues/{queue}/groups/{group}/receive`
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    Path((name, group)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    match receive_inner(&shared, &name, &group, &body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn receive_inner(
+    shared: &Shared,
+    name: &str,
+    group_name: &str,
+    body: &Bytes,
+) -> Result<Response, Response> {
+    let obj = object_body(body, true)?;
+    check_keys(&obj, "", &["max", "wait", "ack_timeout"])?;
+    let max = match obj.get("max") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_BATCH as u64).contains(&n) => n as usize,
+            _ => {
+                return Err(bad(format!(
+                    "`max` must be an integer from 1 to {MAX_BATCH}, got {v}"
+                )));
+            }
+        },
+    };
+    let wait = duration_field(&obj, "wait", "")?.unwrap_or(Duration::ZERO);
+    if wait > MAX_WAIT {
+        return Err(bad(format!(
+            "`wait` may be at most {}s",
+            MAX_WAIT.as_secs()
+        )));
+    }
+    let lease = duration_field(&obj, "ack_timeout", "")?;
+    if lease.is_some_and(|l| l.is_zero()) {
+        return Err(bad("`ack_timeout` must be greater than 0"));
+    }
+    let (queue, group) = work_group(shared, name, group_name).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let lease_ms = lease.map(ms);
+    loop {
+        let notified = queue.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let g = group.clone();
+        let got = tokio::task::spawn_blocking(move || g.receive(now_ms(), max, lease_ms))
+            .await
+            .expect("receive task")
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+        let now = tokio::time::Instant::now();
+        if !got.is_empty() || now >= deadline {
+            let messages: Vec<Value> = got
+                .iter()
+                .map(|l| {
+                    let mut obj = match Event::decode_record(&l.record.payload) {
+                        Ok(e) => match e.to_wire_json() {
+                            Value::Object(m) => m,
+                            _ => Map::new(),
+                        },
+                        Err(e) => {
+                            let mut m = Map::new();
+                            m.insert("decode_error".into(), e.to_string().into());
+                            m
+                        }
+                    };
+                    obj.insert("receipt".into(), l.receipt.to_string().into());
+                    obj.insert("partition".into(), l.receipt.partition.into());
+                    obj.insert("offset".into(), l.receipt.offset.into());
+                    obj.insert("priority".into(), l.priority.into());
+                    obj.insert("deliveries".into(), l.receipt.delivery.into());
+                    obj.insert("lease_expires_ms".into(), l.lease_expires_ms.into());
+                    Value::Object(obj)
+                })
+                .collect();
+            return Ok(axum::Json(json!({ "messages": messages })).into_response());
+        }
+        // Wake for new messages, freed keys, or the next lease expiry or delay.
+        let mut wake = deadline;
+        if let Some(due) = group.next_due_ms() {
+            let in_ms = due.saturating_sub(now_ms());
+            wake = wake.min(now + Duration::from_millis(in_ms.max(1)));
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+/// Parses `{"receipts": [...]}` plus the allowed extra keys.
+fn receipts_body(
+    body: &Bytes,
+    extra: &[&str],
+) -> Result<(Map<String, Value>, Vec<Receipt>, Vec<String>), Response> {
+    let obj = object_body(body, false)?;
+    let mut known = vec!["receipts"];
+    known.extend_from_slice(extra);
+    check_keys(&obj, "", &known)?;
+    let Some(Value::Array(list)) = obj.get("receipts") else {
+        return Err(bad(
+            "expected {\"receipts\": [\"…\"]} with the receipts from receive",
+        ));
+    };
+    if list.is_empty() || list.len() > 10 * MAX_BATCH {
+        return Err(bad(format!(
+            "`receipts` holds {} entries; send 1 to {}",
+            list.len(),
+            10 * MAX_BATCH
+        )));
+    }
+    let mut receipts = Vec::with_capacity(list.len());
+    let mut texts = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let Value::String(s) = r else {
+            return Err(bad(format!("receipts[{i}] must be a string")));
+        };
+        receipts.push(
+            s.parse::<Receipt>()
+                .map_err(|e| bad(format!("receipts[{i}]: {e}")))?,
+        );
+        texts.push(s.clone());
+    }
+    Ok((obj, receipts, texts))
+}
+
+fn stale(texts: &[String], ok: impl Iterator<Item = bool>) -> Vec<String> {
+    texts
+        .iter()
+        .zip(ok)
+        .filter(|(_, ok)| !ok)
+        .map(|(t, _)| t.clone())
+        .collect()
+}
+
+/// `POST /queues/{queue}/groups/{group}/ack`
+async fn ack(
+    State(shared): State<Arc<Shared>>,
+    Path((name, group)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let inner = async {
+        let (_, receipts, texts) = receipts_body(&body, &[])?;
+        let (queue, group) = work_group(&shared, &name, &group).await?;
+        let result = tokio::task::spawn_blocking(move || group.ack(&receipts, now_ms()))
+            .await
+            .expect("ack task")
+            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
+        queue.changed.notify_waiters();
+        let n = result.iter().filter(|&&ok| ok).count();
+        Ok::<_, Response>(
+            axum::Json(json!({ "acked": n, "stale": stale(&texts, result.into_iter()) }))
+                .into_response(),
+        )
+    };
+    match inner.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /queues/{queue}/groups/{group}/nack`
+async fn nack(
+    State(shared): State<Arc<Shared>>,
+    Path((name, group)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let inner = async {
+        let (obj, receipts, texts) = receipts_body(&body, &["delay"])?;
+        let delay = duration_field(&obj, "delay", "")?.map_or(0, ms);
+        let (queue, group) = work_group(&shared, &name, &group).await?;
+        let result = tokio::task::spawn_blocking(move || group.nack(&receipts, delay, now_ms()))
+            .await
+            .expect("nack task")
+            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
+        queue.changed.notify_waiters();
+        let n = result.iter().filter(|&&ok| ok).count();
+        Ok::<_, Response>(
+            axum::Json(json!({ "nacked": n, "stale": stale(&texts, result.into_iter()) }))
+                .into_response(),
+        )
+    };
+    match inner.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /queues/{queue}/groups/{group}/extend`
+async fn extend(
+    State(shared): State<Arc<Shared>>,
+    Path((name, group)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let inner = async {
+        let (obj, receipts, texts) = receipts_body(&body, &["by"])?;
+        let (_, group) = work_group(&shared, &name, &group).await?;
+        let by = match duration_field(&obj, "by", "")? {
+            Some(d) if !d.is_zero() => ms(d),
+            Some(_) => return Err(bad("`by` must be greater than 0")),
+            None => group.options().ack_timeout_ms,
+        };
+        let result = group.extend(&receipts, by, now_ms());
+        let n = result.iter().filter(|r| r.is_some()).count();
+        let until = result.iter().flatten().max().copied();
+        Ok::<_, Response>(
+            axum::Json(json!({
+                "extended": n,
+                "lease_expires_ms": until,
+                "stale": stale(&texts, result.iter().map(Option::is_some)),
+            }))
+            .into_response(),
+        )
+    };
+    match inner.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// The dead-letter queue of `queue`.
+fn dead_letter_of<'a>(shared: &'a Shared, queue: &str) -> Option<&'a Arc<QueueHandle>> {
+    let name = shared
+        .config
+        .queues
+        .get(queue)
+        .and_then(|q| q.dead_letter.clone())
+        .unwrap_or_else(|| shared.config.server.dead_letter.clone());
+    shared.queues.get(&name)
+}
+
+fn queue_stats(shared: &Shared, queue: &QueueHandle) -> Value {
+    let now = now_ms();
+    let mut groups = Map::new();
+    let mut pubsub: Vec<String> = queue.pubsub_groups();
+    pubsub.extend(shared.config.sources.values().filter_map(|s| match s {
+        SourceConfig::Queue(q) if q.queue == queue.name => Some(q.group.clone()),
+        _ => None,
+    }));
+    pubsub.sort();
+    pubsub.dedup();
+    for g in pubsub {
+        let depth: u64 = queue
+            .partitions()
+            .iter()
+            .enumerate()
+            .map(|(p, log)| {
+                log.durable_end()
+                    .saturating_sub(queue.committed(&g, p as u32))
+            })
+            .sum();
+        groups.insert(g, json!({ "mode": "pubsub", "depth": depth }));
+    }
+    for g in queue.work_groups() {
+        let s = g.stats(now);
+        groups.insert(
+            g.name().to_owned(),
+            json!({
+                "mode": "work",
+                "depth": s.depth,
+                "in_flight": s.in_flight,
+                "delayed": s.delayed,
+                "oldest_age_ms": s.oldest_age_ms,
+                "dead_lettered": s.dead_lettered,
+            }),
+        );
+    }
+    let oldest = queue
+        .partitions()
+        .iter()
+        .filter(|p| p.durable_end() > p.start_offset())
+        .filter_map(|p| {
+            p.read(p.start_offset(), 1, 1)
+                .ok()?
+                .first()
+                .map(|r| r.timestamp_ms)
+        })
+        .min();
+    let dlq = dead_letter_of(shared, &queue.name).filter(|d| d.name != queue.name);
+    json!({
+        "queue": queue.name,
+        "partitions": queue.partitions().len(),
+        "messages": queue.retained_records(),
+        "bytes": queue.size_bytes(),
+        "max_bytes": queue.limits().max_bytes,
+        "oldest_age_ms": oldest.map(|t| now.saturating_sub(t)),
+        "groups": groups,
+        "dead_letter": dlq.map(|d| json!({ "queue": d.name, "messages": d.retained_records() })),
+    })
+}
+
+/// `GET /queues/{queue}/stats`
+async fn stats(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let queue = match find_queue(&shared, &name) {
+        Ok(q) => q.clone(),
+        Err(r) => return r,
+    };
+    let s = shared.clone();
+    let v = tokio::task::spawn_blocking(move || queue_stats(&s, &queue))
+        .await
+        .expect("stats task");
+    axum::Json(v).into_response()
+}
+
+/// `GET /queues`
+async fn list(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let s = shared.clone();
+    let v = tokio::task::spawn_blocking(move || {
+        s.queues
+            .values()
+            .map(|q| queue_stats(&s, q))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("stats task");
+    axum::Json(json!({ "queues": v })).into_response()
+}
+
+/// Moves messages that used up `max_deliveries` from every work group into the queue's
+/// dead-letter queue, every 200 ms. A message leaves its group only once it is durable in
+/// the dead-letter queue.
+pub async fn dead_letter_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for queue in shared.queues.values() {
+            for group in queue.work_groups() {
+                let exhausted = group.take_exhausted(now_ms());
+                if exhausted.is_empty() {
+                    continue;
+                }
+                let Some(dlq) = dead_letter_of(&shared, &queue.name) else {
+                    warn!(queue = %queue.name, "no dead-letter queue; messages stay in the group");
+                    continue;
+                };
+                let mut events = Vec::with_capacity(exhausted.len());
+                for x in &exhausted {
+                    let mut event =
+                        Event::decode_record(&x.record.payload).unwrap_or_else(|e| Event {
+                            id: format!("{}/{}/{}", queue.name, x.partition, x.offset),
+                            source: queue.name.clone(),
+                            kind: KIND_MESSAGE.to_owned(),
+                            key: None,
+                            payload: x.record.payload.clone(),
+                            content_type: "application/octet-stream".into(),
+                            headers: vec![(dlq_headers::ERROR.into(), format!("undecodable: {e}"))],
+                            timestamp_ms: x.record.timestamp_ms,
+                        });
+                    event.set_header(dlq_headers::QUEUE, queue.name.clone());
+                    event.set_header(dlq_headers::GROUP, group.name().to_owned());
+                    event.set_header(dlq_headers::ERROR, x.reason.clone());
+                    event.set_header(dlq_headers::ATTEMPTS, x.deliveries.to_string());
+                    event.set_header(dlq_headers::AT_MS, now_ms().to_string());
+                    warn!(queue = %queue.name, group = %group.name(), event = %event.id,
+                        deliveries = x.deliveries, reason = %x.reason, dead_letter = %dlq.name,
+                        "dead-lettering message");
+                    events.push(event);
+                }
+                if let Err(e) = dlq.append(&events).await {
+                    warn!(queue = %dlq.name, error = %e, "cannot store dead letters yet; retrying");
+                    // Handed out again by take_exhausted only after a restart; keep them
+                    // for the next round instead.
+                    group.requeue_exhausted(&exhausted);
+                    continue;
+                }
+                let done: Vec<(u32, u64)> =
+                    exhausted.iter().map(|x| (x.partition, x.offset)).collect();
+                let g = group.clone();
+                let r = tokio::task::spawn_blocking(move || g.dead_lettered(&done, now_ms()))
+                    .await
+                    .expect("dead-letter task");
+                if let Err(e) = r {
+                    warn!(queue = %queue.name, group = %group.name(), error = %e,
+                        "dead letters stored but not recorded in the group; they may be dead-lettered twice after a restart");
+                }
+                queue.changed.notify_waiters();
+            }
+        }
+    }
+}
