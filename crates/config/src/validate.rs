@@ -650,6 +650,7 @@ fn queue(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<QueueConfig> {
             "max_deliveries",
             "dead_letter",
             "dedup_window",
+            "lookahead",
         ],
     )?;
     let defaults = QueueConfig::default();
@@ -675,6 +676,13 @@ fn queue(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<QueueConfig> {
         dedup_window: table
             .duration(cx, "dedup_window", true)
             .unwrap_or(defaults.dedup_window),
+        lookahead: table
+            .positive_u32(
+                cx,
+                "lookahead",
+                "; a work group needs at least one message loaded",
+            )
+            .unwrap_or(defaults.lookahead),
     };
     if let Some(dead_letter) = &queue.dead_letter {
         check_name(cx, &join(path, "dead_letter"), "queue", dead_letter);
