@@ -517,11 +517,15 @@ async fn receive_inner(
     }
 }
 
+/// A receipts body: the whole object, the parsed receipts and their texts.
+struct ReceiptsBody {
+    obj: Map<String, Value>,
+    receipts: Vec<Receipt>,
+    texts: Vec<String>,
+}
+
 /// Parses `{"receipts": [...]}` plus the allowed extra keys.
-fn receipts_body(
-    body: &Bytes,
-    extra: &[&str],
-) -> Result<(Map<String, Value>, Vec<Receipt>, Vec<String>), Response> {
+fn receipts_body(body: &Bytes, extra: &[&str]) -> Result<ReceiptsBody, Response> {
     let obj = object_body(body, false)?;
     let mut known = vec!["receipts"];
     known.extend_from_slice(extra);
@@ -550,7 +554,11 @@ fn receipts_body(
         );
         texts.push(s.clone());
     }
-    Ok((obj, receipts, texts))
+    Ok(ReceiptsBody {
+        obj,
+        receipts,
+        texts,
+    })
 }
 
 fn stale(texts: &[String], ok: impl Iterator<Item = bool>) -> Vec<String> {
@@ -573,7 +581,9 @@ async fn ack(
         return r;
     }
     let inner = async {
-        let (_, receipts, texts) = receipts_body(&body, &[])?;
+        let ReceiptsBody {
+            receipts, texts, ..
+        } = receipts_body(&body, &[])?;
         let (queue, group) = work_group(&shared, &name, &group).await?;
         let result = tokio::task::spawn_blocking(move || group.ack(&receipts, now_ms()))
             .await
@@ -602,7 +612,11 @@ async fn nack(
         return r;
     }
     let inner = async {
-        let (obj, receipts, texts) = receipts_body(&body, &["delay"])?;
+        let ReceiptsBody {
+            obj,
+            receipts,
+            texts,
+        } = receipts_body(&body, &["delay"])?;
         let delay = duration_field(&obj, "delay", "")?.map_or(0, ms);
         let (queue, group) = work_group(&shared, &name, &group).await?;
         let result = tokio::task::spawn_blocking(move || group.nack(&receipts, delay, now_ms()))
@@ -632,7 +646,11 @@ async fn extend(
         return r;
     }
     let inner = async {
-        let (obj, receipts, texts) = receipts_body(&body, &["by"])?;
+        let ReceiptsBody {
+            obj,
+            receipts,
+            texts,
+        } = receipts_body(&body, &["by"])?;
         let (_, group) = work_group(&shared, &name, &group).await?;
         let by = match duration_field(&obj, "by", "")? {
             Some(d) if !d.is_zero() => ms(d),

@@ -220,7 +220,7 @@ impl QueueHandle {
         // Per event: (index into `parts`, position within that part).
         let mut slots = Vec::with_capacity(events.len());
         let mut index: HashMap<u32, usize> = HashMap::new();
-        let mut parts: Vec<(u32, Vec<(u64, Vec<u8>)>)> = Vec::new();
+        let mut parts: switchyard_log::Parts = Vec::new();
         for e in events {
             let p = self.queue.partition_for(e.key.as_deref());
             let i = *index.entry(p).or_insert_with(|| {
