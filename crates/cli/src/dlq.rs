@@ -1,4 +1,4 @@
-//! `switchyard dlq list|show|replay`: the admin API of a running switchyard.
+//! `switchyard dlq list|show|replay|purge`: the admin API of a running switchyard.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 #[derive(Subcommand)]
 pub enum DlqCommand {
     /// List dead letters not yet replayed: id, failing sink, attempts and error.
+    #[command(
+        after_help = "Example:\n  switchyard dlq list orders-dlq --limit 20 -c switchyard.toml"
+    )]
     List {
         /// Dead-letter queue (default: server.dead_letter, usually `dead-letters`).
         queue: Option<String>,
@@ -19,6 +22,10 @@ pub enum DlqCommand {
         limit: usize,
     },
     /// Print one dead letter (the full event as JSON) by event id.
+    #[command(
+        after_help = "Example:\n  switchyard dlq show 0190f3a2-7c4e-7d11-9a0b-5d6e7f801234 --queue orders-dlq \
+                            -c switchyard.toml"
+    )]
     Show {
         id: String,
         #[arg(long)]
@@ -28,6 +35,9 @@ pub enum DlqCommand {
     },
     /// Deliver dead letters again to the sink that failed them. Those that fail again go
     /// back to the end of the dead-letter queue.
+    #[command(
+        after_help = "Example:\n  switchyard dlq replay orders-dlq --sink hook -c switchyard.toml"
+    )]
     Replay {
         queue: Option<String>,
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
@@ -37,6 +47,22 @@ pub enum DlqCommand {
         sink: Option<String>,
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+    },
+    /// Drop every dead letter waiting in a dead-letter queue now, for good (those
+    /// dead-lettered later stay). Needs --yes.
+    #[command(
+        after_help = "Examples:\n  switchyard dlq purge orders-dlq -c switchyard.toml         \
+                            # says how many would go\n  \
+                            switchyard dlq purge orders-dlq --yes -c switchyard.toml"
+    )]
+    Purge {
+        /// The dead-letter queue, e.g. `orders-dlq` or `dead-letters`.
+        queue: String,
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// Really drop them (without it, only say how many would go).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -59,10 +85,11 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let (config, queue) = match &command {
         DlqCommand::List { config, queue, .. }
         | DlqCommand::Show { config, queue, .. }
-        | DlqCommand::Replay { config, queue, .. } => (config, queue),
+        | DlqCommand::Replay { config, queue, .. } => (config, queue.clone()),
+        DlqCommand::Purge { config, queue, .. } => (config, Some(queue.clone())),
     };
     let cfg = crate::load(config)?;
-    let queue = queue.clone().unwrap_or(cfg.server.dead_letter.clone());
+    let queue = queue.unwrap_or(cfg.server.dead_letter.clone());
     let admin = Admin::new(&cfg, config)?;
     match command {
         DlqCommand::List { limit, .. } => {
@@ -113,6 +140,32 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
                 body["replayed"], body["skipped"]
             );
         }
+        DlqCommand::Purge { yes: false, .. } => {
+            let path = format!("/admin/dlq/{}?limit=10000", crate::queue::segment(&queue));
+            let listed = admin.get(&path).await?;
+            let n = listed["dead_letters"].as_array().map_or(0, Vec::len);
+            let count = if n >= 10_000 {
+                "at least 10000".to_owned()
+            } else {
+                n.to_string()
+            };
+            eprintln!(
+                "not purging: this would drop the {count} dead letters waiting in `{queue}` now, \
+                 for good (see them with `switchyard dlq list {queue}`). Run it again with --yes \
+                 to drop them."
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        DlqCommand::Purge { yes: true, .. } => {
+            let path = format!("/admin/dlq/{}/purge", crate::queue::segment(&queue));
+            let body = admin.post(&path, json!({})).await?;
+            println!(
+                "purged {} dead letters from `{queue}`",
+                body["purged"]
+                    .as_u64()
+                    .map_or("?".to_owned(), |n| n.to_string())
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -161,12 +214,23 @@ impl Admin {
 
     async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!(
-                "switchyard answered {status}: {}",
-                body["error"].as_str().unwrap_or("no details")
-            );
+            let mut detail = match body["error"].as_str() {
+                Some(e) => e.to_owned(),
+                None if !text.trim().is_empty() => text.trim().to_owned(),
+                None => "no details".to_owned(),
+            };
+            if let Some(secs) = retry_after {
+                detail.push_str(&format!(" (retry after {secs}s)"));
+            }
+            bail!("switchyard answered {status}: {detail}");
         }
         Ok(body)
     }

@@ -4,6 +4,7 @@ mod cdc;
 mod dlq;
 mod plugin;
 mod plugin_run;
+mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,6 +48,19 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Produce to, consume from and inspect the internal queues of a running switchyard
+    /// (uses server.listen and server.admin_token from the config).
+    #[command(after_help = "Examples:
+  switchyard queue produce orders '{\"order\": 42}' --key customer-7 -c switchyard.toml
+  switchyard queue consume orders --group workers -c switchyard.toml
+  switchyard queue tail orders --follow -c switchyard.toml
+  switchyard queue stats -c switchyard.toml
+
+The API is described in docs/queues.md and docs/openapi.yaml.")]
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
     /// Replication and snapshot status of the Postgres sources of a running switchyard.
     Cdc {
         #[command(subcommand)]
@@ -82,6 +96,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Run { config } => run(&config),
         Command::Dlq { command } => dlq::run(command),
+        Command::Queue { command } => queue::run(command),
         Command::Plugin { command } => plugin::run(command),
         Command::Cdc { command } => cdc::run_status(command),
         Command::Snapshot {
