@@ -274,6 +274,26 @@ dead_letter = "tasks-dlq"
             "{poison_deliveries:?}"
         );
 
+        // The gauges say so too (they are refreshed every second).
+        let metric = r#"switchyard_queue_group_dead_lettered{queue="tasks",group="w"} 1"#;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = api
+                .http
+                .get(format!("{}/metrics", api.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.lines().any(|l| l == metric) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no `{metric}` in:\n{text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
         // The dead letter says why, and replay puts it back into the queue.
         let (status, dl) = api.get("/admin/dlq/tasks-dlq").await;
         assert_eq!(status, 200);

@@ -445,6 +445,21 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .queue_bytes
                 .get_or_create(&labels)
                 .set(q.size_bytes() as i64);
+            for g in q.work_groups() {
+                let stats = g.stats(queues::now_ms());
+                let labels = metrics::GroupLabels {
+                    queue: name.clone(),
+                    group: g.name().to_owned(),
+                };
+                let m = &shared.metrics;
+                m.group_depth.get_or_create(&labels).set(stats.depth as i64);
+                m.group_in_flight
+                    .get_or_create(&labels)
+                    .set(stats.in_flight as i64);
+                m.group_dead_lettered
+                    .get_or_create(&labels)
+                    .set(stats.dead_lettered as i64);
+            }
         }
         for (source, control) in &shared.cdc {
             let view = control.status.view();

@@ -41,6 +41,12 @@ pub struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub queue: String,
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReaderLabels {
     pub pipeline: String,
     pub source: String,
@@ -95,6 +101,10 @@ pub struct Metrics {
     /// Records behind the slowest consumer group.
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub queue_bytes: Family<QueueLabels, Gauge>,
+    /// Work groups: unfinished, leased and dead-lettered messages.
+    pub group_depth: Family<GroupLabels, Gauge>,
+    pub group_in_flight: Family<GroupLabels, Gauge>,
+    pub group_dead_lettered: Family<GroupLabels, Gauge>,
     /// Records between a reader's checkpoint and the partition's durable end.
     pub checkpoint_lag: Family<ReaderLabels, Gauge>,
     /// WAL a Postgres source's replication slot holds back on the server.
@@ -155,6 +165,24 @@ impl Metrics {
             "queue_depth",
             "Records not yet consumed by the slowest consumer group",
             queue_depth.clone(),
+        );
+        let group_depth = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "queue_group_depth",
+            "Messages a work group has not finished (in flight and delayed included)",
+            group_depth.clone(),
+        );
+        let group_in_flight = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "queue_group_in_flight",
+            "Messages of a work group leased to consumers",
+            group_in_flight.clone(),
+        );
+        let group_dead_lettered = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "queue_group_dead_lettered",
+            "Messages a work group moved to its dead-letter queue",
+            group_dead_lettered.clone(),
         );
         let queue_bytes = Family::<QueueLabels, Gauge>::default();
         registry.register(
@@ -245,6 +273,9 @@ impl Metrics {
             sink_latency,
             queue_depth,
             queue_bytes,
+            group_depth,
+            group_in_flight,
+            group_dead_lettered,
             checkpoint_lag,
             slot_lag_bytes,
             replication_connected,
