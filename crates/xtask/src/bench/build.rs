@@ -19,6 +19,14 @@ pub fn workspace_root() -> PathBuf {
 
 /// `cargo build --release -p PACKAGE…` in the workspace (honours CARGO_TARGET_DIR).
 pub fn cargo_build_release(packages: &[&str]) -> anyhow::Result<()> {
+    cargo_build_release_with_features(packages, &[])
+}
+
+/// `cargo build --release -p PACKAGE… --features FEATURE,…` in the workspace.
+pub fn cargo_build_release_with_features(
+    packages: &[&str],
+    features: &[&str],
+) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
@@ -26,7 +34,18 @@ pub fn cargo_build_release(packages: &[&str]) -> anyhow::Result<()> {
     for p in packages {
         cmd.args(["-p", p]);
     }
-    eprintln!("building (release): {}", packages.join(", "));
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    eprintln!(
+        "building (release): {}{}",
+        packages.join(", "),
+        if features.is_empty() {
+            String::new()
+        } else {
+            format!(" with features {}", features.join(","))
+        }
+    );
     let status = cmd.status().context("running cargo build --release")?;
     if !status.success() {
         bail!("cargo build --release -p {} failed", packages.join(" -p "));
@@ -34,13 +53,14 @@ pub fn cargo_build_release(packages: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// When this is a debug build, builds the release xtask and replaces this process with it
-/// (same arguments). Debug-built baselines and load generator would make every ratio lie.
-pub fn reexec_release_if_debug() -> anyhow::Result<()> {
+/// When this is a debug build, builds the release xtask (with xtask's `features`) and
+/// replaces this process with it (same arguments). Debug-built baselines and load generator
+/// would make every ratio lie.
+pub fn reexec_release_if_debug(features: &[&str]) -> anyhow::Result<()> {
     if !cfg!(debug_assertions) || std::env::var_os(REEXEC_GUARD).is_some() {
         return Ok(());
     }
-    cargo_build_release(&["xtask"])?;
+    cargo_build_release_with_features(&["xtask"], features)?;
     let exe = release_dir()?.join("xtask");
     let err = {
         use std::os::unix::process::CommandExt as _;

@@ -12,6 +12,7 @@ mod kafka;
 mod load;
 mod plugin;
 mod process;
+mod queue;
 mod report;
 
 use clap::{Args, Subcommand};
@@ -101,15 +102,54 @@ enum Bench {
     /// a figure; it prints PASS or BELOW.
     #[command(verbatim_doc_comment)]
     Cdc(cdc::CdcArgs),
+    /// Internal queues: durable produce + receive + ack vs RabbitMQ, NATS JetStream, Redis.
+    ///
+    /// The same load for every system, one after the other: --producers connections each
+    /// sending its share of --messages persistent --message-bytes messages in batches of
+    /// --batch (one request / one confirm wait per batch, the next batch after the last
+    /// one is durable), while --consumers connections receive up to --batch at a time
+    /// and ack them (one ack call per received batch). Systems:
+    ///
+    ///   switchyard  `switchyard run` (release) with one queue of --partitions partitions;
+    ///               POST /queues/Q/messages (201 after fsync), POST
+    ///               /queues/Q/groups/G/receive {max, wait}, POST …/ack (fsync'd)
+    ///   rabbitmq    a durable queue (--rabbitmq-queue-type), persistent messages,
+    ///               publisher confirms awaited per batch, manual acks (multiple) with
+    ///               prefetch = --batch
+    ///   nats        a JetStream file-storage stream, async publish with the PubAcks
+    ///               awaited per batch, a durable pull consumer with explicit acks
+    ///               (double_ack: answered by the server)
+    ///   redis       XADD pipelined per batch, XREADGROUP COUNT/BLOCK, XACK; a
+    ///               non-durable reference when the server keeps nothing on disk
+    ///
+    /// Figures: msgs/s = --messages / (time from the first produce to the answer of the
+    /// ack of the last distinct message); end-to-end latency = consumer received − stamp
+    /// the producer wrote into the payload just before sending its batch (p50/p99 over
+    /// every received message); produce latency = one batch's produce call until it is
+    /// durable (p50/p99 over every batch). It prints the ratio switchyard/RabbitMQ and the
+    /// verdict for the target "switchyard ≥ RabbitMQ throughput at a lower end-to-end p99"
+    /// (PASS/BELOW); it never fails on a figure.
+    ///
+    /// The peers' clients are behind xtask's `peers` feature: `cargo xtask bench queue`
+    /// builds its release self with it.
+    #[command(verbatim_doc_comment)]
+    Queue(queue::QueueArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    build::reexec_release_if_debug()?;
+    // Only `bench queue` needs the peer brokers' clients (xtask's `peers` feature); the
+    // other benches keep the release xtask they always had.
+    let features: &[&str] = match args.which {
+        Bench::Queue(_) => &["peers"],
+        _ => &[],
+    };
+    build::reexec_release_if_debug(features)?;
     match args.which {
         Bench::Ingest(a) => ingest::run(a),
         Bench::Plugin(a) => plugin::run(a),
         Bench::Kafka(a) => kafka::run(a),
         Bench::Cdc(a) => cdc::run(a),
+        Bench::Queue(a) => queue::run(a),
     }
 }
 

@@ -48,7 +48,7 @@ pub fn reproduce_command(args: &[String]) -> String {
     for a in args {
         cmd.push(' ');
         if a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
         {
             cmd.push_str(a);
         } else {
