@@ -63,8 +63,16 @@ pub struct QueueArgs {
     #[arg(long, default_value_t = 1024)]
     message_bytes: usize,
     /// Partitions of switchyard's queue.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 1)]
     partitions: u32,
+    /// Offered load of the latency phase in messages/s over all producers: each producer
+    /// sends a batch every producers × batch / rate seconds, stamped with the time it was
+    /// due (so a producer that falls behind shows up in the latency). 0 skips the phase.
+    #[arg(long, default_value_t = 2000.0)]
+    latency_rate: f64,
+    /// Seconds of the latency phase (its messages: rate × seconds).
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
     /// Systems to run, comma-separated (default: all four), e.g. `--only switchyard,rabbitmq`.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SYSTEM,…")]
     only: Vec<System>,
@@ -149,6 +157,9 @@ pub struct Spec {
     pub consumers: usize,
     pub batch: usize,
     pub message_bytes: usize,
+    /// Paced: the offered messages/s over all producers (each sends a batch on a fixed
+    /// schedule, stamped with its scheduled time); `None`: as fast as they are answered.
+    pub rate: Option<f64>,
 }
 
 /// What a payload carries for the measurement.
@@ -330,12 +341,29 @@ pub async fn drive<P: Producer, C: Consumer>(
     for (p, mut producer) in producers.into_iter().enumerate() {
         let tracker = tracker.clone();
         let range = (spec.messages * p / n_producers)..(spec.messages * (p + 1) / n_producers);
+        // Paced: producer p's k-th batch is due at offset + k × interval.
+        let schedule = spec.rate.map(|rate| {
+            let interval = Duration::from_secs_f64(spec.batch as f64 * n_producers as f64 / rate);
+            (interval.mul_f64(p as f64 / n_producers as f64), interval)
+        });
         tasks.spawn(async move {
             let mut latencies_us = Vec::with_capacity(range.len() / spec.batch.max(1) + 1);
             let mut next = range.start;
+            let mut k = 0u32;
             while next < range.end {
                 let end = (next + spec.batch).min(range.end);
-                let t = tracker.now_us();
+                let t = match schedule {
+                    Some((offset, interval)) => {
+                        let due = offset + interval * k;
+                        k += 1;
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(
+                            tracker.start + due,
+                        ))
+                        .await;
+                        u64::try_from(due.as_micros()).unwrap_or(u64::MAX)
+                    }
+                    None => tracker.now_us(),
+                };
                 let payloads = (next..end)
                     .map(|i| payload(i as u64, t, spec.message_bytes))
                     .collect();
@@ -429,11 +457,11 @@ pub async fn drive<P: Producer, C: Consumer>(
 
 /// A unique name for this run's queue/stream/key on a shared broker.
 #[cfg_attr(not(feature = "peers"), allow(dead_code))]
-fn unique_name(round: u32) -> String {
+fn unique_name(tag: &str) -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    format!("switchyard-bench-{}-{ms}-r{round}", std::process::id())
+    format!("switchyard-bench-{}-{ms}-{tag}", std::process::id())
 }
 
 /// utime+stime of a process in seconds (all its threads), from /proc/PID/stat.
@@ -493,12 +521,38 @@ where
     Ok(result)
 }
 
+/// The two measurements of every system and round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Producers as fast as they are answered: msgs/s (and the latency at that load).
+    Throughput,
+    /// Producers paced at `--latency-rate`: the latency at the same offered load.
+    Latency,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Throughput => "throughput",
+            Phase::Latency => "latency",
+        }
+    }
+}
+
 /// Everything a system's round needs besides the load.
 pub struct RoundCtx<'a> {
     pub args: &'a QueueArgs,
     pub spec: Spec,
     pub round: u32,
+    pub phase: Phase,
     pub deadline: Duration,
+}
+
+impl RoundCtx<'_> {
+    /// `r1-throughput`: names this round's queue, stream, key or data dir.
+    pub fn tag(&self) -> String {
+        format!("r{}-{}", self.round, self.phase.name())
+    }
 }
 
 pub fn run(args: QueueArgs) -> anyhow::Result<()> {
@@ -530,7 +584,20 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
         consumers: args.consumers,
         batch: args.batch,
         message_bytes: args.message_bytes,
+        rate: None,
     };
+    let latency_messages = (args.latency_rate * args.latency_seconds as f64).round() as usize;
+    let mut phases = vec![(Phase::Throughput, spec)];
+    if args.latency_rate > 0.0 && latency_messages > 0 {
+        phases.push((
+            Phase::Latency,
+            Spec {
+                messages: latency_messages,
+                rate: Some(args.latency_rate),
+                ..spec
+            },
+        ));
+    }
     let sy = if systems.contains(&System::Switchyard) {
         Some(switchyard::prepare(&args)?)
     } else {
@@ -559,11 +626,19 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
         args.batch,
         args.rounds
     );
+    if let Some((_, lat)) = phases.get(1) {
+        println!(
+            "latency:    then the same with the producers paced: {} msgs/s offered for {} s \
+             ({} messages), each batch stamped with the time it was due",
+            args.latency_rate, args.latency_seconds, lat.messages
+        );
+    }
     println!("systems:    {}", describe_systems(&args, &systems));
     println!(
         "figures:    msgs/s = messages / (first produce → answer of the last message's ack); \
-         e2e = consumer received − stamp written just before its batch was sent (every \
-         message); produce = one batch's call until durable (every batch)"
+         e2e = consumer received − stamp written just before its batch was sent (paced: the \
+         time it was due) (every message); produce = one batch's call until durable (every \
+         batch)"
     );
     println!("reproduce:  {}", report::reproduce_command(&argv));
     println!();
@@ -573,48 +648,87 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
         .thread_name("bench-queue")
         .build()
         .context("starting the load generator's runtime")?;
-    let mut results: Vec<Vec<RunResult>> = systems.iter().map(|_| Vec::new()).collect();
+    // results[phase][system]: one RunResult per round.
+    let mut results: Vec<Vec<Vec<RunResult>>> = phases
+        .iter()
+        .map(|_| systems.iter().map(|_| Vec::new()).collect())
+        .collect();
     #[cfg_attr(not(feature = "peers"), allow(unused_mut))]
     let mut notes: Vec<String> = Vec::new();
     for round in 1..=args.rounds {
-        for (k, &system) in systems.iter().enumerate() {
-            eprintln!("round {round}/{}: {}…", args.rounds, system.name());
-            let ctx = RoundCtx {
-                args: &args,
-                spec,
-                round,
-                deadline: Duration::from_secs(args.timeout),
-            };
-            let r = match system {
-                System::Switchyard => {
-                    let sy = sy.as_ref().expect("prepared above");
-                    switchyard::round(&rt, sy, &ctx)
+        for (ph, &(phase, spec)) in phases.iter().enumerate() {
+            for (k, &system) in systems.iter().enumerate() {
+                eprintln!(
+                    "round {round}/{}, {}: {}…",
+                    args.rounds,
+                    phase.name(),
+                    system.name()
+                );
+                let ctx = RoundCtx {
+                    args: &args,
+                    spec,
+                    round,
+                    phase,
+                    deadline: Duration::from_secs(args.timeout),
+                };
+                let r = match system {
+                    System::Switchyard => {
+                        let sy = sy.as_ref().expect("prepared above");
+                        switchyard::round(&rt, sy, &ctx)
+                    }
+                    #[cfg(feature = "peers")]
+                    System::Rabbitmq | System::Nats | System::Redis => {
+                        rt.block_on(peer_round(system, &ctx)).map(|(note, r)| {
+                            if round == 1 && ph == 0 {
+                                notes.extend(note);
+                            }
+                            r
+                        })
+                    }
+                    #[cfg(not(feature = "peers"))]
+                    System::Rabbitmq | System::Nats | System::Redis => {
+                        unreachable!("refused above without the peers feature")
+                    }
                 }
-                #[cfg(feature = "peers")]
-                System::Rabbitmq | System::Nats | System::Redis => {
-                    rt.block_on(peer_round(system, &ctx)).map(|(note, r)| {
-                        if round == 1 {
-                            notes.extend(note);
-                        }
-                        r
-                    })
+                .with_context(|| {
+                    format!(
+                        "measuring {} (round {round}, {})",
+                        system.name(),
+                        phase.name()
+                    )
+                })?;
+                if args.rounds > 1 {
+                    println!(
+                        "round {round} {:<10} {}",
+                        phase.name(),
+                        row(system.name(), &r, spec.messages)
+                    );
                 }
-                #[cfg(not(feature = "peers"))]
-                System::Rabbitmq | System::Nats | System::Redis => {
-                    unreachable!("refused above without the peers feature")
-                }
+                results[ph][k].push(r);
             }
-            .with_context(|| format!("measuring {} (round {round})", system.name()))?;
-            if args.rounds > 1 {
-                println!("round {round}: {}", row(system.name(), &r, args.messages));
-            }
-            results[k].push(r);
         }
     }
     if args.rounds > 1 {
         println!();
     }
-    print!("{}", table(&args, &systems, &results));
+    let mut figures = Vec::new();
+    for (ph, &(phase, spec)) in phases.iter().enumerate() {
+        let title = match phase {
+            Phase::Throughput => format!(
+                "throughput phase ({} messages, producers unpaced)",
+                spec.messages
+            ),
+            Phase::Latency => format!(
+                "latency phase ({} messages at {} msgs/s offered)",
+                spec.messages, args.latency_rate
+            ),
+        };
+        let (text, f) = table(&args, &title, &systems, &results[ph], spec.messages);
+        print!("{text}");
+        println!();
+        figures.push(f);
+    }
+    print!("{}", verdict(&systems, &figures));
     for n in notes {
         println!("note: {n}");
     }
@@ -645,7 +759,7 @@ fn describe_systems(args: &QueueArgs, systems: &[System]) -> String {
         .iter()
         .map(|s| match s {
             System::Switchyard => format!(
-                "switchyard (1 queue, {} partitions, work group; 201 after fsync, acks fsync'd)",
+                "switchyard (1 queue with partitions = {}, a work group; 201 after fsync, acks fsync'd)",
                 args.partitions
             ),
             System::Rabbitmq => format!(
@@ -682,11 +796,22 @@ fn row(name: &str, r: &RunResult, messages: usize) -> String {
     )
 }
 
-fn table(args: &QueueArgs, systems: &[System], results: &[Vec<RunResult>]) -> String {
+/// Medians of one phase per system: msgs/s and end-to-end p99 (ms).
+struct Figures {
+    rate: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+fn table(
+    args: &QueueArgs,
+    title: &str,
+    systems: &[System],
+    results: &[Vec<RunResult>],
+    n: usize,
+) -> (String, Figures) {
     let med = |k: usize, f: &dyn Fn(&RunResult) -> f64| {
         report::median(&results[k].iter().map(f).collect::<Vec<_>>())
     };
-    let n = args.messages;
     let mut out = String::new();
     let what = if args.rounds > 1 {
         format!("medians of {} rounds", args.rounds)
@@ -695,7 +820,7 @@ fn table(args: &QueueArgs, systems: &[System], results: &[Vec<RunResult>]) -> St
     };
     let _ = writeln!(
         out,
-        "{what}; latencies in ms, CPU in seconds (server process / this load generator):"
+        "{title}, {what}; latencies in ms, CPU in seconds (server process / this load generator):"
     );
     let _ = writeln!(
         out,
@@ -711,19 +836,21 @@ fn table(args: &QueueArgs, systems: &[System], results: &[Vec<RunResult>]) -> St
         "cli CPU",
         "dup/stale"
     );
-    let mut rate = Vec::new();
-    let mut p99 = Vec::new();
+    let mut figures = Figures {
+        rate: Vec::new(),
+        p99: Vec::new(),
+    };
     for (k, system) in systems.iter().enumerate() {
-        rate.push(med(k, &|r| r.per_second(n)));
-        p99.push(med(k, &|r| quantile_ms(&r.e2e_us, 0.99)));
+        figures.rate.push(med(k, &|r| r.per_second(n)));
+        figures.p99.push(med(k, &|r| quantile_ms(&r.e2e_us, 0.99)));
         let srv = med(k, &|r| r.server_cpu_s.unwrap_or(f64::NAN));
         let _ = writeln!(
             out,
             "{:<11} {:>9.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>7} {:>7.1} {:>9}",
             system.name(),
-            rate[k],
+            figures.rate[k],
             med(k, &|r| quantile_ms(&r.e2e_us, 0.5)),
-            p99[k],
+            figures.p99[k],
             med(k, &|r| quantile_ms(&r.produce_us, 0.5)),
             med(k, &|r| quantile_ms(&r.produce_us, 0.99)),
             med(k, &|r| n as f64 / r.produced.as_secs_f64()),
@@ -764,51 +891,63 @@ fn table(args: &QueueArgs, systems: &[System], results: &[Vec<RunResult>]) -> St
             let _ = writeln!(out, "peak RSS of {}: {rss:.1} MiB", system.name());
         }
     }
-    let _ = writeln!(out);
+    (out, figures)
+}
+
+/// Ratios to the peers and the target: throughput from the throughput phase, the p99 from
+/// the latency phase (the same offered load for every system) when it ran.
+fn verdict(systems: &[System], phases: &[Figures]) -> String {
+    let mut out = String::new();
     let idx = |s: System| systems.iter().position(|x| *x == s);
-    if let Some(sy) = idx(System::Switchyard) {
-        for other in [System::Rabbitmq, System::Nats, System::Redis] {
-            let Some(o) = idx(other) else { continue };
-            let label = format!("switchyard / {} msgs/s", other.name());
-            let ratio = rate[sy] / rate[o];
-            if other == System::Rabbitmq {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    report::ratio_line(&label, ratio, TARGET_VS_RABBITMQ)
-                );
-                let lower = p99[sy] < p99[o];
-                let _ = writeln!(
-                    out,
-                    "{:<34} {:>6.1} ms vs {:.1} ms ({:.2}×)   target lower   {}",
-                    "switchyard vs rabbitmq e2e p99",
-                    p99[sy],
-                    p99[o],
-                    p99[sy] / p99[o],
-                    if lower { "PASS" } else { "BELOW" }
-                );
-                let _ = writeln!(
-                    out,
-                    "target \"switchyard ≥ RabbitMQ throughput at a lower p99\": {}",
-                    if ratio >= TARGET_VS_RABBITMQ && lower {
-                        "PASS"
-                    } else {
-                        "BELOW"
-                    }
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    "{label:<34} {ratio:>6.2}   e2e p99 {:.1} ms vs {:.1} ms   (no target{})",
-                    p99[sy],
-                    p99[o],
-                    if other == System::Redis {
-                        "; Redis here is not durable"
-                    } else {
-                        ""
-                    }
-                );
-            }
+    let Some(sy) = idx(System::Switchyard) else {
+        return out;
+    };
+    let thr = &phases[0];
+    let (lat, which) = match phases.get(1) {
+        Some(l) => (l, "latency phase"),
+        None => (thr, "throughput phase"),
+    };
+    for other in [System::Rabbitmq, System::Nats, System::Redis] {
+        let Some(o) = idx(other) else { continue };
+        let label = format!("switchyard / {} msgs/s", other.name());
+        let ratio = thr.rate[sy] / thr.rate[o];
+        if other == System::Rabbitmq {
+            let _ = writeln!(
+                out,
+                "{}",
+                report::ratio_line(&label, ratio, TARGET_VS_RABBITMQ)
+            );
+            let lower = lat.p99[sy] < lat.p99[o];
+            let _ = writeln!(
+                out,
+                "{:<34} {:>6.1} ms vs {:.1} ms ({:.2}×, {which})   target lower   {}",
+                "switchyard vs rabbitmq e2e p99",
+                lat.p99[sy],
+                lat.p99[o],
+                lat.p99[sy] / lat.p99[o],
+                if lower { "PASS" } else { "BELOW" }
+            );
+            let _ = writeln!(
+                out,
+                "target \"switchyard ≥ RabbitMQ throughput at a lower p99\": {}",
+                if ratio >= TARGET_VS_RABBITMQ && lower {
+                    "PASS"
+                } else {
+                    "BELOW"
+                }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{label:<34} {ratio:>6.2}   e2e p99 {:.1} ms vs {:.1} ms ({which}; no target{})",
+                lat.p99[sy],
+                lat.p99[o],
+                if other == System::Redis {
+                    "; Redis here is not durable"
+                } else {
+                    ""
+                }
+            );
         }
     }
     out
@@ -887,6 +1026,7 @@ mod tests {
             consumers: 2,
             batch: 10,
             message_bytes: 100,
+            rate: None,
         };
         let r = rt
             .block_on(drive(
@@ -900,5 +1040,33 @@ mod tests {
         assert_eq!(r.produce_us.len(), 34 + 34 + 34);
         assert_eq!(r.duplicates, 0);
         assert!(r.elapsed > Duration::ZERO);
+    }
+
+    #[test]
+    fn paced_producers_keep_to_the_offered_rate() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let q = Mem(Default::default());
+        let spec = Spec {
+            messages: 2000,
+            producers: 2,
+            consumers: 1,
+            batch: 50,
+            message_bytes: 100,
+            rate: Some(10_000.0),
+        };
+        let r = rt
+            .block_on(drive(
+                spec,
+                vec![q.clone(), q.clone()],
+                vec![MemConsumer(q, 0)],
+                Duration::from_secs(10),
+            ))
+            .unwrap();
+        // 40 batches at 200 per second: the last is due at 195 ms.
+        assert!(r.produced >= Duration::from_millis(195), "{:?}", r.produced);
+        assert_eq!(r.e2e_us.len(), 2000);
     }
 }

@@ -20,7 +20,7 @@ pub async fn round(
     server_pids: &[u32],
 ) -> anyhow::Result<(Option<String>, RunResult)> {
     let url = &ctx.args.nats_url;
-    let name = super::unique_name(ctx.round);
+    let name = super::unique_name(&ctx.tag());
     let subject = format!("switchyard-bench.{name}");
     let admin = connect(url).await?;
     let version = admin.server_info().version;

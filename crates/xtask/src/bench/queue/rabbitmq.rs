@@ -22,7 +22,7 @@ pub async fn round(
     server_pids: &[u32],
 ) -> anyhow::Result<(Option<String>, RunResult)> {
     let url = &ctx.args.rabbitmq_url;
-    let queue = super::unique_name(ctx.round);
+    let queue = super::unique_name(&ctx.tag());
     let admin = connect(url).await?;
     let admin_channel = admin.create_channel().await?;
     let mut arguments = FieldTable::default();

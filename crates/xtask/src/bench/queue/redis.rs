@@ -22,7 +22,7 @@ pub async fn round(
 ) -> anyhow::Result<(Option<String>, RunResult)> {
     let client = redis::Client::open(ctx.args.redis_url.as_str())
         .with_context(|| format!("the Redis URL {}", ctx.args.redis_url))?;
-    let key = super::unique_name(ctx.round);
+    let key = super::unique_name(&ctx.tag());
     let mut admin = connect(&client).await?;
     let note = durability_note(&mut admin).await;
     redis::cmd("XGROUP")

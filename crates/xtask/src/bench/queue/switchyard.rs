@@ -73,10 +73,10 @@ pub fn round(
     sy: &Prepared,
     ctx: &RoundCtx<'_>,
 ) -> anyhow::Result<RunResult> {
-    let dir = sy.root().join(format!("round{}", ctx.round));
+    let dir = sy.root().join(ctx.tag());
     std::fs::create_dir_all(&dir)?;
     let addr = free_addr()?;
-    let token = format!("bench-{}-{}", std::process::id(), ctx.round);
+    let token = format!("bench-{}-{}", std::process::id(), ctx.tag());
     let config = dir.join("switchyard.toml");
     std::fs::write(
         &config,
