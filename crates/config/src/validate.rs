@@ -17,6 +17,8 @@ use crate::*;
 pub(crate) const SOURCE_TYPES: &[&str] = &["http", "queue", "postgres_cdc", "kafka"];
 pub(crate) const SINK_TYPES: &[&str] = &["webhook", "queue", "stdout", "file", "kafka"];
 const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+/// librdkafka's `security.protocol` values (case does not matter to it).
+const KAFKA_SECURITY_PROTOCOLS: &[&str] = &["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
 
 /// Collects issues while walking.
 pub(crate) struct Ctx<'a> {
@@ -532,7 +534,44 @@ pub(crate) fn build(tree: &Value, cx: &mut Ctx<'_>) -> Config {
     }
     root.finish(cx);
     crate::graph::check(cx, &config, &declared);
+    one_pipeline_per_kafka_source(cx, &config);
     config
+}
+
+/// A Kafka source is one consumer-group member with one `group`: the group hands each
+/// message to one member, so two pipelines reading it would each get only part of the
+/// topic. (The runtime refuses it too; this says so before a start.)
+fn one_pipeline_per_kafka_source(cx: &mut Ctx<'_>, config: &Config) {
+    for (name, source) in &config.sources {
+        let SourceConfig::Kafka(kafka) = source else {
+            continue;
+        };
+        let readers: Vec<&String> = config
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.from.contains(name))
+            .map(|(n, _)| n)
+            .collect();
+        if readers.len() > 1 {
+            let last = readers[readers.len() - 1];
+            cx.issue(
+                &format!("pipelines.{last}.from"),
+                format!(
+                    "kafka source `{name}` is read by pipelines {}: its consumer group `{}` hands \
+                     each message to one member, so each pipeline would get only part of the \
+                     topic; route its events from one pipeline (a router plugin or several sinks \
+                     in `to`), or declare a second kafka source with the same `topics` and its \
+                     own `group` for the other pipeline",
+                    readers
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    kafka.group
+                ),
+            );
+        }
+    }
 }
 
 /// Names declared in each namespace, whether or not their tables are valid, so one
@@ -847,7 +886,7 @@ fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<Sou
                 group: table
                     .non_empty_string(cx, "group")
                     .unwrap_or_else(|| "switchyard".to_string()),
-                options: table.string_map(cx, "options").unwrap_or_default(),
+                options: kafka_options(cx, &table),
             })
         }
     };
@@ -1135,7 +1174,7 @@ fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
                 compression: table
                     .choice(cx, "compression", KAFKA_COMPRESSIONS)
                     .map(str::to_string),
-                options: table.string_map(cx, "options").unwrap_or_default(),
+                options: kafka_options(cx, &table),
                 timeout: table
                     .duration(cx, "timeout", false)
                     .unwrap_or(Duration::from_secs(30)),
@@ -1185,6 +1224,30 @@ fn retry(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<RetryConfig> {
     Some(retry)
 }
 
+/// `options` of a Kafka sink or source. They go to librdkafka as they are (it refuses
+/// what it does not know at start); `security.protocol` is checked here so that a typo
+/// is reported with its line before a start.
+fn kafka_options(cx: &mut Ctx<'_>, table: &Table<'_>) -> BTreeMap<String, String> {
+    let options = table.string_map(cx, "options").unwrap_or_default();
+    if let Some(protocol) = options.get("security.protocol")
+        && !KAFKA_SECURITY_PROTOCOLS.contains(&protocol.to_ascii_lowercase().as_str())
+    {
+        cx.issue(
+            &table.child("options"),
+            format!(
+                "\"security.protocol\" = {protocol:?} is not a Kafka security protocol{}: use \
+                 plaintext, ssl (TLS; with \"ssl.ca.location\" for a private CA), \
+                 sasl_plaintext or sasl_ssl (SASL over TLS)",
+                did_you_mean(
+                    &protocol.to_ascii_lowercase(),
+                    KAFKA_SECURITY_PROTOCOLS.iter().copied()
+                )
+            ),
+        );
+    }
+    options
+}
+
 /// What is wrong with a Kafka sink's topic template, if anything: placeholders other
 /// than `{source}`, `{kind}`, `{table}`, or an unclosed `{`.
 fn topic_template_problem(topic: &str) -> Option<String> {
@@ -1228,6 +1291,113 @@ mod tests {
         assert!(!valid_name("my sink"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name("é"));
+    }
+
+    #[test]
+    fn a_kafka_source_feeds_one_pipeline() {
+        let text = r#"
+[sources.clicks]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+topics = ["clicks"]
+group = "fanout"
+[sources.clicks_audit]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+topics = ["clicks"]
+group = "audit"
+[pipelines.a]
+from = ["clicks"]
+to = ["out"]
+[pipelines.b]
+from = ["clicks"]
+to = ["out"]
+[pipelines.c]
+from = ["clicks_audit"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#;
+        let issues = crate::load_str(text, false)
+            .expect_err("a kafka source in two pipelines is refused")
+            .issues;
+        assert_eq!(issues.len(), 1, "{issues:#?}");
+        let issue = &issues[0];
+        assert_eq!(issue.path, "pipelines.b.from");
+        for words in [
+            "kafka source `clicks` is read by pipelines `a` and `b`",
+            "consumer group `fanout`",
+            "declare a second kafka source",
+            "its own `group`",
+        ] {
+            assert!(issue.message.contains(words), "{words:?} not in {issue:?}");
+        }
+        assert!(issue.line.is_some(), "{issue:?}");
+
+        // One source per pipeline, each with its own group: accepted.
+        let fixed = text.replace(
+            "[pipelines.b]\nfrom = [\"clicks\"]",
+            "[pipelines.b]\nfrom = [\"clicks_audit\"]",
+        );
+        let fixed = fixed.replace(
+            "[pipelines.c]\nfrom = [\"clicks_audit\"]\nto = [\"out\"]\n",
+            "",
+        );
+        crate::load_str(&fixed, false).expect("one pipeline per kafka source is valid");
+    }
+
+    #[test]
+    fn kafka_security_protocol_is_checked_and_tls_options_pass_through() {
+        let text = |protocol: &str| {
+            format!(
+                r#"
+[sources.clicks]
+type = "kafka"
+brokers = "b:9093"
+topics = ["clicks"]
+options = {{ "security.protocol" = "{protocol}", "ssl.ca.location" = "/etc/kafka/ca.pem" }}
+[pipelines.a]
+from = ["clicks"]
+to = ["out"]
+[sinks.out]
+type = "kafka"
+brokers = "b:9093"
+topic = "t"
+options = {{ "security.protocol" = "{protocol}", "ssl.ca.location" = "/etc/kafka/ca.pem" }}
+"#
+            )
+        };
+        for ok in ["ssl", "SASL_SSL", "plaintext", "SASL_PLAINTEXT"] {
+            let config = crate::load_str(&text(ok), false).expect(ok);
+            let Some(SinkConfig::Kafka(sink)) = config.sinks.get("out") else {
+                panic!("a kafka sink")
+            };
+            assert_eq!(sink.options["security.protocol"], ok);
+            assert_eq!(sink.options["ssl.ca.location"], "/etc/kafka/ca.pem");
+        }
+        let issues = crate::load_str(&text("tls"), false)
+            .expect_err("not a protocol")
+            .issues;
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["sources.clicks.options", "sinks.out.options"],
+            "{issues:#?}"
+        );
+        assert!(
+            issues[0]
+                .message
+                .contains("\"tls\" is not a Kafka security protocol")
+        );
+        assert!(issues[0].message.contains("ssl (TLS"), "{:?}", issues[0]);
+        assert!(issues[0].line.is_some(), "{:?}", issues[0]);
+        let issues = crate::load_str(&text("sasl_ssll"), false)
+            .expect_err("a typo")
+            .issues;
+        assert!(
+            issues[0].message.contains("did you mean `sasl_ssl`?"),
+            "{issues:#?}"
+        );
     }
 
     #[test]
