@@ -20,5 +20,17 @@ if ! have curl; then
     apt-get update -qq && apt-get install -y -qq curl >/dev/null
 fi
 
+# Build requirement: rdkafka's `ssl` feature links the system OpenSSL (headers and
+# pkg-config file from libssl-dev). The Kafka TLS tests put a socat TLS proxy in front of
+# the broker, with certificates made by the openssl command.
+missing=()
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev pkg-config)
+have socat || missing+=(socat)
+have openssl || missing+=(openssl)
+if (( ${#missing[@]} )); then
+    echo "==> installing ${missing[*]} (OpenSSL for rdkafka's TLS; the Kafka TLS tests' proxy)"
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 # The Kafka-protocol broker of the Kafka tests (into .tools/bin, gitignored).
 "$(dirname "$0")/install-tansu.sh"

@@ -226,9 +226,17 @@ async fn kafka_consumer_commits_only_below_the_low_watermark_and_resumes_there()
 
 #[test]
 fn kafka_sink_refuses_options_librdkafka_cannot_honour_with_its_message() {
+    // A CA file that is not there: refused at start, naming the setting.
     let mut cfg = sink_config("127.0.0.1:1", "t");
-    cfg.options
-        .insert("security.protocol".into(), "SASL_SSL".into());
+    for (k, v) in [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanisms", "PLAIN"),
+        ("sasl.username", "u"),
+        ("sasl.password", "p"),
+        ("ssl.ca.location", "/nonexistent/switchyard-ca.pem"),
+    ] {
+        cfg.options.insert(k.into(), v.into());
+    }
     let err = KafkaSink::new("out", &cfg)
         .err()
         .expect("refused")
@@ -239,6 +247,34 @@ fn kafka_sink_refuses_options_librdkafka_cannot_honour_with_its_message() {
         err.contains("librdkafka refused the configuration"),
         "{err}"
     );
+    assert!(err.contains("ssl.ca.location"), "{err}");
+
+    // This build has OpenSSL: TLS and SASL over TLS are accepted (with the system's CAs
+    // when no ssl.ca.location is set).
+    for protocol in ["ssl", "SASL_SSL"] {
+        let mut cfg = sink_config("127.0.0.1:1", "t");
+        cfg.options
+            .insert("security.protocol".into(), protocol.into());
+        if protocol == "SASL_SSL" {
+            for (k, v) in [
+                ("sasl.mechanisms", "PLAIN"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ] {
+                cfg.options.insert(k.into(), v.into());
+            }
+        }
+        if let Err(e) = KafkaSink::new("out", &cfg) {
+            panic!("security.protocol = {protocol} refused: {e}");
+        }
+        let source = KafkaSourceConfig {
+            options: cfg.options.clone(),
+            ..source_config("127.0.0.1:1", "t", "g")
+        };
+        if let Err(e) = KafkaConsumer::start("clicks", "g", &source) {
+            panic!("source with security.protocol = {protocol} refused: {e}");
+        }
+    }
 
     // SASL/PLAIN over plaintext needs no TLS: accepted.
     let mut cfg = sink_config("127.0.0.1:1", "t");

@@ -10,6 +10,14 @@
 //! The tansu binary of the wheel keeps its data in memory: a restart loses every topic
 //! and record, so tests recreate their topics ([`Tansu::create_topic`]).
 //!
+//! * [`Tansu::start_durable`] — the opt-in durable tier: tansu built from crates.io with
+//!   its libSQL storage (`scripts/install-durable-tansu.sh`, ~15 minutes, not run by CI),
+//!   which keeps its data across a kill -9. [`durable_tansu_or_skip`] finds it, or tells
+//!   a test to skip (or to fail, with `SWITCHYARD_DURABLE_TANSU=1`).
+//! * [`TlsProxy`] — tansu speaks no TLS: a `socat` TLS terminator in front of a broker
+//!   started with [`Tansu::start_advertising`] (so clients reconnect through the proxy),
+//!   with a throwaway CA and a server certificate for `127.0.0.1` made by `openssl`.
+//!
 //! Brokers are child processes that die with the test process (`PR_SET_PDEATHSIG`), so
 //! a failed or killed test leaves none behind. Everything here is blocking.
 
@@ -32,6 +40,10 @@ use crate::process::free_port;
 
 /// How long a broker may take to answer after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--storage-engine` of the wheel's broker.
+const MEMORY: &str = "memory://tansu/";
+/// `--storage-engine` of the durable broker, relative to its working directory.
+const SQLITE: &str = "sqlite://tansu.db";
 
 /// `.tools/bin/tansu` of the workspace, found from this crate's manifest directory
 /// (`crates/test-support` → the workspace root), or `TANSU_BIN` when set.
@@ -48,11 +60,7 @@ pub fn tansu_bin() -> PathBuf {
         );
         return path;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/test-support sits two levels below the workspace root");
-    let path = root.join(".tools/bin/tansu");
+    let path = workspace_root().join(".tools/bin/tansu");
     assert!(
         path.is_file(),
         "the tansu Kafka-protocol broker is missing ({}); run scripts/install-tansu.sh \
@@ -62,9 +70,60 @@ pub fn tansu_bin() -> PathBuf {
     path
 }
 
+/// The environment variable that makes the durable tier mandatory: with
+/// `SWITCHYARD_DURABLE_TANSU=1`, a missing durable tansu fails the test instead of
+/// skipping it.
+pub const DURABLE_ENV: &str = "SWITCHYARD_DURABLE_TANSU";
+
+/// The durable tansu (libSQL storage) that `scripts/install-durable-tansu.sh` builds into
+/// `.tools/durable/bin/tansu`, or `DURABLE_TANSU_BIN` when set; `None` when absent.
+pub fn durable_tansu_bin() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("DURABLE_TANSU_BIN") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    Some(workspace_root().join(".tools/durable/bin/tansu")).filter(|p| p.is_file())
+}
+
+/// [`durable_tansu_bin`] for a test of the durable tier: `None` (after printing why, and
+/// how to install it) when it is absent, so the test returns early; a panic instead when
+/// `SWITCHYARD_DURABLE_TANSU=1` says the tier must run.
+pub fn durable_tansu_or_skip(test: &str) -> Option<PathBuf> {
+    if let Some(bin) = durable_tansu_bin() {
+        return Some(bin);
+    }
+    let required = std::env::var(DURABLE_ENV).is_ok_and(|v| v == "1");
+    let path = std::env::var_os("DURABLE_TANSU_BIN").map_or_else(
+        || workspace_root().join(".tools/durable/bin/tansu"),
+        PathBuf::from,
+    );
+    let why = format!(
+        "the durable tansu broker is not installed ({}); build it once with \
+         scripts/install-durable-tansu.sh (~15 min on 2 cores)",
+        path.display()
+    );
+    assert!(!required, "{test}: {DURABLE_ENV}=1 but {why}");
+    let message = format!("SKIPPED {test}: {why}; set {DURABLE_ENV}=1 to make its absence fail");
+    println!("{message}");
+    eprintln!("{message}");
+    None
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/test-support sits two levels below the workspace root")
+}
+
 /// A tansu broker on `127.0.0.1:<port>`, as a child process.
 pub struct Tansu {
     port: u16,
+    /// The port it tells clients to connect to (`--advertised-listener-url`): its own, or
+    /// that of a proxy in front of it.
+    advertised: u16,
+    bin: PathBuf,
+    /// `--storage-engine`: memory, or sqlite in `dir` (kept across restarts).
+    storage: &'static str,
     dir: tempfile::TempDir,
     child: Mutex<Option<Child>>,
     runs: Mutex<u32>,
@@ -89,12 +148,35 @@ impl Tansu {
     /// [`Tansu::start`] on a given port (e.g. one a switchyard config named while no
     /// broker was there).
     pub fn start_on(port: u16) -> Tansu {
+        Self::launch(port, port, tansu_bin(), MEMORY)
+    }
+
+    /// A broker on a free port that advertises `127.0.0.1:<advertised>` as its address:
+    /// clients that bootstrap anywhere reconnect there. For a proxy in front of it
+    /// ([`TlsProxy`]); [`Tansu::brokers`] still names the broker's own port, which only
+    /// plaintext bootstrap and metadata requests can use.
+    pub fn start_advertising(advertised: u16) -> Tansu {
+        Self::launch(free_port(), advertised, tansu_bin(), MEMORY)
+    }
+
+    /// A durable broker (`bin` from [`durable_tansu_or_skip`]) on a free port, storing in
+    /// `tansu.db` (libSQL) in its own directory: [`Tansu::kill`] then
+    /// [`Tansu::restart`] brings it back with its topics and records.
+    pub fn start_durable(bin: &Path) -> Tansu {
+        let port = free_port();
+        Self::launch(port, port, bin.to_path_buf(), SQLITE)
+    }
+
+    fn launch(port: u16, advertised: u16, bin: PathBuf, storage: &'static str) -> Tansu {
         let dir = tempfile::Builder::new()
             .prefix("switchyard-tansu-")
             .tempdir()
             .expect("creating a temp dir for tansu");
         let broker = Tansu {
             port,
+            advertised,
+            bin,
+            storage,
             dir,
             child: Mutex::new(None),
             runs: Mutex::new(0),
@@ -106,6 +188,11 @@ impl Tansu {
     /// `127.0.0.1:<port>`, the `brokers` value of a config.
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// How many times the broker process was started.
+    pub fn runs(&self) -> u32 {
+        *self.runs.lock().expect("tansu lock")
     }
 
     /// The port it listens on (the same across restarts).
@@ -131,19 +218,21 @@ impl Tansu {
 
     fn spawn_and_wait(&self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.dir.path().join("tansu.log"))
             .expect("opening the tansu log");
-        let mut cmd = Command::new(tansu_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("broker")
             .arg("--listener-url")
             .arg(&url)
             .arg("--advertised-listener-url")
-            .arg(&url)
+            .arg(&advertised)
             .arg("--storage-engine")
-            .arg("memory://tansu/")
+            // sqlite: relative to the working directory, the broker's own directory.
+            .arg(self.storage)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -197,7 +286,7 @@ impl Tansu {
     /// # Panics
     /// When tansu refuses (the topic exists, the broker is down).
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        let out = Command::new(tansu_bin())
+        let out = Command::new(&self.bin)
             .args(["topic", "create", topic, "--partitions"])
             .arg(partitions.to_string())
             .arg("--broker")
@@ -288,7 +377,8 @@ impl Tansu {
         }
     }
 
-    /// Starts it again on the same port after [`Tansu::kill`]; it comes back empty.
+    /// Starts it again on the same port after [`Tansu::kill`]: a memory broker comes back
+    /// empty, a durable one ([`Tansu::start_durable`]) with what it stored.
     pub fn restart(&self) {
         assert!(
             self.pid().is_none(),
@@ -334,7 +424,13 @@ fn spawn_tied_to_this_process(cmd: Command) -> Child {
                             Ok(())
                         });
                     }
-                    let _ = reply.send(cmd.spawn());
+                    let program = cmd.get_program().to_owned();
+                    let _ = reply.send(cmd.spawn().map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot start {}: {e}", Path::new(&program).display()),
+                        )
+                    }));
                 }
             })
             .expect("starting the tansu spawner thread");
@@ -349,7 +445,7 @@ fn spawn_tied_to_this_process(cmd: Command) -> Child {
     reply_rx
         .recv()
         .expect("the spawner answers")
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu_bin().display()))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One record as a test produces or reads it.
@@ -433,16 +529,31 @@ pub fn read_topic(
     brokers: &str,
     topic: &str,
     within: Duration,
+    done: impl FnMut(&[KafkaRecord]) -> bool,
+) -> Vec<KafkaRecord> {
+    read_topic_with(brokers, &[], topic, within, done)
+}
+
+/// [`read_topic`] with extra librdkafka settings for the reader (e.g.
+/// [`TlsProxy::client_options`]).
+pub fn read_topic_with(
+    brokers: &str,
+    options: &[(String, String)],
+    topic: &str,
+    within: Duration,
     mut done: impl FnMut(&[KafkaRecord]) -> bool,
 ) -> Vec<KafkaRecord> {
     let deadline = Instant::now() + within;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("test-reader-{topic}"))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("creating a test reader");
+        .set("enable.partition.eof", "false");
+    for (k, v) in options {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().expect("creating a test reader");
     let partitions = loop {
         if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(2))
             && let Some(t) = md
@@ -511,4 +622,206 @@ pub fn unique_name(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A TLS-terminating proxy (`socat OPENSSL-LISTEN … TCP:…`) on `127.0.0.1:<port>` in
+/// front of a plaintext broker, with certificates made for it at start:
+///
+/// * `ca.pem` — a throwaway CA ([`TlsProxy::ca_file`]);
+/// * `server.pem` / `server.key` — the proxy's certificate, signed by that CA, for
+///   `IP:127.0.0.1` and `DNS:localhost` (so librdkafka's default hostname check passes);
+/// * `other-ca.pem` — a second CA that signed nothing ([`TlsProxy::wrong_ca_file`]).
+///
+/// Start the broker with [`Tansu::start_advertising`]`(port)` so that clients which
+/// bootstrap through the proxy also reconnect through it. Needs `socat` and `openssl`
+/// (`scripts/install-test-tools.sh` installs them when missing).
+pub struct TlsProxy {
+    port: u16,
+    target: String,
+    dir: tempfile::TempDir,
+    child: Mutex<Option<Child>>,
+}
+
+impl TlsProxy {
+    /// Makes the certificates and starts the proxy on `port`, forwarding every
+    /// connection to `target` (`host:port`); returns once it accepts connections.
+    ///
+    /// # Panics
+    /// When `openssl` or `socat` is missing or fails (with its output).
+    pub fn start(port: u16, target: &str) -> TlsProxy {
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-tls-")
+            .tempdir()
+            .expect("creating a temp dir for the TLS proxy");
+        make_certificates(dir.path());
+        let proxy = TlsProxy {
+            port,
+            target: target.to_owned(),
+            dir,
+            child: Mutex::new(None),
+        };
+        proxy.spawn_and_wait();
+        proxy
+    }
+
+    fn spawn_and_wait(&self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("socat.log"))
+            .expect("opening the socat log");
+        let d = self.dir.path();
+        let listen = format!(
+            "OPENSSL-LISTEN:{},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+            self.port,
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        );
+        let mut cmd = Command::new("socat");
+        // -d -d: one line per accepted connection and per TLS failure.
+        cmd.args(["-d", "-d", &listen, &format!("TCP:{}", self.target)])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log);
+        *self.child.lock().expect("proxy lock") = Some(spawn_tied_to_this_process(cmd));
+        let addr: SocketAddr = self.brokers().parse().expect("a socket address");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(c) = self.child.lock().expect("proxy lock").as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "socat exited with {status} (is socat installed? scripts/install-test-tools.sh):\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the TLS proxy did not listen on {addr} within {READY_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:<port>`, the `brokers` value of a TLS client.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed the proxy's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A CA that did not sign the proxy's certificate (PEM).
+    pub fn wrong_ca_file(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
+    }
+
+    /// librdkafka settings of a client that trusts [`TlsProxy::ca_file`]:
+    /// `security.protocol = ssl`, `ssl.ca.location`.
+    pub fn client_options(&self) -> Vec<(String, String)> {
+        vec![
+            ("security.protocol".into(), "ssl".into()),
+            (
+                "ssl.ca.location".into(),
+                self.ca_file().display().to_string(),
+            ),
+        ]
+    }
+
+    /// What socat wrote (connections accepted, TLS errors).
+    pub fn log(&self) -> String {
+        std::fs::read(self.dir.path().join("socat.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// TLS connections socat accepted so far (its `accepting connection` lines).
+    pub fn connections(&self) -> usize {
+        self.log().matches("accepting connection from").count()
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().expect("proxy lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "TLS proxy on port {}, end of its log:\n{}",
+                self.port,
+                crate::tail(&self.log(), 30)
+            );
+        }
+    }
+}
+
+/// Writes `ca.pem`, `server.pem`, `server.key` (signed by the CA, for 127.0.0.1 and
+/// localhost) and `other-ca.pem` into `dir` with the `openssl` command.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl ({e}); install it (scripts/install-test-tools.sh)")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    for (name, cn) in [
+        ("ca", "switchyard test CA"),
+        ("other-ca", "unrelated test CA"),
+    ] {
+        let (key, pem, subj) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN={cn}"),
+        );
+        let mut args = vec!["req", "-x509", "-nodes", "-days", "2"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &pem, "-subj", &subj]);
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(&args);
+    }
+    let mut args = vec!["req", "-new", "-nodes"];
+    args.extend(ec);
+    args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    args.extend(["-subj", "/CN=localhost"]);
+    openssl(&args);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("writing the certificate extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
 }
