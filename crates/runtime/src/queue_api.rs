@@ -570,6 +570,32 @@ fn stale(texts: &[String], ok: impl Iterator<Item = bool>) -> Vec<String> {
         .collect()
 }
 
+/// Applies `op` (ack or nack) to the receipts on a blocking thread, wakes long-polls and
+/// answers `{verb: n, "stale": [...]}`.
+async fn settle(
+    shared: &Shared,
+    name: &str,
+    group: &str,
+    body: ReceiptsBody,
+    verb: &str,
+    op: impl FnOnce(&WorkGroup, &[Receipt]) -> Result<Vec<bool>, switchyard_log::LogError>
+    + Send
+    + 'static,
+) -> Result<Response, Response> {
+    let (queue, group) = work_group(shared, name, group).await?;
+    let receipts = body.receipts;
+    let result = tokio::task::spawn_blocking(move || op(&group, &receipts))
+        .await
+        .expect("ack task")
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
+    queue.changed.notify_waiters();
+    let n = result.iter().filter(|&&ok| ok).count();
+    Ok(
+        axum::Json(json!({ verb: n, "stale": stale(&body.texts, result.into_iter()) }))
+            .into_response(),
+    )
+}
+
 /// `POST /queues/{queue}/groups/{group}/ack`
 async fn ack(
     State(shared): State<Arc<Shared>>,
@@ -581,20 +607,11 @@ async fn ack(
         return r;
     }
     let inner = async {
-        let ReceiptsBody {
-            receipts, texts, ..
-        } = receipts_body(&body, &[])?;
-        let (queue, group) = work_group(&shared, &name, &group).await?;
-        let result = tokio::task::spawn_blocking(move || group.ack(&receipts, now_ms()))
-            .await
-            .expect("ack task")
-            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
-        queue.changed.notify_waiters();
-        let n = result.iter().filter(|&&ok| ok).count();
-        Ok::<_, Response>(
-            axum::Json(json!({ "acked": n, "stale": stale(&texts, result.into_iter()) }))
-                .into_response(),
-        )
+        let b = receipts_body(&body, &[])?;
+        settle(&shared, &name, &group, b, "acked", |g, r| {
+            g.ack(r, now_ms())
+        })
+        .await
     };
     match inner.await {
         Ok(r) | Err(r) => r,
@@ -612,23 +629,12 @@ async fn nack(
         return r;
     }
     let inner = async {
-        let ReceiptsBody {
-            obj,
-            receipts,
-            texts,
-        } = receipts_body(&body, &["delay"])?;
-        let delay = duration_field(&obj, "delay", "")?.map_or(0, ms);
-        let (queue, group) = work_group(&shared, &name, &group).await?;
-        let result = tokio::task::spawn_blocking(move || group.nack(&receipts, delay, now_ms()))
-            .await
-            .expect("nack task")
-            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
-        queue.changed.notify_waiters();
-        let n = result.iter().filter(|&&ok| ok).count();
-        Ok::<_, Response>(
-            axum::Json(json!({ "nacked": n, "stale": stale(&texts, result.into_iter()) }))
-                .into_response(),
-        )
+        let b = receipts_body(&body, &["delay"])?;
+        let delay = duration_field(&b.obj, "delay", "")?.map_or(0, ms);
+        settle(&shared, &name, &group, b, "nacked", move |g, r| {
+            g.nack(r, delay, now_ms())
+        })
+        .await
     };
     match inner.await {
         Ok(r) | Err(r) => r,
