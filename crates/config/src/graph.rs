@@ -70,35 +70,43 @@ pub(crate) fn check(cx: &mut Ctx<'_>, config: &Config, declared: &Declared) {
     cycles(cx, config);
 }
 
-/// A replication slot has one position, so a Postgres source feeds one pipeline; and
-/// two sources on the same slot would steal each other's changes.
+/// A replication slot has one position, so a Postgres source feeds one pipeline, and a
+/// Kafka source is one consumer-group member whose group hands each message to one member,
+/// so a second pipeline would get only part of the topic (the runtime refuses both too).
+/// Two sources on the same slot would steal each other's changes.
 fn one_reader_per_slot(cx: &mut Ctx<'_>, config: &Config) {
     for (name, source) in &config.sources {
-        if !matches!(source, SourceConfig::PostgresCdc(_)) {
-            continue;
-        }
-        let readers: Vec<&String> = config
+        let names: Vec<&String> = config
             .pipelines
             .iter()
             .filter(|(_, p)| p.from.contains(name))
             .map(|(n, _)| n)
             .collect();
-        if readers.len() > 1 {
-            let last = readers[readers.len() - 1];
-            cx.issue(
-                &format!("pipelines.{last}.from"),
-                format!(
-                    "postgres_cdc source `{name}` is read by pipelines {}: a replication slot \
-                     feeds one pipeline; route its events from one pipeline (a router plugin \
-                     or several sinks in `to`), or declare a second source with its own `slot`",
-                    readers
-                        .iter()
-                        .map(|r| format!("`{r}`"))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                ),
-            );
-        }
+        let [.., _, last] = names.as_slice() else {
+            continue;
+        };
+        let readers = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let message = match source {
+            SourceConfig::PostgresCdc(_) => format!(
+                "postgres_cdc source `{name}` is read by pipelines {readers}: a replication slot \
+                 feeds one pipeline; route its events from one pipeline (a router plugin \
+                 or several sinks in `to`), or declare a second source with its own `slot`"
+            ),
+            SourceConfig::Kafka(kafka) => format!(
+                "kafka source `{name}` is read by pipelines {readers}: its consumer group `{}` hands \
+                 each message to one member, so each pipeline would get only part of the \
+                 topic; route its events from one pipeline (a router plugin or several sinks \
+                 in `to`), or declare a second kafka source with the same `topics` and its \
+                 own `group` for the other pipeline",
+                kafka.group
+            ),
+            _ => continue,
+        };
+        cx.issue(&format!("pipelines.{last}.from"), message);
     }
     let mut slots: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for (name, source) in &config.sources {

@@ -534,44 +534,7 @@ pub(crate) fn build(tree: &Value, cx: &mut Ctx<'_>) -> Config {
     }
     root.finish(cx);
     crate::graph::check(cx, &config, &declared);
-    one_pipeline_per_kafka_source(cx, &config);
     config
-}
-
-/// A Kafka source is one consumer-group member with one `group`: the group hands each
-/// message to one member, so two pipelines reading it would each get only part of the
-/// topic. (The runtime refuses it too; this says so before a start.)
-fn one_pipeline_per_kafka_source(cx: &mut Ctx<'_>, config: &Config) {
-    for (name, source) in &config.sources {
-        let SourceConfig::Kafka(kafka) = source else {
-            continue;
-        };
-        let readers: Vec<&String> = config
-            .pipelines
-            .iter()
-            .filter(|(_, p)| p.from.contains(name))
-            .map(|(n, _)| n)
-            .collect();
-        if readers.len() > 1 {
-            let last = readers[readers.len() - 1];
-            cx.issue(
-                &format!("pipelines.{last}.from"),
-                format!(
-                    "kafka source `{name}` is read by pipelines {}: its consumer group `{}` hands \
-                     each message to one member, so each pipeline would get only part of the \
-                     topic; route its events from one pipeline (a router plugin or several sinks \
-                     in `to`), or declare a second kafka source with the same `topics` and its \
-                     own `group` for the other pipeline",
-                    readers
-                        .iter()
-                        .map(|r| format!("`{r}`"))
-                        .collect::<Vec<_>>()
-                        .join(" and "),
-                    kafka.group
-                ),
-            );
-        }
-    }
 }
 
 /// Names declared in each namespace, whether or not their tables are valid, so one
