@@ -361,13 +361,14 @@ async fn produce_inner(
 
     // Deduplicate: answered keys get their first id; keys being stored by another request
     // right now are refused (the client retries and then gets the stored answer).
+    let (parsed, keys): (Vec<Event>, Vec<Option<String>>) = parsed.into_iter().unzip();
     let mut answers: Vec<Option<Value>> = vec![None; parsed.len()];
     let mut claimed = Vec::new();
     {
         let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
         let (window, pending) = &mut *dedup;
         let mut seen_here = std::collections::HashSet::new();
-        for (i, (_, key)) in parsed.iter().enumerate() {
+        for (i, key) in keys.iter().enumerate() {
             let Some(key) = key else { continue };
             if let Some(ids) = window.get(key, std::time::Instant::now()) {
                 answers[i] = Some(json!({ "id": ids.first(), "duplicate": true }));
@@ -388,10 +389,10 @@ async fn produce_inner(
         }
     }
     let (events, slots): (Vec<Event>, Vec<usize>) = parsed
-        .iter()
+        .into_iter()
         .enumerate()
         .filter(|(i, _)| answers[*i].is_none())
-        .map(|(i, (e, _))| (e.clone(), i))
+        .map(|(i, e)| (e, i))
         .unzip();
     let result = if events.is_empty() {
         Ok(Vec::new())
@@ -405,7 +406,7 @@ async fn produce_inner(
     }
     let positions = result.map_err(append_error)?;
     for ((e, slot), (p, offset)) in events.iter().zip(&slots).zip(positions) {
-        if let Some(key) = &parsed[*slot].1 {
+        if let Some(key) = &keys[*slot] {
             window.insert(key.clone(), vec![e.id.clone()], std::time::Instant::now());
         }
         answers[*slot] = Some(json!({
