@@ -371,8 +371,9 @@ pub struct KafkaSinkConfig {
     pub compression: Option<String>,
     /// Passed through to librdkafka (SASL/TLS and tuning); they win over the defaults.
     pub options: BTreeMap<String, String>,
-    /// How long one delivery attempt may take before it fails and is retried
-    /// (librdkafka `message.timeout.ms`). Default 30s.
+    /// How long one delivery attempt waits for the broker's confirmations before its
+    /// unconfirmed events are retried (the retry waits for the same queued messages;
+    /// librdkafka itself never times a message out). Default 30s.
     pub timeout: Duration,
     /// How long the producer waits to fill a batch (`linger.ms`). Default 5ms.
     pub linger: Duration,

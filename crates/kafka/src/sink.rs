@@ -1,8 +1,10 @@
 //! `type = "kafka"` sink.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -24,14 +26,57 @@ use crate::{KafkaError, headers};
 const MAX_BATCH: usize = 1000;
 /// How often the same "topic does not exist" warning is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
-/// Attempts in a row that got no delivery report at all (every event timed out or
-/// failed) after which the producer is replaced by a fresh one. An idempotent producer
-/// whose producer id the cluster forgot (a broker that lost its state) is rejected
-/// forever with `UnknownProducerId`; a new one gets a new id. During a plain outage
-/// the replacement is harmless: the new producer waits for the brokers the same way.
-const REPLACE_AFTER_FAILURES: u32 = 3;
+/// How many delivery timeouts may pass with attempts failing and no event confirmed
+/// before the producer is replaced by a fresh one. An idempotent producer whose producer
+/// id the cluster forgot (a broker that lost its state) is rejected forever with
+/// `UnknownProducerId`; a new one gets a new id. During a plain outage the replacement
+/// is harmless: the new producer waits for the brokers the same way, and sends again
+/// what the old one still held.
+const REPLACE_AFTER_TIMEOUTS: u32 = 3;
 
 type Producer_ = FutureProducer<LogContext>;
+
+/// The producer in use, and how many producers were replaced before it.
+#[derive(Clone)]
+struct Current {
+    generation: u64,
+    producer: Arc<Producer_>,
+}
+
+/// What the sink remembers of an event between two attempts of its lane (the lane
+/// retries the same `Arc`s, in order, from the first event that was not delivered).
+struct Held {
+    /// Held so the event's address, the key, is not reused while the entry exists.
+    event: Arc<Event>,
+    state: State,
+}
+
+enum State {
+    /// Handed to the producer; its delivery report had not come when the attempt ended.
+    /// librdkafka goes on sending it (the sink sets no message timeout): the next attempt
+    /// waits for this report instead of sending a copy, which could reach the partition
+    /// after later events of the same key.
+    Queued {
+        generation: u64,
+        topic: String,
+        report: DeliveryFuture,
+    },
+    /// Confirmed in an attempt in which an earlier event of the lane was not: the lane
+    /// hands it over again with that one, and it is answered without a second copy.
+    Confirmed,
+    /// Refused for good in such an attempt: answered the same again, not sent again
+    /// behind the later events still queued.
+    Refused(String),
+}
+
+/// One event of an attempt, between sending and answering.
+enum Pending {
+    /// Answered without waiting for a report.
+    Answered(Outcome),
+    /// Confirmed by an earlier attempt's report.
+    Confirmed,
+    Sent(String, DeliveryFuture),
+}
 
 /// Produces events to Kafka; see the crate docs for the contract.
 pub struct KafkaSink {
@@ -39,14 +84,17 @@ pub struct KafkaSink {
     brokers: String,
     template: TopicTemplate,
     client_config: ClientConfig,
-    producer: RwLock<Arc<Producer_>>,
+    producer: RwLock<Current>,
+    /// By the address of the event.
+    held: Mutex<HashMap<usize, Held>>,
     timeout: Duration,
     concurrency: usize,
     retry: RetryPolicy,
     creator: Option<TopicCreator>,
     warned: Mutex<HashMap<String, Instant>>,
-    /// Attempts in a row in which not one event was confirmed.
-    failures_in_a_row: AtomicU32,
+    /// Since when attempts have failed with no event confirmed (`None`: the last attempt
+    /// confirmed something).
+    failing_since: Mutex<Option<Instant>>,
 }
 
 struct TopicCreator {
@@ -66,14 +114,12 @@ impl KafkaSink {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", cfg.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                cfg.timeout.as_millis().max(1).to_string(),
-            )
-            .set(
-                "request.timeout.ms",
-                cfg.timeout.as_millis().clamp(1, 30_000).to_string(),
-            )
+            // librdkafka never gives up on a message by itself: a message that timed out
+            // while later ones of its partition were still queued would leave a gap the
+            // later ones fill first (the idempotent producer skips it), and its retry
+            // would land after them. The sink bounds each attempt instead (`timeout`)
+            // and waits for the same message on the next one.
+            .set("message.timeout.ms", "0")
             // A missing topic is created by `create_topics` (with its `partitions`) or by
             // the user, never implicitly by a metadata request with the broker's defaults.
             .set("allow.auto.create.topics", "false")
@@ -125,13 +171,17 @@ impl KafkaSink {
             brokers: cfg.brokers.clone(),
             template: TopicTemplate::parse(&cfg.topic),
             client_config,
-            producer: RwLock::new(Arc::new(producer)),
+            producer: RwLock::new(Current {
+                generation: 0,
+                producer: Arc::new(producer),
+            }),
+            held: Mutex::new(HashMap::new()),
             timeout: cfg.timeout,
             concurrency: cfg.concurrency.max(1),
             retry,
             creator,
             warned: Mutex::new(HashMap::new()),
-            failures_in_a_row: AtomicU32::new(0),
+            failing_since: Mutex::new(None),
         })
     }
 
@@ -142,7 +192,7 @@ impl KafkaSink {
         let Some(topic) = self.template.fixed().map(str::to_owned) else {
             return;
         };
-        let producer = self.current();
+        let producer = self.current().producer;
         let t = topic.clone();
         let found = tokio::task::spawn_blocking(move || {
             producer
@@ -167,23 +217,37 @@ impl KafkaSink {
         }
     }
 
-    fn current(&self) -> Arc<Producer_> {
+    /// How long attempts may fail with nothing confirmed before the producer is replaced.
+    fn replace_after(&self) -> Duration {
+        self.timeout.saturating_mul(REPLACE_AFTER_TIMEOUTS)
+    }
+
+    fn current(&self) -> Current {
         self.producer.read().expect("producer lock").clone()
     }
 
     /// Replaces `used` when it hit a fatal error (an idempotent producer that lost its
-    /// sequence: it cannot send any more) or failed [`REPLACE_AFTER_FAILURES`] attempts
-    /// in a row.
-    fn replace_if_broken(&self, used: &Arc<Producer_>) {
-        let reason = match used.client().fatal_error() {
+    /// sequence: it cannot send any more) or has confirmed nothing for
+    /// [`REPLACE_AFTER_TIMEOUTS`] delivery timeouts of failing attempts. What the old one still held is dropped with it (purged): those events
+    /// are sent again by the new one, in order, duplicates possible.
+    fn replace_if_broken(&self, used: &Current) {
+        let reason = match used.producer.client().fatal_error() {
             Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
-            None if self.failures_in_a_row.load(Ordering::SeqCst) >= REPLACE_AFTER_FAILURES => {
-                format!("{REPLACE_AFTER_FAILURES} delivery attempts in a row failed")
+            None if self
+                .failing_since
+                .lock()
+                .expect("failing lock")
+                .is_some_and(|t| t.elapsed() >= self.replace_after()) =>
+            {
+                format!(
+                    "no event confirmed for {:?} of failing attempts",
+                    self.replace_after()
+                )
             }
             None => return,
         };
         let mut slot = self.producer.write().expect("producer lock");
-        if !Arc::ptr_eq(&slot, used) {
+        if slot.generation != used.generation {
             return;
         }
         let context = LogContext {
@@ -195,12 +259,33 @@ impl KafkaSink {
             .create_with_context::<_, Producer_>(context)
         {
             Ok(fresh) => {
-                self.failures_in_a_row.store(0, Ordering::SeqCst);
+                *self.failing_since.lock().expect("failing lock") = None;
                 warn!(sink = %self.name, %reason,
                     "replaced the kafka producer with a new one (with a new producer id); unconfirmed events are retried");
-                let old = std::mem::replace(&mut *slot, Arc::new(fresh));
-                // Dropping a producer waits for its queue: not on this thread.
-                std::thread::spawn(move || drop(old));
+                let old = std::mem::replace(
+                    &mut *slot,
+                    Current {
+                        generation: used.generation + 1,
+                        producer: Arc::new(fresh),
+                    },
+                );
+                self.held.lock().expect("held lock").clear();
+                // What it still holds fails now (attempts waiting on it end at once, and
+                // are retried on the new one) ...
+                old.producer
+                    .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                // ... and destroying it (which waits a little) happens off the runtime,
+                // once attempts that were using it have let go.
+                std::thread::spawn(move || {
+                    let mut old = old.producer;
+                    loop {
+                        match Arc::try_unwrap(old) {
+                            Ok(producer) => return drop(producer),
+                            Err(shared) => old = shared,
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
             }
             Err(e) => error!(sink = %self.name, error = %e, %reason,
                 "the kafka producer is broken and a new one cannot be made"),
@@ -286,12 +371,13 @@ impl KafkaSink {
              or set create_topics = true on sink `{}`", self.name);
     }
 
-    /// Queues `event` in the producer, waiting while its queue is full (at most the
-    /// delivery timeout).
+    /// Queues `event` in the producer, waiting while its queue is full (until the
+    /// attempt's `deadline`).
     async fn enqueue(
         &self,
         producer: &Producer_,
         event: &Event,
+        deadline: tokio::time::Instant,
     ) -> Result<(String, DeliveryFuture), Outcome> {
         let topic = self
             .template
@@ -324,12 +410,11 @@ impl KafkaSink {
         if let Some(key) = &event.key {
             record = record.key(key);
         }
-        let deadline = Instant::now() + self.timeout;
         loop {
             match producer.send_result(record) {
                 Ok(fut) => return Ok((topic, fut)),
                 Err((RdError::MessageProduction(Code::QueueFull), r))
-                    if Instant::now() < deadline =>
+                    if tokio::time::Instant::now() < deadline =>
                 {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -372,65 +457,164 @@ impl KafkaSink {
         }
     }
 
+    /// Takes what earlier attempts left for each event of `batch` (`None`: send it).
+    /// Once there are many entries, sweeps out those no lane can still need: messages
+    /// whose report came (their event was dead-lettered or dropped, not retried) or
+    /// that belong to a replaced producer.
+    fn take_held(&self, batch: &[Arc<Event>], generation: u64) -> Vec<Option<State>> {
+        let mut map = self.held.lock().expect("held lock");
+        if map.is_empty() {
+            return batch.iter().map(|_| None).collect();
+        }
+        let taken = batch
+            .iter()
+            .map(|event| match map.remove(&(Arc::as_ptr(event) as usize)) {
+                Some(h) if Arc::ptr_eq(&h.event, event) => match h.state {
+                    State::Queued { generation: g, .. } if g != generation => None,
+                    state => Some(state),
+                },
+                _ => None,
+            })
+            .collect();
+        if map.len() > 2 * MAX_BATCH * self.concurrency {
+            let mut cx = Context::from_waker(Waker::noop());
+            map.retain(|_, h| match &mut h.state {
+                State::Queued {
+                    generation: g,
+                    report,
+                    ..
+                } => *g == generation && Pin::new(report).poll(&mut cx).is_pending(),
+                // Only a duplicate (or a second refusal) if it was needed after all.
+                State::Confirmed | State::Refused(_) => false,
+            });
+        }
+        taken
+    }
+
+    /// Waits for one delivery report until `deadline`: the event's outcome, or (the
+    /// time being up) the topic and the report still to come. Topics that turned out
+    /// not to exist are added to `missing`.
+    async fn wait_report(
+        &self,
+        deadline: tokio::time::Instant,
+        topic: String,
+        mut report: DeliveryFuture,
+        missing: &mut Vec<String>,
+    ) -> Result<Outcome, (String, DeliveryFuture)> {
+        // `timeout_at` looks at the report before the clock: a report that is there
+        // counts even when the attempt's time is up.
+        let Ok(reported) = tokio::time::timeout_at(deadline, &mut report).await else {
+            return Err((topic, report));
+        };
+        Ok(match reported {
+            Ok(Ok(_)) => Outcome::Delivered,
+            Ok(Err((e, _))) => {
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(Code::UnknownTopicOrPartition | Code::UnknownTopic)
+                ) {
+                    missing.push(topic.clone());
+                }
+                self.classify(&topic, &e)
+            }
+            Err(_) => Outcome::Retry {
+                error: "the kafka producer was replaced before it reported".into(),
+                retry_after: None,
+            },
+        })
+    }
+
     async fn deliver_batch(&self, batch: &[Arc<Event>]) -> Vec<Outcome> {
         self.ensure_topics(batch).await;
-        let producer = self.current();
+        let current = self.current();
+        let held = self.take_held(batch, current.generation);
+        let deadline = attempt_deadline(self.timeout);
         let mut pending = Vec::with_capacity(batch.len());
         let mut stopped = false;
-        for event in batch {
-            if stopped {
+        for (event, held) in batch.iter().zip(held) {
+            pending.push(match held {
+                Some(State::Confirmed) => Pending::Confirmed,
+                Some(State::Refused(error)) => Pending::Answered(Outcome::Permanent { error }),
+                // Still in the producer from an earlier attempt, ahead of what follows.
+                Some(State::Queued { topic, report, .. }) => Pending::Sent(topic, report),
                 // An earlier event of this lane failed before it was sent: sending later
                 // ones now could put them ahead of it.
-                pending.push(Err(Outcome::Retry {
+                None if stopped => Pending::Answered(Outcome::Retry {
                     error: "not attempted: an earlier event of the batch failed".into(),
                     retry_after: None,
-                }));
-                continue;
-            }
-            let sent = self.enqueue(&producer, event).await;
-            if matches!(sent, Err(Outcome::Retry { .. })) {
-                stopped = true;
-            }
-            pending.push(sent);
+                }),
+                None => match self.enqueue(&current.producer, event, deadline).await {
+                    Ok((topic, report)) => Pending::Sent(topic, report),
+                    Err(o) => {
+                        stopped |= matches!(o, Outcome::Retry { .. });
+                        Pending::Answered(o)
+                    }
+                },
+            });
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut missing = Vec::new();
-        let (mut failed, mut confirmed, mut reported_failure) = (false, false, false);
-        for p in pending {
+        let mut keep = Vec::new();
+        // `confirmed`: a report of this attempt said delivered (not a remembered one).
+        let (mut failed, mut confirmed) = (false, false);
+        for (event, p) in batch.iter().zip(pending) {
             let outcome = match p {
-                Err(o) => o,
-                Ok((topic, fut)) => match fut.await {
-                    Ok(Ok(_)) => {
-                        confirmed = true;
-                        Outcome::Delivered
+                Pending::Answered(o) => o,
+                Pending::Confirmed => Outcome::Delivered,
+                Pending::Sent(topic, report) => match self
+                    .wait_report(deadline, topic, report, &mut missing)
+                    .await
+                {
+                    Ok(outcome) => {
+                        confirmed |= outcome == Outcome::Delivered;
+                        outcome
                     }
-                    Ok(Err((e, _))) => {
-                        reported_failure = true;
-                        let o = self.classify(&topic, &e);
-                        if matches!(
-                            e.rdkafka_error_code(),
-                            Some(Code::UnknownTopicOrPartition | Code::UnknownTopic)
-                        ) {
-                            missing.push(topic);
+                    Err((topic, report)) => {
+                        let error = format!(
+                            "kafka has not confirmed the event on topic `{topic}` within {:?} \
+                             (brokers {}); it stays queued in the producer and is waited for again",
+                            self.timeout, self.brokers
+                        );
+                        let state = State::Queued {
+                            generation: current.generation,
+                            topic,
+                            report,
+                        };
+                        keep.push((event.clone(), state));
+                        Outcome::Retry {
+                            error,
+                            retry_after: None,
                         }
-                        o
                     }
-                    Err(_) => Outcome::Retry {
-                        error: "the kafka producer was replaced before it reported".into(),
-                        retry_after: None,
-                    },
                 },
             };
-            failed |= !matches!(outcome, Outcome::Delivered);
+            // The lane stops at the first failure and hands over the rest again.
+            match &outcome {
+                Outcome::Retry { .. } => failed = true,
+                Outcome::Delivered if failed => keep.push((event.clone(), State::Confirmed)),
+                Outcome::Permanent { error } if failed => {
+                    keep.push((event.clone(), State::Refused(error.clone())));
+                }
+                Outcome::Delivered | Outcome::Permanent { .. } => {}
+            }
             outcomes.push(outcome);
         }
-        if confirmed {
-            self.failures_in_a_row.store(0, Ordering::SeqCst);
-        } else if reported_failure {
-            self.failures_in_a_row.fetch_add(1, Ordering::SeqCst);
+        if !keep.is_empty() {
+            let mut map = self.held.lock().expect("held lock");
+            for (event, state) in keep {
+                map.insert(Arc::as_ptr(&event) as usize, Held { event, state });
+            }
+        }
+        {
+            let mut since = self.failing_since.lock().expect("failing lock");
+            if confirmed {
+                *since = None;
+            } else if failed && since.is_none() {
+                *since = Some(Instant::now());
+            }
         }
         if failed {
-            self.replace_if_broken(&producer);
+            self.replace_if_broken(&current);
         }
         missing.sort();
         missing.dedup();
@@ -444,6 +628,13 @@ impl KafkaSink {
         }
         outcomes
     }
+}
+
+/// `timeout` from now, or a year for a timeout too large to add.
+fn attempt_deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 impl Sink for KafkaSink {
@@ -469,7 +660,8 @@ impl Drop for KafkaSink {
         // Delivered events were acknowledged on their reports; what is still queued is
         // unacknowledged and will be sent again after a restart. Do not wait for it.
         if let Ok(p) = self.producer.get_mut() {
-            p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            p.producer
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         }
     }
 }

@@ -8,7 +8,7 @@ use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig};
 use switchyard_event::Event;
 use switchyard_kafka::{KafkaConsumer, KafkaSink};
 use switchyard_sinks::{Outcome, Sink};
-use switchyard_test_support::kafka::{Tansu, produce, read_n, unique_name};
+use switchyard_test_support::kafka::{Tansu, produce, read_n, read_topic, unique_name};
 
 fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {
     KafkaSinkConfig {
@@ -287,4 +287,72 @@ fn kafka_sink_refuses_options_librdkafka_cannot_honour_with_its_message() {
         cfg.options.insert(k.into(), v.into());
     }
     assert!(KafkaSink::new("out", &cfg).is_ok());
+}
+
+/// Delivers `batch` the way a delivery lane does: each attempt gets what is left from
+/// the first event that was not delivered, until every event is or `within` passes.
+async fn deliver_like_a_lane(sink: &KafkaSink, batch: &[Arc<Event>], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut left = batch.to_vec();
+    while !left.is_empty() {
+        let outcomes = sink.deliver(&left).await;
+        let done = outcomes
+            .iter()
+            .take_while(|o| **o == Outcome::Delivered)
+            .count();
+        left.drain(..done);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} events still not delivered: {outcomes:?}",
+            left.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_retry_waits_for_the_queued_message_instead_of_sending_a_copy() {
+    let broker = Tansu::start();
+    let topic = unique_name("held");
+    broker.create_topic(&topic, 1);
+    let mut cfg = sink_config(&broker.brokers(), &topic);
+    cfg.timeout = Duration::from_secs(3);
+    // librdkafka waits for the frozen broker's answer instead of resending the request
+    // on a new connection, so what reaches the topic is what the sink sent.
+    cfg.options
+        .insert("request.timeout.ms".into(), "60000".into());
+    let sink = KafkaSink::new("out", &cfg).unwrap();
+    deliver_like_a_lane(&sink, &[event(0, "k")], Duration::from_secs(30)).await;
+
+    broker.pause();
+    let batch: Vec<_> = (1..=20).map(|i| event(i, "k")).collect();
+    for attempt in 1..=2 {
+        let outcomes = sink.deliver(&batch).await;
+        assert!(
+            outcomes.iter().all(|o| matches!(o,
+                Outcome::Retry { error, .. } if error.contains("stays queued"))),
+            "attempt {attempt} while the broker is frozen: {outcomes:?}"
+        );
+    }
+    broker.resume();
+    // The lane's next attempts: the same events, answered by the first messages' reports.
+    deliver_like_a_lane(&sink, &batch, Duration::from_secs(30)).await;
+    deliver_like_a_lane(&sink, &[event(21, "k")], Duration::from_secs(30)).await;
+
+    let brokers = broker.brokers();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&brokers, &topic, Duration::from_secs(30), |r| {
+            r.iter().any(|r| r.header("switchyard-id") == Some("ev-21"))
+        })
+    })
+    .await
+    .unwrap();
+    let ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.header("switchyard-id"))
+        .collect();
+    let expected: Vec<String> = (0..=21).map(|i| format!("ev-{i}")).collect();
+    assert_eq!(
+        ids, expected,
+        "every event once, in order: no copy sent by a retry"
+    );
 }
