@@ -2,11 +2,17 @@
 //! broker, in the same run, with the same messages.
 //!
 //! 1. produce: a raw rdkafka producer (idempotent, acks=all, linger 5 ms — the sink's
-//!    settings) sends N keyed JSON messages with the sink's four headers; then
+//!    settings), once connected (one warm-up message), sends N keyed JSON messages with
+//!    the sink's four headers; then
 //!    `switchyard run` ingests the same N events over HTTP (NDJSON batches of one key
 //!    each, so per-key order holds) into a pipeline to a Kafka sink. Each figure is
 //!    events/s from the first send to the last delivery report (switchyard: to its
 //!    `delivered` counter reaching N, so it includes ingest, fsync and the pipeline).
+//!    Then the same N events wait in a durable switchyard queue (put there over HTTP by
+//!    a first run) and a second run drains the queue into a Kafka sink: events/s from
+//!    its first delivery to the N-th, the queue → Kafka path without HTTP ingest. The
+//!    target ratio (≥ 0.8, issue 6: "HTTP-or-queue → Kafka") is checked on that one;
+//!    the HTTP figure is printed next to it.
 //! 2. consume: a raw rdkafka consumer (a group member, manual commits off) reads the N
 //!    messages back; then switchyard's Kafka source reads them into a stdout sink whose
 //!    output is discarded. Each figure is events/s from the first message to the N-th
@@ -44,8 +50,9 @@ const PARTITIONS: u32 = 4;
 /// Options of `bench kafka` (help text: on `Bench::Kafka`).
 #[derive(Args)]
 pub struct KafkaArgs {
-    /// Messages per side.
-    #[arg(long, default_value_t = 200_000)]
+    /// Messages per side (at ~200k/s a run of 200k lasts one second, too short to be
+    /// steady on a shared machine).
+    #[arg(long, default_value_t = 500_000)]
     events: usize,
     /// Size of each JSON payload in bytes.
     #[arg(long, default_value_t = 200)]
@@ -100,7 +107,7 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let log = root.join("tansu.log");
     let mut broker = ServerProcess::spawn("tansu", cmd, &log)?;
     broker.wait_ready(broker_addr, Duration::from_secs(30), &log)?;
-    for topic in ["bench-raw", "bench-switchyard"] {
+    for topic in ["bench-raw", "bench-switchyard", "bench-switchyard-queue"] {
         let out = Command::new(&tansu)
             .args(["topic", "create", topic, "--partitions"])
             .arg(PARTITIONS.to_string())
@@ -144,6 +151,7 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
         .context("starting a runtime")?;
     let raw_produce = rt.block_on(raw_producer(&brokers, &messages))?;
     let sy_produce = switchyard_produce(&rt, &switchyard, &root, &brokers, &messages)?;
+    let sy_queue = switchyard_queue_produce(&rt, &switchyard, &root, &brokers, &messages)?;
     let raw_consume = raw_consumer(&brokers, args.events)?;
     let sy_consume = switchyard_consume(&rt, &switchyard, &root, &brokers, args.events)?;
     broker.stop(Duration::from_secs(5))?;
@@ -159,6 +167,10 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
     );
     println!(
         "{:<44} {:>12.0}",
+        "produce  switchyard queue → Kafka sink", sy_queue
+    );
+    println!(
+        "{:<44} {:>12.0}",
         "consume  raw rdkafka BaseConsumer", raw_consume
     );
     println!(
@@ -169,10 +181,15 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
     println!(
         "{}",
         report::ratio_line(
-            "switchyard / raw producer",
-            sy_produce / raw_produce,
+            "switchyard queue → Kafka / raw",
+            sy_queue / raw_produce,
             TARGET_PRODUCE
         )
+    );
+    println!(
+        "{:<34} {:>6.2}   (no target: includes HTTP ingest with fsync)",
+        "switchyard HTTP → Kafka / raw",
+        sy_produce / raw_produce
     );
     println!(
         "{:<34} {:>6.2}   (no target)",
@@ -199,6 +216,15 @@ fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 /// Events/s of a raw producer sending `messages` to `bench-raw`.
 async fn raw_producer(brokers: &str, messages: &[Message]) -> anyhow::Result<f64> {
     let producer = producer(brokers)?;
+    // Connected, with the topic's metadata and a producer id, before the clock starts:
+    // switchyard's figures start at its first delivery, so neither pays for that.
+    producer
+        .send(
+            FutureRecord::to("bench-raw").key("warm-up").payload("{}"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("raw producer: the warm-up message failed: {e}"))?;
     let started = Instant::now();
     let mut pending = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
@@ -305,7 +331,45 @@ fn switchyard_produce(
 ) -> anyhow::Result<f64> {
     let config = produce_config(brokers);
     let (process, addr) = start_switchyard(bin, &root.join("produce"), &config)?;
-    // One NDJSON body per run of one key's events, in order.
+    let started = Instant::now();
+    rt.block_on(ingest_until_delivered(addr, messages))?;
+    let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    process.stop(Duration::from_secs(10))?;
+    Ok(rate)
+}
+
+/// Events/s of switchyard draining a queue that holds `messages` into a Kafka sink
+/// (from its first delivery to the last). A first run puts them into the queue over
+/// HTTP; the second, on the same data directory, reads the queue into the sink.
+fn switchyard_queue_produce(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    root: &Path,
+    brokers: &str,
+    messages: &[Message],
+) -> anyhow::Result<f64> {
+    let dir = root.join("queue-produce");
+    let (process, addr) = start_switchyard(bin, &dir, &queue_fill_config())?;
+    rt.block_on(ingest_until_delivered(addr, messages))?;
+    process.stop(Duration::from_secs(10))?;
+
+    let (process, addr) = start_switchyard(bin, &dir, &queue_drain_config(brokers))?;
+    let n = messages.len() as f64;
+    let rate = rt.block_on(async {
+        let metric = "switchyard_sink_events_total";
+        let first = wait_for_counter(addr, metric, "outcome=\"delivered\"", 1.0).await?;
+        let at_first = Instant::now();
+        wait_for_counter(addr, metric, "outcome=\"delivered\"", n).await?;
+        Ok::<_, anyhow::Error>((n - first) / at_first.elapsed().as_secs_f64())
+    })?;
+    process.stop(Duration::from_secs(10))?;
+    Ok(rate)
+}
+
+/// Sends `messages` to the HTTP source `bench` (one NDJSON body per run of one key's
+/// events, in order, over [`CONNECTIONS`] connections) and waits until its sink counted
+/// every one delivered.
+async fn ingest_until_delivered(addr: SocketAddr, messages: &[Message]) -> anyhow::Result<()> {
     let mut by_key: std::collections::BTreeMap<&str, Vec<&Message>> = Default::default();
     for m in messages {
         by_key.entry(m.key.as_str()).or_default().push(m);
@@ -321,27 +385,21 @@ fn switchyard_produce(
             bodies[k % CONNECTIONS].push((key.to_owned(), Bytes::from(body)));
         }
     }
-    let n = messages.len() as f64;
-    let started = Instant::now();
-    rt.block_on(async {
-        let tasks: Vec<_> = bodies
-            .into_iter()
-            .map(|bodies| tokio::spawn(send_all(addr, bodies)))
-            .collect();
-        for t in tasks {
-            t.await.context("an ingest task panicked")??;
-        }
-        wait_for_counter(
-            addr,
-            "switchyard_sink_events_total",
-            "outcome=\"delivered\"",
-            n,
-        )
-        .await
-    })?;
-    let rate = n / started.elapsed().as_secs_f64();
-    process.stop(Duration::from_secs(10))?;
-    Ok(rate)
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| tokio::spawn(send_all(addr, bodies)))
+        .collect();
+    for t in tasks {
+        t.await.context("an ingest task panicked")??;
+    }
+    wait_for_counter(
+        addr,
+        "switchyard_sink_events_total",
+        "outcome=\"delivered\"",
+        messages.len() as f64,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Events/s of switchyard's Kafka source reading `n` messages of `bench-raw`.
@@ -481,6 +539,56 @@ linger = "5ms"
     )
 }
 
+/// HTTP source → the durable queue `backlog` (the fill run of the queue → Kafka phase).
+fn queue_fill_config() -> String {
+    r#"
+[server]
+listen = "{listen}"
+data_dir = "{data_dir}"
+[log]
+level = "warn"
+[queues.backlog]
+partitions = 4
+[sources.bench]
+type = "http"
+[pipelines.fill]
+from = ["bench"]
+to = ["to_backlog"]
+[sinks.to_backlog]
+type = "queue"
+queue = "backlog"
+"#
+    .to_owned()
+}
+
+/// The queue `backlog`, read by a consumer group → Kafka sink on
+/// `bench-switchyard-queue`.
+fn queue_drain_config(brokers: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+[log]
+level = "warn"
+[queues.backlog]
+partitions = 4
+[sources.from_backlog]
+type = "queue"
+queue = "backlog"
+group = "to-kafka"
+[pipelines.drain]
+from = ["from_backlog"]
+to = ["out"]
+[sinks.out]
+type = "kafka"
+brokers = "{brokers}"
+topic = "bench-switchyard-queue"
+linger = "5ms"
+"#
+    )
+}
+
 /// Kafka source on `bench-raw` → stdout sink.
 fn consume_config(brokers: &str) -> String {
     format!(
@@ -512,6 +620,8 @@ mod tests {
     fn generated_configs_pass_switchyard_validation() {
         for text in [
             produce_config("127.0.0.1:9092"),
+            queue_fill_config(),
+            queue_drain_config("127.0.0.1:9092"),
             consume_config("127.0.0.1:9092"),
         ] {
             let text = text

@@ -73,7 +73,10 @@ enum Bench {
     ///   produce  a raw rdkafka FutureProducer (idempotent, acks=all, linger 5 ms, the
     ///            sink's four headers) vs `switchyard run` ingesting them over HTTP
     ///            (NDJSON batches, 16 connections) into a Kafka sink: events/s until the
-    ///            last delivery report / the sink's `delivered` counter (target ≥ 0.8)
+    ///            last delivery report / the sink's `delivered` counter (no target: it
+    ///            includes HTTP ingest with fsync); and switchyard draining a durable
+    ///            queue that holds the same events into a Kafka sink, from its first
+    ///            delivery to the last (target ≥ 0.8)
     ///   consume  a raw rdkafka consumer vs switchyard's Kafka source into a discarded
     ///            stdout sink: events/s from the first message to the N-th (no target)
     ///
