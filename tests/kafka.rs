@@ -1003,19 +1003,13 @@ fn kafka_durable_broker_killed_mid_stream_keeps_every_acked_event() {
     let switchyard = Switchyard::start(&http_to_kafka(
         &broker.brokers(),
         &topic,
-        // Not idempotent, one request in flight per connection (so a retry cannot
-        // overtake): tansu 0.6.0's libSQL storage cannot take librdkafka's idempotent
-        // producer across an outage. librdkafka bumps the producer epoch by itself
-        // (KIP-360) after a timed-out message, a sequence gap or an unknown producer id,
-        // and the next produce with the bumped epoch panics tansu's storage task
-        // (lite.rs:503 "more or less than one row"; an InitProducerId bump is todo!()),
-        // after which the broker answers nothing. Real Kafka brokers accept the bump; the
-        // idempotent sink's broker restarts are tested on the in-memory tier above.
-        // librdkafka keeps the unconfirmed requests (the sink never lets it time a
-        // message out) and resends them, in order, when the broker is back.
-        "retry = { initial = \"50ms\", max = \"500ms\", max_attempts = 100000 }\n\
-         options = { \"enable.idempotence\" = \"false\", \
-         \"max.in.flight.requests.per.connection\" = \"1\" }",
+        // The default, idempotent sink. tansu 0.6.0's libSQL storage panics on a
+        // producer epoch bump (lite.rs:503; an InitProducerId bump is todo!()), which
+        // librdkafka makes by itself after a timed-out message (KIP-360); the sink never
+        // lets a message time out, so across this outage the producer keeps its epoch,
+        // its unconfirmed requests stay queued and go out, in order, when the broker is
+        // back.
+        "retry = { initial = \"50ms\", max = \"500ms\", max_attempts = 100000 }",
     ));
     let base = switchyard.url();
     let stop = Arc::new(AtomicBool::new(false));
