@@ -5,14 +5,52 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
+use crate::bindings::transform::switchyard::plugin::types::{
+    self as xtypes, EventParam, HeaderParam,
+};
 use crate::bindings::{
     self, Level,
     filter::{Filter, FilterPre},
     router::{Router, RouterPre},
     transform::{Transform, TransformPre},
 };
+use crate::bindings::{Event as WitEvent, Header as WitHeader};
 use crate::grants::{Grants, Wasi};
 use crate::{Call, CallStats, ErrorCause, Event, LoadError, PluginError, World};
+
+/// Borrows `events` as the generated parameter type `$event` (with headers `$header`)
+/// of a world: every header of the batch in one vector, then one event each pointing
+/// into it and into switchyard's own fields. Nothing is cloned; lowering copies each
+/// field into the guest once.
+macro_rules! borrow_batch {
+    ($events:expr, $event:ident, $header:ident, |$batch:ident| $call:expr) => {{
+        let events: &[Event] = $events;
+        let headers: Vec<$header> = events
+            .iter()
+            .flat_map(|e| e.headers.iter())
+            .map(|(name, value)| $header { name, value })
+            .collect();
+        let mut rest = &headers[..];
+        let $batch: Vec<$event> = events
+            .iter()
+            .map(|e| {
+                let (own, after) = rest.split_at(e.headers.len());
+                rest = after;
+                $event {
+                    id: &e.id,
+                    source: &e.source,
+                    kind: &e.kind,
+                    key: e.key.as_deref(),
+                    payload: &e.payload,
+                    content_type: &e.content_type,
+                    headers: own,
+                    timestamp_ms: e.timestamp_ms,
+                }
+            })
+            .collect();
+        $call
+    }};
+}
 
 /// Longest log line a plugin may write; longer ones are cut so a plugin cannot flood the
 /// log with one call.
@@ -193,10 +231,11 @@ impl Plugin {
     /// Keeps or drops each event: `output[i]` is `true` to keep `events[i]`.
     pub fn filter(&mut self, events: &[Event]) -> Result<Call<Vec<bool>>, PluginError> {
         self.expect_world(World::Filter, events.len())?;
-        let batch = to_wit(events);
-        self.call(events.len(), |exports, store| match exports {
-            Exports::Filter(f) => f.call_filter(store, &batch),
-            _ => Err(world_mismatch()),
+        borrow_batch!(events, WitEvent, WitHeader, |batch| {
+            self.call(events.len(), |exports, store| match exports {
+                Exports::Filter(f) => f.call_filter(store, &batch),
+                _ => Err(world_mismatch()),
+            })
         })
     }
 
@@ -204,10 +243,11 @@ impl Plugin {
     /// (empty = drop).
     pub fn route(&mut self, events: &[Event]) -> Result<Call<Vec<Vec<String>>>, PluginError> {
         self.expect_world(World::Router, events.len())?;
-        let batch = to_wit(events);
-        self.call(events.len(), |exports, store| match exports {
-            Exports::Router(r) => r.call_route(store, &batch),
-            _ => Err(world_mismatch()),
+        borrow_batch!(events, WitEvent, WitHeader, |batch| {
+            self.call(events.len(), |exports, store| match exports {
+                Exports::Router(r) => r.call_route(store, &batch),
+                _ => Err(world_mismatch()),
+            })
         })
     }
 
@@ -215,10 +255,11 @@ impl Plugin {
     /// several = split).
     pub fn transform(&mut self, events: &[Event]) -> Result<Call<Vec<Vec<Event>>>, PluginError> {
         self.expect_world(World::Transform, events.len())?;
-        let batch = to_wit(events);
-        let call = self.call(events.len(), |exports, store| match exports {
-            Exports::Transform(t) => t.call_transform(store, &batch),
-            _ => Err(world_mismatch()),
+        let call = borrow_batch!(events, EventParam, HeaderParam, |batch| {
+            self.call(events.len(), |exports, store| match exports {
+                Exports::Transform(t) => t.call_transform(store, &batch),
+                _ => Err(world_mismatch()),
+            })
         })?;
         Ok(Call {
             output: call
@@ -435,30 +476,7 @@ pub(crate) fn start_error(plugin: &str, cause: ErrorCause) -> LoadError {
     }
 }
 
-fn to_wit(events: &[Event]) -> Vec<bindings::Event> {
-    events
-        .iter()
-        .map(|e| bindings::Event {
-            id: e.id.clone(),
-            source: e.source.clone(),
-            kind: e.kind.clone(),
-            key: e.key.clone(),
-            payload: e.payload.clone(),
-            content_type: e.content_type.clone(),
-            headers: e
-                .headers
-                .iter()
-                .map(|(name, value)| bindings::Header {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            timestamp_ms: e.timestamp_ms,
-        })
-        .collect()
-}
-
-fn from_wit(e: bindings::Event) -> Event {
+fn from_wit(e: xtypes::EventResult) -> Event {
     Event {
         id: e.id,
         source: e.source,
