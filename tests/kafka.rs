@@ -71,6 +71,45 @@ retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
     )
 }
 
+/// Posts `seqs` of `key` as one NDJSON request with `Idempotency-Key: ikey`, again (50 ms
+/// apart) until it is accepted; panics after 2 minutes. Returns the accepted events.
+async fn post_until_accepted(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ikey: &str,
+    seqs: &[u64],
+) -> Vec<Tracked> {
+    let body: String = seqs
+        .iter()
+        .map(|s| format!("{{\"key\":\"{key}\",\"seq\":{s}}}\n"))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = client
+            .post(format!("{base}/ingest/api"))
+            .header("content-type", "application/x-ndjson")
+            .header("x-key", key)
+            .header("idempotency-key", ikey)
+            .body(body.clone())
+            .send()
+            .await;
+        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "batch {ikey} not accepted: {r:?}"
+        );
+        // Back off before retrying a refused request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seqs.iter()
+        .enumerate()
+        .map(|(n, s)| Tracked::new(format!("{ikey}-{n}"), key, *s))
+        .collect()
+}
+
 /// Sends `per_key` events for each of `keys` keys (`<prefix>k000`, …) as NDJSON batches
 /// of `batch` events (one key per request, so per-key order is the order of the lines),
 /// each batch retried with the same `Idempotency-Key` until accepted. Returns what was
@@ -78,48 +117,20 @@ retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
 fn send_batches(base: &str, prefix: &str, keys: usize, per_key: u64, batch: u64) -> Vec<Tracked> {
     let rt = runtime();
     let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let failures = Arc::new(AtomicUsize::new(0));
     rt.block_on(async {
         let client = client();
         let mut tasks = Vec::new();
         for k in 0..keys {
             let (client, base) = (client.clone(), base.to_owned());
             let prefix = prefix.to_owned();
-            let (accepted, failures) = (accepted.clone(), failures.clone());
+            let accepted = accepted.clone();
             tasks.push(tokio::spawn(async move {
                 let key = format!("{prefix}k{k:03}");
                 for first in (0..per_key).step_by(batch as usize) {
                     let seqs: Vec<u64> = (first..(first + batch).min(per_key)).collect();
-                    let body: String = seqs
-                        .iter()
-                        .map(|s| format!("{{\"key\":\"{key}\",\"seq\":{s}}}\n"))
-                        .collect();
                     let ikey = format!("{key}-b{first}");
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-                    loop {
-                        let r = client
-                            .post(format!("{base}/ingest/api"))
-                            .header("content-type", "application/x-ndjson")
-                            .header("x-key", &key)
-                            .header("idempotency-key", &ikey)
-                            .body(body.clone())
-                            .send()
-                            .await;
-                        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
-                            break;
-                        }
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        assert!(
-                            tokio::time::Instant::now() < deadline,
-                            "batch {ikey} not accepted: {r:?}"
-                        );
-                        // Back off before retrying a refused request.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    let mut acc = accepted.lock().unwrap();
-                    for (n, s) in seqs.iter().enumerate() {
-                        acc.push(Tracked::new(format!("{ikey}-{n}"), key.clone(), *s));
-                    }
+                    let sent = post_until_accepted(&client, &base, &key, &ikey, &seqs).await;
+                    accepted.lock().unwrap().extend(sent);
                 }
             }));
         }
@@ -157,37 +168,10 @@ fn send_until(
                 while first < max_per_key {
                     let last_one = stop.load(Ordering::SeqCst);
                     let seqs: Vec<u64> = (first..(first + batch).min(max_per_key)).collect();
-                    let body: String = seqs
-                        .iter()
-                        .map(|s| format!("{{\"key\":\"{key}\",\"seq\":{s}}}\n"))
-                        .collect();
                     let ikey = format!("{key}-b{first}");
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-                    loop {
-                        let r = client
-                            .post(format!("{base}/ingest/api"))
-                            .header("content-type", "application/x-ndjson")
-                            .header("x-key", &key)
-                            .header("idempotency-key", &ikey)
-                            .body(body.clone())
-                            .send()
-                            .await;
-                        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
-                            break;
-                        }
-                        assert!(
-                            tokio::time::Instant::now() < deadline,
-                            "batch {ikey} not accepted: {r:?}"
-                        );
-                        // Back off before retrying a refused request.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    accepted.lock().unwrap().extend(
-                        seqs.iter()
-                            .enumerate()
-                            .map(|(n, s)| Tracked::new(format!("{ikey}-{n}"), key.clone(), *s)),
-                    );
-                    count.fetch_add(seqs.len(), Ordering::SeqCst);
+                    let sent = post_until_accepted(&client, &base, &key, &ikey, &seqs).await;
+                    count.fetch_add(sent.len(), Ordering::SeqCst);
+                    accepted.lock().unwrap().extend(sent);
                     first += batch;
                     if last_one {
                         break;
