@@ -355,13 +355,12 @@ fn switchyard_queue_produce(
 
     let (process, addr) = start_switchyard(bin, &dir, &queue_drain_config(brokers))?;
     let n = messages.len() as f64;
-    let rate = rt.block_on(async {
-        let metric = "switchyard_sink_events_total";
-        let first = wait_for_counter(addr, metric, "outcome=\"delivered\"", 1.0).await?;
-        let at_first = Instant::now();
-        wait_for_counter(addr, metric, "outcome=\"delivered\"", n).await?;
-        Ok::<_, anyhow::Error>((n - first) / at_first.elapsed().as_secs_f64())
-    })?;
+    let rate = rt.block_on(rate_from_first(
+        addr,
+        "switchyard_sink_events_total",
+        "outcome=\"delivered\"",
+        n,
+    ))?;
     process.stop(Duration::from_secs(10))?;
     Ok(rate)
 }
@@ -431,13 +430,12 @@ fn switchyard_consume(
         .stderr(std::fs::File::create(dir.join("switchyard.log"))?)
         .spawn()
         .context("starting switchyard")?;
-    let result = rt.block_on(async {
-        let metric = "switchyard_pipeline_events_total";
-        let first = wait_for_counter(addr, metric, "outcome=\"completed\"", 1.0).await?;
-        let at_first = Instant::now();
-        wait_for_counter(addr, metric, "outcome=\"completed\"", n as f64).await?;
-        Ok::<_, anyhow::Error>((n as f64 - first) / at_first.elapsed().as_secs_f64())
-    });
+    let result = rt.block_on(rate_from_first(
+        addr,
+        "switchyard_pipeline_events_total",
+        "outcome=\"completed\"",
+        n as f64,
+    ));
     let _ = child.kill();
     let _ = child.wait();
     result
@@ -471,6 +469,20 @@ async fn send_all(addr: SocketAddr, bodies: Vec<(String, Bytes)>) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// Events/s of a counter from the first time it is seen above zero until it reaches `n`
+/// (what was counted before that first look is left out of both sides of the rate).
+async fn rate_from_first(
+    addr: SocketAddr,
+    metric: &str,
+    label: &str,
+    n: f64,
+) -> anyhow::Result<f64> {
+    let first = wait_for_counter(addr, metric, label, 1.0).await?;
+    let at_first = Instant::now();
+    wait_for_counter(addr, metric, label, n).await?;
+    Ok((n - first) / at_first.elapsed().as_secs_f64())
 }
 
 /// Polls `/metrics` until the sum of `metric` lines containing `label` reaches `at_least`
