@@ -207,12 +207,13 @@ fn config_dir() -> PathBuf {
 fn the_example_configs_validate() {
     // The secrets the examples reference with ${VAR}.
     let env = [
-        ("SWITCHYARD_ADMIN_TOKEN", "admin-secret"),
-        ("API_TOKEN", "api-secret"),
+        ("SWITCHYARD_ADMIN_TOKEN", "admin-secret-0123456789"),
+        ("API_TOKEN", "api-secret-0123456789"),
         ("PG_PASSWORD", "pg-secret"),
         ("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("AUDIT_TOKEN", "audit-secret"),
-        ("INGEST_TOKEN", "ingest-secret"),
+        ("INGEST_TOKEN", "ingest-secret-0123456789"),
+        ("METRICS_TOKEN", "metrics-secret-0123456789"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(config_dir()).expect("config/ exists") {
@@ -247,7 +248,7 @@ data_dir = "{{data_dir}}"
 
 [sources.api]
 type = "http"
-token = "producer-token"
+token = "producer-token-0123456789"
 max_body = "1KiB"
 
 [pipelines.deliver]
@@ -270,7 +271,7 @@ secret = "{WEBHOOK_SECRET}"
         let post = |body: String, content_type: &str| {
             client
                 .post(&url)
-                .bearer_auth("producer-token")
+                .bearer_auth("producer-token-0123456789")
                 .header("x-key", "same")
                 .header("content-type", content_type)
                 .body(body)
@@ -325,7 +326,7 @@ secret = "{WEBHOOK_SECRET}"
 
         let r = client
             .post(format!("{}/ingest/nope", switchyard.url()))
-            .bearer_auth("producer-token")
+            .bearer_auth("producer-token-0123456789")
             .json(&serde_json::json!({ "n": 6 }))
             .send()
             .await

@@ -26,7 +26,7 @@ fn rejected_events_are_dead_lettered_listed_and_replayed() {
 [server]
 listen = "{{listen}}"
 data_dir = "{{data_dir}}"
-admin_token = "admin-secret"
+admin_token = "admin-secret-0123456789"
 
 [sources.api]
 type = "http"

@@ -156,7 +156,7 @@ fn a_runaway_plugin_is_stopped_its_batch_dead_lettered_and_the_pipeline_goes_on(
 [server]
 listen = "{{listen}}"
 data_dir = "{{data_dir}}"
-admin_token = "admin-secret"
+admin_token = "admin-secret-0123456789"
 
 [sources.api]
 type = "http"
@@ -185,7 +185,7 @@ path = "{{dir}}/out.jsonl"
         runtime().block_on(async {
             client()
                 .get(format!("{base}/admin/dlq/dead-letters"))
-                .bearer_auth("admin-secret")
+                .bearer_auth("admin-secret-0123456789")
                 .send()
                 .await
                 .unwrap()
@@ -273,7 +273,7 @@ type = "stdout"
 
 // ── Hostile plugins in the real binary ─────────────────────────────────────────────────
 
-const ADMIN: &str = "admin-secret";
+const ADMIN: &str = "admin-secret-0123456789";
 
 fn get_text(url: &str) -> String {
     runtime().block_on(async {

@@ -20,7 +20,7 @@ fn config(dsn: &str, tables: &[&str], snapshot: &str) -> String {
 [server]
 listen = "{{listen}}"
 data_dir = "{{data_dir}}"
-admin_token = "admin-secret"
+admin_token = "admin-secret-0123456789"
 
 [sources.db]
 type = "postgres_cdc"

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchyard_test_support::{Switchyard, tail};
 use switchyard_tests::{client, read_jsonl, runtime, wait_until};
 
-const TOKEN: &str = "queue-test-token";
+const TOKEN: &str = "queue-test-token-0123456789";
 
 /// A client of the queue API.
 #[derive(Clone)]

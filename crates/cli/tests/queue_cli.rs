@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use switchyard_test_support::{Switchyard, switchyard_command};
 
-const TOKEN: &str = "queue-cli-secret";
+const TOKEN: &str = "queue-cli-secret-0123456789";
 
 fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -378,7 +378,7 @@ const CONFIG: &str = r#"
 [server]
 listen = "{listen}"
 data_dir = "{data_dir}"
-admin_token = "queue-cli-secret"
+admin_token = "queue-cli-secret-0123456789"
 
 [queues.orders]
 partitions = 2
@@ -751,7 +751,7 @@ fn a_wrong_token_is_reported_with_the_status() {
     let config = write_config(
         dir.path(),
         &format!(
-            "[server]\nlisten = \"{}\"\nadmin_token = \"wrong\"\n\n[queues.orders]\n",
+            "[server]\nlisten = \"{}\"\nadmin_token = \"wrong-token-0123456789\"\n\n[queues.orders]\n",
             sy.addr()
         ),
     );

@@ -50,7 +50,40 @@ pub struct ServerConfig {
     /// It need not be declared under `[queues]`: an undeclared one is created with
     /// [`QueueConfig::default`].
     pub dead_letter: String,
+    /// Listening beyond loopback without an ingest token on every `http` source and an
+    /// `admin_token` is refused unless this says the user means it. Default false.
+    pub insecure: bool,
+    /// Open HTTP connections at most; the excess is shed at once. The cap actually used is
+    /// lowered to keep file descriptors in reserve for the log, checkpoints and sinks.
+    /// Default 4096.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (a new connection's first
+    /// request included). Default 10s.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a whole request body. Default 30s.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests. Default 30s.
+    pub idle_timeout: Duration,
+    /// Request bodies (and what they expand to) held in memory at once across all
+    /// connections; past it requests get 429 with `Retry-After`. Default 64 MiB.
+    pub max_request_memory: ByteSize,
+    /// Bearer token `/metrics` asks for. `None`: `/metrics` is open.
+    pub metrics_token: Option<String>,
+    /// Serve HTTPS instead of HTTP.
+    pub tls: Option<ServerTlsConfig>,
 }
+
+/// `[server.tls]`: PEM files, read at start and again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// Tokens shorter than this are refused: a short token can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -60,6 +93,14 @@ impl Default for ServerConfig {
             admin_token: None,
             shutdown_timeout: Duration::from_secs(30),
             dead_letter: "dead-letters".into(),
+            insecure: false,
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_request_memory: ByteSize(64 << 20),
+            metrics_token: None,
+            tls: None,
         }
     }
 }
@@ -158,6 +199,8 @@ pub struct HttpSourceConfig {
     pub dedup_window: Duration,
     /// Unconsumed intake data above which producers get 429. Default 1 GiB.
     pub max_bytes: ByteSize,
+    /// Events one request may carry (NDJSON lines); more get 413. Default 10000.
+    pub max_events: usize,
 }
 
 impl Default for HttpSourceConfig {
@@ -168,6 +211,7 @@ impl Default for HttpSourceConfig {
             partitions: 4,
             dedup_window: Duration::from_secs(300),
             max_bytes: ByteSize(1 << 30),
+            max_events: 10_000,
         }
     }
 }

@@ -533,6 +533,7 @@ pub(crate) fn build(tree: &Value, cx: &mut Ctx<'_>) -> Config {
         }
     }
     root.finish(cx);
+    exposure(cx, &config);
     crate::graph::check(cx, &config, &declared);
     config
 }
@@ -587,6 +588,14 @@ fn server(cx: &mut Ctx<'_>, value: &Value) -> ServerConfig {
             "admin_token",
             "shutdown_timeout",
             "dead_letter",
+            "insecure",
+            "max_connections",
+            "header_timeout",
+            "body_timeout",
+            "idle_timeout",
+            "max_request_memory",
+            "metrics_token",
+            "tls",
         ],
     ) else {
         return server;
@@ -603,9 +612,31 @@ fn server(cx: &mut Ctx<'_>, value: &Value) -> ServerConfig {
     if let Some(data_dir) = table.non_empty_string(cx, "data_dir") {
         server.data_dir = data_dir;
     }
-    server.admin_token = table.non_empty_string(cx, "admin_token");
+    server.admin_token = token(cx, &table, "admin_token");
+    server.metrics_token = token(cx, &table, "metrics_token");
     if let Some(timeout) = table.duration(cx, "shutdown_timeout", true) {
         server.shutdown_timeout = timeout;
+    }
+    if let Some(insecure) = table.boolean(cx, "insecure") {
+        server.insecure = insecure;
+    }
+    if let Some(max) = table.positive_usize(cx, "max_connections", "") {
+        server.max_connections = max;
+    }
+    for (key, slot) in [
+        ("header_timeout", &mut server.header_timeout),
+        ("body_timeout", &mut server.body_timeout),
+        ("idle_timeout", &mut server.idle_timeout),
+    ] {
+        if let Some(timeout) = table.duration(cx, key, false) {
+            *slot = timeout;
+        }
+    }
+    if let Some(size) = table.size(cx, "max_request_memory") {
+        server.max_request_memory = size;
+    }
+    if let Some(value) = table.get("tls") {
+        server.tls = server_tls(cx, &table.child("tls"), value);
     }
     if let Some(dead_letter) = table.non_empty_string(cx, "dead_letter") {
         check_name(cx, "server.dead_letter", "queue", &dead_letter);
@@ -613,6 +644,83 @@ fn server(cx: &mut Ctx<'_>, value: &Value) -> ServerConfig {
     }
     table.finish(cx);
     server
+}
+
+/// `[server.tls]`: both files named; they are read (and their contents checked) at start.
+fn server_tls(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<ServerTlsConfig> {
+    let table = Table::open(cx, path, value, &["cert", "key"])?;
+    let cert = table.required_string(cx, "cert", "the PEM file of the certificate chain");
+    let key = table.required_string(cx, "key", "the PEM file of the private key");
+    table.finish(cx);
+    Some(ServerTlsConfig {
+        cert: cert?,
+        key: key?,
+    })
+}
+
+/// A bearer token: absent, or at least [`MIN_TOKEN_LEN`] characters. The value is never
+/// echoed.
+fn token(cx: &mut Ctx<'_>, table: &Table<'_>, key: &str) -> Option<String> {
+    let token = table.non_empty_string(cx, key)?;
+    if token.chars().count() < MIN_TOKEN_LEN {
+        cx.issue(
+            &table.child(key),
+            format!(
+                "the token is {} characters long; use at least {MIN_TOKEN_LEN} random characters \
+                 (e.g. the output of `openssl rand -hex 32`)",
+                token.chars().count()
+            ),
+        );
+        return None;
+    }
+    Some(token)
+}
+
+/// Whether `listen` only accepts connections from this machine.
+pub(crate) fn listen_is_loopback(listen: &str) -> bool {
+    let Some((host, _)) = listen.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Listening beyond loopback needs a token on every door, or `server.insecure = true`.
+fn exposure(cx: &mut Ctx<'_>, config: &Config) {
+    let server = &config.server;
+    if server.insecure || listen_is_loopback(&server.listen) {
+        return;
+    }
+    let mut open: Vec<String> = config
+        .sources
+        .iter()
+        .filter_map(|(name, source)| match source {
+            SourceConfig::Http(http) if http.token.is_none() => {
+                Some(format!("sources.{name}.token"))
+            }
+            _ => None,
+        })
+        .collect();
+    if server.admin_token.is_none() {
+        open.insert(0, "server.admin_token".to_owned());
+    }
+    if open.is_empty() {
+        return;
+    }
+    cx.issue(
+        "server.listen",
+        format!(
+            "{} accepts connections from other machines, but {} not set: anyone who can reach \
+             the port could send events or use the admin API; set {}, listen on 127.0.0.1, or \
+             set server.insecure = true if that is really meant",
+            server.listen,
+            open.join(", ") + if open.len() == 1 { " is" } else { " are" },
+            if open.len() == 1 { "it" } else { "them" },
+        ),
+    );
 }
 
 fn valid_listen(listen: &str) -> bool {
@@ -737,10 +845,14 @@ fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<Sou
                 "partitions",
                 "dedup_window",
                 "max_bytes",
+                "max_events",
             ]);
             let defaults = HttpSourceConfig::default();
             SourceConfig::Http(HttpSourceConfig {
-                token: table.non_empty_string(cx, "token"),
+                token: token(cx, &table, "token"),
+                max_events: table
+                    .positive_usize(cx, "max_events", "")
+                    .unwrap_or(defaults.max_events),
                 max_body: table.size(cx, "max_body").unwrap_or(defaults.max_body),
                 partitions: table
                     .positive_u32(
@@ -1370,5 +1482,132 @@ options = {{ "security.protocol" = "{protocol}", "ssl.ca.location" = "/etc/kafka
         assert!(valid_listen("localhost:80"));
         assert!(!valid_listen("8080"));
         assert!(!valid_listen("host:http"));
+    }
+
+    #[test]
+    fn loopback_listeners() {
+        for local in [
+            "127.0.0.1:8080",
+            "127.1.2.3:1",
+            "[::1]:8080",
+            "localhost:80",
+        ] {
+            assert!(listen_is_loopback(local), "{local}");
+        }
+        for exposed in ["0.0.0.0:8080", "[::]:8080", "10.0.0.5:80", "example.com:80"] {
+            assert!(!listen_is_loopback(exposed), "{exposed}");
+        }
+    }
+
+    fn issues_of(text: &str) -> Vec<Issue> {
+        match crate::load_str(text, false) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.issues,
+        }
+    }
+
+    const PIPELINE: &str = "[sources.api]\ntype = \"http\"\n\n[pipelines.p]\nfrom = [\"api\"]\nto = [\"out\"]\n\n[sinks.out]\ntype = \"stdout\"\n";
+
+    #[test]
+    fn an_exposed_listener_needs_every_token_or_insecure() {
+        let exposed = format!("[server]\nlisten = \"0.0.0.0:8080\"\n{PIPELINE}");
+        let issues = issues_of(&exposed);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "server.listen");
+        for named in [
+            "server.admin_token",
+            "sources.api.token",
+            "server.insecure = true",
+        ] {
+            assert!(issues[0].message.contains(named), "{}", issues[0].message);
+        }
+        let meant = exposed.replace("[server]\n", "[server]\ninsecure = true\n");
+        assert!(issues_of(&meant).is_empty());
+        let guarded = exposed
+            .replace(
+                "[server]\n",
+                "[server]\nadmin_token = \"0123456789abcdef\"\n",
+            )
+            .replace(
+                "type = \"http\"\n",
+                "type = \"http\"\ntoken = \"fedcba9876543210\"\n",
+            );
+        assert!(issues_of(&guarded).is_empty(), "{:?}", issues_of(&guarded));
+        let half = exposed.replace(
+            "[server]\n",
+            "[server]\nadmin_token = \"0123456789abcdef\"\n",
+        );
+        let issues = issues_of(&half);
+        assert_eq!(issues.len(), 1);
+        assert!(
+            issues[0].message.contains("sources.api.token is not set"),
+            "{}",
+            issues[0].message
+        );
+        assert!(issues_of(&format!("[server]\nlisten = \"127.0.0.1:9\"\n{PIPELINE}")).is_empty());
+    }
+
+    #[test]
+    fn short_tokens_are_refused_without_being_echoed() {
+        for (key, text) in [
+            (
+                "server.admin_token",
+                "[server]\nadmin_token = \"tiny-secret\"\n".to_owned(),
+            ),
+            (
+                "server.metrics_token",
+                "[server]\nmetrics_token = \"tiny-secret\"\n".to_owned(),
+            ),
+            (
+                "sources.api.token",
+                PIPELINE.replace(
+                    "type = \"http\"\n",
+                    "type = \"http\"\ntoken = \"tiny-secret\"\n",
+                ),
+            ),
+        ] {
+            let issues = issues_of(&text);
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].path, key);
+            assert!(
+                issues[0].message.contains("at least 16"),
+                "{}",
+                issues[0].message
+            );
+            assert!(
+                !issues[0].message.contains("tiny-secret"),
+                "{}",
+                issues[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn server_limits_and_tls() {
+        let config = crate::load_str(
+            "[server]\nmax_connections = 10\nheader_timeout = \"2s\"\nbody_timeout = \"3s\"\nidle_timeout = \"4s\"\nmax_request_memory = \"8MiB\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n",
+            false,
+        )
+        .unwrap();
+        let server = &config.server;
+        assert_eq!(server.max_connections, 10);
+        assert_eq!(server.header_timeout, Duration::from_secs(2));
+        assert_eq!(server.body_timeout, Duration::from_secs(3));
+        assert_eq!(server.idle_timeout, Duration::from_secs(4));
+        assert_eq!(server.max_request_memory, ByteSize(8 << 20));
+        assert_eq!(
+            server.tls,
+            Some(ServerTlsConfig {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        let issues = issues_of("[server]\nheader_timeout = \"0s\"\ntls = { cert = \"c.pem\" }\n");
+        let paths: Vec<_> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["server.header_timeout", "server.tls.key"],
+            "{issues:?}"
+        );
     }
 }

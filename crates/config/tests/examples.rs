@@ -12,12 +12,13 @@ fn config_dir() -> PathBuf {
 /// The secrets the examples reference with `${VAR}`.
 fn example_env() -> HashMap<String, String> {
     [
-        ("SWITCHYARD_ADMIN_TOKEN", "admin-secret"),
-        ("API_TOKEN", "api-secret"),
+        ("SWITCHYARD_ADMIN_TOKEN", "admin-secret-0123456789"),
+        ("API_TOKEN", "api-secret-0123456789"),
         ("PG_PASSWORD", "pg-secret"),
         ("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("AUDIT_TOKEN", "audit-secret"),
-        ("INGEST_TOKEN", "ingest-secret"),
+        ("INGEST_TOKEN", "ingest-secret-0123456789"),
+        ("METRICS_TOKEN", "metrics-secret-0123456789"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -69,7 +70,10 @@ fn reference_names_every_source_and_sink_type() {
     sinks.dedup();
     assert_eq!(sinks, ["file", "kafka", "queue", "stdout", "webhook"]);
     assert!(!config.plugins.is_empty());
-    assert_eq!(config.server.admin_token.as_deref(), Some("admin-secret"));
+    assert_eq!(
+        config.server.admin_token.as_deref(),
+        Some("admin-secret-0123456789")
+    );
 }
 
 #[test]

@@ -733,7 +733,9 @@ url = "http://127.0.0.1:9000/hook"
         ),
         ("SWITCHYARD_SINKS__AUDIT__CONCURRENCY", "4"),
         ("SWITCHYARD_SINKS__AUDIT__ENVELOPE", "true"),
-        ("SWITCHYARD_SOURCES__API__TOKEN", "0123"),
+        ("SWITCHYARD_SOURCES__API__TOKEN", "0123456789012345"),
+        // Beyond loopback without an admin token: allowed only when meant.
+        ("SWITCHYARD_SERVER__INSECURE", "true"),
         ("SWITCHYARD_QUEUES__EXTRA__PARTITIONS", "3"),
         // No double underscore: secrets, not overrides, and no unknown-key errors.
         ("SWITCHYARD_ADMIN_TOKEN", "secret"),
@@ -750,7 +752,11 @@ url = "http://127.0.0.1:9000/hook"
     let SourceConfig::Http(api) = &config.sources["api"] else {
         panic!("http")
     };
-    assert_eq!(api.token.as_deref(), Some("0123"), "text stays text");
+    assert_eq!(
+        api.token.as_deref(),
+        Some("0123456789012345"),
+        "text stays text"
+    );
     assert_eq!(config.queues["extra"].partitions, 3);
     assert_eq!(config.server.admin_token, None);
 
@@ -799,12 +805,15 @@ secret = "${SECRET}"
 headers = { Authorization = "Bearer ${TOKEN}" }
 "#;
     let vars = env(&[
-        ("ADMIN", "a1"),
+        ("ADMIN", "a1-0123456789abcdef"),
         ("SECRET", "whsec_c2VjcmV0"),
         ("TOKEN", "t0k"),
     ]);
     let config = load_str_with_env(text, false, &vars).unwrap();
-    assert_eq!(config.server.admin_token.as_deref(), Some("a1"));
+    assert_eq!(
+        config.server.admin_token.as_deref(),
+        Some("a1-0123456789abcdef")
+    );
     let SinkConfig::Webhook(audit) = &config.sinks["audit"] else {
         panic!("webhook")
     };

@@ -11,6 +11,7 @@
 pub mod delivery;
 pub mod feed;
 pub mod kafka_feed;
+mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
@@ -68,8 +69,8 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Plugin(String),
-    #[error("http server failed: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Listener(#[from] listener::ListenerError),
 }
 
 /// Everything the HTTP handlers and background tasks share.
@@ -257,22 +258,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     server::restore_queue_idempotency(&shared).await;
     let dead_letters = tokio::spawn(queue_api::dead_letter_loop(shared.clone()));
     let app = server::router(shared.clone(), http_sources);
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = listener::serve(listener, app, &config.server, stop_rx.clone())?.done;
 
     shutdown.await;
     info!("shutting down: no new input, draining in-flight deliveries");
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.server.shutdown_timeout, server).await {
-        Ok(Ok(Err(e))) => warn!(error = %e, "http server stopped with an error"),
-        Err(_) => warn!("http connections still open at the shutdown timeout"),
-        _ => {}
+    if tokio::time::timeout(config.server.shutdown_timeout, server)
+        .await
+        .is_err()
+    {
+        warn!("http connections still open at the shutdown timeout");
     }
     while readers.join_next().await.is_some() {}
     housekeeping.abort();

@@ -18,7 +18,9 @@ use serde_json::json;
 use switchyard_ack::Watermark;
 use switchyard_config::SourceConfig;
 use switchyard_event::Event;
-use switchyard_source_http::{HttpSource, IngestObserver, Intake, IntakeError, error};
+use switchyard_source_http::{
+    HttpSource, IngestObserver, Intake, IntakeError, MemoryBudget, bearer_matches, error,
+};
 use tokio::sync::mpsc;
 
 use crate::Shared;
@@ -169,8 +171,12 @@ fn recent_idempotency_keys(
 }
 
 pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
-    let ingest =
-        switchyard_source_http::router(sources, Arc::new(Observer(shared.metrics.clone())));
+    let budget = MemoryBudget::new(shared.config.server.max_request_memory.0);
+    let ingest = switchyard_source_http::router(
+        sources,
+        Arc::new(Observer(shared.metrics.clone())),
+        budget.clone(),
+    );
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -182,8 +188,54 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/sources/{source}/status", get(source_status))
         .route("/admin/sources/{source}/snapshot", post(source_snapshot))
         .merge(crate::queue_api::routes())
+        .layer(axum::middleware::from_fn_with_state(budget, reserve_body))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared);
     ingest.merge(ops)
+}
+
+/// The largest body the admin and queue APIs read (JSON requests; a produce batch).
+const BODY_LIMIT: usize = 2 << 20;
+
+/// Reserves what a request's body may hold in memory before a handler reads it (its
+/// `Content-Length`, or [`BODY_LIMIT`] when it declares none), so that requests in flight
+/// together stay within `server.max_request_memory`; past it the answer is 429.
+async fn reserve_body(
+    State(budget): State<MemoryBudget>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = match declared {
+        Some(0) => return next.run(request).await,
+        Some(n) if n > BODY_LIMIT as u64 => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than {BODY_LIMIT} bytes; send smaller batches"),
+            );
+        }
+        Some(n) => n,
+        None if request.method() == http::Method::GET => return next.run(request).await,
+        None => BODY_LIMIT as u64,
+    };
+    // Parsed JSON takes a few times its text.
+    let _reservation = match budget.try_reserve(bytes * 3) {
+        Ok(r) => r,
+        Err(_) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many request bytes in flight (server.max_request_memory); retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return r;
+        }
+    };
+    next.run(request).await
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -225,7 +277,20 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     (StatusCode::OK, "ready\n").into_response()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &shared.config.server.metrics_token
+        && !bearer_matches(&headers, token)
+    {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send `Authorization: Bearer <server.metrics_token>`",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -244,17 +309,18 @@ pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Resp
             "the admin API is disabled: set server.admin_token in the config",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| g.as_bytes() == expected.as_bytes()) {
+    if bearer_matches(headers, expected) {
         Ok(())
     } else {
-        Err(error(
+        let mut r = error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token: send `Authorization: Bearer <server.admin_token>`",
-        ))
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        Err(r)
     }
 }
 

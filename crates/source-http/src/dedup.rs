@@ -3,20 +3,73 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Remembers the ids answered for recent idempotency keys, for `window`, holding at most
-/// `capacity` keys (the oldest are forgotten first), so memory stays bounded.
+/// Bytes one entry costs beside its key (map and queue slots, the time, the ids' form).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// Remembers the ids answered for recent idempotency keys, for `window`, within `capacity`
+/// keys and `max_bytes` of memory (the oldest are forgotten first), so memory stays
+/// bounded whatever the keys' lengths or the requests' sizes.
 pub struct DedupWindow {
     window: Duration,
     capacity: usize,
-    ids: HashMap<String, (Vec<String>, Instant)>,
+    max_bytes: usize,
+    bytes: usize,
+    ids: HashMap<String, (Ids, Instant)>,
     order: VecDeque<(Instant, String)>,
+}
+
+/// The ids of one request, kept in the smallest form that gives them back: ingest derives
+/// them from the key (`KEY` for one event, `KEY-0` … `KEY-(n-1)` for a batch).
+enum Ids {
+    Key,
+    Numbered(usize),
+    Listed(Vec<String>),
+}
+
+impl Ids {
+    fn of(key: &str, ids: Vec<String>) -> Self {
+        if ids.len() == 1 && ids[0] == key {
+            return Ids::Key;
+        }
+        let numbered = ids.iter().enumerate().all(|(n, id)| {
+            id.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| rest.parse::<usize>().ok() == Some(n))
+        });
+        if numbered && !ids.is_empty() {
+            Ids::Numbered(ids.len())
+        } else {
+            Ids::Listed(ids)
+        }
+    }
+
+    fn expand(&self, key: &str) -> Vec<String> {
+        match self {
+            Ids::Key => vec![key.to_owned()],
+            Ids::Numbered(n) => (0..*n).map(|i| format!("{key}-{i}")).collect(),
+            Ids::Listed(ids) => ids.clone(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Ids::Key | Ids::Numbered(_) => 0,
+            Ids::Listed(ids) => ids.iter().map(|id| id.len() + 24).sum(),
+        }
+    }
 }
 
 impl DedupWindow {
     pub fn new(window: Duration, capacity: usize) -> Self {
+        Self::with_max_bytes(window, capacity, 32 << 20)
+    }
+
+    pub fn with_max_bytes(window: Duration, capacity: usize, max_bytes: usize) -> Self {
         Self {
             window,
             capacity,
+            max_bytes,
+            bytes: 0,
             ids: HashMap::new(),
             order: VecDeque::new(),
         }
@@ -25,19 +78,35 @@ impl DedupWindow {
     /// The ids stored for `key` if it was seen within the window.
     pub fn get(&mut self, key: &str, now: Instant) -> Option<Vec<String>> {
         self.expire(now);
-        self.ids.get(key).map(|(ids, _)| ids.clone())
+        self.ids.get(key).map(|(ids, _)| ids.expand(key))
     }
 
     pub fn insert(&mut self, key: String, ids: Vec<String>, now: Instant) {
         self.expire(now);
-        while self.ids.len() >= self.capacity {
-            let Some((_, old)) = self.order.pop_front() else {
+        let ids = Ids::of(&key, ids);
+        let cost = entry_cost(&key, &ids);
+        if cost > self.max_bytes {
+            return;
+        }
+        self.remove(&key);
+        while self.ids.len() >= self.capacity || self.bytes + cost > self.max_bytes {
+            let Some((at, old)) = self.order.pop_front() else {
                 break;
             };
-            self.ids.remove(&old);
+            // A key stored again later has a newer time; its older slot is stale.
+            if self.ids.get(&old).is_some_and(|(_, t)| *t == at) {
+                self.remove(&old);
+            }
         }
+        self.bytes += cost;
         self.order.push_back((now, key.clone()));
         self.ids.insert(key, (ids, now));
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((ids, _)) = self.ids.remove(key) {
+            self.bytes -= entry_cost(key, &ids);
+        }
     }
 
     fn expire(&mut self, now: Instant) {
@@ -48,7 +117,7 @@ impl DedupWindow {
             let (at, key) = self.order.pop_front().expect("front exists");
             // A key re-inserted later has a newer time; keep that entry.
             if self.ids.get(&key).is_some_and(|(_, t)| *t == at) {
-                self.ids.remove(&key);
+                self.remove(&key);
             }
         }
     }
@@ -59,5 +128,72 @@ impl DedupWindow {
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// Memory the window holds, as counted against `max_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// The key is held twice (map and order queue).
+fn entry_cost(key: &str, ids: &Ids) -> usize {
+    2 * key.len() + ENTRY_OVERHEAD + ids.bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stored_by_count_and_given_back_whole() {
+        let now = Instant::now();
+        let mut w = DedupWindow::new(Duration::from_secs(60), 10);
+        let ids: Vec<String> = (0..1000).map(|i| format!("k-{i}")).collect();
+        w.insert("k".into(), ids.clone(), now);
+        w.insert("single".into(), vec!["single".into()], now);
+        w.insert("other".into(), vec!["a".into(), "b".into()], now);
+        assert_eq!(w.get("k", now), Some(ids));
+        assert_eq!(w.get("single", now), Some(vec!["single".to_owned()]));
+        assert_eq!(
+            w.get("other", now),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert!(
+            w.bytes() < 1000,
+            "1000 derived ids cost no memory each: {}",
+            w.bytes()
+        );
+    }
+
+    #[test]
+    fn the_window_forgets_the_oldest_keys_past_its_bytes() {
+        let now = Instant::now();
+        let mut w = DedupWindow::with_max_bytes(Duration::from_secs(60), 1_000_000, 10_000);
+        for i in 0..1000 {
+            let key = format!("{i:0>200}");
+            w.insert(key.clone(), vec![key], now);
+            assert!(w.bytes() <= 10_000, "{} bytes held", w.bytes());
+        }
+        assert!(w.len() < 1000 && w.len() > 10, "{} keys kept", w.len());
+        assert!(
+            w.get(&format!("{:0>200}", 999), now).is_some(),
+            "the newest stays"
+        );
+        assert!(
+            w.get(&format!("{:0>200}", 0), now).is_none(),
+            "the oldest went"
+        );
+    }
+
+    #[test]
+    fn a_key_stored_again_is_counted_once() {
+        let now = Instant::now();
+        let mut w = DedupWindow::new(Duration::from_secs(60), 10);
+        w.insert("k".into(), vec!["k".into()], now);
+        let once = w.bytes();
+        w.insert("k".into(), vec!["k".into()], now);
+        assert_eq!(w.bytes(), once);
+        assert_eq!(w.len(), 1);
     }
 }

@@ -12,7 +12,14 @@
 //!
 //! This crate parses and answers; the durable append is behind [`Intake`], which the
 //! runtime implements on its log.
+//!
+//! What one request may cost is bounded before it is paid: the body by the source's
+//! `max_body` (a larger `Content-Length` is refused before reading), the events by
+//! `max_events`, the `Idempotency-Key` by [`MAX_IDEMPOTENCY_KEY`] bytes, and the memory of
+//! all requests in flight together by a [`MemoryBudget`] (429 past it).
 
+mod auth;
+mod budget;
 mod dedup;
 
 use std::collections::HashMap;
@@ -30,7 +37,21 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use switchyard_config::HttpSourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
+pub use auth::{bearer_matches, bearer_token};
+pub use budget::{MemoryBudget, Refused, Reservation};
 pub use dedup::DedupWindow;
+
+/// The longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// What an event costs in memory beside its payload, key, id and headers (the struct,
+/// its strings' headers, the answer's JSON per id), used to size a request's reservation.
+const EVENT_OVERHEAD: u64 = 256;
+
+/// The request body took longer than `server.body_timeout` to arrive.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimeout(pub Duration);
 
 /// Header carrying a request's `Idempotency-Key` on each of its events, so the window can
 /// be rebuilt from the log after a restart.
@@ -102,16 +123,23 @@ impl HttpSource {
 struct IngestState {
     sources: Arc<HashMap<String, Arc<HttpSource>>>,
     observer: Arc<dyn IngestObserver>,
+    budget: MemoryBudget,
 }
 
-/// Routes for every `http` source: `POST /ingest/{source}`.
-pub fn router(sources: Vec<Arc<HttpSource>>, observer: Arc<dyn IngestObserver>) -> Router {
+/// Routes for every `http` source: `POST /ingest/{source}`. `budget` bounds the memory
+/// of all requests in flight (shared with the server's other routes).
+pub fn router(
+    sources: Vec<Arc<HttpSource>>,
+    observer: Arc<dyn IngestObserver>,
+    budget: MemoryBudget,
+) -> Router {
     let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
     Router::new()
         .route("/ingest/{source}", post(ingest))
         .with_state(IngestState {
             sources: Arc::new(sources),
             observer,
+            budget,
         })
 }
 
@@ -122,27 +150,25 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let Some(source) = state.sources.get(&source_name) else {
-        let known: Vec<_> = state.sources.keys().map(String::as_str).collect();
+        // The configured names are not listed: a caller without a token learns nothing.
         return error(
             StatusCode::NOT_FOUND,
-            &format!(
-                "no http source named `{source_name}`; configured: {}",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ),
+            "no http source by that name; POST to /ingest/<name of an http source in the config>",
         );
     };
-    let (response, count) = handle(source, &headers, body).await;
+    let (response, count) = handle(source, &state.budget, &headers, body).await;
     state
         .observer
         .request(&source.name, response.status().as_u16(), count);
     response
 }
 
-async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Response, usize) {
+async fn handle(
+    source: &HttpSource,
+    budget: &MemoryBudget,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Response, usize) {
     if let Some(expected) = &source.config.token
         && !bearer_matches(headers, expected)
     {
@@ -155,16 +181,56 @@ async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Respon
         return (r, 0);
     }
     let max = source.config.max_body.0 as usize;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "body is larger than max_body ({max} bytes) of source `{}`; split it or raise max_body",
+                source.name
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return (too_large(), 0);
+    }
+    let idempotency_key = match header_str(headers, "idempotency-key") {
+        Ok(k) => k.filter(|k| !k.is_empty()),
+        Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
+    };
+    if let Some(k) = idempotency_key
+        && k.len() > MAX_IDEMPOTENCY_KEY
+    {
+        return (
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "the Idempotency-Key header is {} bytes long; at most {MAX_IDEMPOTENCY_KEY} are accepted (a UUID is 36)",
+                    k.len()
+                ),
+            ),
+            0,
+        );
+    }
+    // The body's memory is reserved before it is read: all of it when the length is
+    // declared, else the most it may be.
+    let mut reservation = match budget.try_reserve(declared.unwrap_or(max as u64)) {
+        Ok(r) => r,
+        Err(refused) => return (over_budget(refused), 0),
+    };
     let body = match Limited::new(body, max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return (too_large(), 0);
+        }
+        Err(e) if caused_by::<BodyTimeout>(e.as_ref()) => {
             return (
                 error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "body is larger than max_body ({max} bytes) of source `{}`; split it or raise max_body",
-                        source.name
-                    ),
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("{e}; send the body faster or in smaller requests"),
                 ),
                 0,
             );
@@ -179,10 +245,6 @@ async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Respon
             );
         }
     };
-    let idempotency_key = match header_str(headers, "idempotency-key") {
-        Ok(k) => k.filter(|k| !k.is_empty()),
-        Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
-    };
     if let Some(k) = &idempotency_key {
         let seen = source
             .dedup
@@ -193,10 +255,37 @@ async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Respon
             return (accepted(&ids, true), 0);
         }
     }
+    let count = match count_events(headers, &body) {
+        Ok(n) => n,
+        Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
+    };
+    if count > source.config.max_events {
+        return (
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the body carries {count} events; source `{}` accepts at most {} per request \
+                     (max_events): split it into smaller requests",
+                    source.name, source.config.max_events
+                ),
+            ),
+            0,
+        );
+    }
+    // What the events and the answer will hold beside the body.
+    let key_len = headers.get("x-key").map_or(0, |v| v.len()) as u64;
+    let id_len = idempotency_key.map_or(36, |k| k.len() + 8) as u64;
+    let header_len = idempotency_key.map_or(0, |k| k.len() + IDEMPOTENCY_HEADER.len()) as u64;
+    let per_event = EVENT_OVERHEAD + key_len + 2 * id_len + header_len + source.name.len() as u64;
+    let expanded = body.len() as u64 * 2 + count as u64 * per_event;
+    if let Err(refused) = reservation.grow_to(expanded) {
+        return (over_budget(refused), 0);
+    }
     let events = match parse_events(&source.name, headers, &body, idempotency_key) {
         Ok(events) => events,
         Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
     };
+    drop(body);
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let count = events.len();
     match source.intake.append(events).await {
@@ -231,6 +320,63 @@ async fn handle(source: &HttpSource, headers: &HeaderMap, body: Body) -> (Respon
     }
 }
 
+/// The answer to a request that does not fit in the memory budget.
+fn over_budget(refused: Refused) -> Response {
+    match refused {
+        Refused::TooLarge { wanted, total } => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "this request would hold {wanted} bytes in memory, more than \
+                 server.max_request_memory ({total} bytes); send fewer or smaller events per request"
+            ),
+        ),
+        Refused::Busy => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many request bytes in flight (server.max_request_memory); retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+/// Whether `error` or one of its causes is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// How many events [`parse_events`] would make of this body, without making them.
+pub fn count_events(headers: &HeaderMap, body: &[u8]) -> Result<usize, String> {
+    let content_type = header_str(headers, "content-type")?.unwrap_or_default();
+    if !is_ndjson(content_type) {
+        return Ok(1);
+    }
+    Ok(body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .count())
+}
+
+fn is_ndjson(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    [
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/json-seq",
+    ]
+    .iter()
+    .any(|t| essence.eq_ignore_ascii_case(t))
+}
+
 /// Turns a request body into events. Errors name the problem (and the NDJSON line).
 pub fn parse_events(
     source: &str,
@@ -243,12 +389,6 @@ pub fn parse_events(
         .to_owned();
     let key = headers.get("x-key").map(|v| v.as_bytes().to_vec());
     let timestamp_ms = now_ms();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
     let headers: Vec<(String, String)> = idempotency_key
         .map(|k| vec![(IDEMPOTENCY_HEADER.to_owned(), k.to_owned())])
         .unwrap_or_default();
@@ -267,10 +407,7 @@ pub fn parse_events(
         (Some(k), Some(n)) => format!("{k}-{n}"),
         (None, _) => uuid::Uuid::now_v7().to_string(),
     };
-    if matches!(
-        essence.as_str(),
-        "application/x-ndjson" | "application/jsonl" | "application/json-seq"
-    ) {
+    if is_ndjson(&content_type) {
         let mut events = Vec::new();
         for (i, line) in body.split(|b| *b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -302,27 +439,6 @@ pub fn parse_events(
         ));
     }
     Ok(vec![make(id_for(None), body.to_vec(), content_type)])
-}
-
-fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(token) = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(token.trim().as_bytes(), expected.as_bytes())
-}
-
-/// Compares without an early exit, so response timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {

@@ -36,7 +36,12 @@ fn app(config: HttpSourceConfig) -> (Router, Arc<MemoryIntake>, Arc<CountingObse
     let intake = Arc::new(MemoryIntake::default());
     let observer = Arc::new(CountingObserver::default());
     let source = Arc::new(HttpSource::new("api", config, intake.clone()));
-    (router(vec![source], observer.clone()), intake, observer)
+    let budget = MemoryBudget::new(64 << 20);
+    (
+        router(vec![source], observer.clone(), budget),
+        intake,
+        observer,
+    )
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
@@ -150,7 +155,7 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn token_is_required_when_configured() {
     let (app, intake, _) = app(HttpSourceConfig {
-        token: Some("s3cret".into()),
+        token: Some("s3cret-0123456789".into()),
         ..Default::default()
     });
     let req = post("application/json", "{}")
@@ -161,7 +166,7 @@ async fn token_is_required_when_configured() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Bearer");
     let req = post("application/json", "{}")
-        .header("authorization", "Bearer s3cret")
+        .header("authorization", "bearer s3cret-0123456789")
         .body(Body::from("{}"))
         .unwrap();
     let (status, _, _) = send(&app, req).await;
@@ -216,14 +221,121 @@ async fn full_disk_and_busy_log_answer_with_retry_after() {
 }
 
 #[tokio::test]
-async fn unknown_source_is_404_and_lists_the_configured_ones() {
+async fn unknown_source_is_404_and_names_no_configured_source() {
     let (app, _, _) = app(HttpSourceConfig::default());
     let req = Request::post("/ingest/nope")
         .body(Body::from("{}"))
         .unwrap();
     let (status, _, resp) = send(&app, req).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(resp["error"].as_str().unwrap().contains("api"));
+    assert!(!resp["error"].as_str().unwrap().contains("api"), "{resp}");
+}
+
+#[tokio::test]
+async fn more_events_than_max_events_is_413_and_nothing_is_appended() {
+    let (app, intake, _) = app(HttpSourceConfig {
+        max_events: 3,
+        ..Default::default()
+    });
+    let body = "{}\n{}\n{}\n{}\n";
+    let req = post("application/x-ndjson", body)
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let message = resp["error"].as_str().unwrap();
+    assert!(
+        message.contains("4 events") && message.contains("max_events"),
+        "{message}"
+    );
+    assert!(intake.events.lock().unwrap().is_empty());
+    let body = "{}\n{}\n{}\n";
+    let req = post("application/x-ndjson", body)
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_long_idempotency_key_is_400() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    for (len, expected) in [
+        (MAX_IDEMPOTENCY_KEY + 1, StatusCode::BAD_REQUEST),
+        (MAX_IDEMPOTENCY_KEY, StatusCode::OK),
+    ] {
+        let req = post("application/json", "{}")
+            .header("idempotency-key", "k".repeat(len))
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, _, resp) = send(&app, req).await;
+        assert_eq!(status, expected, "{resp}");
+    }
+    assert_eq!(intake.events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_max_body_is_refused_before_reading() {
+    let (app, _, _) = app(HttpSourceConfig {
+        max_body: ByteSize(8),
+        ..Default::default()
+    });
+    // The body never ends: only the declared length can answer this request.
+    let (_tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+    let req = Request::post("/ingest/api")
+        .header("content-type", "text/plain")
+        .header("content-length", "1000")
+        .body(Body::from_stream(rx))
+        .unwrap();
+    let (status, _, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn requests_past_the_memory_budget_get_429_or_413() {
+    let intake = Arc::new(MemoryIntake::default());
+    let observer = Arc::new(CountingObserver::default());
+    let source = Arc::new(HttpSource::new(
+        "api",
+        HttpSourceConfig::default(),
+        intake.clone(),
+    ));
+    let budget = MemoryBudget::new(1 << 20);
+    let app = router(vec![source], observer, budget.clone());
+    // Another request holds most of the budget.
+    let held = budget.try_reserve(budget.total()).unwrap();
+    let body = "{\"a\":1}";
+    let req = post("application/json", body)
+        .body(Body::from(body))
+        .unwrap();
+    let (status, headers, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{resp}");
+    assert_eq!(headers["retry-after"], "1");
+    drop(held);
+    let req = post("application/json", body)
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::OK);
+    // 1,000 events whose key is 2 KiB would hold far more than the whole budget.
+    let lines = "{}\n".repeat(1000);
+    let req = Request::post("/ingest/api")
+        .header("content-type", "application/x-ndjson")
+        .header("x-key", "k".repeat(2048))
+        .body(Body::from(lines))
+        .unwrap();
+    let (status, _, resp) = send(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_request_memory"),
+        "{resp}"
+    );
+    assert_eq!(
+        budget.available(),
+        budget.total(),
+        "every reservation was returned"
+    );
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub struct Switchyard {
     template: String,
     addr: SocketAddr,
     env: Vec<(String, String)>,
+    open_file_limit: Option<u64>,
+    tls: bool,
     child: Option<Child>,
     runs: u32,
 }
@@ -109,6 +111,12 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Extra environment variables for the process and its CLI commands.
     pub env: Vec<(String, String)>,
+    /// Soft and hard open-file limit of the process (`ulimit -n`), for tests of what it
+    /// does when descriptors run short.
+    pub open_file_limit: Option<u64>,
+    /// The server speaks TLS (`[server.tls]`): it counts as started once it logs that it
+    /// listens, since the plain `/readyz` probe cannot talk to it.
+    pub tls: bool,
 }
 
 impl Switchyard {
@@ -146,6 +154,8 @@ impl Switchyard {
                 template: config_toml.to_owned(),
                 addr,
                 env: options.env.clone(),
+                open_file_limit: options.open_file_limit,
+                tls: options.tls,
                 child: None,
                 runs: 0,
             };
@@ -213,6 +223,23 @@ impl Switchyard {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", switchyard_bin().display()));
@@ -237,7 +264,12 @@ impl Switchyard {
                     self.config_path.display()
                 )));
             }
-            if http_status(self.addr, "/readyz") == Some(200) {
+            let ready = if self.tls {
+                self.stderr_of_run().contains("switchyard is listening")
+            } else {
+                http_status(self.addr, "/readyz") == Some(200)
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() >= deadline {
