@@ -118,8 +118,17 @@ fn main() -> ExitCode {
 fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     match switchyard_config::load_file(path) {
         Ok(config) => {
+            // Warnings do not fail validation: the config runs as it is.
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let warnings = match config.warnings.len() {
+                0 => String::new(),
+                1 => ", 1 warning".to_owned(),
+                n => format!(", {n} warnings"),
+            };
             println!(
-                "{}: ok ({} sources, {} pipelines, {} sinks, {} queues)",
+                "{}: ok ({} sources, {} pipelines, {} sinks, {} queues{warnings})",
                 path.display(),
                 config.sources.len(),
                 config.pipelines.len(),
@@ -143,6 +152,9 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     init_tracing(&config);
+    for warning in &config.warnings {
+        tracing::warn!(key = %warning.path, "config: {warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("switchyard")

@@ -14,6 +14,7 @@
 mod graph;
 pub mod load;
 mod locate;
+pub mod outbound;
 pub mod units;
 mod validate;
 
@@ -33,6 +34,10 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     pub pipelines: BTreeMap<String, PipelineConfig>,
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Problems that do not stop a start, in file order (a webhook to a loopback or
+    /// private address, to this switchyard's own server…): `switchyard validate` prints
+    /// them, `switchyard run` logs each once at start. Empty for a config built in code.
+    pub warnings: Vec<Issue>,
 }
 
 /// `[server]`
@@ -386,6 +391,11 @@ pub struct WebhookSinkConfig {
     pub headers: BTreeMap<String, String>,
     /// Send the JSON wire envelope instead of the bare payload. Default false.
     pub envelope: bool,
+    /// Allow link-local and cloud metadata addresses (169.254/16, fe80::/10,
+    /// 169.254.169.254, fd00:ec2::254, `metadata.google.internal`…), written in `url` or
+    /// resolved from its host name at connect time. Default false: they are refused.
+    /// Loopback and private-network addresses are always allowed (`validate` warns).
+    pub allow_private: bool,
 }
 
 /// `type = "queue"`: append to an internal queue.

@@ -23,6 +23,8 @@ const KAFKA_SECURITY_PROTOCOLS: &[&str] = &["plaintext", "ssl", "sasl_plaintext"
 /// Collects issues while walking.
 pub(crate) struct Ctx<'a> {
     issues: Vec<Issue>,
+    /// Problems that do not stop a start (see [`Config::warnings`]).
+    warnings: Vec<Issue>,
     locator: &'a Locator,
     /// Paths set by `SWITCHYARD_…` variables → the variable's name.
     env_paths: BTreeMap<String, String>,
@@ -35,6 +37,7 @@ impl<'a> Ctx<'a> {
     pub(crate) fn new(locator: &'a Locator, env_paths: BTreeMap<String, String>) -> Self {
         Ctx {
             issues: Vec::new(),
+            warnings: Vec::new(),
             locator,
             env_paths,
             unresolved: BTreeSet::new(),
@@ -50,7 +53,22 @@ impl<'a> Ctx<'a> {
         if self.unresolved.contains(path) {
             return;
         }
-        let mut message = message.into();
+        let issue = self.located(path, message.into());
+        self.issues.push(issue);
+    }
+
+    /// A problem that does not stop the config from loading: `validate` prints it and
+    /// `run` logs it once at start.
+    pub(crate) fn warn(&mut self, path: &str, message: impl Into<String>) {
+        if self.unresolved.contains(path) {
+            return;
+        }
+        let warning = self.located(path, message.into());
+        self.warnings.push(warning);
+    }
+
+    /// An issue at `path`, with its line, or the environment variable that set it.
+    fn located(&self, path: &str, mut message: String) -> Issue {
         let line = match self.env_variable(path) {
             Some(variable) => {
                 message.push_str(&format!(" (set by environment variable {variable})"));
@@ -58,12 +76,12 @@ impl<'a> Ctx<'a> {
             }
             None => self.locator.line(path),
         };
-        self.issues.push(Issue {
+        Issue {
             path: path.to_string(),
             message,
             line,
             column: None,
-        });
+        }
     }
 
     /// The `SWITCHYARD_…` variable that set `path` or one of its parents.
@@ -81,13 +99,17 @@ impl<'a> Ctx<'a> {
         self.env_variable(path).is_some()
     }
 
-    pub(crate) fn into_result(self, config: Config) -> Result<Config, ConfigError> {
+    pub(crate) fn into_result(self, mut config: Config) -> Result<Config, ConfigError> {
+        // File order first; issues without a line (environment, whole file) last.
+        let in_file_order = |issue: &Issue| issue.line.unwrap_or(usize::MAX);
         if self.issues.is_empty() {
+            let mut warnings = self.warnings;
+            warnings.sort_by_key(in_file_order);
+            config.warnings = warnings;
             return Ok(config);
         }
         let mut issues = self.issues;
-        // File order first; issues without a line (environment, whole file) last.
-        issues.sort_by_key(|issue| issue.line.unwrap_or(usize::MAX));
+        issues.sort_by_key(in_file_order);
         Err(ConfigError {
             issues,
             origin: None,
@@ -535,6 +557,7 @@ pub(crate) fn build(tree: &Value, cx: &mut Ctx<'_>) -> Config {
     root.finish(cx);
     exposure(cx, &config);
     crate::graph::check(cx, &config, &declared);
+    crate::outbound::check_webhooks(cx, &config);
     config
 }
 
@@ -1140,6 +1163,7 @@ fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
                 "retry",
                 "headers",
                 "envelope",
+                "allow_private",
             ]);
             let url = table
                 .required_string(
@@ -1195,6 +1219,7 @@ fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
                     .unwrap_or_default(),
                 headers,
                 envelope: table.boolean(cx, "envelope").unwrap_or(false),
+                allow_private: table.boolean(cx, "allow_private").unwrap_or(false),
             })
         }
         "queue" => {

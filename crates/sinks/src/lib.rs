@@ -6,6 +6,7 @@
 //! runtime's job, so every sink gets the delivery contract for free.
 
 pub mod file;
+pub mod outbound;
 pub mod retry;
 pub mod stdout;
 pub mod webhook;
@@ -51,6 +52,17 @@ pub enum SinkError {
         sink: String,
         key: &'static str,
         problem: &'static str,
+    },
+    /// A webhook to a link-local or cloud metadata address without `allow_private`:
+    /// at start for an address in `url`, at connect time for what a host name resolves
+    /// to (then as a permanent outcome).
+    #[error(
+        "sinks.{sink}.url: {target} is {class}; webhooks to it are refused unless the sink sets allow_private = true"
+    )]
+    RefusedAddress {
+        sink: String,
+        target: String,
+        class: &'static str,
     },
     #[error("sink `{sink}`: cannot set up the HTTP client: {source}")]
     HttpClient {

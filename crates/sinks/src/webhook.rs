@@ -31,6 +31,9 @@ use sha2::Sha256;
 use switchyard_config::WebhookSinkConfig;
 use switchyard_event::Event;
 
+use reqwest::dns::Resolve;
+
+use crate::outbound::{self, GuardedResolver, PassThrough, SystemResolver};
 use crate::retry::MAX_RETRY_AFTER;
 use crate::{BoxFuture, Outcome, RetryPolicy, Sink, SinkError};
 
@@ -110,6 +113,17 @@ impl WebhookSink {
     /// Builds the sink called `name`; checks the URL, secret and headers up front so a
     /// bad config fails at start-up rather than on the first event.
     pub fn new(name: &str, cfg: &WebhookSinkConfig) -> Result<Self, SinkError> {
+        Self::with_resolver(name, cfg, None)
+    }
+
+    /// [`WebhookSink::new`] resolving host names through `resolver` instead of the
+    /// system's. Link-local and metadata addresses it answers are dropped all the same
+    /// unless the sink sets `allow_private` (see [`crate::outbound`]).
+    pub fn with_resolver(
+        name: &str,
+        cfg: &WebhookSinkConfig,
+        resolver: Option<Arc<dyn Resolve>>,
+    ) -> Result<Self, SinkError> {
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| SinkError::InvalidUrl {
             sink: name.to_owned(),
             url: cfg.url.clone(),
@@ -121,6 +135,9 @@ impl WebhookSink {
                 url: cfg.url.clone(),
                 reason: format!("scheme `{}` is not http or https", url.scheme()),
             });
+        }
+        if !cfg.allow_private {
+            outbound::check_literal_host(name, &url)?;
         }
         let key =
             match &cfg.secret {
@@ -163,17 +180,30 @@ impl WebhookSink {
                 HeaderValue::from_str(value).map_err(|e| invalid(format!("bad value: {e}")))?;
             headers.append(parsed_name, parsed_value);
         }
-        let client = reqwest::Client::builder()
+        // Redirects are never followed: a redirect would re-send the signed body to an
+        // address nobody configured (or checked).
+        let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .pool_max_idle_per_host(cfg.concurrency)
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| SinkError::HttpClient {
-                sink: name.to_owned(),
-                source,
-            })?;
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        // Every host name goes through the guard unless the sink allows private
+        // addresses; then a given resolver is used as it is.
+        match (cfg.allow_private, resolver) {
+            (false, resolver) => {
+                let inner = resolver.unwrap_or_else(|| Arc::new(SystemResolver));
+                client = client.dns_resolver(Arc::new(GuardedResolver::new(name, inner)));
+            }
+            (true, Some(resolver)) => {
+                client = client.dns_resolver(Arc::new(PassThrough(resolver)));
+            }
+            (true, None) => {}
+        }
+        let client = client.build().map_err(|source| SinkError::HttpClient {
+            sink: name.to_owned(),
+            source,
+        })?;
         let mut shown = url.clone();
         if shown.password().is_some() {
             let _ = shown.set_password(Some("***"));
@@ -279,7 +309,16 @@ impl WebhookSink {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) => return self.transport_failure(e),
+            // The address guard refused every address of the host: retrying cannot
+            // help until the config changes.
+            Err(e) => {
+                if let Some(refused) = outbound::refusal(&e) {
+                    return Outcome::Permanent {
+                        error: refused.to_string(),
+                    };
+                }
+                return self.transport_failure(e);
+            }
         };
         let status = response.status();
         let retry_after = response

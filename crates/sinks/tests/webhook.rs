@@ -21,6 +21,7 @@ fn config(url: String) -> WebhookSinkConfig {
         retry: RetryConfig::default(),
         headers: BTreeMap::new(),
         envelope: false,
+        allow_private: false,
     }
 }
 
