@@ -144,7 +144,8 @@ fn print_batch<T>(
         splits: decided.splits(),
         failed: decided.failed_events(),
     };
-    let span = |r: &std::ops::Range<usize>| format!("events {}..{}", first + r.start, first + r.end);
+    let span =
+        |r: &std::ops::Range<usize>| format!("events {}..{}", first + r.start, first + r.end);
     for attempt in decided.attempts {
         let stats = match &attempt.result {
             Ok(call) => call.stats,

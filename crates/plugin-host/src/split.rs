@@ -216,7 +216,10 @@ mod tests {
             assert_eq!(decided.failed_events(), batch);
             // Every split allowed is used, up to splitting down to single events.
             assert_eq!(decided.splits(), max_splits(batch).min(batch - 1));
-            assert!(calls.len() <= 2 * max_splits(batch) + 1, "{batch}: {calls:?}");
+            assert!(
+                calls.len() <= 2 * max_splits(batch) + 1,
+                "{batch}: {calls:?}"
+            );
         }
     }
 

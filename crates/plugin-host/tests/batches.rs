@@ -60,7 +60,9 @@ fn a_batch_over_the_budget_only_because_of_its_size_is_decided_whole() {
     let events = costly(512);
 
     // One call of the whole batch cannot make it: this is what failed every event before.
-    let whole = plugin.filter(&events).expect_err("512 events need ~5× the budget");
+    let whole = plugin
+        .filter(&events)
+        .expect_err("512 events need ~5× the budget");
     assert_eq!(whole.cause, ErrorCause::OutOfFuel { budget });
 
     let decided = plugin.filter_split(&events);
@@ -79,7 +81,11 @@ fn a_batch_over_the_budget_only_because_of_its_size_is_decided_whole() {
     assert_eq!(decided.splits(), 1 + 2 + 4, "{decided:?}");
     assert_eq!(decided.outcomes().count(), 8);
     for split in decided.attempts.iter().filter(|a| a.split) {
-        let cause = &split.result.as_ref().expect_err("a split call failed").cause;
+        let cause = &split
+            .result
+            .as_ref()
+            .expect_err("a split call failed")
+            .cause;
         assert_eq!(*cause, ErrorCause::OutOfFuel { budget });
     }
 }
@@ -136,9 +142,7 @@ fn a_plugin_that_runs_out_on_every_event_costs_a_bounded_number_of_calls() {
 #[test]
 fn a_trap_fails_its_whole_batch_in_one_call_and_the_instance_is_replaced() {
     let mut plugin = load("panics", &config("panics"));
-    let mut events: Vec<Event> = (0..512)
-        .map(|i| event(&format!("e{i}"), "fine"))
-        .collect();
+    let mut events: Vec<Event> = (0..512).map(|i| event(&format!("e{i}"), "fine")).collect();
     events[7] = event("boom", "panic");
     let decided = plugin.filter_split(&events);
     assert_eq!(decided.attempts.len(), 1, "a trap is not split");
