@@ -10,19 +10,30 @@
 //! retrying it keeps a runaway plugin at one deadline per batch.)
 //!
 //! Why a cap: a plugin that exhausts its fuel on every event would otherwise be called
-//! `2n - 1` times for a batch of `n`, each call burning a full budget. With at most
-//! [`max_splits`] splits per batch, a batch costs at most `2 * max_splits(n) + 1` calls.
+//! `2n - 1` times for a batch of `n`, each call burning a full budget. So a batch may use
+//! [`max_splits`] splits, plus one per call that succeeded so far: splitting goes on as
+//! long as it decides events, and a batch on which every call fails costs at most
+//! `2 * max_splits(n) + 1` calls.
 
 use std::ops::Range;
 
 use crate::{Call, ErrorCause, PluginError};
 
-/// The most splits one batch of `batch` events may use: `2 * ceil(log2(batch))`, 18 for
-/// a batch of 512. One event that alone exceeds a limit is found with
-/// `ceil(log2(batch))` of them (one per halving), so this singles out at least two such
-/// events anywhere in a batch; past the cap, a call that runs out of fuel or memory fails
-/// with its events, like any other failure. A batch therefore costs at most
-/// `2 * max_splits(batch) + 1` calls (37 for 512), each under the plugin's limits.
+/// The splits one batch of `batch` events may use beyond one per successful call:
+/// `2 * ceil(log2(batch))`, 18 for a batch of 512.
+///
+/// A call that runs out is split only while the batch has used fewer splits than this
+/// plus the number of its calls that succeeded so far. Then:
+/// * events that each fit in one call are always all decided, whatever their number (a
+///   depth-first bisection never has more splits open than the depth of the halving,
+///   below `ceil(log2(batch))`, beyond those paid for by successes);
+/// * at least `ceil(log2(batch)) + 1` events (10 of 512) that exceed a limit on their own
+///   are singled out in any batch; past the cap, a call that runs out of fuel or memory
+///   fails with all its events, like any other failure;
+/// * a batch on which every call fails (a plugin that loops on every event) costs at most
+///   `2 * max_splits(batch) + 1` calls (37 for 512), each under the plugin's limits, and
+///   in any batch the calls that fail are at most that many plus one per call that
+///   succeeds.
 pub fn max_splits(batch: usize) -> usize {
     match batch {
         0 | 1 => 0,
@@ -90,17 +101,21 @@ pub(crate) fn decide<T>(
     batch: usize,
     mut call: impl FnMut(Range<usize>) -> Result<Call<Vec<T>>, PluginError>,
 ) -> Decided<T> {
-    let mut splits_left = max_splits(batch);
+    let allowance = max_splits(batch);
+    let (mut splits, mut successes) = (0, 0);
     let mut todo = vec![0..batch];
     let mut attempts = Vec::new();
     while let Some(range) = todo.pop() {
         let result = call(range.clone());
         let split = match &result {
-            Err(e) => range.len() > 1 && splits_left > 0 && splits_on(&e.cause),
-            Ok(_) => false,
+            Err(e) => range.len() > 1 && splits < allowance + successes && splits_on(&e.cause),
+            Ok(_) => {
+                successes += 1;
+                false
+            }
         };
         if split {
-            splits_left -= 1;
+            splits += 1;
             let middle = range.start + range.len() / 2;
             // A stack: the left half is called first.
             todo.push(middle..range.end);
@@ -200,11 +215,48 @@ mod tests {
     }
 
     #[test]
-    fn two_heavy_events_anywhere_are_both_singled_out() {
-        for (a, b) in [(0, 511), (3, 4), (100, 400), (510, 511)] {
-            let (decided, _) = run(512, |i| if i == a || i == b { 1000 } else { 0 });
+    fn ten_heavy_events_anywhere_are_all_singled_out() {
+        let spread: Vec<usize> = (0..10).map(|i| i * 51).collect();
+        let bunched: Vec<usize> = (500..510).collect();
+        let ends = vec![0, 1, 2, 3, 4, 507, 508, 509, 510, 511];
+        for heavy in [spread, bunched, ends] {
+            let (decided, _) = run(512, |i| if heavy.contains(&i) { 1000 } else { 0 });
             assert_covers(&decided, 512);
-            assert_eq!(decided.failed_events(), 2, "{a} and {b}");
+            let failed: Vec<usize> = decided
+                .outcomes()
+                .filter(|a| a.result.is_err())
+                .map(|a| {
+                    assert_eq!(a.range.len(), 1, "{heavy:?}: {:?}", a.range);
+                    a.range.start
+                })
+                .collect();
+            assert_eq!(failed, heavy);
+        }
+    }
+
+    #[test]
+    fn events_that_each_fit_are_all_decided_however_few_fit_in_one_call() {
+        // 100 fuel per call: from 512 events of 100 down to 2 events of 40.
+        for (batch, cost) in [(512, 100), (512, 13), (512, 7), (1000, 3), (64, 40)] {
+            let (decided, calls) = run(batch, |_| cost);
+            assert_covers(&decided, batch);
+            assert_eq!(decided.failed_events(), 0, "{batch} events of {cost}");
+            assert!(calls.len() < 3 * batch, "{batch} events of {cost}");
+        }
+    }
+
+    #[test]
+    fn failed_calls_are_paid_for_by_successful_ones() {
+        // Every other event over the budget alone: the worst mix for bisection.
+        for batch in [16, 512, 1000] {
+            let (decided, calls) = run(batch, |i| if i % 2 == 0 { 1000 } else { 0 });
+            assert_covers(&decided, batch);
+            let successes = decided.outcomes().filter(|a| a.result.is_ok()).count();
+            let failures = calls.len() - successes;
+            assert!(
+                failures <= 2 * max_splits(batch) + 1 + successes,
+                "{batch}: {failures} failed, {successes} succeeded"
+            );
         }
     }
 
