@@ -366,6 +366,55 @@ mod tests {
         })
     }
 
+    /// A burst bigger than one call's fuel is decided whole; of its events only one that
+    /// exceeds the budget on its own is dead-lettered, by the stage, with the cause.
+    #[test]
+    fn only_an_event_over_the_fuel_budget_alone_is_dead_lettered_from_a_big_batch() {
+        let host = PluginHost::new().expect("host");
+        let stages = Stages {
+            // Spins N times for a payload of N; default limits.
+            filters: vec![stage(
+                &host,
+                "costly",
+                "fuel_per_event",
+                serde_json::json!({}),
+            )],
+            transforms: Vec::new(),
+            router: None,
+        };
+        let heavy = 300;
+        let inputs: Vec<Arc<Event>> = (0..512)
+            .map(|i| match i {
+                // Ten times the default budget in spins alone.
+                i if i == heavy => event("heavy", "100000000"),
+                // 512 of these need several times the default budget together.
+                i => event(&format!("e{i}"), "30000"),
+            })
+            .collect();
+        let metrics = Metrics::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let fates = rt
+            .block_on(decide(&stages, &inputs, &[], &HashMap::new(), &metrics))
+            .expect("dead_letter does not stop the pipeline");
+        assert_eq!(fates.len(), 512);
+        for (i, fate) in fates.iter().enumerate() {
+            match fate {
+                Fate::DeadLetter { event, by, error } => {
+                    assert_eq!(i, heavy, "{} was dead-lettered: {error}", event.id);
+                    assert_eq!(event.id, "heavy");
+                    assert_eq!(by, "costly");
+                    assert!(error.contains("ran out of fuel"), "{error}");
+                    assert!(error.contains("a batch of 1 events"), "{error}");
+                }
+                // Kept, and with no sinks configured here, dropped after the stages.
+                Fate::Drop => assert_ne!(i, heavy, "the heavy event was not dead-lettered"),
+                Fate::Deliver(_) => panic!("no sinks were given"),
+            }
+        }
+    }
+
     #[test]
     fn an_event_dropped_earlier_stays_dropped_when_a_later_stage_fails() {
         let host = PluginHost::new().expect("host");
