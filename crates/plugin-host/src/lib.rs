@@ -29,9 +29,9 @@
 //!   under the limits, and `init` runs again).
 //! * [`Plugin::filter_split`], [`Plugin::route_split`], [`Plugin::transform_split`] decide
 //!   a batch of any size: a call that runs out of fuel or memory is retried as two halves
-//!   (a bounded number of times per batch: [`max_splits`]), so `fuel` and `memory` bound what one event
-//!   may cost rather than how many events fit in a call. This is what the runtime and
-//!   `switchyard plugin test` use.
+//!   (a bounded number of times per batch: [`max_splits`]), so `fuel` and `memory` bound
+//!   what one event may cost rather than how many events fit in a call. This is what the
+//!   runtime and `switchyard plugin test` use.
 //! * [`PluginPool`] keeps idle instances for callers on several threads.
 //!
 //! Calls are synchronous and block their thread for at most about `timeout`: call them
