@@ -31,7 +31,9 @@ pub enum PluginCommand {
         sdk: Option<PathBuf>,
     },
     /// Run a plugin on sample events and print each event's decision, plus the fuel and
-    /// time of every batch — under the same limits as in a pipeline.
+    /// time of every call — under the same limits, batch size and splitting as in a
+    /// pipeline. The plugin's own log lines go to stderr (RUST_LOG narrows them, e.g.
+    /// RUST_LOG=switchyard::plugin=info).
     ///
     /// Example: switchyard plugin test plugins/target/wasm32-wasip2/release/filter_by_field.wasm
     ///   --input events.jsonl --config '{"field": "status", "equals": "paid"}'
@@ -45,11 +47,14 @@ pub enum PluginCommand {
         /// The plugin's config as JSON (what `[plugins.NAME].config` holds).
         #[arg(long)]
         config: Option<String>,
-        /// Events per call.
-        #[arg(long, default_value_t = 64)]
+        /// Events per batch: what a pipeline hands the plugin at once (up to 512 from a
+        /// queue or HTTP source; a Kafka or Postgres source up to the pipeline's
+        /// `max_in_flight`). A call that runs out of fuel or memory is retried as two
+        /// halves, as in a pipeline.
+        #[arg(long, default_value_t = switchyard_runtime::feed::READ_BATCH)]
         batch: usize,
-        /// Fuel per call.
-        #[arg(long, default_value_t = 10_000_000)]
+        /// Fuel per call (`fuel` of [plugins.NAME]).
+        #[arg(long, default_value_t = switchyard_config::PluginConfig::default().fuel)]
         fuel: u64,
         /// Memory limit, e.g. 64MiB.
         #[arg(long, default_value = "64MiB")]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use switchyard_config::{ByteSize, PluginConfig};
 use switchyard_event::Event;
-use switchyard_plugin_host::{PluginHost, World};
+use switchyard_plugin_host::{CallStats, Decided, PluginHost, World};
 
 /// Options of `plugin test`.
 pub struct TestArgs {
@@ -20,8 +20,8 @@ pub struct TestArgs {
     pub timeout: std::time::Duration,
 }
 
-/// Runs the plugin on every event of the input file (wire JSON lines), a batch at a time,
-/// printing each event's decision and what each call cost.
+/// Runs the plugin on every event of the input file (wire JSON lines), a batch at a time
+/// and split like in a pipeline, printing each event's decision and what each call cost.
 pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let config_json: serde_json::Value = match &args.config {
         Some(text) => serde_json::from_str(text)
@@ -49,6 +49,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     if events.is_empty() {
         bail!("{} holds no events", args.input.display());
     }
+    show_plugin_logs();
     let host = PluginHost::new()?;
     let config = PluginConfig {
         path: args.file.display().to_string(),
@@ -60,59 +61,55 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     };
     let name = plugin_name(&args.file);
     let mut plugin = host.load(&name, &config)?;
+    let batch = args.batch.max(1);
     println!(
-        "plugin `{name}` ({} world), {} events in batches of {}",
+        "plugin `{name}` ({} world), {} events in batches of {batch}",
         plugin.world(),
         events.len(),
-        args.batch
     );
     let mut failed = false;
-    for (b, chunk) in events.chunks(args.batch.max(1)).enumerate() {
-        let first = b * args.batch.max(1);
-        let result = match plugin.world() {
-            World::Filter => plugin.filter(chunk).map(|c| {
-                for (i, keep) in c.output.iter().enumerate() {
-                    println!("{}\t{}", chunk[i].id, if *keep { "keep" } else { "drop" });
-                }
-                c.stats
+    for (b, chunk) in events.chunks(batch).enumerate() {
+        let first = b * batch;
+        let outcome = match plugin.world() {
+            World::Filter => print_batch(plugin.filter_split(chunk), chunk, first, |e, keep| {
+                println!("{}\t{}", e.id, if *keep { "keep" } else { "drop" });
             }),
-            World::Router => plugin.route(chunk).map(|c| {
-                for (i, sinks) in c.output.iter().enumerate() {
-                    let to = if sinks.is_empty() {
-                        "drop".to_owned()
-                    } else {
-                        format!("-> {}", sinks.join(", "))
-                    };
-                    println!("{}\t{to}", chunk[i].id);
+            World::Router => print_batch(plugin.route_split(chunk), chunk, first, |e, sinks| {
+                if sinks.is_empty() {
+                    println!("{}\tdrop", e.id);
+                } else {
+                    println!("{}\t-> {}", e.id, sinks.join(", "));
                 }
-                c.stats
             }),
-            World::Transform => plugin.transform(chunk).map(|c| {
-                for (i, outs) in c.output.iter().enumerate() {
+            World::Transform => {
+                print_batch(plugin.transform_split(chunk), chunk, first, |e, outs| {
                     if outs.is_empty() {
-                        println!("{}\tdrop", chunk[i].id);
+                        println!("{}\tdrop", e.id);
                     }
                     for out in outs {
-                        println!("{}\t=> {}", chunk[i].id, out.to_wire_line());
+                        println!("{}\t=> {}", e.id, out.to_wire_line());
                     }
-                }
-                c.stats
-            }),
-        };
-        match result {
-            Ok(stats) => println!(
-                "# batch {b} (events {first}..{}): fuel {} , time {:?}",
-                first + chunk.len(),
-                stats.fuel,
-                stats.elapsed
-            ),
-            Err(e) => {
-                failed = true;
-                println!(
-                    "# batch {b} (events {first}..{}): FAILED: {e}",
-                    first + chunk.len()
-                );
+                })
             }
+        };
+        let range = format!("events {first}..{}", first + chunk.len());
+        let calls = match outcome.calls {
+            1 => String::new(),
+            n => format!(", {n} calls ({} split)", outcome.splits),
+        };
+        let cost = format!(
+            "fuel {} , time {:?}{calls}",
+            outcome.stats.fuel, outcome.stats.elapsed
+        );
+        if outcome.failed == 0 {
+            println!("# batch {b} ({range}): {cost}");
+        } else {
+            failed = true;
+            println!(
+                "# batch {b} ({range}): FAILED: {} of {} events follow the plugin's on_error; {cost}",
+                outcome.failed,
+                chunk.len()
+            );
         }
     }
     Ok(if failed {
@@ -120,6 +117,91 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What deciding one batch took.
+struct BatchOutcome {
+    /// Fuel and time of all its calls together.
+    stats: CallStats,
+    calls: usize,
+    splits: usize,
+    /// Events whose call failed for good.
+    failed: usize,
+}
+
+/// Prints each call of a batch in the order made (the decisions of a successful one, a
+/// line per split and per failure) and sums up what they cost.
+fn print_batch<T>(
+    decided: Decided<T>,
+    chunk: &[Event],
+    first: usize,
+    print: impl Fn(&Event, &T),
+) -> BatchOutcome {
+    let calls = decided.attempts.len();
+    let mut outcome = BatchOutcome {
+        stats: CallStats::default(),
+        calls,
+        splits: decided.splits(),
+        failed: decided.failed_events(),
+    };
+    let span =
+        |r: &std::ops::Range<usize>| format!("events {}..{}", first + r.start, first + r.end);
+    for attempt in decided.attempts {
+        let stats = match &attempt.result {
+            Ok(call) => call.stats,
+            Err(e) => e.stats,
+        };
+        outcome.stats.fuel = outcome.stats.fuel.saturating_add(stats.fuel);
+        outcome.stats.elapsed += stats.elapsed;
+        match attempt.result {
+            Err(e) if attempt.split => {
+                let middle = attempt.range.start + attempt.range.len() / 2;
+                println!(
+                    "#   call on {}: {}; split into {} and {}",
+                    span(&attempt.range),
+                    e.cause,
+                    span(&(attempt.range.start..middle)),
+                    span(&(middle..attempt.range.end)),
+                );
+            }
+            Err(e) => {
+                for event in &chunk[attempt.range.clone()] {
+                    println!("{}\ton_error", event.id);
+                }
+                println!("#   call on {}: FAILED: {e}", span(&attempt.range));
+            }
+            Ok(call) => {
+                for (event, decision) in chunk[attempt.range.clone()].iter().zip(&call.output) {
+                    print(event, decision);
+                }
+                if calls > 1 {
+                    println!(
+                        "#   call on {}: fuel {} , time {:?}",
+                        span(&attempt.range),
+                        stats.fuel,
+                        stats.elapsed
+                    );
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Sends the plugin's own log lines (the host's `log` import) to stderr, every level
+/// unless RUST_LOG says otherwise, so a plugin author sees what the plugin says.
+fn show_plugin_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,switchyard::plugin=trace"));
+    // Fails only if a subscriber is already set, which then gets the lines instead.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
 }
 
 /// Prints the world, exports and imports of a component, marking imports switchyard

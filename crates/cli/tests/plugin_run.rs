@@ -99,3 +99,52 @@ fn plugin_inspect_names_the_world_and_refused_imports() {
         "{stdout}"
     );
 }
+
+/// `plugin test` calls a plugin like a pipeline does: batches of 512, the default limits,
+/// and calls that run out of fuel retried as halves. The filter `plugin new` writes needs
+/// more than the default fuel for 512 Postgres changes: every event is still decided, the
+/// split shows, and the plugin's own log lines (its `init` logs one) reach stderr.
+#[test]
+fn plugin_test_batches_and_splits_like_a_pipeline_and_shows_the_plugins_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let events: String = (0..1000)
+        .map(|seq| {
+            serde_json::json!({
+                "id": format!("e{seq}"),
+                "content_type": "application/json",
+                "payload": {
+                    "op": "update", "schema": "public", "table": "orders", "lsn": "0/16B3748",
+                    "key": {"id": 7},
+                    "before": {"id": 7, "status": "new", "total": "42.00"},
+                    "after": {"id": 7, "status": "paid", "total": "42.00", "seq": seq},
+                },
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&input, events).unwrap();
+    let file = wasm("scaffold_filter");
+    let (ok, stdout, stderr) = switchyard(&[
+        "plugin",
+        "test",
+        file.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("in batches of 512"), "{stdout}");
+    assert!(stdout.contains("# batch 0 (events 0..512)"), "{stdout}");
+    assert!(
+        stdout.contains("#   call on events 0..512: ran out of fuel")
+            && stdout.contains("split into events 0..256 and events 256..512"),
+        "the first batch needs more than one call's fuel: {stdout}"
+    );
+    assert_eq!(stdout.matches("\tkeep").count(), 1000, "{stdout}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        stderr.contains(r#"keeping events whose after.status is "paid""#),
+        "the plugin's log line is missing: {stderr}"
+    );
+}

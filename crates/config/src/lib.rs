@@ -273,13 +273,18 @@ pub struct PluginConfig {
     pub path: String,
     /// Handed to the plugin's `init` as JSON. Default `{}`.
     pub config: serde_json::Value,
-    /// Fuel per call (one batch). Default 10 000 000.
+    /// Fuel per call (about one unit per WebAssembly instruction). Default 10 000 000.
+    /// A call carries a batch of events; one that runs out of fuel (or `memory`) is
+    /// retried as two halves, a bounded number of times per batch, so this bounds what
+    /// one event may cost, not how many fit in a batch: only an event that needs more on
+    /// its own follows `on_error` (docs/plugins.md, "Limits").
     pub fuel: u64,
-    /// Linear memory limit. Default 64 MiB.
+    /// Linear memory limit. Default 64 MiB. Retried on halves like `fuel`.
     pub memory: ByteSize,
     /// Wall-clock deadline per call. Default 100ms.
     pub timeout: Duration,
-    /// What happens to a batch whose call traps or hits a limit. Default `dead_letter`.
+    /// What happens to the events of a call that traps, errs or hits a limit (for fuel
+    /// and memory: with one event alone). Default `dead_letter`.
     pub on_error: OnError,
     /// Host environment variables the plugin may read (`wasi:cli/environment`), by name.
     /// Default none: without this key, reading the environment traps.

@@ -27,6 +27,11 @@
 //!   number of decisions returns a [`PluginError`]; the instance is then dropped and the
 //!   next call starts a fresh one from the pre-linked template (instantiation also runs
 //!   under the limits, and `init` runs again).
+//! * [`Plugin::filter_split`], [`Plugin::route_split`], [`Plugin::transform_split`] decide
+//!   a batch of any size: a call that runs out of fuel or memory is retried as two halves
+//!   (a bounded number of times per batch: [`max_splits`]), so `fuel` and `memory` bound
+//!   what one event may cost rather than how many events fit in a call. This is what the
+//!   runtime and `switchyard plugin test` use.
 //! * [`PluginPool`] keeps idle instances for callers on several threads.
 //!
 //! Calls are synchronous and block their thread for at most about `timeout`: call them
@@ -43,6 +48,7 @@ mod grants;
 mod host;
 mod plugin;
 mod pool;
+mod split;
 
 use std::fmt;
 use std::time::Duration;
@@ -52,6 +58,7 @@ pub use grants::grant_key;
 pub use host::{HostOptions, Inspection, PluginHost, PoolingOptions};
 pub use plugin::Plugin;
 pub use pool::PluginPool;
+pub use split::{Attempt, Decided, max_splits};
 pub use switchyard_config::PluginConfig;
 pub use switchyard_event::Event;
 

@@ -16,6 +16,7 @@ use crate::bindings::{
 };
 use crate::bindings::{Event as WitEvent, Header as WitHeader};
 use crate::grants::{Grants, Wasi};
+use crate::split::{self, Decided};
 use crate::{Call, CallStats, ErrorCause, Event, LoadError, PluginError, World};
 
 /// Borrows `events` as the generated parameter type `$event` (with headers `$header`)
@@ -269,6 +270,23 @@ impl Plugin {
                 .collect(),
             stats: call.stats,
         })
+    }
+
+    /// [`Plugin::filter`] on a whole batch, however big: a call that runs out of fuel or
+    /// memory is retried as two halves (see [`crate::max_splits`]), so only events that
+    /// exceed a limit on their own, or a call that fails otherwise, end up failed.
+    pub fn filter_split(&mut self, events: &[Event]) -> Decided<bool> {
+        split::decide(events.len(), |range| self.filter(&events[range]))
+    }
+
+    /// [`Plugin::route`] on a whole batch, splitting like [`Plugin::filter_split`].
+    pub fn route_split(&mut self, events: &[Event]) -> Decided<Vec<String>> {
+        split::decide(events.len(), |range| self.route(&events[range]))
+    }
+
+    /// [`Plugin::transform`] on a whole batch, splitting like [`Plugin::filter_split`].
+    pub fn transform_split(&mut self, events: &[Event]) -> Decided<Vec<Event>> {
+        split::decide(events.len(), |range| self.transform(&events[range]))
     }
 
     fn expect_world(&self, called: World, batch: usize) -> Result<(), PluginError> {

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::plugin::Template;
-use crate::{Call, Event, Plugin, PluginError, World};
+use crate::{Call, Decided, Event, Plugin, PluginError, World};
 
 /// Instances of one plugin for concurrent callers. Each call takes an idle [`Plugin`] (or
 /// forks a new one when all are busy), runs, and puts it back, so instances are reused
@@ -52,6 +52,21 @@ impl PluginPool {
     /// [`Plugin::transform`] on an idle instance.
     pub fn transform(&self, events: &[Event]) -> Result<Call<Vec<Vec<Event>>>, PluginError> {
         self.with(|p| p.transform(events))
+    }
+
+    /// [`Plugin::filter_split`] on an idle instance (all calls of the batch on that one).
+    pub fn filter_split(&self, events: &[Event]) -> Decided<bool> {
+        self.with(|p| p.filter_split(events))
+    }
+
+    /// [`Plugin::route_split`] on an idle instance.
+    pub fn route_split(&self, events: &[Event]) -> Decided<Vec<String>> {
+        self.with(|p| p.route_split(events))
+    }
+
+    /// [`Plugin::transform_split`] on an idle instance.
+    pub fn transform_split(&self, events: &[Event]) -> Decided<Vec<Event>> {
+        self.with(|p| p.transform_split(events))
     }
 
     /// Number of idle instances right now.

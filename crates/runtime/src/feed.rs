@@ -15,8 +15,9 @@ use tracing::warn;
 
 use crate::queues::QueueHandle;
 
-/// Most records read from a log at once.
-const READ_BATCH: usize = 512;
+/// Most records read from a log at once: the largest batch a pipeline reading a queue
+/// hands its plugins (`switchyard plugin test` uses the same by default).
+pub const READ_BATCH: usize = 512;
 /// Most bytes read from a log at once.
 const READ_BYTES: usize = 4 << 20;
 

@@ -1,16 +1,19 @@
 //! Plugin stages of a pipeline: filters, transforms and a router, run on WebAssembly
 //! plugins (`switchyard-plugin-host`) on blocking threads, one call per batch.
 //!
-//! A failed call (trap, limit, error, wrong number of decisions) affects only its batch:
-//! the batch's events follow the stage's `on_error` and the pipeline goes on (the host
-//! has already replaced the instance).
+//! A call that runs out of fuel or memory is retried as two halves (by the host, a
+//! bounded number of times per batch), so a batch too big for one call is still decided
+//! whole. A failed call (trap, deadline, error, wrong number of decisions, or a limit hit
+//! by events that exceed it on their own) affects only its events: they follow the
+//! stage's `on_error` and the pipeline goes on (the host has already replaced the
+//! instance).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use switchyard_config::OnError;
 use switchyard_event::Event;
-use switchyard_plugin_host::{Call, ErrorCause, PluginError, PluginPool};
+use switchyard_plugin_host::{Decided, ErrorCause, PluginError, PluginPool};
 
 use crate::delivery::SinkHandle;
 use crate::metrics::{Metrics, PluginLabels, PluginOutcomeLabels};
@@ -37,48 +40,78 @@ impl Stages {
     }
 }
 
-type PoolCall<T> = fn(&PluginPool, &[Event]) -> Result<Call<T>, PluginError>;
+type PoolCall<T> = fn(&PluginPool, &[Event]) -> Decided<T>;
+
+/// The decisions of one stage for a flat batch: per event, its decision, or the failure of
+/// the call that carried it.
+type Outcomes<T> = Vec<Result<T, Arc<PluginError>>>;
 
 impl Stage {
-    /// Runs one batched call on a blocking thread and records its metrics.
+    /// Decides a batch on a blocking thread (splitting calls that run out of fuel or
+    /// memory, see `switchyard_plugin_host::max_splits`) and records the metrics of every
+    /// call made.
     async fn call<T: Send + 'static>(
         &self,
         events: Vec<Event>,
         f: PoolCall<T>,
         metrics: &Metrics,
-    ) -> Result<T, PluginError> {
+    ) -> Outcomes<T> {
         let pool = self.pool.clone();
-        let n = events.len() as u64;
-        let result = tokio::task::spawn_blocking(move || f(&pool, &events))
+        let decided = tokio::task::spawn_blocking(move || f(&pool, &events))
             .await
             .expect("plugin call task");
         let labels = PluginLabels {
             plugin: self.name.clone(),
         };
-        metrics.plugin_calls.get_or_create(&labels).inc();
-        metrics.plugin_events.get_or_create(&labels).inc_by(n);
-        let stats = match &result {
-            Ok(call) => call.stats,
-            Err(e) => {
-                metrics
-                    .plugin_errors
-                    .get_or_create(&PluginOutcomeLabels {
-                        plugin: self.name.clone(),
-                        kind: cause_label(&e.cause),
-                    })
-                    .inc();
-                e.stats
+        for attempt in &decided.attempts {
+            metrics.plugin_calls.get_or_create(&labels).inc();
+            metrics
+                .plugin_events
+                .get_or_create(&labels)
+                .inc_by(attempt.range.len() as u64);
+            let stats = match &attempt.result {
+                Ok(call) => call.stats,
+                Err(e) => {
+                    let kind = if attempt.split {
+                        tracing::debug!(plugin = %self.name, error = %e,
+                            "plugin call ran out of a limit on a batch; retrying it as two halves");
+                        "split"
+                    } else {
+                        cause_label(&e.cause)
+                    };
+                    metrics
+                        .plugin_errors
+                        .get_or_create(&PluginOutcomeLabels {
+                            plugin: self.name.clone(),
+                            kind,
+                        })
+                        .inc();
+                    e.stats
+                }
+            };
+            metrics
+                .plugin_fuel
+                .get_or_create(&labels)
+                .observe(stats.fuel as f64);
+            metrics
+                .plugin_seconds
+                .get_or_create(&labels)
+                .observe(stats.elapsed.as_secs_f64());
+        }
+        let mut outcomes = Vec::new();
+        for attempt in decided.into_outcomes() {
+            match attempt.result {
+                Ok(call) => outcomes.extend(call.output.into_iter().map(Ok)),
+                Err(e) => {
+                    tracing::warn!(plugin = %self.name, error = %e, on_error = ?self.on_error,
+                        events = attempt.range.len(),
+                        "plugin call failed; its events follow on_error");
+                    let e = Arc::new(e);
+                    outcomes.extend(attempt.range.map(|_| Err(e.clone())));
+                }
             }
-        };
-        metrics
-            .plugin_fuel
-            .get_or_create(&labels)
-            .observe(stats.fuel as f64);
-        metrics
-            .plugin_seconds
-            .get_or_create(&labels)
-            .observe(stats.elapsed.as_secs_f64());
-        result.map(|c| c.output)
+        }
+        outcomes
     }
 }
 
@@ -94,11 +127,15 @@ fn cause_label(cause: &ErrorCause) -> &'static str {
     }
 }
 
-/// The events still alive after the stages so far: a flat batch and, for each of its
-/// events, the index of the input event it came from.
-fn live(fates: &[Option<Fate>], current: &[Vec<Arc<Event>>]) -> (Vec<Event>, Vec<usize>) {
+/// The events still alive after the stages so far: a flat batch, for each of its events
+/// the index of the input event it came from, and the same events as shared.
+fn live(
+    fates: &[Option<Fate>],
+    current: &[Vec<Arc<Event>>],
+) -> (Vec<Event>, Vec<usize>, Vec<Arc<Event>>) {
     let mut flat = Vec::new();
     let mut owners = Vec::new();
+    let mut shared = Vec::new();
     for (i, outs) in current.iter().enumerate() {
         if fates[i].is_some() {
             continue;
@@ -106,47 +143,54 @@ fn live(fates: &[Option<Fate>], current: &[Vec<Arc<Event>>]) -> (Vec<Event>, Vec
         for e in outs {
             flat.push((**e).clone());
             owners.push(i);
+            shared.push(e.clone());
         }
     }
-    (flat, owners)
+    (flat, owners, shared)
 }
 
-/// Applies a stage's `on_error` to every input still alive. An input that an earlier
-/// stage already dropped (a filter said no, a transform emitted nothing) was not in the
-/// failed batch: it stays dropped.
-fn fail(
+/// Applies a stage's `on_error` to every input with an event in a failed call; returns
+/// the successful decisions by flat index (`None` for the events of a failed call). An
+/// input with several events (split by a transform) fails as a whole when one of them
+/// fails. Inputs whose events all succeeded are untouched.
+fn settle<T>(
     stage: &Stage,
-    error: &PluginError,
+    outcomes: Outcomes<T>,
+    owners: &[usize],
     inputs: &[Arc<Event>],
-    current: &[Vec<Arc<Event>>],
     fates: &mut [Option<Fate>],
-) -> Result<(), StopPipeline> {
-    tracing::warn!(plugin = %stage.name, error = %error, on_error = ?stage.on_error,
-        "plugin call failed; its batch follows on_error");
-    for (i, fate) in fates.iter_mut().enumerate() {
-        if fate.is_some() {
-            continue;
-        }
-        if current[i].is_empty() {
-            *fate = Some(Fate::Drop);
-            continue;
-        }
-        *fate = Some(match stage.on_error {
-            OnError::DeadLetter => Fate::DeadLetter {
-                event: inputs[i].clone(),
-                error: error.to_string(),
-                by: stage.name.clone(),
-            },
-            OnError::Drop => Fate::Drop,
-            OnError::Stop => {
-                return Err(StopPipeline {
-                    stage: format!("plugin `{}`", stage.name),
-                    error: error.to_string(),
-                });
+) -> Result<Vec<Option<T>>, StopPipeline> {
+    let mut decisions = Vec::with_capacity(outcomes.len());
+    for (outcome, &owner) in outcomes.into_iter().zip(owners) {
+        match outcome {
+            Ok(decision) => decisions.push(Some(decision)),
+            Err(error) => {
+                decisions.push(None);
+                if fates[owner].is_none() {
+                    fates[owner] = Some(on_error(stage, &error, &inputs[owner])?);
+                }
             }
-        });
+        }
     }
-    Ok(())
+    Ok(decisions)
+}
+
+/// The fate of an input whose event was in a failed call.
+fn on_error(stage: &Stage, error: &PluginError, input: &Arc<Event>) -> Result<Fate, StopPipeline> {
+    Ok(match stage.on_error {
+        OnError::DeadLetter => Fate::DeadLetter {
+            event: input.clone(),
+            error: error.to_string(),
+            by: stage.name.clone(),
+        },
+        OnError::Drop => Fate::Drop,
+        OnError::Stop => {
+            return Err(StopPipeline {
+                stage: format!("plugin `{}`", stage.name),
+                error: error.to_string(),
+            });
+        }
+    })
 }
 
 fn decided(metrics: &Metrics, plugin: &str, kind: &'static str, n: u64) {
@@ -174,56 +218,49 @@ pub async fn decide(
     let mut current: Vec<Vec<Arc<Event>>> = inputs.iter().map(|e| vec![e.clone()]).collect();
 
     for stage in &stages.filters {
-        let (flat, owners) = live(&fates, &current);
+        let (flat, owners, shared) = live(&fates, &current);
         if flat.is_empty() {
             break;
         }
-        match stage.call(flat, PluginPool::filter, metrics).await {
-            Ok(keep) => {
-                let mut next: Vec<Vec<Arc<Event>>> = inputs.iter().map(|_| Vec::new()).collect();
-                let mut j = 0;
-                for (i, outs) in current.iter().enumerate() {
-                    if fates[i].is_some() {
-                        continue;
-                    }
-                    for e in outs {
-                        debug_assert_eq!(owners[j], i);
-                        if keep[j] {
-                            next[i].push(e.clone());
-                        }
-                        j += 1;
-                    }
+        let outcomes = stage.call(flat, PluginPool::filter_split, metrics).await;
+        let keep = settle(stage, outcomes, &owners, inputs, &mut fates)?;
+        let mut next: Vec<Vec<Arc<Event>>> = inputs.iter().map(|_| Vec::new()).collect();
+        let (mut kept, mut dropped) = (0, 0);
+        for ((decision, &owner), event) in keep.into_iter().zip(&owners).zip(shared) {
+            match decision {
+                Some(true) => {
+                    kept += 1;
+                    next[owner].push(event);
                 }
-                let kept = keep.iter().filter(|k| **k).count() as u64;
-                decided(metrics, &stage.name, "keep", kept);
-                decided(metrics, &stage.name, "drop", keep.len() as u64 - kept);
-                current = next;
+                Some(false) => dropped += 1,
+                None => {}
             }
-            Err(e) => fail(stage, &e, inputs, &current, &mut fates)?,
         }
+        decided(metrics, &stage.name, "keep", kept);
+        decided(metrics, &stage.name, "drop", dropped);
+        // Inputs that failed have their fate; what stays in `next` for them is ignored.
+        current = next;
     }
 
     for stage in &stages.transforms {
-        let (flat, owners) = live(&fates, &current);
+        let (flat, owners, _) = live(&fates, &current);
         if flat.is_empty() {
             break;
         }
-        match stage.call(flat, PluginPool::transform, metrics).await {
-            Ok(outputs) => {
-                let mut next: Vec<Vec<Arc<Event>>> = inputs.iter().map(|_| Vec::new()).collect();
-                let mut emitted = 0;
-                for (owner, outs) in owners.iter().zip(outputs) {
-                    emitted += outs.len() as u64;
-                    next[*owner].extend(outs.into_iter().map(Arc::new));
-                }
-                decided(metrics, &stage.name, "emit", emitted);
-                for (i, outs) in next.into_iter().enumerate() {
-                    if fates[i].is_none() {
-                        current[i] = outs;
-                    }
-                }
+        let outcomes = stage.call(flat, PluginPool::transform_split, metrics).await;
+        let outputs = settle(stage, outcomes, &owners, inputs, &mut fates)?;
+        let mut next: Vec<Vec<Arc<Event>>> = inputs.iter().map(|_| Vec::new()).collect();
+        let mut emitted = 0;
+        for (owner, outs) in owners.iter().zip(outputs) {
+            let Some(outs) = outs else { continue };
+            emitted += outs.len() as u64;
+            next[*owner].extend(outs.into_iter().map(Arc::new));
+        }
+        decided(metrics, &stage.name, "emit", emitted);
+        for (i, outs) in next.into_iter().enumerate() {
+            if fates[i].is_none() {
+                current[i] = outs;
             }
-            Err(e) => fail(stage, &e, inputs, &current, &mut fates)?,
         }
     }
 
@@ -231,41 +268,31 @@ pub async fn decide(
         inputs.iter().map(|_| Vec::new()).collect();
     match &stages.router {
         Some(stage) => {
-            let (flat, owners) = live(&fates, &current);
-            let flat_events: Vec<Arc<Event>> = current
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| fates[*i].is_none())
-                .flat_map(|(_, outs)| outs.iter().cloned())
-                .collect();
+            let (flat, owners, shared) = live(&fates, &current);
             if !flat.is_empty() {
-                match stage.call(flat, PluginPool::route, metrics).await {
-                    Ok(routes) => {
-                        for ((owner, event), names) in owners.iter().zip(flat_events).zip(routes) {
-                            decided(metrics, &stage.name, "route", 1);
-                            for name in names {
-                                match all_sinks.get(&name) {
-                                    Some(sink) => {
-                                        targets[*owner].push((sink.clone(), event.clone()))
-                                    }
-                                    None => {
-                                        let mut known: Vec<_> = all_sinks.keys().cloned().collect();
-                                        known.sort();
-                                        fates[*owner] = Some(Fate::DeadLetter {
-                                            event: inputs[*owner].clone(),
-                                            error: format!(
-                                                "router `{}` chose sink `{name}`, which does not exist; sinks: {}",
-                                                stage.name,
-                                                known.join(", ")
-                                            ),
-                                            by: stage.name.clone(),
-                                        });
-                                    }
-                                }
+                let outcomes = stage.call(flat, PluginPool::route_split, metrics).await;
+                let routes = settle(stage, outcomes, &owners, inputs, &mut fates)?;
+                for ((owner, event), names) in owners.iter().zip(shared).zip(routes) {
+                    let Some(names) = names else { continue };
+                    decided(metrics, &stage.name, "route", 1);
+                    for name in names {
+                        match all_sinks.get(&name) {
+                            Some(sink) => targets[*owner].push((sink.clone(), event.clone())),
+                            None => {
+                                let mut known: Vec<_> = all_sinks.keys().cloned().collect();
+                                known.sort();
+                                fates[*owner] = Some(Fate::DeadLetter {
+                                    event: inputs[*owner].clone(),
+                                    error: format!(
+                                        "router `{}` chose sink `{name}`, which does not exist; sinks: {}",
+                                        stage.name,
+                                        known.join(", ")
+                                    ),
+                                    by: stage.name.clone(),
+                                });
                             }
                         }
                     }
-                    Err(e) => fail(stage, &e, inputs, &current, &mut fates)?,
                 }
             }
         }
@@ -337,6 +364,55 @@ mod tests {
             headers: Vec::new(),
             timestamp_ms: 0,
         })
+    }
+
+    /// A burst bigger than one call's fuel is decided whole; of its events only one that
+    /// exceeds the budget on its own is dead-lettered, by the stage, with the cause.
+    #[test]
+    fn only_an_event_over_the_fuel_budget_alone_is_dead_lettered_from_a_big_batch() {
+        let host = PluginHost::new().expect("host");
+        let stages = Stages {
+            // Spins N times for a payload of N; default limits.
+            filters: vec![stage(
+                &host,
+                "costly",
+                "fuel_per_event",
+                serde_json::json!({}),
+            )],
+            transforms: Vec::new(),
+            router: None,
+        };
+        let heavy = 300;
+        let inputs: Vec<Arc<Event>> = (0..512)
+            .map(|i| match i {
+                // Ten times the default budget in spins alone.
+                i if i == heavy => event("heavy", "100000000"),
+                // 512 of these need several times the default budget together.
+                i => event(&format!("e{i}"), "30000"),
+            })
+            .collect();
+        let metrics = Metrics::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let fates = rt
+            .block_on(decide(&stages, &inputs, &[], &HashMap::new(), &metrics))
+            .expect("dead_letter does not stop the pipeline");
+        assert_eq!(fates.len(), 512);
+        for (i, fate) in fates.iter().enumerate() {
+            match fate {
+                Fate::DeadLetter { event, by, error } => {
+                    assert_eq!(i, heavy, "{} was dead-lettered: {error}", event.id);
+                    assert_eq!(event.id, "heavy");
+                    assert_eq!(by, "costly");
+                    assert!(error.contains("ran out of fuel"), "{error}");
+                    assert!(error.contains("a batch of 1 events"), "{error}");
+                }
+                // Kept, and with no sinks configured here, dropped after the stages.
+                Fate::Drop => assert_ne!(i, heavy, "the heavy event was not dead-lettered"),
+                Fate::Deliver(_) => panic!("no sinks were given"),
+            }
+        }
     }
 
     #[test]
