@@ -4,6 +4,7 @@
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(kill)'   # extra arguments go to `cargo nextest run`
+#   SKIP_FUZZ=1 scripts/test.sh       # without the bounded fuzzing step at the end
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -39,5 +40,12 @@ step "example plugins: their logic, natively"
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+
+step "fuzzing the request parsers (bounded: FUZZ_SECONDS each, default 20; SKIP_FUZZ=1 skips)"
+if [ -n "${SKIP_FUZZ:-}" ]; then
+    echo "skipped (SKIP_FUZZ is set)"
+else
+    scripts/fuzz.sh
+fi
 
 step "done"

@@ -432,7 +432,8 @@ url = "{url}"
         );
         // Listening on every interface: a loopback URL reaches it.
         let text = config_with("http://[::1]:18080/", "allow_private = true")
-            .replace("127.0.0.1:18080", "0.0.0.0:18080");
+            .replace("127.0.0.1:18080", "0.0.0.0:18080")
+            .replace("[server]\n", "[server]\ninsecure = true\n");
         let config = crate::load_str(&text, false).unwrap();
         assert_eq!(config.warnings.len(), 1, "{:#?}", config.warnings);
         assert!(config.warnings[0].message.contains("own server"));

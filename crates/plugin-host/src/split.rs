@@ -2,12 +2,13 @@
 //! memory is retried as two halves, so the per-call limits bound what one event may
 //! cost, not how many events a caller puts in a batch.
 //!
-//! Why only fuel and memory: they are the limits a healthy plugin can hit just because
-//! the batch is big (fuel grows with the work per event, memory with the events lowered
-//! into the guest and the decisions it builds). A trap, an `err`, a wrong number of
-//! decisions or a deadline are not about size: the call's events fail together, as
-//! before. (The deadline is also what stops a plugin whose fuel is set very high; not
-//! retrying it keeps a runaway plugin at one deadline per batch.)
+//! Why fuel and memory: they are the limits a healthy plugin can hit just because the
+//! batch is big (fuel grows with the work per event, memory with the events lowered into
+//! the guest and the decisions it builds). The deadline is wall-clock time, which a big
+//! batch on a loaded machine can also pass: a call past it is split too, but only down to
+//! [`DEADLINE_SPLIT_FLOOR`] events, so a runaway plugin costs a batch of 512 at most 15
+//! deadlines. A trap, an `err` or a wrong number of decisions are not about size: the
+//! call's events fail together, as before.
 //!
 //! Why a cap: a plugin that exhausts its fuel on every event would otherwise be called
 //! `2n - 1` times for a batch of `n`, each call burning a full budget. So a batch may use
@@ -86,12 +87,16 @@ impl<T> Decided<T> {
     }
 }
 
-/// Whether a failure may be a matter of the batch's size.
-fn splits_on(cause: &ErrorCause) -> bool {
-    matches!(
-        cause,
-        ErrorCause::OutOfFuel { .. } | ErrorCause::MemoryLimit { .. }
-    )
+/// A call of at most this many events that runs past its deadline is not split again.
+pub const DEADLINE_SPLIT_FLOOR: usize = 64;
+
+/// Whether a failure of a call of `events` events may be a matter of the batch's size.
+fn splits_on(cause: &ErrorCause, events: usize) -> bool {
+    match cause {
+        ErrorCause::OutOfFuel { .. } | ErrorCause::MemoryLimit { .. } => true,
+        ErrorCause::Timeout { .. } => events > DEADLINE_SPLIT_FLOOR,
+        _ => false,
+    }
 }
 
 /// Decides the `batch` events with `call` (which runs the plugin on a range of them),
@@ -109,7 +114,11 @@ pub(crate) fn decide<T>(
     while let Some(range) = todo.pop() {
         let result = call(range.clone());
         let split = match &result {
-            Err(e) => range.len() > 1 && splits < allowance + successes && splits_on(&e.cause),
+            Err(e) => {
+                range.len() > 1
+                    && splits < allowance + successes
+                    && splits_on(&e.cause, range.len())
+            }
             Ok(_) => {
                 successes += 1;
                 false
@@ -278,12 +287,46 @@ mod tests {
     }
 
     #[test]
-    fn traps_deadlines_and_errors_are_not_split() {
+    fn a_deadline_splits_down_to_the_floor_only() {
+        let mut calls = Vec::new();
+        let decided: Decided<usize> = decide(512, |range| {
+            calls.push(range.len());
+            fail(
+                &range,
+                ErrorCause::Timeout {
+                    limit: std::time::Duration::from_millis(1),
+                },
+            )
+        });
+        assert_eq!(calls.len(), 1 + 2 + 4 + 8, "{calls:?}");
+        assert!(
+            calls.iter().all(|n| *n >= DEADLINE_SPLIT_FLOOR),
+            "{calls:?}"
+        );
+        assert_eq!(decided.failed_events(), 512);
+        // A big batch that only ran out of time because of its size is decided whole.
+        let decided: Decided<usize> = decide(512, |range| {
+            if range.len() > 128 {
+                fail(
+                    &range,
+                    ErrorCause::Timeout {
+                        limit: std::time::Duration::from_millis(1),
+                    },
+                )
+            } else {
+                Ok(Call {
+                    output: range.collect(),
+                    stats: CallStats::default(),
+                })
+            }
+        });
+        assert_eq!(decided.failed_events(), 0);
+    }
+
+    #[test]
+    fn traps_and_errors_are_not_split() {
         for cause in [
             ErrorCause::Trap("unreachable".into()),
-            ErrorCause::Timeout {
-                limit: std::time::Duration::from_millis(1),
-            },
             ErrorCause::Returned("no".into()),
             ErrorCause::WrongDecisionCount {
                 expected: 512,
