@@ -183,7 +183,6 @@ fn a_flood_of_idle_connections_under_1024_descriptors_loses_and_dead_letters_not
             r#"
 [server]
 admin_token = "{ADMIN}"
-header_timeout = "3s"
 
 [sources.api]
 type = "http"
