@@ -844,7 +844,11 @@ max_bytes = "64KiB"
             "{refused}"
         );
         let all = api.receive("q", "g", json!({ "max": 1000 })).await;
-        assert_eq!(all.len(), stored, "everything accepted (and not delayed) is there");
+        assert_eq!(
+            all.len(),
+            stored,
+            "everything accepted (and not delayed) is there"
+        );
     });
     let logs = s.logs();
     assert!(s.is_running(), "{}", tail(&logs, 20));
@@ -1098,7 +1102,10 @@ fn an_attacker_naming_300_work_groups_is_refused_past_max_groups_and_memory_stay
         assert_eq!((status, &v["acked"]), (200, &json!(1)), "{v}");
         let next = api.receive("jobs", group, json!({ "max": 10 })).await;
         assert_eq!(next.len(), 1);
-        assert_eq!(payload(&next[0])["n"], payload(first)["n"].as_u64().unwrap() + 1);
+        assert_eq!(
+            payload(&next[0])["n"],
+            payload(first)["n"].as_u64().unwrap() + 1
+        );
     });
 }
 
@@ -1127,12 +1134,13 @@ group_idle_expiry = "0"
         let (status, v) = api.ack("jobs", "a", &a[..1]).await;
         assert_eq!((status, &v["acked"]), (200, &json!(1)), "{v}");
         assert_eq!(api.receive("jobs", "b", json!({})).await.len(), 1);
-        let (status, v) = api
-            .post("/queues/jobs/groups/c/receive", json!({}))
-            .await;
+        let (status, v) = api.post("/queues/jobs/groups/c/receive", json!({})).await;
         assert_eq!(status, 409, "{v}");
         assert!(
-            v["error"].as_str().unwrap().contains("queues.jobs.max_groups"),
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("queues.jobs.max_groups"),
             "{v}"
         );
         assert!(groups_dir.join("a/journal").is_dir());
@@ -1140,9 +1148,16 @@ group_idle_expiry = "0"
         // `queue groups list`, then `queue groups delete`.
         let out = s.cli(&["queue", "groups", "list", "jobs"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("2 of 2 work groups"), "{text}");
-        assert!(text.lines().any(|l| l.trim_start().starts_with("a ")), "{text}");
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with("a ")),
+            "{text}"
+        );
         let out = s.cli(&["queue", "groups", "delete", "jobs", "a"]);
         assert!(
             out.status.success(),
@@ -1170,7 +1185,10 @@ group_idle_expiry = "0"
         let v: Value = v.json().await.unwrap();
         assert_eq!(v, json!({"queue": "jobs", "group": "c", "deleted": true}));
         let fresh = api.receive("jobs", "a", json!({ "max": 10 })).await;
-        let mut ns: Vec<u64> = fresh.iter().map(|m| payload(m)["n"].as_u64().unwrap()).collect();
+        let mut ns: Vec<u64> = fresh
+            .iter()
+            .map(|m| payload(m)["n"].as_u64().unwrap())
+            .collect();
         ns.sort();
         assert_eq!(ns, vec![0, 1, 2]);
         assert!(fresh.iter().all(|m| m["deliveries"] == 1));
@@ -1193,7 +1211,10 @@ group_idle_expiry = "0"
     let out = s.cli(&["queue", "groups", "delete", "jobs", "nope"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(err.contains("404") && err.contains("no work group `nope`"), "{err}");
+    assert!(
+        err.contains("404") && err.contains("no work group `nope`"),
+        "{err}"
+    );
 
     // Idle expiry: `brief` deletes a group a second after its last call, `lasting` never.
     rt.block_on(async {
