@@ -1111,7 +1111,7 @@ fn an_attacker_naming_300_work_groups_is_refused_past_max_groups_and_memory_stay
 
 #[test]
 fn work_groups_are_deleted_by_api_and_cli_and_expire_when_idle() {
-    let s = Switchyard::start(&config(
+    let mut s = Switchyard::start(&config(
         r#"
 [queues.jobs]
 max_groups = 2
@@ -1207,6 +1207,20 @@ group_idle_expiry = "0"
             let r = req.send().await.unwrap();
             assert_eq!(r.status().as_u16(), want, "DELETE {path}");
         }
+    });
+    // After a restart the groups on disk load again (they count against max_groups).
+    s.kill9();
+    s.restart();
+    let api = Api::new(&s);
+    rt.block_on(async {
+        let stats = api.stats("jobs").await;
+        assert_eq!(stats["work_groups"], 2, "{stats}");
+        let (status, v) = api.post("/queues/jobs/groups/d/receive", json!({})).await;
+        assert_eq!(status, 409, "{v}");
+        // Its lease did not survive the restart: `b`'s message comes again.
+        let b = api.receive("jobs", "b", json!({})).await;
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0]["deliveries"], 2);
     });
     let out = s.cli(&["queue", "groups", "delete", "jobs", "nope"]);
     assert!(!out.status.success());
