@@ -1,6 +1,7 @@
 //! Internal queues as message queues, through the real binary and its HTTP API
 //! (`docs/queues.md`): work groups with leases, redelivery, dead letters and replay, priority,
-//! FIFO per key, pub/sub groups, fan-out by a router plugin, kill -9, and clear 4xx answers.
+//! FIFO per key, pub/sub groups, fan-out by a router plugin, kill -9, clear 4xx answers, and
+//! the bounds on work groups: `max_groups`, `work_memory`, deletion, idle expiry, 7-day delays.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -752,6 +753,45 @@ max_bytes = "64KiB"
                 400,
                 "duration",
             ),
+            // Delays and leases of more than 7 days.
+            (
+                "/queues/q/messages",
+                json!({"payload": 1, "delay": "8d"}).to_string(),
+                400,
+                "`delay` in the message may be at most 7d",
+            ),
+            (
+                "/queues/q/messages",
+                json!({"messages": [{"payload": 1, "not_before": 4_102_444_800_000u64}]})
+                    .to_string(),
+                400,
+                "at most 7d",
+            ),
+            (
+                "/queues/q/groups/g/nack",
+                json!({"receipts": ["0-0-1"], "delay": "8d"}).to_string(),
+                400,
+                "`delay` may be at most 7d",
+            ),
+            (
+                "/queues/q/groups/g/receive",
+                json!({"ack_timeout": "8d"}).to_string(),
+                400,
+                "`ack_timeout` may be at most 7d",
+            ),
+            (
+                "/queues/q/groups/g/extend",
+                json!({"receipts": ["0-0-1"], "by": "192h"}).to_string(),
+                400,
+                "`by` may be at most 7d",
+            ),
+            // Ack, nack and extend do not create groups.
+            (
+                "/queues/q/groups/never-received/ack",
+                json!({"receipts": ["0-0-1"]}).to_string(),
+                404,
+                "no work group `never-received`",
+            ),
         ];
         for (path, body, status, needle) in cases {
             let (got, v) = api.post_raw(path, body.clone()).await;
@@ -770,7 +810,13 @@ max_bytes = "64KiB"
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 401);
-        // Unknown receipts are stale, not errors.
+        // A delay of exactly 7 days is fine.
+        let (status, v) = api
+            .post("/queues/q/messages", json!({ "payload": 1, "delay": "7d" }))
+            .await;
+        assert_eq!(status, 201, "{v}");
+        // Unknown receipts of an existing group are stale, not errors.
+        assert!(api.receive("q", "g", json!({})).await.is_empty());
         let (status, v) = api
             .post("/queues/q/groups/g/ack", json!({"receipts": ["0-99-1"]}))
             .await;
@@ -798,7 +844,11 @@ max_bytes = "64KiB"
             "{refused}"
         );
         let all = api.receive("q", "g", json!({ "max": 1000 })).await;
-        assert_eq!(all.len(), stored, "everything accepted is there");
+        assert_eq!(
+            all.len(),
+            stored,
+            "everything accepted (and not delayed) is there"
+        );
     });
     let logs = s.logs();
     assert!(s.is_running(), "{}", tail(&logs, 20));
@@ -940,4 +990,272 @@ ack_timeout = "2s"
         tail(&s.logs(), 30)
     );
     assert_eq!(lost, 0);
+}
+
+/// The resident memory of process `pid`, in bytes (`VmRSS` of `/proc/<pid>/status`).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS in kB");
+    kb * 1024
+}
+
+const MIB: u64 = 1 << 20;
+
+/// An attacker with the token names a new work group on every receive. Each group loads a
+/// window of the queue into memory; without bounds 300 groups over a few MiB of messages
+/// took gigabytes. With the defaults (`max_groups` 64, `work_memory` 256 MiB) the groups
+/// past 64 are refused with 409 and the process grows by less than the budget plus slack.
+#[test]
+fn an_attacker_naming_300_work_groups_is_refused_past_max_groups_and_memory_stays_bounded() {
+    let s = Switchyard::start(&config("[queues.jobs]\n"));
+    let api = Api::new(&s);
+    let rt = runtime();
+    let pid = s.pid().expect("running");
+    // 8 MiB of messages: every group that loads its window holds all of them.
+    let pad = "x".repeat(64 << 10);
+    rt.block_on(async {
+        for batch in 0..8 {
+            let msgs = (0..16)
+                .map(|i| json!({ "payload": { "n": batch * 16 + i, "pad": pad } }))
+                .collect();
+            api.produce("jobs", msgs).await;
+        }
+    });
+    let before = rss_bytes(pid);
+    // The budget (256 MiB) plus slack for what is not counted: per-group journals, buffers
+    // of reads and answers, allocator overhead.
+    let bound = 384 * MIB;
+    let mut peak = before;
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    rt.block_on(async {
+        for i in 0..300 {
+            let group = format!("attacker-{i:03}");
+            let (status, v) = api
+                .post(
+                    &format!("/queues/jobs/groups/{group}/receive"),
+                    json!({ "max": 1 }),
+                )
+                .await;
+            match status {
+                200 => {
+                    assert_eq!(v["messages"].as_array().map(Vec::len), Some(1), "{v}");
+                    accepted.push((group, v["messages"][0].clone()));
+                }
+                409 => refused.push(v["error"].as_str().unwrap_or_default().to_owned()),
+                other => panic!("receive {i}: {other} {v}"),
+            }
+            let now = rss_bytes(pid);
+            peak = peak.max(now);
+            assert!(
+                now.saturating_sub(before) < bound,
+                "after {} groups RSS grew from {} MiB to {} MiB (bound +{} MiB)",
+                i + 1,
+                before / MIB,
+                now / MIB,
+                bound / MIB
+            );
+        }
+    });
+    let after = rss_bytes(pid);
+    eprintln!(
+        "RSS before {} MiB, peak {} MiB, after 300 receives {} MiB",
+        before / MIB,
+        peak / MIB,
+        after / MIB
+    );
+    assert_eq!(accepted.len(), 64, "max_groups defaults to 64");
+    assert_eq!(refused.len(), 236);
+    let e = &refused[0];
+    for needle in [
+        "has 64 work groups",
+        "queues.jobs.max_groups",
+        "DELETE /queues/jobs/groups/NAME",
+        "switchyard queue groups delete jobs NAME",
+    ] {
+        assert!(e.contains(needle), "`{e}` lacks `{needle}`");
+    }
+    // Existing groups keep working; the budget is what the groups report.
+    let stats = rt.block_on(api.stats("jobs"));
+    assert_eq!(stats["work_groups"], 64, "{stats}");
+    let used = stats["work_memory_bytes"].as_u64().unwrap();
+    let max = stats["max_work_memory"].as_u64().unwrap();
+    assert_eq!(max, 256 * MIB);
+    // Past the budget each group holds its one message of progress (about 64 KiB).
+    assert!(used <= max + 64 * 80 * 1024, "{used} > {max} + allowance");
+    let per_group: u64 = stats["groups"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|g| g["memory_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_group, used, "{stats}");
+    // A group past the budget still makes progress, one message at a time.
+    let (group, first) = &accepted[63];
+    rt.block_on(async {
+        let (status, v) = api.ack("jobs", group, std::slice::from_ref(first)).await;
+        assert_eq!((status, &v["acked"]), (200, &json!(1)), "{v}");
+        let next = api.receive("jobs", group, json!({ "max": 10 })).await;
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            payload(&next[0])["n"],
+            payload(first)["n"].as_u64().unwrap() + 1
+        );
+    });
+}
+
+#[test]
+fn work_groups_are_deleted_by_api_and_cli_and_expire_when_idle() {
+    let mut s = Switchyard::start(&config(
+        r#"
+[queues.jobs]
+max_groups = 2
+
+[queues.brief]
+group_idle_expiry = "1s"
+
+[queues.lasting]
+group_idle_expiry = "0"
+"#,
+    ));
+    let api = Api::new(&s);
+    let rt = runtime();
+    let groups_dir = s.data_dir().join("queues/jobs/groups");
+    rt.block_on(async {
+        let msgs = (0..3).map(|n| json!({ "payload": { "n": n } })).collect();
+        api.produce("jobs", msgs).await;
+        let a = api.receive("jobs", "a", json!({ "max": 3 })).await;
+        assert_eq!(a.len(), 3);
+        let (status, v) = api.ack("jobs", "a", &a[..1]).await;
+        assert_eq!((status, &v["acked"]), (200, &json!(1)), "{v}");
+        assert_eq!(api.receive("jobs", "b", json!({})).await.len(), 1);
+        let (status, v) = api.post("/queues/jobs/groups/c/receive", json!({})).await;
+        assert_eq!(status, 409, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("queues.jobs.max_groups"),
+            "{v}"
+        );
+        assert!(groups_dir.join("a/journal").is_dir());
+
+        // `queue groups list`, then `queue groups delete`.
+        let out = s.cli(&["queue", "groups", "list", "jobs"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("2 of 2 work groups"), "{text}");
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with("a ")),
+            "{text}"
+        );
+        let out = s.cli(&["queue", "groups", "delete", "jobs", "a"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!groups_dir.join("a").exists(), "its journal is removed");
+        // Its leases are gone with it.
+        let (status, v) = api.ack("jobs", "a", &a[1..]).await;
+        assert_eq!(status, 404, "{v}");
+        // Room for another group now.
+        assert_eq!(api.receive("jobs", "c", json!({})).await.len(), 1);
+        // The name starts a new group: every retained message again, the acked one too.
+        let (status, v) = api.get("/queues/jobs/stats").await;
+        assert_eq!((status, &v["work_groups"]), (200, &json!(2)), "{v}");
+        let (status, v) = api
+            .http
+            .delete(format!("{}/queues/jobs/groups/c", api.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), r))
+            .unwrap();
+        assert_eq!(status, 200);
+        let v: Value = v.json().await.unwrap();
+        assert_eq!(v, json!({"queue": "jobs", "group": "c", "deleted": true}));
+        let fresh = api.receive("jobs", "a", json!({ "max": 10 })).await;
+        let mut ns: Vec<u64> = fresh
+            .iter()
+            .map(|m| payload(m)["n"].as_u64().unwrap())
+            .collect();
+        ns.sort();
+        assert_eq!(ns, vec![0, 1, 2]);
+        assert!(fresh.iter().all(|m| m["deliveries"] == 1));
+
+        // Unknown group, bad name, no token.
+        for (path, token, want) in [
+            ("/queues/jobs/groups/nope", Some(TOKEN), 404),
+            ("/queues/jobs/groups/.x", Some(TOKEN), 400),
+            ("/queues/nope/groups/a", Some(TOKEN), 404),
+            ("/queues/jobs/groups/a", None, 401),
+        ] {
+            let mut req = api.http.delete(format!("{}{path}", api.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), want, "DELETE {path}");
+        }
+    });
+    // After a restart the groups on disk load again (they count against max_groups).
+    s.kill9();
+    s.restart();
+    let api = Api::new(&s);
+    rt.block_on(async {
+        let stats = api.stats("jobs").await;
+        assert_eq!(stats["work_groups"], 2, "{stats}");
+        let (status, v) = api.post("/queues/jobs/groups/d/receive", json!({})).await;
+        assert_eq!(status, 409, "{v}");
+        // Its lease did not survive the restart: `b`'s message comes again.
+        let b = api.receive("jobs", "b", json!({})).await;
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0]["deliveries"], 2);
+    });
+    let out = s.cli(&["queue", "groups", "delete", "jobs", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("404") && err.contains("no work group `nope`"),
+        "{err}"
+    );
+
+    // Idle expiry: `brief` deletes a group a second after its last call, `lasting` never.
+    rt.block_on(async {
+        api.produce("brief", vec![json!({ "payload": 1 })]).await;
+        assert_eq!(api.receive("brief", "idle", json!({})).await.len(), 1);
+        assert!(api.receive("lasting", "kept", json!({})).await.is_empty());
+    });
+    let brief_dir = s.data_dir().join("queues/brief/groups/idle");
+    assert!(brief_dir.is_dir());
+    let gone = wait_until(Duration::from_secs(30), || {
+        let stats = rt.block_on(api.stats("brief"));
+        stats["groups"].as_object().is_some_and(|g| g.is_empty()) && !brief_dir.exists()
+    });
+    assert!(gone, "{}", tail(&s.logs(), 20));
+    let logs = s.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("work group expired")
+            && l.contains("brief")
+            && l.contains("idle")
+            && l.contains("INFO")),
+        "{}",
+        tail(&logs, 20)
+    );
+    let lasting = rt.block_on(api.stats("lasting"));
+    assert!(lasting["groups"]["kept"].is_object(), "{lasting}");
+    // The expired name starts afresh: its message (leased when it expired) comes again.
+    let again = rt.block_on(api.receive("brief", "idle", json!({})));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["deliveries"], 1);
 }

@@ -212,6 +212,17 @@ impl Admin {
         Self::answer(resp).await
     }
 
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .client
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach switchyard at {}; is it running?", self.base))?;
+        Self::answer(resp).await
+    }
+
     async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
         let retry_after = resp

@@ -1,4 +1,4 @@
-//! `switchyard queue produce|consume|tail|stats`: the internal-queue HTTP API of a running
+//! `switchyard queue produce|consume|tail|stats|groups`: the internal-queue HTTP API of a running
 //! switchyard (docs/queues.md, docs/openapi.yaml).
 //!
 //! The parts that do not need a server — payloads and message bodies, batching of stdin,
@@ -40,7 +40,52 @@ pub enum QueueCommand {
     /// Size, age and per-group progress of one queue, or of every queue.
     #[command(after_help = STATS_EXAMPLES)]
     Stats(StatsArgs),
+    /// The work groups of a queue: list them, or delete one.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 }
+
+#[derive(Subcommand)]
+pub enum GroupsCommand {
+    /// The work groups of a queue, with their depth and memory, and the queue's limits.
+    #[command(after_help = GROUPS_LIST_EXAMPLES)]
+    List(GroupsListArgs),
+    /// Delete a work group: its state under data_dir, its memory and its leases.
+    #[command(after_help = GROUPS_DELETE_EXAMPLES)]
+    Delete(GroupsDeleteArgs),
+}
+
+#[derive(Args)]
+pub struct GroupsListArgs {
+    pub queue: String,
+    #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+    pub config: PathBuf,
+    /// Print the server's JSON (the queue's stats) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct GroupsDeleteArgs {
+    pub queue: String,
+    pub group: String,
+    #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+    pub config: PathBuf,
+}
+
+const GROUPS_LIST_EXAMPLES: &str = "\
+Examples:
+  switchyard queue groups list orders -c switchyard.toml
+
+A queue has at most max_groups work groups; together their loaded messages use at most
+work_memory. Work groups idle for group_idle_expiry are deleted.";
+
+const GROUPS_DELETE_EXAMPLES: &str = "\
+Examples:
+  switchyard queue groups delete orders old-workers -c switchyard.toml
+
+The group's acks are forgotten: a later receive with the same name starts a new group at
+the oldest retained message, so every retained message is delivered again.";
 
 const PRODUCE_EXAMPLES: &str = "\
 Examples:
@@ -360,6 +405,8 @@ pub fn run(command: QueueCommand) -> anyhow::Result<ExitCode> {
             QueueCommand::Consume(a) => consume(a).await,
             QueueCommand::Tail(a) => tail(a).await,
             QueueCommand::Stats(a) => stats(a).await,
+            QueueCommand::Groups(GroupsCommand::List(a)) => groups_list(a).await,
+            QueueCommand::Groups(GroupsCommand::Delete(a)) => groups_delete(a).await,
         }
     })
 }
@@ -806,6 +853,71 @@ async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn groups_list(args: GroupsListArgs) -> anyhow::Result<ExitCode> {
+    let admin = admin(&args.config)?;
+    let body = admin.get(&queue_path(&args.queue, "/stats")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", render_groups(&body));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn groups_delete(args: GroupsDeleteArgs) -> anyhow::Result<ExitCode> {
+    let admin = admin(&args.config)?;
+    let path = queue_path(&args.queue, &format!("/groups/{}", segment(&args.group)));
+    admin.delete(&path).await?;
+    println!(
+        "deleted work group `{}` of queue `{}`",
+        args.group, args.queue
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `queue groups list` table: the work groups of one queue's stats.
+pub(crate) fn render_groups(stats: &Value) -> String {
+    let name = stats["queue"].as_str().unwrap_or("?");
+    let work: Vec<(&String, &Value)> = stats["groups"]
+        .as_object()
+        .map(|g| g.iter().filter(|(_, g)| g["mode"] == "work").collect())
+        .unwrap_or_default();
+    let memory = match (
+        stats["work_memory_bytes"].as_u64(),
+        stats["max_work_memory"].as_u64(),
+    ) {
+        (Some(u), Some(m)) => format!("{}/{}", fmt_bytes(u), fmt_bytes(m)),
+        _ => "-".into(),
+    };
+    let mut out = format!(
+        "{name}: {} of {} work groups (max_groups), memory {memory} (work_memory)\n",
+        work.len(),
+        num(&stats["max_groups"]),
+    );
+    if work.is_empty() {
+        return out;
+    }
+    let mut rows = vec![
+        ["GROUP", "DEPTH", "IN FLIGHT", "DELAYED", "MEMORY", "OLDEST"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for (group, g) in work {
+        rows.push(vec![
+            group.clone(),
+            num(&g["depth"]),
+            num(&g["in_flight"]),
+            num(&g["delayed"]),
+            g["memory_bytes"]
+                .as_u64()
+                .map_or_else(|| "-".into(), fmt_bytes),
+            fmt_age(g["oldest_age_ms"].as_u64()),
+        ]);
+    }
+    out.push_str(&table(&rows, &[false, true, true, true, true, true], "  "));
+    out
+}
+
 /// The queue stats in an answer of `GET /queues/{queue}/stats` (one object) or
 /// `GET /queues` (`{"queues": [...]}`, or a list, or an object by name).
 pub(crate) fn stats_list(body: &Value) -> Vec<Value> {
@@ -1235,6 +1347,35 @@ orders:
   dead letters go to `orders-dlq` (1 there now)
 ";
         assert_eq!(text, expected, "\n{text}");
+    }
+
+    #[test]
+    fn groups_list_shows_only_work_groups_with_the_limits() {
+        let stats = json!({
+            "queue": "orders", "max_groups": 64, "work_memory_bytes": 2048,
+            "max_work_memory": 268435456,
+            "groups": {
+                "workers": {"mode": "work", "depth": 3, "in_flight": 1, "delayed": 0,
+                            "memory_bytes": 2048, "oldest_age_ms": 1500},
+                "fanout": {"mode": "pubsub", "depth": 0}
+            }
+        });
+        let text = render_groups(&stats);
+        assert!(
+            text.starts_with(
+                "orders: 1 of 64 work groups (max_groups), memory 2.0 KiB/256.0 MiB (work_memory)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("workers"), "{text}");
+        assert!(!text.contains("fanout"), "{text}");
+        let parsed = parse(&["groups", "delete", "orders", "old", "-c", "s.toml"]);
+        assert!(matches!(
+            parsed,
+            Ok(QueueCommand::Groups(GroupsCommand::Delete(GroupsDeleteArgs { ref queue, ref group, .. })))
+                if queue == "orders" && group == "old"
+        ));
+        assert!(parse(&["groups", "delete", "orders", "-c", "s.toml"]).is_err());
     }
 
     #[test]

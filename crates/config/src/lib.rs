@@ -154,7 +154,19 @@ pub struct QueueConfig {
     pub dedup_window: Duration,
     /// Messages per partition a work group loads and orders by priority. Default 10000.
     pub lookahead: u32,
+    /// Work groups the queue may have; a receive that would create one more is refused.
+    /// Default 64.
+    pub max_groups: u32,
+    /// Bytes of loaded messages all work groups of the queue hold in memory together (their
+    /// `lookahead` windows). Default 256 MiB.
+    pub work_memory: ByteSize,
+    /// A work group with no receive, ack, nack or extend for this long is deleted. Zero:
+    /// never. Default 7 days.
+    pub group_idle_expiry: Duration,
 }
+
+/// The longest lease, delay or `ack_timeout` a queue accepts: 7 days.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -167,6 +179,9 @@ impl Default for QueueConfig {
             dead_letter: None,
             dedup_window: Duration::from_secs(300),
             lookahead: 10_000,
+            max_groups: 64,
+            work_memory: ByteSize(256 << 20),
+            group_idle_expiry: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

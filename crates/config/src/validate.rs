@@ -784,6 +784,9 @@ fn queue(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<QueueConfig> {
             "dead_letter",
             "dedup_window",
             "lookahead",
+            "max_groups",
+            "work_memory",
+            "group_idle_expiry",
         ],
     )?;
     let defaults = QueueConfig::default();
@@ -816,7 +819,26 @@ fn queue(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<QueueConfig> {
                 "; a work group needs at least one message loaded",
             )
             .unwrap_or(defaults.lookahead),
+        max_groups: table
+            .positive_u32(
+                cx,
+                "max_groups",
+                "; work groups are created by receives and need room for at least one",
+            )
+            .unwrap_or(defaults.max_groups),
+        work_memory: table
+            .size(cx, "work_memory")
+            .unwrap_or(defaults.work_memory),
+        group_idle_expiry: table
+            .duration(cx, "group_idle_expiry", true)
+            .unwrap_or(defaults.group_idle_expiry),
     };
+    if queue.ack_timeout > crate::MAX_QUEUE_DELAY {
+        cx.issue(
+            &table.child("ack_timeout"),
+            "must be at most 7d (a lease longer than a week is refused); set a shorter ack_timeout, a consumer that needs longer can extend its lease",
+        );
+    }
     if let Some(dead_letter) = &queue.dead_letter {
         check_name(cx, &join(path, "dead_letter"), "queue", dead_letter);
     }
@@ -1372,6 +1394,54 @@ fn topic_template_problem(topic: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_group_bounds_of_a_queue() {
+        let env = std::collections::HashMap::new();
+        let load = |text: &str| crate::load_str_with_env(text, false, &env);
+        let config = load("[queues.q]\n").unwrap();
+        let q = &config.queues["q"];
+        assert_eq!(q.max_groups, 64);
+        assert_eq!(q.work_memory, ByteSize(256 << 20));
+        assert_eq!(q.group_idle_expiry, Duration::from_secs(7 * 86_400));
+
+        let config = load(
+            "[queues.q]\nmax_groups = 3\nwork_memory = \"8MiB\"\ngroup_idle_expiry = \"0s\"\nack_timeout = \"7d\"\n",
+        )
+        .unwrap();
+        let q = &config.queues["q"];
+        assert_eq!(
+            (q.max_groups, q.work_memory, q.group_idle_expiry),
+            (3, ByteSize(8 << 20), Duration::ZERO)
+        );
+
+        let issues = load(
+            "[queues.q]\nmax_groups = 0\nwork_memory = \"0\"\nack_timeout = \"8d\"\ngroup_idle_expiry = \"soon\"\n",
+        )
+        .unwrap_err()
+        .issues;
+        let at = |path: &str| {
+            issues
+                .iter()
+                .find(|i| i.path == path)
+                .unwrap_or_else(|| panic!("no issue at {path}: {issues:?}"))
+                .message
+                .clone()
+        };
+        assert!(
+            at("queues.q.max_groups").contains("at least 1"),
+            "{issues:?}"
+        );
+        assert!(at("queues.q.work_memory").contains("zero"), "{issues:?}");
+        assert!(
+            at("queues.q.ack_timeout").contains("at most 7d"),
+            "{issues:?}"
+        );
+        assert!(
+            at("queues.q.group_idle_expiry").contains("duration"),
+            "{issues:?}"
+        );
+    }
 
     #[test]
     fn suggestions() {

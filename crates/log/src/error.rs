@@ -69,6 +69,11 @@ pub enum LogError {
     /// The component was shut down.
     #[error("the log is closed; it was shut down, reopen it to continue")]
     Closed,
+    /// The work group was deleted (by request or after being idle) while the operation ran.
+    #[error(
+        "work group `{group}` was deleted; its leases are gone, a receive with this name starts a new group"
+    )]
+    GroupDeleted { group: String },
 }
 
 impl LogError {
@@ -134,6 +139,9 @@ impl LogError {
                 reason: reason.clone(),
             },
             LogError::Closed => LogError::Closed,
+            LogError::GroupDeleted { group } => LogError::GroupDeleted {
+                group: group.clone(),
+            },
         }
     }
 

@@ -7,7 +7,8 @@
 //!   touched partition once before acknowledging them.
 //! * [`OffsetStore`]: durable consumer-group offsets (pub/sub groups).
 //! * [`WorkGroup`]: a work-queue consumer group: leases, ack/nack, redelivery, priority,
-//!   FIFO per key, dead-lettering after `max_deliveries`, state journaled in its own log.
+//!   FIFO per key, dead-lettering after `max_deliveries`, state journaled in its own log;
+//!   the windows of groups sharing a [`MemoryBudget`] hold at most its bytes.
 //! * [`Storage`]: the file-system seam; [`FsStorage`] for real files, [`SimStorage`] to inject
 //!   power loss, full disks and failing fsyncs in tests.
 //!
@@ -30,7 +31,8 @@ pub use partition::{LogOptions, PartitionLog, Record};
 pub use queue::Queue;
 pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
 pub use workq::{
-    Classify, Exhausted, GroupStats, Leased, MessageMeta, Receipt, WorkGroup, WorkOptions,
+    Classify, Exhausted, GroupStats, Leased, MemoryBudget, MessageMeta, Receipt, WorkGroup,
+    WorkOptions, entry_cost,
 };
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -26,6 +26,8 @@ pub trait Storage: Send + Sync {
     /// True if a file exists at `path`.
     fn exists(&self, path: &Path) -> io::Result<bool>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes the empty directory `dir`.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals of entries in `dir` durable.
@@ -99,6 +101,9 @@ impl Storage for FsStorage {
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
@@ -384,6 +389,22 @@ impl Storage for SimStorage {
         if !st.durable_entries.values().any(|d| *d == id) {
             st.data.remove(&id);
         }
+        Ok(())
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state();
+        if !st.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let busy = st.entries.keys().any(|p| p.parent() == Some(dir))
+            || st.dirs.iter().any(|p| p.parent() == Some(dir));
+        if busy {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                format!("{} is not empty", dir.display()),
+            ));
+        }
+        st.dirs.remove(dir);
         Ok(())
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

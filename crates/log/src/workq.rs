@@ -14,13 +14,20 @@
 //! older journal segments are deleted. Recovery replays from the last snapshot. Acks are
 //! fsync'd before [`WorkGroup::ack`] returns; delivery counts and nacks ride along with the
 //! next fsync. Leases are not journaled: after a restart every unfinished message is due.
+//!
+//! Memory: the loaded windows of all groups sharing a [`MemoryBudget`] (in the runtime: the
+//! groups of one queue) hold at most its bytes, plus one message per partition and group so
+//! that a group always makes progress. A group past the budget loads less lookahead.
+//! [`WorkGroup::delete`] frees a group's memory and removes its journal.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +51,70 @@ pub struct MessageMeta {
 /// Turns a stored record into its [`MessageMeta`].
 pub type Classify = Arc<dyn Fn(&Record) -> MessageMeta + Send + Sync>;
 
+/// Bytes that the loaded windows of a set of work groups may hold together. Shared (`Arc`)
+/// by the groups it bounds; each group takes a message's [`entry_cost`] when it loads it and
+/// gives it back when the message is finished or the group is deleted or dropped.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(max_bytes: usize) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            max: max_bytes,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Bytes taken now (may exceed [`MemoryBudget::max`] by the one-message-per-partition
+    /// allowance).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn available(&self) -> usize {
+        self.max.saturating_sub(self.used())
+    }
+
+    /// Takes `n` bytes if they fit.
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|&t| t <= self.max)
+            })
+            .is_ok()
+    }
+
+    /// Takes `n` bytes whether they fit or not (the progress allowance).
+    fn take(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn give_back(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// What a loaded message counts against a [`MemoryBudget`]: its payload plus the bookkeeping
+/// around it (entry, indexes, record header).
+pub fn entry_cost(record: &Record) -> usize {
+    record.payload.len() + ENTRY_OVERHEAD
+}
+
+/// Bytes of bookkeeping per loaded message (the `Entry`, its `Record`, its places in the
+/// ordered sets and maps), rounded up.
+const ENTRY_OVERHEAD: usize = 256;
+
 /// Tuning of a work group.
 #[derive(Clone, Debug)]
 pub struct WorkOptions {
@@ -57,6 +128,8 @@ pub struct WorkOptions {
     pub window_bytes: usize,
     /// Journal operations after which a snapshot is written and older segments deleted.
     pub snapshot_every: u64,
+    /// Shared by the groups whose windows it bounds together (clones share it).
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl Default for WorkOptions {
@@ -67,6 +140,7 @@ impl Default for WorkOptions {
             lookahead: 10_000,
             window_bytes: 32 << 20,
             snapshot_every: 100_000,
+            budget: MemoryBudget::new(256 << 20),
         }
     }
 }
@@ -133,6 +207,8 @@ pub struct GroupStats {
     pub oldest_age_ms: Option<u64>,
     /// Messages this group sent to the dead-letter queue (since the group was created).
     pub dead_lettered: u64,
+    /// Bytes its loaded window counts against the [`MemoryBudget`].
+    pub memory_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,11 +312,17 @@ struct Inner {
     dying: Vec<(u32, u64, String)>,
     dead_lettered: u64,
     ops_since_snapshot: u64,
+    /// Bytes taken from the budget for the loaded entries.
+    held: usize,
+    /// Set by [`WorkGroup::delete`]: every later operation is refused.
+    deleted: bool,
 }
 
 /// One work-queue consumer group of a queue.
 pub struct WorkGroup {
     name: String,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
     logs: Vec<Arc<PartitionLog>>,
     journal: PartitionLog,
     classify: Classify,
@@ -250,6 +332,8 @@ pub struct WorkGroup {
     sync_lock: Mutex<()>,
     /// Per partition: every offset below is finished durably (for retention).
     durable_low: Mutex<Vec<u64>>,
+    /// Time (ms since the epoch) of the last receive, ack, nack or extend, for idle expiry.
+    last_active: AtomicU64,
 }
 
 impl fmt::Debug for WorkGroup {
@@ -258,6 +342,19 @@ impl fmt::Debug for WorkGroup {
             .field("name", &self.name)
             .finish()
     }
+}
+
+impl Drop for WorkGroup {
+    fn drop(&mut self) {
+        let inner = lock(&self.inner);
+        self.opts.budget.give_back(inner.held);
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 const OP_ACK: u8 = 1;
@@ -307,7 +404,7 @@ impl WorkGroup {
         classify: Classify,
     ) -> Result<Self, LogError> {
         let journal = PartitionLog::open(
-            storage,
+            storage.clone(),
             &dir.join("journal"),
             LogOptions {
                 segment_bytes: 4 << 20,
@@ -322,12 +419,16 @@ impl WorkGroup {
             .collect();
         let mut dead_lettered = 0;
         let mut ops = 0u64;
+        // Journal records carry the time of their operation: the newest one is when the
+        // group was last active before this open.
+        let mut last_active = 0u64;
         let mut from = journal.start_offset();
         loop {
             let records = journal.read(from, 1024, 8 << 20)?;
             let Some(last) = records.last() else { break };
             from = last.offset + 1;
             for r in &records {
+                last_active = last_active.max(r.timestamp_ms);
                 match r.payload.first() {
                     Some(&REC_SNAPSHOT) => {
                         let snap: Snapshot =
@@ -392,8 +493,14 @@ impl WorkGroup {
             part.skip_done();
         }
         let lows = parts.iter().map(Part::low).collect();
+        if last_active == 0 {
+            // A new group (or one that never did anything): idle from now on.
+            last_active = wall_ms();
+        }
         Ok(WorkGroup {
             name: name.to_owned(),
+            storage,
+            dir: dir.to_path_buf(),
             logs,
             journal,
             classify,
@@ -406,9 +513,12 @@ impl WorkGroup {
                 dying: Vec::new(),
                 dead_lettered,
                 ops_since_snapshot: ops,
+                held: 0,
+                deleted: false,
             }),
             sync_lock: Mutex::new(()),
             durable_low: Mutex::new(lows),
+            last_active: AtomicU64::new(last_active),
         })
     }
 
@@ -418,6 +528,92 @@ impl WorkGroup {
 
     pub fn options(&self) -> &WorkOptions {
         &self.opts
+    }
+
+    /// Time (ms since the epoch) of the group's last receive, ack, nack or extend; after a
+    /// reopen, of its last journaled operation (or of the open, when it has none).
+    pub fn last_active_ms(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the group saw no receive, ack, nack or extend for `idle_ms` up to `now_ms`.
+    pub fn is_idle(&self, now_ms: u64, idle_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_active_ms()) >= idle_ms
+    }
+
+    /// Deletes the group: frees its loaded messages (giving their memory back to the
+    /// budget), refuses every later operation with [`LogError::GroupDeleted`], and removes
+    /// its journal and directory. Opening a group of the same name afterwards starts a new
+    /// group at the oldest retained message. The caller makes sure nobody opens that name
+    /// while this runs.
+    pub fn delete(&self) -> Result<(), LogError> {
+        // No sync (snapshot, journal retention) runs while the files go.
+        let _sync = lock(&self.sync_lock);
+        {
+            let mut inner = lock(&self.inner);
+            if inner.deleted {
+                return Ok(());
+            }
+            inner.deleted = true;
+            self.opts.budget.give_back(inner.held);
+            inner.held = 0;
+            for part in &mut inner.parts {
+                *part = Part::default();
+            }
+            inner.ready.clear();
+            inner.delayed.clear();
+            inner.leases.clear();
+            inner.dying.clear();
+        }
+        // Newest segment first: a crash halfway leaves a shorter journal (an older state of
+        // the group), never one with a hole.
+        let journal = self.journal.dir();
+        let mut segments: Vec<(u64, String)> = self
+            .storage
+            .list_files(journal)
+            .map_err(|e| LogError::io(journal, e))?
+            .into_iter()
+            .map(|n| {
+                let base = n
+                    .strip_suffix(".log")
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(u64::MAX);
+                (base, n)
+            })
+            .collect();
+        segments.sort();
+        for (_, name) in segments.iter().rev() {
+            let path = journal.join(name);
+            self.storage
+                .remove_file(&path)
+                .map_err(|e| LogError::io(&path, e))?;
+        }
+        // The removals are durable before the directories go.
+        self.storage
+            .sync_dir(journal)
+            .map_err(|e| LogError::io(journal, e))?;
+        for d in [journal, self.dir.as_path()] {
+            self.storage.remove_dir(d).map_err(|e| LogError::io(d, e))?;
+        }
+        if let Some(parent) = self.dir.parent() {
+            self.storage
+                .sync_dir(parent)
+                .map_err(|e| LogError::io(parent, e))?;
+        }
+        Ok(())
+    }
+
+    fn check_live(&self, inner: &Inner) -> Result<(), LogError> {
+        if inner.deleted {
+            return Err(LogError::GroupDeleted {
+                group: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn touch(&self, now_ms: u64) {
+        self.last_active.fetch_max(now_ms, Ordering::Relaxed);
     }
 
     /// Hands out up to `max` messages under a lease of `lease_ms` (the group's `ack_timeout`
@@ -430,6 +626,8 @@ impl WorkGroup {
     ) -> Result<Vec<Leased>, LogError> {
         let lease = lease_ms.unwrap_or(self.opts.ack_timeout_ms);
         let mut inner = lock(&self.inner);
+        self.check_live(&inner)?;
+        self.touch(now_ms);
         self.promote(&mut inner, now_ms);
         self.fill(&mut inner, now_ms)?;
         let mut out = Vec::with_capacity(max.min(inner.ready.len()));
@@ -472,6 +670,8 @@ impl WorkGroup {
         let mut result = Vec::with_capacity(receipts.len());
         {
             let mut inner = lock(&self.inner);
+            self.check_live(&inner)?;
+            self.touch(now_ms);
             let mut ops = Vec::new();
             for r in receipts {
                 let ok = Self::current(&inner, r).is_some_and(|s| s != State::Dying);
@@ -499,6 +699,8 @@ impl WorkGroup {
         now_ms: u64,
     ) -> Result<Vec<bool>, LogError> {
         let mut inner = lock(&self.inner);
+        self.check_live(&inner)?;
+        self.touch(now_ms);
         let mut ops = Vec::new();
         let mut result = Vec::with_capacity(receipts.len());
         for r in receipts {
@@ -537,8 +739,10 @@ impl WorkGroup {
 
     /// Renews leases to run `by_ms` from now. Returns, per receipt, the new expiry, or `None`
     /// when the lease was lost.
+    /// A deleted group has no leases: every receipt is lost.
     pub fn extend(&self, receipts: &[Receipt], by_ms: u64, now_ms: u64) -> Vec<Option<u64>> {
         let mut inner = lock(&self.inner);
+        self.touch(now_ms);
         receipts
             .iter()
             .map(|r| {
@@ -595,6 +799,7 @@ impl WorkGroup {
     pub fn dead_lettered(&self, done: &[(u32, u64)], now_ms: u64) -> Result<(), LogError> {
         {
             let mut inner = lock(&self.inner);
+            self.check_live(&inner)?;
             let mut ops = Vec::new();
             for &(p, offset) in done {
                 let dying = inner
@@ -653,6 +858,7 @@ impl WorkGroup {
             delayed: inner.delayed.len() as u64,
             oldest_age_ms: oldest.map(|ts| now_ms.saturating_sub(ts)),
             dead_lettered: inner.dead_lettered,
+            memory_bytes: inner.held as u64,
         }
     }
 
@@ -671,6 +877,8 @@ impl WorkGroup {
         }
         let (lows, at) = {
             let mut inner = lock(&self.inner);
+            // Its files may be gone; what was acked before the deletion no longer matters.
+            self.check_live(&inner)?;
             let lows: Vec<u64> = inner.parts.iter().map(Part::low).collect();
             // Appended under the lock, so no operation lands between what the snapshot
             // saw and where it is in the journal.
@@ -678,7 +886,10 @@ impl WorkGroup {
             if inner.ops_since_snapshot >= self.opts.snapshot_every {
                 inner.ops_since_snapshot = 0;
                 let bytes = self.snapshot(&inner);
-                at = Some(self.journal.append(&[(0, &bytes)])?.start);
+                // Stamped with the last activity, so that it survives the segments the
+                // snapshot replaces (idle expiry after a restart reads it).
+                let stamp = self.last_active.load(Ordering::Relaxed);
+                at = Some(self.journal.append(&[(stamp, &bytes)])?.start);
             }
             (lows, at)
         };
@@ -808,6 +1019,9 @@ impl WorkGroup {
         let part = &mut inner.parts[p as usize];
         let e = part.entries.remove(&offset).expect("entry");
         part.bytes -= e.record.payload.len();
+        let cost = entry_cost(&e.record);
+        inner.held -= cost;
+        self.opts.budget.give_back(cost);
         match e.state {
             State::Leased { deadline } => {
                 inner.leases.remove(&(deadline, p, offset));
@@ -843,7 +1057,7 @@ impl WorkGroup {
     fn fill(&self, inner: &mut Inner, now_ms: u64) -> Result<(), LogError> {
         for (p, log) in self.logs.iter().enumerate() {
             let p32 = p as u32;
-            loop {
+            'part: loop {
                 let part = &mut inner.parts[p];
                 part.skip_done();
                 let start = log.start_offset();
@@ -862,15 +1076,34 @@ impl WorkGroup {
                 {
                     break;
                 }
-                let records = log.read(part.scan, room.min(512), 4 << 20)?;
-                let Some(last) = records.last() else { break };
-                part.scan = last.offset + 1;
+                // Past the shared budget a partition still loads its one message, so the
+                // group makes progress; it loads no more until memory is given back.
+                let spare = self.opts.budget.available();
+                if spare == 0 && !part.entries.is_empty() {
+                    break;
+                }
+                let records = log.read(part.scan, room.min(512), spare.clamp(1, 4 << 20))?;
+                if records.is_empty() {
+                    break;
+                }
                 for r in records {
                     let offset = r.offset;
                     let part = &mut inner.parts[p];
                     if part.done_end(offset).is_some() {
+                        part.scan = offset + 1;
                         continue;
                     }
+                    let cost = entry_cost(&r);
+                    if !self.opts.budget.try_take(cost) {
+                        if !part.entries.is_empty() {
+                            // `scan` stays here: this message is loaded once memory is free.
+                            break 'part;
+                        }
+                        self.opts.budget.take(cost);
+                    }
+                    part.scan = offset + 1;
+                    inner.held += cost;
+                    let part = &mut inner.parts[p];
                     let meta = (self.classify)(&r);
                     let deliveries = part.counts.remove(&offset).unwrap_or(0);
                     let nacked_until = part.nacked.remove(&offset).unwrap_or(0);

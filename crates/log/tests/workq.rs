@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use switchyard_log::{
-    Classify, FsStorage, LogOptions, MessageMeta, PartitionLog, Receipt, SimStorage, Storage,
-    WorkGroup, WorkOptions,
+    Classify, FsStorage, LogError, LogOptions, MemoryBudget, MessageMeta, PartitionLog, Receipt,
+    SimStorage, Storage, WorkGroup, WorkOptions, entry_cost,
 };
 
 /// Payload format of these tests: `priority;key;not_before;body`.
@@ -64,10 +64,14 @@ impl Fixture {
     }
 
     fn group(&self, opts: WorkOptions) -> WorkGroup {
+        self.named(opts, "g")
+    }
+
+    fn named(&self, opts: WorkOptions, name: &str) -> WorkGroup {
         WorkGroup::open(
             self.storage.clone(),
-            &self.dir.join("g"),
-            "g",
+            &self.dir.join(name),
+            name,
             vec![self.log.clone()],
             opts,
             classify(),
@@ -355,4 +359,229 @@ fn power_loss_keeps_every_answered_ack() {
     }
     assert!(answered.is_disjoint(&rest), "an answered ack was lost");
     assert_eq!(answered.len() + rest.len(), 500);
+}
+
+/// The cost of one loaded message of `body`, as the budget counts it.
+fn cost_of(body: &str) -> usize {
+    entry_cost(&switchyard_log::Record {
+        offset: 0,
+        timestamp_ms: 0,
+        payload: msg(0, "", 0, body),
+    })
+}
+
+#[test]
+fn a_shared_budget_bounds_the_windows_of_all_groups_and_each_still_progresses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = Fixture::new(Arc::new(FsStorage::new()), tmp.path());
+    let body = |i: usize| format!("{i:04}{}", "x".repeat(996));
+    f.append(
+        &(0..100)
+            .map(|i| msg(0, "", 0, &body(i)))
+            .collect::<Vec<_>>(),
+    );
+    let cost = cost_of(&body(0));
+    // Room for 10 messages across every group; each group alone would load all 100.
+    let budget = MemoryBudget::new(10 * cost);
+    let o = WorkOptions {
+        budget: budget.clone(),
+        ..opts()
+    };
+    let groups: Vec<WorkGroup> = (0..5)
+        .map(|i| f.named(o.clone(), &format!("g{i}")))
+        .collect();
+    let mut got = Vec::new();
+    for g in &groups {
+        let leased = g.receive(0, 100, None).unwrap();
+        assert!(
+            !leased.is_empty(),
+            "a group past the budget still gets a message"
+        );
+        got.push(leased);
+    }
+    // The first group filled the budget; the others load their one message of progress.
+    assert_eq!(got[0].len(), 10);
+    for leased in &got[1..] {
+        assert_eq!(leased.len(), 1);
+    }
+    assert_eq!(budget.used(), 14 * cost);
+    let held: u64 = groups.iter().map(|g| g.stats(0).memory_bytes).sum();
+    assert_eq!(held as usize, budget.used());
+    // More receives load nothing more while the budget is spent.
+    for g in &groups {
+        assert!(g.receive(0, 100, None).unwrap().is_empty());
+    }
+    assert_eq!(budget.used(), 14 * cost);
+
+    // Acks give memory back: the last group then drains the queue, in order, within the
+    // budget, and nothing is lost.
+    for (g, leased) in groups.iter().zip(&got).take(4) {
+        g.ack(&leased.iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
+            .unwrap();
+    }
+    assert_eq!(budget.used(), cost);
+    let last = &groups[4];
+    let mut seen: Vec<String> = got[4].iter().map(body_prefix).collect();
+    last.ack(&got[4].iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
+        .unwrap();
+    loop {
+        let leased = last.receive(1, 100, None).unwrap();
+        if leased.is_empty() {
+            break;
+        }
+        assert!(
+            budget.used() <= 10 * cost,
+            "{} > {}",
+            budget.used(),
+            10 * cost
+        );
+        seen.extend(leased.iter().map(body_prefix));
+        last.ack(&leased.iter().map(|l| l.receipt).collect::<Vec<_>>(), 1)
+            .unwrap();
+    }
+    let expected: Vec<String> = (0..100).map(|i| format!("{i:04}")).collect();
+    assert_eq!(seen, expected);
+    // Dropping a group gives its memory back too.
+    let g0 = groups.into_iter().next().unwrap();
+    let more = g0.receive(2, 100, None).unwrap();
+    assert_eq!(more.len(), 10);
+    assert_eq!(budget.used(), 10 * cost);
+    drop(g0);
+    assert_eq!(budget.used(), 0);
+}
+
+fn body_prefix(l: &switchyard_log::Leased) -> String {
+    body(l)[..4].to_owned()
+}
+
+#[test]
+fn a_large_message_past_the_budget_is_still_loaded_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = Fixture::new(Arc::new(FsStorage::new()), tmp.path());
+    let big = "y".repeat(64 << 10);
+    f.append(&[msg(0, "", 0, &big), msg(0, "", 0, &big)]);
+    let budget = MemoryBudget::new(1024);
+    let g = f.group(WorkOptions {
+        budget: budget.clone(),
+        ..opts()
+    });
+    let first = g.receive(0, 10, None).unwrap();
+    assert_eq!(first.len(), 1, "one message at a time past the budget");
+    assert_eq!(budget.used(), cost_of(&big));
+    g.ack(&[first[0].receipt], 0).unwrap();
+    let second = g.receive(0, 10, None).unwrap();
+    assert_eq!(
+        second.iter().map(|l| l.receipt.offset).collect::<Vec<_>>(),
+        vec![1]
+    );
+}
+
+#[test]
+fn deleting_a_group_frees_its_memory_and_files_and_the_name_starts_afresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
+    let f = Fixture::new(storage.clone(), tmp.path());
+    f.append(
+        &(0..20)
+            .map(|i| msg(0, "", 0, &i.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let budget = MemoryBudget::new(1 << 20);
+    let o = WorkOptions {
+        budget: budget.clone(),
+        snapshot_every: 5,
+        ..opts()
+    };
+    let g = f.group(o.clone());
+    let got = g.receive(0, 10, None).unwrap();
+    g.ack(&got.iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
+        .unwrap();
+    let leased = g.receive(0, 1, None).unwrap();
+    assert!(budget.used() > 0);
+    assert!(tmp.path().join("g/journal").is_dir());
+
+    g.delete().unwrap();
+    assert_eq!(budget.used(), 0, "its loaded messages are freed");
+    assert!(
+        !tmp.path().join("g").exists(),
+        "its journal and directory are gone"
+    );
+    assert!(matches!(
+        g.receive(1, 1, None),
+        Err(LogError::GroupDeleted { .. })
+    ));
+    assert!(matches!(
+        g.ack(&[leased[0].receipt], 1),
+        Err(LogError::GroupDeleted { .. })
+    ));
+    assert_eq!(g.extend(&[leased[0].receipt], 1000, 1), vec![None]);
+    assert_eq!(g.stats(1).in_flight, 0);
+    g.delete().unwrap();
+    drop(g);
+    assert_eq!(budget.used(), 0);
+
+    // A new group of the same name knows nothing of the old one's acks.
+    let again = f.group(o);
+    let got = again.receive(2, 100, None).unwrap();
+    assert_eq!(got.len(), 20);
+    assert_eq!(got[0].receipt.delivery, 1);
+}
+
+#[test]
+fn deleting_works_on_sim_storage_and_survives_power_loss() {
+    let storage = Arc::new(SimStorage::new());
+    let dir = Path::new("/q");
+    let f = Fixture::new(storage.clone(), dir);
+    f.append(
+        &(0..5)
+            .map(|i| msg(0, "", 0, &i.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let g = f.group(opts());
+    let got = g.receive(0, 5, None).unwrap();
+    g.ack(&got.iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
+        .unwrap();
+    g.delete().unwrap();
+    drop(g);
+    let journal = dir.join("g/journal");
+    storage.power_loss(false);
+    assert!(storage.list_files(&journal).is_err(), "the journal is gone");
+    let f = Fixture::new(storage.clone(), dir);
+    let g = f.group(opts());
+    assert_eq!(g.receive(1, 10, None).unwrap().len(), 5, "a fresh group");
+}
+
+#[test]
+fn idle_time_counts_from_the_last_operation_also_after_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = Fixture::new(Arc::new(FsStorage::new()), tmp.path());
+    f.append(
+        &(0..3)
+            .map(|i| msg(0, "", 0, &i.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    // Far in the future of the wall clock, so the open (which counts as activity for a new
+    // group) is older than every operation below.
+    let t = 4_000_000_000_000u64;
+    let g = f.group(opts());
+    assert!(g.last_active_ms() < t);
+    let got = g.receive(t, 2, None).unwrap();
+    assert_eq!(g.last_active_ms(), t);
+    assert!(!g.is_idle(t + 4_999, 5_000));
+    assert!(g.is_idle(t + 5_000, 5_000));
+    g.extend(&[got[0].receipt], 1_000, t + 1_000);
+    assert_eq!(g.last_active_ms(), t + 1_000);
+    g.nack(&[got[1].receipt], 0, t + 2_000).unwrap();
+    assert_eq!(g.last_active_ms(), t + 2_000);
+    g.ack(&[got[0].receipt], t + 3_000).unwrap();
+    assert_eq!(g.last_active_ms(), t + 3_000);
+    // An empty receive is activity too.
+    let _ = g.receive(t + 4_000, 0, None).unwrap();
+    assert_eq!(g.last_active_ms(), t + 4_000);
+    drop(g);
+    // After a reopen: the last journaled operation (the ack; the empty receive wrote nothing).
+    let g = f.group(opts());
+    assert_eq!(g.last_active_ms(), t + 3_000);
+    assert!(g.is_idle(t + 8_000, 5_000));
+    assert!(!g.is_idle(t + 7_999, 5_000));
 }

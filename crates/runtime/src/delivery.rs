@@ -394,6 +394,8 @@ mod tests {
                 max_bytes: u64::MAX,
                 retention: None,
                 work: switchyard_log::WorkOptions::default(),
+                max_groups: 64,
+                group_idle_expiry: None,
                 dedup_window: Duration::ZERO,
             },
         )

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::{Config, QueueConfig, SinkConfig, SourceConfig};
-use switchyard_log::{FsStorage, Storage, WorkOptions};
+use switchyard_log::{FsStorage, MemoryBudget, Storage, WorkOptions};
 use switchyard_sinks::Sink;
 use switchyard_sinks::file::FileSink;
 use switchyard_sinks::stdout::StdoutSink;
@@ -257,6 +257,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     server::restore_idempotency(&shared, &http_sources).await;
     server::restore_queue_idempotency(&shared).await;
     let dead_letters = tokio::spawn(queue_api::dead_letter_loop(shared.clone()));
+    let idle_groups = tokio::spawn(queue_api::group_expiry_loop(shared.clone()));
     let app = server::router(shared.clone(), http_sources);
     let server = listener::serve(listener, app, &config.server, stop_rx.clone())?.done;
 
@@ -272,6 +273,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     while readers.join_next().await.is_some() {}
     housekeeping.abort();
     dead_letters.abort();
+    idle_groups.abort();
     for q in shared.queues.values().chain(shared.intakes.values()) {
         q.shutdown();
     }
@@ -311,8 +313,12 @@ fn limits(q: &QueueConfig) -> QueueLimits {
             ack_timeout_ms: u64::try_from(q.ack_timeout.as_millis()).unwrap_or(u64::MAX),
             max_deliveries: q.max_deliveries.max(1),
             lookahead: q.lookahead.max(1) as usize,
+            // One budget for all work groups of this queue.
+            budget: MemoryBudget::new(usize::try_from(q.work_memory.0).unwrap_or(usize::MAX)),
             ..WorkOptions::default()
         },
+        max_groups: q.max_groups.max(1) as usize,
+        group_idle_expiry: Some(q.group_idle_expiry).filter(|d| !d.is_zero()),
         dedup_window: q.dedup_window,
     }
 }
@@ -361,6 +367,9 @@ fn open_intakes(
             // Intake data is removed once every pipeline has passed it, never by age.
             retention: None,
             work: WorkOptions::default(),
+            // Intakes are read by pipelines (pub/sub groups), never by work groups.
+            max_groups: 0,
+            group_idle_expiry: None,
             dedup_window: Duration::ZERO,
         };
         let handle = QueueHandle::open(storage.clone(), &dir, &format!("intake.{name}"), limits)

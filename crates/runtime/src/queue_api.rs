@@ -1,6 +1,7 @@
 //! The queue API (`docs/queues.md`, `docs/openapi.yaml`): produce, receive, ack, nack,
-//! extend and stats, behind the admin bearer token; and the task that moves messages out
-//! of work groups into their dead-letter queue.
+//! extend, stats and deleting work groups, behind the admin bearer token; the task that
+//! moves messages out of work groups into their dead-letter queue, and the one that deletes
+//! idle work groups.
 
 // Handlers return the finished error answer as `Err(Response)`.
 #![allow(clippy::result_large_err)]
@@ -12,19 +13,21 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 use switchyard_config::SourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE};
-use switchyard_log::{Receipt, WorkGroup};
+use switchyard_log::{LogError, Receipt, WorkGroup};
 use switchyard_source_http::{IDEMPOTENCY_HEADER, error};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::Shared;
 use crate::delivery::dlq_headers;
-use crate::queues::{AppendError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms};
+use crate::queues::{
+    AppendError, GroupError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms,
+};
 use crate::server::{authorize, find_queue};
 
 /// Largest produce body.
@@ -32,6 +35,11 @@ pub const MAX_BODY: usize = 16 << 20;
 /// Most messages per produce, receive or ack call.
 pub const MAX_BATCH: usize = 1000;
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest delay (produce `delay`/`not_before`, nack `delay`) and lease (receive
+/// `ack_timeout`, extend `by`): state kept for longer than a week is a mistake or an attack.
+const MAX_DELAY: Duration = switchyard_config::MAX_QUEUE_DELAY;
+/// How often idle work groups are looked for.
+const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -42,6 +50,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/queues/{queue}/groups/{group}/ack", post(ack))
         .route("/queues/{queue}/groups/{group}/nack", post(nack))
         .route("/queues/{queue}/groups/{group}/extend", post(extend))
+        .route("/queues/{queue}/groups/{group}", delete(delete_group))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -91,6 +100,18 @@ fn duration_field(
     }
 }
 
+/// Refuses a delay or lease longer than [`MAX_DELAY`].
+fn at_most_max_delay(key: &str, at: &str, d: Duration) -> Result<Duration, Response> {
+    if d > MAX_DELAY {
+        return Err(bad(format!(
+            "`{key}`{at} may be at most 7d ({}s), got {}s",
+            MAX_DELAY.as_secs(),
+            d.as_secs()
+        )));
+    }
+    Ok(d)
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -112,12 +133,23 @@ fn check_group(group: &str) -> Result<(), Response> {
     }
 }
 
-/// The queue and its work group `group`, refusing the group of a pipeline.
-async fn work_group(
+/// The answer for a work group that cannot be had.
+fn group_error(e: GroupError) -> Response {
+    match e {
+        GroupError::TooMany { .. } => error(StatusCode::CONFLICT, &e.to_string()),
+        GroupError::NotFound { .. } | GroupError::Log(LogError::GroupDeleted { .. }) => {
+            error(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        GroupError::Log(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// The queue, after checking the group name and refusing the group of a pipeline.
+fn work_queue(
     shared: &Shared,
     queue_name: &str,
     group: &str,
-) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), Response> {
+) -> Result<Arc<QueueHandle>, Response> {
     let queue = find_queue(shared, queue_name)?.clone();
     check_group(group)?;
     let pipeline_group = shared.config.sources.iter().find_map(|(name, s)| match s {
@@ -134,6 +166,25 @@ async fn work_group(
             ),
         ));
     }
+    Ok(queue)
+}
+
+/// The queue and its work group `group`: created on first use by a receive (`create`), an
+/// existing one for ack, nack and extend (a receipt cannot belong to a group that does
+/// not exist, and those calls must not create groups).
+async fn work_group(
+    shared: &Shared,
+    queue_name: &str,
+    group: &str,
+    create: bool,
+) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), Response> {
+    let queue = work_queue(shared, queue_name, group)?;
+    if !create {
+        return queue
+            .existing_work_group(group)
+            .map(|g| (queue, g))
+            .map_err(group_error);
+    }
     let q = queue.clone();
     let name = group.to_owned();
     match tokio::task::spawn_blocking(move || q.work_group(&name))
@@ -141,7 +192,7 @@ async fn work_group(
         .expect("open group task")
     {
         Ok(g) => Ok((queue, g)),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        Err(e) => Err(group_error(e)),
     }
 }
 
@@ -216,7 +267,9 @@ fn parse_message(
             }
         },
     };
-    let delay = duration_field(obj, "delay", &at_s)?;
+    let delay = duration_field(obj, "delay", &at_s)?
+        .map(|d| at_most_max_delay("delay", &at_s, d))
+        .transpose()?;
     let not_before = match (delay, obj.get("not_before")) {
         (Some(_), Some(nb)) if !nb.is_null() => {
             return Err(bad(format!(
@@ -231,6 +284,12 @@ fn parse_message(
             ))
         })?,
     };
+    if not_before.saturating_sub(now) > ms(MAX_DELAY) {
+        return Err(bad(format!(
+            "`not_before` in {at} is more than 7d ({}s) from now; messages may be delayed by at most 7d",
+            MAX_DELAY.as_secs()
+        )));
+    }
     let mut headers = Vec::new();
     match obj.get("headers") {
         None | Some(Value::Null) => {}
@@ -462,11 +521,13 @@ async fn receive_inner(
             MAX_WAIT.as_secs()
         )));
     }
-    let lease = duration_field(&obj, "ack_timeout", "")?;
+    let lease = duration_field(&obj, "ack_timeout", "")?
+        .map(|l| at_most_max_delay("ack_timeout", "", l))
+        .transpose()?;
     if lease.is_some_and(|l| l.is_zero()) {
         return Err(bad("`ack_timeout` must be greater than 0"));
     }
-    let (queue, group) = work_group(shared, name, group_name).await?;
+    let (queue, mut group) = work_group(shared, name, group_name, true).await?;
     let deadline = tokio::time::Instant::now() + wait;
     let lease_ms = lease.map(ms);
     loop {
@@ -474,10 +535,18 @@ async fn receive_inner(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let g = group.clone();
-        let got = tokio::task::spawn_blocking(move || g.receive(now_ms(), max, lease_ms))
+        let got = match tokio::task::spawn_blocking(move || g.receive(now_ms(), max, lease_ms))
             .await
             .expect("receive task")
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+        {
+            Ok(got) => got,
+            // Deleted (or expired) while this receive waited: the name now starts a new group.
+            Err(LogError::GroupDeleted { .. }) => {
+                group = work_group(shared, name, group_name, true).await?.1;
+                continue;
+            }
+            Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        };
         let now = tokio::time::Instant::now();
         if !got.is_empty() || now >= deadline {
             let messages: Vec<Value> = got
@@ -583,12 +652,15 @@ async fn settle(
     + Send
     + 'static,
 ) -> Result<Response, Response> {
-    let (queue, group) = work_group(shared, name, group).await?;
+    let (queue, group) = work_group(shared, name, group, false).await?;
     let receipts = body.receipts;
     let result = tokio::task::spawn_blocking(move || op(&group, &receipts))
         .await
         .expect("ack task")
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
+        .map_err(|e| match e {
+            LogError::GroupDeleted { .. } => group_error(e.into()),
+            e => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        })?;
     queue.changed.notify_waiters();
     let n = result.iter().filter(|&&ok| ok).count();
     Ok(
@@ -631,7 +703,10 @@ async fn nack(
     }
     let inner = async {
         let b = receipts_body(&body, &["delay"])?;
-        let delay = duration_field(&b.obj, "delay", "")?.map_or(0, ms);
+        let delay = duration_field(&b.obj, "delay", "")?
+            .map(|d| at_most_max_delay("delay", "", d))
+            .transpose()?
+            .map_or(0, ms);
         settle(&shared, &name, &group, b, "nacked", move |g, r| {
             g.nack(r, delay, now_ms())
         })
@@ -658,8 +733,11 @@ async fn extend(
             receipts,
             texts,
         } = receipts_body(&body, &["by"])?;
-        let (_, group) = work_group(&shared, &name, &group).await?;
-        let by = match duration_field(&obj, "by", "")? {
+        let by = duration_field(&obj, "by", "")?
+            .map(|d| at_most_max_delay("by", "", d))
+            .transpose()?;
+        let (_, group) = work_group(&shared, &name, &group, false).await?;
+        let by = match by {
             Some(d) if !d.is_zero() => ms(d),
             Some(_) => return Err(bad("`by` must be greater than 0")),
             None => group.options().ack_timeout_ms,
@@ -678,6 +756,57 @@ async fn extend(
     };
     match inner.await {
         Ok(r) | Err(r) => r,
+    }
+}
+
+/// `DELETE /queues/{queue}/groups/{group}`
+async fn delete_group(
+    State(shared): State<Arc<Shared>>,
+    Path((name, group)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return r;
+    }
+    let queue = match work_queue(&shared, &name, &group) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let g = group.clone();
+    let q = queue.clone();
+    match tokio::task::spawn_blocking(move || q.delete_work_group(&g))
+        .await
+        .expect("delete group task")
+    {
+        Ok(()) => {
+            info!(queue = %queue.name, group = %group, "work group deleted by request");
+            axum::Json(json!({ "queue": queue.name, "group": group, "deleted": true }))
+                .into_response()
+        }
+        Err(e) => group_error(e),
+    }
+}
+
+/// Deletes work groups that were idle for their queue's `group_idle_expiry`, every second.
+pub async fn group_expiry_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(EXPIRY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for queue in shared.queues.values() {
+            if queue.limits().group_idle_expiry.is_none() {
+                continue;
+            }
+            let q = queue.clone();
+            let expired = tokio::task::spawn_blocking(move || q.expire_idle_groups(now_ms()))
+                .await
+                .expect("expiry task");
+            for (group, last_active_ms) in expired {
+                info!(queue = %queue.name, group = %group,
+                    idle_ms = now_ms().saturating_sub(last_active_ms),
+                    "work group expired after group_idle_expiry without receive, ack, nack or extend; deleted");
+            }
+        }
     }
 }
 
@@ -725,6 +854,7 @@ fn queue_stats(shared: &Shared, queue: &QueueHandle) -> Value {
                 "delayed": s.delayed,
                 "oldest_age_ms": s.oldest_age_ms,
                 "dead_lettered": s.dead_lettered,
+                "memory_bytes": s.memory_bytes,
             }),
         );
     }
@@ -748,6 +878,10 @@ fn queue_stats(shared: &Shared, queue: &QueueHandle) -> Value {
         "max_bytes": queue.limits().max_bytes,
         "oldest_age_ms": oldest.map(|t| now.saturating_sub(t)),
         "groups": groups,
+        "work_groups": queue.work_groups().len(),
+        "max_groups": queue.limits().max_groups,
+        "work_memory_bytes": queue.limits().work.budget.used(),
+        "max_work_memory": queue.limits().work.budget.max(),
         "dead_letter": dlq.map(|d| json!({ "queue": d.name, "messages": d.retained_records() })),
     })
 }

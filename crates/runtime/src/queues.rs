@@ -49,14 +49,33 @@ impl From<AppendError> for IntakeError {
     }
 }
 
+/// Why a work group could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error(
+        "queue `{queue}` has {max} work groups, its limit (queues.{queue}.max_groups); delete groups it no longer needs (DELETE /queues/{queue}/groups/NAME or `switchyard queue groups delete {queue} NAME`) or raise queues.{queue}.max_groups"
+    )]
+    TooMany { queue: String, max: usize },
+    #[error(
+        "queue `{queue}` has no work group `{group}`; a work group is created by its first receive (it may have been deleted or expired after being idle)"
+    )]
+    NotFound { queue: String, group: String },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
 /// Limits of one queue.
 #[derive(Clone, Debug)]
 pub struct QueueLimits {
     pub partitions: u32,
     pub max_bytes: u64,
     pub retention: Option<Duration>,
-    /// Leases, deliveries and window of its work groups.
+    /// Leases, deliveries, window and memory budget of its work groups.
     pub work: WorkOptions,
+    /// Work groups a receive may create; more on disk at the start still open.
+    pub max_groups: usize,
+    /// Work groups idle this long are deleted; `None`: never.
+    pub group_idle_expiry: Option<Duration>,
     /// How long a produce's `Idempotency-Key` is remembered (0 = not at all).
     pub dedup_window: Duration,
 }
@@ -129,33 +148,113 @@ impl QueueHandle {
             )),
             changed,
         };
-        // Work groups created earlier take part in retention and stats from the start.
+        // Work groups created earlier take part in retention and stats from the start, also
+        // past `max_groups` (it only limits creating new ones).
         if let Ok(entries) = std::fs::read_dir(dir.join("groups")) {
+            let mut groups = handle.work_groups.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries.flatten() {
                 if let Some(group) = entry.file_name().to_str() {
-                    handle.work_group(group)?;
+                    let g = handle.open_group(group)?;
+                    groups.insert(group.to_owned(), g);
                 }
             }
         }
         Ok(Arc::new(handle))
     }
 
-    /// The work group `group`, opened (recovered) or created on first use. Blocking IO.
-    pub fn work_group(&self, group: &str) -> Result<Arc<WorkGroup>, LogError> {
-        let mut groups = self.work_groups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(g) = groups.get(group) {
-            return Ok(g.clone());
-        }
-        let g = Arc::new(WorkGroup::open(
+    fn open_group(&self, group: &str) -> Result<Arc<WorkGroup>, LogError> {
+        Ok(Arc::new(WorkGroup::open(
             self.storage.clone(),
             &self.dir.join("groups").join(group),
             group,
             self.queue.partitions().to_vec(),
             self.limits.work.clone(),
             classify(),
-        )?);
+        )?))
+    }
+
+    /// The work group `group`, created when it does not exist yet and the queue has fewer
+    /// than `max_groups`. Blocking IO.
+    pub fn work_group(&self, group: &str) -> Result<Arc<WorkGroup>, GroupError> {
+        let mut groups = self.work_groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = groups.get(group) {
+            return Ok(g.clone());
+        }
+        if groups.len() >= self.limits.max_groups {
+            return Err(GroupError::TooMany {
+                queue: self.name.clone(),
+                max: self.limits.max_groups,
+            });
+        }
+        let g = self.open_group(group)?;
         groups.insert(group.to_owned(), g.clone());
         Ok(g)
+    }
+
+    /// The existing work group `group`.
+    pub fn existing_work_group(&self, group: &str) -> Result<Arc<WorkGroup>, GroupError> {
+        self.work_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group)
+            .cloned()
+            .ok_or_else(|| GroupError::NotFound {
+                queue: self.name.clone(),
+                group: group.to_owned(),
+            })
+    }
+
+    /// Deletes the work group `group`: its journal under `data_dir`, its memory, its
+    /// leases. A later receive with the name starts a new group. Blocking IO.
+    pub fn delete_work_group(&self, group: &str) -> Result<(), GroupError> {
+        let mut groups = self.work_groups.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(g) = groups.get(group).cloned() else {
+            return Err(GroupError::NotFound {
+                queue: self.name.clone(),
+                group: group.to_owned(),
+            });
+        };
+        // Under the map's lock, so no receive opens the name while its files go.
+        g.delete()?;
+        groups.remove(group);
+        drop(groups);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Deletes the work groups idle for the queue's `group_idle_expiry`; returns their
+    /// names and the time each was last active. Blocking IO.
+    pub fn expire_idle_groups(&self, now_ms: u64) -> Vec<(String, u64)> {
+        let Some(expiry) = self.limits.group_idle_expiry else {
+            return Vec::new();
+        };
+        let idle_ms = u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX);
+        let idle: Vec<Arc<WorkGroup>> = self
+            .work_groups()
+            .into_iter()
+            .filter(|g| g.is_idle(now_ms, idle_ms))
+            .collect();
+        let mut expired = Vec::new();
+        for g in idle {
+            let mut groups = self.work_groups.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked again under the lock: a receive may have used it meanwhile.
+            if !groups.get(g.name()).is_some_and(|c| Arc::ptr_eq(c, &g))
+                || !g.is_idle(now_ms, idle_ms)
+            {
+                continue;
+            }
+            match g.delete() {
+                Ok(()) => {
+                    groups.remove(g.name());
+                    expired.push((g.name().to_owned(), g.last_active_ms()));
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.name, group = %g.name(), error = %e,
+                        "cannot delete idle work group; trying again later");
+                }
+            }
+        }
+        expired
     }
 
     /// The work groups opened so far, by name.
