@@ -14,6 +14,7 @@
 mod graph;
 pub mod load;
 mod locate;
+pub mod postgres_dsn;
 pub mod units;
 mod validate;
 

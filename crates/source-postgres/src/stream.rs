@@ -35,6 +35,7 @@ use crate::change;
 use crate::pgoutput::{self, Message, Relation};
 use crate::setup::{self, CdcError, TableInfo, describe, quote_ident};
 use crate::state::{State, StateFile, TableProgress};
+use crate::tls::Target;
 use crate::values::TypeRegistry;
 
 /// Events buffered between the replication session and the pipeline reader.
@@ -124,7 +125,8 @@ pub async fn start(
         .load()
         .map_err(|e| CdcError::Config(e.to_string()))?
         .filter(|s| s.slot == cfg.slot);
-    let rcfg = setup::replication_config(&cfg)?;
+    let target = Arc::new(Target::parse(&cfg.dsn)?);
+    let rcfg = setup::replication_config(&cfg, &target);
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (complete_tx, complete_rx) = watch::channel(0);
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -133,6 +135,7 @@ pub async fn start(
     let mut task = Task {
         source: source.to_owned(),
         cfg,
+        target,
         rcfg,
         state_file,
         state: stored.clone().unwrap_or_default(),
@@ -217,6 +220,8 @@ struct Txn {
 struct Task {
     source: String,
     cfg: PostgresCdcSourceConfig,
+    /// The dsn's host and TLS settings.
+    target: Arc<Target>,
     rcfg: pgwire_replication::ReplicationConfig,
     state_file: StateFile,
     state: State,
@@ -423,9 +428,13 @@ impl Task {
             let reported = reported.clone();
             pgwire_replication::FeedbackObserver::new(move |_| reported.notify_waiters())
         };
-        let rcfg = self
-            .rcfg
-            .clone()
+        let mut rcfg = self.rcfg.clone();
+        match self.target.replication_tunnel().await {
+            Ok(Some(socket_dir)) => rcfg.host = socket_dir,
+            Ok(None) => {}
+            Err(e) => return SessionEnd::Error(e),
+        }
+        let rcfg = rcfg
             .with_start_lsn(Lsn(self.confirmed))
             .with_ack_lsn(Lsn(self.confirmed))
             .with_status_interval(Duration::from_secs(1))
