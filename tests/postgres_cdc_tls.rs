@@ -1,6 +1,7 @@
 //! The Postgres source over TLS, against real throwaway clusters: change data capture
 //! end to end with `sslmode=verify-full` against a server that rejects plaintext (and
-//! `switchyard slots list` with the same dsn); a
+//! `switchyard slots list` with the same dsn); `verify-ca` checks the chain but not the
+//! host name, `verify-full` both; a
 //! certificate from the wrong CA and a server without TLS each stop the source at
 //! start with an error that names the dsn's settings, instead of retrying forever.
 
@@ -193,5 +194,41 @@ fn require_against_a_server_without_tls_stops_with_a_clear_error() {
             && stderr.contains("sslmode=require")
             && stderr.contains("ssl = on"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn verify_ca_checks_the_chain_but_not_the_host_name() {
+    let pg = PgCluster::start_with_tls();
+    pg.create_database("app");
+    pg.sql("app", "CREATE TABLE orders (id int PRIMARY KEY);");
+    // The certificate names localhost and 127.0.0.1, not db.invalid; hostaddr says where
+    // to connect, host is the name the certificate is checked against.
+    let dsn = |mode: &str| {
+        format!(
+            "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname=app \
+             sslmode={mode} sslrootcert='{}'",
+            pg.port(),
+            pg.ca_file().display()
+        )
+    };
+    let stderr = run_expecting_exit(&dsn("verify-full"));
+    assert!(
+        stderr.contains("does not name db.invalid") && stderr.contains("sslmode=verify-full"),
+        "{stderr}"
+    );
+
+    let switchyard = Switchyard::start(&config(&dsn("verify-ca")));
+    pg.sql("app", "INSERT INTO orders VALUES (7);");
+    let out = switchyard.dir().join("out.jsonl");
+    let arrived = wait_until(Duration::from_secs(60), || {
+        read_jsonl(&out)
+            .iter()
+            .any(|e| e["payload"]["op"] == "insert" && e["payload"]["key"]["id"] == 7)
+    });
+    assert!(
+        arrived,
+        "the insert must arrive with verify-ca\n--- log ---\n{}",
+        tail(&switchyard.logs(), 40)
     );
 }

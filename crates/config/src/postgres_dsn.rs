@@ -323,7 +323,7 @@ pub fn redact(dsn: &str) -> String {
                 let query = query
                     .split('&')
                     .map(|p| match p.split_once('=') {
-                        Some((k, _)) if k == "password" => "password=***".to_owned(),
+                        Some(("password", _)) => "password=***".to_owned(),
                         _ => p.to_owned(),
                     })
                     .collect::<Vec<_>>()
