@@ -1,7 +1,8 @@
 //! The Postgres source over TLS, against real throwaway clusters: change data capture
 //! end to end with `sslmode=verify-full` against a server that rejects plaintext (and
 //! `switchyard slots list` with the same dsn); `verify-ca` checks the chain but not the
-//! host name, `verify-full` both; a
+//! host name, `verify-full` both; a server whose certificate changes to one that fails
+//! the check stops the running source with the reason; a
 //! certificate from the wrong CA and a server without TLS each stop the source at
 //! start with an error that names the dsn's settings, instead of retrying forever.
 
@@ -230,5 +231,47 @@ fn verify_ca_checks_the_chain_but_not_the_host_name() {
         arrived,
         "the insert must arrive with verify-ca\n--- log ---\n{}",
         tail(&switchyard.logs(), 40)
+    );
+}
+
+#[test]
+fn a_running_source_stops_when_the_servers_certificate_fails_the_check() {
+    let pg = PgCluster::start_with_tls();
+    let dsn = pg.create_database("app");
+    pg.sql("app", "CREATE TABLE orders (id int PRIMARY KEY);");
+    let switchyard =
+        Switchyard::start(&config(&with_tls(&dsn, "verify-full", Some(&pg.ca_file()))));
+    pg.sql("app", "INSERT INTO orders VALUES (1);");
+    let out = switchyard.dir().join("out.jsonl");
+    let arrived = wait_until(Duration::from_secs(60), || {
+        read_jsonl(&out)
+            .iter()
+            .any(|e| e["payload"]["op"] == "insert")
+    });
+    assert!(arrived, "{}", tail(&switchyard.logs(), 30));
+    // The server now shows a certificate of another CA; the session is cut, so the
+    // source reconnects and meets it.
+    pg.switch_to_certificate_of_wrong_ca();
+    pg.sql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication \
+         WHERE application_name = 'switchyard'",
+    );
+    let stopped = wait_until(Duration::from_secs(30), || {
+        switchyard_test_support::http_status(switchyard.addr(), "/readyz") == Some(503)
+    });
+    let logs = switchyard.logs();
+    assert!(stopped, "the source must stop:\n{}", tail(&logs, 30));
+    assert!(
+        logs.contains("postgres source stopped")
+            && logs.contains("invalid peer certificate")
+            && logs.contains("sslmode=verify-full sslrootcert="),
+        "the log says why, with the dsn's TLS settings:\n{}",
+        tail(&logs, 30)
+    );
+    assert_eq!(
+        switchyard_test_support::http_status(switchyard.addr(), "/healthz"),
+        Some(200),
+        "the process keeps running"
     );
 }

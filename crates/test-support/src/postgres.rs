@@ -189,6 +189,64 @@ impl PgCluster {
         self.tls_dir().join("other-ca.pem")
     }
 
+    /// Gives the server a certificate signed by [`PgCluster::wrong_ca_file`] instead
+    /// (same key and names) and reloads its configuration; returns once new
+    /// connections get it. Connections already open keep the old one.
+    pub fn switch_to_certificate_of_wrong_ca(&self) {
+        let tls = self.tls_dir();
+        let out = Command::new("openssl")
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "other-ca.pem",
+                "-CAkey",
+                "other-ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ])
+            .current_dir(&tls)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.sql("postgres", "SELECT pg_reload_conf()");
+        let conninfo = format!(
+            "host=localhost port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+            self.port,
+            self.wrong_ca_file().display()
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let ok = Command::new("psql")
+                .args(["-X", "-q", "-A", "-t", "-c", "select 1"])
+                .arg(&conninfo)
+                .output()
+                .expect("running psql")
+                .status
+                .success();
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server does not present the new certificate:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Whether a plaintext TCP connection (`sslmode=disable`) may run a query.
     pub fn accepts_plaintext(&self) -> bool {
         Command::new("psql")
