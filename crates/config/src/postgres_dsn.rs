@@ -237,9 +237,8 @@ fn decode(text: &str) -> Result<String, String> {
 
 /// Key-value form: `key=value` pairs separated by spaces; a value may be quoted with
 /// `'…'`, and `\` escapes the next character (libpq's rules).
-fn split_key_values(dsn: &str) -> Result<(String, Vec<(String, String)>), String> {
-    let mut kept = Vec::new();
-    let mut taken = Vec::new();
+fn key_values(dsn: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
     let mut chars = dsn.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -255,7 +254,7 @@ fn split_key_values(dsn: &str) -> Result<(String, Vec<(String, String)>), String
                         .into(),
                 );
             }
-            break;
+            return Ok(pairs);
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
@@ -288,17 +287,29 @@ fn split_key_values(dsn: &str) -> Result<(String, Vec<(String, String)>), String
                 }
             }
         }
-        if is_tls_key(&key) {
-            taken.push((key, value));
-        } else {
-            kept.push((key, value));
-        }
+        pairs.push((key, value));
     }
-    let rest = kept
-        .iter()
-        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+}
+
+/// Pairs back into the key-value form, quoting values that need it.
+fn join_key_values<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    pairs
+        .map(|(k, v)| {
+            if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+                format!("{k}={v}")
+            } else {
+                format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+            }
+        })
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+fn split_key_values(dsn: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let (taken, kept): (Vec<_>, Vec<_>) = key_values(dsn)?
+        .into_iter()
+        .partition(|(k, _)| is_tls_key(k));
+    let rest = join_key_values(kept.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     Ok((rest, taken))
 }
 
@@ -334,66 +345,17 @@ pub fn redact(dsn: &str) -> String {
         }
         return out;
     }
-    match split_key_values(dsn) {
-        Ok(_) => {
-            // Re-tokenize so quoted passwords with spaces are hidden whole.
-            let mut out = Vec::new();
-            let mut chars = dsn;
-            while let Some(start) = chars.find(|c: char| !c.is_whitespace()) {
-                chars = &chars[start..];
-                let end = token_end(chars);
-                let token = &chars[..end];
-                let key = token.split('=').next().unwrap_or("").trim();
-                if key == "password" {
-                    out.push("password=***".to_owned());
-                } else {
-                    out.push(token.to_owned());
-                }
-                chars = &chars[end..];
+    match key_values(dsn) {
+        Ok(pairs) => join_key_values(pairs.iter().map(|(k, v)| {
+            if k == "password" {
+                (k.as_str(), "***")
+            } else {
+                (k.as_str(), v.as_str())
             }
-            out.join(" ")
-        }
+        })),
         // Not parseable: show nothing of it rather than a password.
         Err(_) => "(connection string)".to_owned(),
     }
-}
-
-/// The end of one `key = value` token of the key-value form (quotes and escapes kept).
-fn token_end(text: &str) -> usize {
-    let mut chars = text.char_indices().peekable();
-    let mut seen_eq = false;
-    let mut in_value = false;
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '=' if !seen_eq => {
-                seen_eq = true;
-                while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-                in_value = true;
-                if chars.next_if(|(_, c)| *c == '\'').is_some() {
-                    while let Some((_, c)) = chars.next() {
-                        match c {
-                            '\'' => break,
-                            '\\' => {
-                                chars.next();
-                            }
-                            _ => {}
-                        }
-                    }
-                    return chars.peek().map_or(text.len(), |(i, _)| *i);
-                }
-            }
-            '\\' if in_value => {
-                chars.next();
-            }
-            c if c.is_whitespace() && in_value => return i,
-            c if c.is_whitespace() && !seen_eq => {
-                // `key = value`: spaces before the `=`.
-                while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-            }
-            _ => {}
-        }
-    }
-    text.len()
 }
 
 #[cfg(test)]
@@ -436,7 +398,7 @@ mod tests {
         let s = split(
             r"host=h port = 5432 password='it\'s' sslmode=verify-ca sslrootcert='/a b/c\'a.pem' dbname=app",
         );
-        assert_eq!(s.dsn, r"host='h' port='5432' password='it\'s' dbname='app'");
+        assert_eq!(s.dsn, r"host=h port=5432 password='it\'s' dbname=app");
         assert_eq!(s.tls.mode, SslMode::VerifyCa);
         assert_eq!(s.tls.root_cert, Some(RootCert::File("/a b/c'a.pem".into())));
     }
