@@ -505,9 +505,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for Maybe
 /// private directory (mode 0700, so only this user can connect), which accepts one
 /// connection, is removed, and relays bytes both ways until either side closes.
 fn tunnel(stream: tokio_rustls::client::TlsStream<TcpStream>, port: u16) -> io::Result<String> {
+    // A socket path must fit in about 100 bytes: a long TMPDIR falls back to /tmp.
+    let base = std::env::temp_dir();
+    let base = if base.as_os_str().len() <= 64 {
+        base
+    } else {
+        std::path::PathBuf::from("/tmp")
+    };
     let dir = tempfile::Builder::new()
         .prefix("switchyard-pg-")
-        .tempdir()?;
+        .tempdir_in(base)?;
     let listener = UnixListener::bind(dir.path().join(format!(".s.PGSQL.{port}")))?;
     let host = dir
         .path()
