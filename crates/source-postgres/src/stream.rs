@@ -125,8 +125,7 @@ pub async fn start(
         .load()
         .map_err(|e| CdcError::Config(e.to_string()))?
         .filter(|s| s.slot == cfg.slot);
-    let target = Arc::new(Target::parse(&cfg.dsn)?);
-    let rcfg = setup::replication_config(&cfg, &target);
+    let rcfg = setup::replication_config(&cfg, &Target::parse(&cfg.dsn)?);
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (complete_tx, complete_rx) = watch::channel(0);
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -135,7 +134,6 @@ pub async fn start(
     let mut task = Task {
         source: source.to_owned(),
         cfg,
-        target,
         rcfg,
         state_file,
         state: stored.clone().unwrap_or_default(),
@@ -220,8 +218,6 @@ struct Txn {
 struct Task {
     source: String,
     cfg: PostgresCdcSourceConfig,
-    /// The dsn's host and TLS settings.
-    target: Arc<Target>,
     rcfg: pgwire_replication::ReplicationConfig,
     state_file: StateFile,
     state: State,
@@ -429,7 +425,12 @@ impl Task {
             pgwire_replication::FeedbackObserver::new(move |_| reported.notify_waiters())
         };
         let mut rcfg = self.rcfg.clone();
-        match self.target.replication_tunnel().await {
+        // Parsed per session, as each SQL connection is: a replaced CA file is read again.
+        let target = match Target::parse(&self.cfg.dsn) {
+            Ok(t) => t,
+            Err(e) => return SessionEnd::Error(e),
+        };
+        match target.replication_tunnel().await {
             Ok(Some(socket_dir)) => rcfg.host = socket_dir,
             Ok(None) => {}
             Err(e) => return SessionEnd::Error(e),

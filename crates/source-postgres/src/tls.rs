@@ -513,7 +513,7 @@ fn tunnel(stream: tokio_rustls::client::TlsStream<TcpStream>, port: u16) -> io::
         std::path::PathBuf::from("/tmp")
     };
     let dir = tempfile::Builder::new()
-        .prefix("switchyard-pg-")
+        .prefix("switchyard-replication-")
         .tempdir_in(base)?;
     let listener = UnixListener::bind(dir.path().join(format!(".s.PGSQL.{port}")))?;
     let host = dir
