@@ -15,6 +15,7 @@ mod graph;
 pub mod load;
 mod locate;
 pub mod outbound;
+pub mod postgres_dsn;
 pub mod units;
 mod validate;
 

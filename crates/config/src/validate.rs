@@ -964,14 +964,18 @@ fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<Sou
                 Some("never") => SnapshotMode::Never,
                 _ => SnapshotMode::Initial,
             };
+            let dsn = table
+                .required_string(
+                    cx,
+                    "dsn",
+                    "a Postgres connection string, e.g. \"postgres://user@host:5432/db\"",
+                )
+                .unwrap_or_default();
+            if !dsn.is_empty() {
+                postgres_tls(cx, &table.child("dsn"), &dsn);
+            }
             SourceConfig::PostgresCdc(PostgresCdcSourceConfig {
-                dsn: table
-                    .required_string(
-                        cx,
-                        "dsn",
-                        "a Postgres connection string, e.g. \"postgres://user@host:5432/db\"",
-                    )
-                    .unwrap_or_default(),
+                dsn,
                 publication: table
                     .non_empty_string(cx, "publication")
                     .unwrap_or_else(|| slot.clone()),
@@ -1012,6 +1016,29 @@ fn source(cx: &mut Ctx<'_>, name: &str, path: &str, value: &Value) -> Option<Sou
     };
     table.finish(cx);
     Some(source)
+}
+
+/// The `sslmode` and `sslrootcert` of a `postgres_cdc` source's `dsn`: a known mode,
+/// and a root certificate file that exists when one is named.
+fn postgres_tls(cx: &mut Ctx<'_>, path: &str, dsn: &str) {
+    match crate::postgres_dsn::split_tls(dsn) {
+        Err(problem) => cx.issue(path, problem),
+        Ok(split) => {
+            if let Some(crate::postgres_dsn::RootCert::File(file)) = &split.tls.root_cert
+                && !file.is_file()
+            {
+                cx.issue(
+                    path,
+                    format!(
+                        "sslrootcert={} does not exist (relative paths start at the working \
+                         directory): name the PEM file of the CA that signed the server's \
+                         certificate",
+                        file.display()
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn plugin(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<PluginConfig> {

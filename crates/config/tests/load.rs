@@ -1134,3 +1134,61 @@ type = "stdout"
     at(&issues, "sources.db.recreate_slot");
     assert_eq!(issues.len(), 2, "{issues:#?}");
 }
+
+#[test]
+fn postgres_tls_settings_in_the_dsn_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not read by validation").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let issues = problems(&format!(
+        r#"
+[sources.a]
+type = "postgres_cdc"
+dsn = "postgres://u:secret@h/app?sslmode=verify"
+[sources.b]
+type = "postgres_cdc"
+dsn = "postgres://u@h/app?sslmode=verify-full&sslrootcert={missing}"
+[sources.c]
+type = "postgres_cdc"
+dsn = "host=h dbname=app sslmode=verify-ca"
+[sources.ok]
+type = "postgres_cdc"
+dsn = "postgres://u@h/app?sslmode=verify-full&sslrootcert={ca}"
+[sources.ok2]
+type = "postgres_cdc"
+dsn = "host=h dbname=app sslmode=require"
+[pipelines.p]
+from = ["a"]
+to = ["out"]
+[pipelines.p2]
+from = ["b"]
+to = ["out"]
+[pipelines.p3]
+from = ["c"]
+to = ["out"]
+[pipelines.p4]
+from = ["ok"]
+to = ["out"]
+[pipelines.p5]
+from = ["ok2"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#,
+        missing = missing.display(),
+        ca = ca.display()
+    ));
+    let a = at(&issues, "sources.a.dsn");
+    assert_mentions(a, &["unknown sslmode=\"verify\"", "verify-ca, verify-full"]);
+    assert!(!a.message.contains("secret"), "{a:?}");
+    assert_mentions(
+        at(&issues, "sources.b.dsn"),
+        &["sslrootcert=", "missing.pem does not exist"],
+    );
+    assert_mentions(
+        at(&issues, "sources.c.dsn"),
+        &["sslmode=verify-ca", "add sslrootcert=/path/to/ca.pem"],
+    );
+    assert_eq!(issues.len(), 3, "{issues:#?}");
+}

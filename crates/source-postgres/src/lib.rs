@@ -6,6 +6,7 @@
 //! * [`change`] builds the CDC event payloads and ids (pure);
 //! * [`setup`] checks the database and creates the publication and slot;
 //! * [`state`] keeps snapshot progress in the data directory;
+//! * [`tls`] connects both connections with the dsn's `sslmode`/`sslrootcert`;
 //! * [`stream`] runs the replication connection and hands events with positions to the
 //!   runtime, confirming the slot's flush LSN only up to fully acknowledged commits.
 
@@ -15,6 +16,7 @@ pub mod setup;
 pub mod slots;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod values;
 
 pub use setup::CdcError;

@@ -3,12 +3,12 @@
 //! Every problem is reported with the SQL that fixes it.
 
 use std::fmt::Write as _;
-use std::str::FromStr;
 
 use switchyard_config::PostgresCdcSourceConfig;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use crate::tls::Target;
 use crate::values::{TypeKind, TypeRegistry};
 
 /// Why the source cannot start or go on. `Transient` problems are retried with backoff
@@ -25,6 +25,10 @@ pub enum CdcError {
     /// The slot does not exist and was not to be created.
     #[error("{0}")]
     SlotMissing(String),
+    /// TLS to the server cannot work as the dsn asks (no TLS on the server, a
+    /// certificate that fails the check): the message names the dsn's settings.
+    #[error("{0}")]
+    Tls(String),
     #[error("{0}")]
     Transient(String),
 }
@@ -116,19 +120,13 @@ pub struct Prepared {
 pub const SESSION_OPTIONS: &str =
     "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3";
 
-/// Connects for ordinary SQL; the connection runs on its own task.
+/// Connects for ordinary SQL (with the dsn's TLS settings); the connection runs on its
+/// own task.
 pub async fn connect(dsn: &str) -> Result<Client, CdcError> {
-    let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
-        CdcError::Config(format!(
-            "invalid dsn: {e}; write e.g. postgres://user:password@host:5432/database"
-        ))
-    })?;
+    let mut target = Target::parse(dsn)?;
     // Values are read as text: the same output settings as the replication session's.
-    config.options(SESSION_OPTIONS);
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| transient("cannot connect to Postgres", e))?;
+    target.config.options(SESSION_OPTIONS);
+    let (client, connection) = target.connect_sql().await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %describe(&e), "postgres connection closed");
@@ -147,9 +145,9 @@ pub fn split_table(entry: &str) -> (String, String) {
 
 /// The user name of the connection string (for the SQL in messages).
 fn user_of(dsn: &str) -> String {
-    tokio_postgres::Config::from_str(dsn)
+    Target::parse(dsn)
         .ok()
-        .and_then(|c| c.get_user().map(str::to_owned))
+        .and_then(|t| t.config.get_user().map(str::to_owned))
         .unwrap_or_else(|| "your_user".into())
 }
 
@@ -494,28 +492,21 @@ pub async fn load_types(client: &Client) -> Result<TypeRegistry, CdcError> {
     Ok(registry)
 }
 
-/// Where the replication session connects, from the connection string.
+/// Where the replication session connects, from the connection string. With TLS, each
+/// session first opens its transport with [`Target::replication_tunnel`].
 pub fn replication_config(
     cfg: &PostgresCdcSourceConfig,
-) -> Result<pgwire_replication::ReplicationConfig, CdcError> {
-    let parsed = tokio_postgres::Config::from_str(&cfg.dsn).map_err(|e| {
-        CdcError::Config(format!(
-            "invalid dsn: {e}; write e.g. postgres://user:password@host:5432/database"
-        ))
-    })?;
-    let host = match parsed.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = parsed.get_ports().first().copied().unwrap_or(5432);
+    target: &Target,
+) -> pgwire_replication::ReplicationConfig {
+    let parsed = &target.config;
+    let (host, port) = target.host_port();
     let user = parsed.get_user().unwrap_or("postgres").to_owned();
     let password = parsed
         .get_password()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
     let database = parsed.get_dbname().unwrap_or(&user).to_owned();
-    Ok(pgwire_replication::ReplicationConfig::new(
+    pgwire_replication::ReplicationConfig::new(
         host,
         user,
         password,
@@ -525,5 +516,5 @@ pub fn replication_config(
     )
     .with_port(port)
     .with_options(SESSION_OPTIONS)
-    .with_application_name("switchyard"))
+    .with_application_name("switchyard")
 }

@@ -35,6 +35,7 @@ use crate::change;
 use crate::pgoutput::{self, Message, Relation};
 use crate::setup::{self, CdcError, TableInfo, describe, quote_ident};
 use crate::state::{State, StateFile, TableProgress};
+use crate::tls::Target;
 use crate::values::TypeRegistry;
 
 /// Events buffered between the replication session and the pipeline reader.
@@ -124,7 +125,7 @@ pub async fn start(
         .load()
         .map_err(|e| CdcError::Config(e.to_string()))?
         .filter(|s| s.slot == cfg.slot);
-    let rcfg = setup::replication_config(&cfg)?;
+    let rcfg = setup::replication_config(&cfg, &Target::parse(&cfg.dsn)?);
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (complete_tx, complete_rx) = watch::channel(0);
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -423,9 +424,18 @@ impl Task {
             let reported = reported.clone();
             pgwire_replication::FeedbackObserver::new(move |_| reported.notify_waiters())
         };
-        let rcfg = self
-            .rcfg
-            .clone()
+        let mut rcfg = self.rcfg.clone();
+        // Parsed per session, as each SQL connection is: a replaced CA file is read again.
+        let target = match Target::parse(&self.cfg.dsn) {
+            Ok(t) => t,
+            Err(e) => return SessionEnd::Error(e),
+        };
+        match target.replication_tunnel().await {
+            Ok(Some(socket_dir)) => rcfg.host = socket_dir,
+            Ok(None) => {}
+            Err(e) => return SessionEnd::Error(e),
+        }
+        let rcfg = rcfg
             .with_start_lsn(Lsn(self.confirmed))
             .with_ack_lsn(Lsn(self.confirmed))
             .with_status_interval(Duration::from_secs(1))

@@ -762,7 +762,7 @@ impl Drop for TlsProxy {
 
 /// Writes `ca.pem`, `server.pem`, `server.key` (signed by the CA, for 127.0.0.1 and
 /// localhost) and `other-ca.pem` into `dir` with the `openssl` command.
-fn make_certificates(dir: &Path) {
+pub(crate) fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -6,6 +6,11 @@
 //! OS user. Dropping the handle stops the server (`-m immediate`, like a crash) and
 //! removes its files. [`PgCluster::sql`] runs SQL with `psql` and returns its rows.
 //!
+//! [`PgCluster::start_with_tls`] starts one that accepts TLS connections only: its
+//! certificate is signed by a throwaway CA ([`PgCluster::ca_file`]) for
+//! `IP:127.0.0.1` and `DNS:localhost`, and `pg_hba.conf` rejects every plaintext TCP
+//! connection (`hostnossl … reject`).
+//!
 //! Everything here is blocking (std only), like [`crate::Switchyard`].
 
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     run_as_postgres: bool,
+    /// TLS only (see [`PgCluster::start_with_tls`]).
+    tls: bool,
 }
 
 /// The newest `/usr/lib/postgresql/*/bin`, or the directory of `pg_ctl` on `PATH`.
@@ -72,6 +79,18 @@ impl PgCluster {
     /// When the server binaries are missing or the cluster does not start; the message
     /// includes the server's log.
     pub fn start() -> Self {
+        Self::create(false)
+    }
+
+    /// Like [`PgCluster::start`], for TLS connections only: `ssl = on` with a
+    /// certificate signed by [`PgCluster::ca_file`] (for `IP:127.0.0.1` and
+    /// `DNS:localhost`), and `pg_hba.conf` rejects plaintext TCP connections. Needs
+    /// `openssl`.
+    pub fn start_with_tls() -> Self {
+        Self::create(true)
+    }
+
+    fn create(tls: bool) -> Self {
         let bin = pg_bin_dir();
         let run_as_postgres = is_root();
         let dir = tempfile::Builder::new()
@@ -91,6 +110,7 @@ impl PgCluster {
             bin,
             port: free_port(),
             run_as_postgres,
+            tls,
         };
         let data = cluster.data_dir();
         let out = cluster.run(
@@ -111,8 +131,134 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            cluster.set_up_tls();
+        }
         cluster.start_server();
         cluster
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// Certificates, a key only the server may read, and a `pg_hba.conf` that accepts
+    /// TCP connections over TLS only.
+    fn set_up_tls(&self) {
+        let tls = self.tls_dir();
+        std::fs::create_dir(&tls).expect("creating the certificate directory");
+        crate::kafka::make_certificates(&tls);
+        std::fs::write(
+            self.data_dir().join("pg_hba.conf"),
+            "local all all trust\n\
+             local replication all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl replication all 127.0.0.1/32 trust\n\
+             hostnossl all all 0.0.0.0/0 reject\n\
+             hostnossl replication all 0.0.0.0/0 reject\n",
+        )
+        .expect("writing pg_hba.conf");
+        // The server refuses a key that others may read.
+        let key = tls.join("server.key");
+        let mut perms = std::fs::metadata(&key).expect("the key").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(&key, perms).expect("chmod of the key");
+        if self.run_as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&tls)
+                .arg(self.data_dir().join("pg_hba.conf"))
+                .status()
+                .expect("running chown");
+            assert!(status.success(), "chown of the certificates failed");
+        }
+    }
+
+    /// The CA that signed the server's certificate (PEM), for `sslrootcert`.
+    ///
+    /// # Panics
+    /// When the cluster was not started with [`PgCluster::start_with_tls`].
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "the cluster was started without TLS");
+        self.tls_dir().join("ca.pem")
+    }
+
+    /// A CA that did not sign the server's certificate (PEM).
+    pub fn wrong_ca_file(&self) -> PathBuf {
+        assert!(self.tls, "the cluster was started without TLS");
+        self.tls_dir().join("other-ca.pem")
+    }
+
+    /// Gives the server a certificate signed by [`PgCluster::wrong_ca_file`] instead
+    /// (same key and names) and reloads its configuration; returns once new
+    /// connections get it. Connections already open keep the old one.
+    pub fn switch_to_certificate_of_wrong_ca(&self) {
+        let tls = self.tls_dir();
+        let out = Command::new("openssl")
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "other-ca.pem",
+                "-CAkey",
+                "other-ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ])
+            .current_dir(&tls)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.sql("postgres", "SELECT pg_reload_conf()");
+        let conninfo = format!(
+            "host=localhost port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+            self.port,
+            self.wrong_ca_file().display()
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let ok = Command::new("psql")
+                .args(["-X", "-q", "-A", "-t", "-c", "select 1"])
+                .arg(&conninfo)
+                .output()
+                .expect("running psql")
+                .status
+                .success();
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server does not present the new certificate:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether a plaintext TCP connection (`sslmode=disable`) may run a query.
+    pub fn accepts_plaintext(&self) -> bool {
+        Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-c", "select 1"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+                self.port
+            ))
+            .output()
+            .expect("running psql")
+            .status
+            .success()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -148,6 +294,16 @@ impl PgCluster {
             self.port,
             self.dir.path().display()
         );
+        let options = if self.tls {
+            let tls = self.tls_dir();
+            format!(
+                "{options} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.join("server.pem").display(),
+                tls.join("server.key").display()
+            )
+        } else {
+            options
+        };
         let data = self.data_dir();
         let log = self.log_path();
         let out = self.run(
