@@ -256,6 +256,15 @@ fn parse_message(
     let content_type = string("content_type")?.unwrap_or_else(|| default_type.to_owned());
     let key = string("key")?;
     let idempotency = string("idempotency_key")?.or(header_key.map(str::to_owned));
+    if let Some(k) = &idempotency
+        && k.len() > switchyard_source_http::MAX_IDEMPOTENCY_KEY
+    {
+        return Err(bad(format!(
+            "the idempotency key of {at} is {} bytes long; at most {} are accepted",
+            k.len(),
+            switchyard_source_http::MAX_IDEMPOTENCY_KEY
+        )));
+    }
     let priority = match obj.get("priority") {
         None | Some(Value::Null) => 0,
         Some(p) => match p.as_u64() {
@@ -983,6 +992,86 @@ pub async fn dead_letter_loop(shared: Arc<Shared>) {
                 }
                 queue.changed.notify_waiters();
             }
+        }
+    }
+}
+
+/// Arbitrary request bodies against the queue API's parsing (a stable, bounded stand-in
+/// for a fuzzer): it answers every input, valid or not, without panicking.
+#[cfg(test)]
+mod body_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z0-9 _.:-]{0,12}".prop_map(Value::from),
+            prop_oneof!["5s", "200ms", "8d", "7d", "0s", "-1s", "1e9h"].prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let keys = prop_oneof![
+                Just("payload".to_owned()),
+                Just("payload_base64".to_owned()),
+                Just("messages".to_owned()),
+                Just("key".to_owned()),
+                Just("priority".to_owned()),
+                Just("delay".to_owned()),
+                Just("not_before".to_owned()),
+                Just("headers".to_owned()),
+                Just("idempotency_key".to_owned()),
+                Just("content_type".to_owned()),
+                Just("max".to_owned()),
+                Just("wait".to_owned()),
+                Just("ack_timeout".to_owned()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// What the produce and receive handlers do with a body before touching a queue.
+    fn parse(body: &[u8]) {
+        let body = Bytes::copy_from_slice(body);
+        let Ok(obj) = object_body(&body, true) else {
+            return;
+        };
+        let messages = match obj.get("messages") {
+            Some(Value::Array(list)) => list.clone(),
+            _ => vec![Value::Object(obj.clone())],
+        };
+        for (i, m) in messages.iter().enumerate() {
+            if let Ok((event, _)) = parse_message(m, &format!("messages[{i}]"), "q", now_ms(), None)
+            {
+                assert_eq!(event.source, "q");
+            }
+        }
+        for key in ["wait", "ack_timeout", "delay", "by"] {
+            if let Ok(Some(d)) = duration_field(&obj, key, "") {
+                let _ = at_most_max_delay(key, "", d);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_get_an_answer(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            parse(&bytes);
+        }
+
+        #[test]
+        fn any_json_gets_an_answer(value in json()) {
+            parse(&serde_json::to_vec(&value).unwrap());
         }
     }
 }
