@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
-use switchyard_config::PostgresCdcSourceConfig;
+use switchyard_config::{PostgresCdcSourceConfig, redact};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
@@ -120,7 +120,8 @@ pub const SESSION_OPTIONS: &str =
 pub async fn connect(dsn: &str) -> Result<Client, CdcError> {
     let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| {
         CdcError::Config(format!(
-            "invalid dsn: {e}; write e.g. postgres://user:password@host:5432/database"
+            "invalid dsn: {}; write e.g. postgres://user:password@host:5432/database",
+            redact::text(&e.to_string())
         ))
     })?;
     // Values are read as text: the same output settings as the replication session's.
@@ -500,7 +501,8 @@ pub fn replication_config(
 ) -> Result<pgwire_replication::ReplicationConfig, CdcError> {
     let parsed = tokio_postgres::Config::from_str(&cfg.dsn).map_err(|e| {
         CdcError::Config(format!(
-            "invalid dsn: {e}; write e.g. postgres://user:password@host:5432/database"
+            "invalid dsn: {}; write e.g. postgres://user:password@host:5432/database",
+            redact::text(&e.to_string())
         ))
     })?;
     let host = match parsed.get_hosts().first() {
