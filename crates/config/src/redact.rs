@@ -229,7 +229,7 @@ fn mask_secret_pairs(text: &str) -> Cow<'_, str> {
             len
         } else {
             after
-                .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | '"' | ','))
+                .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | ',') || ends_url(c))
                 .unwrap_or(after.len())
         };
         if value_len > 0 {
@@ -336,6 +336,10 @@ mod tests {
         assert_eq!(
             text("cannot reach \"https://h/x?sig=abc\", password=hunter2; retrying"),
             "cannot reach \"https://h/x?sig=***\", password=***; retrying"
+        );
+        assert_eq!(
+            text("error sending request for url (https://u:pw@h/x?token=abc)"),
+            "error sending request for url (https://u:***@h/x?token=***)"
         );
         assert!(matches!(
             text("plain message, x=1"),
