@@ -26,7 +26,11 @@ fn walk(root: &Path) -> Vec<(PathBuf, u32, bool)> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
         let meta = std::fs::symlink_metadata(&path).expect("metadata");
-        out.push((path.clone(), meta.permissions().mode() & 0o7777, meta.is_dir()));
+        out.push((
+            path.clone(),
+            meta.permissions().mode() & 0o7777,
+            meta.is_dir(),
+        ));
         if meta.is_dir() {
             for entry in std::fs::read_dir(&path).expect("read_dir") {
                 stack.push(entry.expect("entry").path());
@@ -117,7 +121,10 @@ path = "{{dir}}/out/archive.jsonl"
         answer["dead_letters"].as_array().map_or(0, Vec::len) == events
     });
     assert!(dead_lettered, "dead letters: {dlq}\n{}", switchyard.logs());
-    assert!(receiver.received_count() >= 3 * events, "every attempt reached the receiver");
+    assert!(
+        receiver.received_count() >= 3 * events,
+        "every attempt reached the receiver"
+    );
     // The error is still useful: it names the destination, masked.
     assert!(
         dlq.contains("http://user:***@") && dlq.contains("/hook?token=***"),
@@ -134,9 +141,21 @@ path = "{{dir}}/out/archive.jsonl"
     assert!(logs.contains("dead-lettering event"), "{logs}");
     assert!(logs.contains("delivery failed; retrying"), "{logs}");
 
-    assert_eq!(leaked(logs.as_bytes()), Vec::<&str>::new(), "in the log:\n{logs}");
-    assert_eq!(leaked(dlq.as_bytes()), Vec::<&str>::new(), "in /admin/dlq: {dlq}");
-    assert_eq!(leaked(metrics.as_bytes()), Vec::<&str>::new(), "in /metrics");
+    assert_eq!(
+        leaked(logs.as_bytes()),
+        Vec::<&str>::new(),
+        "in the log:\n{logs}"
+    );
+    assert_eq!(
+        leaked(dlq.as_bytes()),
+        Vec::<&str>::new(),
+        "in /admin/dlq: {dlq}"
+    );
+    assert_eq!(
+        leaked(metrics.as_bytes()),
+        Vec::<&str>::new(),
+        "in /metrics"
+    );
     for out in [&listing.stdout, &listing.stderr] {
         assert_eq!(
             leaked(out),
@@ -212,10 +231,14 @@ url = "ftp://user:{PASSWORD}@hooks.example.com/in?token={QUERY_SECRET}"
     assert!(!output.status.success(), "{text}");
     // The problems are reported, with the values in their safe form.
     assert!(
-        text.contains("sinks.hook.url") && text.contains("ftp://user:***@hooks.example.com/in?token=***"),
+        text.contains("sinks.hook.url")
+            && text.contains("ftp://user:***@hooks.example.com/in?token=***"),
         "{text}"
     );
-    assert!(text.contains("server.listen") && text.contains("${LISTEN}"), "{text}");
+    assert!(
+        text.contains("server.listen") && text.contains("${LISTEN}"),
+        "{text}"
+    );
     assert!(text.contains("sources.db.slot"), "{text}");
     assert_eq!(leaked(text.as_bytes()), Vec::<&str>::new(), "{text}");
 }

@@ -1178,7 +1178,10 @@ url = "${BROKEN_URL}"
     let issues = &error.issues;
     assert_mentions(
         at(issues, "sinks.hook.url"),
-        &["\"ftp://alice:***@example.com/in?token=***&v=***\"", "http://"],
+        &[
+            "\"ftp://alice:***@example.com/in?token=***&v=***\"",
+            "http://",
+        ],
     );
     assert_mentions(
         at(issues, "sinks.other.url"),

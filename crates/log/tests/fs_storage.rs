@@ -63,7 +63,11 @@ fn files_are_0600_and_directories_0700() {
 
     fn walk(path: &std::path::Path, seen: &mut Vec<(std::path::PathBuf, u32, bool)>) {
         let meta = std::fs::metadata(path).expect("metadata");
-        seen.push((path.to_owned(), meta.permissions().mode() & 0o7777, meta.is_dir()));
+        seen.push((
+            path.to_owned(),
+            meta.permissions().mode() & 0o7777,
+            meta.is_dir(),
+        ));
         if meta.is_dir() {
             for entry in std::fs::read_dir(path).expect("read_dir") {
                 walk(&entry.expect("entry").path(), seen);
@@ -85,7 +89,10 @@ fn files_are_0600_and_directories_0700() {
 
     let mut seen = Vec::new();
     walk(&tmp.path().join("data"), &mut seen);
-    assert!(seen.iter().filter(|(_, _, dir)| !dir).count() >= 3, "{seen:?}");
+    assert!(
+        seen.iter().filter(|(_, _, dir)| !dir).count() >= 3,
+        "{seen:?}"
+    );
     for (path, mode, is_dir) in &seen {
         let want = if *is_dir { 0o700 } else { 0o600 };
         assert_eq!(*mode, want, "{} is {mode:o}", path.display());

@@ -113,7 +113,11 @@ fn restrict_data_dir(data_dir: &std::path::Path) {
     }
     let only_ours = std::fs::read_dir(data_dir).is_ok_and(|entries| {
         entries.into_iter().all(|entry| {
-            entry.is_ok_and(|e| e.file_name().to_str().is_some_and(|n| OWN_ENTRIES.contains(&n)))
+            entry.is_ok_and(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| OWN_ENTRIES.contains(&n))
+            })
         })
     });
     if !only_ours {

@@ -300,7 +300,9 @@ impl WebhookSink {
                 error: format!(
                     "{} answered {status} redirecting to {}; redirects are not followed: point `url` of sink `{}` at the final address",
                     inner.shown_url,
-                    location.as_deref().map_or_else(|| "(no location)".into(), redact::url),
+                    location
+                        .as_deref()
+                        .map_or_else(|| "(no location)".into(), redact::url),
                     inner.name
                 ),
             };
