@@ -546,3 +546,29 @@ async fn housekeeping(shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod data_dir_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_open_data_dir_of_switchyard_alone_is_tightened_a_shared_one_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ours = tmp.path().join("ours");
+        std::fs::create_dir_all(ours.join("queues")).unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::restrict_data_dir(&ours);
+        assert_eq!(mode(&ours), 0o700);
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir_all(shared.join("queues")).unwrap();
+        std::fs::write(shared.join("notes.txt"), "not switchyard's").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::restrict_data_dir(&shared);
+        assert_eq!(mode(&shared), 0o755);
+    }
+}
