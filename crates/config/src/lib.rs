@@ -16,6 +16,7 @@ pub mod load;
 mod locate;
 pub mod outbound;
 pub mod postgres_dsn;
+pub mod redact;
 pub mod units;
 mod validate;
 
@@ -433,6 +434,14 @@ pub struct StdoutSinkConfig {}
 #[derive(Clone, Debug)]
 pub struct FileSinkConfig {
     pub path: String,
+    /// Permission bits of the file when the sink creates it (an existing file keeps its
+    /// own). Default [`FileSinkConfig::DEFAULT_MODE`]: only the owner can read the events.
+    pub mode: u32,
+}
+
+impl FileSinkConfig {
+    /// `0600`: events often hold personal data.
+    pub const DEFAULT_MODE: u32 = 0o600;
 }
 
 /// `type = "kafka"` sink: an idempotent producer (`acks=all`); an event is acknowledged

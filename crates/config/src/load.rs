@@ -300,8 +300,15 @@ fn substitute_tree(
 ) {
     match value {
         Value::String(text) => match substitute(text, env) {
-            Ok(replaced) => *text = replaced,
-            Err(message) => cx.unresolved(&path, message),
+            Ok(replaced) => {
+                let template = (replaced != *text).then(|| text.clone());
+                cx.remember_value(&path, &replaced, template);
+                *text = replaced;
+            }
+            Err(message) => {
+                cx.remember_value(&path, text, None);
+                cx.unresolved(&path, message);
+            }
         },
         Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {

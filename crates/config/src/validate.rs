@@ -31,7 +31,21 @@ pub(crate) struct Ctx<'a> {
     /// Paths whose `${VAR}` could not be replaced: already reported, so no second
     /// complaint about the unreplaced text.
     unresolved: BTreeSet<String>,
+    /// Values that must not appear in a message as they are, with what is shown instead.
+    hidden: Vec<Hidden>,
 }
+
+/// A value that may hold a secret: of a secret-named key (`token`, `dsn`, `secret`,
+/// `options."sasl.password"`, …), from `${VAR}`, or a URL (userinfo, query).
+struct Hidden {
+    path: String,
+    value: String,
+    shown: String,
+}
+
+/// Values this long are hidden in messages about any key, shorter ones only in messages
+/// about their own key (a short value such as `1` would otherwise mask unrelated text).
+const HIDE_EVERYWHERE: usize = 8;
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(locator: &'a Locator, env_paths: BTreeMap<String, String>) -> Self {
@@ -41,7 +55,60 @@ impl<'a> Ctx<'a> {
             locator,
             env_paths,
             unresolved: BTreeSet::new(),
+            hidden: Vec::new(),
         }
+    }
+
+    /// Notes the string at `path` (after `${VAR}` substitution; `template` is the text
+    /// before it, when it changed) so that issues never echo it verbatim when it may hold
+    /// a secret: see [`Ctx::issue`].
+    pub(crate) fn remember_value(&mut self, path: &str, value: &str, template: Option<String>) {
+        let shown = if secret_path(path) {
+            if value.contains("://") || value.contains('=') {
+                crate::redact::dsn(value)
+            } else {
+                crate::redact::MASK.to_string()
+            }
+        } else if value.contains("://") {
+            crate::redact::url(value)
+        } else if let Some(template) = template {
+            // The file's own text names the variable without revealing its value.
+            template
+        } else {
+            return;
+        };
+        if shown != value && !value.is_empty() {
+            self.hidden.push(Hidden {
+                path: path.to_string(),
+                value: value.to_string(),
+                shown,
+            });
+        }
+    }
+
+    /// `message` with every remembered value that concerns `path` (its own, its
+    /// children's, or any long one) replaced by its safe form, quoted (`{:?}`) or not.
+    fn hide_values(&self, path: &str, message: String) -> String {
+        let mut message = message;
+        for hidden in &self.hidden {
+            let concerns = hidden.value.len() >= HIDE_EVERYWHERE
+                || hidden.path == path
+                || hidden
+                    .path
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
+            if !concerns {
+                continue;
+            }
+            let quoted = format!("{:?}", hidden.value);
+            if message.contains(&quoted) {
+                message = message.replace(&quoted, &format!("{:?}", hidden.shown));
+            }
+            if message.contains(&hidden.value) {
+                message = message.replace(&hidden.value, &hidden.shown);
+            }
+        }
+        message
     }
 
     pub(crate) fn unresolved(&mut self, path: &str, message: String) {
@@ -68,7 +135,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// An issue at `path`, with its line, or the environment variable that set it.
-    fn located(&self, path: &str, mut message: String) -> Issue {
+    fn located(&self, path: &str, message: String) -> Issue {
+        let mut message = self.hide_values(path, message);
         let line = match self.env_variable(path) {
             Some(variable) => {
                 message.push_str(&format!(" (set by environment variable {variable})"));
@@ -115,6 +183,19 @@ impl<'a> Ctx<'a> {
             origin: None,
         })
     }
+}
+
+/// Whether the key at `path` holds a secret: `server.admin_token`, a source's `token`
+/// or `dsn`, a webhook's `secret` and secret-named `headers`, Kafka `options` such as
+/// `sasl.password` or `ssl.key.pem`.
+fn secret_path(path: &str) -> bool {
+    let path = path.split('[').next().unwrap_or(path);
+    if let Some((_, option)) = path.split_once(".options.") {
+        // Option names contain dots themselves (`ssl.key.password`).
+        return crate::redact::is_secret_name(option);
+    }
+    let key = path.rsplit('.').next().unwrap_or(path);
+    crate::redact::is_secret_name(key)
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -1285,11 +1366,12 @@ fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
         }
         "stdout" => SinkConfig::Stdout(StdoutSinkConfig {}),
         "file" => {
-            table.known.push("path");
+            table.known.extend(["path", "mode"]);
             SinkConfig::File(FileSinkConfig {
                 path: table
                     .required_string(cx, "path", "the file to append JSON lines to")
                     .unwrap_or_default(),
+                mode: file_mode(cx, &table).unwrap_or(FileSinkConfig::DEFAULT_MODE),
             })
         }
         _ => {
@@ -1345,6 +1427,48 @@ fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
     };
     table.finish(cx);
     Some(sink)
+}
+
+/// `mode = "0640"`: octal permission bits of a file the sink creates. A string, because a
+/// TOML or YAML number would be read as decimal; the owner must be able to read and write
+/// (the sink reopens the file after a restart); no set-id or sticky bits.
+fn file_mode(cx: &mut Ctx<'_>, table: &Table<'_>) -> Option<u32> {
+    let value = table.get("mode")?;
+    let path = table.child("mode");
+    let Value::String(text) = value else {
+        cx.issue(
+            &path,
+            format!(
+                "expected the permission bits as a string of octal digits, such as mode = \"0640\", found {}",
+                kind(value)
+            ),
+        );
+        return None;
+    };
+    let digits = text.trim().trim_start_matches("0o");
+    let mode = (!digits.is_empty() && digits.len() <= 4)
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .filter(|mode| *mode <= 0o777);
+    let Some(mode) = mode else {
+        cx.issue(
+            &path,
+            format!(
+                "invalid mode {text:?}: write octal permission bits such as \"0600\" (owner only) or \"0640\" (owner and group read)"
+            ),
+        );
+        return None;
+    };
+    if mode & 0o600 != 0o600 {
+        cx.issue(
+            &path,
+            format!(
+                "mode \"{mode:04o}\" does not let switchyard read and write its own file; keep the owner's rw, e.g. \"0600\" or \"0640\""
+            ),
+        );
+        return None;
+    }
+    Some(mode)
 }
 
 fn retry(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<RetryConfig> {

@@ -1192,3 +1192,93 @@ type = "stdout"
     );
     assert_eq!(issues.len(), 3, "{issues:#?}");
 }
+
+/// Messages about a value that may hold a secret show its safe form: URLs without their
+/// password and query values, `${VAR}` values as `${VAR}`, secret-named keys as `***`.
+#[test]
+fn problems_never_echo_secrets() {
+    let vars = env(&[
+        ("LISTEN", "nowhere-SECRET_FROM_ENV"),
+        ("HOOK_TOKEN", "TOKEN_FROM_ENV_1"),
+        ("BROKEN_URL", "gopher://bob:ENVPASSWORD@example.com/"),
+    ]);
+    let text = r#"
+[server]
+listen = "${LISTEN}"
+
+[sources.api]
+type = "http"
+
+[sources.k]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+topics = ["t"]
+options = { "security.protocol" = "sasl_plain", "sasl.password" = "KAFKA_PW_1" }
+
+[pipelines.p]
+from = ["api"]
+to = ["hook", "other"]
+
+[pipelines.q]
+from = ["k"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "ftp://alice:FILEPASSWORD@example.com/in?token=${HOOK_TOKEN}&v=2"
+
+[sinks.other]
+type = "webhook"
+url = "${BROKEN_URL}"
+"#;
+    let error = load_str_with_env(text, false, &vars).expect_err("problems");
+    let shown = error.to_string();
+    for secret in [
+        "SECRET_FROM_ENV",
+        "TOKEN_FROM_ENV_1",
+        "ENVPASSWORD",
+        "FILEPASSWORD",
+        "KAFKA_PW_1",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in:\n{shown}");
+    }
+    let issues = &error.issues;
+    assert_mentions(
+        at(issues, "sinks.hook.url"),
+        &[
+            "\"ftp://alice:***@example.com/in?token=***&v=***\"",
+            "http://",
+        ],
+    );
+    assert_mentions(
+        at(issues, "sinks.other.url"),
+        &["\"gopher://bob:***@example.com/\""],
+    );
+    assert_mentions(at(issues, "server.listen"), &["\"${LISTEN}\"", "host:port"]);
+    assert_mentions(at(issues, "sources.k.options"), &["sasl_plain"]);
+}
+
+#[test]
+fn file_sink_mode() {
+    let sink = |mode: &str| {
+        format!(
+            "{MINIMAL}\n[sinks.archive]\ntype = \"file\"\npath = \"out.jsonl\"\n{mode}\n[pipelines.a]\nfrom = [\"api\"]\nto = [\"archive\"]\n"
+        )
+    };
+    let mode_of = |config: &Config| match &config.sinks["archive"] {
+        switchyard_config::SinkConfig::File(file) => file.mode,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(mode_of(&load(&sink("")).unwrap()), 0o600);
+    assert_eq!(mode_of(&load(&sink("mode = \"0640\"")).unwrap()), 0o640);
+    assert_eq!(mode_of(&load(&sink("mode = \"600\"")).unwrap()), 0o600);
+    for (bad, words) in [
+        ("mode = 640", &["octal digits", "\"0640\""][..]),
+        ("mode = \"0890\"", &["invalid mode"][..]),
+        ("mode = \"0440\"", &["read and write"][..]),
+        ("mode = \"4600\"", &["invalid mode"][..]),
+    ] {
+        let issues = problems(&sink(bad));
+        assert_mentions(at(&issues, "sinks.archive.mode"), words);
+    }
+}

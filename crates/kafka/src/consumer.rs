@@ -194,7 +194,7 @@ impl KafkaConsumer {
                 .map_err(|source_err| KafkaError::Client {
                     what: "source",
                     name: source.to_owned(),
-                    reason: source_err.to_string(),
+                    reason: crate::without_secrets(&source_err.to_string(), &cfg.options),
                 })?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer

@@ -35,6 +35,19 @@ pub mod headers {
     pub const ALL: [&str; 4] = [ID, SOURCE, KIND, CONTENT_TYPE];
 }
 
+/// `reason` (a librdkafka message, which quotes the values it refuses) with the values
+/// of secret-named `options` (`sasl.password`, `ssl.key.password`, …) masked.
+pub(crate) fn without_secrets(
+    reason: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let secrets = options
+        .iter()
+        .filter(|(name, _)| switchyard_config::redact::is_secret_name(name))
+        .map(|(_, value)| value.as_str());
+    switchyard_config::redact::scrub(reason, secrets).into_owned()
+}
+
 /// Why a Kafka client could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -58,4 +71,27 @@ pub enum KafkaError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn refused_configuration_messages_do_not_quote_secret_options() {
+        let options: BTreeMap<String, String> = [
+            ("sasl.password", "Sup3rSecret"),
+            ("ssl.key.password", "keypass99"),
+            ("sasl.mechanism", "PLAIN"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let reason = "Invalid value \"Sup3rSecret\" for configuration property \"sasl.password\"; keypass99; PLAIN";
+        let shown = super::without_secrets(reason, &options);
+        assert!(!shown.contains("Sup3rSecret"), "{shown}");
+        assert!(!shown.contains("keypass99"), "{shown}");
+        assert!(shown.contains("PLAIN"), "{shown}");
+        assert!(shown.contains("sasl.password"), "{shown}");
+    }
 }

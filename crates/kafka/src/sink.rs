@@ -142,7 +142,7 @@ impl KafkaSink {
         let client_err = |e: RdError| KafkaError::Client {
             what: "sink",
             name: name.to_owned(),
-            reason: e.to_string(),
+            reason: crate::without_secrets(&e.to_string(), &cfg.options),
         };
         let producer: Producer_ = client_config
             .create_with_context(context.clone())

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -47,9 +47,15 @@ pub trait StorageFile: Send + Sync {
 }
 
 /// Real files through `std::fs`. `sync_data` is `fdatasync`; `sync_dir` opens the directory and
-/// fsyncs it.
+/// fsyncs it. Directories it creates are `0700` and files `0600` (set at creation, not left
+/// to the umask): the log holds every event's payload and headers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;
+
+/// Permission bits of the directories [`FsStorage`] creates.
+pub const DIR_MODE: u32 = 0o700;
+/// Permission bits of the files [`FsStorage`] creates.
+pub const FILE_MODE: u32 = 0o600;
 
 impl FsStorage {
     pub fn new() -> Self {
@@ -79,7 +85,10 @@ impl StorageFile for FsFile {
 
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
     }
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
         list(dir, false)
@@ -93,6 +102,7 @@ impl Storage for FsStorage {
             .write(true)
             .create(create)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(path)?;
         Ok(Arc::new(FsFile(file)))
     }

@@ -54,3 +54,47 @@ fn queue_and_offsets_round_trip_on_disk() {
     let none = queue.partition_for(None);
     assert_ne!(none, queue.partition_for(None), "round robin");
 }
+
+/// The log holds every payload: what it creates is readable by its owner only (set at
+/// creation: the usual umask 022 would leave 0644 files and 0755 directories).
+#[test]
+fn files_are_0600_and_directories_0700() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn walk(path: &std::path::Path, seen: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+        let meta = std::fs::metadata(path).expect("metadata");
+        seen.push((
+            path.to_owned(),
+            meta.permissions().mode() & 0o7777,
+            meta.is_dir(),
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).expect("read_dir") {
+                walk(&entry.expect("entry").path(), seen);
+            }
+        }
+    }
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data/queues/orders");
+    let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
+    {
+        let queue = Queue::open(storage.clone(), &dir, 2, LogOptions::default()).expect("create");
+        let log = &queue.partitions()[0];
+        log.append(&[(0, b"payload".as_slice())]).expect("append");
+        log.sync().expect("sync");
+        let offsets = OffsetStore::open(storage, &dir.join("offsets")).expect("open");
+        offsets.commit("billing", &[(0, 1)]).expect("commit");
+    }
+
+    let mut seen = Vec::new();
+    walk(&tmp.path().join("data"), &mut seen);
+    assert!(
+        seen.iter().filter(|(_, _, dir)| !dir).count() >= 3,
+        "{seen:?}"
+    );
+    for (path, mode, is_dir) in &seen {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", path.display());
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use switchyard_config::redact;
 use switchyard_event::Event;
 use switchyard_sinks::{BoxFuture, Outcome, Sink};
 use tokio::sync::mpsc;
@@ -39,9 +40,14 @@ pub struct DeadLetterReason<'a> {
 
 /// Appends `event` with the reason headers to the dead-letter `queue`, retrying until the
 /// append is durable: a dead letter is never dropped. Returns once it is durable.
+///
+/// The error goes to the log and into the stored header in its [`redact::text`] form:
+/// sinks already name their destination safely, this also covers errors of libraries
+/// that quote a URL or a `password=…` pair.
 pub async fn append_dead_letter(queue: &QueueHandle, event: &Event, reason: &DeadLetterReason<'_>) {
+    let error = redact::text(reason.error);
     warn!(pipeline = %reason.pipeline, sink = ?reason.sink, plugin = ?reason.plugin,
-        event = %event.id, queue = %queue.name, error = %reason.error,
+        event = %event.id, queue = %queue.name, error = %error,
         attempts = reason.attempts, "dead-lettering event");
     let mut event = event.clone();
     if let Some(sink) = reason.sink {
@@ -51,7 +57,7 @@ pub async fn append_dead_letter(queue: &QueueHandle, event: &Event, reason: &Dea
         event.set_header(dlq_headers::PLUGIN, plugin);
     }
     event.set_header(dlq_headers::PIPELINE, reason.pipeline);
-    event.set_header(dlq_headers::ERROR, reason.error);
+    event.set_header(dlq_headers::ERROR, error.as_ref());
     event.set_header(dlq_headers::ATTEMPTS, reason.attempts.to_string());
     event.set_header(dlq_headers::AT_MS, now_ms().to_string());
     let mut backoff = Duration::from_millis(100);
@@ -241,7 +247,8 @@ impl Lane {
                 continue;
             }
             let delay = policy.delay(attempts, retry_after);
-            debug!(sink = %self.sink_name, attempts, ?delay, %error, "delivery failed; retrying");
+            debug!(sink = %self.sink_name, attempts, ?delay, error = %redact::text(&error),
+                "delivery failed; retrying");
             tokio::time::sleep(delay).await;
         }
     }
@@ -454,6 +461,62 @@ mod tests {
         assert_eq!(dead.header(dlq_headers::SINK), Some("flaky"));
         assert_eq!(dead.header(dlq_headers::ERROR), Some("404 not found"));
         assert_eq!(dead.header(dlq_headers::PIPELINE), Some("p"));
+    }
+
+    /// Fails every event for good with an error that quotes a URL with credentials, as an
+    /// HTTP library's error might.
+    struct LeakySink;
+
+    impl Sink for LeakySink {
+        fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+            Box::pin(async move {
+                vec![
+                    Outcome::Permanent {
+                        error: "error sending request for url (https://u:PW_IN_URL@h/x?token=TOKEN_IN_URL)"
+                            .into(),
+                    };
+                    batch.len()
+                ]
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_letter_errors_are_stored_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = QueueHandle::open(
+            Arc::new(FsStorage::new()),
+            dir.path(),
+            "dlq",
+            QueueLimits {
+                partitions: 1,
+                max_bytes: u64::MAX,
+                retention: None,
+                work: switchyard_log::WorkOptions::default(),
+                dedup_window: Duration::ZERO,
+                max_groups: 64,
+                group_idle_expiry: None,
+            },
+        )
+        .unwrap();
+        let handle = SinkHandle::start("leaky", Arc::new(LeakySink), Arc::new(Metrics::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let d = Delivery {
+            event: event(1, 1, b"x"),
+            ack: AckToken::new(1, 0, tx),
+            pipeline: Arc::from("p"),
+            dead_letter: dlq.clone(),
+        };
+        assert!(handle.dispatch(d).await.is_ok());
+        let acked = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        assert_eq!(acked.expect("acknowledged in time"), Some(0));
+        let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
+        let dead = Event::decode_record(&dead[0].payload).unwrap();
+        let error = dead.header(dlq_headers::ERROR).unwrap();
+        assert_eq!(
+            error,
+            "error sending request for url (https://u:***@h/x?token=***)"
+        );
     }
 
     #[test]

@@ -98,15 +98,54 @@ impl Shared {
     }
 }
 
+/// The data directory holds every event: only its owner may enter it. It is created
+/// 0700; an existing one that others may enter (made by an older version, or by hand) is
+/// tightened to 0700 when it holds nothing but switchyard's own entries: a directory that
+/// also holds other things (`data_dir = "."`, a shared path) is left alone, with a warning.
+fn restrict_data_dir(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    const OWN_ENTRIES: &[&str] = &["intake", "queues", "cdc"];
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let only_ours = std::fs::read_dir(data_dir).is_ok_and(|entries| {
+        entries.into_iter().all(|entry| {
+            entry.is_ok_and(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| OWN_ENTRIES.contains(&n))
+            })
+        })
+    });
+    if !only_ours {
+        warn!(data_dir = %data_dir.display(), mode = %format!("{mode:04o}"),
+            "others may enter the data directory (server.data_dir), which also holds other files: make it 0700 or point server.data_dir at a directory of its own");
+        return;
+    }
+    match std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode & 0o700)) {
+        Ok(()) => info!(data_dir = %data_dir.display(), from = %format!("{mode:04o}"),
+            to = %format!("{:04o}", mode & 0o700), "data directory made private to its owner"),
+        Err(e) => warn!(data_dir = %data_dir.display(), mode = %format!("{mode:04o}"), error = %e,
+            "others may read the data directory (server.data_dir): make it 0700"),
+    }
+}
+
 /// Runs `config` until `shutdown` resolves, then drains in-flight deliveries (up to
 /// `server.shutdown_timeout`) and stores the final checkpoints.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
     let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
     let data_dir = PathBuf::from(&config.server.data_dir);
-    std::fs::create_dir_all(&data_dir).map_err(|source| RuntimeError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    storage
+        .create_dir_all(&data_dir)
+        .map_err(|source| RuntimeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    restrict_data_dir(&data_dir);
     let metrics = Arc::new(Metrics::new());
     let queues = open_queues(&config, &storage, &data_dir)?;
     let intakes = open_intakes(&config, &storage, &data_dir)?;
@@ -509,5 +548,31 @@ async fn housekeeping(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod data_dir_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_open_data_dir_of_switchyard_alone_is_tightened_a_shared_one_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ours = tmp.path().join("ours");
+        std::fs::create_dir_all(ours.join("queues")).unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::restrict_data_dir(&ours);
+        assert_eq!(mode(&ours), 0o700);
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir_all(shared.join("queues")).unwrap();
+        std::fs::write(shared.join("notes.txt"), "not switchyard's").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::restrict_data_dir(&shared);
+        assert_eq!(mode(&shared), 0o755);
     }
 }

@@ -1,4 +1,8 @@
 //! Prometheus metrics, encoded by `prometheus-client`.
+//!
+//! Labels hold only names from the config (sources, pipelines, sinks, queues, groups,
+//! plugins) and table names, never a URL, a DSN or an error message: a scrape is often
+//! less protected than the admin API, so nothing that may carry a credential goes there.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

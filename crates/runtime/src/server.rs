@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 use switchyard_ack::Watermark;
-use switchyard_config::SourceConfig;
+use switchyard_config::{SourceConfig, redact};
 use switchyard_event::Event;
 use switchyard_source_http::{
     HttpSource, IngestObserver, Intake, IntakeError, MemoryBudget, bearer_matches, error,
@@ -454,7 +454,7 @@ async fn read_records(
                 .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
             for r in records {
                 let event = match Event::decode_record(&r.payload) {
-                    Ok(e) => e.to_wire_json(),
+                    Ok(e) => redacted_wire_json(e),
                     Err(e) => json!({ "decode_error": e.to_string() }),
                 };
                 out.push(json!({ "partition": p, "offset": r.offset, "event": event }));
@@ -464,6 +464,21 @@ async fn read_records(
     })
     .await
     .expect("read task")
+}
+
+/// The wire JSON of a stored event for an admin answer: headers named like secrets
+/// (`authorization`, `*token*`, …) are masked and URLs in header values (a dead letter's
+/// error, also one stored by an older version) lose their passwords and query values.
+/// Only the answer changes: a replay sends the stored event as it is.
+fn redacted_wire_json(mut event: Event) -> serde_json::Value {
+    for (name, value) in &mut event.headers {
+        *value = if redact::is_secret_name(name) {
+            redact::MASK.to_owned()
+        } else {
+            redact::text(value).into_owned()
+        };
+    }
+    event.to_wire_json()
 }
 
 async fn list_messages(

@@ -12,6 +12,11 @@
 //!
 //! This process must be the only writer of the file. It keeps the file open, so after an
 //! external rotation (rename) it keeps appending to the renamed file.
+//!
+//! A file the sink creates gets the configured `mode` (default `0600`: events often hold
+//! personal data), set at creation rather than left to the process umask; directories it
+//! creates get the same read bits plus search (`0700` for `0600`, `0750` for `0640`). An
+//! existing file or directory keeps its permissions.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -54,14 +59,14 @@ impl FileSink {
         }
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         if let Some(parent) = parent {
-            std::fs::create_dir_all(parent).map_err(err)?;
+            create_dirs(parent, dir_mode(cfg.mode)).map_err(err)?;
         }
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(err)?;
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, cfg.mode);
+        let file = options.open(&path).map_err(err)?;
         if !existed {
             // Make the new directory entry durable too, or a crash could lose the file
             // along with events already acknowledged into it.
@@ -78,6 +83,27 @@ impl FileSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Directory bits for a file mode: each class that may read the file may also search
+/// the directories leading to it.
+fn dir_mode(file_mode: u32) -> u32 {
+    let read = file_mode & 0o444;
+    (file_mode | read >> 2) & 0o777
+}
+
+#[cfg(unix)]
+fn create_dirs(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_dirs(dir: &Path, _mode: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 #[cfg(unix)]
@@ -134,5 +160,18 @@ impl Sink for FileSink {
 
     fn max_batch(&self) -> usize {
         FILE_MAX_BATCH
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dir_mode;
+
+    #[test]
+    fn directories_are_searchable_by_whoever_may_read_the_file() {
+        assert_eq!(dir_mode(0o600), 0o700);
+        assert_eq!(dir_mode(0o640), 0o750);
+        assert_eq!(dir_mode(0o644), 0o755);
+        assert_eq!(dir_mode(0o660), 0o770);
     }
 }

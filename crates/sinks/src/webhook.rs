@@ -28,7 +28,7 @@ use hmac::{Hmac, Mac};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use sha2::Sha256;
-use switchyard_config::WebhookSinkConfig;
+use switchyard_config::{WebhookSinkConfig, redact};
 use switchyard_event::Event;
 
 use reqwest::dns::Resolve;
@@ -84,7 +84,8 @@ pub struct WebhookSink {
 struct Inner {
     name: String,
     url: reqwest::Url,
-    /// `url` without its password, for messages (they end up in logs and dead letters).
+    /// `url` without its password and query values, for messages (they end up in logs,
+    /// dead-letter headers and admin answers).
     shown_url: String,
     client: reqwest::Client,
     key: Option<SigningKey>,
@@ -124,15 +125,16 @@ impl WebhookSink {
         cfg: &WebhookSinkConfig,
         resolver: Option<Arc<dyn Resolve>>,
     ) -> Result<Self, SinkError> {
+        let shown_url = redact::url(&cfg.url);
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| SinkError::InvalidUrl {
             sink: name.to_owned(),
-            url: cfg.url.clone(),
+            url: shown_url.clone(),
             reason: e.to_string(),
         })?;
         if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
             return Err(SinkError::InvalidUrl {
                 sink: name.to_owned(),
-                url: cfg.url.clone(),
+                url: shown_url.clone(),
                 reason: format!("scheme `{}` is not http or https", url.scheme()),
             });
         }
@@ -204,15 +206,11 @@ impl WebhookSink {
             sink: name.to_owned(),
             source,
         })?;
-        let mut shown = url.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 url,
-                shown_url: shown.to_string(),
+                shown_url,
                 client,
                 key,
                 headers,
@@ -224,7 +222,7 @@ impl WebhookSink {
         })
     }
 
-    /// The URL as shown in messages (password masked).
+    /// The URL as shown in messages (password and query values masked).
     pub fn url(&self) -> &str {
         &self.inner.shown_url
     }
@@ -341,7 +339,9 @@ impl WebhookSink {
                 error: format!(
                     "{} answered {status} redirecting to {}; redirects are not followed: point `url` of sink `{}` at the final address",
                     inner.shown_url,
-                    location.as_deref().unwrap_or("(no location)"),
+                    location
+                        .as_deref()
+                        .map_or_else(|| "(no location)".into(), redact::url),
                     inner.name
                 ),
             };
@@ -479,7 +479,8 @@ async fn read_prefix(mut response: reqwest::Response) -> Vec<u8> {
 }
 
 /// The first [`ERROR_BODY_PREFIX`] bytes of a response body as text, cut at a character
-/// boundary.
+/// boundary; URLs and `token=…` pairs in it are masked (servers like to echo the request
+/// line, query and all).
 fn error_body_excerpt(body: &[u8]) -> String {
     if body.is_empty() {
         return "(empty body)".to_owned();
@@ -489,11 +490,11 @@ fn error_body_excerpt(body: &[u8]) -> String {
     if body.len() > ERROR_BODY_PREFIX {
         text.push('…');
     }
-    text
+    redact::text(&text).into_owned()
 }
 
 /// An error and its causes, `a: b: c`, which is where reqwest keeps the useful part
-/// ("connection refused").
+/// ("connection refused"); any URL a cause quotes is masked.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -505,7 +506,7 @@ fn chain(e: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    out
+    redact::text(&out).into_owned()
 }
 
 #[cfg(test)]

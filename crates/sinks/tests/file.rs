@@ -43,6 +43,7 @@ async fn batches_are_appended_as_lines_that_parse_back() {
     let path = dir.path().join("nested/deeper/events.jsonl");
     let cfg = FileSinkConfig {
         path: path.to_str().unwrap().to_owned(),
+        mode: FileSinkConfig::DEFAULT_MODE,
     };
     let sink = FileSink::new("archive", &cfg).unwrap();
     assert!(path.exists(), "created with its parent directories");
@@ -72,6 +73,7 @@ async fn works_on_a_current_thread_runtime() {
         "archive",
         &FileSinkConfig {
             path: path.to_str().unwrap().to_owned(),
+            mode: FileSinkConfig::DEFAULT_MODE,
         },
     )
     .unwrap();
@@ -86,6 +88,7 @@ fn a_directory_is_not_a_file() {
         "archive",
         &FileSinkConfig {
             path: dir.path().to_str().unwrap().to_owned(),
+            mode: FileSinkConfig::DEFAULT_MODE,
         },
     )
     .unwrap_err();
@@ -95,6 +98,7 @@ fn a_directory_is_not_a_file() {
         "archive",
         &FileSinkConfig {
             path: String::new(),
+            mode: FileSinkConfig::DEFAULT_MODE,
         },
     )
     .unwrap_err();
@@ -109,6 +113,7 @@ async fn a_full_disk_is_retried() {
         "archive",
         &FileSinkConfig {
             path: "/dev/full".into(),
+            mode: FileSinkConfig::DEFAULT_MODE,
         },
     )
     .unwrap();
@@ -120,4 +125,39 @@ async fn a_full_disk_is_retried() {
             "{outcome:?}"
         );
     }
+}
+
+/// Events often hold personal data: a new file is the owner's alone unless `mode` says
+/// otherwise, whatever the process umask lets through.
+#[cfg(unix)]
+#[test]
+fn new_files_and_directories_get_the_configured_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+
+    let private = dir.path().join("private/out/events.jsonl");
+    FileSink::new(
+        "archive",
+        &FileSinkConfig {
+            path: private.to_str().unwrap().to_owned(),
+            mode: FileSinkConfig::DEFAULT_MODE,
+        },
+    )
+    .unwrap();
+    assert_eq!(mode_of(&private), 0o600);
+    assert_eq!(mode_of(private.parent().unwrap()), 0o700);
+    assert_eq!(mode_of(&dir.path().join("private")), 0o700);
+
+    let shared = dir.path().join("shared/events.jsonl");
+    FileSink::new(
+        "archive",
+        &FileSinkConfig {
+            path: shared.to_str().unwrap().to_owned(),
+            mode: 0o640,
+        },
+    )
+    .unwrap();
+    assert_eq!(mode_of(&shared), 0o640);
+    assert_eq!(mode_of(shared.parent().unwrap()), 0o750);
 }

@@ -2,10 +2,13 @@
 //! The stream position itself lives in the replication slot (its confirmed flush LSN).
 //!
 //! Written atomically: a temporary file, fsync, rename, fsync of the directory. It is
-//! written only after every event before the recorded point was acknowledged.
+//! written only after every event before the recorded point was acknowledged. Like the
+//! rest of the data directory it is the owner's only: the file `0600`, the directory
+//! `0700` (it holds key values of snapshotted rows).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -39,7 +42,10 @@ pub struct StateFile {
 impl StateFile {
     /// `dir/state.json`; the directory is created when missing.
     pub fn new(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         Ok(Self {
             path: dir.join("state.json"),
         })
@@ -70,7 +76,12 @@ impl StateFile {
     /// Replaces the stored state durably.
     pub fn store(&self, state: &State) -> std::io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))?;
         f.sync_all()?;
         drop(f);
@@ -105,6 +116,18 @@ mod tests {
         );
         file.store(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn the_state_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(&dir.path().join("cdc/db")).unwrap();
+        file.store(&State::default()).unwrap();
+        assert_eq!(mode(file.path()), 0o600);
+        assert_eq!(mode(&dir.path().join("cdc/db")), 0o700);
+        assert_eq!(mode(&dir.path().join("cdc")), 0o700);
     }
 
     #[test]

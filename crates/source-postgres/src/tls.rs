@@ -76,8 +76,9 @@ impl Target {
             .map_err(|e| CdcError::Config(format!("dsn {redacted}: {e}")))?;
         let mut config = tokio_postgres::Config::from_str(&split.dsn).map_err(|e| {
             CdcError::Config(format!(
-                "invalid dsn {redacted}: {e}; write e.g. \
-                 postgres://user:password@host:5432/database?sslmode=verify-full&sslrootcert=ca.pem"
+                "invalid dsn {redacted}: {}; write e.g. \
+                 postgres://user:password@host:5432/database?sslmode=verify-full&sslrootcert=ca.pem",
+                switchyard_config::redact::text(&e.to_string())
             ))
         })?;
         let unix = matches!(config.get_hosts().first(), Some(Host::Unix(_)));

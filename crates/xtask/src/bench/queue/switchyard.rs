@@ -76,7 +76,7 @@ pub fn round(
     let dir = sy.root().join(ctx.tag());
     std::fs::create_dir_all(&dir)?;
     let addr = free_addr()?;
-    let token = format!("bench-{}-{}", std::process::id(), ctx.tag());
+    let token = format!("bench-token-{}-{}", std::process::id(), ctx.tag());
     let config = dir.join("switchyard.toml");
     std::fs::write(
         &config,
@@ -354,7 +354,12 @@ mod tests {
     #[test]
     fn the_generated_config_passes_switchyard_validation() {
         for partitions in [1, 4] {
-            let text = config_text("127.0.0.1:1", Path::new("/tmp/bench"), "t0ken", partitions);
+            let text = config_text(
+                "127.0.0.1:1",
+                Path::new("/tmp/bench"),
+                "bench-token-0123456789",
+                partitions,
+            );
             match switchyard_config::load_str(&text, false) {
                 Ok(config) => assert_eq!(config.queues[QUEUE].partitions, partitions),
                 Err(e) => panic!("{e}\n{text}"),
