@@ -521,11 +521,36 @@ type = "stdout"
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        // An unknown source does not list the configured ones.
+        // A stranger cannot tell an unknown source from a guarded one; a producer learns
+        // that it does not exist, but not which ones do.
         let r = send("POST", "/ingest/nope", None).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let r = send("POST", "/ingest/nope", Some(format!("Bearer {INGEST}"))).await.unwrap();
         assert_eq!(r.status().as_u16(), 404);
         let text = r.text().await.unwrap();
         assert!(!text.contains("api"), "{text}");
+        // The admin and queue APIs check the token before they read a body: a stranger's
+        // large declared body is refused at once, holding no memory.
+        let r = http
+            .post(format!("{base}/queues/jobs/messages"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 3 << 20])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        // A produce batch up to the documented 16 MiB is read (here: 3 MiB of messages).
+        let batch = serde_json::json!({
+            "messages": (0..3).map(|_| serde_json::json!({"payload": "x".repeat(1 << 20)})).collect::<Vec<_>>()
+        });
+        let r = http
+            .post(format!("{base}/queues/jobs/messages"))
+            .bearer_auth(ADMIN)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     });
 }
 

@@ -17,7 +17,7 @@ use switchyard_tests::{client, runtime, wait_until};
 const QUERY_SECRET: &str = "SECRETVALUE123";
 const PASSWORD: &str = "PASSWORD456";
 const HEADER_SECRET: &str = "HEADERSECRET789";
-const ADMIN_TOKEN: &str = "ADMINTOKEN321";
+const ADMIN_TOKEN: &str = "ADMINTOKEN321-0123456789";
 const SECRETS: [&str; 4] = [QUERY_SECRET, PASSWORD, HEADER_SECRET, ADMIN_TOKEN];
 
 /// Every file and directory below `root` (itself included), with its permission bits.

@@ -637,6 +637,7 @@ pub(crate) fn build(tree: &Value, cx: &mut Ctx<'_>) -> Config {
     }
     root.finish(cx);
     exposure(cx, &config);
+    request_memory(cx, &config);
     crate::graph::check(cx, &config, &declared);
     crate::outbound::check_webhooks(cx, &config);
     config
@@ -766,13 +767,21 @@ fn server_tls(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<ServerTlsCo
 /// echoed.
 fn token(cx: &mut Ctx<'_>, table: &Table<'_>, key: &str) -> Option<String> {
     let token = table.non_empty_string(cx, key)?;
-    if token.chars().count() < MIN_TOKEN_LEN {
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        cx.issue(
+            &table.child(key),
+            "the token holds spaces, control or non-ASCII characters, which a bearer token \
+             cannot carry (no client could send it); use visible ASCII characters only",
+        );
+        return None;
+    }
+    if token.len() < MIN_TOKEN_LEN {
         cx.issue(
             &table.child(key),
             format!(
                 "the token is {} characters long; use at least {MIN_TOKEN_LEN} random characters \
                  (e.g. the output of `openssl rand -hex 32`)",
-                token.chars().count()
+                token.len()
             ),
         );
         return None;
@@ -792,10 +801,33 @@ pub(crate) fn listen_is_loopback(listen: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// An ingest request holds its body and what it expands to (about twice the body) within
+/// `server.max_request_memory`: a `max_body` that cannot fit would refuse every large body.
+fn request_memory(cx: &mut Ctx<'_>, config: &Config) {
+    let budget = config.server.max_request_memory.0;
+    for (name, source) in &config.sources {
+        if let SourceConfig::Http(http) = source
+            && http.max_body.0.saturating_mul(2) > budget
+        {
+            cx.issue(
+                &format!("sources.{name}.max_body"),
+                format!(
+                    "a request of max_body ({} bytes) holds about twice that in memory, more than \
+                     server.max_request_memory ({budget} bytes); lower max_body or raise \
+                     server.max_request_memory to at least {}",
+                    http.max_body.0,
+                    http.max_body.0.saturating_mul(2)
+                ),
+            );
+        }
+    }
+}
+
 /// Listening beyond loopback needs a token on every door, or `server.insecure = true`.
 fn exposure(cx: &mut Ctx<'_>, config: &Config) {
     let server = &config.server;
-    if server.insecure || listen_is_loopback(&server.listen) {
+    // An invalid address is reported on its own.
+    if server.insecure || listen_is_loopback(&server.listen) || !valid_listen(&server.listen) {
         return;
     }
     let mut open: Vec<String> = config

@@ -39,6 +39,9 @@ use tracing::{debug, info, warn};
 /// or a quarter of the limit when that is more.
 const FD_RESERVE: u64 = 256;
 
+/// The read buffer of one connection (headers must fit in it).
+const MAX_HEAD_BUFFER: usize = 64 << 10;
+
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -195,16 +198,22 @@ async fn accept_loop(
             drop(slot);
         });
     }
-    // Wait for the open connections to finish (the caller bounds this by its shutdown
-    // timeout).
+    // New connections are refused from now on; wait for the open ones to finish (the
+    // caller bounds this by its shutdown timeout).
+    drop(listener);
     let _ = slots.acquire_many(cap as u32).await;
 }
 
 /// Refuses a connection over the cap without waiting on the client.
 fn shed(stream: TcpStream, tls: bool) {
     if !tls {
-        const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 83\r\n\r\n{\"error\":\"too many open connections (server.max_connections); retry shortly\"}\n\n\n\n";
-        let _ = stream.try_write(BUSY);
+        const BODY: &str =
+            "{\"error\":\"too many open connections (server.max_connections); retry shortly\"}\n";
+        let busy = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = stream.try_write(busy.as_bytes());
     }
     drop(stream);
 }
@@ -271,6 +280,8 @@ impl Activity {
                 Ordering::Acquire,
             );
             self.since_ms.store(self.now_ms(), Ordering::Release);
+            // The watchdog sleeps until the idle deadline: wake it for the header one.
+            self.changed.notify_one();
         }
     }
 
@@ -333,6 +344,10 @@ async fn serve_connection<S>(
         .keep_alive(true)
         // Header and idle time are bounded by the watchdog below, which knows both.
         .header_read_timeout(None)
+        // What one connection may buffer of a request's head: enough for any sane
+        // headers, far from hyper's ~400 KB default times thousands of connections.
+        .max_buf_size(MAX_HEAD_BUFFER)
+        .max_headers(100)
         .serve_connection(io, service);
     tokio::pin!(connection);
     let mut stopping = false;

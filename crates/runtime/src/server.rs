@@ -188,20 +188,25 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/sources/{source}/status", get(source_status))
         .route("/admin/sources/{source}/snapshot", post(source_snapshot))
         .merge(crate::queue_api::routes())
-        .layer(axum::middleware::from_fn_with_state(budget, reserve_body))
+        .layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), budget),
+            reserve_body,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared);
     ingest.merge(ops)
 }
 
 /// The largest body the admin and queue APIs read (JSON requests; a produce batch).
-const BODY_LIMIT: usize = 2 << 20;
+const BODY_LIMIT: usize = crate::queue_api::MAX_BODY;
 
-/// Reserves what a request's body may hold in memory before a handler reads it (its
-/// `Content-Length`, or [`BODY_LIMIT`] when it declares none), so that requests in flight
-/// together stay within `server.max_request_memory`; past it the answer is 429.
+/// Guards every request that carries a body (all of them admin or queue API calls):
+/// the admin token is checked before a byte of the body is read, then what the body may
+/// hold in memory is reserved (twice its `Content-Length` for the parsed form, or twice
+/// [`BODY_LIMIT`] when it declares none), so that requests in flight together stay within
+/// `server.max_request_memory`; past it the answer is 429.
 async fn reserve_body(
-    State(budget): State<MemoryBudget>,
+    State((shared, budget)): State<(Arc<Shared>, MemoryBudget)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -210,8 +215,15 @@ async fn reserve_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let bodyless =
+        declared == Some(0) || (declared.is_none() && request.method() == http::Method::GET);
+    if bodyless {
+        return next.run(request).await;
+    }
+    if let Err(refused) = authorize(&shared, request.headers()) {
+        return refused;
+    }
     let bytes = match declared {
-        Some(0) => return next.run(request).await,
         Some(n) if n > BODY_LIMIT as u64 => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -219,11 +231,10 @@ async fn reserve_body(
             );
         }
         Some(n) => n,
-        None if request.method() == http::Method::GET => return next.run(request).await,
         None => BODY_LIMIT as u64,
     };
-    // Parsed JSON takes a few times its text.
-    let _reservation = match budget.try_reserve(bytes * 3) {
+    // The body and the values parsed from it.
+    let _reservation = match budget.try_reserve(bytes * 2) {
         Ok(r) => r,
         Err(_) => {
             let mut r = error(

@@ -150,7 +150,17 @@ async fn ingest(
     body: Body,
 ) -> Response {
     let Some(source) = state.sources.get(&source_name) else {
-        // The configured names are not listed: a caller without a token learns nothing.
+        // Nothing is named to a stranger: not the configured sources, and, where sources
+        // have tokens, not even whether this one exists (without one of their tokens the
+        // answer is the same 401 an existing source gives).
+        let guarded = state
+            .sources
+            .values()
+            .filter_map(|s| s.config.token.as_deref());
+        let mut tokens = guarded.clone().peekable();
+        if tokens.peek().is_some() && !guarded.into_iter().any(|t| bearer_matches(&headers, t)) {
+            return unauthorized();
+        }
         return error(
             StatusCode::NOT_FOUND,
             "no http source by that name; POST to /ingest/<name of an http source in the config>",
@@ -172,13 +182,7 @@ async fn handle(
     if let Some(expected) = &source.config.token
         && !bearer_matches(headers, expected)
     {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the source's token",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return (r, 0);
+        return (unauthorized(), 0);
     }
     let max = source.config.max_body.0 as usize;
     let too_large = || {
@@ -318,6 +322,16 @@ async fn handle(
             (r, 0)
         }
     }
+}
+
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token: send `Authorization: Bearer <token>` with the source's token",
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
 }
 
 /// The answer to a request that does not fit in the memory budget.
