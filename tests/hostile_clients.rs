@@ -550,7 +550,7 @@ type = "stdout"
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
     });
 }
 

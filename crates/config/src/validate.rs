@@ -1861,6 +1861,31 @@ options = {{ "security.protocol" = "{protocol}", "ssl.ca.location" = "/etc/kafka
     }
 
     #[test]
+    fn tokens_must_be_sendable_and_bodies_must_fit_the_request_memory() {
+        let issues = issues_of("[server]\nadmin_token = \"0123456789 abcdef\"\n");
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].message.contains("visible ASCII"),
+            "{}",
+            issues[0].message
+        );
+        let big = PIPELINE.replace(
+            "type = \"http\"\n",
+            "type = \"http\"\nmax_body = \"40MiB\"\n",
+        );
+        let issues = issues_of(&big);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "sources.api.max_body");
+        assert!(
+            issues[0].message.contains("server.max_request_memory"),
+            "{}",
+            issues[0].message
+        );
+        let raised = format!("[server]\nmax_request_memory = \"128MiB\"\n{big}");
+        assert!(issues_of(&raised).is_empty(), "{:?}", issues_of(&raised));
+    }
+
+    #[test]
     fn server_limits_and_tls() {
         let config = crate::load_str(
             "[server]\nmax_connections = 10\nheader_timeout = \"2s\"\nbody_timeout = \"3s\"\nidle_timeout = \"4s\"\nmax_request_memory = \"8MiB\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n",

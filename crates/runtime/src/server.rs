@@ -215,8 +215,9 @@ async fn reserve_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // GET handlers never read a body (hyper discards one as it arrives).
     let bodyless =
-        declared == Some(0) || (declared.is_none() && request.method() == http::Method::GET);
+        declared == Some(0) || matches!(*request.method(), http::Method::GET | http::Method::HEAD);
     if bodyless {
         return next.run(request).await;
     }
