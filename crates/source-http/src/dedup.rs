@@ -18,6 +18,36 @@ pub struct DedupWindow {
     order: VecDeque<(Instant, String)>,
 }
 
+/// The ids answered for a key seen before.
+pub struct Seen {
+    key: String,
+    ids: Ids,
+}
+
+impl Seen {
+    /// How many ids there are.
+    pub fn count(&self) -> usize {
+        match &self.ids {
+            Ids::Key => 1,
+            Ids::Numbered(n) => *n,
+            Ids::Listed(list) => list.len(),
+        }
+    }
+
+    /// Bytes the ids take once made.
+    pub fn bytes(&self) -> u64 {
+        match &self.ids {
+            Ids::Key => self.key.len() as u64,
+            Ids::Numbered(n) => *n as u64 * (self.key.len() as u64 + 8),
+            Ids::Listed(list) => list.iter().map(|id| id.len() as u64).sum(),
+        }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.expand(&self.key)
+    }
+}
+
 /// The ids of one request, kept in the smallest form that gives them back: ingest derives
 /// them from the key (`KEY` for one event, `KEY-0` … `KEY-(n-1)` for a batch).
 enum Ids {
@@ -77,8 +107,21 @@ impl DedupWindow {
 
     /// The ids stored for `key` if it was seen within the window.
     pub fn get(&mut self, key: &str, now: Instant) -> Option<Vec<String>> {
+        self.lookup(key, now).map(|seen| seen.ids())
+    }
+
+    /// What was stored for `key` within the window, cheap to take out of a lock: its ids
+    /// are made when asked for ([`Seen::ids`]), after the caller knows how many there are.
+    pub fn lookup(&mut self, key: &str, now: Instant) -> Option<Seen> {
         self.expire(now);
-        self.ids.get(key).map(|(ids, _)| ids.expand(key))
+        self.ids.get(key).map(|(ids, _)| Seen {
+            key: key.to_owned(),
+            ids: match ids {
+                Ids::Key => Ids::Key,
+                Ids::Numbered(n) => Ids::Numbered(*n),
+                Ids::Listed(list) => Ids::Listed(list.clone()),
+            },
+        })
     }
 
     pub fn insert(&mut self, key: String, ids: Vec<String>, now: Instant) {

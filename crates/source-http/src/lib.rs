@@ -39,7 +39,7 @@ use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
 pub use auth::{bearer_matches, bearer_token};
 pub use budget::{MemoryBudget, Refused, Reservation};
-pub use dedup::DedupWindow;
+pub use dedup::{DedupWindow, Seen};
 
 /// The longest `Idempotency-Key` accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -254,9 +254,15 @@ async fn handle(
             .dedup
             .lock()
             .expect("dedup lock poisoned")
-            .get(k, now());
-        if let Some(ids) = seen {
-            return (accepted(&ids, true), 0);
+            .lookup(k, now());
+        if let Some(seen) = seen {
+            // The repeat's answer can be far larger than its request: it is paid for from
+            // the budget like any other, and made outside the window's lock.
+            let answer = seen.bytes() + seen.count() as u64 * 8;
+            if let Err(refused) = reservation.grow_to(body.len() as u64 + answer) {
+                return (over_budget(refused), 0);
+            }
+            return (accepted(&seen.ids(), true), 0);
         }
     }
     let count = match count_events(headers, &body) {
