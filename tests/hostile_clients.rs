@@ -42,30 +42,42 @@ type = "stdout"
 }
 
 /// Keeps `stream` open, calling `step` every 100 ms, until the server closes it (a read
-/// sees the end or an error) or `CUT_WITHIN` passes; returns how long it stayed open.
+/// sees the end or an error) or `CUT_WITHIN` passes; returns how long it stayed open (if
+/// it was closed) and what the server sent.
 fn time_until_closed(
     stream: &mut TcpStream,
     mut step: impl FnMut(&mut TcpStream),
-) -> Option<Duration> {
+) -> (Option<Duration>, String) {
     let start = Instant::now();
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
+    let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while start.elapsed() < CUT_WITHIN {
         match stream.read(&mut buf) {
-            Ok(0) => return Some(start.elapsed()),
-            Ok(_) => {}
+            Ok(0) => {
+                return (
+                    Some(start.elapsed()),
+                    String::from_utf8_lossy(&answer).into(),
+                );
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return Some(start.elapsed()),
+            Err(_) => {
+                return (
+                    Some(start.elapsed()),
+                    String::from_utf8_lossy(&answer).into(),
+                );
+            }
         }
         step(stream);
     }
-    None
+    (None, String::from_utf8_lossy(&answer).into())
 }
 
 #[test]
@@ -77,7 +89,7 @@ fn slow_and_silent_connections_are_cut_at_their_timeouts() {
     slow_headers
         .write_all(b"POST /ingest/api HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let cut = time_until_closed(&mut slow_headers, |s| {
+    let (cut, _) = time_until_closed(&mut slow_headers, |s| {
         let _ = s.write_all(b"X");
     });
     assert!(
@@ -88,7 +100,7 @@ fn slow_and_silent_connections_are_cut_at_their_timeouts() {
 
     // A connection that never sends a byte.
     let mut silent = TcpStream::connect(sy.addr()).unwrap();
-    let cut = time_until_closed(&mut silent, |_| {});
+    let (cut, _) = time_until_closed(&mut silent, |_| {});
     assert!(
         cut.is_some(),
         "a silent connection stayed open for {CUT_WITHIN:?}"
@@ -102,7 +114,7 @@ fn slow_and_silent_connections_are_cut_at_their_timeouts() {
     let mut head = [0u8; 12];
     idle.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
-    let cut = time_until_closed(&mut idle, |_| {});
+    let (cut, _) = time_until_closed(&mut idle, |_| {});
     assert!(
         cut.is_some(),
         "an idle keep-alive connection stayed open for {CUT_WITHIN:?}"
@@ -114,29 +126,11 @@ fn slow_and_silent_connections_are_cut_at_their_timeouts() {
     slow_body
         .write_all(b"POST /ingest/api HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{")
         .unwrap();
-    let mut answer = Vec::new();
     let start = Instant::now();
-    slow_body
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        if start.elapsed() > CUT_WITHIN {
-            break false;
-        }
-        match slow_body.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break true,
-        }
-        let _ = slow_body.write_all(b" ");
-    };
-    let answer = String::from_utf8_lossy(&answer);
+    let (cut, answer) = time_until_closed(&mut slow_body, |s| {
+        let _ = s.write_all(b" ");
+    });
+    let closed = cut.is_some();
     assert!(
         closed || answer.starts_with("HTTP/1.1 408"),
         "a slow body was neither answered 408 nor cut: {answer:?}"

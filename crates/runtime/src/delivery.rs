@@ -389,24 +389,29 @@ mod tests {
         })
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn retries_keep_per_key_order_and_poison_goes_to_the_dead_letter_queue() {
-        let dir = tempfile::tempdir().unwrap();
-        let dlq = QueueHandle::open(
+    /// A one-partition queue on disk for a test's dead letters.
+    fn dead_letter_queue(dir: &std::path::Path) -> Arc<QueueHandle> {
+        QueueHandle::open(
             Arc::new(FsStorage::new()),
-            dir.path(),
+            dir,
             "dlq",
             QueueLimits {
                 partitions: 1,
                 max_bytes: u64::MAX,
                 retention: None,
                 work: switchyard_log::WorkOptions::default(),
+                dedup_window: Duration::ZERO,
                 max_groups: 64,
                 group_idle_expiry: None,
-                dedup_window: Duration::ZERO,
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_keep_per_key_order_and_poison_goes_to_the_dead_letter_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = dead_letter_queue(dir.path());
         let sink = Arc::new(FlakySink {
             delivered: Mutex::new(Vec::new()),
             attempts: AtomicUsize::new(0),
@@ -484,21 +489,7 @@ mod tests {
     #[tokio::test]
     async fn dead_letter_errors_are_stored_masked() {
         let dir = tempfile::tempdir().unwrap();
-        let dlq = QueueHandle::open(
-            Arc::new(FsStorage::new()),
-            dir.path(),
-            "dlq",
-            QueueLimits {
-                partitions: 1,
-                max_bytes: u64::MAX,
-                retention: None,
-                work: switchyard_log::WorkOptions::default(),
-                dedup_window: Duration::ZERO,
-                max_groups: 64,
-                group_idle_expiry: None,
-            },
-        )
-        .unwrap();
+        let dlq = dead_letter_queue(dir.path());
         let handle = SinkHandle::start("leaky", Arc::new(LeakySink), Arc::new(Metrics::new()));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let d = Delivery {

@@ -50,6 +50,7 @@ impl Seen {
 
 /// The ids of one request, kept in the smallest form that gives them back: ingest derives
 /// them from the key (`KEY` for one event, `KEY-0` … `KEY-(n-1)` for a batch).
+#[derive(Clone)]
 enum Ids {
     Key,
     Numbered(usize),
@@ -116,11 +117,7 @@ impl DedupWindow {
         self.expire(now);
         self.ids.get(key).map(|(ids, _)| Seen {
             key: key.to_owned(),
-            ids: match ids {
-                Ids::Key => Ids::Key,
-                Ids::Numbered(n) => Ids::Numbered(*n),
-                Ids::Listed(list) => Ids::Listed(list.clone()),
-            },
+            ids: ids.clone(),
         })
     }
 
