@@ -23,7 +23,7 @@ step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "layering: low crates do not depend on tokio"
-for crate in switchyard-event switchyard-ack switchyard-config switchyard-log; do
+for crate in switchyard-event switchyard-ack switchyard-config switchyard-store; do
     deps=$(cargo tree --locked -e normal -p "$crate" --prefix none)
     if grep -qE '^(tokio|wasmtime|rdkafka) ' <<<"$deps"; then
         echo "error: $crate depends on tokio, wasmtime or rdkafka; low crates must stay free of them (see ARCHITECTURE.md)" >&2

@@ -315,7 +315,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
-    use switchyard_log::FsStorage;
+    use switchyard_store::FsStorage;
 
     use crate::queues::QueueLimits;
 
@@ -399,7 +399,7 @@ mod tests {
                 partitions: 1,
                 max_bytes: u64::MAX,
                 retention: None,
-                work: switchyard_log::WorkOptions::default(),
+                work: switchyard_store::WorkOptions::default(),
                 dedup_window: Duration::ZERO,
                 max_groups: 64,
                 group_idle_expiry: None,

@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::{Config, QueueConfig, SinkConfig, SourceConfig};
-use switchyard_log::{FsStorage, MemoryBudget, Storage, WorkOptions};
 use switchyard_sinks::Sink;
 use switchyard_sinks::file::FileSink;
 use switchyard_sinks::stdout::StdoutSink;
 use switchyard_sinks::webhook::WebhookSink;
+use switchyard_store::{FsStorage, MemoryBudget, Storage, WorkOptions};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -56,7 +56,7 @@ pub enum RuntimeError {
     #[error("cannot open queue `{name}`: {source}")]
     Queue {
         name: String,
-        source: switchyard_log::LogError,
+        source: switchyard_store::LogError,
     },
     #[error("sink `{name}`: {message}")]
     Sink { name: String, message: String },

@@ -19,8 +19,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 use switchyard_config::SourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE};
-use switchyard_log::{LogError, Receipt, WorkGroup};
 use switchyard_source_http::{IDEMPOTENCY_HEADER, error};
+use switchyard_store::{LogError, Receipt, WorkGroup};
 use tracing::{info, warn};
 
 use crate::Shared;
@@ -657,7 +657,7 @@ async fn settle(
     group: &str,
     body: ReceiptsBody,
     verb: &str,
-    op: impl FnOnce(&WorkGroup, &[Receipt]) -> Result<Vec<bool>, switchyard_log::LogError>
+    op: impl FnOnce(&WorkGroup, &[Receipt]) -> Result<Vec<bool>, switchyard_store::LogError>
     + Send
     + 'static,
 ) -> Result<Response, Response> {

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_event::Event;
-use switchyard_log::{
+use switchyard_source_http::{DedupWindow, IntakeError};
+use switchyard_store::{
     Classify, GroupCommitter, LogError, LogOptions, MessageMeta, OffsetStore, PartitionLog, Queue,
     Storage, SubmitError, WorkGroup, WorkOptions,
 };
-use switchyard_source_http::{DedupWindow, IntakeError};
 use tokio::sync::{Notify, oneshot, watch};
 
 /// Header holding a message's priority (0–9) in the stored event.
@@ -319,7 +319,7 @@ impl QueueHandle {
         // Per event: (index into `parts`, position within that part).
         let mut slots = Vec::with_capacity(events.len());
         let mut index: HashMap<u32, usize> = HashMap::new();
-        let mut parts: switchyard_log::Parts = Vec::new();
+        let mut parts: switchyard_store::Parts = Vec::new();
         for e in events {
             let p = self.queue.partition_for(e.key.as_deref());
             let i = *index.entry(p).or_insert_with(|| {

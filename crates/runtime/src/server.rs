@@ -138,7 +138,7 @@ pub async fn restore_queue_idempotency(shared: &Shared) {
 fn recent_idempotency_keys(
     queue: &QueueHandle,
     window: Duration,
-) -> Result<Vec<(String, Vec<String>, Duration)>, switchyard_log::LogError> {
+) -> Result<Vec<(String, Vec<String>, Duration)>, switchyard_store::LogError> {
     let now = crate::queues::now_ms();
     let since = now.saturating_sub(window.as_millis() as u64);
     let mut by_key: std::collections::HashMap<String, (u64, Vec<String>)> = Default::default();

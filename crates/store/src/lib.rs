@@ -1,4 +1,4 @@
-//! switchyard-log: the durable log under every internal queue and HTTP intake.
+//! switchyard-store: the durable log under every internal queue and HTTP intake.
 //!
 //! * [`PartitionLog`]: one partition, segmented append-only files with a CRC per record
 //!   (format: `docs/decisions/0002-log-format.md`), recovery on open, sparse index, retention.

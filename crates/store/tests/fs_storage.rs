@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use switchyard_log::{FsStorage, LogError, LogOptions, OffsetStore, Queue, Storage};
+use switchyard_store::{FsStorage, LogError, LogOptions, OffsetStore, Queue, Storage};
 
 #[test]
 fn queue_and_offsets_round_trip_on_disk() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use switchyard_log::{LogOptions, PartitionLog, SimStorage, Storage};
+use switchyard_store::{LogOptions, PartitionLog, SimStorage, Storage};
 
 #[derive(Debug, Clone)]
 enum Op {

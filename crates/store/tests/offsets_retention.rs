@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_log::{LogOptions, OffsetStore, PartitionLog, SimStorage, Storage};
+use switchyard_store::{LogOptions, OffsetStore, PartitionLog, SimStorage, Storage};
 
 fn storage(sim: &SimStorage) -> Arc<dyn Storage> {
     Arc::new(sim.clone())

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use switchyard_log::{
+use switchyard_store::{
     Classify, FsStorage, LogError, LogOptions, MemoryBudget, MessageMeta, PartitionLog, Receipt,
     SimStorage, Storage, WorkGroup, WorkOptions, entry_cost,
 };
@@ -30,7 +30,7 @@ fn msg(priority: u8, key: &str, not_before: u64, body: &str) -> Vec<u8> {
     format!("{priority};{key};{not_before};{body}").into_bytes()
 }
 
-fn body(l: &switchyard_log::Leased) -> String {
+fn body(l: &switchyard_store::Leased) -> String {
     let s = String::from_utf8(l.record.payload.clone()).unwrap();
     s.rsplit(';').next().unwrap().to_owned()
 }
@@ -363,7 +363,7 @@ fn power_loss_keeps_every_answered_ack() {
 
 /// The cost of one loaded message of `body`, as the budget counts it.
 fn cost_of(body: &str) -> usize {
-    entry_cost(&switchyard_log::Record {
+    entry_cost(&switchyard_store::Record {
         offset: 0,
         timestamp_ms: 0,
         payload: msg(0, "", 0, body),
@@ -450,7 +450,7 @@ fn a_shared_budget_bounds_the_windows_of_all_groups_and_each_still_progresses() 
     assert_eq!(budget.used(), 0);
 }
 
-fn body_prefix(l: &switchyard_log::Leased) -> String {
+fn body_prefix(l: &switchyard_store::Leased) -> String {
     body(l)[..4].to_owned()
 }
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use switchyard_log::{LogError, LogOptions, PartitionLog, SimStorage, Storage};
+use switchyard_store::{LogError, LogOptions, PartitionLog, SimStorage, Storage};
 
 const DIR: &str = "/data/q/p0";
 

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard_log::{
+use switchyard_store::{
     GroupCommitter, LogError, LogOptions, Parts, Queue, SimStorage, Storage, SubmitError,
 };
 
