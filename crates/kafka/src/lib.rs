@@ -1,7 +1,7 @@
 //! Kafka for switchyard, on rdkafka with its bundled librdkafka.
 //!
-//! * [`KafkaSink`] — a [`switchyard_sinks::Sink`]: an idempotent producer with
-//!   `acks=all`; an event is [`Outcome::Delivered`](switchyard_sinks::Outcome) only
+//! * [`KafkaSink`] — a [`switchyard_connector::Sink`]: an idempotent producer with
+//!   `acks=all`; an event is [`Outcome::Delivered`](switchyard_connector::Outcome) only
 //!   when its delivery report says the broker has it. Errors about the event itself
 //!   (too large, invalid topic name) are permanent and dead-letter it; everything else
 //!   (timeouts, brokers down, a topic that does not exist yet) is retried.
@@ -11,12 +11,17 @@
 //!   revoked. It keeps polling while the reader applies backpressure (paused
 //!   partitions), so it never drops out of its group for being slow.
 //!
-//! This crate knows no runtime: the runtime wraps [`KafkaConsumer`] in its `Feed`.
+//! * [`source::build`] and [`sink::build`] — the connectors the runtime registers: the
+//!   `kafka` source (a [`switchyard_connector::Source`] whose feed is a consumer) and the
+//!   `kafka` sink.
+//!
+//! This crate knows no runtime: it implements the contracts of `switchyard-connector`.
 
 mod consumer;
 mod context;
 pub mod offsets;
-mod sink;
+pub mod sink;
+pub mod source;
 mod topic;
 
 pub use consumer::{KafkaConsumer, message_event_id};

@@ -14,13 +14,28 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode as Code;
 use switchyard_config::KafkaSinkConfig;
+use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
-use switchyard_sinks::{BoxFuture, Outcome, RetryPolicy, Sink};
 use tracing::{error, info, warn};
 
 use crate::context::LogContext;
 use crate::topic::TopicTemplate;
 use crate::{KafkaError, headers};
+
+/// Builds the `kafka` sink `name`: the runtime's registration calls this. A missing topic
+/// or unreachable brokers are reported in the background; they never fail the start.
+pub fn build(
+    name: &str,
+    cfg: &KafkaSinkConfig,
+    _ctx: &BuildContext<'_>,
+) -> Result<Arc<dyn Sink>, BuildError> {
+    let sink = Arc::new(KafkaSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?);
+    tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.check_topic().await }
+    });
+    Ok(sink)
+}
 
 /// Most events handed to one delivery attempt (one lane).
 const MAX_BATCH: usize = 1000;

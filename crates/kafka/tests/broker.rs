@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig};
+use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_kafka::{KafkaConsumer, KafkaSink};
-use switchyard_sinks::{Outcome, Sink};
 use switchyard_test_support::kafka::{Tansu, produce, read_n, read_topic, unique_name};
 
 fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {

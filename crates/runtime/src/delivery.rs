@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use switchyard_config::redact;
+use switchyard_connector::{Backoff, BoxFuture, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
-use switchyard_sinks::{BoxFuture, Outcome, Sink};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -60,13 +60,12 @@ pub async fn append_dead_letter(queue: &QueueHandle, event: &Event, reason: &Dea
     event.set_header(dlq_headers::ERROR, error.as_ref());
     event.set_header(dlq_headers::ATTEMPTS, reason.attempts.to_string());
     event.set_header(dlq_headers::AT_MS, now_ms().to_string());
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let batch = [event];
     while let Err(e) = queue.append(&batch).await {
         warn!(queue = %queue.name, error = %e,
             "could not append to the dead-letter queue; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -274,6 +273,24 @@ pub struct QueueSink {
     pub queue: Arc<QueueHandle>,
 }
 
+/// Builds the `queue` sink `name`, appending to one of `queues`.
+pub fn build_queue_sink(
+    name: &str,
+    cfg: &switchyard_config::QueueSinkConfig,
+    queues: &std::collections::BTreeMap<String, Arc<QueueHandle>>,
+) -> Result<Arc<dyn Sink>, switchyard_connector::BuildError> {
+    let _ = name;
+    let queue = queues.get(&cfg.queue).ok_or_else(|| {
+        switchyard_connector::BuildError::new(format!(
+            "queue `{}` is not declared; add [queues.{}]",
+            cfg.queue, cfg.queue
+        ))
+    })?;
+    Ok(Arc::new(QueueSink {
+        queue: queue.clone(),
+    }))
+}
+
 impl Sink for QueueSink {
     fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
@@ -299,10 +316,10 @@ impl Sink for QueueSink {
         4
     }
 
-    fn retry_policy(&self) -> switchyard_sinks::RetryPolicy {
+    fn retry_policy(&self) -> RetryPolicy {
         // An internal queue that is full or out of disk recovers when consumers catch up or
         // space frees: keep trying, never dead-letter for that.
-        switchyard_sinks::RetryPolicy {
+        RetryPolicy {
             max_attempts: u32::MAX,
             initial: Duration::from_millis(100),
             max: Duration::from_secs(5),
@@ -367,8 +384,8 @@ mod tests {
             self.lanes
         }
 
-        fn retry_policy(&self) -> switchyard_sinks::RetryPolicy {
-            switchyard_sinks::RetryPolicy {
+        fn retry_policy(&self) -> RetryPolicy {
+            RetryPolicy {
                 max_attempts: 100,
                 initial: Duration::from_millis(1),
                 max: Duration::from_millis(2),

@@ -8,9 +8,9 @@
 //! * events with the same key reach a sink in order; different keys in parallel lanes;
 //! * every buffer is bounded: a slow sink slows its readers, which stop reading.
 
+mod connectors;
 pub mod delivery;
 pub mod feed;
-pub mod kafka_feed;
 mod listener;
 pub mod metrics;
 pub mod pipeline;
@@ -25,18 +25,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_config::{Config, QueueConfig, SinkConfig, SourceConfig};
-use switchyard_sinks::Sink;
-use switchyard_sinks::file::FileSink;
-use switchyard_sinks::stdout::StdoutSink;
-use switchyard_sinks::webhook::WebhookSink;
+use switchyard_config::{Config, QueueConfig, SourceConfig};
+use switchyard_connector::{BuildContext, Source};
+use switchyard_source_postgres::PostgresSource;
 use switchyard_store::{FsStorage, MemoryBudget, Storage, WorkOptions};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::delivery::{QueueSink, SinkHandle};
-use crate::feed::{CdcFeed, LogFeed};
+use crate::delivery::SinkHandle;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelinePlan, Reader};
 use crate::plugins::{Stage, Stages};
@@ -86,10 +83,7 @@ pub struct Shared {
 }
 
 /// What the admin API and housekeeping see of a running Postgres source.
-pub struct CdcControl {
-    pub status: Arc<switchyard_source_postgres::Status>,
-    pub commands: tokio::sync::mpsc::Sender<switchyard_source_postgres::Command>,
-}
+pub type CdcControl = switchyard_source_postgres::source::Control;
 
 impl Shared {
     /// Any queue by its user-facing name (declared or dead-letter).
@@ -149,12 +143,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let queues = open_queues(&config, &storage, &data_dir)?;
     let intakes = open_intakes(&config, &storage, &data_dir)?;
-    let sinks = Arc::new(start_sinks(&config, &queues, &metrics)?);
+    let ctx = BuildContext::new(&config, &data_dir);
+    let own = connectors::Queues {
+        queues: &queues,
+        intakes: &intakes,
+    };
+    let sinks = Arc::new(start_sinks(&config, &ctx, &own, &metrics)?);
+    let sources = build_sources(&config, &ctx, &own)?;
     let pools = tokio::task::block_in_place(|| load_plugins(&config))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
-    let mut cdc = BTreeMap::new();
     for (name, p) in &config.pipelines {
         let dlq_name = p
             .dead_letter
@@ -201,69 +200,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             max_in_flight: p.max_in_flight.max(1),
         });
         for source in &p.from {
-            let (queue, group) = match &config.sources[source] {
-                SourceConfig::Http(_) => (intakes[source].clone(), format!("pipeline.{name}")),
-                SourceConfig::Queue(q) => (queues[&q.queue].clone(), q.group.clone()),
-                SourceConfig::PostgresCdc(c) => {
-                    let dir = data_dir.join("cdc").join(source);
-                    let handle = switchyard_source_postgres::start(source, c.clone(), dir)
-                        .await
-                        .map_err(|e| RuntimeError::Source {
-                            name: source.clone(),
-                            message: e.to_string(),
-                        })?;
-                    cdc.insert(
-                        source.clone(),
-                        CdcControl {
-                            status: handle.status.clone(),
-                            commands: handle.commands.clone(),
-                        },
-                    );
-                    let reader = Reader {
-                        plan: plan.clone(),
-                        source: source.clone(),
-                        feed: CdcFeed::new(handle),
-                        metrics: metrics.clone(),
-                    };
-                    readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
-                    continue;
-                }
-                SourceConfig::Kafka(c) => {
-                    let readers_of_source = config
-                        .pipelines
-                        .values()
-                        .filter(|p| p.from.contains(source))
-                        .count();
-                    if readers_of_source > 1 {
-                        return Err(RuntimeError::Source {
-                            name: source.clone(),
-                            message: format!(
-                                "kafka source `{source}` is read by {readers_of_source} pipelines, but its consumer group `{}` hands each message to one of them; declare one kafka source (with its own group) per pipeline",
-                                c.group
-                            ),
-                        });
-                    }
-                    let feed = kafka_feed::KafkaFeed::start(source, &c.group, c).map_err(|e| {
-                        RuntimeError::Source {
-                            name: source.clone(),
-                            message: e.to_string(),
-                        }
-                    })?;
-                    let reader = Reader {
-                        plan: plan.clone(),
-                        source: source.clone(),
-                        feed,
-                        metrics: metrics.clone(),
-                    };
-                    readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
-                    continue;
-                }
-            };
-            for partition in 0..queue.partitions().len() as u32 {
+            let feeds = sources[source]
+                .open(name)
+                .await
+                .map_err(|e| RuntimeError::Source {
+                    name: source.clone(),
+                    message: e.to_string(),
+                })?;
+            for feed in feeds {
                 let reader = Reader {
                     plan: plan.clone(),
                     source: source.clone(),
-                    feed: LogFeed::new(queue.clone(), group.clone(), partition),
+                    feed,
                     metrics: metrics.clone(),
                 };
                 readers.spawn(reader.run(stop_rx.clone(), config.server.shutdown_timeout));
@@ -272,6 +220,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         info!(pipeline = %name, from = ?p.from, to = ?p.to, dead_letter = %dlq_name, "pipeline started");
     }
 
+    // What the admin API and the metrics see of running Postgres sources.
+    let cdc = sources
+        .iter()
+        .filter_map(|(name, source)| {
+            let pg = source.as_any().downcast_ref::<PostgresSource>()?;
+            Some((name.clone(), pg.control()?))
+        })
+        .collect();
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -423,49 +379,39 @@ fn open_intakes(
 
 fn start_sinks(
     config: &Config,
-    queues: &BTreeMap<String, Arc<QueueHandle>>,
+    ctx: &BuildContext<'_>,
+    own: &connectors::Queues<'_>,
     metrics: &Arc<Metrics>,
 ) -> Result<HashMap<String, Arc<SinkHandle>>, RuntimeError> {
     let mut out = HashMap::new();
     for (name, cfg) in &config.sinks {
-        let err = |e: switchyard_sinks::SinkError| RuntimeError::Sink {
+        let sink = connectors::build_sink(name, cfg, ctx, own).map_err(|e| RuntimeError::Sink {
             name: name.clone(),
             message: e.to_string(),
-        };
-        let sink: Arc<dyn Sink> = match cfg {
-            SinkConfig::Webhook(c) => Arc::new(WebhookSink::new(name, c).map_err(err)?),
-            SinkConfig::Stdout(c) => Arc::new(StdoutSink::new(name, c).map_err(err)?),
-            SinkConfig::File(c) => Arc::new(FileSink::new(name, c).map_err(err)?),
-            SinkConfig::Queue(c) => Arc::new(QueueSink {
-                queue: queues
-                    .get(&c.queue)
-                    .ok_or_else(|| RuntimeError::Sink {
-                        name: name.clone(),
-                        message: format!(
-                            "queue `{}` is not declared; add [queues.{}]",
-                            c.queue, c.queue
-                        ),
-                    })?
-                    .clone(),
-            }),
-            SinkConfig::Kafka(c) => {
-                let sink = Arc::new(switchyard_kafka::KafkaSink::new(name, c).map_err(|e| {
-                    RuntimeError::Sink {
-                        name: name.clone(),
-                        message: e.to_string(),
-                    }
-                })?);
-                // Reports a missing topic or unreachable brokers; never fails the start.
-                tokio::spawn({
-                    let sink = sink.clone();
-                    async move { sink.check_topic().await }
-                });
-                sink
-            }
-        };
+        })?;
         out.insert(name.clone(), SinkHandle::start(name, sink, metrics.clone()));
     }
     Ok(out)
+}
+
+/// Builds every source (none connects yet: pipelines open their feeds).
+fn build_sources(
+    config: &Config,
+    ctx: &BuildContext<'_>,
+    own: &connectors::Queues<'_>,
+) -> Result<BTreeMap<String, Box<dyn Source>>, RuntimeError> {
+    config
+        .sources
+        .iter()
+        .map(|(name, cfg)| {
+            connectors::build_source(name, cfg, ctx, own)
+                .map(|source| (name.clone(), source))
+                .map_err(|e| RuntimeError::Source {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// Queue gauges every second; retention every 30 seconds.

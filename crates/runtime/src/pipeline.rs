@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_ack::Watermark;
+use switchyard_connector::{Backoff, Feed};
 use switchyard_event::Event;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::delivery::{AckToken, DeadLetterReason, Delivery, SinkHandle, append_dead_letter};
-use crate::feed::Feed;
 use crate::metrics::{Metrics, ReaderLabels};
 use crate::plugins::Stages;
 use crate::queues::QueueHandle;
@@ -78,15 +78,19 @@ impl PipelinePlan {
     }
 }
 
+/// Waits after a transient feed failure: from this, doubling up to [`FEED_BACKOFF_MAX`].
+const FEED_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const FEED_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// Reads one feed (a queue partition, a replication slot, …) for one pipeline.
-pub struct Reader<F: Feed> {
+pub struct Reader {
     pub plan: Arc<PipelinePlan>,
     pub source: String,
-    pub feed: F,
+    pub feed: Box<dyn Feed>,
     pub metrics: Arc<Metrics>,
 }
 
-impl<F: Feed> Reader<F> {
+impl Reader {
     /// Runs until `stop` turns true and everything read has completed (or `drain_timeout`
     /// passed after `stop`), then writes the final checkpoint.
     pub async fn run(self, mut stop: watch::Receiver<bool>, drain_timeout: Duration) {
@@ -118,11 +122,15 @@ impl<F: Feed> Reader<F> {
             .clone();
         let mut stopping = *stop.borrow();
         let mut drain_deadline = None;
+        // After a transient feed failure: no read before this instant.
+        let mut backoff = Backoff::new(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX);
+        let mut paused_until: Option<tokio::time::Instant> = None;
         loop {
             if stopping && mark.held() == 0 {
                 break;
             }
-            let can_read = !stopping && mark.held() < this.plan.max_in_flight;
+            let can_read =
+                !stopping && paused_until.is_none() && mark.held() < this.plan.max_in_flight;
             let budget = this.plan.max_in_flight.saturating_sub(mark.held());
             tokio::select! {
                 biased;
@@ -142,6 +150,9 @@ impl<F: Feed> Reader<F> {
                         "shutdown timeout: stopping with deliveries in flight; they are delivered again after the restart");
                     break;
                 }
+                _ = async { tokio::time::sleep_until(paused_until.expect("set")).await }, if paused_until.is_some() => {
+                    paused_until = None;
+                }
                 _ = tick.tick() => {
                     committed = this.commit(&mut feed, &mark, committed).await;
                     lag.set(feed.lag(mark.low_watermark()) as i64);
@@ -153,6 +164,13 @@ impl<F: Feed> Reader<F> {
                             stopping = true;
                             continue;
                         }
+                        Err(e) if e.is_transient() => {
+                            let wait = backoff.next_delay();
+                            warn!(pipeline = %this.plan.name, source = %this.source, partition,
+                                error = %e, retry_in = ?wait, "the source failed for now; reading again after a pause");
+                            paused_until = Some(tokio::time::Instant::now() + wait);
+                            continue;
+                        }
                         Err(e) => {
                             error!(pipeline = %this.plan.name, source = %this.source, partition,
                                 error = %e, "this pipeline reader stops here; its checkpoint stays before the failure");
@@ -160,7 +178,9 @@ impl<F: Feed> Reader<F> {
                             continue;
                         }
                     };
-                    let mut batch = Vec::with_capacity(records.len());
+                    backoff.reset();
+                    let mut positions = Vec::with_capacity(records.len());
+                    let mut events: Vec<Arc<Event>> = Vec::with_capacity(records.len());
                     for (position, event) in records {
                         if let Err(e) = mark.track(position) {
                             error!(pipeline = %this.plan.name, source = %this.source, partition,
@@ -168,10 +188,10 @@ impl<F: Feed> Reader<F> {
                             stopping = true;
                             break;
                         }
-                        batch.push((position, Arc::new(event)));
+                        positions.push(position);
+                        events.push(Arc::new(event));
                     }
-                    this.metrics.pipeline_outcome(&this.plan.name, "read", batch.len() as u64);
-                    let events: Vec<Arc<Event>> = batch.iter().map(|(_, e)| e.clone()).collect();
+                    this.metrics.pipeline_outcome(&this.plan.name, "read", events.len() as u64);
                     let fates = match this.plan.decide(&events).await {
                         Ok(f) => f,
                         Err(e) => {
@@ -181,7 +201,7 @@ impl<F: Feed> Reader<F> {
                             continue;
                         }
                     };
-                    for ((position, _), fate) in batch.into_iter().zip(fates) {
+                    for (position, fate) in positions.into_iter().zip(fates) {
                         this.apply(position, fate, &ack_tx).await;
                     }
                 }
@@ -247,7 +267,7 @@ impl ReaderCtx {
     }
 
     /// Writes the checkpoint when it moved; returns what is stored now.
-    async fn commit<F: Feed>(&self, feed: &mut F, mark: &Watermark, committed: u64) -> u64 {
+    async fn commit(&self, feed: &mut Box<dyn Feed>, mark: &Watermark, committed: u64) -> u64 {
         let low = mark.low_watermark();
         if low == committed {
             return committed;

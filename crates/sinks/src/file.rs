@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use switchyard_config::FileSinkConfig;
 use switchyard_event::Event;
 
+use crate::SinkError;
 use crate::stdout::wire_lines;
-use crate::{BoxFuture, Outcome, Sink, SinkError};
+use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, Sink};
 
 /// Events per batch: one write and one fsync for up to this many events.
 pub const FILE_MAX_BATCH: usize = 512;
@@ -161,6 +162,17 @@ impl Sink for FileSink {
     fn max_batch(&self) -> usize {
         FILE_MAX_BATCH
     }
+}
+
+/// Builds the `file` sink `name`: the runtime's registration calls this.
+pub fn build(
+    name: &str,
+    cfg: &FileSinkConfig,
+    _ctx: &BuildContext<'_>,
+) -> Result<Arc<dyn Sink>, BuildError> {
+    Ok(Arc::new(
+        FileSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?,
+    ))
 }
 
 #[cfg(test)]

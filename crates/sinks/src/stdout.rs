@@ -10,7 +10,8 @@ use switchyard_event::Event;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use crate::{BoxFuture, Outcome, Sink, SinkError};
+use crate::SinkError;
+use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, Sink};
 
 /// Events per batch: large enough to amortise the flush, small enough to bound memory.
 pub const STDOUT_MAX_BATCH: usize = 512;
@@ -82,6 +83,17 @@ impl Sink for StdoutSink {
     fn max_batch(&self) -> usize {
         STDOUT_MAX_BATCH
     }
+}
+
+/// Builds the `stdout` sink `name`: the runtime's registration calls this.
+pub fn build(
+    name: &str,
+    cfg: &StdoutSinkConfig,
+    _ctx: &BuildContext<'_>,
+) -> Result<Arc<dyn Sink>, BuildError> {
+    Ok(Arc::new(
+        StdoutSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?,
+    ))
 }
 
 #[cfg(test)]

@@ -33,9 +33,11 @@ use switchyard_event::Event;
 
 use reqwest::dns::Resolve;
 
+use crate::SinkError;
 use crate::outbound::{self, GuardedResolver, PassThrough, SystemResolver};
-use crate::retry::MAX_RETRY_AFTER;
-use crate::{BoxFuture, Outcome, RetryPolicy, Sink, SinkError};
+use switchyard_connector::{
+    BoxFuture, BuildContext, BuildError, MAX_RETRY_AFTER, Outcome, RetryPolicy, Sink,
+};
 
 /// How much of an error response's body goes into the error message.
 const ERROR_BODY_PREFIX: usize = 200;
@@ -507,6 +509,17 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     redact::text(&out).into_owned()
+}
+
+/// Builds the `webhook` sink `name`: the runtime's registration calls this.
+pub fn build(
+    name: &str,
+    cfg: &WebhookSinkConfig,
+    _ctx: &BuildContext<'_>,
+) -> Result<Arc<dyn Sink>, BuildError> {
+    Ok(Arc::new(
+        WebhookSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?,
+    ))
 }
 
 #[cfg(test)]

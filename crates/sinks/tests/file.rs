@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use switchyard_config::FileSinkConfig;
+use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
-use switchyard_sinks::{FileSink, Outcome, Sink, SinkError};
+use switchyard_sinks::{FileSink, SinkError};
 
 fn event(n: u32) -> Arc<Event> {
     Arc::new(Event {

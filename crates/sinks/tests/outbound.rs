@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use switchyard_config::{RetryConfig, WebhookSinkConfig};
+use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
-use switchyard_sinks::{Outcome, Sink, SinkError, WebhookSink};
+use switchyard_sinks::{SinkError, WebhookSink};
 use switchyard_test_support::{Behaviour, WebhookReceiver};
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use switchyard_config::{RetryConfig, WebhookSinkConfig};
+use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
-use switchyard_sinks::{Outcome, Sink, SinkError, WebhookSink};
+use switchyard_sinks::{SinkError, WebhookSink};
 use switchyard_test_support::{Behaviour, WebhookReceiver, verify_standard_webhook};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -31,7 +31,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use switchyard_config::HttpSourceConfig;
@@ -40,6 +39,8 @@ use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 pub use auth::{bearer_matches, bearer_token};
 pub use budget::{MemoryBudget, Refused, Reservation};
 pub use dedup::{DedupWindow, Seen};
+/// The durable destination of ingested events: the connector contract.
+pub use switchyard_connector::{Intake, IntakeError};
 
 /// The longest `Idempotency-Key` accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -56,29 +57,6 @@ pub struct BodyTimeout(pub Duration);
 /// Header carrying a request's `Idempotency-Key` on each of its events, so the window can
 /// be rebuilt from the log after a restart.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-
-/// Why the durable append did not happen. Nothing was appended in every case.
-#[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
-    /// Too many appends in flight: try again shortly (429).
-    #[error("too many writes in flight; retry after {}s", retry_after.as_secs())]
-    Busy { retry_after: Duration },
-    /// The queue reached its `max_bytes` of unconsumed data (429).
-    #[error("{0}; retry later or raise max_bytes")]
-    Full(String),
-    /// The disk is full (507): nothing was written; it recovers when space frees.
-    #[error("the disk is full: {0}")]
-    NoSpace(String),
-    /// The log refuses writes (503), e.g. after an fsync failure: restart needed.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-/// The durable destination of ingested events.
-pub trait Intake: Send + Sync + 'static {
-    /// Appends all `events` durably (fsync'd) or none of them.
-    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), IntakeError>>;
-}
 
 /// Metrics hooks the runtime provides.
 pub trait IngestObserver: Send + Sync + 'static {

@@ -2,6 +2,7 @@ use super::*;
 use axum::http::Request;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use switchyard_config::ByteSize;
+use switchyard_connector::BoxFuture;
 use tower::ServiceExt;
 
 /// An intake that stores events in memory, or fails the way it is told to.

@@ -8,16 +8,20 @@
 //! * [`state`] keeps snapshot progress in the data directory;
 //! * [`tls`] connects both connections with the dsn's `sslmode`/`sslrootcert`;
 //! * [`stream`] runs the replication connection and hands events with positions to the
-//!   runtime, confirming the slot's flush LSN only up to fully acknowledged commits.
+//!   runtime, confirming the slot's flush LSN only up to fully acknowledged commits;
+//! * [`source`] is the connector the runtime registers ([`source::build`]): a
+//!   `switchyard_connector::Source` whose feed is the replication stream.
 
 pub mod change;
 pub mod pgoutput;
 pub mod setup;
 pub mod slots;
+pub mod source;
 pub mod state;
 pub mod stream;
 pub mod tls;
 pub mod values;
 
 pub use setup::CdcError;
+pub use source::{PostgresSource, build};
 pub use stream::{CdcHandle, Command, Status, StatusView, start};

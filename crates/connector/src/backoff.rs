@@ -1,6 +1,8 @@
-//! How long to wait between delivery attempts.
+//! How long to wait between attempts: the one backoff of the project.
 //!
-//! The runtime owns retries; a sink only says how ([`crate::Sink::retry_policy`]).
+//! The runtime owns a sink's retries; the sink only says how
+//! ([`crate::Sink::retry_policy`]). Loops that retry until they succeed (a source
+//! reconnecting, a dead letter that must be appended) use a [`Backoff`].
 //! Delays grow exponentially from `initial`, are capped at `max`, and use **equal
 //! jitter**: half of the exponential step is fixed, the other half is uniformly random.
 //! Equal jitter (rather than "full jitter", which may pick ~0) keeps a lower bound on
@@ -97,6 +99,45 @@ impl RetryPolicy {
     }
 }
 
+/// The waits of a loop that tries again until it succeeds (a reconnect, an append that
+/// must happen): [`Backoff::next_delay`] after each failure, [`Backoff::reset`] after a
+/// success. The delays are those of a [`RetryPolicy`] without an attempt limit.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    failures: u32,
+}
+
+impl Backoff {
+    /// Waits from about `initial` doubling up to `max`, with equal jitter.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            policy: RetryPolicy {
+                max_attempts: u32::MAX,
+                initial,
+                max,
+            },
+            failures: 0,
+        }
+    }
+
+    /// Counts one more failure and answers how long to wait before the next try.
+    pub fn next_delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.policy.delay(self.failures, None)
+    }
+
+    /// The last try succeeded: the next failure waits the shortest delay again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +214,22 @@ mod tests {
         };
         assert!(!zero.exhausted(0), "every event gets one attempt");
         assert!(zero.exhausted(1));
+    }
+
+    #[test]
+    fn a_backoff_grows_to_its_cap_and_starts_over_after_a_success() {
+        let mut b = Backoff::new(ms(100), ms(1000));
+        let waits: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
+        for (wait, step) in waits.iter().zip([100, 200, 400, 800, 1000, 1000]) {
+            assert!(
+                *wait >= ms(step) / 2 && *wait <= ms(step),
+                "{wait:?} vs step {step}ms"
+            );
+        }
+        assert_eq!(b.failures(), 6);
+        b.reset();
+        assert_eq!(b.failures(), 0);
+        assert!(b.next_delay() <= ms(100));
     }
 
     fn policy() -> impl Strategy<Value = RetryPolicy> {

@@ -1,0 +1,152 @@
+//! The `postgres_cdc` connector: builds the source and turns a running replication
+//! stream into a pipeline reader's [`Feed`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use switchyard_config::PostgresCdcSourceConfig;
+use switchyard_connector::{Batch, BoxFuture, BuildContext, BuildError, Feed, FeedError, Source};
+use switchyard_event::Event;
+use tokio::sync::{mpsc, watch};
+
+use crate::stream::{CdcHandle, Command, Status};
+
+/// A configured `postgres_cdc` source.
+pub struct PostgresSource {
+    name: String,
+    config: PostgresCdcSourceConfig,
+    state_dir: PathBuf,
+    control: Mutex<Option<Control>>,
+}
+
+/// What the admin API and the metrics see of a running source.
+#[derive(Clone)]
+pub struct Control {
+    pub status: Arc<Status>,
+    pub commands: mpsc::Sender<Command>,
+}
+
+/// Builds the `postgres_cdc` source `name`; it keeps its snapshot progress in
+/// `<data_dir>/cdc/<name>`. Nothing connects before [`Source::open`].
+pub fn build(
+    name: &str,
+    cfg: &PostgresCdcSourceConfig,
+    ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Source>, BuildError> {
+    Ok(Box::new(PostgresSource {
+        name: name.to_string(),
+        config: cfg.clone(),
+        state_dir: ctx.state_dir("cdc", name),
+        control: Mutex::new(None),
+    }))
+}
+
+impl PostgresSource {
+    /// The running stream's status and command channel, once opened.
+    pub fn control(&self) -> Option<Control> {
+        self.control.lock().expect("control lock").clone()
+    }
+}
+
+impl Source for PostgresSource {
+    /// Checks and sets up the database (a problem the user must fix fails here with the
+    /// fix), then streams in the background: one feed, the slot's changes in commit order.
+    fn open<'a>(
+        &'a self,
+        _pipeline: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn Feed>>, BuildError>> {
+        Box::pin(async move {
+            let handle = crate::start(&self.name, self.config.clone(), self.state_dir.clone())
+                .await
+                .map_err(|e| BuildError::from_error(&e))?;
+            *self.control.lock().expect("control lock") = Some(Control {
+                status: handle.status.clone(),
+                commands: handle.commands.clone(),
+            });
+            Ok(vec![Box::new(CdcFeed::new(handle)) as Box<dyn Feed>])
+        })
+    }
+
+    fn stopped(&self) -> Option<String> {
+        let control = self.control()?;
+        let view = control.status.view();
+        view.stopped
+            .then(|| view.last_error.unwrap_or_else(|| "stopped".into()))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// A replication stream as a pipeline reader's feed. Positions are handed out by the
+/// stream in order; the low watermark goes back to it, and it confirms the slot's flush
+/// LSN up to the commits entirely below it.
+pub struct CdcFeed {
+    events: mpsc::Receiver<Result<(u64, Event), String>>,
+    complete: watch::Sender<u64>,
+    /// Position after the last event handed out.
+    handed_out: u64,
+    failed: Option<FeedError>,
+}
+
+impl CdcFeed {
+    pub fn new(handle: CdcHandle) -> Self {
+        Self {
+            events: handle.events,
+            complete: handle.complete,
+            handed_out: 0,
+            failed: None,
+        }
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Batch>, FeedError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        // The stream reconnects by itself: what reaches the feed is final.
+        let (position, event) = match self.events.recv().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(FeedError::Permanent(e)),
+            Some(Ok(first)) => first,
+        };
+        // Nothing below awaits, so a dropped call loses nothing.
+        let mut out = Batch::with_capacity(max.clamp(1, 1024));
+        out.push(position, event);
+        while out.len() < max.max(1) {
+            match self.events.try_recv() {
+                Ok(Ok((position, event))) => out.push(position, event),
+                Ok(Err(e)) => {
+                    self.failed = Some(FeedError::Permanent(e));
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.handed_out = out.end().unwrap_or(self.handed_out);
+        Ok(Some(out))
+    }
+}
+
+impl Feed for CdcFeed {
+    fn start(&self) -> u64 {
+        0
+    }
+
+    fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
+        Box::pin(self.next_batch(max))
+    }
+
+    fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
+        self.complete.send_replace(low);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn lag(&self, low: u64) -> u64 {
+        self.handed_out.saturating_sub(low)
+    }
+
+    fn partition(&self) -> u32 {
+        0
+    }
+}
