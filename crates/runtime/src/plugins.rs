@@ -342,6 +342,9 @@ mod tests {
                 &PluginConfig {
                     path: path.display().to_string(),
                     config,
+                    // These tests are about fuel and errors, not the wall clock: a loaded
+                    // machine must not turn a slow call into a deadline failure.
+                    timeout: std::time::Duration::from_secs(30),
                     ..PluginConfig::default()
                 },
             )
