@@ -22,11 +22,18 @@ cargo build --workspace --all-targets --locked
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "layering: low crates do not depend on tokio"
-for crate in switchyard-event switchyard-ack switchyard-config switchyard-store; do
+step "layering: low crates know no async runtime; connectors know no runtime"
+for crate in switchyard-event switchyard-ack switchyard-config switchyard-store switchyard-connector; do
     deps=$(cargo tree --locked -e normal -p "$crate" --prefix none)
     if grep -qE '^(tokio|wasmtime|rdkafka) ' <<<"$deps"; then
         echo "error: $crate depends on tokio, wasmtime or rdkafka; low crates must stay free of them (see ARCHITECTURE.md)" >&2
+        exit 1
+    fi
+done
+for crate in switchyard-sinks switchyard-kafka switchyard-source-postgres switchyard-source-http; do
+    deps=$(cargo tree --locked -e normal -p "$crate" --prefix none)
+    if grep -qE '^switchyard-runtime ' <<<"$deps"; then
+        echo "error: $crate depends on switchyard-runtime; connectors implement switchyard-connector and the runtime registers them (see ARCHITECTURE.md, \"Adding a sink\")" >&2
         exit 1
     fi
 done

@@ -78,6 +78,8 @@ pub struct Shared {
     /// Intake logs of `http` sources, by source name.
     pub intakes: BTreeMap<String, Arc<QueueHandle>>,
     pub sinks: HashMap<String, Arc<SinkHandle>>,
+    /// Every source, by name (`/readyz` asks each whether it stopped).
+    pub sources: BTreeMap<String, Arc<dyn Source>>,
     /// Running Postgres sources, by source name.
     pub cdc: BTreeMap<String, CdcControl>,
 }
@@ -234,6 +236,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         queues,
         intakes,
         sinks: (*sinks).clone(),
+        sources,
         cdc,
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
@@ -399,13 +402,13 @@ fn build_sources(
     config: &Config,
     ctx: &BuildContext<'_>,
     own: &connectors::Queues<'_>,
-) -> Result<BTreeMap<String, Box<dyn Source>>, RuntimeError> {
+) -> Result<BTreeMap<String, Arc<dyn Source>>, RuntimeError> {
     config
         .sources
         .iter()
         .map(|(name, cfg)| {
             connectors::build_source(name, cfg, ctx, own)
-                .map(|source| (name.clone(), source))
+                .map(|source| (name.clone(), Arc::from(source)))
                 .map_err(|e| RuntimeError::Source {
                     name: name.clone(),
                     message: e.to_string(),

@@ -282,3 +282,151 @@ impl ReaderCtx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use switchyard_connector::{Batch, BoxFuture, FeedError, Outcome, Sink};
+    use switchyard_store::FsStorage;
+
+    use super::*;
+    use crate::queues::QueueLimits;
+
+    /// Answers its script one step per completed `next`, then ends; records every commit.
+    struct ScriptedFeed {
+        script: VecDeque<Result<Batch, FeedError>>,
+        commits: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Feed for ScriptedFeed {
+        fn start(&self) -> u64 {
+            0
+        }
+
+        fn next(&mut self, _max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
+            // Cancel-safe like every feed: the step is taken only when the call completes.
+            Box::pin(async move { self.script.pop_front().transpose() })
+        }
+
+        fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
+            self.commits.lock().unwrap().push(low);
+            Box::pin(std::future::ready(Ok(())))
+        }
+
+        fn lag(&self, _low: u64) -> u64 {
+            0
+        }
+
+        fn partition(&self) -> u32 {
+            0
+        }
+    }
+
+    struct RecordingSink(Mutex<Vec<String>>);
+
+    impl Sink for RecordingSink {
+        fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+            let mut seen = self.0.lock().unwrap();
+            seen.extend(batch.iter().map(|e| e.id.clone()));
+            Box::pin(std::future::ready(vec![Outcome::Delivered; batch.len()]))
+        }
+    }
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            source: "test".into(),
+            kind: "message".into(),
+            key: None,
+            payload: b"{}".to_vec(),
+            content_type: "application/json".into(),
+            headers: vec![],
+            timestamp_ms: 0,
+        }
+    }
+
+    fn batch(first: u64, ids: &[&str]) -> Batch {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (first + i as u64, event(id)))
+            .collect()
+    }
+
+    async fn read(script: Vec<Result<Batch, FeedError>>) -> (Vec<String>, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let dead_letter = crate::queues::QueueHandle::open(
+            Arc::new(FsStorage::new()),
+            dir.path(),
+            "dlq",
+            QueueLimits {
+                partitions: 1,
+                max_bytes: u64::MAX,
+                retention: None,
+                work: switchyard_store::WorkOptions::default(),
+                dedup_window: Duration::ZERO,
+                max_groups: 1,
+                group_idle_expiry: None,
+            },
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let sink = Arc::new(RecordingSink(Mutex::new(Vec::new())));
+        let handle = SinkHandle::start("rec", sink.clone(), metrics.clone());
+        let plan = Arc::new(PipelinePlan {
+            name: Arc::from("p"),
+            sinks: vec![handle],
+            all_sinks: Arc::new(HashMap::new()),
+            stages: Stages::default(),
+            metrics: metrics.clone(),
+            dead_letter,
+            max_in_flight: 64,
+        });
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let reader = Reader {
+            plan,
+            source: "s".into(),
+            feed: Box::new(ScriptedFeed {
+                script: script.into(),
+                commits: commits.clone(),
+            }),
+            metrics,
+        };
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            reader.run(stop_rx, Duration::from_secs(10)),
+        )
+        .await
+        .expect("the reader ends when its feed ends");
+        let seen = sink.0.lock().unwrap().clone();
+        let commits = commits.lock().unwrap().clone();
+        (seen, commits)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transient_feed_error_pauses_the_reader_which_then_reads_on() {
+        let (seen, commits) = read(vec![
+            Ok(batch(0, &["a", "b"])),
+            Err(FeedError::Transient("broker down".into())),
+            Err(FeedError::Transient("still down".into())),
+            Ok(batch(2, &["c"])),
+        ])
+        .await;
+        assert_eq!(seen, ["a", "b", "c"]);
+        assert_eq!(commits.last(), Some(&3), "{commits:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_feed_error_stops_the_reader_with_its_checkpoint_before_the_failure() {
+        let (seen, commits) = read(vec![
+            Ok(batch(0, &["a", "b"])),
+            Err(FeedError::Permanent("slot is gone".into())),
+            Ok(batch(2, &["never read"])),
+        ])
+        .await;
+        assert_eq!(seen, ["a", "b"]);
+        assert_eq!(commits.last(), Some(&2), "{commits:?}");
+    }
+}

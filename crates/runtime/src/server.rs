@@ -268,22 +268,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         );
     }
     let stopped: Vec<String> = shared
-        .cdc
+        .sources
         .iter()
-        .filter_map(|(name, c)| {
-            let view = c.status.view();
-            view.stopped.then(|| {
-                format!(
-                    "{name}: {}",
-                    view.last_error.unwrap_or_else(|| "stopped".into())
-                )
-            })
-        })
+        .filter_map(|(name, source)| source.stopped().map(|why| format!("{name}: {why}")))
         .collect();
     if !stopped.is_empty() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!("postgres sources stopped: {}", stopped.join("; ")),
+            &format!("sources stopped: {}", stopped.join("; ")),
         );
     }
     (StatusCode::OK, "ready\n").into_response()
