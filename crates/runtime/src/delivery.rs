@@ -328,7 +328,7 @@ impl Sink for QueueSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -407,7 +407,7 @@ mod tests {
     }
 
     /// A one-partition queue on disk for a test's dead letters.
-    fn dead_letter_queue(dir: &std::path::Path) -> Arc<QueueHandle> {
+    pub(crate) fn dead_letter_queue(dir: &std::path::Path) -> Arc<QueueHandle> {
         QueueHandle::open(
             Arc::new(FsStorage::new()),
             dir,

@@ -288,11 +288,8 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use switchyard_connector::{Batch, BoxFuture, FeedError, Outcome, Sink};
-    use switchyard_store::FsStorage;
-
     use super::*;
-    use crate::queues::QueueLimits;
+    use switchyard_connector::{Batch, BoxFuture, FeedError, Outcome, Sink};
 
     /// Answers its script one step per completed `next`, then ends; records every commit.
     struct ScriptedFeed {
@@ -356,21 +353,7 @@ mod tests {
 
     async fn read(script: Vec<Result<Batch, FeedError>>) -> (Vec<String>, Vec<u64>) {
         let dir = tempfile::tempdir().unwrap();
-        let dead_letter = crate::queues::QueueHandle::open(
-            Arc::new(FsStorage::new()),
-            dir.path(),
-            "dlq",
-            QueueLimits {
-                partitions: 1,
-                max_bytes: u64::MAX,
-                retention: None,
-                work: switchyard_store::WorkOptions::default(),
-                dedup_window: Duration::ZERO,
-                max_groups: 1,
-                group_idle_expiry: None,
-            },
-        )
-        .unwrap();
+        let dead_letter = crate::delivery::tests::dead_letter_queue(dir.path());
         let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(RecordingSink(Mutex::new(Vec::new())));
         let handle = SinkHandle::start("rec", sink.clone(), metrics.clone());
