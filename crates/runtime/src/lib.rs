@@ -80,6 +80,8 @@ pub struct Shared {
     pub sinks: HashMap<String, Arc<SinkHandle>>,
     /// Every source, by name (`/readyz` asks each whether it stopped).
     pub sources: BTreeMap<String, Arc<dyn Source>>,
+    /// Pipeline readers that stopped themselves (`/readyz` names them).
+    pub stopped_readers: Arc<pipeline::StoppedReaders>,
     /// Running Postgres sources, by source name.
     pub cdc: BTreeMap<String, CdcControl>,
 }
@@ -156,6 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
+    let stopped_readers = Arc::new(pipeline::StoppedReaders::default());
     for (name, p) in &config.pipelines {
         let dlq_name = p
             .dead_letter
@@ -200,6 +203,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             metrics: metrics.clone(),
             dead_letter: queues[&dlq_name].clone(),
             max_in_flight: p.max_in_flight.max(1),
+            stopped: stopped_readers.clone(),
         });
         for source in &p.from {
             let feeds = sources[source]
@@ -237,6 +241,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         intakes,
         sinks: (*sinks).clone(),
         sources,
+        stopped_readers,
         cdc,
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));

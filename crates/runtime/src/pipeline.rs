@@ -33,6 +33,24 @@ pub struct PipelinePlan {
     pub metrics: Arc<Metrics>,
     pub dead_letter: Arc<QueueHandle>,
     pub max_in_flight: usize,
+    /// Where a reader that stops itself says why (shared by every pipeline).
+    pub stopped: Arc<StoppedReaders>,
+}
+
+/// Readers that stopped themselves (a permanent feed error, a plugin with
+/// `on_error = "stop"`), with why: `/readyz` answers 503 while there is one.
+#[derive(Default)]
+pub struct StoppedReaders(std::sync::Mutex<Vec<String>>);
+
+impl StoppedReaders {
+    fn record(&self, why: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(why);
+    }
+
+    /// Why each stopped reader stopped, in the order they did.
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// What happens to one event read from a source.
@@ -120,17 +138,22 @@ impl Reader {
                 partition,
             })
             .clone();
-        let mut stopping = *stop.borrow();
-        let mut drain_deadline = None;
+        // `reading`: more events may be read. It turns false at shutdown, when the feed
+        // ends, and when the reader stops itself (a permanent feed error, a plugin with
+        // `on_error = "stop"`); the shutdown signal is heard in every case, so its drain
+        // deadline always holds.
+        let mut reading = !*stop.borrow();
+        let mut stop_heard = !reading;
+        let mut drain_deadline = stop_heard.then(|| tokio::time::Instant::now() + drain_timeout);
         // After a transient feed failure: no read before this instant.
         let mut backoff = Backoff::new(FEED_BACKOFF_MIN, FEED_BACKOFF_MAX);
         let mut paused_until: Option<tokio::time::Instant> = None;
         loop {
-            if stopping && mark.held() == 0 {
+            if !reading && mark.held() == 0 {
                 break;
             }
             let can_read =
-                !stopping && paused_until.is_none() && mark.held() < this.plan.max_in_flight;
+                reading && paused_until.is_none() && mark.held() < this.plan.max_in_flight;
             let budget = this.plan.max_in_flight.saturating_sub(mark.held());
             tokio::select! {
                 biased;
@@ -140,8 +163,9 @@ impl Reader {
                         this.complete(&mut mark, p);
                     }
                 }
-                _ = stop.changed(), if !stopping => {
-                    stopping = true;
+                _ = stop.changed(), if !stop_heard => {
+                    stop_heard = true;
+                    reading = false;
                     drain_deadline = Some(tokio::time::Instant::now() + drain_timeout);
                 }
                 _ = async { tokio::time::sleep_until(drain_deadline.expect("set")).await }, if drain_deadline.is_some() => {
@@ -161,31 +185,36 @@ impl Reader {
                     let records = match read {
                         Ok(Some(r)) => r,
                         Ok(None) => {
-                            stopping = true;
+                            reading = false;
                             continue;
                         }
                         Err(e) if e.is_transient() => {
                             let wait = backoff.next_delay();
                             warn!(pipeline = %this.plan.name, source = %this.source, partition,
-                                error = %e, retry_in = ?wait, "the source failed for now; reading again after a pause");
+                                error = %e, retry_in = ?wait, failures = backoff.failures(),
+                                "the source failed for now; reading again after a pause");
                             paused_until = Some(tokio::time::Instant::now() + wait);
                             continue;
                         }
                         Err(e) => {
-                            error!(pipeline = %this.plan.name, source = %this.source, partition,
-                                error = %e, "this pipeline reader stops here; its checkpoint stays before the failure");
-                            stopping = true;
+                            reading = false;
+                            this.stopped_by(partition, format!("its source failed: {e}"));
                             continue;
                         }
                     };
                     backoff.reset();
+                    if records.len() > budget.max(1) {
+                        reading = false;
+                        this.stopped_by(partition, format!(
+                            "its feed handed out {} events where at most {} were asked for", records.len(), budget.max(1)));
+                        continue;
+                    }
                     let mut positions = Vec::with_capacity(records.len());
                     let mut events: Vec<Arc<Event>> = Vec::with_capacity(records.len());
                     for (position, event) in records {
                         if let Err(e) = mark.track(position) {
-                            error!(pipeline = %this.plan.name, source = %this.source, partition,
-                                error = %e, "a feed handed out positions out of order; this reader stops");
-                            stopping = true;
+                            reading = false;
+                            this.stopped_by(partition, format!("its feed handed out positions out of order: {e}"));
                             break;
                         }
                         positions.push(position);
@@ -195,9 +224,9 @@ impl Reader {
                     let fates = match this.plan.decide(&events).await {
                         Ok(f) => f,
                         Err(e) => {
-                            error!(pipeline = %this.plan.name, error = %e,
-                                "a plugin with on_error = \"stop\" failed; this pipeline reader stops here and its events stay unacknowledged");
-                            stopping = true;
+                            reading = false;
+                            this.stopped_by(partition, format!(
+                                "a plugin with on_error = \"stop\" failed ({e}); its events stay unacknowledged"));
                             continue;
                         }
                     };
@@ -256,6 +285,16 @@ impl ReaderCtx {
                 let _ = ack_tx.send(position);
             }
         }
+    }
+
+    /// The reader stops reading for `why`; `/readyz` reports it until the restart.
+    fn stopped_by(&self, partition: u32, why: String) {
+        error!(pipeline = %self.plan.name, source = %self.source, partition, reason = %why,
+            "this pipeline reader stops here; its checkpoint stays before the failure");
+        self.plan.stopped.record(format!(
+            "pipeline `{}` reading `{}` (partition {partition}): {why}",
+            self.plan.name, self.source
+        ));
     }
 
     fn complete(&self, mark: &mut Watermark, position: u64) {
@@ -365,6 +404,7 @@ mod tests {
             metrics: metrics.clone(),
             dead_letter,
             max_in_flight: 64,
+            stopped: Arc::new(StoppedReaders::default()),
         });
         let commits = Arc::new(Mutex::new(Vec::new()));
         let reader = Reader {
@@ -411,5 +451,144 @@ mod tests {
         .await;
         assert_eq!(seen, ["a", "b"]);
         assert_eq!(commits.last(), Some(&2), "{commits:?}");
+    }
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use std::collections::VecDeque;
+
+    use switchyard_connector::{Batch, BoxFuture, FeedError, Outcome, Sink};
+
+    use super::*;
+
+    /// Answers its script, then waits forever.
+    struct Scripted(VecDeque<Result<Batch, FeedError>>);
+
+    impl Feed for Scripted {
+        fn start(&self) -> u64 {
+            0
+        }
+
+        fn next(&mut self, _max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
+            Box::pin(async move {
+                match self.0.pop_front() {
+                    Some(step) => step.map(Some),
+                    None => std::future::pending().await,
+                }
+            })
+        }
+
+        fn commit(&mut self, _low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
+            Box::pin(std::future::ready(Ok(())))
+        }
+
+        fn lag(&self, _low: u64) -> u64 {
+            0
+        }
+
+        fn partition(&self) -> u32 {
+            0
+        }
+    }
+
+    /// Never answers: deliveries stay in flight. Counts the attempts it got.
+    #[derive(Default)]
+    struct Stuck(std::sync::atomic::AtomicUsize);
+
+    impl Sink for Stuck {
+        fn deliver<'a>(&'a self, _batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// Runs a reader whose one event never completes, signals shutdown, and answers
+    /// whether it ended by the drain timeout, with what `/readyz` would name.
+    async fn ends_at_the_drain_timeout(
+        script: Vec<Result<Batch, FeedError>>,
+        stops_itself: bool,
+    ) -> (bool, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let stopped = Arc::new(StoppedReaders::default());
+        let sink = Arc::new(Stuck::default());
+        let plan = Arc::new(PipelinePlan {
+            name: Arc::from("p"),
+            sinks: vec![SinkHandle::start("stuck", sink.clone(), metrics.clone())],
+            all_sinks: Arc::new(HashMap::new()),
+            stages: Stages::default(),
+            metrics: metrics.clone(),
+            dead_letter: crate::delivery::tests::dead_letter_queue(dir.path()),
+            max_in_flight: 64,
+            stopped: stopped.clone(),
+        });
+        let reader = Reader {
+            plan,
+            source: "s".into(),
+            feed: Box::new(Scripted(script.into())),
+            metrics,
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let run = tokio::spawn(reader.run(stop_rx, Duration::from_millis(200)));
+        // The event is in flight (and the reader stopped itself, when it should) first.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sink.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+            || (stops_itself && stopped.list().is_empty())
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reader never got going"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .is_ok();
+        (ended, stopped.list())
+    }
+
+    fn one_event() -> Batch {
+        [(
+            0u64,
+            Event {
+                id: "a".into(),
+                source: "s".into(),
+                kind: "message".into(),
+                key: None,
+                payload: b"{}".to_vec(),
+                content_type: "application/json".into(),
+                headers: vec![],
+                timestamp_ms: 0,
+            },
+        )]
+        .into_iter()
+        .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_a_reader_with_deliveries_in_flight_at_the_drain_timeout() {
+        let (ended, stopped) = ends_at_the_drain_timeout(vec![Ok(one_event())], false).await;
+        assert!(ended, "the reader outlived its drain timeout");
+        assert!(stopped.is_empty(), "{stopped:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_stopped_by_its_feed_still_ends_at_the_drain_timeout_and_says_why() {
+        let (ended, stopped) = ends_at_the_drain_timeout(
+            vec![
+                Ok(one_event()),
+                Err(FeedError::Permanent("slot is gone".into())),
+            ],
+            true,
+        )
+        .await;
+        assert!(
+            ended,
+            "a reader that stopped itself ignored the shutdown's drain timeout"
+        );
+        assert_eq!(stopped.len(), 1, "{stopped:?}");
+        assert!(stopped[0].contains("slot is gone"), "{stopped:?}");
     }
 }

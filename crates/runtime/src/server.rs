@@ -278,6 +278,16 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             &format!("sources stopped: {}", stopped.join("; ")),
         );
     }
+    let readers = shared.stopped_readers.list();
+    if !readers.is_empty() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "pipeline readers stopped (they resume after a restart): {}",
+                readers.join("; ")
+            ),
+        );
+    }
     (StatusCode::OK, "ready\n").into_response()
 }
 
