@@ -85,22 +85,12 @@ impl<'de> Deserializer<'de> for Probe<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HttpSourceConfig, LogFormat, OnError, RetryConfig};
+    use crate::{LogFormat, OnError, RetryConfig, ServerTlsConfig};
 
     #[test]
     fn structs_name_their_keys_and_enums_their_values() {
         assert_eq!(fields::<RetryConfig>(), ["max_attempts", "initial", "max"]);
-        assert_eq!(
-            fields::<HttpSourceConfig>(),
-            [
-                "token",
-                "max_body",
-                "partitions",
-                "dedup_window",
-                "max_bytes",
-                "max_events"
-            ]
-        );
+        assert_eq!(fields::<ServerTlsConfig>(), ["cert", "key"]);
         assert_eq!(variants::<LogFormat>(), ["text", "json"]);
         assert_eq!(variants::<OnError>(), ["dead_letter", "drop", "stop"]);
         assert!(fields::<LogFormat>().is_empty());
