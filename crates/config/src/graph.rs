@@ -104,7 +104,8 @@ fn one_reader_per_slot(cx: &mut Ctx<'_>, config: &Config) {
                  own `group` for the other pipeline",
                 kafka.group
             ),
-            _ => continue,
+            // Several pipelines may read an http or queue source.
+            SourceConfig::Http(_) | SourceConfig::Queue(_) => continue,
         };
         cx.issue(&format!("pipelines.{last}.from"), message);
     }

@@ -1,13 +1,20 @@
 //! switchyard's configuration: the typed model of the declarative file.
 //!
-//! The key names are a contract with users (see `DESIGN.md`): keys may be added,
-//! never renamed. Loading and validation live in [`load`]; every problem is reported
-//! at once with its key path.
+//! The key names are a contract with users: keys may be added, never renamed, because
+//! existing files must keep loading. Loading and validation live in [`load`]; every
+//! problem is reported at once with its key path.
 //!
 //! Sources of values, later ones winning: the file (`.toml`, or `.yaml`/`.yml`), then
 //! environment variables `SWITCHYARD_SECTION__KEY` (double underscore = one level,
 //! e.g. `SWITCHYARD_SINKS__AUDIT__URL`); then `${VAR}` in any string is replaced from the
 //! environment. See [`load`] for the details and [`load_str_with_env`] for tests.
+//!
+//! The structs below are the one definition of the keys: each derives serde's
+//! `Deserialize`/`Serialize` with `deny_unknown_fields`, with defaults from the named
+//! `DEFAULT_*` constants next to it. The loader's validator takes the key lists from
+//! those derives ([`schema`]) and builds the same structs, so a key exists in one place;
+//! the set of source and sink types is [`SourceKind`] and [`SinkKind`], and every
+//! dispatch on them is an exhaustive `match`.
 //!
 //! Architecture invariant: no async runtime, no network; the only IO is reading the file.
 
@@ -17,17 +24,24 @@ mod locate;
 pub mod outbound;
 pub mod postgres_dsn;
 pub mod redact;
+pub mod schema;
 pub mod units;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use load::{ConfigError, Issue, load_file, load_file_with_env, load_str, load_str_with_env};
 pub use units::ByteSize;
 
+/// Seven days: a queue's default retention and work-group idle expiry.
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The whole file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogOutputConfig,
@@ -39,40 +53,51 @@ pub struct Config {
     /// Problems that do not stop a start, in file order (a webhook to a loopback or
     /// private address, to this switchyard's own server…): `switchyard validate` prints
     /// them, `switchyard run` logs each once at start. Empty for a config built in code.
+    #[serde(skip)]
     pub warnings: Vec<Issue>,
 }
 
 /// `[server]`
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// HTTP ingest, queue API, `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:8080`.
+    /// HTTP ingest, queue API, `/metrics`, `/healthz`, `/readyz`. Default
+    /// [`Self::DEFAULT_LISTEN`].
     pub listen: String,
-    /// Internal log, checkpoints and dead letters. Default `./data`.
+    /// Internal log, checkpoints and dead letters. Default [`Self::DEFAULT_DATA_DIR`].
     pub data_dir: String,
     /// Bearer token for admin and queue-consume endpoints. `None` disables them.
     pub admin_token: Option<String>,
-    /// How long shutdown waits for in-flight deliveries. Default 30s.
+    /// How long shutdown waits for in-flight deliveries. Default
+    /// [`Self::DEFAULT_SHUTDOWN_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub shutdown_timeout: Duration,
-    /// Default dead-letter queue for pipelines that name none. Default `dead-letters`.
-    /// It need not be declared under `[queues]`: an undeclared one is created with
-    /// [`QueueConfig::default`].
+    /// Default dead-letter queue for pipelines that name none. Default
+    /// [`Self::DEFAULT_DEAD_LETTER`]. It need not be declared under `[queues]`: an
+    /// undeclared one is created with [`QueueConfig::default`].
     pub dead_letter: String,
     /// Listening beyond loopback without an ingest token on every `http` source and an
     /// `admin_token` is refused unless this says the user means it. Default false.
     pub insecure: bool,
     /// Open HTTP connections at most; the excess is shed at once. The cap actually used is
     /// lowered to keep file descriptors in reserve for the log, checkpoints and sinks.
-    /// Default 4096.
+    /// Default [`Self::DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// How long a client may take to send a request's headers (a new connection's first
-    /// request included). Default 10s.
+    /// request included). Default [`Self::DEFAULT_HEADER_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub header_timeout: Duration,
-    /// How long a client may take to send a whole request body. Default 30s.
+    /// How long a client may take to send a whole request body. Default
+    /// [`Self::DEFAULT_BODY_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub body_timeout: Duration,
-    /// How long a keep-alive connection may sit idle between requests. Default 30s.
+    /// How long a keep-alive connection may sit idle between requests. Default
+    /// [`Self::DEFAULT_IDLE_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub idle_timeout: Duration,
     /// Request bodies (and what they expand to) held in memory at once across all
-    /// connections; past it requests get 429 with `Retry-After`. Default 64 MiB.
+    /// connections; past it requests get 429 with `Retry-After`. Default
+    /// [`Self::DEFAULT_MAX_REQUEST_MEMORY`].
     pub max_request_memory: ByteSize,
     /// Bearer token `/metrics` asks for. `None`: `/metrics` is open.
     pub metrics_token: Option<String>,
@@ -80,8 +105,30 @@ pub struct ServerConfig {
     pub tls: Option<ServerTlsConfig>,
 }
 
-/// `[server.tls]`: PEM files, read at start and again on SIGHUP.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl ServerConfig {
+    /// Loopback only, port 8080: nothing is exposed until the user says so.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
+    /// `./data`, relative to the working directory.
+    pub const DEFAULT_DATA_DIR: &'static str = "./data";
+    /// 30 seconds.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `dead-letters`.
+    pub const DEFAULT_DEAD_LETTER: &'static str = "dead-letters";
+    /// 4096 connections.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// 10 seconds.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 30 seconds.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 30 seconds.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 64 MiB.
+    pub const DEFAULT_MAX_REQUEST_MEMORY: ByteSize = ByteSize(64 << 20);
+}
+
+/// `[server.tls]`: PEM files, read at start and again on SIGHUP. Both keys are required.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// Certificate chain, leaf first.
     pub cert: String,
@@ -95,17 +142,17 @@ pub const MIN_TOKEN_LEN: usize = 16;
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8080".into(),
-            data_dir: "./data".into(),
+            listen: Self::DEFAULT_LISTEN.into(),
+            data_dir: Self::DEFAULT_DATA_DIR.into(),
             admin_token: None,
-            shutdown_timeout: Duration::from_secs(30),
-            dead_letter: "dead-letters".into(),
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            dead_letter: Self::DEFAULT_DEAD_LETTER.into(),
             insecure: false,
-            max_connections: 4096,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            max_request_memory: ByteSize(64 << 20),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            max_request_memory: Self::DEFAULT_MAX_REQUEST_MEMORY,
             metrics_token: None,
             tls: None,
         }
@@ -113,83 +160,173 @@ impl Default for ServerConfig {
 }
 
 /// `[log]`: the process's own diagnostic output.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogOutputConfig {
-    /// `text` or `json`.
+    /// `text` or `json`. Default [`Self::DEFAULT_FORMAT`].
     pub format: LogFormat,
-    /// An `EnvFilter` directive, e.g. `info` or `switchyard=debug`.
+    /// An `EnvFilter` directive, e.g. `info` or `switchyard=debug`. Default
+    /// [`Self::DEFAULT_LEVEL`].
     pub level: String,
+}
+
+impl LogOutputConfig {
+    /// Human-readable lines.
+    pub const DEFAULT_FORMAT: LogFormat = LogFormat::Text;
+    /// `info`.
+    pub const DEFAULT_LEVEL: &'static str = "info";
 }
 
 impl Default for LogOutputConfig {
     fn default() -> Self {
         Self {
-            format: LogFormat::Text,
-            level: "info".into(),
+            format: Self::DEFAULT_FORMAT,
+            level: Self::DEFAULT_LEVEL.into(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// `[queues.NAME]`: an internal durable queue.
-#[derive(Clone, Debug)]
+/// `[queues.NAME]`: an internal durable queue. Every key is optional.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
-    /// Default 1.
+    /// Default [`Self::DEFAULT_PARTITIONS`].
     pub partitions: u32,
-    /// Delete segments older than this. Default 7 days.
+    /// Delete segments older than this. Default [`Self::DEFAULT_RETENTION`].
+    #[serde(with = "crate::units::duration")]
     pub retention: Duration,
-    /// When the queue holds this much unconsumed data producers get 429. Default 1 GiB.
+    /// When the queue holds this much unconsumed data producers get 429. Default
+    /// [`Self::DEFAULT_MAX_BYTES`].
     pub max_bytes: ByteSize,
-    /// Work-queue lease. Default 30s.
+    /// Work-queue lease, at most [`MAX_QUEUE_DELAY`]. Default
+    /// [`Self::DEFAULT_ACK_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub ack_timeout: Duration,
-    /// Deliveries before dead-lettering. Default 20.
+    /// Deliveries before dead-lettering. Default [`Self::DEFAULT_MAX_DELIVERIES`].
     pub max_deliveries: u32,
     /// Queue receiving messages that exhausted `max_deliveries`; must be declared under
     /// `[queues]` and differ from this queue.
     pub dead_letter: Option<String>,
-    /// `Idempotency-Key` deduplication window. Default 5 minutes.
+    /// `Idempotency-Key` deduplication window; zero disables it. Default
+    /// [`Self::DEFAULT_DEDUP_WINDOW`].
+    #[serde(with = "crate::units::duration")]
     pub dedup_window: Duration,
-    /// Messages per partition a work group loads and orders by priority. Default 10000.
+    /// Messages per partition a work group loads and orders by priority. Default
+    /// [`Self::DEFAULT_LOOKAHEAD`].
     pub lookahead: u32,
     /// Work groups the queue may have; a receive that would create one more is refused.
-    /// Default 64.
+    /// Default [`Self::DEFAULT_MAX_GROUPS`].
     pub max_groups: u32,
     /// Bytes of loaded messages all work groups of the queue hold in memory together (their
-    /// `lookahead` windows). Default 256 MiB.
+    /// `lookahead` windows). Default [`Self::DEFAULT_WORK_MEMORY`].
     pub work_memory: ByteSize,
     /// A work group with no receive, ack, nack or extend for this long is deleted. Zero:
-    /// never. Default 7 days.
+    /// never. Default [`Self::DEFAULT_GROUP_IDLE_EXPIRY`].
+    #[serde(with = "crate::units::duration")]
     pub group_idle_expiry: Duration,
 }
 
+impl QueueConfig {
+    /// One partition: one total order.
+    pub const DEFAULT_PARTITIONS: u32 = 1;
+    /// 7 days.
+    pub const DEFAULT_RETENTION: Duration = WEEK;
+    /// 1 GiB.
+    pub const DEFAULT_MAX_BYTES: ByteSize = ByteSize(1 << 30);
+    /// 30 seconds.
+    pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 20 deliveries.
+    pub const DEFAULT_MAX_DELIVERIES: u32 = 20;
+    /// 5 minutes.
+    pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(300);
+    /// 10 000 messages per partition.
+    pub const DEFAULT_LOOKAHEAD: u32 = 10_000;
+    /// 64 work groups.
+    pub const DEFAULT_MAX_GROUPS: u32 = 64;
+    /// 256 MiB.
+    pub const DEFAULT_WORK_MEMORY: ByteSize = ByteSize(256 << 20);
+    /// 7 days.
+    pub const DEFAULT_GROUP_IDLE_EXPIRY: Duration = WEEK;
+}
+
 /// The longest lease, delay or `ack_timeout` a queue accepts: 7 days.
-pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_QUEUE_DELAY: Duration = WEEK;
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
-            partitions: 1,
-            retention: Duration::from_secs(7 * 24 * 3600),
-            max_bytes: ByteSize(1 << 30),
-            ack_timeout: Duration::from_secs(30),
-            max_deliveries: 20,
+            partitions: Self::DEFAULT_PARTITIONS,
+            retention: Self::DEFAULT_RETENTION,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            ack_timeout: Self::DEFAULT_ACK_TIMEOUT,
+            max_deliveries: Self::DEFAULT_MAX_DELIVERIES,
             dead_letter: None,
-            dedup_window: Duration::from_secs(300),
-            lookahead: 10_000,
-            max_groups: 64,
-            work_memory: ByteSize(256 << 20),
-            group_idle_expiry: Duration::from_secs(7 * 24 * 3600),
+            dedup_window: Self::DEFAULT_DEDUP_WINDOW,
+            lookahead: Self::DEFAULT_LOOKAHEAD,
+            max_groups: Self::DEFAULT_MAX_GROUPS,
+            work_memory: Self::DEFAULT_WORK_MEMORY,
+            group_idle_expiry: Self::DEFAULT_GROUP_IDLE_EXPIRY,
         }
     }
 }
 
-/// `[sources.NAME]`
-#[derive(Clone, Debug)]
+/// The source types, written as `type = "…"` under `[sources.NAME]`: the one list of
+/// them. Each names one variant of [`SourceConfig`] (same spelling as serde's, checked by
+/// a test) and the validator dispatches on it with an exhaustive `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Http,
+    Queue,
+    PostgresCdc,
+    Kafka,
+}
+
+impl SourceKind {
+    /// Every source type, in the order messages list them.
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::Http,
+        SourceKind::Queue,
+        SourceKind::PostgresCdc,
+        SourceKind::Kafka,
+    ];
+
+    /// The `type` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SourceKind::Http => "http",
+            SourceKind::Queue => "queue",
+            SourceKind::PostgresCdc => "postgres_cdc",
+            SourceKind::Kafka => "kafka",
+        }
+    }
+
+    /// The type whose `type` value is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The keys of this type's table besides `type`.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            SourceKind::Http => schema::fields::<HttpSourceConfig>(),
+            SourceKind::Queue => schema::fields::<QueueSourceConfig>(),
+            SourceKind::PostgresCdc => schema::fields::<PostgresCdcSourceConfig>(),
+            SourceKind::Kafka => schema::fields::<KafkaSourceConfig>(),
+        }
+    }
+}
+
+/// `[sources.NAME]`, by its `type`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
     Http(HttpSourceConfig),
     Queue(QueueSourceConfig),
@@ -198,110 +335,207 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    pub fn type_name(&self) -> &'static str {
+    pub const fn kind(&self) -> SourceKind {
         match self {
-            SourceConfig::Http(_) => "http",
-            SourceConfig::Queue(_) => "queue",
-            SourceConfig::PostgresCdc(_) => "postgres_cdc",
-            SourceConfig::Kafka(_) => "kafka",
+            SourceConfig::Http(_) => SourceKind::Http,
+            SourceConfig::Queue(_) => SourceKind::Queue,
+            SourceConfig::PostgresCdc(_) => SourceKind::PostgresCdc,
+            SourceConfig::Kafka(_) => SourceKind::Kafka,
         }
+    }
+
+    /// The `type` value.
+    pub const fn type_name(&self) -> &'static str {
+        self.kind().name()
     }
 }
 
-/// `type = "http"`: `POST /ingest/{name}`.
-#[derive(Clone, Debug)]
+/// `type = "http"`: `POST /ingest/{name}`. Every key is optional.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpSourceConfig {
-    /// Optional bearer token producers must send.
+    /// Optional bearer token producers must send (at least [`MIN_TOKEN_LEN`] characters).
     pub token: Option<String>,
-    /// Largest accepted request body. Default 1 MiB.
+    /// Largest accepted request body. Default [`Self::DEFAULT_MAX_BODY`].
     pub max_body: ByteSize,
-    /// Partitions of the source's durable intake log. Default 4.
+    /// Partitions of the source's durable intake log. Default [`Self::DEFAULT_PARTITIONS`].
     pub partitions: u32,
-    /// `Idempotency-Key` deduplication window. Default 5 minutes.
+    /// `Idempotency-Key` deduplication window; zero disables it. Default
+    /// [`Self::DEFAULT_DEDUP_WINDOW`].
+    #[serde(with = "crate::units::duration")]
     pub dedup_window: Duration,
-    /// Unconsumed intake data above which producers get 429. Default 1 GiB.
+    /// Unconsumed intake data above which producers get 429. Default
+    /// [`Self::DEFAULT_MAX_BYTES`].
     pub max_bytes: ByteSize,
-    /// Events one request may carry (NDJSON lines); more get 413. Default 10000.
+    /// Events one request may carry (NDJSON lines); more get 413. Default
+    /// [`Self::DEFAULT_MAX_EVENTS`].
     pub max_events: usize,
+}
+
+impl HttpSourceConfig {
+    /// 1 MiB.
+    pub const DEFAULT_MAX_BODY: ByteSize = ByteSize(1 << 20);
+    /// 4 partitions.
+    pub const DEFAULT_PARTITIONS: u32 = 4;
+    /// 5 minutes.
+    pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(300);
+    /// 1 GiB.
+    pub const DEFAULT_MAX_BYTES: ByteSize = ByteSize(1 << 30);
+    /// 10 000 events.
+    pub const DEFAULT_MAX_EVENTS: usize = 10_000;
 }
 
 impl Default for HttpSourceConfig {
     fn default() -> Self {
         Self {
             token: None,
-            max_body: ByteSize(1 << 20),
-            partitions: 4,
-            dedup_window: Duration::from_secs(300),
-            max_bytes: ByteSize(1 << 30),
-            max_events: 10_000,
+            max_body: Self::DEFAULT_MAX_BODY,
+            partitions: Self::DEFAULT_PARTITIONS,
+            dedup_window: Self::DEFAULT_DEDUP_WINDOW,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_events: Self::DEFAULT_MAX_EVENTS,
         }
     }
 }
 
 /// `type = "queue"`: read an internal queue as a consumer group.
-#[derive(Clone, Debug)]
+///
+/// `Default` leaves the required `queue` empty: the loader reports it missing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueSourceConfig {
+    /// The `[queues.NAME]` to read. Required.
     pub queue: String,
-    /// Consumer group; defaults to the source's name.
+    /// Consumer group; the loader defaults it to the source's name.
     pub group: String,
 }
 
 /// `type = "postgres_cdc"`: changes of Postgres tables from a logical replication slot.
-#[derive(Clone, Debug)]
+///
+/// `Default` leaves the required `dsn` empty (the loader reports it missing) and `slot`
+/// and `publication` empty (the loader derives them from the source's name).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresCdcSourceConfig {
     /// Connection string of the database (`postgres://user:password@host:port/db`).
+    /// Required.
     pub dsn: String,
-    /// Logical replication slot (pgoutput), created when missing.
+    /// Logical replication slot (pgoutput), created when missing. Default
+    /// [`Self::default_slot`] of the source's name.
     pub slot: String,
     /// Publication, created when missing for `tables`. Default: the slot's name.
     pub publication: String,
     /// `schema.table` entries; empty = the tables of an existing publication.
     pub tables: Vec<String>,
+    /// Default [`Self::DEFAULT_SNAPSHOT`].
     pub snapshot: SnapshotMode,
-    /// Rows per snapshot chunk. Default 1024.
+    /// Rows per snapshot chunk. Default [`Self::DEFAULT_SNAPSHOT_CHUNK`].
     pub snapshot_chunk: u32,
-    /// WAL the slot may hold back before a warning. Default 10 GiB.
+    /// WAL the slot may hold back before a warning. Default
+    /// [`Self::DEFAULT_MAX_SLOT_LAG`].
     pub max_slot_lag: ByteSize,
     /// An invalidated or dropped slot is created again with a new snapshot instead of
     /// stopping the source. Default false.
     pub recreate_slot: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl PostgresCdcSourceConfig {
+    /// Copy the tables' rows first, then stream changes.
+    pub const DEFAULT_SNAPSHOT: SnapshotMode = SnapshotMode::Initial;
+    /// 1024 rows.
+    pub const DEFAULT_SNAPSHOT_CHUNK: u32 = 1024;
+    /// 10 GiB.
+    pub const DEFAULT_MAX_SLOT_LAG: ByteSize = ByteSize(10 << 30);
+
+    /// The slot of a source that names none: `switchyard_<source name>`, lower-cased,
+    /// `-` written as `_` (Postgres allows lower-case letters, digits and `_`).
+    pub fn default_slot(source_name: &str) -> String {
+        format!(
+            "switchyard_{}",
+            source_name.to_ascii_lowercase().replace('-', "_")
+        )
+    }
+}
+
+impl Default for PostgresCdcSourceConfig {
+    fn default() -> Self {
+        Self {
+            dsn: String::new(),
+            slot: String::new(),
+            publication: String::new(),
+            tables: Vec::new(),
+            snapshot: Self::DEFAULT_SNAPSHOT,
+            snapshot_chunk: Self::DEFAULT_SNAPSHOT_CHUNK,
+            max_slot_lag: Self::DEFAULT_MAX_SLOT_LAG,
+            recreate_slot: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SnapshotMode {
     Initial,
     Never,
 }
 
-/// `type = "kafka"` source (issue 6; parsed and validated now).
-#[derive(Clone, Debug)]
+/// `type = "kafka"` source: a member of a consumer group.
+///
+/// `Default` leaves the required `brokers` and `topics` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaSourceConfig {
+    /// Bootstrap servers. Required.
     pub brokers: String,
+    /// At least one. Required.
     pub topics: Vec<String>,
+    /// Consumer group. Default [`Self::DEFAULT_GROUP`].
     pub group: String,
     /// Passed through to librdkafka (SASL/TLS and tuning).
     pub options: BTreeMap<String, String>,
 }
 
-/// `[plugins.NAME]` (issue 4; parsed and validated now).
-#[derive(Clone, Debug)]
+impl KafkaSourceConfig {
+    /// `switchyard`.
+    pub const DEFAULT_GROUP: &'static str = "switchyard";
+}
+
+impl Default for KafkaSourceConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topics: Vec::new(),
+            group: Self::DEFAULT_GROUP.into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[plugins.NAME]`: a WebAssembly component used as a filter, transform or router.
+///
+/// `Default` leaves the required `path` empty: the loader reports it missing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PluginConfig {
     /// The `.wasm` component. Required.
     pub path: String,
     /// Handed to the plugin's `init` as JSON. Default `{}`.
     pub config: serde_json::Value,
-    /// Fuel per call (about one unit per WebAssembly instruction). Default 10 000 000.
+    /// Fuel per call (about one unit per WebAssembly instruction). Default
+    /// [`Self::DEFAULT_FUEL`].
     /// A call carries a batch of events; one that runs out of fuel (or `memory`) is
     /// retried as two halves, a bounded number of times per batch, so this bounds what
     /// one event may cost, not how many fit in a batch: only an event that needs more on
     /// its own follows `on_error` (docs/plugins.md, "Limits").
     pub fuel: u64,
-    /// Linear memory limit. Default 64 MiB. Retried on halves like `fuel`.
+    /// Linear memory limit. Default [`Self::DEFAULT_MEMORY`]. Retried on halves like
+    /// `fuel`.
     pub memory: ByteSize,
-    /// Wall-clock deadline per call. Default 100ms.
+    /// Wall-clock deadline per call. Default [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
     /// What happens to the events of a call that traps, errs or hits a limit (for fuel
-    /// and memory: with one event alone). Default `dead_letter`.
+    /// and memory: with one event alone). Default [`Self::DEFAULT_ON_ERROR`].
     pub on_error: OnError,
     /// Host environment variables the plugin may read (`wasi:cli/environment`), by name.
     /// Default none: without this key, reading the environment traps.
@@ -312,22 +546,34 @@ pub struct PluginConfig {
     pub allow_dirs: BTreeMap<String, String>,
 }
 
+impl PluginConfig {
+    /// 10 000 000 units per call.
+    pub const DEFAULT_FUEL: u64 = 10_000_000;
+    /// 64 MiB.
+    pub const DEFAULT_MEMORY: ByteSize = ByteSize(64 << 20);
+    /// 100 milliseconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Failed events go to the pipeline's dead-letter queue.
+    pub const DEFAULT_ON_ERROR: OnError = OnError::DeadLetter;
+}
+
 impl Default for PluginConfig {
     fn default() -> Self {
         Self {
             path: String::new(),
             config: serde_json::Value::Object(Default::default()),
-            fuel: 10_000_000,
-            memory: ByteSize(64 << 20),
-            timeout: Duration::from_millis(100),
-            on_error: OnError::DeadLetter,
+            fuel: Self::DEFAULT_FUEL,
+            memory: Self::DEFAULT_MEMORY,
+            timeout: Self::DEFAULT_TIMEOUT,
+            on_error: Self::DEFAULT_ON_ERROR,
             allow_env: Vec::new(),
             allow_dirs: BTreeMap::new(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnError {
     DeadLetter,
     Drop,
@@ -335,9 +581,12 @@ pub enum OnError {
 }
 
 /// `[pipelines.NAME]`
-#[derive(Clone, Debug)]
+///
+/// `Default` has no sources and no sinks, which the loader refuses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Source names.
+    /// Source names. Required, at least one.
     pub from: Vec<String>,
     /// Filter plugins; all must keep an event.
     pub filters: Vec<String>,
@@ -351,12 +600,84 @@ pub struct PipelineConfig {
     /// `[queues]`: an undeclared one is created with [`QueueConfig::default`]. It must not be
     /// a queue the pipeline reads (failures would come back forever).
     pub dead_letter: Option<String>,
-    /// Events read ahead of the checkpoint per source partition. Default 1024.
+    /// Events read ahead of the checkpoint per source partition. Default
+    /// [`Self::DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
 }
 
-/// `[sinks.NAME]`
-#[derive(Clone, Debug)]
+impl PipelineConfig {
+    /// 1024 events.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            from: Vec::new(),
+            filters: Vec::new(),
+            transforms: Vec::new(),
+            router: None,
+            to: Vec::new(),
+            dead_letter: None,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// The sink types, written as `type = "…"` under `[sinks.NAME]`: the one list of them.
+/// Each names one variant of [`SinkConfig`] (same spelling as serde's, checked by a test)
+/// and the validator dispatches on it with an exhaustive `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Webhook,
+    Queue,
+    Stdout,
+    File,
+    Kafka,
+}
+
+impl SinkKind {
+    /// Every sink type, in the order messages list them.
+    pub const ALL: [SinkKind; 5] = [
+        SinkKind::Webhook,
+        SinkKind::Queue,
+        SinkKind::Stdout,
+        SinkKind::File,
+        SinkKind::Kafka,
+    ];
+
+    /// The `type` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SinkKind::Webhook => "webhook",
+            SinkKind::Queue => "queue",
+            SinkKind::Stdout => "stdout",
+            SinkKind::File => "file",
+            SinkKind::Kafka => "kafka",
+        }
+    }
+
+    /// The type whose `type` value is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The keys of this type's table besides `type`.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            SinkKind::Webhook => schema::fields::<WebhookSinkConfig>(),
+            SinkKind::Queue => schema::fields::<QueueSinkConfig>(),
+            SinkKind::Stdout => schema::fields::<StdoutSinkConfig>(),
+            SinkKind::File => schema::fields::<FileSinkConfig>(),
+            SinkKind::Kafka => schema::fields::<KafkaSinkConfig>(),
+        }
+    }
+}
+
+/// `[sinks.NAME]`, by its `type`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     Webhook(WebhookSinkConfig),
     Queue(QueueSinkConfig),
@@ -366,47 +687,70 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
-    pub fn type_name(&self) -> &'static str {
+    pub const fn kind(&self) -> SinkKind {
         match self {
-            SinkConfig::Webhook(_) => "webhook",
-            SinkConfig::Queue(_) => "queue",
-            SinkConfig::Stdout(_) => "stdout",
-            SinkConfig::File(_) => "file",
-            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Webhook(_) => SinkKind::Webhook,
+            SinkConfig::Queue(_) => SinkKind::Queue,
+            SinkConfig::Stdout(_) => SinkKind::Stdout,
+            SinkConfig::File(_) => SinkKind::File,
+            SinkConfig::Kafka(_) => SinkKind::Kafka,
         }
+    }
+
+    /// The `type` value.
+    pub const fn type_name(&self) -> &'static str {
+        self.kind().name()
     }
 }
 
 /// Exponential backoff with jitter between delivery attempts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Attempts in all, the first included, before dead-lettering. Default 10.
+    /// Attempts in all, the first included, before dead-lettering. Default
+    /// [`Self::DEFAULT_MAX_ATTEMPTS`].
     pub max_attempts: u32,
-    /// First delay. Default 200ms.
+    /// First delay. Default [`Self::DEFAULT_INITIAL`].
+    #[serde(with = "crate::units::duration")]
     pub initial: Duration,
-    /// Largest delay. Default 1 minute.
+    /// Largest delay. Default [`Self::DEFAULT_MAX`].
+    #[serde(with = "crate::units::duration")]
     pub max: Duration,
+}
+
+impl RetryConfig {
+    /// 10 attempts.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+    /// 200 milliseconds.
+    pub const DEFAULT_INITIAL: Duration = Duration::from_millis(200);
+    /// 1 minute.
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(60);
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: 10,
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(60),
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            initial: Self::DEFAULT_INITIAL,
+            max: Self::DEFAULT_MAX,
         }
     }
 }
 
 /// `type = "webhook"`
-#[derive(Clone, Debug)]
+///
+/// `Default` leaves the required `url` empty: the loader reports it missing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhookSinkConfig {
+    /// Where events are POSTed (`http://` or `https://`). Required.
     pub url: String,
     /// Standard Webhooks secret, `whsec_` + base64 key. Unsigned when absent.
     pub secret: Option<String>,
-    /// Per request. Default 5s.
+    /// Per request. Default [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
-    /// Requests in flight (and key lanes). Default 16.
+    /// Requests in flight (and key lanes). Default [`Self::DEFAULT_CONCURRENCY`].
     pub concurrency: usize,
     pub retry: RetryConfig,
     /// Extra request headers.
@@ -420,22 +764,55 @@ pub struct WebhookSinkConfig {
     pub allow_private: bool,
 }
 
+impl WebhookSinkConfig {
+    /// 5 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// 16 requests.
+    pub const DEFAULT_CONCURRENCY: usize = 16;
+}
+
+impl Default for WebhookSinkConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            retry: RetryConfig::default(),
+            headers: BTreeMap::new(),
+            envelope: false,
+            allow_private: false,
+        }
+    }
+}
+
 /// `type = "queue"`: append to an internal queue.
-#[derive(Clone, Debug)]
+///
+/// `Default` leaves the required `queue` empty: the loader reports it missing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueSinkConfig {
+    /// The `[queues.NAME]` to append to. Required.
     pub queue: String,
 }
 
 /// `type = "stdout"`: one JSON event per line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StdoutSinkConfig {}
 
 /// `type = "file"`: one JSON event per line, appended and fsync'd before the ack.
-#[derive(Clone, Debug)]
+///
+/// `Default` leaves the required `path` empty: the loader reports it missing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FileSinkConfig {
+    /// The file to append to. Required.
     pub path: String,
     /// Permission bits of the file when the sink creates it (an existing file keeps its
-    /// own). Default [`FileSinkConfig::DEFAULT_MODE`]: only the owner can read the events.
+    /// own), written as an octal string such as `"0640"`. Default
+    /// [`FileSinkConfig::DEFAULT_MODE`]: only the owner can read the events.
+    #[serde(with = "crate::units::octal_mode")]
     pub mode: u32,
 }
 
@@ -444,24 +821,42 @@ impl FileSinkConfig {
     pub const DEFAULT_MODE: u32 = 0o600;
 }
 
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            mode: Self::DEFAULT_MODE,
+        }
+    }
+}
+
 /// `type = "kafka"` sink: an idempotent producer (`acks=all`); an event is acknowledged
 /// on its delivery report.
-#[derive(Clone, Debug)]
+///
+/// `Default` leaves the required `brokers` and `topic` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaSinkConfig {
+    /// Bootstrap servers. Required.
     pub brokers: String,
     /// May use `{source}`, `{kind}`, `{table}` (`{table}`: the `pg-table` header of
-    /// Postgres CDC events, "schema.table").
+    /// Postgres CDC events, "schema.table"). Required.
     pub topic: String,
+    /// One of [`KAFKA_COMPRESSIONS`]; librdkafka's default when absent.
     pub compression: Option<String>,
     /// Passed through to librdkafka (SASL/TLS and tuning); they win over the defaults.
     pub options: BTreeMap<String, String>,
     /// How long one delivery attempt waits for the broker's confirmations before its
     /// unconfirmed events are retried (the retry waits for the same queued messages;
-    /// librdkafka itself never times a message out). Default 30s.
+    /// librdkafka itself never times a message out). Default [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
-    /// How long the producer waits to fill a batch (`linger.ms`). Default 5ms.
+    /// How long the producer waits to fill a batch (`linger.ms`). Default
+    /// [`Self::DEFAULT_LINGER`].
+    #[serde(with = "crate::units::duration")]
     pub linger: Duration,
-    /// Ordering lanes delivering at once (events of one key share a lane). Default 8.
+    /// Ordering lanes delivering at once (events of one key share a lane). Default
+    /// [`Self::DEFAULT_CONCURRENCY`].
     pub concurrency: usize,
     /// Retries of failed attempts. `None`: retry without limit (a broker outage never
     /// dead-letters events; events the broker can never take are dead-lettered at once).
@@ -469,9 +864,108 @@ pub struct KafkaSinkConfig {
     /// Create a topic that does not exist (with `partitions` partitions) instead of
     /// retrying until someone creates it. Default false.
     pub create_topics: bool,
-    /// Partitions of topics made by `create_topics`. Default 1.
+    /// Partitions of topics made by `create_topics`. Default [`Self::DEFAULT_PARTITIONS`].
     pub partitions: u32,
+}
+
+impl KafkaSinkConfig {
+    /// 30 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 5 milliseconds.
+    pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+    /// 8 lanes.
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+    /// 1 partition.
+    pub const DEFAULT_PARTITIONS: u32 = 1;
+}
+
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: String::new(),
+            compression: None,
+            options: BTreeMap::new(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            linger: Self::DEFAULT_LINGER,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            retry: None,
+            create_topics: false,
+            partitions: Self::DEFAULT_PARTITIONS,
+        }
+    }
 }
 
 /// Placeholders a Kafka sink's `topic` may use.
 pub const KAFKA_TOPIC_PLACEHOLDERS: &[&str] = &["source", "kind", "table"];
+
+/// Values a Kafka sink's `compression` may take.
+pub const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kind lists are complete and spelled as serde spells the variants, and each
+    /// `type` value reads as the variant of that kind.
+    #[test]
+    fn kinds_match_the_serde_variants() {
+        let names = SourceKind::ALL.map(SourceKind::name);
+        assert_eq!(schema::variants::<SourceKind>(), names);
+        for kind in SourceKind::ALL {
+            let source: SourceConfig =
+                serde_json::from_value(serde_json::json!({ "type": kind.name() }))
+                    .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            assert_eq!(source.kind(), kind);
+            assert_eq!(SourceKind::from_name(kind.name()), Some(kind));
+            let written = serde_json::to_value(&source).expect("serializable");
+            assert_eq!(written["type"], kind.name());
+        }
+        let names = SinkKind::ALL.map(SinkKind::name);
+        assert_eq!(schema::variants::<SinkKind>(), names);
+        for kind in SinkKind::ALL {
+            let sink: SinkConfig =
+                serde_json::from_value(serde_json::json!({ "type": kind.name() }))
+                    .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            assert_eq!(sink.kind(), kind);
+            assert_eq!(SinkKind::from_name(kind.name()), Some(kind));
+            let written = serde_json::to_value(&sink).expect("serializable");
+            assert_eq!(written["type"], kind.name());
+        }
+    }
+
+    /// serde refuses a key the type does not have, also inside a tagged source or sink.
+    #[test]
+    fn serde_denies_unknown_keys() {
+        let http = serde_json::json!({ "type": "http", "max_body": "2MiB", "max_bdy": 1 });
+        let error = serde_json::from_value::<SourceConfig>(http).unwrap_err();
+        assert!(error.to_string().contains("max_bdy"), "{error}");
+        let stdout = serde_json::json!({ "type": "stdout", "path": "x" });
+        assert!(serde_json::from_value::<SinkConfig>(stdout).is_err());
+        let file = serde_json::json!({ "type": "file", "path": "x", "mode": "0640" });
+        let Ok(SinkConfig::File(file)) = serde_json::from_value::<SinkConfig>(file) else {
+            panic!("a file sink")
+        };
+        assert_eq!(file.mode, 0o640);
+    }
+
+    /// `Default` and a serde read of an empty table agree: both take the `DEFAULT_*`
+    /// constants.
+    #[test]
+    fn defaults_are_the_same_through_serde() {
+        let empty = || serde_json::json!({});
+        let server: ServerConfig = serde_json::from_value(empty()).unwrap();
+        assert_eq!(
+            format!("{server:?}"),
+            format!("{:?}", ServerConfig::default())
+        );
+        let queue: QueueConfig = serde_json::from_value(empty()).unwrap();
+        assert_eq!(
+            format!("{queue:?}"),
+            format!("{:?}", QueueConfig::default())
+        );
+        let written = serde_json::to_value(QueueConfig::default()).unwrap();
+        let read: QueueConfig = serde_json::from_value(written).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{:?}", QueueConfig::default()));
+    }
+}

@@ -66,6 +66,84 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+impl serde::Serialize for ByteSize {
+    /// A number of bytes: exact, and read back by [`ByteSize`]'s `Deserialize`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    /// A number of bytes, or a string with a unit as [`parse_size`] reads it.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64MiB\" or a number of bytes")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(bytes))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, bytes: i64) -> Result<ByteSize, E> {
+                u64::try_from(bytes)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("a size cannot be negative, found {bytes}")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                parse_size(text).map(ByteSize).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// serde for a [`Duration`] field (`#[serde(with = "crate::units::duration")]`): written
+/// like `"30s"` ([`humantime::format_duration`]), read by [`parse_duration`].
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*duration))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde for permission bits (`#[serde(with = "crate::units::octal_mode")]`): a string of
+/// octal digits such as `"0640"`, since a TOML or YAML number would be read as decimal.
+pub(crate) mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{mode:04o}"))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let digits = text.trim().trim_start_matches("0o");
+        u32::from_str_radix(digits, 8).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid mode {text:?}: write octal permission bits such as \"0600\""
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

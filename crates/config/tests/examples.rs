@@ -1,9 +1,17 @@
-//! Every file in the repository's `config/` directory is a real, valid configuration.
+//! Every file in the repository's `config/` directory is a real, valid configuration,
+//! and `config/reference.toml` documents exactly the keys of the config types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use switchyard_config::{SinkConfig, SourceConfig, load_file_with_env};
+use figment::Figment;
+use figment::providers::{Format, Toml, Yaml};
+use serde_json::Value;
+use switchyard_config::schema::fields;
+use switchyard_config::{
+    Config, LogOutputConfig, PipelineConfig, PluginConfig, QueueConfig, RetryConfig, ServerConfig,
+    ServerTlsConfig, SinkConfig, SinkKind, SourceConfig, SourceKind, load_file_with_env,
+};
 
 fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
@@ -37,6 +45,14 @@ fn every_example_config_validates() {
         if let Err(error) = load_file_with_env(&path, &example_env()) {
             panic!("{} does not validate:\n{error}", path.display());
         }
+        // serde reads the file as the same types, with no key left over.
+        let unknown = unknown_keys(&tree(&path));
+        assert!(
+            unknown.is_empty(),
+            "{}:\n{}",
+            path.display(),
+            unknown.join("\n")
+        );
         checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }
     checked.sort();
@@ -162,4 +178,214 @@ fn the_first_plugin_walk_throughs_are_complete_configs() {
             );
         }
     }
+}
+
+/// A config file as the generic tree the loader starts from, before `${VAR}` substitution
+/// (serde reads the values as text, so the references need no environment).
+fn tree(path: &Path) -> Value {
+    let figment = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => Figment::from(Toml::file_exact(path)),
+        _ => Figment::from(Yaml::file_exact(path)),
+    };
+    figment
+        .extract()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn entries<'v>(tree: &'v Value, section: &str) -> Vec<(&'v String, &'v Value)> {
+    tree.get(section)
+        .and_then(Value::as_object)
+        .map(|map| map.iter().collect())
+        .unwrap_or_default()
+}
+
+/// Every table of `tree` read by serde as its type (`deny_unknown_fields`): one line per
+/// table holding a key its type does not have, or a value of the wrong shape.
+fn unknown_keys(tree: &Value) -> Vec<String> {
+    fn read<T: serde::de::DeserializeOwned>(at: &str, value: &Value, problems: &mut Vec<String>) {
+        if let Err(error) = serde_json::from_value::<T>(value.clone()) {
+            problems.push(format!("{at}: {error}"));
+        }
+    }
+    let mut problems = Vec::new();
+    for (section, value) in tree.as_object().into_iter().flatten() {
+        match section.as_str() {
+            "server" => read::<ServerConfig>("[server]", value, &mut problems),
+            "log" => read::<LogOutputConfig>("[log]", value, &mut problems),
+            _ => {}
+        }
+    }
+    for (name, value) in entries(tree, "queues") {
+        read::<QueueConfig>(&format!("[queues.{name}]"), value, &mut problems);
+    }
+    for (name, value) in entries(tree, "sources") {
+        read::<SourceConfig>(&format!("[sources.{name}]"), value, &mut problems);
+    }
+    for (name, value) in entries(tree, "plugins") {
+        read::<PluginConfig>(&format!("[plugins.{name}]"), value, &mut problems);
+    }
+    for (name, value) in entries(tree, "pipelines") {
+        read::<PipelineConfig>(&format!("[pipelines.{name}]"), value, &mut problems);
+    }
+    for (name, value) in entries(tree, "sinks") {
+        read::<SinkConfig>(&format!("[sinks.{name}]"), value, &mut problems);
+    }
+    read::<Config>("the file", tree, &mut problems);
+    problems
+}
+
+/// The fields of every config type that no table of `reference` shows: one line per
+/// type and field. A type is documented by the union of the keys of its tables (e.g.
+/// all `[sources.*]` with `type = "http"`).
+fn undocumented(reference: &Value) -> Vec<String> {
+    let keys = |tables: &[&Value]| -> BTreeSet<String> {
+        tables
+            .iter()
+            .filter_map(|table| table.as_object())
+            .flat_map(|map| map.keys().cloned())
+            .collect()
+    };
+    let of_type = |section: &str, kind: &str| -> Vec<&Value> {
+        entries(reference, section)
+            .into_iter()
+            .map(|(_, table)| table)
+            .filter(|table| table.get("type").and_then(Value::as_str) == Some(kind))
+            .collect()
+    };
+    let all = |section: &str| -> Vec<&Value> {
+        entries(reference, section)
+            .into_iter()
+            .map(|(_, table)| table)
+            .collect()
+    };
+    let server = reference.get("server").into_iter().collect::<Vec<_>>();
+    let tls: Vec<&Value> = server.iter().filter_map(|s| s.get("tls")).collect();
+    let retries: Vec<&Value> = all("sinks")
+        .into_iter()
+        .filter_map(|sink| sink.get("retry"))
+        .collect();
+    let with_type = |keys: &[&'static str]| -> Vec<&'static str> {
+        std::iter::once("type")
+            .chain(keys.iter().copied())
+            .collect()
+    };
+
+    let mut expected: Vec<(String, BTreeSet<String>, Vec<&'static str>)> = vec![
+        (
+            "the file".into(),
+            keys(&[reference]),
+            fields::<Config>().to_vec(),
+        ),
+        (
+            "[server]".into(),
+            keys(&server),
+            fields::<ServerConfig>().to_vec(),
+        ),
+        (
+            "server.tls".into(),
+            keys(&tls),
+            fields::<ServerTlsConfig>().to_vec(),
+        ),
+        (
+            "[log]".into(),
+            keys(&reference.get("log").into_iter().collect::<Vec<_>>()),
+            fields::<LogOutputConfig>().to_vec(),
+        ),
+        (
+            "[queues.*]".into(),
+            keys(&all("queues")),
+            fields::<QueueConfig>().to_vec(),
+        ),
+        (
+            "[plugins.*]".into(),
+            keys(&all("plugins")),
+            fields::<PluginConfig>().to_vec(),
+        ),
+        (
+            "[pipelines.*]".into(),
+            keys(&all("pipelines")),
+            fields::<PipelineConfig>().to_vec(),
+        ),
+        (
+            "retry of a sink".into(),
+            keys(&retries),
+            fields::<RetryConfig>().to_vec(),
+        ),
+    ];
+    for kind in SourceKind::ALL {
+        expected.push((
+            format!("[sources.*] with type = {:?}", kind.name()),
+            keys(&of_type("sources", kind.name())),
+            with_type(kind.fields()),
+        ));
+    }
+    for kind in SinkKind::ALL {
+        expected.push((
+            format!("[sinks.*] with type = {:?}", kind.name()),
+            keys(&of_type("sinks", kind.name())),
+            with_type(kind.fields()),
+        ));
+    }
+    expected
+        .into_iter()
+        .flat_map(|(at, documented, fields)| {
+            fields
+                .into_iter()
+                .filter(move |field| !documented.contains(*field))
+                .map(move |field| format!("{at}: `{field}` is not documented"))
+        })
+        .collect()
+}
+
+/// `config/reference.toml` is the list of every key: each key it shows exists in its
+/// type, and each field of every type (every source and sink type included) is shown
+/// in at least one table of that type.
+#[test]
+fn reference_documents_exactly_the_keys_of_the_types() {
+    let reference = tree(&config_dir().join("reference.toml"));
+    let unknown = unknown_keys(&reference);
+    assert!(
+        unknown.is_empty(),
+        "config/reference.toml shows keys the types do not have:\n{}",
+        unknown.join("\n")
+    );
+    let missing = undocumented(&reference);
+    assert!(
+        missing.is_empty(),
+        "add these keys to config/reference.toml, with their default and what they do:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The reference check fails when a key is missing from the reference or unknown to the
+/// types.
+#[test]
+fn the_reference_check_sees_missing_and_unknown_keys() {
+    let mut reference = tree(&config_dir().join("reference.toml"));
+    let api = reference["sources"]["api"]
+        .as_object_mut()
+        .expect("[sources.api] is an http source");
+    api.remove("max_events");
+    reference["server"]["tls"]
+        .as_object_mut()
+        .expect("server.tls")
+        .remove("key");
+    let missing = undocumented(&reference);
+    for expected in [
+        "server.tls: `key` is not documented",
+        "[sources.*] with type = \"http\": `max_events` is not documented",
+    ] {
+        assert!(missing.iter().any(|m| m == expected), "{missing:#?}");
+    }
+    reference["sinks"]["console"]["colour"] = Value::Bool(true);
+    reference["queues"]["tasks"]["partitons"] = Value::from(2);
+    let unknown = unknown_keys(&reference);
+    assert!(
+        unknown[0].starts_with("[queues.tasks]: ") && unknown[0].contains("partitons"),
+        "{unknown:#?}"
+    );
+    assert!(
+        unknown[1].starts_with("[sinks.console]: ") && unknown[1].contains("colour"),
+        "{unknown:#?}"
+    );
 }

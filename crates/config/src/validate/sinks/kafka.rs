@@ -1,0 +1,66 @@
+//! `type = "kafka"`.
+
+use super::super::sources::kafka::options;
+use super::super::walk::{Ctx, Table};
+use super::retry;
+use crate::{KAFKA_COMPRESSIONS, KafkaSinkConfig};
+
+pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
+    let topic = table
+        .required_string(
+            cx,
+            "topic",
+            "the topic to produce to; may use {source}, {kind}, {table}",
+        )
+        .unwrap_or_default();
+    if let Some(problem) = topic_template_problem(&topic) {
+        cx.issue(&table.child("topic"), problem);
+    }
+    KafkaSinkConfig {
+        brokers: table
+            .required_string(cx, "brokers", "bootstrap servers, e.g. \"127.0.0.1:9092\"")
+            .unwrap_or_default(),
+        topic,
+        compression: table
+            .choice(cx, "compression", KAFKA_COMPRESSIONS)
+            .map(str::to_string),
+        options: options(cx, table),
+        timeout: table
+            .duration(cx, "timeout", false)
+            .unwrap_or(KafkaSinkConfig::DEFAULT_TIMEOUT),
+        linger: table
+            .duration(cx, "linger", true)
+            .unwrap_or(KafkaSinkConfig::DEFAULT_LINGER),
+        concurrency: table
+            .positive_usize(cx, "concurrency", "; at least one lane must deliver")
+            .unwrap_or(KafkaSinkConfig::DEFAULT_CONCURRENCY),
+        retry: table
+            .get("retry")
+            .and_then(|value| retry(cx, &table.child("retry"), value)),
+        create_topics: table.boolean(cx, "create_topics").unwrap_or(false),
+        partitions: table
+            .positive_u32(cx, "partitions", "; a topic has at least one partition")
+            .unwrap_or(KafkaSinkConfig::DEFAULT_PARTITIONS),
+    }
+}
+
+/// What is wrong with a Kafka sink's topic template, if anything: placeholders other
+/// than `{source}`, `{kind}`, `{table}`, or an unclosed `{`.
+fn topic_template_problem(topic: &str) -> Option<String> {
+    let mut rest = topic;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Some(format!(
+                "topic {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}} and {{table}}"
+            ));
+        };
+        let name = &rest[open + 1..open + close];
+        if !crate::KAFKA_TOPIC_PLACEHOLDERS.contains(&name) {
+            return Some(format!(
+                "topic {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}} or {{table}}"
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    None
+}

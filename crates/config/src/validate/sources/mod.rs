@@ -1,0 +1,32 @@
+//! `[sources.NAME]`: `type` picks the [`SourceKind`], then the table is read as that
+//! type's struct, with that type's keys known.
+
+mod http;
+pub(super) mod kafka;
+mod postgres_cdc;
+mod queue;
+
+use serde_json::Value;
+
+use super::walk::{Ctx, Table};
+use crate::{SourceConfig, SourceKind};
+
+pub(super) fn source(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    path: &str,
+    value: &Value,
+) -> Option<SourceConfig> {
+    let mut table = Table::open(cx, path, value, &["type"])?;
+    // Other keys cannot be judged without a type.
+    let kind = table.type_of(cx, "source", &SourceKind::ALL, SourceKind::name)?;
+    table.know(kind.fields());
+    let source = match kind {
+        SourceKind::Http => SourceConfig::Http(http::read(cx, &table)),
+        SourceKind::Queue => SourceConfig::Queue(queue::read(cx, &table, name)),
+        SourceKind::PostgresCdc => SourceConfig::PostgresCdc(postgres_cdc::read(cx, &table, name)),
+        SourceKind::Kafka => SourceConfig::Kafka(kafka::read(cx, &table)),
+    };
+    table.finish(cx);
+    Some(source)
+}
