@@ -8,13 +8,13 @@ use crate::{BoxFuture, BuildError};
 /// Where an event sits in its feed. Strictly increasing along a feed; gaps allowed.
 pub type Position = u64;
 
-/// Events of one feed with their positions, in position order: `events[i]` sits at
-/// `positions[i]`. Kept as two vectors so the events can be lent to plugins and sinks
-/// as one slice.
+/// Events of one feed with their positions, in position order: the `i`th event sits at
+/// the `i`th position. Kept as two vectors of the same length (only [`Batch::push`] adds
+/// to them), so the events can be lent as one slice ([`Batch::events`]).
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub positions: Vec<Position>,
-    pub events: Vec<Event>,
+    positions: Vec<Position>,
+    events: Vec<Event>,
 }
 
 impl Batch {
@@ -37,6 +37,16 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// The events, in position order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The positions, increasing.
+    pub fn positions(&self) -> &[Position] {
+        &self.positions
     }
 
     /// Position after the last event, if any.
@@ -94,6 +104,12 @@ impl FeedError {
 ///
 /// Contract:
 /// * positions strictly increase along the feed (gaps are allowed), across batches;
+/// * [`Feed::next`] and [`Feed::commit`] do nothing until their future is polled: the
+///   reader creates a `next` future on every turn of its loop and drops most of them
+///   unpolled (while it waits for acknowledgements, is paused, or shuts down);
+/// * `next(max)` answers at most `max` events; a reader that gets more stops;
+/// * an `Err` from `next` hands out nothing and does not move the feed: after a
+///   [`FeedError::Transient`] the reader asks again from where it was;
 /// * `commit(low)` says every position below `low` is complete: delivered to every sink
 ///   it was routed to, dead-lettered or dropped on purpose. The feed may make that its
 ///   durable checkpoint (a consumer-group offset, a slot's confirmed flush LSN, a Kafka
@@ -102,16 +118,19 @@ impl FeedError {
 ///   (at least once), none before it is skipped;
 /// * [`Feed::next`] is cancel-safe: a call dropped before it finishes loses nothing;
 /// * a feed never blocks the async worker it runs on: blocking IO goes to a blocking
-///   thread.
+///   thread. Dropping a feed may block briefly (a Kafka consumer leaving its group
+///   commits its final offsets); it happens once, at shutdown.
 pub trait Feed: Send + 'static {
     /// Position of the first event [`Feed::next`] returns: where the reader resumes.
     fn start(&self) -> Position;
 
     /// Waits for events and returns a batch of 1 to `max` of them, in position order.
-    /// `Ok(None)`: the feed has ended (its source is shutting down).
+    /// `Ok(None)`: the feed has ended (its source is shutting down). Cancel-safe.
     fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>>;
 
-    /// Everything below `low` is complete. A failed commit is retried with the next one.
+    /// Everything below `low` is complete. Always awaited to the end. A failed commit,
+    /// transient or permanent, is logged and retried with the next one: the checkpoint
+    /// then stays where it was, which only means more events come again after a restart.
     fn commit(&mut self, low: Position) -> BoxFuture<'_, Result<(), FeedError>>;
 
     /// Events available but not complete, for the `checkpoint_lag` gauge.

@@ -28,11 +28,24 @@ pub struct Control {
 
 /// Builds the `postgres_cdc` source `name`; it keeps its snapshot progress in
 /// `<data_dir>/cdc/<name>`. Nothing connects before [`Source::open`].
+///
+/// A replication slot has one position: a source read by two pipelines would hand each
+/// change to one of them and confirm the slot past changes the other never saw, so that
+/// is refused here.
 pub fn build(
     name: &str,
     cfg: &PostgresCdcSourceConfig,
     ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Source>, BuildError> {
+    let readers = ctx.readers_of(name);
+    if readers.len() > 1 {
+        return Err(BuildError::new(format!(
+            "postgres_cdc source `{name}` is read by {} pipelines ({}), but its slot `{}` has one position; read it from one pipeline (route from there), or declare one source with its own slot per pipeline",
+            readers.len(),
+            readers.join(", "),
+            cfg.slot
+        )));
+    }
     Ok(Box::new(PostgresSource {
         name: name.to_string(),
         config: cfg.clone(),
