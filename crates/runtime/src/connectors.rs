@@ -11,8 +11,8 @@ use std::sync::Arc;
 use switchyard_config::{SinkConfig, SourceConfig};
 use switchyard_connector::{BuildContext, BuildError, Sink, Source};
 
-use crate::feed::LogSource;
-use crate::queues::QueueHandle;
+use switchyard_queue::QueueHandle;
+use switchyard_queue::feed::LogSource;
 
 /// What the connectors of switchyard's own queues are built from.
 pub(crate) struct Queues<'a> {
@@ -34,7 +34,7 @@ pub(crate) fn build_sink(
         SinkConfig::Stdout(c) => switchyard_sinks::stdout::build(name, c, ctx),
         SinkConfig::File(c) => switchyard_sinks::file::build(name, c, ctx),
         SinkConfig::Kafka(c) => switchyard_kafka::sink::build(name, c, ctx),
-        SinkConfig::Queue(c) => crate::delivery::build_queue_sink(name, c, own.queues),
+        SinkConfig::Queue(c) => switchyard_queue::sink::build(name, c, own.queues),
     }
 }
 

@@ -10,13 +10,10 @@
 
 mod connectors;
 pub mod delivery;
-pub mod feed;
 mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
-mod queue_api;
-pub mod queues;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,10 +34,12 @@ use crate::delivery::SinkHandle;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelinePlan, Reader};
 use crate::plugins::{Stage, Stages};
-use crate::queues::{QueueHandle, QueueLimits};
 use switchyard_plugin_host::{PluginHost, PluginPool, World};
+use switchyard_queue::{Broker, QueueHandle, QueueLimits};
 
 pub use delivery::dlq_headers;
+/// The feeds over switchyard's own logs (`READ_BATCH` is the CLI's default batch).
+pub use switchyard_queue::feed;
 
 /// Why the runtime could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +79,8 @@ pub struct Shared {
     pub sinks: HashMap<String, Arc<SinkHandle>>,
     /// Running Postgres sources, by source name.
     pub cdc: BTreeMap<String, CdcControl>,
+    /// What the queue API and the broker's loops see: the config and the same `queues`.
+    pub broker: Arc<Broker>,
 }
 
 /// What the admin API and housekeeping see of a running Postgres source.
@@ -228,6 +229,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some((name.clone(), pg.control()?))
         })
         .collect();
+    let broker = Arc::new(Broker {
+        config: config.clone(),
+        queues: queues.clone(),
+    });
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -235,6 +240,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         intakes,
         sinks: (*sinks).clone(),
         cdc,
+        broker,
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
 
@@ -251,8 +257,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http_sources = server::http_sources(&shared);
     server::restore_idempotency(&shared, &http_sources).await;
     server::restore_queue_idempotency(&shared).await;
-    let dead_letters = tokio::spawn(queue_api::dead_letter_loop(shared.clone()));
-    let idle_groups = tokio::spawn(queue_api::group_expiry_loop(shared.clone()));
+    let dead_letters = tokio::spawn(switchyard_queue::dead_letter_loop(shared.broker.clone()));
+    let idle_groups = tokio::spawn(switchyard_queue::group_expiry_loop(shared.broker.clone()));
     let app = server::router(shared.clone(), http_sources);
     let server = listener::serve(listener, app, &config.server, stop_rx.clone())?.done;
 
@@ -435,7 +441,7 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .get_or_create(&labels)
                 .set(q.size_bytes() as i64);
             for g in q.work_groups() {
-                let stats = g.stats(queues::now_ms());
+                let stats = g.stats(switchyard_queue::now_ms());
                 let labels = metrics::GroupLabels {
                     queue: name.clone(),
                     group: g.name().to_owned(),

@@ -26,10 +26,9 @@ use tokio::sync::mpsc;
 use crate::Shared;
 use crate::delivery::{AckToken, Delivery, dlq_headers};
 use crate::metrics::{HttpLabels, Metrics, SourceLabels};
-use crate::queues::QueueHandle;
+use switchyard_queue::QueueHandle;
 
-/// The consumer group that remembers how far a dead-letter queue was replayed.
-pub const REPLAY_GROUP: &str = "replay";
+pub use switchyard_queue::REPLAY_GROUP;
 
 struct QueueIntake {
     queue: Arc<QueueHandle>,
@@ -139,7 +138,7 @@ fn recent_idempotency_keys(
     queue: &QueueHandle,
     window: Duration,
 ) -> Result<Vec<(String, Vec<String>, Duration)>, switchyard_store::LogError> {
-    let now = crate::queues::now_ms();
+    let now = switchyard_queue::now_ms();
     let since = now.saturating_sub(window.as_millis() as u64);
     let mut by_key: std::collections::HashMap<String, (u64, Vec<String>)> = Default::default();
     for log in queue.partitions() {
@@ -187,7 +186,7 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/dlq/{queue}/purge", post(purge))
         .route("/admin/sources/{source}/status", get(source_status))
         .route("/admin/sources/{source}/snapshot", post(source_snapshot))
-        .merge(crate::queue_api::routes())
+        .merge(switchyard_queue::routes().with_state(shared.broker.clone()))
         .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), budget),
             reserve_body,
@@ -198,7 +197,7 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
 }
 
 /// The largest body the admin and queue APIs read (JSON requests; a produce batch).
-const BODY_LIMIT: usize = crate::queue_api::MAX_BODY;
+const BODY_LIMIT: usize = switchyard_queue::MAX_BODY;
 
 /// Guards every request that carries a body (all of them admin or queue API calls):
 /// the admin token is checked before a byte of the body is read, then what the body may
@@ -315,38 +314,14 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 
 /// Checks the admin bearer token; `Err` is the answer to send.
 pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &shared.config.server.admin_token else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: set server.admin_token in the config",
-        ));
-    };
-    if bearer_matches(headers, expected) {
-        Ok(())
-    } else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send `Authorization: Bearer <server.admin_token>`",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        Err(r)
-    }
+    switchyard_queue::authorize(&shared.broker, headers)
 }
 
 pub(crate) fn find_queue<'a>(
     shared: &'a Shared,
     name: &str,
 ) -> Result<&'a Arc<QueueHandle>, Response> {
-    shared.queue(name).ok_or_else(|| {
-        let known: Vec<_> = shared.queues.keys().map(String::as_str).collect();
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("no queue named `{name}`; queues: {}", known.join(", ")),
-        )
-    })
+    switchyard_queue::find_queue(&shared.broker, name)
 }
 
 fn find_cdc<'a>(shared: &'a Shared, name: &str) -> Result<&'a crate::CdcControl, Response> {

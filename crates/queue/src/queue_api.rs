@@ -23,12 +23,12 @@ use switchyard_source_http::{IDEMPOTENCY_HEADER, error};
 use switchyard_store::{LogError, Receipt, WorkGroup};
 use tracing::{info, warn};
 
-use crate::Shared;
-use crate::delivery::dlq_headers;
+use crate::Broker as Shared;
+use crate::dlq_headers;
 use crate::queues::{
     AppendError, GroupError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms,
 };
-use crate::server::{authorize, find_queue};
+use crate::{authorize, find_queue};
 
 /// Largest produce body.
 pub const MAX_BODY: usize = 16 << 20;
@@ -156,9 +156,9 @@ fn work_queue(
         SourceConfig::Queue(q) if q.queue == queue_name && q.group == group => Some(name),
         _ => None,
     });
-    if let Some(source) = pipeline_group.or_else(|| {
-        (group == crate::server::REPLAY_GROUP).then_some(&shared.config.server.dead_letter)
-    }) {
+    if let Some(source) = pipeline_group
+        .or_else(|| (group == crate::REPLAY_GROUP).then_some(&shared.config.server.dead_letter))
+    {
         return Err(error(
             StatusCode::CONFLICT,
             &format!(

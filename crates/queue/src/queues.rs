@@ -441,7 +441,7 @@ fn key_hash(key: &[u8]) -> u64 {
     h.finish()
 }
 
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
