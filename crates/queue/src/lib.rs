@@ -5,6 +5,9 @@
 //! serves them:
 //!
 //! - [`queues`]: [`QueueHandle`] and its [`QueueLimits`]: appends, wake-ups, work groups;
+//! - [`produce`]: the one produce path of HTTP ingest and the queue API
+//!   ([`QueueHandle::produce`]): one idempotency window ([`DedupWindow`]) with a guard
+//!   against a key stored twice at once, restored from the log after a restart;
 //! - the queue API ([`routes`]: produce, receive, ack, nack, extend, stats, delete group;
 //!   `docs/queues.md`), an axum router the runtime merges into its server;
 //! - [`dead_letter_loop`] (work-group messages that used up their deliveries go to their
@@ -19,7 +22,9 @@
 // Handlers return the finished error answer as `Err(Response)`.
 #![allow(clippy::result_large_err)]
 
+mod dedup;
 pub mod feed;
+pub mod produce;
 mod queue_api;
 pub mod queues;
 pub mod sink;
@@ -32,6 +37,8 @@ use http::{HeaderMap, StatusCode, header};
 use switchyard_config::Config;
 use switchyard_source_http::{bearer_matches, error};
 
+pub use dedup::DedupWindow;
+pub use produce::{Produced, QueueIntake, Submission, restore_idempotency};
 pub use queue_api::{MAX_BATCH, MAX_BODY, dead_letter_loop, group_expiry_loop, routes};
 pub use queues::{
     AppendError, GroupError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, QueueLimits, now_ms,

@@ -350,6 +350,7 @@ mod tests {
                 retention: None,
                 work: switchyard_store::WorkOptions::default(),
                 dedup_window: Duration::ZERO,
+                dedup_keys: 1,
                 max_groups: 64,
                 group_idle_expiry: None,
             },

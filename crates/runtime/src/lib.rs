@@ -255,8 +255,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_or(config.server.listen.clone(), |a| a.to_string());
     info!(%addr, data_dir = %data_dir.display(), "switchyard is listening");
     let http_sources = server::http_sources(&shared);
-    server::restore_idempotency(&shared, &http_sources).await;
-    server::restore_queue_idempotency(&shared).await;
+    switchyard_queue::restore_idempotency(shared.queues.values().chain(shared.intakes.values()))
+        .await;
     let dead_letters = tokio::spawn(switchyard_queue::dead_letter_loop(shared.broker.clone()));
     let idle_groups = tokio::spawn(switchyard_queue::group_expiry_loop(shared.broker.clone()));
     let app = server::router(shared.clone(), http_sources);
@@ -321,6 +321,7 @@ fn limits(q: &QueueConfig) -> QueueLimits {
         max_groups: q.max_groups.max(1) as usize,
         group_idle_expiry: Some(q.group_idle_expiry).filter(|d| !d.is_zero()),
         dedup_window: q.dedup_window,
+        dedup_keys: 1_000_000,
     }
 }
 
@@ -371,7 +372,9 @@ fn open_intakes(
             // Intakes are read by pipelines (pub/sub groups), never by work groups.
             max_groups: 0,
             group_idle_expiry: None,
-            dedup_window: Duration::ZERO,
+            // HTTP ingest's Idempotency-Key window is the intake's.
+            dedup_window: http.dedup_window,
+            dedup_keys: 100_000,
         };
         let handle = QueueHandle::open(storage.clone(), &dir, &format!("intake.{name}"), limits)
             .map_err(|source| RuntimeError::Queue {

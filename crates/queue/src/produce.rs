@@ -1,0 +1,219 @@
+//! The one produce path: HTTP ingest (through [`QueueIntake`], the [`Intake`] of an
+//! `http` source's intake log) and the queue API's produce both store events with
+//! [`QueueHandle::produce`], so both have the same idempotency window, the same guard
+//! against a key stored twice at once, and the same errors. [`restore_idempotency`]
+//! rebuilds the windows from the logs after a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_connector::{Appended, BoxFuture, IDEMPOTENCY_HEADER, Intake, IntakeError, Seen};
+use switchyard_event::Event;
+use switchyard_store::LogError;
+
+use crate::queues::{QueueHandle, now_ms};
+
+/// Events stored together, under one idempotency key or none: a queue API message, or
+/// all events of one ingest request.
+pub struct Submission {
+    pub key: Option<String>,
+    pub events: Vec<Event>,
+}
+
+/// What became of one [`Submission`].
+#[derive(Debug)]
+pub enum Produced {
+    /// Durable now: each event's (partition, offset), in order.
+    Stored(Vec<(u32, u64)>),
+    /// Its key was stored within the window: nothing was appended; the first answer.
+    Duplicate(Seen),
+}
+
+impl QueueHandle {
+    /// Stores `submissions` durably (fsync'd) in one append, all or nothing, each
+    /// idempotency key at most once within the queue's window:
+    ///
+    /// * a key stored within the window answers [`Produced::Duplicate`] and is not
+    ///   appended again;
+    /// * a key being stored right now by another call, or twice in this one, refuses the
+    ///   whole call with [`IntakeError::InFlight`]: the client retries and then gets the
+    ///   stored answer. Without this guard, concurrent repeats would both be stored;
+    /// * a key is remembered only once its events are durable; a failed append leaves
+    ///   it unclaimed.
+    pub async fn produce(
+        &self,
+        submissions: Vec<Submission>,
+    ) -> Result<Vec<Produced>, IntakeError> {
+        let mut answers: Vec<Option<Produced>> = Vec::with_capacity(submissions.len());
+        let mut claimed: Vec<String> = Vec::new();
+        {
+            let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+            let (window, pending) = &mut *dedup;
+            let now = Instant::now();
+            let mut here = HashSet::new();
+            for s in &submissions {
+                let Some(key) = &s.key else {
+                    answers.push(None);
+                    continue;
+                };
+                if let Some(seen) = window.lookup(key, now) {
+                    answers.push(Some(Produced::Duplicate(seen)));
+                } else if pending.contains(key) || !here.insert(key.as_str()) {
+                    for k in &claimed {
+                        pending.remove(k);
+                    }
+                    return Err(IntakeError::InFlight(key.clone()));
+                } else {
+                    pending.insert(key.clone());
+                    claimed.push(key.clone());
+                    answers.push(None);
+                }
+            }
+        }
+        // The events to store, and per stored submission: (its index, its key, its ids,
+        // how many events it has).
+        let mut events = Vec::new();
+        let mut stored = Vec::new();
+        for (i, s) in submissions.into_iter().enumerate() {
+            if answers[i].is_some() {
+                continue;
+            }
+            let ids = s
+                .key
+                .as_ref()
+                .map(|_| s.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
+            stored.push((i, s.key, ids, s.events.len()));
+            events.extend(s.events);
+        }
+        let result = if events.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.append_positions(&events).await
+        };
+        drop(events);
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let (window, pending) = &mut *dedup;
+        for k in &claimed {
+            pending.remove(k);
+        }
+        let positions = result.map_err(IntakeError::from)?;
+        let now = Instant::now();
+        let mut positions = positions.into_iter();
+        for (i, key, ids, n) in stored {
+            if let (Some(key), Some(ids)) = (key, ids) {
+                window.insert(key, ids, now);
+            }
+            answers[i] = Some(Produced::Stored(positions.by_ref().take(n).collect()));
+        }
+        drop(dedup);
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every submission is answered"))
+            .collect())
+    }
+
+    /// What `key` was answered with within the window, if it was stored there.
+    pub fn seen(&self, key: &str) -> Option<Seen> {
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        dedup.0.lookup(key, Instant::now())
+    }
+
+    /// Rebuilds the idempotency window from the log: keys stored within the window are
+    /// remembered again, with the ids and the age they had. Reads only when the queue
+    /// has a window. Blocking IO. Returns how many keys were restored.
+    pub fn restore_idempotency_blocking(&self) -> Result<usize, LogError> {
+        let window = self.limits().dedup_window;
+        if window.is_zero() {
+            return Ok(0);
+        }
+        let entries = self.recent_idempotency_keys(window)?;
+        let n = entries.len();
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        for (key, ids, age) in entries {
+            dedup
+                .0
+                .insert(key, ids, now.checked_sub(age).unwrap_or(now));
+        }
+        Ok(n)
+    }
+
+    /// `(key, ids, age)` of idempotency keys stored within `window`, oldest first.
+    fn recent_idempotency_keys(
+        &self,
+        window: Duration,
+    ) -> Result<Vec<(String, Vec<String>, Duration)>, LogError> {
+        let now = now_ms();
+        let since = now.saturating_sub(window.as_millis() as u64);
+        let mut by_key: HashMap<String, (u64, Vec<String>)> = HashMap::new();
+        for log in self.partitions() {
+            let mut from = log.start_offset();
+            loop {
+                let records = log.read(from, 4096, 16 << 20)?;
+                let Some(last) = records.last() else { break };
+                from = last.offset + 1;
+                for r in records.iter().filter(|r| r.timestamp_ms >= since) {
+                    let Ok(event) = Event::decode_record(&r.payload) else {
+                        continue;
+                    };
+                    if let Some(key) = event.header(IDEMPOTENCY_HEADER) {
+                        let entry = by_key
+                            .entry(key.to_owned())
+                            .or_insert((r.timestamp_ms, Vec::new()));
+                        entry.0 = entry.0.min(r.timestamp_ms);
+                        entry.1.push(event.id.clone());
+                    }
+                }
+            }
+        }
+        let mut out: Vec<_> = by_key
+            .into_iter()
+            .map(|(key, (at, ids))| (key, ids, Duration::from_millis(now.saturating_sub(at))))
+            .collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.2));
+        Ok(out)
+    }
+}
+
+/// Rebuilds the idempotency window of each of `queues` from its log, so a producer
+/// retrying after a restart is still deduplicated (declared queues and `http` sources'
+/// intake logs alike).
+pub async fn restore_idempotency(queues: impl IntoIterator<Item = &Arc<QueueHandle>>) {
+    for queue in queues {
+        let q = queue.clone();
+        let found = tokio::task::spawn_blocking(move || q.restore_idempotency_blocking())
+            .await
+            .expect("idempotency scan task");
+        match found {
+            Ok(0) => {}
+            Ok(keys) => tracing::info!(queue = %queue.name, keys,
+                "restored the idempotency window from the log"),
+            Err(e) => tracing::warn!(queue = %queue.name, error = %e,
+                "could not restore the idempotency window; retried requests may be stored twice"),
+        }
+    }
+}
+
+/// The intake log of an `http` source, as the [`Intake`] HTTP ingest appends to.
+pub struct QueueIntake(pub Arc<QueueHandle>);
+
+impl Intake for QueueIntake {
+    fn seen(&self, key: &str) -> Option<Seen> {
+        self.0.seen(key)
+    }
+
+    fn append(
+        &self,
+        events: Vec<Event>,
+        key: Option<String>,
+    ) -> BoxFuture<'_, Result<Appended, IntakeError>> {
+        Box::pin(async move {
+            let mut produced = self.0.produce(vec![Submission { key, events }]).await?;
+            Ok(match produced.pop() {
+                Some(Produced::Duplicate(seen)) => Appended::Duplicate(seen),
+                _ => Appended::Stored,
+            })
+        })
+    }
+}
