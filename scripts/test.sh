@@ -32,6 +32,22 @@ for crate in switchyard-event switchyard-ack switchyard-config switchyard-store;
 done
 echo "ok"
 
+step "layering: only the CLI and the end-to-end tests depend on the runtime"
+# Connector crates (sinks, sources, the queue broker) implement switchyard-connector's
+# contracts; the runtime depends on them, never the other way round.
+dependents=$(cargo tree --locked --workspace -e normal,build,dev -i switchyard-runtime \
+    --prefix none --depth 1 | awk '{print $1}' | sort -u)
+for crate in $dependents; do
+    case "$crate" in
+        switchyard-runtime | switchyard-cli | switchyard-tests) ;;
+        *)
+            echo "error: $crate depends on switchyard-runtime; only the CLI and tests/ may (see ARCHITECTURE.md)" >&2
+            exit 1
+            ;;
+    esac
+done
+echo "ok"
+
 step "building the WebAssembly plugins (examples and test fixtures)"
 scripts/build-plugins.sh --locked
 
