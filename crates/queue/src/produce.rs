@@ -217,3 +217,101 @@ impl Intake for QueueIntake {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queues::QueueLimits;
+    use switchyard_store::{FsStorage, WorkOptions};
+
+    fn open(dir: &std::path::Path) -> Arc<QueueHandle> {
+        QueueHandle::open(
+            Arc::new(FsStorage::new()),
+            dir,
+            "q",
+            QueueLimits {
+                partitions: 2,
+                max_bytes: u64::MAX,
+                retention: None,
+                work: WorkOptions::default(),
+                max_groups: 1,
+                group_idle_expiry: None,
+                dedup_window: Duration::from_secs(300),
+                dedup_keys: 1000,
+            },
+        )
+        .unwrap()
+    }
+
+    fn event(id: &str, key: Option<&str>) -> Event {
+        Event {
+            id: id.to_owned(),
+            source: "q".into(),
+            kind: "message".into(),
+            key: None,
+            payload: b"{}".to_vec(),
+            content_type: "application/json".into(),
+            headers: key
+                .map(|k| vec![(IDEMPOTENCY_HEADER.to_owned(), k.to_owned())])
+                .unwrap_or_default(),
+            timestamp_ms: now_ms(),
+        }
+    }
+
+    fn submission(key: &str, n: usize) -> Submission {
+        Submission {
+            key: Some(key.to_owned()),
+            events: (0..n)
+                .map(|i| event(&format!("{key}-{i}"), Some(key)))
+                .collect(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_is_stored_once_also_twice_in_one_call_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = open(dir.path());
+        let first = queue.produce(vec![submission("a", 3)]).await.unwrap();
+        assert!(matches!(&first[..], [Produced::Stored(p)] if p.len() == 3));
+        // Twice in one call: refused whole, nothing stored.
+        let twice = queue
+            .produce(vec![submission("b", 1), submission("b", 1)])
+            .await;
+        assert!(matches!(twice, Err(IntakeError::InFlight(k)) if k == "b"));
+        let again = queue
+            .produce(vec![
+                submission("a", 3),
+                Submission {
+                    key: None,
+                    events: vec![event("x", None)],
+                },
+            ])
+            .await
+            .unwrap();
+        match &again[..] {
+            [Produced::Duplicate(seen), Produced::Stored(p)] => {
+                assert_eq!(seen.ids(), ["a-0", "a-1", "a-2"]);
+                assert_eq!(p.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(queue.retained_records(), 4);
+        queue.shutdown();
+        drop(queue);
+
+        let queue = open(dir.path());
+        assert!(queue.seen("a").is_none(), "not restored yet");
+        let restored = tokio::task::spawn_blocking({
+            let q = queue.clone();
+            move || q.restore_idempotency_blocking()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(restored, 1, "only the keyed request");
+        let after = queue.produce(vec![submission("a", 3)]).await.unwrap();
+        assert!(matches!(&after[..], [Produced::Duplicate(s)] if s.count() == 3));
+        assert_eq!(queue.retained_records(), 4);
+        queue.shutdown();
+    }
+}
