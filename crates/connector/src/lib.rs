@@ -13,7 +13,7 @@
 //!   low watermark into its own checkpoint ([`Feed::commit`]). A [`FeedError`] says
 //!   whether waiting can help.
 //! - [`Intake`]: where a push source (HTTP ingest) makes events durable before it
-//!   answers its client.
+//!   answers its client, storing an idempotency key's events at most once.
 //! - [`BuildContext`]: what a connector may use while it is built.
 //! - [`Backoff`] and [`RetryPolicy`]: the one backoff of the project (exponential,
 //!   equal jitter, capped), used by sink retries and by sources that reconnect.
@@ -35,7 +35,7 @@ use std::pin::Pin;
 pub use backoff::{Backoff, MAX_RETRY_AFTER, RetryPolicy};
 pub use context::{BuildContext, BuildError};
 pub use feed::{Batch, Feed, FeedError, Position, Source};
-pub use intake::{Intake, IntakeError};
+pub use intake::{Appended, IDEMPOTENCY_HEADER, Intake, IntakeError, MAX_IDEMPOTENCY_KEY, Seen};
 pub use sink::{Outcome, Sink};
 
 /// A boxed future, so the contracts can live behind `dyn`.

@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use switchyard_config::{SinkConfig, SourceConfig};
 use switchyard_connector::{BuildContext, BuildError, Sink, Source};
-
-use crate::feed::LogSource;
-use crate::queues::QueueHandle;
+use switchyard_queue::QueueHandle;
 
 /// What the connectors of switchyard's own queues are built from.
 pub(crate) struct Queues<'a> {
@@ -34,7 +32,7 @@ pub(crate) fn build_sink(
         SinkConfig::Stdout(c) => switchyard_sinks::stdout::build(name, c, ctx),
         SinkConfig::File(c) => switchyard_sinks::file::build(name, c, ctx),
         SinkConfig::Kafka(c) => switchyard_kafka::sink::build(name, c, ctx),
-        SinkConfig::Queue(c) => crate::delivery::build_queue_sink(name, c, own.queues),
+        SinkConfig::Queue(c) => switchyard_queue::sink::build(name, c, own.queues),
     }
 }
 
@@ -46,11 +44,8 @@ pub(crate) fn build_source(
     own: &Queues<'_>,
 ) -> Result<Box<dyn Source>, BuildError> {
     match cfg {
-        SourceConfig::Http(_) => Ok(Box::new(LogSource::intake(own.intakes[name].clone()))),
-        SourceConfig::Queue(c) => Ok(Box::new(LogSource::queue(
-            own.queues[&c.queue].clone(),
-            c.group.clone(),
-        ))),
+        SourceConfig::Http(_) => switchyard_queue::feed::build_intake(name, own.intakes),
+        SourceConfig::Queue(c) => switchyard_queue::feed::build(name, c, own.queues),
         SourceConfig::PostgresCdc(c) => switchyard_source_postgres::build(name, c, ctx),
         SourceConfig::Kafka(c) => switchyard_kafka::source::build(name, c, ctx),
     }

@@ -8,26 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use switchyard_config::redact;
-use switchyard_connector::{Backoff, BoxFuture, Outcome, RetryPolicy, Sink};
+use switchyard_connector::{Backoff, Outcome, Sink};
 use switchyard_event::Event;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::metrics::{Metrics, SinkNameLabels};
-use crate::queues::{QueueHandle, now_ms};
+use switchyard_queue::{QueueHandle, now_ms};
 
 /// Header names a dead-lettered event carries.
-pub mod dlq_headers {
-    pub const SINK: &str = "x-switchyard-dead-letter-sink";
-    pub const PIPELINE: &str = "x-switchyard-dead-letter-pipeline";
-    pub const ERROR: &str = "x-switchyard-dead-letter-error";
-    pub const ATTEMPTS: &str = "x-switchyard-dead-letter-attempts";
-    pub const AT_MS: &str = "x-switchyard-dead-letter-at-ms";
-    pub const PLUGIN: &str = "x-switchyard-dead-letter-plugin";
-    /// The queue a work-group message came from (replay appends it back there).
-    pub const QUEUE: &str = "x-switchyard-dead-letter-queue";
-    pub const GROUP: &str = "x-switchyard-dead-letter-group";
-}
+pub use switchyard_queue::dlq_headers;
 
 /// Why an event is dead-lettered.
 pub struct DeadLetterReason<'a> {
@@ -268,73 +258,15 @@ impl Lane {
     }
 }
 
-/// `type = "queue"` sink: appends to an internal queue; delivered once durable.
-pub struct QueueSink {
-    pub queue: Arc<QueueHandle>,
-}
-
-/// Builds the `queue` sink `name`, appending to one of `queues`.
-pub fn build_queue_sink(
-    name: &str,
-    cfg: &switchyard_config::QueueSinkConfig,
-    queues: &std::collections::BTreeMap<String, Arc<QueueHandle>>,
-) -> Result<Arc<dyn Sink>, switchyard_connector::BuildError> {
-    let _ = name;
-    let queue = queues.get(&cfg.queue).ok_or_else(|| {
-        switchyard_connector::BuildError::new(format!(
-            "queue `{}` is not declared; add [queues.{}]",
-            cfg.queue, cfg.queue
-        ))
-    })?;
-    Ok(Arc::new(QueueSink {
-        queue: queue.clone(),
-    }))
-}
-
-impl Sink for QueueSink {
-    fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
-        Box::pin(async move {
-            let events: Vec<Event> = batch.iter().map(|e| (**e).clone()).collect();
-            match self.queue.append(&events).await {
-                Ok(()) => vec![Outcome::Delivered; batch.len()],
-                Err(e) => vec![
-                    Outcome::Retry {
-                        error: e.to_string(),
-                        retry_after: None,
-                    };
-                    batch.len()
-                ],
-            }
-        })
-    }
-
-    fn max_batch(&self) -> usize {
-        256
-    }
-
-    fn concurrency(&self) -> usize {
-        4
-    }
-
-    fn retry_policy(&self) -> RetryPolicy {
-        // An internal queue that is full or out of disk recovers when consumers catch up or
-        // space frees: keep trying, never dead-letter for that.
-        RetryPolicy {
-            max_attempts: u32::MAX,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
+    use switchyard_connector::{BoxFuture, RetryPolicy};
     use switchyard_store::FsStorage;
 
-    use crate::queues::QueueLimits;
+    use switchyard_queue::QueueLimits;
 
     /// Records what it delivered; answers Retry for a deterministic subset of attempts and
     /// Permanent for events whose payload is `poison`.
@@ -418,6 +350,7 @@ pub(crate) mod tests {
                 retention: None,
                 work: switchyard_store::WorkOptions::default(),
                 dedup_window: Duration::ZERO,
+                dedup_keys: 1,
                 max_groups: 64,
                 group_idle_expiry: None,
             },

@@ -10,13 +10,10 @@
 
 mod connectors;
 pub mod delivery;
-pub mod feed;
 mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
-mod queue_api;
-pub mod queues;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,10 +34,12 @@ use crate::delivery::SinkHandle;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelinePlan, Reader};
 use crate::plugins::{Stage, Stages};
-use crate::queues::{QueueHandle, QueueLimits};
 use switchyard_plugin_host::{PluginHost, PluginPool, World};
+use switchyard_queue::{Broker, QueueHandle, QueueLimits};
 
 pub use delivery::dlq_headers;
+/// The feeds over switchyard's own logs (`READ_BATCH` is the CLI's default batch).
+pub use switchyard_queue::feed;
 
 /// Why the runtime could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +83,8 @@ pub struct Shared {
     pub stopped_readers: Arc<pipeline::StoppedReaders>,
     /// Running Postgres sources, by source name.
     pub cdc: BTreeMap<String, CdcControl>,
+    /// What the queue API and the broker's loops see: the config and the same `queues`.
+    pub broker: Arc<Broker>,
 }
 
 /// What the admin API and housekeeping see of a running Postgres source.
@@ -234,6 +235,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some((name.clone(), pg.control()?))
         })
         .collect();
+    let broker = Arc::new(Broker {
+        config: config.clone(),
+        queues: queues.clone(),
+    });
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -243,6 +248,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         sources,
         stopped_readers,
         cdc,
+        broker,
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
 
@@ -257,10 +263,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_or(config.server.listen.clone(), |a| a.to_string());
     info!(%addr, data_dir = %data_dir.display(), "switchyard is listening");
     let http_sources = server::http_sources(&shared);
-    server::restore_idempotency(&shared, &http_sources).await;
-    server::restore_queue_idempotency(&shared).await;
-    let dead_letters = tokio::spawn(queue_api::dead_letter_loop(shared.clone()));
-    let idle_groups = tokio::spawn(queue_api::group_expiry_loop(shared.clone()));
+    switchyard_queue::restore_idempotency(shared.queues.values().chain(shared.intakes.values()))
+        .await;
+    let dead_letters = tokio::spawn(switchyard_queue::dead_letter_loop(shared.broker.clone()));
+    let idle_groups = tokio::spawn(switchyard_queue::group_expiry_loop(shared.broker.clone()));
     let app = server::router(shared.clone(), http_sources);
     let server = listener::serve(listener, app, &config.server, stop_rx.clone())?.done;
 
@@ -323,6 +329,7 @@ fn limits(q: &QueueConfig) -> QueueLimits {
         max_groups: q.max_groups.max(1) as usize,
         group_idle_expiry: Some(q.group_idle_expiry).filter(|d| !d.is_zero()),
         dedup_window: q.dedup_window,
+        dedup_keys: 1_000_000,
     }
 }
 
@@ -373,7 +380,9 @@ fn open_intakes(
             // Intakes are read by pipelines (pub/sub groups), never by work groups.
             max_groups: 0,
             group_idle_expiry: None,
-            dedup_window: Duration::ZERO,
+            // HTTP ingest's Idempotency-Key window is the intake's.
+            dedup_window: http.dedup_window,
+            dedup_keys: 100_000,
         };
         let handle = QueueHandle::open(storage.clone(), &dir, &format!("intake.{name}"), limits)
             .map_err(|source| RuntimeError::Queue {
@@ -443,7 +452,7 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .get_or_create(&labels)
                 .set(q.size_bytes() as i64);
             for g in q.work_groups() {
-                let stats = g.stats(queues::now_ms());
+                let stats = g.stats(switchyard_queue::now_ms());
                 let labels = metrics::GroupLabels {
                     queue: name.clone(),
                     group: g.name().to_owned(),

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::delivery::{AckToken, DeadLetterReason, Delivery, SinkHandle, append_dead_letter};
 use crate::metrics::{Metrics, ReaderLabels};
 use crate::plugins::Stages;
-use crate::queues::QueueHandle;
+use switchyard_queue::QueueHandle;
 
 /// How often a moved checkpoint is written.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);

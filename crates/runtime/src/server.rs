@@ -12,34 +12,20 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::future::BoxFuture;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 use switchyard_ack::Watermark;
 use switchyard_config::{SourceConfig, redact};
 use switchyard_event::Event;
-use switchyard_source_http::{
-    HttpSource, IngestObserver, Intake, IntakeError, MemoryBudget, bearer_matches, error,
-};
+use switchyard_source_http::{HttpSource, IngestObserver, MemoryBudget, bearer_matches, error};
 use tokio::sync::mpsc;
 
 use crate::Shared;
 use crate::delivery::{AckToken, Delivery, dlq_headers};
 use crate::metrics::{HttpLabels, Metrics, SourceLabels};
-use crate::queues::QueueHandle;
+use switchyard_queue::{QueueHandle, QueueIntake};
 
-/// The consumer group that remembers how far a dead-letter queue was replayed.
-pub const REPLAY_GROUP: &str = "replay";
-
-struct QueueIntake {
-    queue: Arc<QueueHandle>,
-}
-
-impl Intake for QueueIntake {
-    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), IntakeError>> {
-        Box::pin(async move { self.queue.append(&events).await.map_err(IntakeError::from) })
-    }
-}
+pub use switchyard_queue::REPLAY_GROUP;
 
 struct Observer(Arc<Metrics>);
 
@@ -73,101 +59,11 @@ pub fn http_sources(shared: &Shared) -> Vec<Arc<HttpSource>> {
             SourceConfig::Http(cfg) => Some(Arc::new(HttpSource::new(
                 name,
                 cfg.clone(),
-                Arc::new(QueueIntake {
-                    queue: shared.intakes[name].clone(),
-                }),
+                Arc::new(QueueIntake(shared.intakes[name].clone())),
             ))),
             _ => None,
         })
         .collect()
-}
-
-/// Rebuilds each source's idempotency window from its intake log, so a producer retrying
-/// after a restart is still deduplicated. Reads only records younger than the window.
-pub async fn restore_idempotency(shared: &Shared, sources: &[Arc<HttpSource>]) {
-    for source in sources {
-        let queue = shared.intakes[&source.name].clone();
-        let window = source.config.dedup_window;
-        let found = tokio::task::spawn_blocking(move || recent_idempotency_keys(&queue, window))
-            .await
-            .expect("idempotency scan task");
-        match found {
-            Ok(entries) => {
-                let n = entries.len();
-                for (key, ids, age) in entries {
-                    source.remember(key, ids, age);
-                }
-                if n > 0 {
-                    tracing::info!(source = %source.name, keys = n, "restored the idempotency window from the log");
-                }
-            }
-            Err(e) => tracing::warn!(source = %source.name, error = %e,
-                "could not restore the idempotency window; retried requests may be stored twice"),
-        }
-    }
-}
-
-/// Rebuilds each queue's produce idempotency window from its log.
-pub async fn restore_queue_idempotency(shared: &Shared) {
-    for queue in shared.queues.values() {
-        let window = queue.limits().dedup_window;
-        if window.is_zero() {
-            continue;
-        }
-        let q = queue.clone();
-        let found = tokio::task::spawn_blocking(move || recent_idempotency_keys(&q, window))
-            .await
-            .expect("idempotency scan task");
-        match found {
-            Ok(entries) => {
-                let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
-                let now = std::time::Instant::now();
-                for (key, ids, age) in entries {
-                    dedup
-                        .0
-                        .insert(key, ids, now.checked_sub(age).unwrap_or(now));
-                }
-            }
-            Err(e) => tracing::warn!(queue = %queue.name, error = %e,
-                "could not restore the idempotency window; retried produces may be stored twice"),
-        }
-    }
-}
-
-/// `(key, ids, age)` of idempotency keys stored within `window`, oldest first.
-fn recent_idempotency_keys(
-    queue: &QueueHandle,
-    window: Duration,
-) -> Result<Vec<(String, Vec<String>, Duration)>, switchyard_store::LogError> {
-    let now = crate::queues::now_ms();
-    let since = now.saturating_sub(window.as_millis() as u64);
-    let mut by_key: std::collections::HashMap<String, (u64, Vec<String>)> = Default::default();
-    for log in queue.partitions() {
-        let mut from = log.start_offset();
-        loop {
-            let records = log.read(from, 4096, 16 << 20)?;
-            let Some(last) = records.last() else { break };
-            from = last.offset + 1;
-            for r in records.iter().filter(|r| r.timestamp_ms >= since) {
-                let Ok(event) = Event::decode_record(&r.payload) else {
-                    continue;
-                };
-                if let Some(key) = event.header(switchyard_source_http::IDEMPOTENCY_HEADER) {
-                    let entry = by_key
-                        .entry(key.to_owned())
-                        .or_insert((r.timestamp_ms, Vec::new()));
-                    entry.0 = entry.0.min(r.timestamp_ms);
-                    entry.1.push(event.id.clone());
-                }
-            }
-        }
-    }
-    let mut out: Vec<_> = by_key
-        .into_iter()
-        .map(|(key, (at, ids))| (key, ids, Duration::from_millis(now.saturating_sub(at))))
-        .collect();
-    out.sort_by_key(|e| std::cmp::Reverse(e.2));
-    Ok(out)
 }
 
 pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
@@ -187,7 +83,7 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/dlq/{queue}/purge", post(purge))
         .route("/admin/sources/{source}/status", get(source_status))
         .route("/admin/sources/{source}/snapshot", post(source_snapshot))
-        .merge(crate::queue_api::routes())
+        .merge(switchyard_queue::routes().with_state(shared.broker.clone()))
         .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), budget),
             reserve_body,
@@ -198,7 +94,7 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
 }
 
 /// The largest body the admin and queue APIs read (JSON requests; a produce batch).
-const BODY_LIMIT: usize = crate::queue_api::MAX_BODY;
+const BODY_LIMIT: usize = switchyard_queue::MAX_BODY;
 
 /// Guards every request that carries a body (all of them admin or queue API calls):
 /// the admin token is checked before a byte of the body is read, then what the body may
@@ -317,38 +213,14 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 
 /// Checks the admin bearer token; `Err` is the answer to send.
 pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &shared.config.server.admin_token else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: set server.admin_token in the config",
-        ));
-    };
-    if bearer_matches(headers, expected) {
-        Ok(())
-    } else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send `Authorization: Bearer <server.admin_token>`",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        Err(r)
-    }
+    switchyard_queue::authorize(&shared.broker, headers)
 }
 
 pub(crate) fn find_queue<'a>(
     shared: &'a Shared,
     name: &str,
 ) -> Result<&'a Arc<QueueHandle>, Response> {
-    shared.queue(name).ok_or_else(|| {
-        let known: Vec<_> = shared.queues.keys().map(String::as_str).collect();
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("no queue named `{name}`; queues: {}", known.join(", ")),
-        )
-    })
+    switchyard_queue::find_queue(&shared.broker, name)
 }
 
 fn find_cdc<'a>(shared: &'a Shared, name: &str) -> Result<&'a crate::CdcControl, Response> {

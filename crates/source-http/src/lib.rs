@@ -6,12 +6,14 @@
 //! * anything else: one event with the body as opaque bytes.
 //!
 //! The key comes from the `x-key` header, the id from `Idempotency-Key` (deduplicated
-//! within the source's window: a repeat gets the original ids and is not appended again)
-//! or a fresh UUIDv7. The answer is 200 with the event ids **only after** the
-//! [`Intake`] reports the events durable; on any error nothing was appended.
+//! by the intake within the source's window: a repeat gets the original ids and is not
+//! appended again; a repeat sent while the first is being stored gets 409) or a fresh
+//! UUIDv7. The answer is 200 with the event ids **only after** the [`Intake`] reports
+//! the events durable; on any error nothing was appended.
 //!
-//! This crate parses and answers; the durable append is behind [`Intake`], which the
-//! runtime implements on its log.
+//! This crate parses and answers; the durable append and the idempotency window are
+//! behind [`Intake`], which the queue broker implements on the source's intake log.
+//! [`intake_error`] is the one table from a failed append to an HTTP answer.
 //!
 //! What one request may cost is bounded before it is paid: the body by the source's
 //! `max_body` (a larger `Content-Length` is refused before reading), the events by
@@ -20,10 +22,9 @@
 
 mod auth;
 mod budget;
-mod dedup;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -38,12 +39,11 @@ use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
 pub use auth::{bearer_matches, bearer_token};
 pub use budget::{MemoryBudget, Refused, Reservation};
-pub use dedup::{DedupWindow, Seen};
-/// The durable destination of ingested events: the connector contract.
-pub use switchyard_connector::{Intake, IntakeError};
-
-/// The longest `Idempotency-Key` accepted, in bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// The durable destination of ingested events and its idempotency key: the connector
+/// contract.
+pub use switchyard_connector::{
+    Appended, IDEMPOTENCY_HEADER, Intake, IntakeError, MAX_IDEMPOTENCY_KEY, Seen,
+};
 
 /// What an event costs in memory beside its payload, key, id and headers (the struct,
 /// its strings' headers, the answer's JSON per id), used to size a request's reservation.
@@ -53,10 +53,6 @@ const EVENT_OVERHEAD: u64 = 256;
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
 pub struct BodyTimeout(pub Duration);
-
-/// Header carrying a request's `Idempotency-Key` on each of its events, so the window can
-/// be rebuilt from the log after a restart.
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// Metrics hooks the runtime provides.
 pub trait IngestObserver: Send + Sync + 'static {
@@ -68,32 +64,18 @@ pub trait IngestObserver: Send + Sync + 'static {
 pub struct HttpSource {
     pub name: String,
     pub config: HttpSourceConfig,
+    /// Where its events go; it also keeps the source's idempotency window
+    /// (`dedup_window`).
     pub intake: Arc<dyn Intake>,
-    dedup: Mutex<DedupWindow>,
 }
 
 impl HttpSource {
     pub fn new(name: &str, config: HttpSourceConfig, intake: Arc<dyn Intake>) -> Self {
-        let window = config.dedup_window;
         Self {
             name: name.to_owned(),
             config,
             intake,
-            dedup: Mutex::new(DedupWindow::new(window, 100_000)),
         }
-    }
-
-    /// Restores an idempotency key accepted `age` ago (from the log, after a restart).
-    pub fn remember(&self, key: String, ids: Vec<String>, age: Duration) {
-        let now = now();
-        if age >= self.config.dedup_window {
-            return;
-        }
-        let at = now.checked_sub(age).unwrap_or(now);
-        self.dedup
-            .lock()
-            .expect("dedup lock poisoned")
-            .insert(key, ids, at);
     }
 }
 
@@ -227,21 +209,9 @@ async fn handle(
             );
         }
     };
-    if let Some(k) = &idempotency_key {
-        let seen = source
-            .dedup
-            .lock()
-            .expect("dedup lock poisoned")
-            .lookup(k, now());
-        if let Some(seen) = seen {
-            // The repeat's answer can be far larger than its request: it is paid for from
-            // the budget like any other, and made outside the window's lock.
-            let answer = seen.bytes() + seen.count() as u64 * 8;
-            if let Err(refused) = reservation.grow_to(body.len() as u64 + answer) {
-                return (over_budget(refused), 0);
-            }
-            return (accepted(&seen.ids(), true), 0);
-        }
+    // A repeat is answered before its body is parsed.
+    if let Some(seen) = idempotency_key.and_then(|k| source.intake.seen(k)) {
+        return (repeat(seen, &mut reservation, body.len()), 0);
     }
     let count = match count_events(headers, &body) {
         Ok(n) => n,
@@ -273,39 +243,50 @@ async fn handle(
         Ok(events) => events,
         Err(msg) => return (error(StatusCode::BAD_REQUEST, &msg), 0),
     };
+    let body_len = body.len();
     drop(body);
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let count = events.len();
-    match source.intake.append(events).await {
-        Ok(()) => {
-            if let Some(k) = idempotency_key {
-                source.dedup.lock().expect("dedup lock poisoned").insert(
-                    k.to_owned(),
-                    ids.clone(),
-                    now(),
-                );
-            }
-            (accepted(&ids, false), count)
-        }
-        Err(e) => {
-            let (status, retry_after) = match &e {
-                IntakeError::Busy { retry_after } => (StatusCode::TOO_MANY_REQUESTS, *retry_after),
-                IntakeError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(5)),
-                IntakeError::NoSpace(_) => {
-                    (StatusCode::INSUFFICIENT_STORAGE, Duration::from_secs(10))
-                }
-                IntakeError::Unavailable(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30))
-                }
-            };
-            let mut r = error(status, &e.to_string());
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs().max(1)),
-            );
-            (r, 0)
-        }
+    match source
+        .intake
+        .append(events, idempotency_key.map(str::to_owned))
+        .await
+    {
+        Ok(Appended::Stored) => (accepted(&ids, false), count),
+        // Stored by another request between the look-up above and this append.
+        Ok(Appended::Duplicate(seen)) => (repeat(seen, &mut reservation, body_len), 0),
+        Err(e) => (intake_error(&e), 0),
     }
+}
+
+/// The answer to a repeated idempotency key: the first request's ids. The answer can be
+/// far larger than its request: it is paid for from the memory budget like any other,
+/// and its ids are made only then.
+fn repeat(seen: Seen, reservation: &mut Reservation, body_len: usize) -> Response {
+    let answer = seen.bytes() + seen.count() as u64 * 8;
+    if let Err(refused) = reservation.grow_to(body_len as u64 + answer) {
+        return over_budget(refused);
+    }
+    accepted(&seen.ids(), true)
+}
+
+/// The answer to a failed durable append, with `Retry-After`: the one table from
+/// [`IntakeError`] to an HTTP status, for every HTTP surface that appends (ingest and
+/// the queue API's produce).
+pub fn intake_error(e: &IntakeError) -> Response {
+    let (status, retry_after) = match e {
+        IntakeError::Busy { retry_after } => (StatusCode::TOO_MANY_REQUESTS, *retry_after),
+        IntakeError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(5)),
+        IntakeError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, Duration::from_secs(10)),
+        IntakeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)),
+        IntakeError::InFlight(_) => (StatusCode::CONFLICT, Duration::from_secs(1)),
+    };
+    let mut r = error(status, &e.to_string());
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after.as_secs().max(1)),
+    );
+    r
 }
 
 fn unauthorized() -> Response {
@@ -460,10 +441,6 @@ fn accepted(ids: &[String], duplicate: bool) -> Response {
 /// A JSON error answer `{"error": "..."}`.
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
-}
-
-fn now() -> std::time::Instant {
-    std::time::Instant::now()
 }
 
 fn now_ms() -> u64 {

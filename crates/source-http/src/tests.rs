@@ -1,25 +1,45 @@
 use super::*;
 use axum::http::Request;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use switchyard_config::ByteSize;
 use switchyard_connector::BoxFuture;
 use tower::ServiceExt;
 
-/// An intake that stores events in memory, or fails the way it is told to.
+/// An intake that stores events in memory (each idempotency key once, forever), or
+/// fails the way it is told to.
 #[derive(Default)]
 struct MemoryIntake {
     events: Mutex<Vec<Event>>,
+    keys: Mutex<HashMap<String, Vec<String>>>,
     fail: Mutex<Option<fn() -> IntakeError>>,
 }
 
 impl Intake for MemoryIntake {
-    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), IntakeError>> {
+    fn seen(&self, key: &str) -> Option<Seen> {
+        let keys = self.keys.lock().unwrap();
+        keys.get(key)
+            .map(|ids| Seen::new(key.to_owned(), ids.clone()))
+    }
+
+    fn append(
+        &self,
+        events: Vec<Event>,
+        key: Option<String>,
+    ) -> BoxFuture<'_, Result<Appended, IntakeError>> {
         Box::pin(async move {
             if let Some(f) = *self.fail.lock().unwrap() {
                 return Err(f());
             }
+            if let Some(key) = key {
+                if let Some(seen) = self.seen(&key) {
+                    return Ok(Appended::Duplicate(seen));
+                }
+                let ids = events.iter().map(|e| e.id.clone()).collect();
+                self.keys.lock().unwrap().insert(key, ids);
+            }
             self.events.lock().unwrap().extend(events);
-            Ok(())
+            Ok(Appended::Stored)
         })
     }
 }
@@ -193,7 +213,7 @@ async fn idempotency_key_is_the_id_and_repeats_are_not_appended() {
 #[tokio::test]
 async fn full_disk_and_busy_log_answer_with_retry_after() {
     let (app, intake, _) = app(HttpSourceConfig::default());
-    let cases: [(fn() -> IntakeError, StatusCode); 3] = [
+    let cases: [(fn() -> IntakeError, StatusCode); 4] = [
         (
             || IntakeError::Busy {
                 retry_after: Duration::from_secs(1),
@@ -207,6 +227,10 @@ async fn full_disk_and_busy_log_answer_with_retry_after() {
         (
             || IntakeError::Unavailable("an fsync failed".into()),
             StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            || IntakeError::InFlight("order-7".into()),
+            StatusCode::CONFLICT,
         ),
     ];
     for (fail, expected) in cases {
@@ -337,21 +361,4 @@ async fn requests_past_the_memory_budget_get_429_or_413() {
         budget.total(),
         "every reservation was returned"
     );
-}
-
-#[test]
-fn dedup_window_forgets_after_the_window_and_stays_bounded() {
-    let t0 = std::time::Instant::now();
-    let mut w = DedupWindow::new(Duration::from_secs(10), 2);
-    w.insert("a".into(), vec!["a".into()], t0);
-    assert_eq!(
-        w.get("a", t0 + Duration::from_secs(9)),
-        Some(vec!["a".into()])
-    );
-    assert_eq!(w.get("a", t0 + Duration::from_secs(10)), None);
-    w.insert("b".into(), vec![], t0);
-    w.insert("c".into(), vec![], t0);
-    w.insert("d".into(), vec![], t0);
-    assert_eq!(w.len(), 2);
-    assert_eq!(w.get("b", t0), None);
 }

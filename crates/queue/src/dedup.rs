@@ -1,7 +1,10 @@
-//! The `Idempotency-Key` window.
+//! The idempotency window: one implementation for every produce path (HTTP ingest and
+//! the queue API).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+use switchyard_connector::Seen;
 
 /// Bytes one entry costs beside its key (map and queue slots, the time, the ids' form).
 const ENTRY_OVERHEAD: usize = 96;
@@ -14,80 +17,8 @@ pub struct DedupWindow {
     capacity: usize,
     max_bytes: usize,
     bytes: usize,
-    ids: HashMap<String, (Ids, Instant)>,
+    ids: HashMap<String, (Seen, Instant)>,
     order: VecDeque<(Instant, String)>,
-}
-
-/// The ids answered for a key seen before.
-pub struct Seen {
-    key: String,
-    ids: Ids,
-}
-
-impl Seen {
-    /// How many ids there are.
-    pub fn count(&self) -> usize {
-        match &self.ids {
-            Ids::Key => 1,
-            Ids::Numbered(n) => *n,
-            Ids::Listed(list) => list.len(),
-        }
-    }
-
-    /// Bytes the ids take once made.
-    pub fn bytes(&self) -> u64 {
-        match &self.ids {
-            Ids::Key => self.key.len() as u64,
-            Ids::Numbered(n) => *n as u64 * (self.key.len() as u64 + 8),
-            Ids::Listed(list) => list.iter().map(|id| id.len() as u64).sum(),
-        }
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        self.ids.expand(&self.key)
-    }
-}
-
-/// The ids of one request, kept in the smallest form that gives them back: ingest derives
-/// them from the key (`KEY` for one event, `KEY-0` … `KEY-(n-1)` for a batch).
-#[derive(Clone)]
-enum Ids {
-    Key,
-    Numbered(usize),
-    Listed(Vec<String>),
-}
-
-impl Ids {
-    fn of(key: &str, ids: Vec<String>) -> Self {
-        if ids.len() == 1 && ids[0] == key {
-            return Ids::Key;
-        }
-        let numbered = ids.iter().enumerate().all(|(n, id)| {
-            id.strip_prefix(key)
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|rest| rest.parse::<usize>().ok() == Some(n))
-        });
-        if numbered && !ids.is_empty() {
-            Ids::Numbered(ids.len())
-        } else {
-            Ids::Listed(ids)
-        }
-    }
-
-    fn expand(&self, key: &str) -> Vec<String> {
-        match self {
-            Ids::Key => vec![key.to_owned()],
-            Ids::Numbered(n) => (0..*n).map(|i| format!("{key}-{i}")).collect(),
-            Ids::Listed(ids) => ids.clone(),
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        match self {
-            Ids::Key | Ids::Numbered(_) => 0,
-            Ids::Listed(ids) => ids.iter().map(|id| id.len() + 24).sum(),
-        }
-    }
 }
 
 impl DedupWindow {
@@ -115,16 +46,13 @@ impl DedupWindow {
     /// are made when asked for ([`Seen::ids`]), after the caller knows how many there are.
     pub fn lookup(&mut self, key: &str, now: Instant) -> Option<Seen> {
         self.expire(now);
-        self.ids.get(key).map(|(ids, _)| Seen {
-            key: key.to_owned(),
-            ids: ids.clone(),
-        })
+        self.ids.get(key).map(|(seen, _)| seen.clone())
     }
 
     pub fn insert(&mut self, key: String, ids: Vec<String>, now: Instant) {
         self.expire(now);
-        let ids = Ids::of(&key, ids);
-        let cost = entry_cost(&key, &ids);
+        let seen = Seen::new(key.clone(), ids);
+        let cost = entry_cost(&seen);
         if cost > self.max_bytes {
             return;
         }
@@ -140,12 +68,12 @@ impl DedupWindow {
         }
         self.bytes += cost;
         self.order.push_back((now, key.clone()));
-        self.ids.insert(key, (ids, now));
+        self.ids.insert(key, (seen, now));
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some((ids, _)) = self.ids.remove(key) {
-            self.bytes -= entry_cost(key, &ids);
+        if let Some((seen, _)) = self.ids.remove(key) {
+            self.bytes -= entry_cost(&seen);
         }
     }
 
@@ -176,9 +104,9 @@ impl DedupWindow {
     }
 }
 
-/// The key is held twice (map and order queue).
-fn entry_cost(key: &str, ids: &Ids) -> usize {
-    2 * key.len() + ENTRY_OVERHEAD + ids.bytes()
+/// The key is held three times (map, its answer and the order queue).
+fn entry_cost(seen: &Seen) -> usize {
+    3 * seen.key().len() + ENTRY_OVERHEAD + seen.held_bytes()
 }
 
 #[cfg(test)]
@@ -224,6 +152,23 @@ mod tests {
             w.get(&format!("{:0>200}", 0), now).is_none(),
             "the oldest went"
         );
+    }
+
+    #[test]
+    fn the_window_forgets_after_its_time_and_stays_bounded() {
+        let t0 = Instant::now();
+        let mut w = DedupWindow::new(Duration::from_secs(10), 2);
+        w.insert("a".into(), vec!["a".into()], t0);
+        assert_eq!(
+            w.get("a", t0 + Duration::from_secs(9)),
+            Some(vec!["a".into()])
+        );
+        assert_eq!(w.get("a", t0 + Duration::from_secs(10)), None);
+        w.insert("b".into(), vec![], t0);
+        w.insert("c".into(), vec![], t0);
+        w.insert("d".into(), vec![], t0);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.get("b", t0), None);
     }
 
     #[test]

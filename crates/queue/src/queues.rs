@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use switchyard_connector::IntakeError;
 use switchyard_event::Event;
-use switchyard_source_http::{DedupWindow, IntakeError};
 use switchyard_store::{
     Classify, GroupCommitter, LogError, LogOptions, MessageMeta, OffsetStore, PartitionLog, Queue,
     Storage, SubmitError, WorkGroup, WorkOptions,
 };
 use tokio::sync::{Notify, oneshot, watch};
+
+use crate::dedup::DedupWindow;
 
 /// Header holding a message's priority (0–9) in the stored event.
 pub const PRIORITY_HEADER: &str = "switchyard-priority";
@@ -78,6 +80,8 @@ pub struct QueueLimits {
     pub group_idle_expiry: Option<Duration>,
     /// How long a produce's `Idempotency-Key` is remembered (0 = not at all).
     pub dedup_window: Duration,
+    /// Most idempotency keys remembered at once (the oldest are forgotten first).
+    pub dedup_keys: usize,
 }
 
 /// One open durable queue.
@@ -91,8 +95,9 @@ pub struct QueueHandle {
     durable: Vec<watch::Receiver<u64>>,
     limits: QueueLimits,
     work_groups: Mutex<BTreeMap<String, Arc<WorkGroup>>>,
-    /// Idempotency keys of recent produces, and those being stored right now.
-    pub dedup: Mutex<(DedupWindow, HashSet<String>)>,
+    /// Idempotency keys of recent produces, and those being stored right now
+    /// (`produce.rs`).
+    pub(crate) dedup: Mutex<(DedupWindow, HashSet<String>)>,
     /// Woken when messages become durable or work-group state frees a message.
     pub changed: Arc<Notify>,
 }
@@ -143,7 +148,7 @@ impl QueueHandle {
             limits: limits.clone(),
             work_groups: Mutex::new(BTreeMap::new()),
             dedup: Mutex::new((
-                DedupWindow::new(limits.dedup_window, 1_000_000),
+                DedupWindow::new(limits.dedup_window, limits.dedup_keys),
                 HashSet::new(),
             )),
             changed,
@@ -441,7 +446,7 @@ fn key_hash(key: &[u8]) -> u64 {
     h.finish()
 }
 
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -15,20 +15,19 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine as _;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 use switchyard_config::SourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE};
-use switchyard_source_http::{IDEMPOTENCY_HEADER, error};
+use switchyard_source_http::{IDEMPOTENCY_HEADER, IntakeError, error};
 use switchyard_store::{LogError, Receipt, WorkGroup};
 use tracing::{info, warn};
 
-use crate::Shared;
-use crate::delivery::dlq_headers;
-use crate::queues::{
-    AppendError, GroupError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms,
-};
-use crate::server::{authorize, find_queue};
+use crate::Broker as Shared;
+use crate::dlq_headers;
+use crate::produce::{Produced, Submission};
+use crate::queues::{GroupError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms};
+use crate::{authorize, find_queue};
 
 /// Largest produce body.
 pub const MAX_BODY: usize = 16 << 20;
@@ -156,9 +155,9 @@ fn work_queue(
         SourceConfig::Queue(q) if q.queue == queue_name && q.group == group => Some(name),
         _ => None,
     });
-    if let Some(source) = pipeline_group.or_else(|| {
-        (group == crate::server::REPLAY_GROUP).then_some(&shared.config.server.dead_letter)
-    }) {
+    if let Some(source) = pipeline_group
+        .or_else(|| (group == crate::REPLAY_GROUP).then_some(&shared.config.server.dead_letter))
+    {
         return Err(error(
             StatusCode::CONFLICT,
             &format!(
@@ -343,21 +342,9 @@ fn parse_message(
     Ok((event, idempotency))
 }
 
-fn append_error(e: AppendError) -> Response {
-    let (status, retry) = match &e {
-        AppendError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, 1),
-        AppendError::Full { .. } => (StatusCode::TOO_MANY_REQUESTS, 5),
-        AppendError::Log(l) if l.is_no_space() => (StatusCode::INSUFFICIENT_STORAGE, 10),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, 30),
-    };
-    let hint = match &e {
-        AppendError::Full { .. } => "; consumers must catch up (or raise max_bytes)",
-        _ => "",
-    };
-    let mut r = error(status, &format!("{e}{hint}"));
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-    r
+/// The answer to a failed produce: the same table as HTTP ingest's.
+fn append_error(e: IntakeError) -> Response {
+    switchyard_source_http::intake_error(&e)
 }
 
 /// `POST /queues/{queue}/messages`
@@ -429,59 +416,26 @@ async fn produce_inner(
 
     // Deduplicate: answered keys get their first id; keys being stored by another request
     // right now are refused (the client retries and then gets the stored answer).
-    let (parsed, keys): (Vec<Event>, Vec<Option<String>>) = parsed.into_iter().unzip();
-    let mut answers: Vec<Option<Value>> = vec![None; parsed.len()];
-    let mut claimed = Vec::new();
-    {
-        let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
-        let (window, pending) = &mut *dedup;
-        let mut seen_here = std::collections::HashSet::new();
-        for (i, key) in keys.iter().enumerate() {
-            let Some(key) = key else { continue };
-            if let Some(ids) = window.get(key, std::time::Instant::now()) {
-                answers[i] = Some(json!({ "id": ids.first(), "duplicate": true }));
-            } else if pending.contains(key) || !seen_here.insert(key.clone()) {
-                for k in &claimed {
-                    pending.remove(k);
-                }
-                return Err(error(
-                    StatusCode::CONFLICT,
-                    &format!(
-                        "a message with idempotency key `{key}` is being stored by another request (or twice in this one); retry"
-                    ),
-                ));
-            } else {
-                pending.insert(key.clone());
-                claimed.push(key.clone());
-            }
-        }
-    }
-    let (events, slots): (Vec<Event>, Vec<usize>) = parsed
+    let ids: Vec<String> = parsed.iter().map(|(e, _)| e.id.clone()).collect();
+    let submissions = parsed
         .into_iter()
-        .enumerate()
-        .filter(|(i, _)| answers[*i].is_none())
-        .map(|(i, e)| (e, i))
-        .unzip();
-    let result = if events.is_empty() {
-        Ok(Vec::new())
-    } else {
-        queue.append_positions(&events).await
-    };
-    let mut dedup = queue.dedup.lock().unwrap_or_else(|e| e.into_inner());
-    let (window, pending) = &mut *dedup;
-    for k in &claimed {
-        pending.remove(k);
-    }
-    let positions = result.map_err(append_error)?;
-    for ((e, slot), (p, offset)) in events.iter().zip(&slots).zip(positions) {
-        if let Some(key) = &keys[*slot] {
-            window.insert(key.clone(), vec![e.id.clone()], std::time::Instant::now());
-        }
-        answers[*slot] = Some(json!({
-            "id": e.id, "partition": p, "offset": offset, "duplicate": false
-        }));
-    }
-    drop(dedup);
+        .map(|(event, key)| Submission {
+            key,
+            events: vec![event],
+        })
+        .collect();
+    let produced = queue.produce(submissions).await.map_err(append_error)?;
+    let answers: Vec<Value> = produced
+        .into_iter()
+        .zip(ids)
+        .map(|(p, id)| match p {
+            Produced::Stored(positions) => {
+                let (p, offset) = positions[0];
+                json!({ "id": id, "partition": p, "offset": offset, "duplicate": false })
+            }
+            Produced::Duplicate(seen) => json!({ "id": seen.ids().first(), "duplicate": true }),
+        })
+        .collect();
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "messages": answers })),

@@ -2,8 +2,10 @@
 //! log and a `queue` source's queue, one feed per partition, read with a consumer
 //! group's stored offsets.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use switchyard_config::QueueSourceConfig;
 use switchyard_connector::{Batch, BoxFuture, BuildError, Feed, FeedError, Source};
 use switchyard_event::Event;
 use tokio::sync::watch;
@@ -16,6 +18,34 @@ use crate::queues::QueueHandle;
 pub const READ_BATCH: usize = 512;
 /// Most bytes read from a log at once.
 const READ_BYTES: usize = 4 << 20;
+
+/// Builds the `queue` source `name`: the queue `cfg.queue` of `queues` read as the
+/// consumer group `cfg.group`.
+pub fn build(
+    name: &str,
+    cfg: &QueueSourceConfig,
+    queues: &BTreeMap<String, Arc<QueueHandle>>,
+) -> Result<Box<dyn Source>, BuildError> {
+    let queue = queues.get(&cfg.queue).ok_or_else(|| {
+        BuildError::new(format!(
+            "source `{name}` reads queue `{}`, which is not declared; add [queues.{}]",
+            cfg.queue, cfg.queue
+        ))
+    })?;
+    Ok(Box::new(LogSource::queue(queue.clone(), cfg.group.clone())))
+}
+
+/// Builds what pipelines read of the `http` source `name`: its intake log in `intakes`,
+/// read in full by every pipeline.
+pub fn build_intake(
+    name: &str,
+    intakes: &BTreeMap<String, Arc<QueueHandle>>,
+) -> Result<Box<dyn Source>, BuildError> {
+    let intake = intakes
+        .get(name)
+        .ok_or_else(|| BuildError::new(format!("the intake log of source `{name}` is not open")))?;
+    Ok(Box::new(LogSource::intake(intake.clone())))
+}
 
 /// A source read from a durable log of this process.
 pub struct LogSource {
