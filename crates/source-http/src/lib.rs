@@ -18,6 +18,7 @@
 //! `max_events`, the `Idempotency-Key` by [`MAX_IDEMPOTENCY_KEY`] bytes, and the memory of
 //! all requests in flight together by a [`MemoryBudget`] (429 past it).
 
+mod api_error;
 mod auth;
 mod budget;
 mod dedup;
@@ -37,6 +38,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use switchyard_config::HttpSourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
+pub use api_error::ApiError;
 pub use auth::{bearer_matches, bearer_token};
 pub use budget::{MemoryBudget, Refused, Reservation};
 pub use dedup::{DedupWindow, Seen};
@@ -472,16 +474,16 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 }
 
 fn accepted(ids: &[String], duplicate: bool) -> Response {
-    let mut body = serde_json::json!({ "ids": ids });
-    if duplicate {
-        body["duplicate"] = true.into();
-    }
+    let body = switchyard_api::IngestAnswer {
+        ids: ids.to_vec(),
+        duplicate,
+    };
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// A JSON error answer `{"error": "..."}`.
+/// A JSON error answer `{"error": "..."}` ([`ApiError`]).
 pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    ApiError::new(status, message).into_response()
 }
 
 fn now() -> std::time::Instant {
