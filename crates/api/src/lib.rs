@@ -120,7 +120,7 @@ impl ProduceBatch {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ProduceRequest {
-    One(ProduceMessage),
+    One(Box<ProduceMessage>),
     Batch(ProduceBatch),
 }
 
