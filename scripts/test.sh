@@ -22,11 +22,11 @@ cargo build --workspace --all-targets --locked
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "layering: low crates know no async runtime"
-for crate in switchyard-event switchyard-ack switchyard-config switchyard-store switchyard-connector; do
+step "layering: low crates know no async runtime or HTTP stack"
+for crate in switchyard-event switchyard-api switchyard-ack switchyard-config switchyard-store switchyard-connector; do
     deps=$(cargo tree --locked -e normal -p "$crate" --prefix none)
-    if grep -qE '^(tokio|wasmtime|rdkafka) ' <<<"$deps"; then
-        echo "error: $crate depends on tokio, wasmtime or rdkafka; low crates must stay free of them (see ARCHITECTURE.md)" >&2
+    if grep -qE '^(tokio|wasmtime|rdkafka|axum|hyper|reqwest) ' <<<"$deps"; then
+        echo "error: $crate depends on tokio, wasmtime, rdkafka or an HTTP stack (axum, hyper, reqwest); low crates must stay free of them (see ARCHITECTURE.md)" >&2
         exit 1
     fi
 done

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use serde_json::json;
+use switchyard_api::{SnapshotRequest, SnapshotStarted, SourceStatus};
 use switchyard_config::{Config, PostgresCdcSourceConfig, SourceConfig};
 use switchyard_source_postgres::slots;
 
@@ -124,33 +124,28 @@ pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&cfg, &config)?;
     runtime()?.block_on(async {
         for (name, _) in sources {
-            let body = admin.get(&format!("/admin/sources/{name}/status")).await?;
-            let s = &body["status"];
+            let body: SourceStatus = admin.get(&format!("/admin/sources/{name}/status")).await?;
+            let s = body.status;
             println!(
                 "source {name}: slot {} {} — confirmed {}, slot holds {} of WAL, {} events{}",
-                s["slot"].as_str().unwrap_or("?"),
-                if s["connected"] == true {
+                s.slot,
+                if s.connected {
                     "connected"
                 } else {
                     "NOT connected"
                 },
-                s["confirmed_lsn"].as_str().unwrap_or("?"),
-                human_bytes(s["slot_lag_bytes"].as_i64().unwrap_or(0)),
-                s["events"],
-                s["last_error"]
-                    .as_str()
+                s.confirmed_lsn,
+                human_bytes(s.slot_lag_bytes),
+                s.events,
+                s.last_error
                     .map(|e| format!("\n  last error: {e}"))
                     .unwrap_or_default()
             );
-            if let Some(tables) = s["snapshot"].as_object() {
-                for (table, p) in tables {
-                    println!(
-                        "  snapshot {table}: {} ({} rows emitted, {} acknowledged)",
-                        p["state"].as_str().unwrap_or("?"),
-                        p["rows_emitted"],
-                        p["rows_acknowledged"]
-                    );
-                }
+            for (table, p) in s.snapshot {
+                println!(
+                    "  snapshot {table}: {} ({} rows emitted, {} acknowledged)",
+                    p.state, p.rows_emitted, p.rows_acknowledged
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -162,11 +157,11 @@ pub fn run_snapshot(config: &Path, table: &str, source: Option<&str>) -> anyhow:
     let (name, _) = one_source(&cfg, config, source)?;
     let admin = Admin::new(&cfg, config)?;
     runtime()?.block_on(async {
-        admin
-            .post(
-                &format!("/admin/sources/{name}/snapshot"),
-                json!({ "table": table }),
-            )
+        let request = SnapshotRequest {
+            table: table.to_owned(),
+        };
+        let _: SnapshotStarted = admin
+            .post(&format!("/admin/sources/{name}/snapshot"), &request)
             .await?;
         println!(
             "snapshot of {table} started on source {name}; follow it with `switchyard cdc status -c {}`",

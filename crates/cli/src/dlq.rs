@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchyard_api::{DeadLetters, PurgeAnswer, ReplayAnswer, ReplayRequest};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -93,57 +95,50 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&cfg, config)?;
     match command {
         DlqCommand::List { limit, .. } => {
-            let body = admin
+            let body: DeadLetters = admin
                 .get(&format!("/admin/dlq/{queue}?limit={limit}"))
                 .await?;
-            let letters = body["dead_letters"].as_array().cloned().unwrap_or_default();
-            if letters.is_empty() {
+            if body.dead_letters.is_empty() {
                 println!("no dead letters in `{queue}`");
             }
-            for l in letters {
-                let e = &l["event"];
-                let h = &e["headers"];
+            for l in body.dead_letters {
+                let e = &l.event;
+                let id = if e.id.is_empty() { "?" } else { &e.id };
                 println!(
-                    "{}\tsink={}\tattempts={}\terror={}",
-                    e["id"].as_str().unwrap_or("?"),
-                    h["x-switchyard-dead-letter-sink"].as_str().unwrap_or("?"),
-                    h["x-switchyard-dead-letter-attempts"]
-                        .as_str()
-                        .unwrap_or("?"),
-                    h["x-switchyard-dead-letter-error"].as_str().unwrap_or("?"),
+                    "{id}\tsink={}\tattempts={}\terror={}",
+                    e.header("x-switchyard-dead-letter-sink").unwrap_or("?"),
+                    e.header("x-switchyard-dead-letter-attempts").unwrap_or("?"),
+                    e.header("x-switchyard-dead-letter-error").unwrap_or("?"),
                 );
             }
         }
         DlqCommand::Show { id, .. } => {
-            let body = admin
+            let body: DeadLetters = admin
                 .get(&format!("/admin/dlq/{queue}?limit=10000"))
                 .await?;
-            let found = body["dead_letters"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|l| l["event"]["id"] == id.as_str());
+            let found = body.dead_letters.into_iter().find(|l| l.event.id == id);
             match found {
-                Some(l) => println!("{}", serde_json::to_string_pretty(&l["event"])?),
+                Some(l) => println!("{}", serde_json::to_string_pretty(&l.event)?),
                 None => bail!("no dead letter with id `{id}` waiting in `{queue}`"),
             }
         }
         DlqCommand::Replay { sink, limit, .. } => {
-            let body = admin
-                .post(
-                    &format!("/admin/dlq/{queue}/replay"),
-                    json!({ "sink": sink, "limit": limit }),
-                )
+            let request = ReplayRequest {
+                sink,
+                limit: Some(limit),
+            };
+            let body: ReplayAnswer = admin
+                .post(&format!("/admin/dlq/{queue}/replay"), &request)
                 .await?;
             println!(
                 "replayed {} dead letters from `{queue}` ({} skipped)",
-                body["replayed"], body["skipped"]
+                body.replayed, body.skipped
             );
         }
         DlqCommand::Purge { yes: false, .. } => {
             let path = format!("/admin/dlq/{}?limit=10000", crate::queue::segment(&queue));
-            let listed = admin.get(&path).await?;
-            let n = listed["dead_letters"].as_array().map_or(0, Vec::len);
+            let listed: DeadLetters = admin.get(&path).await?;
+            let n = listed.dead_letters.len();
             let count = if n >= 10_000 {
                 "at least 10000".to_owned()
             } else {
@@ -158,13 +153,8 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Purge { yes: true, .. } => {
             let path = format!("/admin/dlq/{}/purge", crate::queue::segment(&queue));
-            let body = admin.post(&path, json!({})).await?;
-            println!(
-                "purged {} dead letters from `{queue}`",
-                body["purged"]
-                    .as_u64()
-                    .map_or("?".to_owned(), |n| n.to_string())
-            );
+            let body: PurgeAnswer = admin.post(&path, &serde_json::json!({})).await?;
+            println!("purged {} dead letters from `{queue}`", body.purged);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -189,7 +179,8 @@ impl Admin {
         })
     }
 
-    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// `GET path`, its answer read as `T` (a `Value` to keep it as it came).
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self
             .client
             .get(format!("{}{path}", self.base))
@@ -200,19 +191,24 @@ impl Admin {
         Self::answer(resp).await
     }
 
-    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    /// `POST path` with the JSON of `body`, its answer read as `T`.
+    pub(crate) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
         let resp = self
             .client
             .post(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .with_context(|| format!("cannot reach switchyard at {}; is it running?", self.base))?;
         Self::answer(resp).await
     }
 
-    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self
             .client
             .delete(format!("{}{path}", self.base))
@@ -223,7 +219,9 @@ impl Admin {
         Self::answer(resp).await
     }
 
-    async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
+    /// The answer as `T`; an error answer (`switchyard_api::ErrorBody`, or any text) as
+    /// an error that says what switchyard said.
+    async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -231,10 +229,10 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            let mut detail = match body["error"].as_str() {
-                Some(e) => e.to_owned(),
+            let error = serde_json::from_str::<switchyard_api::ErrorBody>(&text).ok();
+            let mut detail = match error {
+                Some(e) => e.error,
                 None if !text.trim().is_empty() => text.trim().to_owned(),
                 None => "no details".to_owned(),
             };
@@ -243,6 +241,17 @@ impl Admin {
             }
             bail!("switchyard answered {status}: {detail}");
         }
-        Ok(body)
+        // An empty answer reads as `null` (what a `Value` caller always got).
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            &text
+        };
+        serde_json::from_str(text).with_context(|| {
+            format!(
+                "switchyard answered {status} with what this switchyard CLI cannot read                  (is the server of another version?): {}",
+                &text[..text.len().min(300)]
+            )
+        })
     }
 }

@@ -5,14 +5,18 @@
 //!
 //! * the **record** encoding stored in the durable log ([`Event::encode_record`]), a
 //!   versioned binary form (see `docs/decisions/0003-log-record-format.md`);
-//! * the **wire** JSON form written by JSON sinks ([`Event::to_wire_json`]), the
-//!   contract of `DESIGN.md`: payloads that are JSON stay JSON, anything else is base64.
+//! * the **wire** JSON form ([`Event::wire`], defined once with serde) that JSON sinks
+//!   write and the HTTP API answers with, a user contract: payloads that are JSON stay
+//!   JSON, anything else is base64. It is independent of the record encoding.
 //!
 //! Architecture invariant: no IO, no async runtime.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// `kind` of events that come from HTTP, queues and Kafka.
 pub const KIND_MESSAGE: &str = "message";
@@ -98,95 +102,44 @@ impl Event {
     /// The JSON wire form: `{"id","source","kind","key","timestamp_ms","content_type",
     /// "headers":{…},"payload":…}`. A payload that is not JSON is a base64 string and the
     /// object gets `"payload_encoding":"base64"`; a key that is not UTF-8 likewise gets
-    /// `"key_encoding":"base64"`.
+    /// `"key_encoding":"base64"`. The same form as [`Event::wire`], as a tree.
     pub fn to_wire_json(&self) -> serde_json::Value {
-        let mut obj = serde_json::Map::with_capacity(10);
-        obj.insert("id".into(), self.id.clone().into());
-        obj.insert("source".into(), self.source.clone().into());
-        obj.insert("kind".into(), self.kind.clone().into());
-        let key = match &self.key {
-            None => serde_json::Value::Null,
-            Some(k) => match std::str::from_utf8(k) {
-                Ok(s) => s.into(),
-                Err(_) => {
-                    obj.insert("key_encoding".into(), "base64".into());
-                    B64.encode(k).into()
-                }
-            },
-        };
-        obj.insert("key".into(), key);
-        obj.insert("timestamp_ms".into(), self.timestamp_ms.into());
-        obj.insert("content_type".into(), self.content_type.clone().into());
-        let headers: serde_json::Map<_, _> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), serde_json::Value::from(v.clone())))
-            .collect();
-        obj.insert("headers".into(), headers.into());
-        let payload = if is_json_content_type(&self.content_type) {
-            serde_json::from_slice::<serde_json::Value>(&self.payload).ok()
-        } else {
-            None
-        };
-        match payload {
-            Some(v) => {
-                obj.insert("payload".into(), v);
-            }
-            None => {
-                obj.insert("payload".into(), B64.encode(&self.payload).into());
-                obj.insert("payload_encoding".into(), "base64".into());
-            }
-        }
-        serde_json::Value::Object(obj)
+        serde_json::to_value(self.wire()).expect("the wire form is JSON")
     }
 
-    /// The wire form as one line of JSON (no trailing newline).
-    pub fn to_wire_line(&self) -> String {
-        let mut out = Vec::with_capacity(160 + self.payload.len());
-        self.write_wire_line(&mut out);
-        // Serialised JSON is UTF-8.
-        String::from_utf8(out).expect("JSON is UTF-8")
-    }
-
-    /// Appends [`Event::to_wire_line`] to `out`, without building a JSON tree: a JSON
-    /// payload is checked and copied as it is (sinks write millions of these).
-    pub fn write_wire_line(&self, out: &mut Vec<u8>) {
-        let raw = if is_json_content_type(&self.content_type) {
-            serde_json::from_slice::<&serde_json::value::RawValue>(&self.payload)
-                .ok()
-                // A payload spread over lines would break the one-line form: let the
-                // tree path write it compactly.
-                .filter(|r| !r.get().contains(['\n', '\r']))
-        } else {
-            None
-        };
-        let unique_headers = self
-            .headers
-            .iter()
-            .enumerate()
-            .all(|(i, (n, _))| self.headers[..i].iter().all(|(m, _)| m != n));
-        let json_payload_without_raw = raw.is_none()
-            && is_json_content_type(&self.content_type)
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&self.payload).is_ok();
-        if !unique_headers || json_payload_without_raw {
-            serde_json::to_writer(&mut *out, &self.to_wire_json()).expect("writing to memory");
-            return;
-        }
+    /// The wire form, borrowed from the event, for serde: the one definition of the JSON
+    /// wire form, which [`Event::to_wire_json`], [`Event::write_wire_line`] and answers
+    /// that embed an event serialize. A JSON payload is checked here and copied as it is
+    /// when compact.
+    pub fn wire(&self) -> WireEvent<'_> {
         let (key, key_encoding) = match &self.key {
             None => (None, None),
             Some(k) => match std::str::from_utf8(k) {
-                Ok(s) => (Some(std::borrow::Cow::Borrowed(s)), None),
-                Err(_) => (Some(std::borrow::Cow::Owned(B64.encode(k))), Some("base64")),
+                Ok(s) => (Some(Cow::Borrowed(s)), None),
+                Err(_) => (Some(Cow::Owned(B64.encode(k))), Some(BASE64)),
             },
         };
-        let (payload, payload_encoding) = match raw {
-            Some(r) => (WirePayload::Raw(r), None),
-            None => (
-                WirePayload::Base64(B64.encode(&self.payload)),
-                Some("base64"),
-            ),
+        let json = is_json_content_type(&self.content_type);
+        let payload = match json
+            .then(|| serde_json::from_slice::<&RawValue>(&self.payload).ok())
+            .flatten()
+        {
+            // A payload spread over lines would break the one-line form: it is written
+            // again, compactly.
+            Some(raw) if raw.get().contains(['\n', '\r']) => {
+                WirePayload::Tree(serde_json::from_str(raw.get()).expect("checked JSON"))
+            }
+            Some(raw) => WirePayload::Raw(raw),
+            // Valid JSON that does not borrow as one raw value (escapes in a bare
+            // string are fine; this is the path for anything serde_json copies).
+            None if json => match serde_json::from_slice::<serde_json::Value>(&self.payload) {
+                Ok(v) => WirePayload::Tree(v),
+                Err(_) => WirePayload::Base64(B64.encode(&self.payload)),
+            },
+            None => WirePayload::Base64(B64.encode(&self.payload)),
         };
-        let wire = Wire {
+        let payload_encoding = matches!(payload, WirePayload::Base64(_)).then_some(BASE64);
+        WireEvent {
             id: &self.id,
             source: &self.source,
             kind: &self.kind,
@@ -197,73 +150,180 @@ impl Event {
             headers: WireHeaders(&self.headers),
             payload,
             payload_encoding,
-        };
-        serde_json::to_writer(&mut *out, &wire).expect("writing to memory");
+        }
     }
 
-    /// Parses the wire form back into an event (used by the CLI and tests).
+    /// The wire form as one line of JSON (no trailing newline).
+    pub fn to_wire_line(&self) -> String {
+        let mut out = Vec::with_capacity(160 + self.payload.len());
+        self.write_wire_line(&mut out);
+        // Serialised JSON is UTF-8.
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Appends [`Event::to_wire_line`] to `out`, without building a JSON tree: a compact
+    /// JSON payload is checked and copied as it is (sinks write millions of these).
+    pub fn write_wire_line(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, &self.wire()).expect("writing to memory");
+    }
+
+    /// Parses the wire form back into an event (used by the CLI and tests). Missing
+    /// fields get defaults (`source` empty, `kind` `message`, `content_type`
+    /// `application/json`, no headers, an empty payload, time 0); only `id` is required.
     pub fn from_wire_json(value: &serde_json::Value) -> Result<Self, String> {
-        let obj = value.as_object().ok_or("an event must be a JSON object")?;
-        let text = |name: &str| -> Result<String, String> {
-            obj.get(name)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| format!("field `{name}` must be a string"))
-        };
-        let key = match obj.get("key") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => {
-                if obj.get("key_encoding").and_then(|v| v.as_str()) == Some("base64") {
-                    Some(B64.decode(s).map_err(|e| format!("field `key`: {e}"))?)
-                } else {
-                    Some(s.clone().into_bytes())
-                }
+        if !value.is_object() {
+            return Err("an event must be a JSON object".into());
+        }
+        let wire = WireEventOwned::deserialize(value).map_err(|e| e.to_string())?;
+        wire.into_event()
+    }
+}
+
+/// `"base64"`, the value of `key_encoding` and `payload_encoding`.
+const BASE64: &str = "base64";
+
+/// The JSON wire form of an [`Event`], borrowed from it ([`Event::wire`]); serialize it
+/// with serde. Field order: `id`, `source`, `kind`, (`key_encoding`), `key`,
+/// `timestamp_ms`, `content_type`, `headers`, `payload`, (`payload_encoding`).
+#[derive(Serialize)]
+pub struct WireEvent<'a> {
+    id: &'a str,
+    source: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_encoding: Option<&'static str>,
+    key: Option<Cow<'a, str>>,
+    timestamp_ms: u64,
+    content_type: &'a str,
+    headers: WireHeaders<'a>,
+    payload: WirePayload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_encoding: Option<&'static str>,
+}
+
+/// Headers as a JSON object. A name given twice appears once, at its first place, with
+/// its last value (as inserting into a JSON object does).
+struct WireHeaders<'a>(&'a [(String, String)]);
+
+impl Serialize for WireHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let headers = self.0;
+        let unique = headers
+            .iter()
+            .enumerate()
+            .all(|(i, (n, _))| headers[..i].iter().all(|(m, _)| m != n));
+        let mut map = serializer.serialize_map(None)?;
+        for (i, (name, value)) in headers.iter().enumerate() {
+            if unique {
+                map.serialize_entry(name, value)?;
+            } else if headers[..i].iter().all(|(m, _)| m != name) {
+                let last = headers
+                    .iter()
+                    .rev()
+                    .find(|(m, _)| m == name)
+                    .map_or(value, |(_, v)| v);
+                map.serialize_entry(name, last)?;
             }
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WirePayload<'a> {
+    /// Compact JSON, copied as it is.
+    Raw(&'a RawValue),
+    /// JSON written again (it spanned lines).
+    Tree(serde_json::Value),
+    Base64(String),
+}
+
+/// The wire form as read back: `id` is required, everything else has a default; values
+/// of the wrong type in the optional text fields count as missing (as they always have).
+#[derive(Deserialize)]
+struct WireEventOwned {
+    id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "text")]
+    source: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    kind: Option<String>,
+    #[serde(default)]
+    key: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "text")]
+    key_encoding: Option<String>,
+    #[serde(default)]
+    timestamp_ms: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "text")]
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: Option<serde_json::Value>,
+    /// `Some(null)` for `"payload": null` (the payload `null`), `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "text")]
+    payload_encoding: Option<String>,
+}
+
+/// A string, or `None` for anything else.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// Any value, `null` included: the field was present.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+impl WireEventOwned {
+    fn into_event(self) -> Result<Event, String> {
+        use serde_json::Value;
+        let Some(Value::String(id)) = self.id else {
+            return Err("field `id` must be a string".into());
+        };
+        let base64 = |e: &Option<String>| e.as_deref() == Some(BASE64);
+        let key = match self.key {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if base64(&self.key_encoding) => {
+                Some(B64.decode(s).map_err(|e| format!("field `key`: {e}"))?)
+            }
+            Some(Value::String(s)) => Some(s.into_bytes()),
             Some(_) => return Err("field `key` must be a string or null".into()),
         };
-        let content_type = obj
-            .get("content_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("application/json")
-            .to_owned();
-        let payload = match obj.get("payload") {
+        let payload = match self.payload {
             None => Vec::new(),
-            Some(serde_json::Value::String(s))
-                if obj.get("payload_encoding").and_then(|v| v.as_str()) == Some("base64") =>
-            {
+            Some(Value::String(s)) if base64(&self.payload_encoding) => {
                 B64.decode(s).map_err(|e| format!("field `payload`: {e}"))?
             }
-            Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
+            Some(v) => serde_json::to_vec(&v).map_err(|e| e.to_string())?,
         };
-        let headers = match obj.get("headers") {
-            None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::Object(m)) => m
-                .iter()
+        let headers = match self.headers {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(m)) => m
+                .into_iter()
                 .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
-                    other => Ok((k.clone(), other.to_string())),
+                    Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
                 })
-                .collect::<Result<_, String>>()?,
+                .collect(),
             Some(_) => return Err("field `headers` must be an object".into()),
         };
         Ok(Event {
-            id: text("id")?,
-            source: obj
-                .get("source")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned(),
-            kind: obj
-                .get("kind")
-                .and_then(|v| v.as_str())
-                .unwrap_or(KIND_MESSAGE)
-                .to_owned(),
+            id,
+            source: self.source.unwrap_or_default(),
+            kind: self.kind.unwrap_or_else(|| KIND_MESSAGE.to_owned()),
             key,
             payload,
-            content_type,
+            content_type: self
+                .content_type
+                .unwrap_or_else(|| "application/json".to_owned()),
             headers,
-            timestamp_ms: obj
-                .get("timestamp_ms")
+            timestamp_ms: self
+                .timestamp_ms
                 .and_then(|v| v.as_u64())
                 .unwrap_or_default(),
         })
@@ -272,13 +332,16 @@ impl Event {
 
 /// `application/json`, `application/x-ndjson`-style `+json` types and `text/json`.
 pub fn is_json_content_type(content_type: &str) -> bool {
+    // Compared without allocating: this runs for every event a JSON sink writes.
     let essence = content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+        .as_bytes();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || essence.eq_ignore_ascii_case(b"text/json")
+        || essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 #[cfg(test)]
@@ -381,43 +444,23 @@ mod tests {
         assert!(is_json_content_type("application/json; charset=utf-8"));
         assert!(is_json_content_type("application/cloudevents+json"));
         assert!(!is_json_content_type("text/plain"));
+        assert!(is_json_content_type(" Application/JSON "));
+        assert!(is_json_content_type("TEXT/Json;x=1"));
+        assert!(!is_json_content_type("json"));
+        assert!(!is_json_content_type("application/jsonx"));
     }
-}
 
-/// The wire form, borrowed from an event, in the field order of [`Event::to_wire_json`].
-#[derive(Serialize)]
-struct Wire<'a> {
-    id: &'a str,
-    source: &'a str,
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_encoding: Option<&'static str>,
-    key: Option<std::borrow::Cow<'a, str>>,
-    timestamp_ms: u64,
-    content_type: &'a str,
-    headers: WireHeaders<'a>,
-    payload: WirePayload<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_encoding: Option<&'static str>,
-}
-
-/// Headers as a JSON object (names are unique here).
-struct WireHeaders<'a>(&'a [(String, String)]);
-
-impl Serialize for WireHeaders<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
+    #[test]
+    fn a_header_given_twice_appears_once_with_its_last_value() {
+        let mut e = sample();
+        e.headers = vec![
+            ("h".into(), "1".into()),
+            ("g".into(), "x".into()),
+            ("h".into(), "2".into()),
+        ];
+        assert_eq!(
+            e.to_wire_line(),
+            r#"{"id":"01JD-id","source":"api","kind":"message","key":"customer-7","timestamp_ms":1764064800000,"content_type":"application/json","headers":{"h":"2","g":"x"},"payload":{"n":1}}"#
+        );
     }
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum WirePayload<'a> {
-    Raw(&'a serde_json::value::RawValue),
-    Base64(String),
 }

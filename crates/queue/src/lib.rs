@@ -32,10 +32,9 @@ pub mod sink;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::HeaderMap;
 use switchyard_config::Config;
-use switchyard_source_http::{bearer_matches, error};
+use switchyard_source_http::{AdminToken, ApiError};
 
 pub use dedup::DedupWindow;
 pub use produce::{Produced, QueueIntake, Submission, restore_idempotency};
@@ -77,35 +76,23 @@ impl Broker {
 
 /// Checks the admin bearer token (`server.admin_token`, which also guards the queue
 /// API); `Err` is the answer to send.
-pub fn authorize(broker: &Broker, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &broker.config.server.admin_token else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: set server.admin_token in the config",
-        ));
-    };
-    if bearer_matches(headers, expected) {
-        Ok(())
-    } else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send `Authorization: Bearer <server.admin_token>`",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        Err(r)
+pub fn authorize(broker: &Broker, headers: &HeaderMap) -> Result<(), ApiError> {
+    switchyard_source_http::authorize_admin(broker.admin_token(), headers)
+}
+
+impl AdminToken for Broker {
+    fn admin_token(&self) -> Option<&str> {
+        self.config.server.admin_token.as_deref()
     }
 }
 
-/// The queue `name`; `Err` is the 404 answer naming the queues there are.
-pub fn find_queue<'a>(broker: &'a Broker, name: &str) -> Result<&'a Arc<QueueHandle>, Response> {
-    broker.queue(name).ok_or_else(|| {
+/// The queue called `name`, or 404 naming the queues there are.
+pub fn find_queue(broker: &Broker, name: &str) -> Result<Arc<QueueHandle>, ApiError> {
+    broker.queue(name).cloned().ok_or_else(|| {
         let known: Vec<_> = broker.queues.keys().map(String::as_str).collect();
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("no queue named `{name}`; queues: {}", known.join(", ")),
-        )
+        ApiError::not_found(format!(
+            "no queue named `{name}`; queues: {}",
+            known.join(", ")
+        ))
     })
 }

@@ -3,12 +3,10 @@
 //! moves messages out of work groups into their dead-letter queue, and the one that deletes
 //! idle work groups.
 
-// Handlers return the finished error answer as `Err(Response)`.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -16,18 +14,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use http::{HeaderMap, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use switchyard_api::{
+    AckAnswer, DeadLetterStats, ExtendAnswer, GroupDeleted, GroupStats, NackAnswer, ProduceAnswer,
+    ProduceBatch, ProduceMessage, Produced as ProducedAnswer, QueueList, QueueStats,
+    ReceiveAnswerOut, ReceiveRequest, ReceivedOut, SettleRequest,
+};
 use switchyard_config::SourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE};
-use switchyard_source_http::{IDEMPOTENCY_HEADER, IntakeError, error};
+use switchyard_source_http::{Admin, ApiError, IDEMPOTENCY_HEADER, IntakeError};
 use switchyard_store::{LogError, Receipt, WorkGroup};
 use tracing::{info, warn};
 
 use crate::Broker as Shared;
 use crate::dlq_headers;
+use crate::find_queue;
 use crate::produce::{Produced, Submission};
 use crate::queues::{GroupError, NOT_BEFORE_HEADER, PRIORITY_HEADER, QueueHandle, now_ms};
-use crate::{authorize, find_queue};
 
 /// Largest produce body.
 pub const MAX_BODY: usize = 16 << 20;
@@ -53,12 +56,12 @@ pub fn routes() -> Router<Arc<Shared>> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-fn bad(message: impl AsRef<str>) -> Response {
-    error(StatusCode::BAD_REQUEST, message.as_ref())
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message)
 }
 
 /// Parses a JSON object body; an empty body is `{}` when `empty_ok`.
-fn object_body(body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, Response> {
+fn object_body(body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return if empty_ok {
             Ok(Map::new())
@@ -73,7 +76,7 @@ fn object_body(body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, Respo
     }
 }
 
-fn check_keys(obj: &Map<String, Value>, at: &str, known: &[&str]) -> Result<(), Response> {
+fn check_keys(obj: &Map<String, Value>, at: &str, known: &[&str]) -> Result<(), ApiError> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(bad(format!(
             "unknown field `{k}`{at}; expected: {}",
@@ -87,7 +90,7 @@ fn duration_field(
     obj: &Map<String, Value>,
     key: &str,
     at: &str,
-) -> Result<Option<Duration>, Response> {
+) -> Result<Option<Duration>, ApiError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => switchyard_config::units::parse_duration(s)
@@ -100,7 +103,7 @@ fn duration_field(
 }
 
 /// Refuses a delay or lease longer than [`MAX_DELAY`].
-fn at_most_max_delay(key: &str, at: &str, d: Duration) -> Result<Duration, Response> {
+fn at_most_max_delay(key: &str, at: &str, d: Duration) -> Result<Duration, ApiError> {
     if d > MAX_DELAY {
         return Err(bad(format!(
             "`{key}`{at} may be at most 7d ({}s), got {}s",
@@ -116,7 +119,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Checks a group name: it becomes a directory name.
-fn check_group(group: &str) -> Result<(), Response> {
+fn check_group(group: &str) -> Result<(), ApiError> {
     let ok = !group.is_empty()
         && group.len() <= 100
         && !group.starts_with('.')
@@ -133,13 +136,13 @@ fn check_group(group: &str) -> Result<(), Response> {
 }
 
 /// The answer for a work group that cannot be had.
-fn group_error(e: GroupError) -> Response {
+fn group_error(e: GroupError) -> ApiError {
     match e {
-        GroupError::TooMany { .. } => error(StatusCode::CONFLICT, &e.to_string()),
+        GroupError::TooMany { .. } => ApiError::conflict(e.to_string()),
         GroupError::NotFound { .. } | GroupError::Log(LogError::GroupDeleted { .. }) => {
-            error(StatusCode::NOT_FOUND, &e.to_string())
+            ApiError::not_found(e.to_string())
         }
-        GroupError::Log(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        GroupError::Log(_) => ApiError::internal(e.to_string()),
     }
 }
 
@@ -148,8 +151,8 @@ fn work_queue(
     shared: &Shared,
     queue_name: &str,
     group: &str,
-) -> Result<Arc<QueueHandle>, Response> {
-    let queue = find_queue(shared, queue_name)?.clone();
+) -> Result<Arc<QueueHandle>, ApiError> {
+    let queue = find_queue(shared, queue_name)?;
     check_group(group)?;
     let pipeline_group = shared.config.sources.iter().find_map(|(name, s)| match s {
         SourceConfig::Queue(q) if q.queue == queue_name && q.group == group => Some(name),
@@ -158,12 +161,9 @@ fn work_queue(
     if let Some(source) = pipeline_group
         .or_else(|| (group == crate::REPLAY_GROUP).then_some(&shared.config.server.dead_letter))
     {
-        return Err(error(
-            StatusCode::CONFLICT,
-            &format!(
-                "group `{group}` of queue `{queue_name}` is a pub/sub group (used by `{source}`); receive with another group name"
-            ),
-        ));
+        return Err(ApiError::conflict(format!(
+            "group `{group}` of queue `{queue_name}` is a pub/sub group (used by `{source}`); receive with another group name"
+        )));
     }
     Ok(queue)
 }
@@ -176,7 +176,7 @@ async fn work_group(
     queue_name: &str,
     group: &str,
     create: bool,
-) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), Response> {
+) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), ApiError> {
     let queue = work_queue(shared, queue_name, group)?;
     if !create {
         return queue
@@ -202,26 +202,12 @@ fn parse_message(
     queue: &str,
     now: u64,
     header_key: Option<&str>,
-) -> Result<(Event, Option<String>), Response> {
+) -> Result<(Event, Option<String>), ApiError> {
     let Value::Object(obj) = v else {
         return Err(bad(format!("{at} must be a JSON object with a `payload`")));
     };
     let at_s = format!(" in {at}");
-    check_keys(
-        obj,
-        &at_s,
-        &[
-            "payload",
-            "payload_base64",
-            "content_type",
-            "key",
-            "priority",
-            "delay",
-            "not_before",
-            "headers",
-            "idempotency_key",
-        ],
-    )?;
+    check_keys(obj, &at_s, ProduceMessage::FIELDS)?;
     let (payload, default_type) = match (obj.get("payload"), obj.get("payload_base64")) {
         (Some(p), None) => (
             serde_json::to_vec(p).expect("a JSON value serializes"),
@@ -245,7 +231,7 @@ fn parse_message(
             )));
         }
     };
-    let string = |key: &str| -> Result<Option<String>, Response> {
+    let string = |key: &str| -> Result<Option<String>, ApiError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
@@ -343,7 +329,7 @@ fn parse_message(
 }
 
 /// The answer to a failed produce: the same table as HTTP ingest's.
-fn append_error(e: IntakeError) -> Response {
+fn append_error(e: IntakeError) -> ApiError {
     switchyard_source_http::intake_error(&e)
 }
 
@@ -351,27 +337,12 @@ fn append_error(e: IntakeError) -> Response {
 async fn produce(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    _: Admin,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let queue = match find_queue(&shared, &name) {
-        Ok(q) => q.clone(),
-        Err(r) => return r,
-    };
-    match produce_inner(&queue, &headers, &body).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn produce_inner(
-    queue: &QueueHandle,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, Response> {
-    let obj = object_body(body, false)?;
+) -> Result<(StatusCode, Json<ProduceAnswer>), ApiError> {
+    let queue = find_queue(&shared, &name)?;
+    let obj = object_body(&body, false)?;
     let header_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -379,7 +350,7 @@ async fn produce_inner(
     let now = now_ms();
     let mut parsed = Vec::new();
     if let Some(list) = obj.get("messages") {
-        check_keys(&obj, "", &["messages"])?;
+        check_keys(&obj, "", ProduceBatch::FIELDS)?;
         let Value::Array(list) = list else {
             return Err(bad("`messages` must be an array of messages"));
         };
@@ -425,47 +396,40 @@ async fn produce_inner(
         })
         .collect();
     let produced = queue.produce(submissions).await.map_err(append_error)?;
-    let answers: Vec<Value> = produced
+    let messages = produced
         .into_iter()
         .zip(ids)
         .map(|(p, id)| match p {
             Produced::Stored(positions) => {
-                let (p, offset) = positions[0];
-                json!({ "id": id, "partition": p, "offset": offset, "duplicate": false })
+                let (partition, offset) = positions[0];
+                ProducedAnswer {
+                    id,
+                    partition: Some(partition),
+                    offset: Some(offset),
+                    duplicate: false,
+                }
             }
-            Produced::Duplicate(seen) => json!({ "id": seen.ids().first(), "duplicate": true }),
+            Produced::Duplicate(seen) => ProducedAnswer {
+                id: seen.ids().first().cloned().unwrap_or_default(),
+                partition: None,
+                offset: None,
+                duplicate: true,
+            },
         })
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "messages": answers })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(ProduceAnswer { messages })))
 }
 
 /// `POST /queues/{queue}/groups/{group}/receive`
 async fn receive(
     State(shared): State<Arc<Shared>>,
-    Path((name, group)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((name, group_name)): Path<(String, String)>,
+    _: Admin,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    match receive_inner(&shared, &name, &group, &body).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn receive_inner(
-    shared: &Shared,
-    name: &str,
-    group_name: &str,
-    body: &Bytes,
-) -> Result<Response, Response> {
-    let obj = object_body(body, true)?;
-    check_keys(&obj, "", &["max", "wait", "ack_timeout"])?;
+) -> Result<Response, ApiError> {
+    let (shared, name, group_name) = (&*shared, name.as_str(), group_name.as_str());
+    let obj = object_body(&body, true)?;
+    check_keys(&obj, "", ReceiveRequest::FIELDS)?;
     let max = match obj.get("max") {
         None | Some(Value::Null) => 1,
         Some(v) => match v.as_u64() {
@@ -508,34 +472,28 @@ async fn receive_inner(
                 group = work_group(shared, name, group_name, true).await?.1;
                 continue;
             }
-            Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+            Err(e) => return Err(ApiError::internal(e.to_string())),
         };
         let now = tokio::time::Instant::now();
         if !got.is_empty() || now >= deadline {
-            let messages: Vec<Value> = got
+            let events: Vec<_> = got
                 .iter()
-                .map(|l| {
-                    let mut obj = match Event::decode_record(&l.record.payload) {
-                        Ok(e) => match e.to_wire_json() {
-                            Value::Object(m) => m,
-                            _ => Map::new(),
-                        },
-                        Err(e) => {
-                            let mut m = Map::new();
-                            m.insert("decode_error".into(), e.to_string().into());
-                            m
-                        }
-                    };
-                    obj.insert("receipt".into(), l.receipt.to_string().into());
-                    obj.insert("partition".into(), l.receipt.partition.into());
-                    obj.insert("offset".into(), l.receipt.offset.into());
-                    obj.insert("priority".into(), l.priority.into());
-                    obj.insert("deliveries".into(), l.receipt.delivery.into());
-                    obj.insert("lease_expires_ms".into(), l.lease_expires_ms.into());
-                    Value::Object(obj)
+                .map(|l| Event::decode_record(&l.record.payload))
+                .collect();
+            let messages = got
+                .iter()
+                .zip(&events)
+                .map(|(l, e)| ReceivedOut {
+                    event: switchyard_api::EventOut::of(e),
+                    receipt: l.receipt.to_string(),
+                    partition: l.receipt.partition,
+                    offset: l.receipt.offset,
+                    priority: l.priority,
+                    deliveries: l.receipt.delivery,
+                    lease_expires_ms: l.lease_expires_ms,
                 })
                 .collect();
-            return Ok(axum::Json(json!({ "messages": messages })).into_response());
+            return Ok(Json(ReceiveAnswerOut { messages }).into_response());
         }
         // Wake for new messages, freed keys, or the next lease expiry or delay.
         let mut wake = deadline;
@@ -558,9 +516,9 @@ struct ReceiptsBody {
 }
 
 /// Parses `{"receipts": [...]}` plus the allowed extra keys.
-fn receipts_body(body: &Bytes, extra: &[&str]) -> Result<ReceiptsBody, Response> {
+fn receipts_body(body: &Bytes, extra: &[&str]) -> Result<ReceiptsBody, ApiError> {
     let obj = object_body(body, false)?;
-    let mut known = vec!["receipts"];
+    let mut known = SettleRequest::FIELDS.to_vec();
     known.extend_from_slice(extra);
     check_keys(&obj, "", &known)?;
     let Some(Value::Array(list)) = obj.get("receipts") else {
@@ -603,18 +561,17 @@ fn stale(texts: &[String], ok: impl Iterator<Item = bool>) -> Vec<String> {
         .collect()
 }
 
-/// Applies `op` (ack or nack) to the receipts on a blocking thread, wakes long-polls and
-/// answers `{verb: n, "stale": [...]}`.
+/// Applies `op` (ack or nack) to the receipts on a blocking thread and wakes long-polls;
+/// answers how many were settled and the stale receipts.
 async fn settle(
     shared: &Shared,
     name: &str,
     group: &str,
     body: ReceiptsBody,
-    verb: &str,
     op: impl FnOnce(&WorkGroup, &[Receipt]) -> Result<Vec<bool>, switchyard_store::LogError>
     + Send
     + 'static,
-) -> Result<Response, Response> {
+) -> Result<(u64, Vec<String>), ApiError> {
     let (queue, group) = work_group(shared, name, group, false).await?;
     let receipts = body.receipts;
     let result = tokio::task::spawn_blocking(move || op(&group, &receipts))
@@ -622,132 +579,92 @@ async fn settle(
         .expect("ack task")
         .map_err(|e| match e {
             LogError::GroupDeleted { .. } => group_error(e.into()),
-            e => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            e => ApiError::unavailable(e.to_string()),
         })?;
     queue.changed.notify_waiters();
-    let n = result.iter().filter(|&&ok| ok).count();
-    Ok(
-        axum::Json(json!({ verb: n, "stale": stale(&body.texts, result.into_iter()) }))
-            .into_response(),
-    )
+    let n = result.iter().filter(|&&ok| ok).count() as u64;
+    Ok((n, stale(&body.texts, result.into_iter())))
 }
 
 /// `POST /queues/{queue}/groups/{group}/ack`
 async fn ack(
     State(shared): State<Arc<Shared>>,
     Path((name, group)): Path<(String, String)>,
-    headers: HeaderMap,
+    _: Admin,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let inner = async {
-        let b = receipts_body(&body, &[])?;
-        settle(&shared, &name, &group, b, "acked", |g, r| {
-            g.ack(r, now_ms())
-        })
-        .await
-    };
-    match inner.await {
-        Ok(r) | Err(r) => r,
-    }
+) -> Result<Json<AckAnswer>, ApiError> {
+    let b = receipts_body(&body, &[])?;
+    let (acked, stale) = settle(&shared, &name, &group, b, |g, r| g.ack(r, now_ms())).await?;
+    Ok(Json(AckAnswer { acked, stale }))
 }
 
 /// `POST /queues/{queue}/groups/{group}/nack`
 async fn nack(
     State(shared): State<Arc<Shared>>,
     Path((name, group)): Path<(String, String)>,
-    headers: HeaderMap,
+    _: Admin,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let inner = async {
-        let b = receipts_body(&body, &["delay"])?;
-        let delay = duration_field(&b.obj, "delay", "")?
-            .map(|d| at_most_max_delay("delay", "", d))
-            .transpose()?
-            .map_or(0, ms);
-        settle(&shared, &name, &group, b, "nacked", move |g, r| {
-            g.nack(r, delay, now_ms())
-        })
-        .await
-    };
-    match inner.await {
-        Ok(r) | Err(r) => r,
-    }
+) -> Result<Json<NackAnswer>, ApiError> {
+    let b = receipts_body(&body, &["delay"])?;
+    let delay = duration_field(&b.obj, "delay", "")?
+        .map(|d| at_most_max_delay("delay", "", d))
+        .transpose()?
+        .map_or(0, ms);
+    let (nacked, stale) = settle(&shared, &name, &group, b, move |g, r| {
+        g.nack(r, delay, now_ms())
+    })
+    .await?;
+    Ok(Json(NackAnswer { nacked, stale }))
 }
 
 /// `POST /queues/{queue}/groups/{group}/extend`
 async fn extend(
     State(shared): State<Arc<Shared>>,
     Path((name, group)): Path<(String, String)>,
-    headers: HeaderMap,
+    _: Admin,
     body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let inner = async {
-        let ReceiptsBody {
-            obj,
-            receipts,
-            texts,
-        } = receipts_body(&body, &["by"])?;
-        let by = duration_field(&obj, "by", "")?
-            .map(|d| at_most_max_delay("by", "", d))
-            .transpose()?;
-        let (_, group) = work_group(&shared, &name, &group, false).await?;
-        let by = match by {
-            Some(d) if !d.is_zero() => ms(d),
-            Some(_) => return Err(bad("`by` must be greater than 0")),
-            None => group.options().ack_timeout_ms,
-        };
-        let result = group.extend(&receipts, by, now_ms());
-        let n = result.iter().filter(|r| r.is_some()).count();
-        let until = result.iter().flatten().max().copied();
-        Ok::<_, Response>(
-            axum::Json(json!({
-                "extended": n,
-                "lease_expires_ms": until,
-                "stale": stale(&texts, result.iter().map(Option::is_some)),
-            }))
-            .into_response(),
-        )
+) -> Result<Json<ExtendAnswer>, ApiError> {
+    let ReceiptsBody {
+        obj,
+        receipts,
+        texts,
+    } = receipts_body(&body, &["by"])?;
+    let by = duration_field(&obj, "by", "")?
+        .map(|d| at_most_max_delay("by", "", d))
+        .transpose()?;
+    let (_, group) = work_group(&shared, &name, &group, false).await?;
+    let by = match by {
+        Some(d) if !d.is_zero() => ms(d),
+        Some(_) => return Err(bad("`by` must be greater than 0")),
+        None => group.options().ack_timeout_ms,
     };
-    match inner.await {
-        Ok(r) | Err(r) => r,
-    }
+    let result = group.extend(&receipts, by, now_ms());
+    Ok(Json(ExtendAnswer {
+        extended: result.iter().filter(|r| r.is_some()).count() as u64,
+        lease_expires_ms: result.iter().flatten().max().copied(),
+        stale: stale(&texts, result.iter().map(Option::is_some)),
+    }))
 }
 
 /// `DELETE /queues/{queue}/groups/{group}`
 async fn delete_group(
     State(shared): State<Arc<Shared>>,
     Path((name, group)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let queue = match work_queue(&shared, &name, &group) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+    _: Admin,
+) -> Result<Json<GroupDeleted>, ApiError> {
+    let queue = work_queue(&shared, &name, &group)?;
     let g = group.clone();
     let q = queue.clone();
-    match tokio::task::spawn_blocking(move || q.delete_work_group(&g))
+    tokio::task::spawn_blocking(move || q.delete_work_group(&g))
         .await
         .expect("delete group task")
-    {
-        Ok(()) => {
-            info!(queue = %queue.name, group = %group, "work group deleted by request");
-            axum::Json(json!({ "queue": queue.name, "group": group, "deleted": true }))
-                .into_response()
-        }
-        Err(e) => group_error(e),
-    }
+        .map_err(group_error)?;
+    info!(queue = %queue.name, group = %group, "work group deleted by request");
+    Ok(Json(GroupDeleted {
+        queue: queue.name.clone(),
+        group,
+        deleted: true,
+    }))
 }
 
 /// Deletes work groups that were idle for their queue's `group_idle_expiry`, every second.
@@ -784,9 +701,9 @@ fn dead_letter_of<'a>(shared: &'a Shared, queue: &str) -> Option<&'a Arc<QueueHa
     shared.queues.get(&name)
 }
 
-fn queue_stats(shared: &Shared, queue: &QueueHandle) -> Value {
+fn queue_stats(shared: &Shared, queue: &QueueHandle) -> QueueStats {
     let now = now_ms();
-    let mut groups = Map::new();
+    let mut groups = Vec::new();
     let mut pubsub: Vec<String> = queue.pubsub_groups();
     pubsub.extend(shared.config.sources.values().filter_map(|s| match s {
         SourceConfig::Queue(q) if q.queue == queue.name => Some(q.group.clone()),
@@ -804,22 +721,31 @@ fn queue_stats(shared: &Shared, queue: &QueueHandle) -> Value {
                     .saturating_sub(queue.committed(&g, p as u32))
             })
             .sum();
-        groups.insert(g, json!({ "mode": "pubsub", "depth": depth }));
+        groups.push((
+            g,
+            GroupStats {
+                mode: "pubsub".into(),
+                depth: Some(depth),
+                ..GroupStats::default()
+            },
+        ));
     }
     for g in queue.work_groups() {
         let s = g.stats(now);
-        groups.insert(
-            g.name().to_owned(),
-            json!({
-                "mode": "work",
-                "depth": s.depth,
-                "in_flight": s.in_flight,
-                "delayed": s.delayed,
-                "oldest_age_ms": s.oldest_age_ms,
-                "dead_lettered": s.dead_lettered,
-                "memory_bytes": s.memory_bytes,
-            }),
-        );
+        // A name shared with a pub/sub group replaces it, in its place (as an object).
+        let work = GroupStats {
+            mode: "work".into(),
+            depth: Some(s.depth),
+            in_flight: Some(s.in_flight),
+            delayed: Some(s.delayed),
+            oldest_age_ms: Some(s.oldest_age_ms),
+            dead_lettered: Some(s.dead_lettered),
+            memory_bytes: Some(s.memory_bytes),
+        };
+        match groups.iter_mut().find(|(n, _)| n == g.name()) {
+            Some(slot) => slot.1 = work,
+            None => groups.push((g.name().to_owned(), work)),
+        }
     }
     let oldest = queue
         .partitions()
@@ -833,49 +759,43 @@ fn queue_stats(shared: &Shared, queue: &QueueHandle) -> Value {
         })
         .min();
     let dlq = dead_letter_of(shared, &queue.name).filter(|d| d.name != queue.name);
-    json!({
-        "queue": queue.name,
-        "partitions": queue.partitions().len(),
-        "messages": queue.retained_records(),
-        "bytes": queue.size_bytes(),
-        "max_bytes": queue.limits().max_bytes,
-        "oldest_age_ms": oldest.map(|t| now.saturating_sub(t)),
-        "groups": groups,
-        "work_groups": queue.work_groups().len(),
-        "max_groups": queue.limits().max_groups,
-        "work_memory_bytes": queue.limits().work.budget.used(),
-        "max_work_memory": queue.limits().work.budget.max(),
-        "dead_letter": dlq.map(|d| json!({ "queue": d.name, "messages": d.retained_records() })),
-    })
+    QueueStats {
+        queue: queue.name.clone(),
+        partitions: Some(queue.partitions().len() as u64),
+        messages: Some(queue.retained_records()),
+        bytes: Some(queue.size_bytes()),
+        max_bytes: Some(queue.limits().max_bytes),
+        oldest_age_ms: oldest.map(|t| now.saturating_sub(t)),
+        groups,
+        work_groups: Some(queue.work_groups().len() as u64),
+        max_groups: Some(queue.limits().max_groups as u64),
+        work_memory_bytes: Some(queue.limits().work.budget.used() as u64),
+        max_work_memory: Some(queue.limits().work.budget.max() as u64),
+        dead_letter: dlq.map(|d| DeadLetterStats {
+            queue: d.name.clone(),
+            messages: Some(d.retained_records()),
+        }),
+    }
 }
 
 /// `GET /queues/{queue}/stats`
 async fn stats(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let queue = match find_queue(&shared, &name) {
-        Ok(q) => q.clone(),
-        Err(r) => return r,
-    };
+    _: Admin,
+) -> Result<Json<QueueStats>, ApiError> {
+    let queue = find_queue(&shared, &name)?;
     let s = shared.clone();
     let v = tokio::task::spawn_blocking(move || queue_stats(&s, &queue))
         .await
         .expect("stats task");
-    axum::Json(v).into_response()
+    Ok(Json(v))
 }
 
 /// `GET /queues`
-async fn list(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
+async fn list(State(shared): State<Arc<Shared>>, _: Admin) -> Json<QueueList> {
     let s = shared.clone();
-    let v = tokio::task::spawn_blocking(move || {
+    let queues = tokio::task::spawn_blocking(move || {
         s.queues
             .values()
             .map(|q| queue_stats(&s, q))
@@ -883,7 +803,7 @@ async fn list(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response
     })
     .await
     .expect("stats task");
-    axum::Json(json!({ "queues": v })).into_response()
+    Json(QueueList { queues })
 }
 
 /// Moves messages that used up `max_deliveries` from every work group into the queue's

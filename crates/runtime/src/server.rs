@@ -1,23 +1,24 @@
 //! The HTTP surface: ingest (from `switchyard-source-http`), `/healthz`, `/readyz`,
 //! `/metrics`, and the admin API behind `server.admin_token`.
 
-// Helpers return the finished error answer as `Err(Response)`; it is built once per failed
-// request, so its size does not matter.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use http::{HeaderMap, StatusCode, header};
-use serde_json::json;
 use switchyard_ack::Watermark;
+use switchyard_api::{
+    CdcStatus, DeadLettersOut, EventOut, ListQuery, MessagesOut, PurgeAnswer, RecordOut,
+    ReplayAnswer, ReplayRequest, SnapshotProgress, SnapshotRequest, SnapshotStarted, SourceStatus,
+};
 use switchyard_config::{SourceConfig, redact};
-use switchyard_event::Event;
-use switchyard_source_http::{HttpSource, IngestObserver, MemoryBudget, bearer_matches, error};
+use switchyard_event::{DecodeError, Event};
+use switchyard_source_http::{
+    Admin, AdminToken, ApiError, HttpSource, IngestObserver, MemoryBudget, bearer_matches, error,
+};
 use tokio::sync::mpsc;
 
 use crate::Shared;
@@ -118,7 +119,7 @@ async fn reserve_body(
         return next.run(request).await;
     }
     if let Err(refused) = authorize(&shared, request.headers()) {
-        return refused;
+        return refused.into_response();
     }
     let bytes = match declared {
         Some(n) if n > BODY_LIMIT as u64 => {
@@ -212,31 +213,32 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 }
 
 /// Checks the admin bearer token; `Err` is the answer to send.
-pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     switchyard_queue::authorize(&shared.broker, headers)
 }
 
-pub(crate) fn find_queue<'a>(
-    shared: &'a Shared,
-    name: &str,
-) -> Result<&'a Arc<QueueHandle>, Response> {
+impl AdminToken for Shared {
+    fn admin_token(&self) -> Option<&str> {
+        self.config.server.admin_token.as_deref()
+    }
+}
+
+/// The queue called `name`, or 404 naming the queues there are.
+pub(crate) fn find_queue(shared: &Shared, name: &str) -> Result<Arc<QueueHandle>, ApiError> {
     switchyard_queue::find_queue(&shared.broker, name)
 }
 
-fn find_cdc<'a>(shared: &'a Shared, name: &str) -> Result<&'a crate::CdcControl, Response> {
+fn find_cdc<'a>(shared: &'a Shared, name: &str) -> Result<&'a crate::CdcControl, ApiError> {
     shared.cdc.get(name).ok_or_else(|| {
         let known: Vec<_> = shared.cdc.keys().map(String::as_str).collect();
-        error(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "no running postgres_cdc source named `{name}`; running ones: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        )
+        ApiError::not_found(format!(
+            "no running postgres_cdc source named `{name}`; running ones: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
     })
 }
 
@@ -244,43 +246,50 @@ fn find_cdc<'a>(shared: &'a Shared, name: &str) -> Result<&'a crate::CdcControl,
 async fn source_status(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    match find_cdc(&shared, &name) {
-        Ok(c) => axum::Json(json!({ "source": name, "status": c.status.view() })).into_response(),
-        Err(r) => r,
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct SnapshotRequest {
-    table: String,
+    _: Admin,
+) -> Result<Json<SourceStatus>, ApiError> {
+    let view = find_cdc(&shared, &name)?.status.view();
+    Ok(Json(SourceStatus {
+        source: name,
+        status: CdcStatus {
+            slot: view.slot,
+            connected: view.connected,
+            confirmed_lsn: view.confirmed_lsn,
+            slot_lag_bytes: view.slot_lag_bytes,
+            events: view.events,
+            last_error: view.last_error,
+            stopped: view.stopped,
+            reconnects: view.reconnects,
+            snapshot: view
+                .snapshot
+                .into_iter()
+                .map(|(table, s)| {
+                    let progress = SnapshotProgress {
+                        state: s.state.to_owned(),
+                        rows_emitted: s.rows_emitted,
+                        rows_acknowledged: s.rows_acknowledged,
+                    };
+                    (table, progress)
+                })
+                .collect(),
+        },
+    }))
 }
 
 /// Takes the snapshot of one table again (`switchyard snapshot TABLE`).
 async fn source_snapshot(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<axum::Json<SnapshotRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let control = match find_cdc(&shared, &name) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    _: Admin,
+    body: Result<Json<SnapshotRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SnapshotStarted>, ApiError> {
+    let control = find_cdc(&shared, &name)?;
     let table = match body {
         Ok(b) => b.0.table,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected a JSON body {{\"table\": \"schema.table\"}}: {e}"),
-            );
+            return Err(ApiError::bad_request(format!(
+                "expected a JSON body {{\"table\": \"schema.table\"}}: {e}"
+            )));
         }
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -292,42 +301,32 @@ async fn source_snapshot(
         })
         .await;
     if sent.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("source `{name}` has stopped; see its log"),
-        );
+        return Err(ApiError::unavailable(format!(
+            "source `{name}` has stopped; see its log"
+        )));
     }
     match answer.await {
-        Ok(Ok(())) => axum::Json(json!({ "source": name, "table": table, "snapshot": "started" }))
-            .into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("source `{name}` stopped before answering; see its log"),
-        ),
+        Ok(Ok(())) => Ok(Json(SnapshotStarted {
+            source: name,
+            table,
+            snapshot: "started".into(),
+        })),
+        Ok(Err(e)) => Err(ApiError::bad_request(e)),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "source `{name}` stopped before answering; see its log"
+        ))),
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    /// Only records at or after this offset (per partition); default: from the group's
-    /// position (dead letters) or the oldest record.
-    offset: Option<u64>,
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
+/// Records of a queue from `from(partition)`, at most `limit` in all, with their
+/// partition and offset; events redacted for an admin answer ([`redacted`]).
+type Records = Vec<(u32, u64, Result<Event, DecodeError>)>;
 
-fn default_limit() -> usize {
-    100
-}
-
-/// Records of a queue from `from(partition)`, at most `limit` in all, as wire JSON with
-/// their partition and offset.
 async fn read_records(
     queue: Arc<QueueHandle>,
     from: impl Fn(u32) -> u64,
     limit: usize,
-) -> Result<Vec<serde_json::Value>, Response> {
+) -> Result<Records, ApiError> {
     let starts: Vec<u64> = (0..queue.partitions().len() as u32).map(from).collect();
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -337,13 +336,10 @@ async fn read_records(
             }
             let records = log
                 .read(starts[p], limit - out.len(), 16 << 20)
-                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             for r in records {
-                let event = match Event::decode_record(&r.payload) {
-                    Ok(e) => redacted_wire_json(e),
-                    Err(e) => json!({ "decode_error": e.to_string() }),
-                };
-                out.push(json!({ "partition": p, "offset": r.offset, "event": event }));
+                let event = Event::decode_record(&r.payload).map(redacted);
+                out.push((p as u32, r.offset, event));
             }
         }
         Ok(out)
@@ -352,11 +348,23 @@ async fn read_records(
     .expect("read task")
 }
 
-/// The wire JSON of a stored event for an admin answer: headers named like secrets
-/// (`authorization`, `*token*`, …) are masked and URLs in header values (a dead letter's
-/// error, also one stored by an older version) lose their passwords and query values.
-/// Only the answer changes: a replay sends the stored event as it is.
-fn redacted_wire_json(mut event: Event) -> serde_json::Value {
+/// The records of [`read_records`] as they are answered.
+fn records_out(records: &Records) -> Vec<RecordOut<'_>> {
+    records
+        .iter()
+        .map(|(partition, offset, event)| RecordOut {
+            partition: *partition,
+            offset: *offset,
+            event: EventOut::of(event),
+        })
+        .collect()
+}
+
+/// A stored event for an admin answer: headers named like secrets (`authorization`,
+/// `*token*`, …) are masked and URLs in header values (a dead letter's error, also one
+/// stored by an older version) lose their passwords and query values. Only the answer
+/// changes: a replay sends the stored event as it is.
+fn redacted(mut event: Event) -> Event {
     for (name, value) in &mut event.headers {
         *value = if redact::is_secret_name(name) {
             redact::MASK.to_owned()
@@ -364,67 +372,58 @@ fn redacted_wire_json(mut event: Event) -> serde_json::Value {
             redact::text(value).into_owned()
         };
     }
-    event.to_wire_json()
+    event
+}
+
+/// How many records a listing answers: `limit` (default 100), at most 10,000.
+fn list_limit(q: &ListQuery) -> usize {
+    q.limit
+        .unwrap_or(ListQuery::DEFAULT_LIMIT)
+        .min(ListQuery::MAX_LIMIT)
 }
 
 async fn list_messages(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _: Admin,
     Query(q): Query<ListQuery>,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let queue = match find_queue(&shared, &name) {
-        Ok(q) => q.clone(),
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let queue = find_queue(&shared, &name)?;
     let offset = q.offset.unwrap_or(0);
-    match read_records(queue, |_| offset, q.limit.min(10_000)).await {
-        Ok(records) => axum::Json(json!({ "queue": name, "messages": records })).into_response(),
-        Err(r) => r,
-    }
+    let records = read_records(queue, |_| offset, list_limit(&q)).await?;
+    Ok(Json(MessagesOut {
+        queue: &name,
+        messages: records_out(&records),
+    })
+    .into_response())
 }
 
 /// Dead letters not yet replayed.
 async fn list_dead_letters(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _: Admin,
     Query(q): Query<ListQuery>,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let queue = match find_queue(&shared, &name) {
-        Ok(q) => q.clone(),
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let queue = find_queue(&shared, &name)?;
     let from_queue = queue.clone();
     let offset = q.offset;
     let from = move |p| offset.unwrap_or_else(|| from_queue.committed(REPLAY_GROUP, p));
-    match read_records(queue, from, q.limit.min(10_000)).await {
-        Ok(records) => {
-            axum::Json(json!({ "queue": name, "dead_letters": records })).into_response()
-        }
-        Err(r) => r,
-    }
+    let records = read_records(queue, from, list_limit(&q)).await?;
+    Ok(Json(DeadLettersOut {
+        queue: &name,
+        dead_letters: records_out(&records),
+    })
+    .into_response())
 }
 
 /// Drops every dead letter listed now: the replay position moves to the end.
 async fn purge(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let queue = match find_queue(&shared, &name) {
-        Ok(q) => q.clone(),
-        Err(r) => return r,
-    };
+    _: Admin,
+) -> Result<Json<PurgeAnswer>, ApiError> {
+    let queue = find_queue(&shared, &name)?;
     let mut purged = 0;
     let mut ends = Vec::new();
     for (p, log) in queue.partitions().iter().enumerate() {
@@ -436,25 +435,12 @@ async fn purge(
     let committed = tokio::task::spawn_blocking(move || q.commit_blocking(REPLAY_GROUP, &ends))
         .await
         .expect("commit task");
-    match committed {
-        Ok(()) => {
-            tracing::warn!(queue = %name, purged, "dead letters purged");
-            axum::Json(json!({ "queue": name, "purged": purged })).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ReplayRequest {
-    /// Only dead letters of this sink (others are skipped over and stay listed).
-    sink: Option<String>,
-    #[serde(default = "default_replay_limit")]
-    limit: usize,
-}
-
-fn default_replay_limit() -> usize {
-    1000
+    committed.map_err(|e| ApiError::internal(e.to_string()))?;
+    tracing::warn!(queue = %name, purged, "dead letters purged");
+    Ok(Json(PurgeAnswer {
+        queue: name,
+        purged,
+    }))
 }
 
 /// Sends dead letters back to the sink that failed them, and moves the queue's replay
@@ -463,23 +449,14 @@ fn default_replay_limit() -> usize {
 async fn replay(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Option<axum::Json<ReplayRequest>>,
-) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
-        return r;
-    }
-    let req = body.map(|b| b.0).unwrap_or(ReplayRequest {
-        sink: None,
-        limit: default_replay_limit(),
-    });
-    let queue = match find_queue(&shared, &name) {
-        Ok(q) => q.clone(),
-        Err(r) => return r,
-    };
-    let mut replayed = 0usize;
-    let mut skipped = 0usize;
-    let mut budget = req.limit;
+    _: Admin,
+    body: Option<Json<ReplayRequest>>,
+) -> Result<Json<ReplayAnswer>, ApiError> {
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let queue = find_queue(&shared, &name)?;
+    let mut replayed = 0u64;
+    let mut skipped = 0u64;
+    let mut budget = req.limit.unwrap_or(ReplayRequest::DEFAULT_LIMIT);
     for p in 0..queue.partitions().len() as u32 {
         let start = queue.committed(REPLAY_GROUP, p);
         let log = queue.partitions()[p as usize].clone();
@@ -488,7 +465,7 @@ async fn replay(
             .expect("read task")
         {
             Ok(r) => r,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            Err(e) => return Err(ApiError::internal(e.to_string())),
         };
         budget -= records.len();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -513,10 +490,10 @@ async fn replay(
                     .headers
                     .retain(|(n, _)| !n.starts_with("x-switchyard-dead-letter-"));
                 if let Err(e) = origin.append(std::slice::from_ref(&event)).await {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("cannot append to queue `{}`: {e}", origin.name),
-                    );
+                    return Err(ApiError::unavailable(format!(
+                        "cannot append to queue `{}`: {e}",
+                        origin.name
+                    )));
                 }
                 let _ = tx.send(r.offset);
                 replayed += 1;
@@ -546,7 +523,7 @@ async fn replay(
                 dead_letter: queue.clone(),
             };
             if sink.dispatch(delivery).await.is_err() {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "sink is shutting down");
+                return Err(ApiError::unavailable("sink is shutting down"));
             }
             replayed += 1;
         }
@@ -561,12 +538,16 @@ async fn replay(
                 .await
                 .expect("commit task");
         if let Err(e) = committed {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+            return Err(ApiError::internal(e.to_string()));
         }
         if budget == 0 {
             break;
         }
     }
     tokio::time::sleep(Duration::ZERO).await;
-    axum::Json(json!({ "queue": name, "replayed": replayed, "skipped": skipped })).into_response()
+    Ok(Json(ReplayAnswer {
+        queue: name,
+        replayed,
+        skipped,
+    }))
 }

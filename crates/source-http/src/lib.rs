@@ -20,6 +20,7 @@
 //! `max_events`, the `Idempotency-Key` by [`MAX_IDEMPOTENCY_KEY`] bytes, and the memory of
 //! all requests in flight together by a [`MemoryBudget`] (429 past it).
 
+mod api_error;
 mod auth;
 mod budget;
 
@@ -37,7 +38,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use switchyard_config::HttpSourceConfig;
 use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
-pub use auth::{bearer_matches, bearer_token};
+pub use api_error::ApiError;
+pub use auth::{Admin, AdminToken, authorize_admin, bearer_matches, bearer_token};
 pub use budget::{MemoryBudget, Refused, Reservation};
 /// The durable destination of ingested events and its idempotency key: the connector
 /// contract.
@@ -255,7 +257,7 @@ async fn handle(
         Ok(Appended::Stored) => (accepted(&ids, false), count),
         // Stored by another request between the look-up above and this append.
         Ok(Appended::Duplicate(seen)) => (repeat(seen, &mut reservation, body_len), 0),
-        Err(e) => (intake_error(&e), 0),
+        Err(e) => (intake_error(&e).into_response(), 0),
     }
 }
 
@@ -273,20 +275,21 @@ fn repeat(seen: Seen, reservation: &mut Reservation, body_len: usize) -> Respons
 /// The answer to a failed durable append, with `Retry-After`: the one table from
 /// [`IntakeError`] to an HTTP status, for every HTTP surface that appends (ingest and
 /// the queue API's produce).
-pub fn intake_error(e: &IntakeError) -> Response {
-    let (status, retry_after) = match e {
-        IntakeError::Busy { retry_after } => (StatusCode::TOO_MANY_REQUESTS, *retry_after),
-        IntakeError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(5)),
-        IntakeError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, Duration::from_secs(10)),
-        IntakeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)),
-        IntakeError::InFlight(_) => (StatusCode::CONFLICT, Duration::from_secs(1)),
+pub fn intake_error(e: &IntakeError) -> ApiError {
+    let retry_after = match e {
+        IntakeError::Busy { retry_after } => *retry_after,
+        IntakeError::Full(_) => Duration::from_secs(5),
+        IntakeError::NoSpace(_) => Duration::from_secs(10),
+        IntakeError::Unavailable(_) => Duration::from_secs(30),
+        IntakeError::InFlight(_) => Duration::from_secs(1),
     };
-    let mut r = error(status, &e.to_string());
-    r.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(retry_after.as_secs().max(1)),
-    );
-    r
+    let status = match e {
+        IntakeError::Busy { .. } | IntakeError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
+        IntakeError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
+        IntakeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        IntakeError::InFlight(_) => StatusCode::CONFLICT,
+    };
+    ApiError::new(status, e.to_string()).retry_after(retry_after.as_secs().max(1))
 }
 
 fn unauthorized() -> Response {
@@ -431,16 +434,16 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 }
 
 fn accepted(ids: &[String], duplicate: bool) -> Response {
-    let mut body = serde_json::json!({ "ids": ids });
-    if duplicate {
-        body["duplicate"] = true.into();
-    }
+    let body = switchyard_api::IngestAnswer {
+        ids: ids.to_vec(),
+        duplicate,
+    };
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// A JSON error answer `{"error": "..."}`.
+/// A JSON error answer `{"error": "..."}` ([`ApiError`]).
 pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    ApiError::new(status, message).into_response()
 }
 
 fn now_ms() -> u64 {

@@ -13,7 +13,7 @@ use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use switchyard_api::{AckAnswer, ReceiveAnswer, ReceiveRequest, SettleRequest};
 
 use super::super::build;
 use super::super::process::{ServerProcess, free_addr};
@@ -275,41 +275,15 @@ struct SyConsumer {
     receipts: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct ReceiveBody {
-    max: usize,
-    wait: String,
-}
-
-#[derive(Deserialize)]
-struct Received {
-    messages: Vec<ReceivedMessage>,
-}
-
-/// Of each received message only the receipt and the payload's stamp are read (the other
-/// fields are skipped by the parser).
-#[derive(Deserialize)]
-struct ReceivedMessage {
-    receipt: String,
-    payload: Stamp,
-}
-
-#[derive(Serialize)]
-struct AckBody<'a> {
-    receipts: &'a [String],
-}
-
-#[derive(Deserialize)]
-struct AckAnswer {
-    #[serde(default)]
-    stale: Vec<String>,
-}
+/// A receive answer with the payloads read as the stamps the producers wrote.
+type Received = ReceiveAnswer<Stamp>;
 
 impl Consumer for SyConsumer {
     async fn receive(&mut self, max: usize, wait: Duration) -> anyhow::Result<Vec<Stamp>> {
-        let body = serde_json::to_vec(&ReceiveBody {
-            max,
-            wait: format!("{}ms", wait.as_millis()),
+        let body = serde_json::to_vec(&ReceiveRequest {
+            max: Some(max as u64),
+            wait: Some(format!("{}ms", wait.as_millis())),
+            ack_timeout: None,
         })?;
         let (status, _, answer) = self
             .http
@@ -323,15 +297,19 @@ impl Consumer for SyConsumer {
         self.receipts.clear();
         let mut stamps = Vec::with_capacity(received.messages.len());
         for m in received.messages {
+            let stamp = m.payload.with_context(|| {
+                format!("a message of POST {} has no payload", self.receive_path)
+            })?;
             self.receipts.push(m.receipt);
-            stamps.push(m.payload);
+            stamps.push(stamp);
         }
         Ok(stamps)
     }
 
     async fn ack(&mut self) -> anyhow::Result<Vec<usize>> {
-        let body = serde_json::to_vec(&AckBody {
-            receipts: &self.receipts,
+        let body = serde_json::to_vec(&SettleRequest {
+            receipts: self.receipts.clone(),
+            ..SettleRequest::default()
         })?;
         let (status, _, answer) = self.http.post(&self.ack_path, Bytes::from(body)).await?;
         if status != StatusCode::OK {
@@ -375,6 +353,6 @@ mod tests {
             "priority":0,"deliveries":1,"lease_expires_ms":9}]}"#;
         let r: Received = serde_json::from_slice(answer).unwrap();
         assert_eq!(r.messages[0].receipt, "r-1");
-        assert_eq!(r.messages[0].payload, Stamp { i: 5, t: 77 });
+        assert_eq!(r.messages[0].payload, Some(Stamp { i: 5, t: 77 }));
     }
 }
