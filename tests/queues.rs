@@ -1243,15 +1243,16 @@ group_idle_expiry = "0"
         stats["groups"].as_object().is_some_and(|g| g.is_empty()) && !brief_dir.exists()
     });
     assert!(gone, "{}", tail(&s.logs(), 20));
-    let logs = s.logs();
-    assert!(
-        logs.lines().any(|l| l.contains("work group expired")
-            && l.contains("brief")
-            && l.contains("idle")
-            && l.contains("INFO")),
-        "{}",
-        tail(&logs, 20)
-    );
+    // The line is written just after the deletion: wait for it too.
+    let said = wait_until(Duration::from_secs(10), || {
+        s.logs().lines().any(|l| {
+            l.contains("work group expired")
+                && l.contains("brief")
+                && l.contains("idle")
+                && l.contains("INFO")
+        })
+    });
+    assert!(said, "{}", tail(&s.logs(), 20));
     let lasting = rt.block_on(api.stats("lasting"));
     assert!(lasting["groups"]["kept"].is_object(), "{lasting}");
     // The expired name starts afresh: its message (leased when it expired) comes again.

@@ -143,10 +143,17 @@ impl LogFeed {
         .await
         .expect("log read task")
         .map_err(|e| {
-            FeedError::Permanent(format!(
+            let message = format!(
                 "cannot read queue `{}` partition {} at offset {next}: {e}",
                 self.queue.name, self.partition
-            ))
+            );
+            // An I/O error (a descriptor limit, a disk that hiccups) may pass; a record
+            // that fails its checks will not.
+            if matches!(e, switchyard_store::LogError::Io { .. }) {
+                FeedError::Transient(message)
+            } else {
+                FeedError::Permanent(message)
+            }
         })?;
         // Nothing above awaits after this point, so a dropped call changed nothing.
         let mut out = Batch::with_capacity(records.len());

@@ -15,13 +15,12 @@ pub struct QueueSink {
     pub queue: Arc<QueueHandle>,
 }
 
-/// Builds the `queue` sink `name`, appending to one of `queues`.
+/// Builds a `queue` sink, appending to one of `queues` (the runtime names the sink in
+/// front of the error).
 pub fn build(
-    name: &str,
     cfg: &QueueSinkConfig,
     queues: &BTreeMap<String, Arc<QueueHandle>>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
-    let _ = name;
     let queue = queues.get(&cfg.queue).ok_or_else(|| {
         BuildError::new(format!(
             "queue `{}` is not declared; add [queues.{}]",
