@@ -81,15 +81,7 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
             tansu.display()
         );
     }
-    let switchyard = match &args.bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
+    let switchyard = build::switchyard_binary(args.bin.as_deref())?;
     let tmp = super::temp_dir("switchyard-bench-kafka-", None, args.keep)?;
     let root = tmp.path().to_path_buf();
     let broker_addr = free_addr()?;

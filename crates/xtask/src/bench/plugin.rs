@@ -92,7 +92,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     let switchyard = if args.micro_only {
         None
     } else {
-        Some(switchyard_bin(args.bin.as_deref())?)
+        Some(build::switchyard_binary(args.bin.as_deref())?)
     };
     let tmp = super::temp_dir(
         "switchyard-bench-plugin-",
@@ -133,22 +133,6 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
         println!("\nkept: {}", root.display());
     }
     Ok(())
-}
-
-fn switchyard_bin(bin: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let path = match bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
-    if !path.is_file() {
-        bail!("no switchyard binary at {}", path.display());
-    }
-    Ok(path)
 }
 
 /// The directory of the components, building them with scripts/build-plugins.sh when the
