@@ -439,7 +439,11 @@ impl Task {
                     )));
                     return;
                 }
-                let stored = self.snapshots.restart(&table).await.map_err(|e| e.to_string());
+                let stored = self
+                    .snapshots
+                    .restart(&table)
+                    .await
+                    .map_err(|e| e.to_string());
                 info!(source = %self.source, %table, "snapshot requested");
                 self.snapshots.publish(&self.status);
                 let _ = reply.send(stored);

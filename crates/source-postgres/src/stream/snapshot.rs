@@ -269,9 +269,9 @@ impl Task {
                 let value: Option<String> = row.get(i);
                 after.insert(
                     col.name.clone(),
-                    value.as_deref().map_or(Value::Null, |v| {
-                        self.catalog.types.to_json(col.type_oid, v)
-                    }),
+                    value
+                        .as_deref()
+                        .map_or(Value::Null, |v| self.catalog.types.to_json(col.type_oid, v)),
                 );
                 text.insert(&col.name, value);
             }
