@@ -4,9 +4,10 @@
 //! knows two encodings of it:
 //!
 //! * the **record** encoding stored in the durable log ([`Event::encode_record`]), a
-//!   versioned binary form (see `docs/decisions/0003-log-record-format.md`);
-//! * the **wire** JSON form written by JSON sinks ([`Event::to_wire_json`]), the
-//!   contract of `DESIGN.md`: payloads that are JSON stay JSON, anything else is base64.
+//!   versioned binary form (see `docs/decisions/0003-event-record-encoding.md`);
+//! * the **wire** JSON form written by JSON sinks ([`Event::to_wire_json`]), part of the
+//!   product contract (`docs/design.md`, "Event model"): payloads that are JSON stay
+//!   JSON, anything else is base64.
 //!
 //! Architecture invariant: no IO, no async runtime.
 

@@ -3,7 +3,7 @@
 //! A [`Sink`] makes **one attempt** to deliver a batch and reports an [`Outcome`] per
 //! event. Everything around that — ordering per key, concurrency lanes, retries with
 //! backoff ([`retry::RetryPolicy`]), dead letters and acknowledgements — is the
-//! runtime's job, so every sink gets the delivery contract for free.
+//! runtime's job, so every sink gets the delivery contract (`docs/design.md`) for free.
 
 pub mod file;
 pub mod outbound;

@@ -7,7 +7,8 @@
 //! Next to the events the task keeps a queue of [`Action`]s keyed by position — "when
 //! everything below position P is complete, confirm LSN L" (a commit, or an idle
 //! keepalive) and "... store this snapshot progress". So the slot never moves past an
-//! event that is not acknowledged, and snapshot progress never runs ahead either.
+//! event that is not acknowledged, and snapshot progress never runs ahead either (the
+//! checkpoint rule of `docs/design.md`, "Delivery contract").
 //!
 //! Snapshots run while streaming goes on (the watermark algorithm of DBLog): for each
 //! chunk the task writes a low watermark into the WAL (a non-transactional logical

@@ -37,9 +37,9 @@ use super::process::free_addr;
 use super::procfs::{cpu_seconds, peak_rss_kib};
 use super::{build, procfs, report};
 
-/// switchyard rows/s / pg_recvlogical rows/s (TESTING.md).
+/// switchyard rows/s / pg_recvlogical rows/s (`docs/design.md`, "Benchmarks").
 const TARGET_RATIO: f64 = 0.9;
-/// Peak RSS of switchyard at 1M rows (TESTING.md).
+/// Peak RSS of switchyard at 1M rows (`docs/design.md`, "Benchmarks").
 const TARGET_RSS_MIB: f64 = 150.0;
 const DATABASE: &str = "bench";
 const TABLE: &str = "bench_rows";

@@ -13,7 +13,8 @@ use super::process::{ServerProcess, free_addr};
 use super::{build, report};
 use crate::serve::ServerKind;
 
-/// switchyard / durable baseline: requests/s it should reach (docs: TESTING.md).
+/// switchyard / durable baseline: requests/s it should reach (`docs/design.md`,
+/// "Benchmarks").
 const TARGET_VS_DURABLE: f64 = 0.85;
 /// switchyard / no-op baseline.
 const TARGET_VS_NOOP: f64 = 0.45;

@@ -26,7 +26,7 @@ use super::load::{self, BodyKind, LoadResult, LoadSpec};
 use super::process::{ServerProcess, free_addr};
 use super::{build, report};
 
-/// filter_by_field / native closure, per event (docs: TESTING.md).
+/// filter_by_field / native closure, per event (`docs/design.md`, "Benchmarks").
 const TARGET_FILTER_VS_NATIVE: f64 = 3.0;
 /// keep_all host cost per event at batch 64, nanoseconds.
 const TARGET_HOST_NS: f64 = 300.0;
