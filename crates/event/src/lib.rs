@@ -4,10 +4,11 @@
 //! knows two encodings of it:
 //!
 //! * the **record** encoding stored in the durable log ([`Event::encode_record`]), a
-//!   versioned binary form (see `docs/decisions/0003-log-record-format.md`);
+//!   versioned binary form (see `docs/decisions/0003-event-record-encoding.md`);
 //! * the **wire** JSON form ([`Event::wire`], defined once with serde) that JSON sinks
-//!   write and the HTTP API answers with, a user contract: payloads that are JSON stay
-//!   JSON, anything else is base64. It is independent of the record encoding.
+//!   write and the HTTP API answers with, part of the product contract
+//!   (`docs/design.md`, "Event model"): payloads that are JSON stay JSON, anything else
+//!   is base64. It is independent of the record encoding.
 //!
 //! Architecture invariant: no IO, no async runtime.
 

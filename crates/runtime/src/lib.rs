@@ -1,7 +1,8 @@
 //! The switchyard runtime: turns a validated [`Config`] into running queues, sources,
 //! pipelines and sinks, serves HTTP (ingest, ops, admin), and shuts down cleanly.
 //!
-//! Delivery contract (see `ARCHITECTURE.md`):
+//! Delivery contract (in full: `docs/design.md`, "Delivery contract"; the invariants that
+//! keep it: `ARCHITECTURE.md`):
 //! * HTTP ingest answers 2xx only after the events are fsync'd to the source's intake log;
 //! * a pipeline's checkpoint (consumer-group offset) is the low watermark of events every
 //!   routed sink acknowledged or that were dead-lettered — never "the last one read";

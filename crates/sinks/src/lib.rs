@@ -3,7 +3,8 @@
 //! Each implements the [`switchyard_connector::Sink`] contract (one attempt, one
 //! [`switchyard_connector::Outcome`] per event) and has a `build(name, &config, &ctx)`
 //! the runtime registers. Ordering lanes, retries, dead letters and acknowledgements
-//! are the runtime's job, so every sink gets the delivery contract for free.
+//! are the runtime's job, so every sink gets the delivery contract (`docs/design.md`)
+//! for free.
 
 pub mod file;
 pub mod outbound;

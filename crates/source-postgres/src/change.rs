@@ -1,6 +1,6 @@
 //! CDC change records and the events that carry them.
 //!
-//! A change record is the JSON payload of a CDC event (`DESIGN.md`, "Event model"):
+//! A change record is the JSON payload of a CDC event (`docs/design.md`, "Event model"):
 //!
 //! ```json
 //! {"op":"update","schema":"public","table":"orders","lsn":"0/16B3748","xid":741,

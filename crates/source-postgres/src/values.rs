@@ -1,7 +1,7 @@
 //! Mapping of Postgres values in text output format to JSON.
 //!
 //! pgoutput sends every column in its type's text output format; [`TypeRegistry::to_json`]
-//! turns that text into the JSON of a CDC change record (`DESIGN.md`, "Event model"):
+//! turns that text into the JSON of a CDC change record (`docs/design.md`, "Event model"):
 //!
 //! | Postgres | JSON |
 //! |---|---|

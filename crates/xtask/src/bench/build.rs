@@ -81,3 +81,21 @@ pub fn release_dir() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{} is not inside a cargo target dir", exe.display()))?;
     Ok(target.join("release"))
 }
+
+/// The switchyard binary a bench runs: `bin` (its `--bin`) when given, else the release
+/// build of switchyard-cli, built now.
+pub fn switchyard_binary(bin: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match bin {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--bin {}: no such file", p.display()))?,
+        None => {
+            cargo_build_release(&["switchyard-cli"])?;
+            release_dir()?.join("switchyard")
+        }
+    };
+    if !path.is_file() {
+        bail!("no switchyard binary at {}", path.display());
+    }
+    Ok(path)
+}

@@ -34,11 +34,12 @@ use switchyard_test_support::PgCluster;
 use tokio_postgres::{Client, NoTls};
 
 use super::process::free_addr;
-use super::{build, report};
+use super::procfs::{cpu_seconds, peak_rss_kib};
+use super::{build, procfs, report};
 
-/// switchyard rows/s / pg_recvlogical rows/s (TESTING.md).
+/// switchyard rows/s / pg_recvlogical rows/s (`docs/design.md`, "Benchmarks").
 const TARGET_RATIO: f64 = 0.9;
-/// Peak RSS of switchyard at 1M rows (TESTING.md).
+/// Peak RSS of switchyard at 1M rows (`docs/design.md`, "Benchmarks").
 const TARGET_RSS_MIB: f64 = 150.0;
 const DATABASE: &str = "bench";
 const TABLE: &str = "bench_rows";
@@ -103,18 +104,7 @@ pub fn run(args: CdcArgs) -> anyhow::Result<()> {
     if args.rounds > 15 {
         bail!("--rounds: at most 15 (two replication slots each)");
     }
-    let switchyard = match &args.bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
-    if !switchyard.is_file() {
-        bail!("no switchyard binary at {}", switchyard.display());
-    }
+    let switchyard = build::switchyard_binary(args.bin.as_deref())?;
     let tmp = super::temp_dir("switchyard-bench-cdc-", None, args.keep)?;
     let root = tmp.path().to_path_buf();
 
@@ -432,33 +422,6 @@ fn walsender_pid(
     }
 }
 
-/// utime + stime of a process in seconds (None once it is gone).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// VmHWM of a process in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Samples a process's CPU seconds every 20 ms until it exits or [`CpuSampler::finish`].
 struct CpuSampler {
     stop: Arc<AtomicBool>,
@@ -516,9 +479,7 @@ fn run_recvlogical(
     let pid = child.id();
     let walsender = walsender_pid(rt, client, &slot, || {
         // Not reaped yet, so an exited pg_recvlogical is a zombie (state Z).
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.contains(") Z "))
-            .unwrap_or(true)
+        procfs::exited(pid)
     })?;
     let sampler = walsender.map(CpuSampler::start);
     let (status, usage) = wait_with_rusage(&mut child, STREAM_TIMEOUT)?;

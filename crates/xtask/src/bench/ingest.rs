@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use super::load::{self, BodyKind, LoadResult, LoadSpec};
@@ -13,7 +13,8 @@ use super::process::{ServerProcess, free_addr};
 use super::{build, report};
 use crate::serve::ServerKind;
 
-/// switchyard / durable baseline: requests/s it should reach (docs: TESTING.md).
+/// switchyard / durable baseline: requests/s it should reach (`docs/design.md`,
+/// "Benchmarks").
 const TARGET_VS_DURABLE: f64 = 0.85;
 /// switchyard / no-op baseline.
 const TARGET_VS_NOOP: f64 = 0.45;
@@ -90,18 +91,7 @@ struct Measurement {
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
-    let switchyard = match &args.bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
-    if !switchyard.is_file() {
-        bail!("no switchyard binary at {}", switchyard.display());
-    }
+    let switchyard = build::switchyard_binary(args.bin.as_deref())?;
     let xtask = std::env::current_exe().context("locating the xtask executable")?;
     let tmp = super::temp_dir("switchyard-bench-", args.tmp_dir.as_deref(), args.keep)?;
     let root = tmp.path().to_path_buf();

@@ -11,7 +11,7 @@
 //!    Then the same N events wait in a durable switchyard queue (put there over HTTP by
 //!    a first run) and a second run drains the queue into a Kafka sink: events/s from
 //!    its first delivery to the N-th, the queue → Kafka path without HTTP ingest. The
-//!    target ratio (≥ 0.8, issue 6: "HTTP-or-queue → Kafka") is checked on that one;
+//!    target ratio (≥ 0.8, `docs/design.md`, "Benchmarks") is checked on that one;
 //!    the HTTP figure is printed next to it.
 //! 2. consume: a raw rdkafka consumer (a group member, manual commits off) reads the N
 //!    messages back; then switchyard's Kafka source reads them into a stdout sink whose
@@ -39,7 +39,7 @@ use super::load::json_body;
 use super::process::{ServerProcess, free_addr};
 use super::{build, report};
 
-/// switchyard / raw producer (TESTING.md: CDC → Kafka, the same idea).
+/// switchyard / raw producer, on the queue → Kafka path (`docs/design.md`, "Benchmarks").
 const TARGET_PRODUCE: f64 = 0.8;
 /// Events per NDJSON request switchyard is sent.
 const BATCH: usize = 100;
@@ -81,15 +81,7 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
             tansu.display()
         );
     }
-    let switchyard = match &args.bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
+    let switchyard = build::switchyard_binary(args.bin.as_deref())?;
     let tmp = super::temp_dir("switchyard-bench-kafka-", None, args.keep)?;
     let root = tmp.path().to_path_buf();
     let broker_addr = free_addr()?;

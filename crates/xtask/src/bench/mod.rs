@@ -2,7 +2,8 @@
 //! measured in the same run, back to back on the same machine, and the ratio.
 //!
 //! A benchmark is a subcommand of [`Bench`] with its own module; the shared parts are the
-//! HTTP load generator ([`load`]), server processes ([`process`]), the release build
+//! HTTP load generator ([`load`]), server processes ([`process`]), what `/proc` tells of a
+//! process ([`procfs`]), the release build and the switchyard binary a bench runs
 //! ([`build`]) and reporting ([`report`]).
 
 mod build;
@@ -12,6 +13,7 @@ mod kafka;
 mod load;
 mod plugin;
 mod process;
+mod procfs;
 mod queue;
 mod report;
 

@@ -26,7 +26,7 @@ use super::load::{self, BodyKind, LoadResult, LoadSpec};
 use super::process::{ServerProcess, free_addr};
 use super::{build, report};
 
-/// filter_by_field / native closure, per event (docs: TESTING.md).
+/// filter_by_field / native closure, per event (`docs/design.md`, "Benchmarks").
 const TARGET_FILTER_VS_NATIVE: f64 = 3.0;
 /// keep_all host cost per event at batch 64, nanoseconds.
 const TARGET_HOST_NS: f64 = 300.0;
@@ -92,7 +92,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     let switchyard = if args.micro_only {
         None
     } else {
-        Some(switchyard_bin(args.bin.as_deref())?)
+        Some(build::switchyard_binary(args.bin.as_deref())?)
     };
     let tmp = super::temp_dir(
         "switchyard-bench-plugin-",
@@ -133,22 +133,6 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
         println!("\nkept: {}", root.display());
     }
     Ok(())
-}
-
-fn switchyard_bin(bin: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let path = match bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
-    if !path.is_file() {
-        bail!("no switchyard binary at {}", path.display());
-    }
-    Ok(path)
 }
 
 /// The directory of the components, building them with scripts/build-plugins.sh when the

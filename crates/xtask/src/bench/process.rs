@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use super::procfs;
+
 pub struct ServerProcess {
     name: String,
     child: Child,
@@ -65,13 +67,9 @@ impl ServerProcess {
 
     /// Peak resident set size so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.pid());
+        let path = procfs::status_path(self.pid());
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmHWM in {path}"))
+        procfs::vm_hwm_kib(&status).with_context(|| format!("no VmHWM in {path}"))
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after `grace`.

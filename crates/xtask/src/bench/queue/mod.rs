@@ -34,7 +34,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use super::report;
+use super::{procfs, report};
 
 /// How long a consumer's receive waits for a first message before it looks whether the run
 /// is over (long poll; answered at once when messages are there).
@@ -464,35 +464,12 @@ fn unique_name(tag: &str) -> String {
     format!("switchyard-bench-{}-{ms}-{tag}", std::process::id())
 }
 
-/// utime+stime of a process in seconds (all its threads), from /proc/PID/stat.
-fn process_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(ticks / hz.max(1) as f64)
-}
-
-/// Pids of the processes whose `comm` is `name`.
-#[cfg_attr(not(feature = "peers"), allow(dead_code))]
-fn pids_named(name: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim_end() == name).then_some(pid)
-    })
-    .collect()
-}
-
 /// CPU seconds of several processes (NaN-free: `None` when none was found).
 fn total_cpu_s(pids: &[u32]) -> Option<f64> {
-    let v: Vec<f64> = pids.iter().filter_map(|&p| process_cpu_s(p)).collect();
+    let v: Vec<f64> = pids
+        .iter()
+        .filter_map(|&p| procfs::cpu_seconds(p))
+        .collect();
     (!v.is_empty()).then(|| v.iter().sum())
 }
 
@@ -745,7 +722,7 @@ async fn peer_round(
     system: System,
     ctx: &RoundCtx<'_>,
 ) -> anyhow::Result<(Option<String>, RunResult)> {
-    let pids = pids_named(system.server_comm().expect("a peer has a server process"));
+    let pids = procfs::pids_named(system.server_comm().expect("a peer has a server process"));
     match system {
         System::Rabbitmq => rabbitmq::round(ctx, &pids).await,
         System::Nats => nats::round(ctx, &pids).await,

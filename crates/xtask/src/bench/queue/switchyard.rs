@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
@@ -43,18 +43,7 @@ impl Prepared {
 
 /// Builds (or takes `--bin`) the release binary and makes the temporary directory.
 pub fn prepare(args: &QueueArgs) -> anyhow::Result<Prepared> {
-    let bin = match &args.bin {
-        Some(p) => p
-            .canonicalize()
-            .with_context(|| format!("--bin {}: no such file", p.display()))?,
-        None => {
-            build::cargo_build_release(&["switchyard-cli"])?;
-            build::release_dir()?.join("switchyard")
-        }
-    };
-    if !bin.is_file() {
-        bail!("no switchyard binary at {}", bin.display());
-    }
+    let bin = build::switchyard_binary(args.bin.as_deref())?;
     let tmp = super::super::temp_dir(
         "switchyard-bench-queue-",
         args.tmp_dir.as_deref(),

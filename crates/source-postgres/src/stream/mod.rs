@@ -1,0 +1,460 @@
+//! The running source: one replication session at a time, reconnecting with backoff,
+//! turning pgoutput changes into events with increasing positions, and confirming the
+//! slot's flush LSN only up to fully acknowledged commits.
+//!
+//! Positions: every event gets the next `u64` position of this process. The runtime's
+//! reader tracks them and sends back the low watermark (everything below is complete).
+//! Next to the events the task keeps a queue of [`Action`]s keyed by position — "when
+//! everything below position P is complete, confirm LSN L" (a commit, or an idle
+//! keepalive) and "... store this snapshot progress". So the slot never moves past an
+//! event that is not acknowledged, and snapshot progress never runs ahead either (the
+//! checkpoint rule of `docs/design.md`, "Delivery contract").
+//!
+//! Snapshots run while streaming goes on (the watermark algorithm of DBLog): for each
+//! chunk the task writes a low watermark into the WAL (a non-transactional logical
+//! message), selects the next rows of the table in key order, writes a high watermark,
+//! and — reading the stream — drops from the chunk every row that a change between the
+//! two watermarks touched (the stream carries a newer state of it). At the high
+//! watermark the rest of the chunk is emitted, so a row changed during a snapshot always
+//! ends with its newest state last.
+//!
+//! The parts:
+//! * this module: the public handle, the [`Task`] with its [`Positions`] (events out,
+//!   completions in, the action queue) and the reconnect loop;
+//! * [`session`]: one replication session — pgoutput changes to events, schema changes,
+//!   slot lag;
+//! * [`snapshot`]: snapshot chunks between their watermarks, and snapshot progress.
+
+mod session;
+mod snapshot;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use pgwire_replication::{Lsn, ReplicationClient};
+use serde::Serialize;
+use switchyard_config::PostgresCdcSourceConfig;
+use switchyard_connector::Backoff;
+use switchyard_event::Event;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::Client;
+use tracing::{debug, error, info, warn};
+
+use crate::change;
+use crate::pgoutput::Relation;
+use crate::setup::{self, CdcError, TableInfo};
+use crate::state::StateFile;
+use crate::tls::Target;
+use crate::values::TypeRegistry;
+
+use self::session::SessionEnd;
+use self::snapshot::{Progress, Snapshots};
+
+/// The first pause before a reconnect; pauses double up to [`RECONNECT_MAX`] with
+/// jitter (the project's one backoff, `switchyard_connector::Backoff`).
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_millis(200);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// A session that lasted longer than this starts the backoff again from the first pause.
+const RESET_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Events buffered between the replication session and the pipeline reader.
+const CHANNEL: usize = 4096;
+
+/// What a running source shows in `switchyard cdc status` and in metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatusView {
+    pub slot: String,
+    pub connected: bool,
+    /// The LSN last confirmed to the server (everything before it is acknowledged).
+    pub confirmed_lsn: String,
+    /// WAL the slot holds back on the server (from its restart LSN), in bytes.
+    pub slot_lag_bytes: i64,
+    pub events: u64,
+    pub last_error: Option<String>,
+    /// Stopped for good (a problem the user must fix); the slot stays where it was.
+    pub stopped: bool,
+    pub reconnects: u64,
+    /// Snapshot progress by table.
+    pub snapshot: BTreeMap<String, SnapshotStatus>,
+}
+
+/// Snapshot progress of one table.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SnapshotStatus {
+    /// `pending`, `running`, `done`.
+    pub state: &'static str,
+    /// Rows emitted so far (acknowledged ones are stored as progress).
+    pub rows_emitted: u64,
+    pub rows_acknowledged: u64,
+}
+
+/// Shared, cheaply readable status of a source.
+#[derive(Default)]
+pub struct Status(Mutex<StatusView>);
+
+impl Status {
+    pub fn view(&self) -> StatusView {
+        self.0.lock().expect("status lock").clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StatusView)) {
+        f(&mut self.0.lock().expect("status lock"));
+    }
+}
+
+/// Requests to a running source.
+pub enum Command {
+    /// Take the snapshot of `table` (`schema.table`) again from its start.
+    Snapshot {
+        table: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// The runtime's side of a running source.
+pub struct CdcHandle {
+    /// Events with their positions, in order; closed when the source stopped for good.
+    pub events: mpsc::Receiver<Result<(u64, Event), String>>,
+    /// The reader's low watermark: every position below it is complete.
+    pub complete: watch::Sender<u64>,
+    pub status: Arc<Status>,
+    pub commands: mpsc::Sender<Command>,
+}
+
+/// Checks and sets up the database, then starts streaming in the background.
+///
+/// Problems the user must fix (no primary key, wrong `wal_level`, a lost slot …) fail
+/// here with the fix. A database that cannot be reached is retried in the background.
+pub async fn start(
+    source: &str,
+    cfg: PostgresCdcSourceConfig,
+    state_dir: PathBuf,
+) -> Result<CdcHandle, CdcError> {
+    let state_file = StateFile::new(&state_dir)
+        .map_err(|e| CdcError::Config(format!("cannot use {}: {e}", state_dir.display())))?;
+    let stored = state_file
+        .load()
+        .map_err(|e| CdcError::Config(e.to_string()))?
+        .filter(|s| s.slot == cfg.slot);
+    let rcfg = setup::replication_config(&cfg, &Target::parse(&cfg.dsn)?);
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (complete_tx, complete_rx) = watch::channel(0);
+    let (cmd_tx, cmd_rx) = mpsc::channel(8);
+    let status = Arc::new(Status::default());
+    status.update(|s| s.slot = cfg.slot.clone());
+    let mut task = Task {
+        source: source.to_owned(),
+        cfg,
+        rcfg,
+        commands: cmd_rx,
+        status: status.clone(),
+        positions: Positions {
+            tx,
+            complete: complete_rx,
+            next: 0,
+            actions: VecDeque::new(),
+            confirmed: 0,
+            emitted_upto: 0,
+        },
+        catalog: Catalog::default(),
+        snapshots: Snapshots::new(state_file, stored),
+        sql: None,
+    };
+    match task.prepare().await {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => {
+            warn!(source, error = %e, "postgres is not reachable yet; retrying in the background");
+            task.status.update(|s| s.last_error = Some(e.to_string()));
+        }
+        Err(e) => return Err(e),
+    }
+    tokio::spawn(task.run());
+    Ok(CdcHandle {
+        events: rx,
+        complete: complete_tx,
+        status,
+        commands: cmd_tx,
+    })
+}
+
+/// Done when everything below `position` is complete.
+enum Action {
+    Confirm(u64),
+    Progress(Progress),
+}
+
+/// The events' way out and the completions' way back: positions handed out, the actions
+/// waiting for them, and the LSNs confirmed and emitted so far.
+struct Positions {
+    tx: mpsc::Sender<Result<(u64, Event), String>>,
+    /// The reader's low watermark.
+    complete: watch::Receiver<u64>,
+    /// The position of the next event.
+    next: u64,
+    actions: VecDeque<(u64, Action)>,
+    /// The LSN last confirmed to the server.
+    confirmed: u64,
+    /// End LSN of the last transaction emitted in full by this process.
+    emitted_upto: u64,
+}
+
+/// Actions whose positions are complete, in their order.
+struct Due {
+    /// The last confirmation among them.
+    confirm: Option<u64>,
+    progress: Vec<Progress>,
+}
+
+impl Positions {
+    /// Records "when every position below the next one is complete, do `action`".
+    fn push_action(&mut self, action: Action) {
+        let position = self.next;
+        if let (Action::Confirm(lsn), Some((p, Action::Confirm(last)))) =
+            (&action, self.actions.back_mut())
+            && *p == position
+        {
+            *last = (*last).max(*lsn);
+            return;
+        }
+        self.actions.push_back((position, action));
+    }
+
+    /// Hands `event` to the reader with the next position; `Err` when the reader is gone.
+    async fn send(&mut self, event: Event) -> Result<(), SessionEnd> {
+        let position = self.next;
+        self.next += 1;
+        self.tx
+            .send(Ok((position, event)))
+            .await
+            .map_err(|_| SessionEnd::Closed)
+    }
+
+    /// Takes every action whose position is complete by now.
+    fn take_due(&mut self) -> Due {
+        let low = *self.complete.borrow_and_update();
+        let mut due = Due {
+            confirm: None,
+            progress: Vec::new(),
+        };
+        while let Some((p, _)) = self.actions.front() {
+            if *p > low {
+                break;
+            }
+            let (_, action) = self.actions.pop_front().expect("front exists");
+            match action {
+                Action::Confirm(lsn) => due.confirm = Some(lsn),
+                Action::Progress(progress) => due.progress.push(progress),
+            }
+        }
+        due
+    }
+}
+
+/// What the source knows of the database's tables and types.
+#[derive(Default)]
+struct Catalog {
+    /// Captured tables by `schema.table`.
+    tables: HashMap<String, TableInfo>,
+    types: TypeRegistry,
+    /// Relation as last seen per table, to tell schema changes.
+    known_schemas: HashMap<u32, Relation>,
+}
+
+struct Task {
+    source: String,
+    cfg: PostgresCdcSourceConfig,
+    rcfg: pgwire_replication::ReplicationConfig,
+    commands: mpsc::Receiver<Command>,
+    status: Arc<Status>,
+    positions: Positions,
+    catalog: Catalog,
+    snapshots: Snapshots,
+    /// Connection for ordinary SQL (snapshots, watermarks, lag).
+    sql: Option<Client>,
+}
+
+impl Task {
+    /// Runs set-up and loads the snapshot plan.
+    async fn prepare(&mut self) -> Result<(), CdcError> {
+        let create = !self.snapshots.had_state || self.cfg.recreate_slot;
+        let prepared = setup::prepare(&self.source, &self.cfg, create, self.cfg.recreate_slot)
+            .await
+            .map_err(|e| match e {
+                CdcError::SlotMissing(msg) => CdcError::SlotLost(format!(
+                    "{msg}; it existed before (see {}): changes made while it was gone are \
+                     lost. Set recreate_slot = true on sources.{} to create it again and take \
+                     a new snapshot",
+                    self.snapshots.file.path().display(),
+                    self.source
+                )),
+                other => other,
+            })?;
+        self.catalog.types = prepared.types;
+        self.catalog.tables = prepared
+            .tables
+            .into_iter()
+            .map(|t| (t.qualified(), t))
+            .collect();
+        self.snapshots
+            .plan(&self.cfg, prepared.slot_created, &self.catalog.tables)
+            .await?;
+        self.positions.confirmed = self.positions.confirmed.max(prepared.confirmed_flush);
+        let confirmed = self.positions.confirmed;
+        self.status
+            .update(|s| s.confirmed_lsn = change::lsn_string(confirmed));
+        self.snapshots.publish(&self.status);
+        Ok(())
+    }
+
+    /// Sessions one after another, with a backoff between them, until the runtime goes
+    /// away or a problem the user must fix stops the source.
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+        let mut prepared = !self.catalog.tables.is_empty();
+        loop {
+            if !prepared {
+                match self.prepare().await {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => {
+                        self.note_error(&e);
+                        if self.pause(&mut backoff).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        self.fail(e).await;
+                        return;
+                    }
+                }
+            }
+            let started = Instant::now();
+            match self.session().await {
+                SessionEnd::Closed => return,
+                SessionEnd::Error(e) if e.is_transient() => {
+                    self.note_error(&e);
+                    self.status.update(|s| {
+                        s.connected = false;
+                        s.reconnects += 1;
+                    });
+                    if started.elapsed() > RESET_AFTER {
+                        backoff.reset();
+                    }
+                    // A lost session loses its open snapshot window; the chunk is redone.
+                    self.snapshots.window = None;
+                    self.sql = None;
+                    prepared = false;
+                    if self.pause(&mut backoff).await {
+                        return;
+                    }
+                }
+                SessionEnd::Error(e) => {
+                    self.fail(e).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn note_error(&self, e: &CdcError) {
+        warn!(source = %self.source, error = %e, "postgres source: retrying");
+        self.status.update(|s| s.last_error = Some(e.to_string()));
+    }
+
+    /// Stops for good: the reader gets the error and stops; the slot stays where it is.
+    async fn fail(&self, e: CdcError) {
+        error!(source = %self.source, error = %e, "postgres source stopped");
+        self.status.update(|s| {
+            s.connected = false;
+            s.stopped = true;
+            s.last_error = Some(e.to_string());
+        });
+        let _ = self.positions.tx.send(Err(e.to_string())).await;
+    }
+
+    /// Waits the next backoff pause, applying completions meanwhile; true when the
+    /// runtime went away.
+    async fn pause(&mut self, backoff: &mut Backoff) -> bool {
+        let sleep = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return self.positions.tx.is_closed(),
+                changed = self.positions.complete.changed() => {
+                    if changed.is_err() {
+                        return true;
+                    }
+                    self.apply_completions(None).await;
+                }
+            }
+        }
+    }
+
+    /// The connection for ordinary SQL, connected again when it was lost.
+    async fn sql(&mut self) -> Result<&Client, CdcError> {
+        if self.sql.as_ref().is_none_or(Client::is_closed) {
+            self.sql = Some(setup::connect(&self.cfg.dsn).await?);
+        }
+        Ok(self.sql.as_ref().expect("just connected"))
+    }
+
+    /// Hands `event` to the reader with the next position.
+    async fn emit(&mut self, event: Event) -> Result<(), SessionEnd> {
+        self.positions.send(event).await?;
+        self.status.update(|s| s.events += 1);
+        Ok(())
+    }
+
+    /// Applies every action whose position is now complete.
+    async fn apply_completions(&mut self, client: Option<&ReplicationClient>) {
+        let due = self.positions.take_due();
+        if self.snapshots.acknowledge(&self.source, due.progress) {
+            if let Err(e) = self.snapshots.store().await {
+                error!(source = %self.source, error = %e, "cannot store snapshot progress; it is retried with the next chunk");
+            }
+            self.snapshots.publish(&self.status);
+        }
+        if let Some(lsn) = due.confirm
+            && lsn > self.positions.confirmed
+        {
+            self.positions.confirmed = lsn;
+            if let Some(c) = client {
+                c.update_applied_lsn(Lsn(lsn));
+            }
+            self.status
+                .update(|s| s.confirmed_lsn = change::lsn_string(lsn));
+            debug!(source = %self.source, lsn = %change::lsn_string(lsn), "confirmed");
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Snapshot { table, reply } => {
+                let table = if table.contains('.') {
+                    table
+                } else {
+                    format!("public.{table}")
+                };
+                if !self.catalog.tables.contains_key(&table) {
+                    let mut known: Vec<&String> = self.catalog.tables.keys().collect();
+                    known.sort();
+                    let _ = reply.send(Err(format!(
+                        "table {table} is not captured by source {}; its tables: {known:?}",
+                        self.source
+                    )));
+                    return;
+                }
+                let stored = self
+                    .snapshots
+                    .restart(&table)
+                    .await
+                    .map_err(|e| e.to_string());
+                info!(source = %self.source, %table, "snapshot requested");
+                self.snapshots.publish(&self.status);
+                let _ = reply.send(stored);
+            }
+        }
+    }
+}

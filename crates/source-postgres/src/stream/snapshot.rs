@@ -1,0 +1,488 @@
+//! Snapshots while streaming goes on: chunks between a low and a high watermark (see the
+//! parent module), the cursor of each table, and the progress kept in the state file
+//! once the rows before it are acknowledged.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+use switchyard_config::{PostgresCdcSourceConfig, SnapshotMode};
+use tracing::{debug, info};
+
+use super::{Action, SessionEnd, SnapshotStatus, Status, Task};
+use crate::change;
+use crate::setup::{CdcError, TableInfo, describe, quote_ident};
+use crate::state::{State, StateFile, TableProgress};
+
+/// Prefix of the logical messages that mark snapshot windows.
+pub(super) const WATERMARK_PREFIX: &str = "switchyard.snapshot";
+
+/// Where the snapshot of one table is, in this process.
+#[derive(Clone, Debug, Default)]
+struct Cursor {
+    /// Key (text values) of the last row selected; the next chunk starts after it.
+    after: Option<Vec<String>>,
+    done: bool,
+    /// Bumped by a re-snapshot, so progress of an older pass is not stored over it.
+    generation: u64,
+    rows_emitted: u64,
+    rows_acknowledged: u64,
+}
+
+/// One chunk between its watermarks.
+pub(super) struct Window {
+    id: String,
+    table: String,
+    generation: u64,
+    /// The low watermark was seen in the stream: changes now remove rows.
+    open: bool,
+    /// Rows by their key's JSON text, in key order.
+    rows: Vec<(String, Value, Map<String, Value>)>,
+    removed: HashSet<String>,
+    last_key: Option<Vec<String>>,
+    /// The chunk was shorter than asked: the table ends with it.
+    last: bool,
+}
+
+/// Snapshot progress of a table to store once every event before it is complete.
+pub(super) struct Progress {
+    table: String,
+    generation: u64,
+    progress: TableProgress,
+}
+
+/// The snapshots of one source: what the state file holds, where each table is, and the
+/// chunk between its watermarks.
+pub(super) struct Snapshots {
+    pub(super) file: StateFile,
+    state: State,
+    /// A state file existed at start: the slot is expected to exist.
+    pub(super) had_state: bool,
+    cursors: BTreeMap<String, Cursor>,
+    /// The open chunk; a lost session drops it and the chunk is redone.
+    pub(super) window: Option<Window>,
+    window_seq: u64,
+}
+
+impl Snapshots {
+    /// Snapshots from the state stored by an earlier run (`None`: none was).
+    pub(super) fn new(file: StateFile, stored: Option<State>) -> Self {
+        Self {
+            file,
+            had_state: stored.is_some(),
+            state: stored.unwrap_or_default(),
+            cursors: BTreeMap::new(),
+            window: None,
+            window_seq: 0,
+        }
+    }
+
+    /// After set-up: starts over when the slot is new, plans the tables (all of them with
+    /// `snapshot = "initial"`), stores the state and takes up each table where it was.
+    pub(super) async fn plan(
+        &mut self,
+        cfg: &PostgresCdcSourceConfig,
+        slot_created: bool,
+        tables: &HashMap<String, TableInfo>,
+    ) -> Result<(), CdcError> {
+        if slot_created {
+            // A new slot is a new stream: whatever was snapshotted before is stale.
+            self.state = State {
+                slot: cfg.slot.clone(),
+                snapshots: BTreeMap::new(),
+            };
+        }
+        self.state.slot = cfg.slot.clone();
+        if cfg.snapshot == SnapshotMode::Initial {
+            for table in tables.keys() {
+                self.state.snapshots.entry(table.clone()).or_default();
+            }
+        }
+        self.store().await?;
+        self.had_state = true;
+        self.cursors = self
+            .state
+            .snapshots
+            .iter()
+            .filter(|(t, _)| tables.contains_key(*t))
+            .map(|(t, p)| {
+                (
+                    t.clone(),
+                    Cursor {
+                        after: p.after.clone(),
+                        done: p.done,
+                        generation: 0,
+                        rows_emitted: p.rows,
+                        rows_acknowledged: p.rows,
+                    },
+                )
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Writes the state file.
+    pub(super) async fn store(&self) -> Result<(), CdcError> {
+        let state = self.state.clone();
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.store(&state))
+            .await
+            .expect("state store task")
+            .map_err(|e| {
+                CdcError::Config(format!("cannot store {}: {e}", self.file.path().display()))
+            })
+    }
+
+    /// Takes the snapshot of `table` again from its start; stores the reset progress.
+    pub(super) async fn restart(&mut self, table: &str) -> Result<(), CdcError> {
+        let cursor = self.cursors.entry(table.to_owned()).or_default();
+        *cursor = Cursor {
+            generation: cursor.generation + 1,
+            ..Cursor::default()
+        };
+        if self.window.as_ref().is_some_and(|w| w.table == table) {
+            self.window = None;
+        }
+        self.state
+            .snapshots
+            .insert(table.to_owned(), TableProgress::default());
+        self.store().await
+    }
+
+    /// Takes acknowledged progress into the state (not of a pass that was restarted since);
+    /// true when the state file is to be written.
+    pub(super) fn acknowledge(&mut self, source: &str, acknowledged: Vec<Progress>) -> bool {
+        let mut store = false;
+        for Progress {
+            table,
+            generation,
+            progress,
+        } in acknowledged
+        {
+            let Some(cursor) = self.cursors.get_mut(&table) else {
+                continue;
+            };
+            if cursor.generation != generation {
+                continue;
+            }
+            cursor.rows_acknowledged = progress.rows;
+            if progress.done {
+                info!(source = %source, %table, rows = progress.rows,
+                    "snapshot of the table is complete");
+            }
+            self.state.snapshots.insert(table, progress);
+            store = true;
+        }
+        store
+    }
+
+    /// A change of `table`'s row with `key` came from the stream: inside an open window it
+    /// is newer than the chunk's row, which is then left out.
+    pub(super) fn changed_during_window(&mut self, table: &str, key: &Value) {
+        if let Some(w) = self.window.as_mut()
+            && w.open
+            && w.table == table
+        {
+            w.removed.insert(key.to_string());
+        }
+    }
+
+    /// Shows each table's progress in the status.
+    pub(super) fn publish(&self, status: &Status) {
+        let snapshot = self
+            .cursors
+            .iter()
+            .map(|(t, c)| {
+                let running = self.window.as_ref().is_some_and(|w| &w.table == t);
+                (
+                    t.clone(),
+                    SnapshotStatus {
+                        state: if c.done && c.rows_acknowledged == c.rows_emitted {
+                            "done"
+                        } else if running || c.rows_emitted > 0 {
+                            "running"
+                        } else {
+                            "pending"
+                        },
+                        rows_emitted: c.rows_emitted,
+                        rows_acknowledged: c.rows_acknowledged,
+                    },
+                )
+            })
+            .collect();
+        status.update(|s| s.snapshot = snapshot);
+    }
+}
+
+impl Task {
+    /// Starts the next snapshot chunk: low watermark, select, high watermark.
+    pub(super) async fn start_chunk(&mut self) -> Result<(), CdcError> {
+        let Some((table, cursor)) = self
+            .snapshots
+            .cursors
+            .iter()
+            .find(|(_, c)| !c.done)
+            .map(|(t, c)| (t.clone(), c.clone()))
+        else {
+            return Ok(());
+        };
+        let Some(info) = self.catalog.tables.get(&table).cloned() else {
+            return Ok(());
+        };
+        self.snapshots.window_seq += 1;
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            self.snapshots.window_seq,
+            table
+        );
+        let chunk = i64::from(self.cfg.snapshot_chunk.max(1));
+        let emit = |edge: &str| {
+            format!(
+                "SELECT pg_logical_emit_message(false, '{WATERMARK_PREFIX}', '{edge} {}')",
+                id.replace('\'', "''")
+            )
+        };
+        let (query, params) = chunk_query(&info, cursor.after.as_deref(), chunk);
+        let client = self.sql().await?;
+        client
+            .batch_execute(&emit("low"))
+            .await
+            .map_err(|e| CdcError::Transient(format!("snapshot watermark: {}", describe(&e))))?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client
+            .query(&query, &params)
+            .await
+            .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?;
+        client
+            .batch_execute(&emit("high"))
+            .await
+            .map_err(|e| CdcError::Transient(format!("snapshot watermark: {}", describe(&e))))?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut last_key = cursor.after.clone();
+        for row in &rows {
+            let mut after = Map::new();
+            let mut text: HashMap<&str, Option<String>> = HashMap::new();
+            for (i, col) in info.columns.iter().enumerate() {
+                let value: Option<String> = row.get(i);
+                after.insert(
+                    col.name.clone(),
+                    value
+                        .as_deref()
+                        .map_or(Value::Null, |v| self.catalog.types.to_json(col.type_oid, v)),
+                );
+                text.insert(&col.name, value);
+            }
+            let key: Map<String, Value> = info
+                .key_columns
+                .iter()
+                .map(|k| (k.clone(), after.get(k).cloned().unwrap_or(Value::Null)))
+                .collect();
+            last_key = Some(
+                info.key_columns
+                    .iter()
+                    .map(|k| text.get(k.as_str()).cloned().flatten().unwrap_or_default())
+                    .collect(),
+            );
+            let key = Value::Object(key);
+            out.push((key.to_string(), key, after));
+        }
+        debug!(source = %self.source, %table, rows = out.len(), "snapshot chunk selected");
+        self.snapshots.window = Some(Window {
+            id,
+            table: table.clone(),
+            generation: cursor.generation,
+            open: false,
+            last: (out.len() as i64) < chunk,
+            rows: out,
+            removed: HashSet::default(),
+            last_key,
+        });
+        self.snapshots.publish(&self.status);
+        Ok(())
+    }
+
+    /// A watermark message in the stream.
+    pub(super) async fn watermark(&mut self, content: &str, lsn: u64) -> Result<(), SessionEnd> {
+        let Some((edge, id)) = content.split_once(' ') else {
+            return Ok(());
+        };
+        let Some(w) = self.snapshots.window.as_mut() else {
+            return Ok(());
+        };
+        if w.id != id {
+            // A window of an earlier session or process: its chunk is redone.
+            return Ok(());
+        }
+        if edge == "low" {
+            w.open = true;
+            return Ok(());
+        }
+        if edge != "high" || !w.open {
+            return Ok(());
+        }
+        let w = self.snapshots.window.take().expect("checked above");
+        let info = self.catalog.tables.get(&w.table).cloned();
+        let Some(info) = info else {
+            return Ok(());
+        };
+        let ts_us = now_pg_micros();
+        let mut emitted = 0u64;
+        for (n, (key_text, key, after)) in w.rows.into_iter().enumerate() {
+            if w.removed.contains(&key_text) {
+                continue;
+            }
+            let record = json!({
+                "op": "read",
+                "schema": info.schema,
+                "table": info.name,
+                "lsn": change::lsn_string(lsn),
+                "xid": null,
+                "commit_ts": change::pg_micros_to_rfc3339(ts_us),
+                "key": key,
+                "before": null,
+                "after": Value::Object(after),
+            });
+            let mut event = change::event(&self.source, lsn, 0, "read", Some(&key), &record, ts_us);
+            event.id = format!("{}/snapshot/{n}", change::lsn_string(lsn));
+            self.emit(event).await?;
+            emitted += 1;
+        }
+        let Some(cursor) = self.snapshots.cursors.get_mut(&w.table) else {
+            return Ok(());
+        };
+        if cursor.generation != w.generation {
+            return Ok(());
+        }
+        cursor.after = w.last_key.clone();
+        cursor.done = w.last;
+        cursor.rows_emitted += emitted;
+        let progress = TableProgress {
+            done: w.last,
+            after: w.last_key,
+            rows: cursor.rows_emitted,
+        };
+        let every = u64::from(self.cfg.snapshot_chunk.max(1)) * 25;
+        if w.last {
+            info!(source = %self.source, table = %w.table, rows = cursor.rows_emitted,
+                "snapshot of the table emitted; completes when acknowledged");
+        } else if cursor.rows_emitted / every != (cursor.rows_emitted - emitted) / every {
+            info!(source = %self.source, table = %w.table, rows = cursor.rows_emitted,
+                after = ?cursor.after, "snapshot in progress");
+        }
+        self.positions.push_action(Action::Progress(Progress {
+            table: w.table,
+            generation: w.generation,
+            progress,
+        }));
+        self.snapshots.publish(&self.status);
+        Ok(())
+    }
+}
+
+/// `SELECT` of the next chunk: every column as text, rows after `after` in key order.
+fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
+    let columns = info
+        .columns
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Qualified: the select list's `col::text` outputs carry the column names, and an
+    // unqualified ORDER BY would sort by that text.
+    let keys = info
+        .key_columns
+        .iter()
+        .map(|k| format!("src.{}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = format!("SELECT {columns} FROM {} AS src", info.sql_name());
+    let mut params = Vec::new();
+    if let Some(after) = after {
+        let casts = info
+            .key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ty = info
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .map_or("text", |c| c.type_name.as_str());
+                format!("${}::text::{ty}", i + 1)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sql.push_str(&format!(" WHERE ({keys}) > ({casts})"));
+        params = after.to_vec();
+    }
+    sql.push_str(&format!(" ORDER BY {keys} LIMIT {limit}"));
+    (sql, params)
+}
+
+/// Microseconds since 2000-01-01 (Postgres' epoch), now.
+fn now_pg_micros() -> i64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    unix - 946_684_800_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::setup::ColumnInfo;
+
+    fn table() -> TableInfo {
+        TableInfo {
+            schema: "public".into(),
+            name: "orders".into(),
+            oid: 1,
+            key_columns: vec!["tenant".into(), "id".into()],
+            columns: vec![
+                ColumnInfo {
+                    name: "tenant".into(),
+                    type_oid: 25,
+                    type_name: "text".into(),
+                },
+                ColumnInfo {
+                    name: "id".into(),
+                    type_oid: 20,
+                    type_name: "bigint".into(),
+                },
+                ColumnInfo {
+                    name: "note".into(),
+                    type_oid: 25,
+                    type_name: "text".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_first_chunk_starts_at_the_beginning_in_key_order() {
+        let (sql, params) = chunk_query(&table(), None, 1024);
+        assert_eq!(
+            sql,
+            "SELECT \"tenant\"::text, \"id\"::text, \"note\"::text FROM \"public\".\"orders\" \
+             AS src ORDER BY src.\"tenant\", src.\"id\" LIMIT 1024"
+        );
+        assert!(params.is_empty());
+    }
+
+    #[test]
+    fn a_later_chunk_starts_after_the_last_key_with_typed_comparisons() {
+        let after = vec!["acme".to_string(), "42".to_string()];
+        let (sql, params) = chunk_query(&table(), Some(&after), 10);
+        assert!(
+            sql.ends_with(
+                "WHERE (src.\"tenant\", src.\"id\") > ($1::text::text, $2::text::bigint) \
+                 ORDER BY src.\"tenant\", src.\"id\" LIMIT 10"
+            ),
+            "{sql}"
+        );
+        assert_eq!(params, after);
+    }
+}
