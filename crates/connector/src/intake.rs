@@ -32,9 +32,15 @@ pub enum IntakeError {
     /// An append with this idempotency key is being stored right now (HTTP 409): the
     /// client retries and then gets the stored answer.
     #[error(
-        "a request with idempotency key `{0}` is being stored by another request (or twice in this one); retry to get its answer"
+        "a request with idempotency key `{0}` is being stored by another request; retry to get its answer"
     )]
     InFlight(String),
+    /// One request gives the same idempotency key to two of its messages (HTTP 400):
+    /// retrying cannot help.
+    #[error(
+        "idempotency key `{0}` is given to more than one message of this request; give each message its own key"
+    )]
+    RepeatedKey(String),
 }
 
 /// What an append with an idempotency key answered.

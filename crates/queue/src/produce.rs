@@ -36,13 +36,17 @@ impl QueueHandle {
     ///
     /// * a key stored within the window answers [`Produced::Duplicate`] and is not
     ///   appended again;
-    /// * a key being stored right now by another call, or twice in this one, refuses the
-    ///   whole call with [`IntakeError::InFlight`]: the client retries and then gets the
-    ///   stored answer. Without this guard, concurrent repeats would both be stored;
+    /// * a key being stored right now by another call refuses the whole call with
+    ///   [`IntakeError::InFlight`]: the client retries and then gets the stored answer.
+    ///   Without this guard, concurrent repeats would both be stored. A key given twice
+    ///   in one call refuses it with [`IntakeError::RepeatedKey`];
     /// * a key is remembered only once its events are durable; a failed append leaves
-    ///   it unclaimed.
+    ///   it unclaimed;
+    /// * the append and that bookkeeping run in a task of their own: a caller that goes
+    ///   away (a client that disconnects) neither leaves its keys claimed forever nor
+    ///   stores events whose key is then forgotten, so its retry gets the first answer.
     pub async fn produce(
-        &self,
+        self: &Arc<Self>,
         submissions: Vec<Submission>,
     ) -> Result<Vec<Produced>, IntakeError> {
         let mut answers: Vec<Option<Produced>> = Vec::with_capacity(submissions.len());
@@ -57,9 +61,15 @@ impl QueueHandle {
                     answers.push(None);
                     continue;
                 };
+                if !here.insert(key.as_str()) {
+                    for k in &claimed {
+                        pending.remove(k);
+                    }
+                    return Err(IntakeError::RepeatedKey(key.clone()));
+                }
                 if let Some(seen) = window.lookup(key, now) {
                     answers.push(Some(Produced::Duplicate(seen)));
-                } else if pending.contains(key) || !here.insert(key.as_str()) {
+                } else if pending.contains(key) {
                     for k in &claimed {
                         pending.remove(k);
                     }
@@ -71,6 +81,20 @@ impl QueueHandle {
                 }
             }
         }
+        let this = self.clone();
+        tokio::spawn(async move { this.store(submissions, answers, claimed).await })
+            .await
+            .expect("produce task")
+    }
+
+    /// The second half of [`QueueHandle::produce`]: appends what is not a duplicate,
+    /// releases the claimed keys and remembers the stored ones.
+    async fn store(
+        &self,
+        submissions: Vec<Submission>,
+        mut answers: Vec<Option<Produced>>,
+        claimed: Vec<String>,
+    ) -> Result<Vec<Produced>, IntakeError> {
         // The events to store, and per stored submission: (its index, its key, its ids,
         // how many events it has).
         let mut events = Vec::new();
@@ -169,10 +193,24 @@ impl QueueHandle {
         }
         let mut out: Vec<_> = by_key
             .into_iter()
-            .map(|(key, (at, ids))| (key, ids, Duration::from_millis(now.saturating_sub(at))))
+            .map(|(key, (at, mut ids))| {
+                in_request_order(&key, &mut ids);
+                (key, ids, Duration::from_millis(now.saturating_sub(at)))
+            })
             .collect();
         out.sort_by_key(|e| std::cmp::Reverse(e.2));
         Ok(out)
+    }
+}
+
+/// Puts the ids of one request back in the order of its body. A request's events are
+/// spread over partitions and read back partition by partition; ids given by the
+/// `Idempotency-Key` are `<key>-<n>`, so `n` says their order. Other ids stay as read.
+fn in_request_order(key: &str, ids: &mut [String]) {
+    let index =
+        |id: &String| -> Option<u64> { id.strip_prefix(key)?.strip_prefix('-')?.parse().ok() };
+    if ids.iter().all(|id| index(id).is_some()) {
+        ids.sort_by_key(|id| index(id));
     }
 }
 
@@ -273,11 +311,13 @@ mod tests {
         let queue = open(dir.path());
         let first = queue.produce(vec![submission("a", 3)]).await.unwrap();
         assert!(matches!(&first[..], [Produced::Stored(p)] if p.len() == 3));
-        // Twice in one call: refused whole, nothing stored.
+        // Twice in one call: refused whole, nothing stored, and `b` is not left claimed.
         let twice = queue
             .produce(vec![submission("b", 1), submission("b", 1)])
             .await;
-        assert!(matches!(twice, Err(IntakeError::InFlight(k)) if k == "b"));
+        assert!(matches!(twice, Err(IntakeError::RepeatedKey(k)) if k == "b"));
+        let b = queue.produce(vec![submission("b", 1)]).await.unwrap();
+        assert!(matches!(&b[..], [Produced::Stored(p)] if p.len() == 1));
         let again = queue
             .produce(vec![
                 submission("a", 3),
@@ -295,7 +335,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(queue.retained_records(), 4);
+        assert_eq!(queue.retained_records(), 5);
         queue.shutdown();
         drop(queue);
 
@@ -308,10 +348,14 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        assert_eq!(restored, 1, "only the keyed request");
+        assert_eq!(restored, 2, "the keyed requests");
         let after = queue.produce(vec![submission("a", 3)]).await.unwrap();
-        assert!(matches!(&after[..], [Produced::Duplicate(s)] if s.count() == 3));
-        assert_eq!(queue.retained_records(), 4);
+        match &after[..] {
+            // Spread over both partitions, the ids come back in the request's order.
+            [Produced::Duplicate(seen)] => assert_eq!(seen.ids(), ["a-0", "a-1", "a-2"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(queue.retained_records(), 5);
         queue.shutdown();
     }
 }

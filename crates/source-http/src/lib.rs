@@ -276,18 +276,13 @@ fn repeat(seen: Seen, reservation: &mut Reservation, body_len: usize) -> Respons
 /// [`IntakeError`] to an HTTP status, for every HTTP surface that appends (ingest and
 /// the queue API's produce).
 pub fn intake_error(e: &IntakeError) -> ApiError {
-    let retry_after = match e {
-        IntakeError::Busy { retry_after } => *retry_after,
-        IntakeError::Full(_) => Duration::from_secs(5),
-        IntakeError::NoSpace(_) => Duration::from_secs(10),
-        IntakeError::Unavailable(_) => Duration::from_secs(30),
-        IntakeError::InFlight(_) => Duration::from_secs(1),
-    };
-    let status = match e {
-        IntakeError::Busy { .. } | IntakeError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
-        IntakeError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
-        IntakeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        IntakeError::InFlight(_) => StatusCode::CONFLICT,
+    let (status, retry_after) = match e {
+        IntakeError::Busy { retry_after } => (StatusCode::TOO_MANY_REQUESTS, *retry_after),
+        IntakeError::Full(_) => (StatusCode::TOO_MANY_REQUESTS, Duration::from_secs(5)),
+        IntakeError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, Duration::from_secs(10)),
+        IntakeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)),
+        IntakeError::InFlight(_) => (StatusCode::CONFLICT, Duration::from_secs(1)),
+        IntakeError::RepeatedKey(_) => return ApiError::bad_request(e.to_string()),
     };
     ApiError::new(status, e.to_string()).retry_after(retry_after.as_secs().max(1))
 }
