@@ -311,6 +311,12 @@ dead_letter = "tasks-dlq"
                 .contains("expired"),
             "{headers}"
         );
+        // A body that is not a replay request is refused with the API's JSON error.
+        let (status, r) = api
+            .post("/admin/dlq/tasks-dlq/replay", json!({ "sinks": "typo" }))
+            .await;
+        assert_eq!(status, 400, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("sinks"), "{r}");
         let (status, r) = api.post("/admin/dlq/tasks-dlq/replay", json!({})).await;
         assert_eq!((status, &r["replayed"]), (200, &json!(1)), "{r}");
         let back = api

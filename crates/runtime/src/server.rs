@@ -450,9 +450,19 @@ async fn replay(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
     _: Admin,
-    body: Option<Json<ReplayRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<ReplayAnswer>, ApiError> {
-    let req = body.map(|b| b.0).unwrap_or_default();
+    // The body is optional; one that is there must be a replay request (400 otherwise,
+    // with the JSON error body every answer of the API has).
+    let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "expected a JSON body {{\"sink\": \"…\", \"limit\": N}} (both optional): {e}"
+            ))
+        })?
+    };
     let queue = find_queue(&shared, &name)?;
     let mut replayed = 0u64;
     let mut skipped = 0u64;
