@@ -10,7 +10,9 @@ use switchyard_plugin_host::{ErrorCause, LoadError, PluginConfig, PluginHost};
 
 #[test]
 fn an_infinite_loop_is_stopped_by_the_deadline() {
-    let deadline = Duration::from_millis(20);
+    // Long enough that starting an instance (under the same deadline) never hits it on
+    // a loaded machine; the loop itself never ends, so only the deadline stops it.
+    let deadline = Duration::from_millis(200);
     let mut plugin = load(
         "loop-forever",
         &PluginConfig {
@@ -20,7 +22,7 @@ fn an_infinite_loop_is_stopped_by_the_deadline() {
         },
     );
     let mut overshoot = Vec::new();
-    for i in 0..50 {
+    for i in 0..20 {
         let err = plugin
             .filter(&[event("ok", "{}"), event("spin", "loop")])
             .expect_err("the loop must be interrupted");
@@ -40,7 +42,7 @@ fn an_infinite_loop_is_stopped_by_the_deadline() {
     let p50 = quantile(&mut overshoot, 0.5);
     let p99 = quantile(&mut overshoot, 0.99);
     println!(
-        "deadline {deadline:?}: overshoot over 50 calls p50 {p50:?}, p99 {p99:?}, max {:?}",
+        "deadline {deadline:?}: overshoot over 20 calls p50 {p50:?}, p99 {p99:?}, max {:?}",
         overshoot[overshoot.len() - 1]
     );
 }
