@@ -49,6 +49,11 @@ impl QueueHandle {
         self: &Arc<Self>,
         submissions: Vec<Submission>,
     ) -> Result<Vec<Produced>, IntakeError> {
+        if submissions.iter().all(|s| s.key.is_none()) {
+            // Nothing to claim or remember: no lock, no task of its own.
+            let answers = submissions.iter().map(|_| None).collect();
+            return self.store(submissions, answers, Vec::new()).await;
+        }
         let mut answers: Vec<Option<Produced>> = Vec::with_capacity(submissions.len());
         let mut claimed: Vec<String> = Vec::new();
         {
@@ -116,17 +121,20 @@ impl QueueHandle {
             self.append_positions(&events).await
         };
         drop(events);
-        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
-        let (window, pending) = &mut *dedup;
-        for k in &claimed {
-            pending.remove(k);
+        // Only claimed keys are remembered (a stored submission's key was claimed).
+        let mut dedup =
+            (!claimed.is_empty()).then(|| self.dedup.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(dedup) = dedup.as_mut() {
+            for k in &claimed {
+                dedup.1.remove(k);
+            }
         }
         let positions = result.map_err(IntakeError::from)?;
         let now = Instant::now();
         let mut positions = positions.into_iter();
         for (i, key, ids, n) in stored {
-            if let (Some(key), Some(ids)) = (key, ids) {
-                window.insert(key, ids, now);
+            if let (Some(dedup), Some(key), Some(ids)) = (dedup.as_mut(), key, ids) {
+                dedup.0.insert(key, ids, now);
             }
             answers[i] = Some(Produced::Stored(positions.by_ref().take(n).collect()));
         }
