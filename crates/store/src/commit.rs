@@ -1,5 +1,6 @@
-//! Group commit: one thread per queue appends every pending submission, fsyncs each touched
-//! partition once, then acknowledges the submissions.
+//! Group commit: one thread per queue appends every pending submission (the single-part ones
+//! of a partition in one write), fsyncs each touched partition once, then acknowledges the
+//! submissions.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -10,6 +11,7 @@ use std::thread::JoinHandle;
 use tracing::{error, warn};
 
 use crate::error::LogError;
+use crate::format::MAX_PAYLOAD_BYTES;
 use crate::lock;
 use crate::partition::PartitionLog;
 
@@ -50,8 +52,12 @@ struct Shared {
 
 /// Group commit for the partitions of one queue, on a dedicated std thread.
 ///
-/// The thread takes every pending submission at once, appends each (all-or-nothing across its
-/// parts: if one part fails, the parts already appended are truncated back), fsyncs every
+/// The thread takes every pending submission at once and appends them: the submissions with
+/// one part (an ingest request whose events share a key, a produce to one partition) with one
+/// write per partition, all or nothing, so a failed write fails exactly the submissions it
+/// carried; a submission with several parts on its own, all-or-nothing across its parts (if
+/// one part fails, the parts already appended are truncated back). Per partition, records
+/// keep the order of their submissions. It then fsyncs every
 /// touched partition once (all at the same time), calls `on_durable(partition, durable_end)`
 /// for each successful sync, and only then calls the submissions' [`Done`] callbacks: `Ok`
 /// means every part is durable. Callbacks run on the commit thread and must be quick (e.g. send on a channel).
@@ -195,60 +201,67 @@ fn call(done: Done, result: Result<Vec<Range<u64>>, LogError>) {
     }
 }
 
+/// Bytes of payload one combined write may carry: a batch of many small submissions is one
+/// write per partition, a batch of large ones several, never one unbounded buffer.
+const MAX_COMBINED_BYTES: usize = 4 << 20;
+
+/// A submission that was appended: its callback, its ranges (one per part) and the
+/// partitions it touched.
+type Appended = (Done, Vec<Range<u64>>, Vec<u32>);
+
+/// The records of a single-part submission: `(timestamp_ms, payload)`.
+type Records = Vec<(u64, Vec<u8>)>;
+
+/// Single-part submissions waiting to be appended to one partition in one write.
+#[derive(Default)]
+struct Combined {
+    subs: Vec<(Done, Records)>,
+    bytes: usize,
+}
+
 fn commit_batch(
     batch: VecDeque<Submission>,
     partitions: &[Arc<PartitionLog>],
     on_durable: &(dyn Fn(u32, u64) + Send + Sync),
 ) {
     let mut touched = vec![false; partitions.len()];
-    let mut appended: Vec<(Done, Vec<Range<u64>>, Vec<u32>)> = Vec::with_capacity(batch.len());
-    for Submission { parts, done } in batch {
-        let mut ranges = Vec::with_capacity(parts.len());
-        let mut failure = None;
-        for (p, records) in &parts {
-            let Some(log) = partitions.get(*p as usize) else {
-                failure = Some(LogError::InvalidArgument {
-                    path: partitions
-                        .first()
-                        .map(|l| l.dir().to_path_buf())
-                        .unwrap_or_default(),
-                    reason: format!(
-                        "partition {p} does not exist (the queue has {})",
-                        partitions.len()
-                    ),
-                });
-                break;
-            };
-            let records: Vec<(u64, &[u8])> =
-                records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
-            match log.append(&records) {
-                Ok(r) => ranges.push(r),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+    let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
+    let mut combined: Vec<Combined> = (0..partitions.len()).map(|_| Combined::default()).collect();
+    for Submission { mut parts, done } in batch {
+        // The common case, one part on an existing partition with records of a valid size,
+        // waits to share one write with the other submissions to its partition. Submission
+        // order per partition is kept: a submission written on its own first flushes what
+        // waits for the partitions it touches.
+        let single = match parts.as_slice() {
+            [(p, records)] => {
+                (*p as usize) < partitions.len()
+                    && records.iter().all(|(_, b)| b.len() <= MAX_PAYLOAD_BYTES)
+            }
+            _ => false,
+        };
+        if single {
+            let (p, records) = parts.pop().expect("one part");
+            let p = p as usize;
+            let size: usize = records.iter().map(|(_, b)| b.len()).sum();
+            if combined[p].bytes + size > MAX_COMBINED_BYTES && !combined[p].subs.is_empty() {
+                flush(p, &mut combined[p], partitions, &mut touched, &mut appended);
+            }
+            combined[p].bytes += size;
+            combined[p].subs.push((done, records));
+            continue;
+        }
+        for (p, _) in &parts {
+            if let Some(c) = combined.get_mut(*p as usize)
+                && !c.subs.is_empty()
+            {
+                flush(*p as usize, c, partitions, &mut touched, &mut appended);
             }
         }
-        match failure {
-            Some(err) => {
-                // Undo this submission's parts, newest first, so a partition named twice ends
-                // at the start of its first part.
-                for ((p, _), r) in parts.iter().zip(&ranges).rev() {
-                    let log = &partitions[*p as usize];
-                    if let Err(e) = log.truncate_unsynced(r.start) {
-                        warn!(dir = %log.dir().display(), error = %e,
-                            "could not undo a failed submission's part; it may be delivered");
-                    }
-                }
-                call(done, Err(err));
-            }
-            None => {
-                let ps: Vec<u32> = parts.iter().map(|(p, _)| *p).collect();
-                for &p in &ps {
-                    touched[p as usize] = true;
-                }
-                appended.push((done, ranges, ps));
-            }
+        append_alone(parts, done, partitions, &mut touched, &mut appended);
+    }
+    for (p, c) in combined.iter_mut().enumerate() {
+        if !c.subs.is_empty() {
+            flush(p, c, partitions, &mut touched, &mut appended);
         }
     }
 
@@ -273,6 +286,96 @@ fn commit_batch(
         match failed {
             Some(e) => call(done, Err(e)),
             None => call(done, Ok(ranges)),
+        }
+    }
+}
+
+/// Appends the single-part submissions waiting for partition `p` in one write. The write is
+/// all or nothing, so a failure fails exactly these submissions and stores none of them.
+fn flush(
+    p: usize,
+    combined: &mut Combined,
+    partitions: &[Arc<PartitionLog>],
+    touched: &mut [bool],
+    appended: &mut Vec<Appended>,
+) {
+    let subs = std::mem::take(&mut combined.subs);
+    combined.bytes = 0;
+    let records: Vec<(u64, &[u8])> = subs
+        .iter()
+        .flat_map(|(_, records)| records.iter().map(|(t, b)| (*t, b.as_slice())))
+        .collect();
+    match partitions[p].append(&records) {
+        Ok(range) => {
+            touched[p] = true;
+            let mut start = range.start;
+            for (done, records) in subs {
+                let end = start + records.len() as u64;
+                appended.push((done, std::iter::once(start..end).collect(), vec![p as u32]));
+                start = end;
+            }
+        }
+        Err(e) => {
+            for (done, _) in subs {
+                call(done, Err(e.duplicate()));
+            }
+        }
+    }
+}
+
+/// Appends one submission part by part; if a part fails, the parts already appended are
+/// truncated back and the submission fails.
+fn append_alone(
+    parts: Parts,
+    done: Done,
+    partitions: &[Arc<PartitionLog>],
+    touched: &mut [bool],
+    appended: &mut Vec<Appended>,
+) {
+    let mut ranges = Vec::with_capacity(parts.len());
+    let mut failure = None;
+    for (p, records) in &parts {
+        let Some(log) = partitions.get(*p as usize) else {
+            failure = Some(LogError::InvalidArgument {
+                path: partitions
+                    .first()
+                    .map(|l| l.dir().to_path_buf())
+                    .unwrap_or_default(),
+                reason: format!(
+                    "partition {p} does not exist (the queue has {})",
+                    partitions.len()
+                ),
+            });
+            break;
+        };
+        let records: Vec<(u64, &[u8])> = records.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+        match log.append(&records) {
+            Ok(r) => ranges.push(r),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    match failure {
+        Some(err) => {
+            // Undo this submission's parts, newest first, so a partition named twice ends
+            // at the start of its first part.
+            for ((p, _), r) in parts.iter().zip(&ranges).rev() {
+                let log = &partitions[*p as usize];
+                if let Err(e) = log.truncate_unsynced(r.start) {
+                    warn!(dir = %log.dir().display(), error = %e,
+                        "could not undo a failed submission's part; it may be delivered");
+                }
+            }
+            call(done, Err(err));
+        }
+        None => {
+            let ps: Vec<u32> = parts.iter().map(|(p, _)| *p).collect();
+            for &p in &ps {
+                touched[p as usize] = true;
+            }
+            appended.push((done, ranges, ps));
         }
     }
 }

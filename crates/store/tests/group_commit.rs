@@ -31,6 +31,9 @@ fn no_op() -> Arc<dyn Fn(u32, u64) + Send + Sync> {
     Arc::new(|_, _| {})
 }
 
+/// A submission's callback result.
+type Answer = Result<Vec<Range<u64>>, LogError>;
+
 type Acked = Vec<(u32, Range<u64>, Vec<Vec<u8>>)>;
 
 #[test]
@@ -251,4 +254,118 @@ fn a_failed_fsync_fails_the_batch_and_poisons_the_partition() {
         submit_and_wait(&committer, vec![(0, vec![(1, b"b".to_vec())])]).expect_err("poisoned");
     assert!(err.is_poisoned(), "{err:?}");
     assert_eq!(queue.partitions()[0].durable_end(), 0);
+}
+
+/// Holds the commit thread in a callback until released, so the submissions made meanwhile
+/// are committed as one batch.
+fn hold(committer: &GroupCommitter) -> mpsc::Sender<()> {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    committer
+        .try_submit(
+            vec![(0, vec![(0, b"hold".to_vec())])],
+            Box::new(move |r| {
+                r.expect("the holding submission commits");
+                entered_tx.send(()).unwrap();
+                release_rx.recv_timeout(WAIT).expect("released");
+            }),
+        )
+        .expect("room");
+    entered_rx.recv_timeout(WAIT).expect("commit thread busy");
+    release_tx
+}
+
+#[test]
+fn one_batch_keeps_submission_order_per_partition_and_answers_each() {
+    let sim = SimStorage::new();
+    let queue = open_queue(&sim, 2);
+    let committer = GroupCommitter::start("order", queue.partitions().to_vec(), 64, no_op());
+    let release = hold(&committer);
+    let (tx, rx) = mpsc::channel();
+    // Single-part submissions on both partitions, with a two-part one in between.
+    let subs: Vec<Parts> = vec![
+        vec![(0, vec![(1, b"a".to_vec()), (1, b"b".to_vec())])],
+        vec![(1, vec![(1, b"c".to_vec())])],
+        vec![(0, vec![(1, b"d".to_vec())]), (1, vec![(1, b"e".to_vec())])],
+        vec![(0, vec![(1, b"f".to_vec())])],
+        vec![(1, vec![])],
+    ];
+    for (i, parts) in subs.into_iter().enumerate() {
+        let tx = tx.clone();
+        committer
+            .try_submit(parts, Box::new(move |r| tx.send((i, r)).unwrap()))
+            .expect("room");
+    }
+    release.send(()).unwrap();
+    let mut answers: Vec<(usize, Vec<Range<u64>>)> = (0..5)
+        .map(|_| {
+            let (i, r) = rx.recv_timeout(WAIT).expect("callback");
+            (i, r.expect("committed"))
+        })
+        .collect();
+    answers.sort_by_key(|(i, _)| *i);
+    let ranges: Vec<Vec<Range<u64>>> = answers.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        ranges,
+        vec![
+            vec![1..3],
+            vec![0..1],
+            vec![3..4, 1..2],
+            vec![4..5],
+            vec![2..2],
+        ]
+    );
+    let read = |p: usize| -> Vec<Vec<u8>> {
+        queue.partitions()[p]
+            .read(0, 10, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|r| r.payload)
+            .collect()
+    };
+    assert_eq!(read(0), [&b"hold"[..], b"a", b"b", b"d", b"f"]);
+    assert_eq!(read(1), [&b"c"[..], b"e"]);
+    committer.shutdown();
+}
+
+#[test]
+fn a_failed_shared_write_fails_exactly_its_submissions() {
+    let sim = SimStorage::new();
+    let queue = open_queue(&sim, 2);
+    let committer = GroupCommitter::start("shared", queue.partitions().to_vec(), 64, no_op());
+    let release = hold(&committer);
+    // Room for the small submissions to partition 1, not for the large ones to partition 0.
+    sim.set_space_limit(Some(sim.used_bytes() + 300));
+    let (tx, rx) = mpsc::channel();
+    for (i, (p, size)) in [(0, 400), (1, 10), (0, 400), (1, 10)]
+        .into_iter()
+        .enumerate()
+    {
+        let tx = tx.clone();
+        committer
+            .try_submit(
+                vec![(p, vec![(1, vec![b'x'; size])])],
+                Box::new(move |r| tx.send((i, r)).unwrap()),
+            )
+            .expect("room");
+    }
+    release.send(()).unwrap();
+    let mut answers: Vec<(usize, Answer)> = (0..4)
+        .map(|_| rx.recv_timeout(WAIT).expect("callback"))
+        .collect();
+    answers.sort_by_key(|(i, _)| *i);
+    for (i, r) in &answers {
+        match (i % 2, r) {
+            (0, Err(e)) => assert!(e.is_no_space(), "{e:?}"),
+            (1, Ok(_)) => {}
+            other => panic!("submission {i}: {other:?}"),
+        }
+    }
+    assert_eq!(queue.partitions()[0].end(), 1, "only the holding record");
+    assert_eq!(queue.partitions()[1].durable_end(), 2);
+
+    sim.set_space_limit(None);
+    let ok = submit_and_wait(&committer, vec![(0, vec![(1, vec![b'y'; 400])])]).expect("room");
+    assert_eq!(ok, vec![1..2]);
+    committer.shutdown();
 }
