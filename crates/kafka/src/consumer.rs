@@ -1,8 +1,9 @@
 //! `type = "kafka"` source: a consumer-group member for one pipeline reader.
 //!
 //! A thread of its own polls the consumer without pause (so the group never drops it
-//! for being slow: `max.poll.interval.ms`) and forwards messages through a bounded
-//! channel. When the channel is full it holds what it polled (up to
+//! for being slow: `max.poll.interval.ms`) and forwards messages in chunks (what
+//! librdkafka has in hand, up to `CHUNK`) through a bounded channel. When the channel is
+//! full it holds what it polled (up to
 //! `HOLD_BEFORE_PAUSE` messages), then pauses its partitions and keeps polling;
 //! librdkafka then resumes each partition at the message after the last one polled. Offsets are committed only as far as [`KafkaConsumer::commit`]'s low watermark
 //! allows (see [`OffsetTracker`]), asynchronously while running, synchronously when
@@ -29,8 +30,12 @@ use crate::context::LogContext;
 use crate::offsets::{OffsetTracker, TopicPartition};
 use crate::{KafkaError, headers};
 
-/// Messages buffered between the polling thread and the reader.
-const CHANNEL: usize = 1024;
+/// Chunks of messages buffered between the polling thread and the reader.
+const CHANNEL: usize = 16;
+/// Messages the polling thread gathers (polling without waiting while librdkafka has
+/// messages in hand) before it hands them over as one chunk: one channel message and
+/// one wake-up per chunk, not per message.
+const CHUNK: usize = 256;
 /// What the polling thread holds when the channel is full before it pauses its
 /// partitions (messages, payload bytes: whichever comes first). Pausing drops
 /// librdkafka's prefetched messages and resuming fetches them again, so the thread
@@ -157,7 +162,9 @@ impl ConsumerContext for GroupContext {
 /// see the module docs.
 pub struct KafkaConsumer {
     name: String,
-    rx: mpsc::Receiver<Fetched>,
+    rx: mpsc::Receiver<Vec<Fetched>>,
+    /// The rest of a chunk that did not fit in the last [`KafkaConsumer::next`].
+    leftover: VecDeque<Fetched>,
     shared: Arc<Shared>,
     consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     stop: Arc<AtomicBool>,
@@ -229,6 +236,7 @@ impl KafkaConsumer {
         Ok(Self {
             name: source.to_owned(),
             rx,
+            leftover: VecDeque::new(),
             shared,
             consumer: Some(consumer),
             stop,
@@ -239,28 +247,35 @@ impl KafkaConsumer {
     /// Waits for messages and returns up to `max` of them as events, with positions in
     /// order. `Ok(None)`: the consumer has stopped. Cancel-safe.
     pub async fn next(&mut self, max: usize) -> Result<Option<Vec<(u64, Event)>>, String> {
+        let max = max.max(1);
         loop {
-            let Some(first) = self.rx.recv().await else {
-                return match self.shared.fatal.lock().expect("fatal lock").take() {
-                    Some(e) => Err(e),
-                    None => Ok(None),
+            if self.leftover.is_empty() {
+                let Some(chunk) = self.rx.recv().await else {
+                    return match self.shared.fatal.lock().expect("fatal lock").take() {
+                        Some(e) => Err(e),
+                        None => Ok(None),
+                    };
                 };
-            };
+                self.leftover.extend(chunk);
+            }
             let mut tracker = self.shared.tracker.lock().expect("tracker lock");
-            let mut out = Vec::new();
-            let mut take = |f: Fetched, out: &mut Vec<(u64, Event)>| {
+            let mut out = Vec::with_capacity(max.min(self.leftover.len()));
+            while out.len() < max {
+                let f = match self.leftover.pop_front() {
+                    Some(f) => f,
+                    None => match self.rx.try_recv() {
+                        Ok(chunk) => {
+                            self.leftover.extend(chunk);
+                            continue;
+                        }
+                        Err(_) => break,
+                    },
+                };
                 // Fetched before a rebalance took the partition: its next owner (maybe
                 // this consumer again) reads it from the committed offset.
                 if tracker.is_current(&f.tp, f.epoch) {
                     let position = tracker.track(f.tp, f.offset, f.epoch);
                     out.push((position, f.event));
-                }
-            };
-            take(first, &mut out);
-            while out.len() < max.max(1) {
-                match self.rx.try_recv() {
-                    Ok(f) => take(f, &mut out),
-                    Err(_) => break,
                 }
             }
             if !out.is_empty() {
@@ -345,36 +360,40 @@ struct Poller {
     consumer: Arc<BaseConsumer<GroupContext>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    tx: mpsc::Sender<Fetched>,
+    tx: mpsc::Sender<Vec<Fetched>>,
 }
 
 impl Poller {
     fn run(self) {
-        let mut held: VecDeque<Fetched> = VecDeque::new();
-        let mut held_bytes = 0usize;
+        let mut held: VecDeque<Vec<Fetched>> = VecDeque::new();
+        let (mut held_messages, mut held_bytes) = (0usize, 0usize);
         let mut paused = false;
         let mut last_recommit = Instant::now();
         let mut last_warn: Option<(String, Instant)> = None;
+        let mut topic: Option<Arc<str>> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            while let Some(f) = held.pop_front() {
-                let bytes = f.event.payload.len();
-                match self.tx.try_send(f) {
-                    Ok(()) => held_bytes -= bytes,
-                    Err(mpsc::error::TrySendError::Full(f)) => {
-                        held.push_front(f);
+            while let Some(chunk) = held.pop_front() {
+                let (messages, bytes) = (chunk.len(), chunk_bytes(&chunk));
+                match self.tx.try_send(chunk) {
+                    Ok(()) => {
+                        held_messages -= messages;
+                        held_bytes -= bytes;
+                    }
+                    Err(mpsc::error::TrySendError::Full(chunk)) => {
+                        held.push_front(chunk);
                         break;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         held.clear();
-                        held_bytes = 0;
+                        (held_messages, held_bytes) = (0, 0);
                         break;
                     }
                 }
             }
             let newly_assigned = self.shared.assigned.swap(false, Ordering::SeqCst);
-            let full = held.len() >= HOLD_BEFORE_PAUSE || held_bytes >= HOLD_BYTES_BEFORE_PAUSE;
-            let half =
-                held.len() <= HOLD_BEFORE_PAUSE / 2 && held_bytes <= HOLD_BYTES_BEFORE_PAUSE / 2;
+            let full = held_messages >= HOLD_BEFORE_PAUSE || held_bytes >= HOLD_BYTES_BEFORE_PAUSE;
+            let half = held_messages <= HOLD_BEFORE_PAUSE / 2
+                && held_bytes <= HOLD_BYTES_BEFORE_PAUSE / 2;
             if paused && half {
                 self.set_paused(false);
                 paused = false;
@@ -383,36 +402,35 @@ impl Poller {
                 paused = true;
             }
             // While holding messages, come back soon to hand them over.
-            let timeout = if held.is_empty() {
+            let mut timeout = if held.is_empty() {
                 Duration::from_millis(100)
             } else {
                 Duration::from_millis(5)
             };
-            match self.consumer.poll(timeout) {
-                Some(Ok(m)) => {
-                    if let Some(f) = self.fetched(&m) {
-                        held_bytes += f.event.payload.len();
-                        held.push_back(f);
+            // Gather a chunk: wait for the first message, then take what librdkafka
+            // already has without waiting.
+            let mut chunk = Vec::new();
+            while chunk.len() < CHUNK {
+                match self.consumer.poll(timeout) {
+                    Some(Ok(m)) => {
+                        if let Some(f) = self.fetched(&m, &mut topic) {
+                            chunk.push(f);
+                        }
+                        timeout = Duration::ZERO;
                     }
-                }
-                Some(Err(e)) => {
-                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
-                        error!(source = %self.name, ?code, %reason, "kafka consumer failed fatally; this source stops");
-                        *self.shared.fatal.lock().expect("fatal lock") =
-                            Some(format!("kafka consumer failed fatally: {reason}"));
+                    Some(Err(e)) => {
+                        if self.poll_failed(e, &mut last_warn) {
+                            self.stop.store(true, Ordering::SeqCst);
+                        }
                         break;
                     }
-                    let text = e.to_string();
-                    let repeat = last_warn
-                        .as_ref()
-                        .is_some_and(|(t, at)| *t == text && at.elapsed() < WARN_EVERY);
-                    if !repeat {
-                        warn!(source = %self.name, error = %text,
-                            "kafka consumer: {text}; it keeps trying (a missing topic is read once it exists)");
-                        last_warn = Some((text, Instant::now()));
-                    }
+                    None => break,
                 }
-                None => {}
+            }
+            if !chunk.is_empty() {
+                held_messages += chunk.len();
+                held_bytes += chunk_bytes(&chunk);
+                held.push_back(chunk);
             }
             if last_recommit.elapsed() >= RECOMMIT_EVERY {
                 last_recommit = Instant::now();
@@ -463,8 +481,35 @@ impl Poller {
         }
     }
 
-    fn fetched(&self, m: &BorrowedMessage<'_>) -> Option<Fetched> {
-        let tp: TopicPartition = (Arc::from(m.topic()), m.partition());
+    /// Reports a poll error; `true` when the consumer failed for good (the reason is in
+    /// `shared.fatal` for the reader).
+    fn poll_failed(&self, e: RdError, last_warn: &mut Option<(String, Instant)>) -> bool {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            error!(source = %self.name, ?code, %reason, "kafka consumer failed fatally; this source stops");
+            *self.shared.fatal.lock().expect("fatal lock") =
+                Some(format!("kafka consumer failed fatally: {reason}"));
+            return true;
+        }
+        let text = e.to_string();
+        let repeat = last_warn
+            .as_ref()
+            .is_some_and(|(t, at)| *t == text && at.elapsed() < WARN_EVERY);
+        if !repeat {
+            warn!(source = %self.name, error = %text,
+                "kafka consumer: {text}; it keeps trying (a missing topic is read once it exists)");
+            *last_warn = Some((text, Instant::now()));
+        }
+        false
+    }
+
+    /// The message as a [`Fetched`], when its partition is assigned. `topic` keeps the
+    /// last topic name, shared by the messages of that topic.
+    fn fetched(&self, m: &BorrowedMessage<'_>, topic: &mut Option<Arc<str>>) -> Option<Fetched> {
+        let name = match topic {
+            Some(t) if &**t == m.topic() => t.clone(),
+            _ => topic.insert(Arc::from(m.topic())).clone(),
+        };
+        let tp: TopicPartition = (name, m.partition());
         let epoch = self
             .shared
             .tracker
@@ -478,6 +523,10 @@ impl Poller {
             epoch,
         })
     }
+}
+
+fn chunk_bytes(chunk: &[Fetched]) -> usize {
+    chunk.iter().map(|f| f.event.payload.len()).sum()
 }
 
 /// The id of a message without a `switchyard-id` header: `topic/partition/offset`,

@@ -1,7 +1,6 @@
 //! Delivery to sinks: ordering lanes, retries with backoff, dead letters, and the
 //! acknowledgement that travels with every event.
 
-use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +9,8 @@ use std::time::{Duration, Instant};
 use switchyard_config::redact;
 use switchyard_connector::{Backoff, Outcome, Sink};
 use switchyard_event::Event;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -59,49 +60,62 @@ pub async fn append_dead_letter(queue: &QueueHandle, event: &Event, reason: &Dea
     }
 }
 
-/// Completion of one event read from a source position: it completes when every sink it
-/// was routed to has acknowledged it (or dead-lettered it). Then the position is sent
-/// back to the reader that tracks the checkpoint.
+/// Completion of a batch read from a source: it completes when every (event, sink)
+/// delivery of the batch is acknowledged (delivered or durably dead-lettered). Then the
+/// batch's first position is sent back to the reader, whose watermark tracks the batch
+/// as one range. One token, one counter and one message per batch, not per event.
 pub struct AckToken {
     remaining: AtomicUsize,
-    position: u64,
+    first: u64,
     to_reader: mpsc::UnboundedSender<u64>,
 }
 
 impl AckToken {
-    pub fn new(sinks: usize, position: u64, to_reader: mpsc::UnboundedSender<u64>) -> Arc<Self> {
+    /// A token for `deliveries` deliveries of the batch starting at `first`. With none
+    /// (every event dropped or dead-lettered by a plugin) it completes at once.
+    pub fn new(deliveries: usize, first: u64, to_reader: mpsc::UnboundedSender<u64>) -> Arc<Self> {
         let token = Arc::new(Self {
-            remaining: AtomicUsize::new(sinks),
-            position,
+            remaining: AtomicUsize::new(deliveries),
+            first,
             to_reader,
         });
-        if sinks == 0 {
+        if deliveries == 0 {
             token.complete_now();
         }
         token
     }
 
-    /// One sink is done with the event.
-    pub fn ack(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// `n` deliveries are done.
+    pub fn ack(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.remaining.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "more acknowledgements than deliveries");
+        if before == n {
             self.complete_now();
         }
     }
 
     fn complete_now(&self) {
         // The reader is gone only when shutting down; its checkpoint then stays behind,
-        // so the event is delivered again after the restart.
-        let _ = self.to_reader.send(self.position);
+        // so the batch is delivered again after the restart.
+        let _ = self.to_reader.send(self.first);
     }
 }
 
-/// One event on its way to one sink.
+/// A run of events of one batch on its way to one sink, in order. Every event of the run
+/// acknowledges `ack` once when it is delivered or dead-lettered.
 pub struct Delivery {
-    pub event: Arc<Event>,
+    pub events: Vec<Arc<Event>>,
     pub ack: Arc<AckToken>,
     pub pipeline: Arc<str>,
     pub dead_letter: Arc<QueueHandle>,
 }
+
+/// Runs a lane's inbox holds: with batches of hundreds of events this bounds a lane's
+/// backlog by events too (the readers' `max_in_flight` bounds it for good).
+const LANE_INBOX_RUNS: usize = 16;
 
 /// A running sink: its lanes and their tasks.
 pub struct SinkHandle {
@@ -114,15 +128,10 @@ impl SinkHandle {
     /// Starts one task per lane (`sink.concurrency()`), each with a bounded inbox.
     pub fn start(name: &str, sink: Arc<dyn Sink>, metrics: Arc<Metrics>) -> Arc<Self> {
         let lanes = sink.concurrency().max(1);
-        let capacity = (sink.max_batch().max(1) * 2).max(64);
         let senders = (0..lanes)
             .map(|_| {
-                let (tx, rx) = mpsc::channel(capacity);
-                let lane = Lane {
-                    sink_name: name.to_owned(),
-                    sink: sink.clone(),
-                    metrics: metrics.clone(),
-                };
+                let (tx, rx) = mpsc::channel(LANE_INBOX_RUNS);
+                let lane = Lane::new(name, sink.clone(), &metrics);
                 tokio::spawn(lane.run(rx));
                 tx
             })
@@ -134,17 +143,39 @@ impl SinkHandle {
         })
     }
 
-    /// Queues `delivery` on its key's lane, waiting while the lane is full (backpressure).
-    pub async fn dispatch(&self, delivery: Delivery) -> Result<(), Delivery> {
-        let lane = match &delivery.event.key {
-            Some(key) => {
-                let mut h = std::hash::DefaultHasher::new();
-                key.hash(&mut h);
-                (h.finish() % self.lanes.len() as u64) as usize
+    /// Queues the run's events on their keys' lanes, in order, waiting while a lane is
+    /// full (backpressure). Events with the same key share a lane, so they reach the
+    /// sink in the order given; keyless events are spread over the lanes. On `Err` the
+    /// sink has stopped (shutdown) and the events not queued stay unacknowledged.
+    pub async fn dispatch(&self, delivery: Delivery) -> Result<(), ()> {
+        if self.lanes.len() == 1 {
+            return self.lanes[0].send(delivery).await.map_err(|_| ());
+        }
+        let mut runs: Vec<Vec<Arc<Event>>> = vec![Vec::new(); self.lanes.len()];
+        for event in delivery.events {
+            let lane = match &event.key {
+                Some(key) => {
+                    let mut h = std::hash::DefaultHasher::new();
+                    key.hash(&mut h);
+                    (h.finish() % self.lanes.len() as u64) as usize
+                }
+                None => self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len(),
+            };
+            runs[lane].push(event);
+        }
+        for (lane, events) in runs.into_iter().enumerate() {
+            if events.is_empty() {
+                continue;
             }
-            None => self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len(),
-        };
-        self.lanes[lane].send(delivery).await.map_err(|e| e.0)
+            let run = Delivery {
+                events,
+                ack: delivery.ack.clone(),
+                pipeline: delivery.pipeline.clone(),
+                dead_letter: delivery.dead_letter.clone(),
+            };
+            self.lanes[lane].send(run).await.map_err(|_| ())?;
+        }
+        Ok(())
     }
 }
 
@@ -152,67 +183,135 @@ struct Lane {
     sink_name: String,
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
+    delivered: Counter,
+    retried: Counter,
+    latency: Histogram,
 }
 
-impl Lane {
-    async fn run(self, mut inbox: mpsc::Receiver<Delivery>) {
-        let max_batch = self.sink.max_batch().max(1);
-        while let Some(first) = inbox.recv().await {
-            let mut batch = VecDeque::with_capacity(max_batch);
-            batch.push_back(first);
-            while batch.len() < max_batch {
-                match inbox.try_recv() {
-                    Ok(d) => batch.push_back(d),
-                    Err(_) => break,
-                }
-            }
-            self.deliver(batch).await;
+/// The runs a lane delivers in one go, their events laid end to end.
+struct Pending {
+    runs: Vec<Delivery>,
+    events: Vec<Arc<Event>>,
+    /// `ends[i]`: index in `events` just past run `i`.
+    ends: Vec<usize>,
+    /// Events before this index are acknowledged.
+    acked: usize,
+    /// The run holding `events[acked]`.
+    run: usize,
+}
+
+impl Pending {
+    fn new(mut runs: Vec<Delivery>) -> Self {
+        let total = runs.iter().map(|r| r.events.len()).sum();
+        let mut events = Vec::with_capacity(total);
+        let mut ends = Vec::with_capacity(runs.len());
+        for r in &mut runs {
+            events.append(&mut r.events);
+            ends.push(events.len());
+        }
+        Self {
+            runs,
+            events,
+            ends,
+            acked: 0,
+            run: 0,
         }
     }
 
-    /// Delivers `pending` in order. A failed event holds back the events after it in this
-    /// lane (per-key order) until it is delivered or dead-lettered.
-    async fn deliver(&self, mut pending: VecDeque<Delivery>) {
+    /// The run that event `i` belongs to.
+    fn run_of(&self, i: usize) -> &Delivery {
+        &self.runs[self.ends.partition_point(|&end| end <= i)]
+    }
+
+    /// Everything before `done` is delivered or dead-lettered: acknowledges it, one
+    /// counter update per run.
+    fn settle(&mut self, done: usize) {
+        while self.acked < done {
+            let end = self.ends[self.run];
+            let upto = done.min(end);
+            self.runs[self.run].ack.ack(upto - self.acked);
+            self.acked = upto;
+            if upto < end {
+                break;
+            }
+            self.run += 1;
+        }
+    }
+}
+
+impl Lane {
+    fn new(name: &str, sink: Arc<dyn Sink>, metrics: &Arc<Metrics>) -> Self {
+        let labels = SinkNameLabels {
+            sink: name.to_owned(),
+        };
+        Self {
+            sink_name: name.to_owned(),
+            sink,
+            delivered: metrics.sink_counter(name, "delivered"),
+            retried: metrics.sink_counter(name, "retried"),
+            latency: metrics.sink_latency.get_or_create(&labels).clone(),
+            metrics: metrics.clone(),
+        }
+    }
+
+    async fn run(self, mut inbox: mpsc::Receiver<Delivery>) {
+        let max_batch = self.sink.max_batch().max(1);
+        while let Some(first) = inbox.recv().await {
+            let mut held = first.events.len();
+            let mut runs = vec![first];
+            while held < max_batch {
+                match inbox.try_recv() {
+                    Ok(d) => {
+                        held += d.events.len();
+                        runs.push(d);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.deliver(Pending::new(runs)).await;
+        }
+    }
+
+    /// Delivers the pending events in order, at most `max_batch` per attempt. A failed
+    /// event holds back the events after it in this lane (per-key order) until it is
+    /// delivered or dead-lettered.
+    async fn deliver(&self, mut pending: Pending) {
         let policy = self.sink.retry_policy();
-        let latency = self
-            .metrics
-            .sink_latency
-            .get_or_create(&SinkNameLabels {
-                sink: self.sink_name.clone(),
-            })
-            .clone();
-        // Attempts made for the event at the head of `pending`.
+        let max_batch = self.sink.max_batch().max(1);
+        let total = pending.events.len();
+        // Index of the first event not yet delivered or dead-lettered.
+        let mut head = 0;
+        // Attempts made for the event at `head`.
         let mut attempts = 0u32;
-        while !pending.is_empty() {
+        while head < total {
             attempts += 1;
-            let events: Vec<Arc<Event>> = pending.iter().map(|d| d.event.clone()).collect();
+            let n = (total - head).min(max_batch);
             let started = Instant::now();
-            let mut outcomes = self.sink.deliver(&events).await;
-            latency.observe(started.elapsed().as_secs_f64());
-            if outcomes.len() != events.len() {
-                warn!(sink = %self.sink_name, expected = events.len(), got = outcomes.len(),
+            let mut outcomes = self.sink.deliver(&pending.events[head..head + n]).await;
+            self.latency.observe(started.elapsed().as_secs_f64());
+            if outcomes.len() != n {
+                warn!(sink = %self.sink_name, expected = n, got = outcomes.len(),
                     "sink returned the wrong number of outcomes; retrying the batch");
                 outcomes = vec![
                     Outcome::Retry {
                         error: "sink returned the wrong number of outcomes".into(),
                         retry_after: None,
                     };
-                    events.len()
+                    n
                 ];
             }
-            let mut delivered = 0;
+            let mut delivered = 0u64;
             let mut retry = None;
             for outcome in outcomes {
                 match outcome {
                     Outcome::Delivered => {
-                        let d = pending.pop_front().expect("one outcome per pending event");
-                        d.ack.ack();
+                        head += 1;
                         delivered += 1;
                         attempts = 1;
                     }
                     Outcome::Permanent { error } => {
-                        let d = pending.pop_front().expect("one outcome per pending event");
-                        self.dead_letter(d, &error, attempts).await;
+                        self.dead_letter(&pending, head, &error, attempts).await;
+                        head += 1;
                         attempts = 1;
                     }
                     Outcome::Retry { error, retry_after } => {
@@ -221,17 +320,18 @@ impl Lane {
                     }
                 }
             }
+            pending.settle(head);
             if delivered > 0 {
-                self.metrics
-                    .sink_outcome(&self.sink_name, "delivered", delivered);
+                self.delivered.inc_by(delivered);
             }
             let Some((error, retry_after)) = retry else {
                 continue;
             };
-            self.metrics.sink_outcome(&self.sink_name, "retried", 1);
+            self.retried.inc();
             if policy.exhausted(attempts) {
-                let d = pending.pop_front().expect("the failed event is pending");
-                self.dead_letter(d, &error, attempts).await;
+                self.dead_letter(&pending, head, &error, attempts).await;
+                head += 1;
+                pending.settle(head);
                 attempts = 0;
                 continue;
             }
@@ -242,19 +342,19 @@ impl Lane {
         }
     }
 
-    /// Dead-letters the event (durably), then acknowledges it.
-    async fn dead_letter(&self, d: Delivery, error: &str, attempts: u32) {
+    /// Dead-letters event `i` of `pending` (durably); the caller then acknowledges it.
+    async fn dead_letter(&self, pending: &Pending, i: usize, error: &str, attempts: u32) {
+        let run = pending.run_of(i);
         let reason = DeadLetterReason {
-            pipeline: &d.pipeline,
+            pipeline: &run.pipeline,
             sink: Some(&self.sink_name),
             plugin: None,
             error,
             attempts,
         };
-        append_dead_letter(&d.dead_letter, &d.event, &reason).await;
+        append_dead_letter(&run.dead_letter, &pending.events[i], &reason).await;
         self.metrics
             .sink_outcome(&self.sink_name, "dead_lettered", 1);
-        d.ack.ack();
     }
 }
 
@@ -379,7 +479,7 @@ pub(crate) mod tests {
                     b"ok"
                 };
                 let d = Delivery {
-                    event: event(key, seq, payload),
+                    events: vec![event(key, seq, payload)],
                     ack: AckToken::new(1, position, tx.clone()),
                     pipeline: Arc::from("p"),
                     dead_letter: dlq.clone(),
@@ -418,6 +518,80 @@ pub(crate) mod tests {
         assert_eq!(dead.header(dlq_headers::PIPELINE), Some("p"));
     }
 
+    /// Batches of keyed events, split over four lanes and delivered in attempts of at
+    /// most eight: a batch is acknowledged once, only after each of its events reached the
+    /// sink (or the dead-letter queue), and every key keeps its order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_acknowledged_once_after_all_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = dead_letter_queue(dir.path());
+        let sink = Arc::new(FlakySink {
+            delivered: Mutex::new(Vec::new()),
+            attempts: AtomicUsize::new(0),
+            lanes: 4,
+        });
+        let handle = SinkHandle::start("flaky", sink.clone(), Arc::new(Metrics::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (batches, per_batch, keys) = (40u32, 25u32, 7u32);
+        let mut ids_of: HashMap<u64, Vec<String>> = HashMap::new();
+        for b in 0..batches {
+            let first = u64::from(b) * 1000;
+            let events: Vec<Arc<Event>> = (0..per_batch)
+                .map(|i| {
+                    let seq = b * per_batch + i;
+                    let payload: &[u8] = if seq == 333 { b"poison" } else { b"ok" };
+                    event(seq % keys, seq, payload)
+                })
+                .collect();
+            ids_of.insert(first, events.iter().map(|e| e.id.clone()).collect());
+            let d = Delivery {
+                ack: AckToken::new(events.len(), first, tx.clone()),
+                events,
+                pipeline: Arc::from("p"),
+                dead_letter: dlq.clone(),
+            };
+            assert!(handle.dispatch(d).await.is_ok());
+        }
+        let mut acked = std::collections::BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while acked.len() < batches as usize {
+            let first = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("every batch is acknowledged in time")
+                .unwrap();
+            assert!(acked.insert(first), "batch {first} acknowledged twice");
+            let delivered: std::collections::HashSet<String> = sink
+                .delivered
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| e.id.clone())
+                .collect();
+            for id in &ids_of[&first] {
+                let poison = id.ends_with("-333");
+                assert!(
+                    poison || delivered.contains(id),
+                    "batch {first} acknowledged before {id} was delivered"
+                );
+            }
+        }
+        assert!(rx.try_recv().is_err(), "no acknowledgement beyond one per batch");
+        let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in sink.delivered.lock().unwrap().iter() {
+            if !seen.insert(e.id.clone()) {
+                continue;
+            }
+            let seq: i64 = e.id.split('-').nth(1).unwrap().parse().unwrap();
+            let prev = last.insert(e.key.clone().unwrap(), seq).unwrap_or(-1);
+            assert!(seq > prev, "key {:?}: {seq} after {prev}", e.key);
+        }
+        assert_eq!(seen.len(), (batches * per_batch - 1) as usize);
+        let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(Event::decode_record(&dead[0].payload).unwrap().id, "4-333");
+    }
+
     /// Fails every event for good with an error that quotes a URL with credentials, as an
     /// HTTP library's error might.
     struct LeakySink;
@@ -443,7 +617,7 @@ pub(crate) mod tests {
         let handle = SinkHandle::start("leaky", Arc::new(LeakySink), Arc::new(Metrics::new()));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let d = Delivery {
-            event: event(1, 1, b"x"),
+            events: vec![event(1, 1, b"x")],
             ack: AckToken::new(1, 0, tx),
             pipeline: Arc::from("p"),
             dead_letter: dlq.clone(),
@@ -463,11 +637,13 @@ pub(crate) mod tests {
     #[test]
     fn ack_token_completes_after_every_sink() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let token = AckToken::new(3, 42, tx.clone());
-        token.ack();
-        token.ack();
+        let token = AckToken::new(5, 42, tx.clone());
+        token.ack(1);
+        token.ack(3);
         assert!(rx.try_recv().is_err());
-        token.ack();
+        token.ack(0);
+        assert!(rx.try_recv().is_err());
+        token.ack(1);
         assert_eq!(rx.try_recv().unwrap(), 42);
         // Routed nowhere: complete at once.
         let _ = AckToken::new(0, 43, tx);

@@ -305,6 +305,27 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// The counter of `sink`'s events with `outcome`, to keep and bump on a hot path
+    /// without a label lookup per event.
+    pub fn sink_counter(&self, sink: &str, outcome: &'static str) -> Counter {
+        self.sink_events
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+                outcome,
+            })
+            .clone()
+    }
+
+    /// The counter of `pipeline`'s events with `outcome` (see [`Metrics::sink_counter`]).
+    pub fn pipeline_counter(&self, pipeline: &str, outcome: &'static str) -> Counter {
+        self.pipeline_events
+            .get_or_create(&PipelineLabels {
+                pipeline: pipeline.to_owned(),
+                outcome,
+            })
+            .clone()
+    }
+
     pub fn pipeline_outcome(&self, pipeline: &str, outcome: &'static str, n: u64) {
         self.pipeline_events
             .get_or_create(&PipelineLabels {

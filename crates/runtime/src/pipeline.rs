@@ -11,6 +11,7 @@ use std::time::Duration;
 use switchyard_ack::Watermark;
 use switchyard_connector::{Backoff, Feed};
 use switchyard_event::Event;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -118,11 +119,7 @@ impl Reader {
             mut feed,
             metrics,
         } = self;
-        let this = ReaderCtx {
-            plan,
-            source,
-            metrics,
-        };
+        let this = ReaderCtx::new(plan, source, metrics);
         let partition = feed.partition();
         let mut mark = Watermark::new(feed.start());
         let mut committed = mark.low_watermark();
@@ -157,8 +154,8 @@ impl Reader {
             let budget = this.plan.max_in_flight.saturating_sub(mark.held());
             tokio::select! {
                 biased;
-                Some(position) = ack_rx.recv() => {
-                    this.complete(&mut mark, position);
+                Some(first) = ack_rx.recv() => {
+                    this.complete(&mut mark, first);
                     while let Ok(p) = ack_rx.try_recv() {
                         this.complete(&mut mark, p);
                     }
@@ -209,18 +206,25 @@ impl Reader {
                             "its feed handed out {} events where at most {} were asked for", records.len(), budget.max(1)));
                         continue;
                     }
-                    let mut positions = Vec::with_capacity(records.len());
-                    let mut events: Vec<Arc<Event>> = Vec::with_capacity(records.len());
-                    for (position, event) in records {
-                        if let Err(e) = mark.track(position) {
-                            reading = false;
-                            this.stopped_by(partition, format!("its feed handed out positions out of order: {e}"));
-                            break;
-                        }
-                        positions.push(position);
-                        events.push(Arc::new(event));
+                    let (Some(&first), Some(&last)) = (records.positions().first(), records.positions().last()) else {
+                        continue;
+                    };
+                    let tracked = if records.positions().windows(2).all(|w| w[0] < w[1]) {
+                        mark.track_range(first, last, records.len()).map_err(|e| e.to_string())
+                    } else {
+                        Err(format!("positions {first}..={last} do not increase within the batch"))
+                    };
+                    if let Err(e) = tracked {
+                        reading = false;
+                        this.stopped_by(partition, format!("its feed handed out positions out of order: {e}"));
+                        continue;
                     }
-                    this.metrics.pipeline_outcome(&this.plan.name, "read", events.len() as u64);
+                    let events: Vec<Arc<Event>> = records.into_iter().map(|(_, e)| Arc::new(e)).collect();
+                    this.read.inc_by(events.len() as u64);
+                    if this.plan.stages.is_empty() {
+                        this.deliver_to_all(first, events, &ack_tx).await;
+                        continue;
+                    }
                     let fates = match this.plan.decide(&events).await {
                         Ok(f) => f,
                         Err(e) => {
@@ -230,9 +234,7 @@ impl Reader {
                             continue;
                         }
                     };
-                    for (position, fate) in positions.into_iter().zip(fates) {
-                        this.apply(position, fate, &ack_tx).await;
-                    }
+                    this.apply(first, fates, &ack_tx).await;
                 }
             }
         }
@@ -247,43 +249,91 @@ struct ReaderCtx {
     plan: Arc<PipelinePlan>,
     source: String,
     metrics: Arc<Metrics>,
+    /// The pipeline's event counters, looked up once.
+    read: Counter,
+    dropped: Counter,
+    dead_lettered: Counter,
+    completed: Counter,
 }
 
 impl ReaderCtx {
-    /// Carries out one event's fate; its position completes when that is done.
-    async fn apply(&self, position: u64, fate: Fate, ack_tx: &mpsc::UnboundedSender<u64>) {
-        match fate {
-            Fate::Deliver(targets) => {
-                let ack = AckToken::new(targets.len(), position, ack_tx.clone());
-                for (sink, event) in targets {
-                    let delivery = Delivery {
-                        event,
-                        ack: ack.clone(),
-                        pipeline: self.plan.name.clone(),
-                        dead_letter: self.plan.dead_letter.clone(),
-                    };
-                    if sink.dispatch(delivery).await.is_err() {
-                        warn!(sink = %sink.name, "sink stopped; the event stays unacknowledged");
+    fn new(plan: Arc<PipelinePlan>, source: String, metrics: Arc<Metrics>) -> Self {
+        let counter = |outcome| metrics.pipeline_counter(&plan.name, outcome);
+        Self {
+            read: counter("read"),
+            dropped: counter("dropped"),
+            dead_lettered: counter("dead_lettered"),
+            completed: counter("completed"),
+            plan,
+            source,
+            metrics,
+        }
+    }
+
+    /// A pipeline without plugins: every event of the batch goes to every sink. The
+    /// batch starting at `first` completes when each sink has acknowledged each event.
+    async fn deliver_to_all(&self, first: u64, events: Vec<Arc<Event>>, ack_tx: &mpsc::UnboundedSender<u64>) {
+        let sinks = &self.plan.sinks;
+        let ack = AckToken::new(events.len() * sinks.len(), first, ack_tx.clone());
+        let mut events = Some(events);
+        for (i, sink) in sinks.iter().enumerate() {
+            let events = if i + 1 == sinks.len() {
+                events.take().expect("taken by the last sink only")
+            } else {
+                events.clone().expect("kept until the last sink")
+            };
+            self.dispatch(sink, events, &ack).await;
+        }
+    }
+
+    /// Carries out the fates of the batch starting at `first` (one per event, in order):
+    /// dead letters are appended durably, then each sink gets its events in one run per
+    /// lane. The batch completes when every delivery is acknowledged.
+    async fn apply(&self, first: u64, fates: Vec<Fate>, ack_tx: &mpsc::UnboundedSender<u64>) {
+        let mut per_sink: Vec<(Arc<SinkHandle>, Vec<Arc<Event>>)> = Vec::new();
+        let (mut dropped, mut dead_lettered) = (0u64, 0u64);
+        for fate in fates {
+            match fate {
+                Fate::Deliver(targets) => {
+                    for (sink, event) in targets {
+                        match per_sink.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &sink)) {
+                            Some((_, events)) => events.push(event),
+                            None => per_sink.push((sink, vec![event])),
+                        }
                     }
                 }
+                Fate::Drop => dropped += 1,
+                Fate::DeadLetter { event, error, by } => {
+                    let reason = DeadLetterReason {
+                        pipeline: &self.plan.name,
+                        sink: None,
+                        plugin: Some(&by),
+                        error: &error,
+                        attempts: 1,
+                    };
+                    append_dead_letter(&self.plan.dead_letter, &event, &reason).await;
+                    dead_lettered += 1;
+                }
             }
-            Fate::Drop => {
-                self.metrics.pipeline_outcome(&self.plan.name, "dropped", 1);
-                let _ = ack_tx.send(position);
-            }
-            Fate::DeadLetter { event, error, by } => {
-                let reason = DeadLetterReason {
-                    pipeline: &self.plan.name,
-                    sink: None,
-                    plugin: Some(&by),
-                    error: &error,
-                    attempts: 1,
-                };
-                append_dead_letter(&self.plan.dead_letter, &event, &reason).await;
-                self.metrics
-                    .pipeline_outcome(&self.plan.name, "dead_lettered", 1);
-                let _ = ack_tx.send(position);
-            }
+        }
+        self.dropped.inc_by(dropped);
+        self.dead_lettered.inc_by(dead_lettered);
+        let deliveries = per_sink.iter().map(|(_, events)| events.len()).sum();
+        let ack = AckToken::new(deliveries, first, ack_tx.clone());
+        for (sink, events) in per_sink {
+            self.dispatch(&sink, events, &ack).await;
+        }
+    }
+
+    async fn dispatch(&self, sink: &SinkHandle, events: Vec<Arc<Event>>, ack: &Arc<AckToken>) {
+        let delivery = Delivery {
+            events,
+            ack: ack.clone(),
+            pipeline: self.plan.name.clone(),
+            dead_letter: self.plan.dead_letter.clone(),
+        };
+        if sink.dispatch(delivery).await.is_err() {
+            warn!(sink = %sink.name, "sink stopped; the events stay unacknowledged");
         }
     }
 
@@ -297,12 +347,18 @@ impl ReaderCtx {
         ));
     }
 
-    fn complete(&self, mark: &mut Watermark, position: u64) {
-        if let Err(e) = mark.complete(position) {
-            error!(pipeline = %self.plan.name, error = %e, "acknowledgement bookkeeping error");
+    /// The batch starting at `first` is done: every event of it is delivered,
+    /// dead-lettered or dropped.
+    fn complete(&self, mark: &mut Watermark, first: u64) {
+        let events = mark.events_of(first).unwrap_or(0);
+        match mark.complete(first) {
+            Ok(_) => {
+                self.completed.inc_by(events as u64);
+            }
+            Err(e) => {
+                error!(pipeline = %self.plan.name, error = %e, "acknowledgement bookkeeping error")
+            }
         }
-        self.metrics
-            .pipeline_outcome(&self.plan.name, "completed", 1);
     }
 
     /// Writes the checkpoint when it moved; returns what is stored now.

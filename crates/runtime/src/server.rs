@@ -527,7 +527,7 @@ async fn replay(
                 .headers
                 .retain(|(n, _)| !n.starts_with("x-switchyard-dead-letter-"));
             let delivery = Delivery {
-                event: Arc::new(event),
+                events: vec![Arc::new(event)],
                 ack: AckToken::new(1, r.offset, tx.clone()),
                 pipeline: Arc::from(pipeline.as_str()),
                 dead_letter: queue.clone(),
