@@ -411,7 +411,11 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self, field: &str) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>(|| field.to_owned())?[0])
+        self.u8_with(|| field.to_owned())
+    }
+
+    fn u8_with(&mut self, field: impl FnOnce() -> String) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(field)?[0])
     }
 
     fn u16_with(&mut self, field: impl FnOnce() -> String) -> Result<u16, DecodeError> {
@@ -440,8 +444,12 @@ impl<'a> Reader<'a> {
 
     /// An Int32 byte count, which the protocol never sends negative here.
     fn length(&mut self, field: &str) -> Result<usize, DecodeError> {
-        let len = self.i32_with(|| field.to_owned())?;
-        usize::try_from(len).map_err(|_| self.invalid(field, format!("negative length {len}")))
+        self.length_with(|| field.to_owned())
+    }
+
+    fn length_with(&mut self, field: impl Fn() -> String) -> Result<usize, DecodeError> {
+        let len = self.i32_with(&field)?;
+        usize::try_from(len).map_err(|_| self.invalid(field(), format!("negative length {len}")))
     }
 
     fn cstr(&mut self, field: &str) -> Result<String, DecodeError> {
@@ -503,11 +511,12 @@ impl<'a> Reader<'a> {
         // Every datum takes at least its one-byte tag.
         let mut datums = Vec::with_capacity(usize::from(count).min(self.buf.len()));
         for i in 0..count {
-            let datum = match self.u8(&format!("{which} column {i} tag"))? {
+            // Field names are formatted only for an error: this runs for every column.
+            let datum = match self.u8_with(|| format!("{which} column {i} tag"))? {
                 b'n' => Datum::Null,
                 b'u' => Datum::Unchanged,
                 tag @ (b't' | b'b') => {
-                    let len = self.length(&format!("{which} column {i} length"))?;
+                    let len = self.length_with(|| format!("{which} column {i} length"))?;
                     let bytes = self.take(len, || format!("{which} column {i} value"))?;
                     if tag == b't' {
                         Datum::Text(self.utf8(bytes, || format!("{which} column {i} value"))?)
