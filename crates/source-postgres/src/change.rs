@@ -48,19 +48,19 @@ pub enum RowChange<'a> {
     /// A row was inserted.
     Insert {
         /// The new row.
-        new: &'a Tuple,
+        new: &'a Tuple<'a>,
     },
     /// A row was updated.
     Update {
         /// The old row, when Postgres sent one (REPLICA IDENTITY FULL, or a changed key).
-        old: Option<&'a OldTuple>,
+        old: Option<&'a OldTuple<'a>>,
         /// The new row.
-        new: &'a Tuple,
+        new: &'a Tuple<'a>,
     },
     /// A row was deleted.
     Delete {
         /// The old row: its key, or all of it with REPLICA IDENTITY FULL.
-        old: &'a OldTuple,
+        old: &'a OldTuple<'a>,
     },
 }
 
@@ -611,14 +611,14 @@ fn fill_key_indices(
 /// A row image: a tuple, and whether only its replica identity columns were sent.
 #[derive(Clone, Copy)]
 struct Image<'a> {
-    tuple: &'a Tuple,
+    tuple: &'a Tuple<'a>,
     key_only: bool,
 }
 
 impl<'a> Image<'a> {
     /// The datum of column `i` if Postgres sent it: not a placeholder of a key-only
     /// tuple, not an unchanged TOAST value.
-    fn sent(&self, relation: &Relation, i: usize) -> Option<&'a Datum> {
+    fn sent(&self, relation: &Relation, i: usize) -> Option<&'a Datum<'a>> {
         if self.key_only && !relation.columns[i].key {
             return None;
         }
@@ -740,8 +740,8 @@ mod tests {
         }
     }
 
-    fn t(s: &str) -> Datum {
-        Datum::Text(s.into())
+    fn t(s: &str) -> Datum<'_> {
+        Datum::Text(s)
     }
 
     fn tx() -> Transaction {
@@ -1017,7 +1017,7 @@ mod tests {
             columns: vec![column("id", 23, true), column("raw", 17, false)],
             ..orders(b'd')
         };
-        let new = Tuple(vec![t("1"), Datum::Binary(vec![0, 255])]);
+        let new = Tuple(vec![t("1"), Datum::Binary(&[0, 255])]);
         assert_eq!(
             record(&rel, None, RowChange::Insert { new: &new })["after"]["raw"],
             "AP8="
@@ -1302,13 +1302,37 @@ mod tests {
         reg
     }
 
-    fn datum() -> impl Strategy<Value = Datum> {
+    /// A datum that owns its value, for the strategies; [`Datum`] borrows.
+    #[derive(Clone, Debug)]
+    enum Owned {
+        Null,
+        Unchanged,
+        Text(String),
+        Binary(Vec<u8>),
+    }
+
+    impl Owned {
+        fn datum(&self) -> Datum<'_> {
+            match self {
+                Owned::Null => Datum::Null,
+                Owned::Unchanged => Datum::Unchanged,
+                Owned::Text(s) => Datum::Text(s),
+                Owned::Binary(b) => Datum::Binary(b),
+            }
+        }
+    }
+
+    fn owned_tuple(datums: &[Owned]) -> Tuple<'_> {
+        Tuple(datums.iter().map(Owned::datum).collect())
+    }
+
+    fn datum() -> impl Strategy<Value = Owned> {
         prop_oneof![
-            1 => Just(Datum::Null),
-            1 => Just(Datum::Unchanged),
-            4 => proptest::sample::select(TEXTS).prop_map(t),
-            2 => "\\PC{0,16}|[{}\",\\\\ NUL0-9:+.tf\\[\\]=-]{0,16}".prop_map(Datum::Text),
-            1 => proptest::collection::vec(any::<u8>(), 0..8).prop_map(Datum::Binary),
+            1 => Just(Owned::Null),
+            1 => Just(Owned::Unchanged),
+            4 => proptest::sample::select(TEXTS).prop_map(|s| Owned::Text(s.to_owned())),
+            2 => "\\PC{0,16}|[{}\",\\\\ NUL0-9:+.tf\\[\\]=-]{0,16}".prop_map(Owned::Text),
+            1 => proptest::collection::vec(any::<u8>(), 0..8).prop_map(Owned::Binary),
         ]
     }
 
@@ -1348,8 +1372,8 @@ mod tests {
             })
     }
 
-    fn tuple(columns: usize) -> impl Strategy<Value = Tuple> {
-        proptest::collection::vec(datum(), columns).prop_map(Tuple)
+    fn tuple(columns: usize) -> impl Strategy<Value = Vec<Owned>> {
+        proptest::collection::vec(datum(), columns)
     }
 
     /// A relation, a change of one of its rows, the key columns and a transaction.
@@ -1358,8 +1382,8 @@ mod tests {
         Value = (
             Relation,
             u8,
-            Tuple,
-            Tuple,
+            Vec<Owned>,
+            Vec<Owned>,
             Option<Vec<String>>,
             Transaction,
             u32,
@@ -1411,6 +1435,7 @@ mod tests {
             thread_local! {
                 static ENCODER: std::cell::RefCell<ChangeEncoder> = Default::default();
             }
+            let (old, new) = (owned_tuple(&old), owned_tuple(&new));
             let old_key = OldTuple::Key(old.clone());
             let old_full = OldTuple::Full(old);
             let change = match shape {

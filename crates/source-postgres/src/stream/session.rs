@@ -205,7 +205,11 @@ impl Task {
         Ok(())
     }
 
-    async fn change(&mut self, message: Message, txn: &mut Option<Txn>) -> Result<(), SessionEnd> {
+    async fn change(
+        &mut self,
+        message: Message<'_>,
+        txn: &mut Option<Txn>,
+    ) -> Result<(), SessionEnd> {
         let Some(t) = txn.as_mut() else {
             return Ok(());
         };
