@@ -12,7 +12,7 @@
 
 /// One decoded pgoutput message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
+pub enum Message<'a> {
     /// `B`: a transaction starts. `final_lsn` is the LSN of its commit record.
     Begin {
         /// LSN of the transaction's commit record (equals the Commit's `commit_lsn`).
@@ -58,23 +58,23 @@ pub enum Message {
         /// OID of the relation, as announced by a previous [`Message::Relation`].
         relation: u32,
         /// The new row.
-        new: Tuple,
+        new: Tuple<'a>,
     },
     /// `U`: a row was updated.
     Update {
         /// OID of the relation, as announced by a previous [`Message::Relation`].
         relation: u32,
         /// The old row: absent unless the replica identity is FULL or the key changed.
-        old: Option<OldTuple>,
+        old: Option<OldTuple<'a>>,
         /// The new row.
-        new: Tuple,
+        new: Tuple<'a>,
     },
     /// `D`: a row was deleted.
     Delete {
         /// OID of the relation, as announced by a previous [`Message::Relation`].
         relation: u32,
         /// The deleted row: its key only, or all of it with REPLICA IDENTITY FULL.
-        old: OldTuple,
+        old: OldTuple<'a>,
     },
     /// `T`: tables were truncated.
     Truncate {
@@ -150,39 +150,41 @@ pub struct Column {
 
 /// The old row of an update or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OldTuple {
+pub enum OldTuple<'a> {
     /// `K`: only the replica identity columns carry values; the others are
     /// [`Datum::Null`] placeholders and mean "not sent", not NULL.
-    Key(Tuple),
+    Key(Tuple<'a>),
     /// `O`: the whole old row (REPLICA IDENTITY FULL).
-    Full(Tuple),
+    Full(Tuple<'a>),
 }
 
-impl OldTuple {
+impl<'a> OldTuple<'a> {
     /// The datums, whichever kind of old tuple this is.
-    pub fn tuple(&self) -> &Tuple {
+    pub fn tuple(&self) -> &Tuple<'a> {
         match self {
             OldTuple::Key(t) | OldTuple::Full(t) => t,
         }
     }
 }
 
-/// The datums of one row, one per column of its [`Relation`], in column order.
+/// The datums of one row, one per column of its [`Relation`], in column order. Values
+/// borrow from the message they were decoded from: a row costs one allocation, not one
+/// per column.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tuple(pub Vec<Datum>);
+pub struct Tuple<'a>(pub Vec<Datum<'a>>);
 
 /// One column value of a [`Tuple`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Datum {
+pub enum Datum<'a> {
     /// `n`: SQL NULL.
     Null,
     /// `u`: an unchanged value stored out of line (TOAST) that Postgres did not send.
     /// The value is unknown, not NULL.
     Unchanged,
     /// `t`: the value in the type's text output format.
-    Text(String),
+    Text(&'a str),
     /// `b`: the value in the type's binary format (only with the `binary` option).
-    Binary(Vec<u8>),
+    Binary(&'a [u8]),
 }
 
 /// Why a pgoutput message could not be decoded.
@@ -244,7 +246,7 @@ pub enum DecodeError {
 /// Never panics. An unknown message type is [`Message::Unknown`], not an error, so a
 /// caller can skip what it does not need; a known type with a malformed body is an
 /// error naming the message and field.
-pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
     let (&tag, body) = buf.split_first().ok_or(DecodeError::Empty)?;
     let message = match tag {
         b'B' => "Begin",
@@ -411,7 +413,11 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self, field: &str) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>(|| field.to_owned())?[0])
+        self.u8_with(|| field.to_owned())
+    }
+
+    fn u8_with(&mut self, field: impl FnOnce() -> String) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(field)?[0])
     }
 
     fn u16_with(&mut self, field: impl FnOnce() -> String) -> Result<u16, DecodeError> {
@@ -440,8 +446,12 @@ impl<'a> Reader<'a> {
 
     /// An Int32 byte count, which the protocol never sends negative here.
     fn length(&mut self, field: &str) -> Result<usize, DecodeError> {
-        let len = self.i32_with(|| field.to_owned())?;
-        usize::try_from(len).map_err(|_| self.invalid(field, format!("negative length {len}")))
+        self.length_with(|| field.to_owned())
+    }
+
+    fn length_with(&mut self, field: impl Fn() -> String) -> Result<usize, DecodeError> {
+        let len = self.i32_with(&field)?;
+        usize::try_from(len).map_err(|_| self.invalid(field(), format!("negative length {len}")))
     }
 
     fn cstr(&mut self, field: &str) -> Result<String, DecodeError> {
@@ -498,21 +508,27 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn tuple(&mut self, which: &'static str) -> Result<Tuple, DecodeError> {
+    fn tuple(&mut self, which: &'static str) -> Result<Tuple<'a>, DecodeError> {
         let count = self.u16_with(|| format!("{which} column count"))?;
         // Every datum takes at least its one-byte tag.
         let mut datums = Vec::with_capacity(usize::from(count).min(self.buf.len()));
         for i in 0..count {
-            let datum = match self.u8(&format!("{which} column {i} tag"))? {
+            // Field names are formatted only for an error: this runs for every column.
+            let datum = match self.u8_with(|| format!("{which} column {i} tag"))? {
                 b'n' => Datum::Null,
                 b'u' => Datum::Unchanged,
                 tag @ (b't' | b'b') => {
-                    let len = self.length(&format!("{which} column {i} length"))?;
+                    let len = self.length_with(|| format!("{which} column {i} length"))?;
                     let bytes = self.take(len, || format!("{which} column {i} value"))?;
                     if tag == b't' {
-                        Datum::Text(self.utf8(bytes, || format!("{which} column {i} value"))?)
+                        Datum::Text(std::str::from_utf8(bytes).map_err(|_| {
+                            DecodeError::NotUtf8 {
+                                message: self.message,
+                                field: format!("{which} column {i} value"),
+                            }
+                        })?)
                     } else {
-                        Datum::Binary(bytes.to_vec())
+                        Datum::Binary(bytes)
                     }
                 }
                 other => {
@@ -591,8 +607,8 @@ mod tests {
         }
     }
 
-    fn text(s: &str) -> Datum {
-        Datum::Text(s.to_owned())
+    fn text(s: &str) -> Datum<'_> {
+        Datum::Text(s)
     }
 
     fn orders_relation_bytes() -> Vec<u8> {
@@ -739,7 +755,7 @@ mod tests {
             Datum::Null,
             Datum::Unchanged,
             text("héllo"),
-            Datum::Binary(vec![0, 1, 255]),
+            Datum::Binary(&[0, 1, 255]),
         ];
         let buf = Enc::new(b'I').u32(16385).u8(b'N').tuple(&datums).done();
         assert_eq!(
@@ -1085,8 +1101,8 @@ mod tests {
             proptest::option::of(".{0,20}"), 0..8)
         ) {
             let datums: Vec<Datum> = values
-                .into_iter()
-                .map(|v| v.map_or(Datum::Null, Datum::Text))
+                .iter()
+                .map(|v| v.as_deref().map_or(Datum::Null, Datum::Text))
                 .collect();
             let buf = Enc::new(b'I').u32(3).u8(b'N').tuple(&datums).done();
             prop_assert_eq!(decode(&buf).unwrap(), Message::Insert { relation: 3, new: Tuple(datums) });

@@ -26,6 +26,7 @@
 //! Architecture invariant: pure. No IO and no panic on any input.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -163,6 +164,63 @@ impl TypeRegistry {
         }
     }
 
+    /// Appends the JSON of one value (see [`TypeRegistry::to_json`]) to `out`: the bytes
+    /// `serde_json` writes for `to_json(type_oid, text)`, without building the `Value`
+    /// for the types rows are mostly made of. Total: never fails, never panics.
+    pub fn write_json(&self, type_oid: u32, text: &str, out: &mut Vec<u8>) {
+        self.write(type_oid, text, 0, out);
+    }
+
+    fn write(&self, oid: u32, text: &str, depth: usize, out: &mut Vec<u8>) {
+        if depth > MAX_DEPTH {
+            return write_json(out, text);
+        }
+        if let Some((_, mapping)) = builtin(oid) {
+            return match mapping {
+                Mapping::Text => write_json(out, text),
+                Mapping::Bool => match text {
+                    "t" => out.extend_from_slice(b"true"),
+                    "f" => out.extend_from_slice(b"false"),
+                    _ => write_json(out, text),
+                },
+                Mapping::Int => match text.parse::<i64>() {
+                    Ok(n) => write_json(out, &n),
+                    Err(_) => write_json(out, text),
+                },
+                Mapping::Oid => match text.parse::<u32>() {
+                    Ok(n) => write_json(out, &n),
+                    Err(_) => write_json(out, text),
+                },
+                // `Number::from_f64` takes exactly the finite floats.
+                Mapping::Float => match text.parse::<f64>() {
+                    Ok(f) if f.is_finite() => write_json(out, &f),
+                    _ => write_json(out, text),
+                },
+                Mapping::Timestamp | Mapping::Timestamptz => {
+                    let start = out.len();
+                    out.push(b'"');
+                    let with_offset = matches!(mapping, Mapping::Timestamptz);
+                    if write_timestamp(text, with_offset, out).is_some() {
+                        out.push(b'"');
+                    } else {
+                        out.truncate(start);
+                        write_json(out, text);
+                    }
+                }
+                Mapping::Bytea | Mapping::Json | Mapping::Array(_) => {
+                    write_json(out, &self.map(oid, text, depth));
+                }
+            };
+        }
+        match self.kind(oid) {
+            Some(TypeKind::Domain { base }) => self.write(base, text, depth + 1, out),
+            Some(TypeKind::Array { .. }) => write_json(out, &self.map(oid, text, depth)),
+            Some(TypeKind::Enum | TypeKind::Composite | TypeKind::Other) | None => {
+                write_json(out, text);
+            }
+        }
+    }
+
     fn array(&self, element: u32, text: &str, depth: usize) -> Value {
         // `box` is the one built-in type whose array delimiter is not a comma.
         let delimiter = if element == BOX_OID { b';' } else { b',' };
@@ -184,6 +242,13 @@ pub fn builtin_type_name(oid: u32) -> Option<&'static str> {
 
 fn string(text: &str) -> Value {
     Value::String(text.to_owned())
+}
+
+/// Appends `value` as compact JSON, escaped by `serde_json`.
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing into a Vec cannot fail, and the values written here (strings, integers,
+    // finite floats, `Value`s) always serialise.
+    serde_json::to_writer(out, value).expect("serialising JSON into memory");
 }
 
 /// How a built-in type's text becomes JSON.
@@ -492,12 +557,28 @@ fn hex_digit(b: u8) -> Option<u8> {
 /// anything else (`infinity`, BC dates, other `DateStyle`s, an offset on a `timestamp`
 /// or none on a `timestamptz`).
 fn timestamp(text: &str, with_offset: bool) -> Option<String> {
+    let mut out = Vec::new();
+    write_timestamp(text, with_offset, &mut out)?;
+    String::from_utf8(out).ok()
+}
+
+/// Appends the RFC 3339 form of an ISO-style `timestamp[tz]` to `out` (see
+/// `timestamp`); `None`, with `out` possibly appended to, for anything else.
+///
+/// Everything written is ASCII digits and `-:.T+Z`, so it needs no JSON escaping.
+fn write_timestamp(text: &str, with_offset: bool, out: &mut Vec<u8>) -> Option<()> {
     let (date, rest) = text.split_once(' ')?;
     let (year, month, day) = parse_date(date)?;
     let time_len = time_prefix_len(rest)?;
     let (time, offset) = rest.split_at(time_len);
     if !with_offset {
-        return offset.is_empty().then(|| format!("{date}T{time}"));
+        if !offset.is_empty() {
+            return None;
+        }
+        out.extend_from_slice(date.as_bytes());
+        out.push(b'T');
+        out.extend_from_slice(time.as_bytes());
+        return Some(());
     }
     let (sign, offset) = match offset.as_bytes().first()? {
         b'+' => (1, &offset[1..]),
@@ -512,8 +593,14 @@ fn timestamp(text: &str, with_offset: bool) -> Option<String> {
         return None;
     }
     if seconds == 0 {
-        let sign = if sign < 0 { '-' } else { '+' };
-        return Some(format!("{date}T{time}{sign}{hours:02}:{minutes:02}"));
+        out.extend_from_slice(date.as_bytes());
+        out.push(b'T');
+        out.extend_from_slice(time.as_bytes());
+        out.push(if sign < 0 { b'-' } else { b'+' });
+        push_two_digits(out, hours);
+        out.push(b':');
+        push_two_digits(out, minutes);
+        return Some(());
     }
     // Offsets with seconds (local mean time of zones before ~1900) have no RFC 3339
     // form: convert to UTC instead.
@@ -525,12 +612,21 @@ fn timestamp(text: &str, with_offset: bool) -> Option<String> {
     let utc = local - sign * (hours * 3_600 + minutes * 60 + seconds);
     let (y, mo, d) = civil_from_days(utc.div_euclid(86_400));
     let secs = utc.rem_euclid(86_400);
-    Some(format!(
+    write!(
+        out,
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{fraction}Z",
         secs / 3_600,
         secs / 60 % 60,
         secs % 60
-    ))
+    )
+    .ok()
+}
+
+/// Appends `n` (0 to 99) as two digits.
+fn push_two_digits(out: &mut Vec<u8>, n: i64) {
+    let n = n.clamp(0, 99) as u8;
+    out.push(b'0' + n / 10);
+    out.push(b'0' + n % 10);
 }
 
 /// `YYYY-MM-DD` with a year of four or more digits.
@@ -921,6 +1017,23 @@ mod tests {
             reg.insert(16400, TypeKind::Domain { base: 1184 });
             reg.insert(16401, TypeKind::Array { element: 16400 });
             let _ = reg.to_json(oid, &text);
+        }
+
+        /// `write_json` writes the bytes of the `Value` of `to_json`, serialised.
+        #[test]
+        fn written_json_is_the_serialised_value(oid in proptest::sample::select(vec![
+            16u32, 17, 18, 20, 21, 23, 25, 26, 114, 700, 701, 1000, 1001, 1007, 1009, 1020,
+            1082, 1114, 1184, 1185, 1231, 1700, 3802, 3807, 16400, 16401, 16402, 16403, 99999,
+        ]), text in "\\PC{0,40}|[{}\",\\\\ NUL0-9:+.\\[\\]=-]{0,40}|[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,6})?([+-][0-9]{2}(:[0-9]{2}){0,2})?|-?[0-9]{1,20}(\\.[0-9]{0,20})?(e[+-]?[0-9]{1,3})?|t|f|NaN|-?Infinity|\\\\x([0-9a-f]{2}){0,4}") {
+            let mut reg = TypeRegistry::new();
+            reg.insert(16400, TypeKind::Domain { base: 1184 });
+            reg.insert(16401, TypeKind::Array { element: 16400 });
+            reg.insert(16402, TypeKind::Domain { base: 1114 });
+            reg.insert(16403, TypeKind::Enum);
+            let mut written = b"[".to_vec();
+            reg.write_json(oid, &text, &mut written);
+            let expected = format!("[{}", reg.to_json(oid, &text));
+            prop_assert_eq!(String::from_utf8(written).unwrap(), expected);
         }
 
         #[test]

@@ -161,6 +161,7 @@ pub async fn start(
         catalog: Catalog::default(),
         snapshots: Snapshots::new(state_file, stored),
         sql: None,
+        encoder: change::ChangeEncoder::new(),
     };
     match task.prepare().await {
         Ok(()) => {}
@@ -259,7 +260,13 @@ struct Catalog {
     tables: HashMap<String, TableInfo>,
     types: TypeRegistry,
     /// Relation as last seen per table, to tell schema changes.
-    known_schemas: HashMap<u32, Relation>,
+    known_schemas: HashMap<u32, KnownRelation>,
+}
+
+/// A relation as last seen, with its `schema.table` worked out once rather than per row.
+struct KnownRelation {
+    relation: Relation,
+    table: String,
 }
 
 struct Task {
@@ -273,6 +280,8 @@ struct Task {
     snapshots: Snapshots,
     /// Connection for ordinary SQL (snapshots, watermarks, lag).
     sql: Option<Client>,
+    /// Writes the events of row changes, reusing its buffers from row to row.
+    encoder: change::ChangeEncoder,
 }
 
 impl Task {

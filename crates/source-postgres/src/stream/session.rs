@@ -11,7 +11,7 @@ use switchyard_event::Event;
 use tracing::{info, warn};
 
 use super::snapshot::WATERMARK_PREFIX;
-use super::{Action, Task};
+use super::{Action, KnownRelation, Task};
 use crate::change;
 use crate::pgoutput::{self, Message, Relation};
 use crate::setup::{self, CdcError};
@@ -38,10 +38,16 @@ pub(super) struct Txn {
 }
 
 impl Txn {
-    /// The next event of this transaction (its sequence number counts up).
-    fn event(&mut self, source: &str, kind: &str, key: Option<&Value>, record: &Value) -> Event {
+    /// The sequence number of the next event of this transaction.
+    fn next_seq(&mut self) -> u32 {
         let seq = self.seq;
         self.seq += 1;
+        seq
+    }
+
+    /// The next event of this transaction, from a record built as a `Value`.
+    fn event(&mut self, source: &str, kind: &str, key: Option<&Value>, record: &Value) -> Event {
+        let seq = self.next_seq();
         change::event(
             source,
             self.tx.commit_lsn,
@@ -199,7 +205,11 @@ impl Task {
         Ok(())
     }
 
-    async fn change(&mut self, message: Message, txn: &mut Option<Txn>) -> Result<(), SessionEnd> {
+    async fn change(
+        &mut self,
+        message: Message<'_>,
+        txn: &mut Option<Txn>,
+    ) -> Result<(), SessionEnd> {
         let Some(t) = txn.as_mut() else {
             return Ok(());
         };
@@ -209,8 +219,14 @@ impl Task {
                     .catalog
                     .known_schemas
                     .get(&rel.oid)
-                    .is_none_or(|known| known.columns != rel.columns);
-                self.catalog.known_schemas.insert(rel.oid, rel.clone());
+                    .is_none_or(|known| known.relation.columns != rel.columns);
+                self.catalog.known_schemas.insert(
+                    rel.oid,
+                    KnownRelation {
+                        relation: rel.clone(),
+                        table: rel.qualified_name(),
+                    },
+                );
                 if changed && !t.skip {
                     // The catalog may have changed too (ALTER TABLE): read it again.
                     self.refresh_table(&rel).await?;
@@ -253,24 +269,36 @@ impl Task {
                     Message::Delete { old, .. } => change::RowChange::Delete { old },
                     _ => unreachable!("matched above"),
                 };
-                let kind = row.op();
                 // Borrowed, not cloned: this runs for every row.
-                let Some(rel) = self.catalog.known_schemas.get(&relation) else {
+                let Some(KnownRelation {
+                    relation: rel,
+                    table,
+                }) = self.catalog.known_schemas.get(&relation)
+                else {
                     return Err(SessionEnd::Error(CdcError::Transient(format!(
                         "a change of relation {relation} came before its description"
                     ))));
                 };
-                let table = rel.qualified_name();
                 let key_columns = self
                     .catalog
                     .tables
-                    .get(&table)
+                    .get(table)
                     .map(|t| t.key_columns.as_slice());
-                let record = change::change_record(rel, &self.catalog.types, key_columns, &tx, row)
+                let event = self
+                    .encoder
+                    .event(
+                        &self.source,
+                        rel,
+                        &self.catalog.types,
+                        key_columns,
+                        &tx,
+                        t.next_seq(),
+                        row,
+                    )
                     .map_err(|e| SessionEnd::Error(CdcError::Transient(e.to_string())))?;
-                let key = record.get("key").unwrap_or(&Value::Null);
-                self.snapshots.changed_during_window(&table, key);
-                let event = t.event(&self.source, kind, Some(key), &record);
+                // A table without a key has the key `null`, as the snapshot's rows would.
+                let key = event.key.as_deref().unwrap_or(b"null");
+                self.snapshots.changed_during_window(table, key);
                 self.emit(event).await?;
             }
             Message::Truncate {
@@ -282,7 +310,12 @@ impl Task {
                     return Ok(());
                 }
                 for oid in relations {
-                    let Some(rel) = self.catalog.known_schemas.get(&oid).cloned() else {
+                    let Some(rel) = self
+                        .catalog
+                        .known_schemas
+                        .get(&oid)
+                        .map(|known| known.relation.clone())
+                    else {
                         continue;
                     };
                     let tx = t.tx;

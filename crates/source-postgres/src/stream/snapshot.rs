@@ -37,7 +37,8 @@ pub(super) struct Window {
     open: bool,
     /// Rows by their key's JSON text, in key order.
     rows: Vec<(String, Value, Map<String, Value>)>,
-    removed: HashSet<String>,
+    /// Keys (JSON text) of the rows changed while the window was open.
+    removed: HashSet<Vec<u8>>,
     last_key: Option<Vec<String>>,
     /// The chunk was shorter than asked: the table ends with it.
     last: bool,
@@ -177,12 +178,14 @@ impl Snapshots {
 
     /// A change of `table`'s row with `key` came from the stream: inside an open window it
     /// is newer than the chunk's row, which is then left out.
-    pub(super) fn changed_during_window(&mut self, table: &str, key: &Value) {
+    /// A change of the row with this key (the key's JSON text) came between the
+    /// watermarks: the chunk's copy of that row is stale.
+    pub(super) fn changed_during_window(&mut self, table: &str, key: &[u8]) {
         if let Some(w) = self.window.as_mut()
             && w.open
             && w.table == table
         {
-            w.removed.insert(key.to_string());
+            w.removed.insert(key.to_vec());
         }
     }
 
@@ -331,7 +334,7 @@ impl Task {
         let ts_us = now_pg_micros();
         let mut emitted = 0u64;
         for (n, (key_text, key, after)) in w.rows.into_iter().enumerate() {
-            if w.removed.contains(&key_text) {
+            if w.removed.contains(key_text.as_bytes()) {
                 continue;
             }
             let record = json!({
