@@ -35,12 +35,17 @@ use tokio_postgres::{Client, NoTls};
 
 use super::process::free_addr;
 use super::procfs::{cpu_seconds, peak_rss_kib};
+use super::report::{Op, Row, Target};
 use super::{build, procfs, report};
 
 /// switchyard rows/s / pg_recvlogical rows/s (`docs/design.md`, "Benchmarks").
 const TARGET_RATIO: f64 = 0.9;
 /// Peak RSS of switchyard at 1M rows (`docs/design.md`, "Benchmarks").
 const TARGET_RSS_MIB: f64 = 150.0;
+/// switchyard's CPU per row streamed, microseconds.
+const TARGET_CPU_US_PER_ROW: f64 = 7.0;
+/// commit → line in the sink, p99, at the latency phase's rate (10k rows/s by default).
+const TARGET_LATENCY_P99_MS: f64 = 50.0;
 const DATABASE: &str = "bench";
 const TABLE: &str = "bench_rows";
 const PUBLICATION: &str = "bench_pub";
@@ -97,7 +102,7 @@ struct Run {
     walsender_cpu_s: f64,
 }
 
-pub fn run(args: CdcArgs) -> anyhow::Result<()> {
+pub fn run(args: CdcArgs) -> anyhow::Result<Vec<Row>> {
     if args.rows == 0 || args.txn_rows == 0 || args.latency_txn_rows == 0 || args.rounds == 0 {
         bail!("--rows, --txn-rows, --latency-txn-rows and --rounds must be at least 1");
     }
@@ -303,11 +308,21 @@ pub fn run(args: CdcArgs) -> anyhow::Result<()> {
         )
     );
     println!(
-        "{:<34} {:>6.2}   (µs of CPU per row: {:.1}; no target)",
+        "{:<34} {:>6.2}   (µs of CPU per row: {:.1})",
         "switchyard CPU s / pg_recvlogical",
         sy.cpu_s / recv.cpu_s.max(1e-9),
         sy.cpu_s * 1e6 / args.rows as f64
     );
+    println!(
+        "{}",
+        report::at_most_line(
+            "switchyard CPU per row",
+            sy.cpu_s * 1e6 / args.rows as f64,
+            TARGET_CPU_US_PER_ROW,
+            " µs"
+        )
+    );
+    let rows = rows(&args, &recv, &sy, latency.as_ref());
     if let Some(l) = latency {
         println!();
         println!(
@@ -320,14 +335,67 @@ pub fn run(args: CdcArgs) -> anyhow::Result<()> {
             l.samples
         );
         println!(
-            "  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   (no target)",
+            "  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
             l.p50_ms, l.p99_ms, l.max_ms
+        );
+        println!(
+            "{}",
+            report::at_most_line("commit → sink p99", l.p99_ms, TARGET_LATENCY_P99_MS, " ms")
         );
     }
     if args.keep {
         println!("kept {}", root.display());
     }
-    Ok(())
+    Ok(rows)
+}
+
+/// The rows of `bench all`: throughput, CPU and RSS next to pg_recvlogical; the latency.
+fn rows(args: &CdcArgs, recv: &Run, sy: &Run, latency: Option<&Latency>) -> Vec<Row> {
+    let n = args.rows as f64;
+    let note = format!(
+        "{} rows{}",
+        args.rows,
+        if args.rounds > 1 {
+            format!(", medians of {} rounds", args.rounds)
+        } else {
+            String::new()
+        }
+    );
+    let row = |metric: &str| {
+        Row::new("cdc", metric)
+            .cpu(sy.cpu_s, n)
+            .rss_kib(sy.peak_rss_kib)
+            .note(note.clone())
+    };
+    let mut rows = vec![
+        row("rows/s")
+            .baseline("pg_recvlogical", recv.rows_per_s)
+            .value(sy.rows_per_s)
+            .target(Target::ratio(Op::AtLeast, TARGET_RATIO)),
+        row("CPU µs/row")
+            .baseline("pg_recvlogical", recv.cpu_s * 1e6 / n)
+            .value(sy.cpu_s * 1e6 / n)
+            .target(Target::value(Op::AtMost, TARGET_CPU_US_PER_ROW, "µs/row")),
+        row("peak RSS MiB")
+            .baseline("pg_recvlogical", recv.peak_rss_kib as f64 / 1024.0)
+            .value(sy.peak_rss_kib as f64 / 1024.0)
+            .target(Target::value(Op::AtMost, TARGET_RSS_MIB, "MiB")),
+    ];
+    if let Some(l) = latency {
+        rows.push(
+            Row::new(
+                "cdc",
+                &format!("commit → sink p99 ms at {} rows/s", args.latency_rate),
+            )
+            .value(l.p99_ms)
+            .target(Target::value(Op::AtMost, TARGET_LATENCY_P99_MS, "ms"))
+            .note(format!(
+                "file sink; {:.0} rows/s achieved, {} s; p50 {:.1} ms",
+                l.achieved_rate, args.latency_seconds, l.p50_ms
+            )),
+        );
+    }
+    rows
 }
 
 fn recv_slot(round: u32) -> String {

@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 
 use super::load::{self, BodyKind, LoadResult, LoadSpec};
 use super::process::{ServerProcess, free_addr};
-use super::{build, report};
+use super::report::{Op, Row, Target};
+use super::{build, procfs, report};
 use crate::serve::ServerKind;
 
 /// switchyard / durable baseline: requests/s it should reach (`docs/design.md`,
@@ -88,9 +89,11 @@ impl Server {
 struct Measurement {
     load: LoadResult,
     peak_rss_kib: u64,
+    /// CPU seconds of the server in the measured window (from the end of the warm-up).
+    cpu_s: f64,
 }
 
-pub fn run(args: IngestArgs) -> anyhow::Result<()> {
+pub fn run(args: IngestArgs) -> anyhow::Result<Vec<Row>> {
     let switchyard = build::switchyard_binary(args.bin.as_deref())?;
     let xtask = std::env::current_exe().context("locating the xtask executable")?;
     let tmp = super::temp_dir("switchyard-bench-", args.tmp_dir.as_deref(), args.keep)?;
@@ -151,7 +154,44 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     if args.keep {
         println!("\nkept: {}", root.display());
     }
-    Ok(())
+    Ok(rows(&args, &results))
+}
+
+/// The rows of `bench all`: switchyard's req/s against each baseline.
+fn rows(args: &IngestArgs, results: &[Vec<Measurement>]) -> Vec<Row> {
+    let med = |i: usize, f: &dyn Fn(&Measurement) -> f64| {
+        report::median(&results[i].iter().map(f).collect::<Vec<_>>())
+    };
+    let sy = 2;
+    let note = format!(
+        "{} conns, {} s{}",
+        args.connections,
+        args.seconds,
+        if args.rounds > 1 {
+            format!(", medians of {} rounds", args.rounds)
+        } else {
+            String::new()
+        }
+    );
+    [
+        (
+            "baseline-durable (fdatasync group commit)",
+            0,
+            TARGET_VS_DURABLE,
+        ),
+        ("noop", 1, TARGET_VS_NOOP),
+    ]
+    .into_iter()
+    .map(|(baseline, i, target)| {
+        Row::new("ingest", "durable HTTP ingest req/s")
+            .baseline(baseline, med(i, &|m| m.load.per_second()))
+            .value(med(sy, &|m| m.load.per_second()))
+            .target(Target::ratio(Op::AtLeast, target))
+            .cpu(med(sy, &|m| m.cpu_s), med(sy, &|m| m.load.ok as f64))
+            .rss_mib(med(sy, &|m| m.peak_rss_kib as f64 / 1024.0))
+            .note(note.clone())
+    })
+    .collect()
 }
 
 fn measure(
@@ -190,6 +230,13 @@ fn measure(
     };
     let mut process = ServerProcess::spawn(server.name(), cmd, &log)?;
     process.wait_ready(addr, Duration::from_secs(30), &log)?;
+    // The server's CPU time at the end of the warm-up, read while the load runs.
+    let pid = process.pid();
+    let warmup = Duration::from_secs(args.warmup);
+    let cpu_at_warmup = std::thread::spawn(move || {
+        std::thread::sleep(warmup);
+        procfs::cpu_seconds(pid)
+    });
     let load = load::run(LoadSpec {
         addr,
         path: format!("/ingest/{SOURCE}"),
@@ -202,8 +249,19 @@ fn measure(
         pause: None,
     })?;
     let peak_rss_kib = process.peak_rss_kib()?;
+    let cpu_s = match (
+        cpu_at_warmup.join().ok().flatten(),
+        procfs::cpu_seconds(pid),
+    ) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
     process.stop(Duration::from_secs(15))?;
-    Ok(Measurement { load, peak_rss_kib })
+    Ok(Measurement {
+        load,
+        peak_rss_kib,
+        cpu_s,
+    })
 }
 
 fn switchyard_config(

@@ -24,10 +24,11 @@ use switchyard_plugin_host::{Plugin, PluginHost};
 
 use super::load::{self, BodyKind, LoadResult, LoadSpec};
 use super::process::{ServerProcess, free_addr};
+use super::report::{Op, Row, Target};
 use super::{build, report};
 
 /// filter_by_field / native closure, per event (`docs/design.md`, "Benchmarks").
-const TARGET_FILTER_VS_NATIVE: f64 = 3.0;
+const TARGET_FILTER_VS_NATIVE: f64 = 2.0;
 /// keep_all host cost per event at batch 64, nanoseconds.
 const TARGET_HOST_NS: f64 = 300.0;
 /// healthy pipeline under a hostile plugin / alone.
@@ -87,7 +88,7 @@ pub struct PluginArgs {
     keep: bool,
 }
 
-pub fn run(args: PluginArgs) -> anyhow::Result<()> {
+pub fn run(args: PluginArgs) -> anyhow::Result<Vec<Row>> {
     let plugins = plugins_dir(args.plugins.as_deref())?;
     let switchyard = if args.micro_only {
         None
@@ -121,18 +122,71 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     println!("reproduce:  {}", report::reproduce_command(&argv));
     println!();
 
-    let micro = micro(&args, &plugins)?;
+    let (micro, m) = micro(&args, &plugins)?;
     print!("{micro}");
+    let micro_note = format!(
+        "in-process, median of {} rounds × {} ms",
+        args.micro_rounds.max(1),
+        args.micro_ms
+    );
+    let mut rows = vec![
+        Row::new("plugin", "filter ns/event, batch 64")
+            .baseline("native closure", m.native_ns)
+            .value(m.wasm_ns)
+            .target(Target::ratio(Op::AtMost, TARGET_FILTER_VS_NATIVE))
+            .note(format!("filter_by_field.wasm; {micro_note}")),
+        Row::new("plugin", "host cost ns/event, batch 64")
+            .value(m.host_ns_at_64)
+            .target(Target::value(Op::Below, TARGET_HOST_NS, "ns"))
+            .note(format!("keep_all.wasm; {micro_note}")),
+    ];
     if let Some(bin) = &switchyard {
         println!();
-        print!("{}", end_to_end(&args, bin, &plugins, &root)?);
+        let (text, e2e) = end_to_end(&args, bin, &plugins, &root)?;
+        print!("{text}");
         println!();
-        print!("{}", isolation(&args, bin, &plugins, &root)?);
+        let (text, iso) = isolation(&args, bin, &plugins, &root)?;
+        print!("{text}");
+        let note = format!("{} conns, {} s", args.connections, args.seconds);
+        let [none, with] = e2e;
+        let [alone, attacked] = iso;
+        rows.extend([
+            Row::new("plugin", "http → file delivered/s, with the filter")
+                .baseline("no plugin", none.delivered_per_s)
+                .value(with.delivered_per_s)
+                .rss_kib(with.peak_rss_kib)
+                .note(note.clone()),
+            Row::new("plugin", "delivered/s next to a runaway plugin")
+                .baseline("alone", alone.delivered_per_s)
+                .value(attacked.delivered_per_s)
+                .target(Target::ratio(Op::AtLeast, TARGET_ISOLATION))
+                .rss_kib(attacked.peak_rss_kib)
+                .note(format!(
+                    "{note}; loop_forever.wasm at {} req/s",
+                    args.hostile_rps
+                )),
+            Row::new("plugin", "ingest req/s next to a runaway plugin")
+                .baseline("alone", alone.load.per_second())
+                .value(attacked.load.per_second())
+                .target(Target::ratio(Op::AtLeast, TARGET_ISOLATION))
+                .rss_kib(attacked.peak_rss_kib)
+                .note(format!(
+                    "{note}; loop_forever.wasm at {} req/s",
+                    args.hostile_rps
+                )),
+        ]);
     }
     if args.keep {
         println!("\nkept: {}", root.display());
     }
-    Ok(())
+    Ok(rows)
+}
+
+/// The in-process figures (parts 1 and 2), medians in ns/event.
+struct Micro {
+    native_ns: f64,
+    wasm_ns: f64,
+    host_ns_at_64: f64,
 }
 
 /// The directory of the components, building them with scripts/build-plugins.sh when the
@@ -253,7 +307,7 @@ fn call(plugin: &mut Plugin, events: &[Event]) -> anyhow::Result<Vec<bool>> {
     Ok(plugin.filter(events)?.output)
 }
 
-fn micro(args: &PluginArgs, dir: &Path) -> anyhow::Result<String> {
+fn micro(args: &PluginArgs, dir: &Path) -> anyhow::Result<(String, Micro)> {
     let events = bench_events(args.body_bytes);
     let host = PluginHost::new().context("starting the plugin host")?;
     let mut filter = load_plugin(
@@ -363,7 +417,14 @@ fn micro(args: &PluginArgs, dir: &Path) -> anyhow::Result<String> {
         "{:<34} {at_64:>6.0}ns   target < {TARGET_HOST_NS:.0}ns   {verdict}",
         format!("host cost per event, batch {BATCH}")
     );
-    Ok(out)
+    Ok((
+        out,
+        Micro {
+            native_ns: native,
+            wasm_ns: wasm,
+            host_ns_at_64: at_64,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -585,7 +646,7 @@ fn end_to_end(
     bin: &Path,
     plugins: &Path,
     root: &Path,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, [Run; 2])> {
     let mut runs = Vec::new();
     for (name, with_filter) in [("no plugin", false), ("filter_by_field", true)] {
         eprintln!("end to end: {name} ({} s)…", args.warmup + args.seconds);
@@ -625,10 +686,24 @@ fn end_to_end(
         "with filter / without, delivered/s",
         with.delivered_per_s / none.delivered_per_s
     );
-    Ok(out)
+    Ok((out, two_runs(runs)))
 }
 
-fn isolation(args: &PluginArgs, bin: &Path, plugins: &Path, root: &Path) -> anyhow::Result<String> {
+/// The two runs of a part, in the order they ran.
+fn two_runs(runs: Vec<(&str, Run)>) -> [Run; 2] {
+    let mut it = runs.into_iter().map(|(_, r)| r);
+    let (Some(a), Some(b)) = (it.next(), it.next()) else {
+        unreachable!("every part runs switchyard twice")
+    };
+    [a, b]
+}
+
+fn isolation(
+    args: &PluginArgs,
+    bin: &Path,
+    plugins: &Path,
+    root: &Path,
+) -> anyhow::Result<(String, [Run; 2])> {
     let mut runs = Vec::new();
     for (name, hostile) in [
         ("healthy alone", None),
@@ -690,7 +765,7 @@ fn isolation(args: &PluginArgs, bin: &Path, plugins: &Path, root: &Path) -> anyh
             TARGET_ISOLATION
         )
     );
-    Ok(out)
+    Ok((out, two_runs(runs)))
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use super::report::{Op, Row, Target};
 use super::{procfs, report};
 
 /// How long a consumer's receive waits for a first message before it looks whether the run
@@ -41,6 +42,10 @@ use super::{procfs, report};
 const RECEIVE_WAIT: Duration = Duration::from_millis(500);
 /// Switchyard's throughput over RabbitMQ's that the target asks for (with a lower p99).
 const TARGET_VS_RABBITMQ: f64 = 1.0;
+/// Switchyard's throughput over NATS JetStream's (file storage).
+const TARGET_VS_NATS: f64 = 2.0;
+/// Switchyard's throughput over Redis Streams' (which keeps nothing on disk here).
+const TARGET_VS_REDIS: f64 = 0.5;
 
 /// Options of `bench queue` (help text: on `Bench::Queue`).
 #[derive(Args)]
@@ -532,7 +537,7 @@ impl RoundCtx<'_> {
     }
 }
 
-pub fn run(args: QueueArgs) -> anyhow::Result<()> {
+pub fn run(args: QueueArgs) -> anyhow::Result<Vec<Row>> {
     let systems: Vec<System> = if args.only.is_empty() {
         System::ALL.to_vec()
     } else {
@@ -632,9 +637,14 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
         .collect();
     #[cfg_attr(not(feature = "peers"), allow(unused_mut))]
     let mut notes: Vec<String> = Vec::new();
+    // Peers that failed, with why: left out of the rest of the run and of the tables.
+    let mut failed: Vec<(System, String)> = Vec::new();
     for round in 1..=args.rounds {
         for (ph, &(phase, spec)) in phases.iter().enumerate() {
             for (k, &system) in systems.iter().enumerate() {
+                if failed.iter().any(|(s, _)| *s == system) {
+                    continue;
+                }
                 eprintln!(
                     "round {round}/{}, {}: {}…",
                     args.rounds,
@@ -673,7 +683,18 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
                         system.name(),
                         phase.name()
                     )
-                })?;
+                });
+                let r = match r {
+                    Ok(r) => r,
+                    // A peer that is down or misbehaves costs its own figures, not the
+                    // others'.
+                    Err(e) if system != System::Switchyard => {
+                        eprintln!("{} failed; going on without it: {e:#}", system.name());
+                        failed.push((system, format!("{e:#}")));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if args.rounds > 1 {
                     println!(
                         "round {round} {:<10} {}",
@@ -688,6 +709,18 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
     if args.rounds > 1 {
         println!();
     }
+    let kept: Vec<usize> = (0..systems.len())
+        .filter(|&k| !failed.iter().any(|(s, _)| *s == systems[k]))
+        .collect();
+    let systems: Vec<System> = kept.iter().map(|&k| systems[k]).collect();
+    let results: Vec<Vec<Vec<RunResult>>> = results
+        .into_iter()
+        .map(|mut per_system| {
+            kept.iter()
+                .map(|&k| std::mem::take(&mut per_system[k]))
+                .collect()
+        })
+        .collect();
     let mut figures = Vec::new();
     for (ph, &(phase, spec)) in phases.iter().enumerate() {
         let title = match phase {
@@ -706,13 +739,97 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
         figures.push(f);
     }
     print!("{}", verdict(&systems, &figures));
+    for (system, why) in &failed {
+        println!("{} failed and is left out: {why}", system.name());
+    }
     for n in notes {
         println!("note: {n}");
     }
     if let Some(sy) = sy {
         sy.finish();
     }
-    Ok(())
+    Ok(rows(&args, &systems, &figures, &failed))
+}
+
+/// The rows of `bench all`: switchyard's msgs/s next to each peer's, and the end-to-end
+/// p99 next to RabbitMQ's; a peer that failed gives its row with the error.
+fn rows(
+    args: &QueueArgs,
+    systems: &[System],
+    phases: &[Figures],
+    failed: &[(System, String)],
+) -> Vec<Row> {
+    let idx = |s: System| systems.iter().position(|x| *x == s);
+    let Some(sy) = idx(System::Switchyard) else {
+        return Vec::new();
+    };
+    let thr = &phases[0];
+    let (lat, which) = match phases.get(1) {
+        Some(l) => (
+            l,
+            format!("latency phase, {} msgs/s offered", args.latency_rate),
+        ),
+        None => (thr, "throughput phase".to_owned()),
+    };
+    let rounds = if args.rounds > 1 {
+        format!(", medians of {} rounds", args.rounds)
+    } else {
+        String::new()
+    };
+    let note = format!(
+        "{} × {} B, {}p/{}c, batch {}{rounds}",
+        args.messages, args.message_bytes, args.producers, args.consumers, args.batch
+    );
+    let metric = "durable produce+receive+ack msgs/s";
+    let mut rows = Vec::new();
+    for (other, baseline, target) in [
+        (System::Rabbitmq, "RabbitMQ", TARGET_VS_RABBITMQ),
+        (System::Nats, "NATS JetStream (file)", TARGET_VS_NATS),
+        (
+            System::Redis,
+            "Redis Streams (not durable)",
+            TARGET_VS_REDIS,
+        ),
+    ] {
+        if let Some((_, why)) = failed.iter().find(|(s, _)| *s == other) {
+            rows.push(
+                Row::error("queue", metric, why)
+                    .baseline(baseline, f64::NAN)
+                    .target(Target::ratio(Op::AtLeast, target)),
+            );
+            if other == System::Rabbitmq {
+                rows.push(
+                    Row::error("queue", "end-to-end p99 ms", why)
+                        .baseline(baseline, f64::NAN)
+                        .target(Target::ratio(Op::Below, 1.0)),
+                );
+            }
+            continue;
+        }
+        let Some(o) = idx(other) else { continue };
+        let row = |metric: &str| {
+            Row::new("queue", metric)
+                .cpu(thr.cpu_s[sy], args.messages as f64)
+                .rss_mib(thr.rss_mib[sy])
+        };
+        rows.push(
+            row(metric)
+                .baseline(baseline, thr.rate[o])
+                .value(thr.rate[sy])
+                .target(Target::ratio(Op::AtLeast, target))
+                .note(note.clone()),
+        );
+        if other == System::Rabbitmq {
+            rows.push(
+                row("end-to-end p99 ms")
+                    .baseline(baseline, lat.p99[o])
+                    .value(lat.p99[sy])
+                    .target(Target::ratio(Op::Below, 1.0))
+                    .note(format!("lower than RabbitMQ's; {which}")),
+            );
+        }
+    }
+    rows
 }
 
 /// One round of a peer broker: its module sets up, [`drive`]s and cleans up; the note
@@ -773,10 +890,13 @@ fn row(name: &str, r: &RunResult, messages: usize) -> String {
     )
 }
 
-/// Medians of one phase per system: msgs/s and end-to-end p99 (ms).
+/// Medians of one phase per system: msgs/s, end-to-end p99 (ms), server CPU seconds and
+/// peak RSS (MiB; NaN when not known).
 struct Figures {
     rate: Vec<f64>,
     p99: Vec<f64>,
+    cpu_s: Vec<f64>,
+    rss_mib: Vec<f64>,
 }
 
 fn table(
@@ -816,11 +936,17 @@ fn table(
     let mut figures = Figures {
         rate: Vec::new(),
         p99: Vec::new(),
+        cpu_s: Vec::new(),
+        rss_mib: Vec::new(),
     };
     for (k, system) in systems.iter().enumerate() {
         figures.rate.push(med(k, &|r| r.per_second(n)));
         figures.p99.push(med(k, &|r| quantile_ms(&r.e2e_us, 0.99)));
         let srv = med(k, &|r| r.server_cpu_s.unwrap_or(f64::NAN));
+        figures.cpu_s.push(srv);
+        figures.rss_mib.push(med(k, &|r| {
+            r.peak_rss_kib.map_or(f64::NAN, |v| v as f64 / 1024.0)
+        }));
         let _ = writeln!(
             out,
             "{:<11} {:>9.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>7} {:>7.1} {:>9}",
@@ -914,9 +1040,16 @@ fn verdict(systems: &[System], phases: &[Figures]) -> String {
                 }
             );
         } else {
+            let target = if other == System::Nats {
+                TARGET_VS_NATS
+            } else {
+                TARGET_VS_REDIS
+            };
+            let _ = writeln!(out, "{}", report::ratio_line(&label, ratio, target));
             let _ = writeln!(
                 out,
-                "{label:<34} {ratio:>6.2}   e2e p99 {:.1} ms vs {:.1} ms ({which}; no target{})",
+                "{:<34} {:.1} ms vs {:.1} ms ({which}; no target{})",
+                format!("  e2e p99 vs {}", other.name()),
                 lat.p99[sy],
                 lat.p99[o],
                 if other == System::Redis {
