@@ -2,17 +2,15 @@
 //! `switchyard_event::Event`, not the generated types).
 //!
 //! One `bindgen!` per world. The `filter` world generates the shared `types` and `host`
-//! interfaces; `router` reuses them through `with`, so an `Event` or a `Level` is the
-//! same Rust type for both. Events handed to a plugin are borrowed from switchyard's own
-//! (`ownership: Borrowing`): lowering them copies each field once, into the guest,
-//! instead of cloning every string on the host first. `transform` also returns events,
-//! so it has its own `types` with a borrowed `EventParam` and an owned `EventResult`.
+//! interfaces; `router` and `transform` reuse them through `with`, so a `Batch` or a
+//! `Level` is the same Rust type for all three. A call takes its `Batch` by reference:
+//! the host packs events into the vectors of one `Batch` it keeps from call to call, and
+//! lowering copies each of those vectors once, into the guest.
 
 pub(crate) mod filter {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "filter",
-        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -20,7 +18,6 @@ pub(crate) mod router {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "router",
-        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
             "switchyard:plugin/types": super::filter::switchyard::plugin::types,
             "switchyard:plugin/host": super::filter::switchyard::plugin::host,
@@ -32,12 +29,12 @@ pub(crate) mod transform {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "transform",
-        ownership: Borrowing { duplicate_if_necessary: true },
         with: {
+            "switchyard:plugin/types": super::filter::switchyard::plugin::types,
             "switchyard:plugin/host": super::filter::switchyard::plugin::host,
         },
     });
 }
 
 pub(crate) use filter::switchyard::plugin::host::{self, Level};
-pub(crate) use filter::switchyard::plugin::types::{self, Event, Header};
+pub(crate) use filter::switchyard::plugin::types::{self, Batch, Event as WitEvent};

@@ -30,7 +30,7 @@ pub enum LoadError {
     /// The component imports interfaces the host does not grant.
     #[error(
         "plugin `{plugin}` imports {} which {} not granted; a plugin may import only \
-         switchyard:plugin/host@0.1 (plus the wasi:cli and wasi:io interfaces a Rust std guest \
+         switchyard:plugin/host@0.2 (plus the wasi:cli and wasi:io interfaces a Rust std guest \
          brings along), and wasi:filesystem/{{types,preopens}} and wasi:clocks/wall-clock \
          when its config has `allow_dirs`; sockets, random and other clocks are never granted",
         imports.join(", "),
@@ -42,16 +42,32 @@ pub enum LoadError {
         /// `wasi:filesystem/preopens@0.2.6`.
         imports: Vec<String>,
     },
+    /// The component was built for another version of the plugin contract
+    /// (`wit/plugin.wit`), e.g. 0.1.x, whose batches were a `list<event>`.
+    #[error(
+        "plugin `{plugin}` was built for {found}, but this switchyard runs plugins built for \
+         switchyard:plugin@{}: rebuild it against the current wit/plugin.wit — for a plugin \
+         using switchyard-plugin-sdk, update the SDK and run \
+         `cargo build --release --target wasm32-wasip2`; no code changes are needed",
+        crate::CONTRACT_VERSION
+    )]
+    OtherContract {
+        plugin: String,
+        /// The contract it imports, e.g. `switchyard:plugin/types@0.1.0`.
+        found: String,
+    },
     /// The component exports none, or more than one, of the worlds.
     #[error(
         "plugin `{plugin}` must export exactly one of the worlds filter, router, transform of \
-         switchyard:plugin@0.1.0; it exports: {exports}"
+         switchyard:plugin@{}; it exports: {exports}",
+        crate::CONTRACT_VERSION
     )]
     UnknownWorld { plugin: String, exports: String },
     /// The component looks like a world but its exports or imports do not type-check
     /// against it (e.g. built against another version of the WIT).
     #[error(
-        "plugin `{plugin}` does not match the {world} world of switchyard:plugin@0.1.0: {message}"
+        "plugin `{plugin}` does not match the {world} world of switchyard:plugin@{}: {message}",
+        crate::CONTRACT_VERSION
     )]
     Link {
         plugin: String,

@@ -28,6 +28,19 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::{ErrorCause, LoadError, PluginConfig};
 
+/// Versions of the plugin contract this host runs: `switchyard:plugin@0.2.x`.
+const CONTRACT_SERIES: &str = "0.2.";
+
+/// The first import of the plugin contract in another version than this host's, if any:
+/// such a plugin was built against another `wit/plugin.wit` and must be rebuilt.
+pub(crate) fn other_contract<'a>(imports: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    imports.into_iter().find(|name| {
+        name.strip_prefix("switchyard:plugin/")
+            .and_then(|rest| rest.split_once('@'))
+            .is_some_and(|(_, version)| !version.starts_with(CONTRACT_SERIES))
+    })
+}
+
 /// The capabilities of one plugin, resolved at load.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Grants {
@@ -88,7 +101,7 @@ impl Grants {
         let wasi_02 = version.starts_with("0.2.");
         match package {
             "switchyard:plugin" => {
-                version.starts_with("0.1.") && matches!(interface, "host" | "types")
+                version.starts_with(CONTRACT_SERIES) && matches!(interface, "host" | "types")
             }
             "wasi:cli" => {
                 wasi_02
@@ -235,12 +248,22 @@ mod tests {
     #[test]
     fn without_grants_only_the_contract_and_std_baggage() {
         let none = Grants::default();
-        assert!(none.allows("switchyard:plugin/host@0.1.0"));
-        assert!(none.allows("switchyard:plugin/types@0.1.0"));
+        assert!(none.allows("switchyard:plugin/host@0.2.0"));
+        assert!(none.allows("switchyard:plugin/types@0.2.1"));
+        assert!(!none.allows("switchyard:plugin/types@0.1.0"));
+        assert_eq!(
+            other_contract(["wasi:io/streams@0.2.6", "switchyard:plugin/types@0.1.0"]),
+            Some("switchyard:plugin/types@0.1.0")
+        );
+        assert_eq!(other_contract(["switchyard:plugin/host@0.2.0"]), None);
         assert!(none.allows("wasi:cli/stderr@0.2.6"));
         assert!(none.allows("wasi:cli/environment@0.2.6"));
         assert!(none.allows("wasi:io/streams@0.2.0"));
-        assert!(!none.allows("switchyard:plugin/host@0.2.0"));
+        assert!(!none.allows("switchyard:plugin/host@0.3.0"));
+        assert_eq!(
+            other_contract(["switchyard:plugin/host@0.3.0"]),
+            Some("switchyard:plugin/host@0.3.0")
+        );
         assert!(!none.allows("wasi:filesystem/preopens@0.2.6"));
         assert!(!none.allows("wasi:filesystem/types@0.2.6"));
         assert!(!none.allows("wasi:sockets/tcp@0.2.6"));

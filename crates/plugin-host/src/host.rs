@@ -8,7 +8,7 @@ use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use crate::bindings::{self, filter::FilterPre, router::RouterPre, transform::TransformPre};
-use crate::grants::Grants;
+use crate::grants::{Grants, other_contract};
 use crate::plugin::{Limits, Plugin, State, Template, TypedPre, start_error};
 use crate::{LoadError, PluginConfig, World};
 
@@ -161,6 +161,13 @@ impl PluginHost {
             message: format!("{e:#}"),
         })?;
         let grants = Grants::from_config(name, config)?;
+        let ty = component.component_type();
+        if let Some(found) = other_contract(ty.imports(&self.engine).map(|(name, _)| name)) {
+            return Err(LoadError::OtherContract {
+                plugin: name.to_owned(),
+                found: found.to_owned(),
+            });
+        }
         check_imports(name, &self.engine, &component, &grants)?;
         let world = world_of(name, &self.engine, &component)?;
 

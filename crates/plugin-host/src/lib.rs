@@ -62,7 +62,12 @@ pub use split::{Attempt, Decided, max_splits};
 pub use switchyard_config::PluginConfig;
 pub use switchyard_event::Event;
 
-/// Which world of `switchyard:plugin@0.1.0` a plugin exports.
+/// The version of `wit/plugin.wit` (`switchyard:plugin@…`) this host runs plugins of.
+/// Plugins built for another minor version (e.g. 0.1.x) are refused at load with
+/// [`LoadError::OtherContract`].
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// Which world of `switchyard:plugin` ([`CONTRACT_VERSION`]) a plugin exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum World {
     /// `filter(events) -> list<bool>`

@@ -5,52 +5,90 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
-use crate::bindings::transform::switchyard::plugin::types::{
-    self as xtypes, EventParam, HeaderParam,
-};
 use crate::bindings::{
-    self, Level,
+    self, Batch, Level, WitEvent,
     filter::{Filter, FilterPre},
     router::{Router, RouterPre},
     transform::{Transform, TransformPre},
 };
-use crate::bindings::{Event as WitEvent, Header as WitHeader};
 use crate::grants::{Grants, Wasi};
 use crate::split::{self, Decided};
 use crate::{Call, CallStats, ErrorCause, Event, LoadError, PluginError, World};
 
-/// Borrows `events` as the generated parameter type `$event` (with headers `$header`)
-/// of a world: every header of the batch in one vector, then one event each pointing
-/// into it and into switchyard's own fields. Nothing is cloned; lowering copies each
-/// field into the guest once.
-macro_rules! borrow_batch {
-    ($events:expr, $event:ident, $header:ident, |$batch:ident| $call:expr) => {{
-        let events: &[Event] = $events;
-        let headers: Vec<$header> = events
-            .iter()
-            .flat_map(|e| e.headers.iter())
-            .map(|(name, value)| $header { name, value })
-            .collect();
-        let mut rest = &headers[..];
-        let $batch: Vec<$event> = events
-            .iter()
-            .map(|e| {
-                let (own, after) = rest.split_at(e.headers.len());
-                rest = after;
-                $event {
-                    id: &e.id,
-                    source: &e.source,
-                    kind: &e.kind,
-                    key: e.key.as_deref(),
-                    payload: &e.payload,
-                    content_type: &e.content_type,
-                    headers: own,
-                    timestamp_ms: e.timestamp_ms,
-                }
-            })
-            .collect();
-        $call
-    }};
+/// Largest packed batch whose buffers a [`Plugin`] keeps for its next call; a bigger one
+/// is freed after its call, so an idle plugin holds at most this much.
+const KEEP_PACKED_BYTES: usize = 1 << 20;
+
+/// A batch packed as `wit/plugin.wit`'s `batch`: every text and byte field of every event
+/// in one buffer, the rest in lists of numbers. Lowering it into the guest costs five
+/// allocations in the guest and five copies, whatever the number of events and headers.
+/// The buffers are reused from call to call.
+struct Packed(Batch);
+
+impl Default for Packed {
+    fn default() -> Self {
+        Self(Batch {
+            data: Vec::new(),
+            ends: Vec::new(),
+            header_counts: Vec::new(),
+            has_key: Vec::new(),
+            timestamps_ms: Vec::new(),
+        })
+    }
+}
+
+impl Packed {
+    /// Packs `events`; `None` if their fields add up to 4 GiB or more, which no guest can
+    /// address. The buffers keep their capacity from earlier calls, so an ordinary batch
+    /// packs without allocating.
+    fn pack(&mut self, events: &[Event]) -> Option<()> {
+        self.clear();
+        for e in events {
+            self.field(e.id.as_bytes());
+            self.field(e.source.as_bytes());
+            self.field(e.kind.as_bytes());
+            self.field(e.key.as_deref().unwrap_or_default());
+            self.field(&e.payload);
+            self.field(e.content_type.as_bytes());
+            for (name, value) in &e.headers {
+                self.field(name.as_bytes());
+                self.field(value.as_bytes());
+            }
+            self.0
+                .header_counts
+                .push(u32::try_from(e.headers.len()).ok()?);
+            self.0.has_key.push(e.key.is_some());
+            self.0.timestamps_ms.push(e.timestamp_ms);
+        }
+        // Checked once here rather than per field: past 4 GiB the ends wrapped, and the
+        // batch is refused.
+        u32::try_from(self.0.data.len()).ok().map(drop)
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.data.extend_from_slice(bytes);
+        // Truncates past 4 GiB, a batch `pack` then refuses.
+        self.0.ends.push(self.0.data.len() as u32);
+    }
+
+    fn clear(&mut self) {
+        self.0.data.clear();
+        self.0.ends.clear();
+        self.0.header_counts.clear();
+        self.0.has_key.clear();
+        self.0.timestamps_ms.clear();
+    }
+
+    /// Frees the buffers of an unusually big batch; keeps those of an ordinary one.
+    fn trim(&mut self) {
+        if self.0.data.capacity() > KEEP_PACKED_BYTES
+            || self.0.ends.capacity() * size_of::<u32>() > KEEP_PACKED_BYTES
+        {
+            *self = Self::default();
+        } else {
+            self.clear();
+        }
+    }
 }
 
 /// Longest log line a plugin may write; longer ones are cut so a plugin cannot flood the
@@ -182,6 +220,8 @@ struct Live {
 pub struct Plugin {
     template: Arc<Template>,
     live: Option<Live>,
+    /// Buffers of the batch being lent to the guest, kept for the next call.
+    packed: Packed,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -199,6 +239,7 @@ impl Plugin {
         Self {
             template,
             live: None,
+            packed: Packed::default(),
         }
     }
 
@@ -232,11 +273,9 @@ impl Plugin {
     /// Keeps or drops each event: `output[i]` is `true` to keep `events[i]`.
     pub fn filter(&mut self, events: &[Event]) -> Result<Call<Vec<bool>>, PluginError> {
         self.expect_world(World::Filter, events.len())?;
-        borrow_batch!(events, WitEvent, WitHeader, |batch| {
-            self.call(events.len(), |exports, store| match exports {
-                Exports::Filter(f) => f.call_filter(store, &batch),
-                _ => Err(world_mismatch()),
-            })
+        self.call_packed(events, |exports, store, packed| match exports {
+            Exports::Filter(f) => f.call_filter(store, &packed.0),
+            _ => Err(world_mismatch()),
         })
     }
 
@@ -244,11 +283,9 @@ impl Plugin {
     /// (empty = drop).
     pub fn route(&mut self, events: &[Event]) -> Result<Call<Vec<Vec<String>>>, PluginError> {
         self.expect_world(World::Router, events.len())?;
-        borrow_batch!(events, WitEvent, WitHeader, |batch| {
-            self.call(events.len(), |exports, store| match exports {
-                Exports::Router(r) => r.call_route(store, &batch),
-                _ => Err(world_mismatch()),
-            })
+        self.call_packed(events, |exports, store, packed| match exports {
+            Exports::Router(r) => r.call_route(store, &packed.0),
+            _ => Err(world_mismatch()),
         })
     }
 
@@ -256,11 +293,9 @@ impl Plugin {
     /// several = split).
     pub fn transform(&mut self, events: &[Event]) -> Result<Call<Vec<Vec<Event>>>, PluginError> {
         self.expect_world(World::Transform, events.len())?;
-        let call = borrow_batch!(events, EventParam, HeaderParam, |batch| {
-            self.call(events.len(), |exports, store| match exports {
-                Exports::Transform(t) => t.call_transform(store, &batch),
-                _ => Err(world_mismatch()),
-            })
+        let call = self.call_packed(events, |exports, store, packed| match exports {
+            Exports::Transform(t) => t.call_transform(store, &packed.0),
+            _ => Err(world_mismatch()),
         })?;
         Ok(Call {
             output: call
@@ -356,6 +391,31 @@ impl Plugin {
             Ok(Err(message)) => Err(ErrorCause::Returned(message)),
             Err(e) => Err(classify(&e, store.data(), &t.limits)),
         }
+    }
+
+    /// Packs `events` into the plugin's buffers and runs [`Plugin::call`] with them. A batch
+    /// too big for any guest to address fails like one over the memory limit, so splitting
+    /// it in halves can still decide it.
+    fn call_packed<T: Decisions>(
+        &mut self,
+        events: &[Event],
+        f: impl FnOnce(&Exports, &mut Store<State>, &Packed) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<Call<T>, PluginError> {
+        let mut packed = std::mem::take(&mut self.packed);
+        let result = match packed.pack(events) {
+            Some(()) => self.call(events.len(), |exports, store| f(exports, store, &packed)),
+            None => Err(PluginError {
+                plugin: self.template.name.to_string(),
+                batch: events.len(),
+                cause: ErrorCause::MemoryLimit {
+                    limit: self.template.limits.memory as u64,
+                },
+                stats: CallStats::default(),
+            }),
+        };
+        packed.trim();
+        self.packed = packed;
+        result
     }
 
     /// Runs one call on the live instance (starting one if needed), checks the number of
@@ -494,7 +554,7 @@ pub(crate) fn start_error(plugin: &str, cause: ErrorCause) -> LoadError {
     }
 }
 
-fn from_wit(e: xtypes::EventResult) -> Event {
+fn from_wit(e: WitEvent) -> Event {
     Event {
         id: e.id,
         source: e.source,

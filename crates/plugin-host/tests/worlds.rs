@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{batch, config, event, load, quantile};
 use switchyard_plugin_host::{
-    ErrorCause, HostOptions, PluginConfig, PluginHost, PluginPool, PoolingOptions, World,
+    CONTRACT_VERSION, ErrorCause, HostOptions, LoadError, PluginConfig, PluginHost, PluginPool,
+    PoolingOptions, World,
 };
 
 #[test]
@@ -64,6 +65,62 @@ fn a_transform_splits_and_drops_events() {
         ErrorCause::Returned("event x cannot be split".into())
     );
     assert!(plugin.transform(&input).is_ok());
+}
+
+#[test]
+fn every_field_of_every_event_reaches_the_plugin_intact() {
+    // Events packed into one batch: no key, an empty key, repeated and unicode headers,
+    // empty strings, binary payloads, big and small. `split` hands each one back (with a
+    // new id and one more header), so what it saw is what comes out.
+    let mut odd = event("é-1", "");
+    odd.payload = vec![0, 0xff, b'\n', 0x80];
+    odd.key = None;
+    odd.source = String::new();
+    odd.headers = vec![
+        ("tag".into(), "a".into()),
+        ("tag".into(), "b".into()),
+        ("ünï".into(), String::new()),
+    ];
+    odd.timestamp_ms = u64::MAX;
+    let mut empty_key = event("k", "{}");
+    empty_key.key = Some(Vec::new());
+    empty_key.headers.clear();
+    empty_key.content_type = "text/plain; charset=utf-8".into();
+    let mut big = event("big", "");
+    big.payload = vec![b'x'; 100_000];
+    let input = vec![odd, empty_key, big, event("last", "{\"n\":1}")];
+
+    let mut plugin = load("splitter", &config("split"));
+    for _ in 0..2 {
+        // Twice: the host reuses its buffers from call to call.
+        let call = plugin.transform(&input).expect("transform");
+        for (out, sent) in call.output.iter().zip(&input) {
+            let mut back = out[0].clone();
+            assert_eq!(back.id, format!("{}-a", sent.id));
+            assert_eq!(back.headers.pop(), Some(("split".into(), "yes".into())));
+            back.id.clone_from(&sent.id);
+            assert_eq!(&back, sent);
+        }
+    }
+}
+
+#[test]
+fn a_plugin_built_for_the_old_contract_is_refused_with_how_to_rebuild_it() {
+    let host = PluginHost::new().expect("host");
+    let err = host
+        .load("legacy", &config("contract-0-1"))
+        .expect_err("a 0.1 plugin does not load");
+    assert!(
+        matches!(&err, LoadError::OtherContract { found, .. } if found.contains("@0.1.0")),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plugin `legacy` was built for switchyard:plugin/")
+            && msg.contains(&format!("switchyard:plugin@{CONTRACT_VERSION}"))
+            && msg.contains("cargo build --release --target wasm32-wasip2"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -46,7 +46,7 @@ macro_rules! export_filter {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use $crate::__private::{Event, Result, Slot, String, Vec, filter as bindings};
+            use $crate::__private::{Batch, Result, Slot, String, Vec, filter as bindings};
             use $crate::filter::Filter as _;
 
             ::std::thread_local! {
@@ -61,8 +61,10 @@ macro_rules! export_filter {
                     PLUGIN.with(|slot| slot.init(&config, build))
                 }
 
-                fn filter(events: Vec<Event>) -> Result<Vec<bool>, String> {
-                    PLUGIN.with(|slot| slot.with(|plugin| plugin.keep_batch(&events)))
+                fn filter(events: Batch) -> Result<Vec<bool>, String> {
+                    PLUGIN.with(|slot| {
+                        slot.with_events(&events, |plugin, events| plugin.keep_batch(events))
+                    })
                 }
             }
 

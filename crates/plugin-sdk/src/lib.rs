@@ -26,13 +26,15 @@
 //! ```
 //!
 //! The crate needs `crate-type = ["cdylib"]` and builds with
-//! `cargo build --release --target wasm32-wasip2`. The SDK runs the batch loop, parses the
-//! config JSON, keeps the value `init` built for the calls that follow, and turns "not
-//! initialised" into an error instead of a trap.
+//! `cargo build --release --target wasm32-wasip2`. The SDK unpacks each batch the host
+//! hands in into [`Event`]s (reusing the previous batch's allocations for filters and
+//! routers), runs the batch loop, parses the config JSON, keeps the value `init` built for
+//! the calls that follow, and turns "not initialised" into an error instead of a trap.
 //!
 //! Everything also compiles natively: the `export_*!` macros export nothing there, and
 //! [`log`] writes to stderr, so a plugin's logic is unit-tested with a plain `cargo test`.
 
+mod batch;
 mod bindings;
 mod config;
 mod event;
@@ -73,14 +75,23 @@ pub mod __private {
     pub use std::vec::Vec;
 
     use crate::Config;
-    pub use crate::bindings::{Event, filter, router, transform};
+    pub use crate::bindings::{Batch, Event, filter, router, transform};
 
-    /// Holds the value `init` built, for the calls that follow on the same instance.
-    pub struct Slot<T>(RefCell<Option<T>>);
+    /// Holds the value `init` built, for the calls that follow on the same instance, and
+    /// the events of the last batch, whose allocations the next batch reuses.
+    pub struct Slot<T> {
+        plugin: RefCell<Option<T>>,
+        events: RefCell<Vec<Event>>,
+    }
+
+    const NOT_INITIALISED: &str = "plugin called before a successful init";
 
     impl<T> Slot<T> {
         pub const fn new() -> Self {
-            Self(RefCell::new(None))
+            Self {
+                plugin: RefCell::new(None),
+                events: RefCell::new(Vec::new()),
+            }
         }
 
         /// Parses the config, builds the plugin and keeps it (replacing any earlier one).
@@ -90,16 +101,42 @@ pub mod __private {
             build: impl FnOnce(Config) -> Result<T, String>,
         ) -> Result<(), String> {
             let plugin = build(Config::from_json(config)?)?;
-            *self.0.borrow_mut() = Some(plugin);
+            *self.plugin.borrow_mut() = Some(plugin);
             Ok(())
         }
 
         /// Runs `call` on the plugin; an error if `init` has not succeeded.
         pub fn with<R>(&self, call: impl FnOnce(&T) -> Result<R, String>) -> Result<R, String> {
-            match self.0.borrow().as_ref() {
+            match self.plugin.borrow().as_ref() {
                 Some(plugin) => call(plugin),
-                None => Err("plugin called before a successful init".to_owned()),
+                None => Err(NOT_INITIALISED.to_owned()),
             }
+        }
+
+        /// Runs `call` on the plugin with the events of `batch`, unpacked into the events
+        /// of the previous call (filters and routers only borrow them).
+        pub fn with_events<R>(
+            &self,
+            batch: &Batch,
+            call: impl FnOnce(&T, &[Event]) -> Result<R, String>,
+        ) -> Result<R, String> {
+            let plugin = self.plugin.borrow();
+            let plugin = plugin.as_ref().ok_or(NOT_INITIALISED)?;
+            let mut events = self.events.borrow_mut();
+            crate::batch::unpack_into(batch, &mut events)?;
+            call(plugin, &events)
+        }
+
+        /// Runs `call` on the plugin with the events of `batch`, newly unpacked (a
+        /// transform takes them by value).
+        pub fn with_owned_events<R>(
+            &self,
+            batch: &Batch,
+            call: impl FnOnce(&T, Vec<Event>) -> Result<R, String>,
+        ) -> Result<R, String> {
+            let plugin = self.plugin.borrow();
+            let plugin = plugin.as_ref().ok_or(NOT_INITIALISED)?;
+            call(plugin, crate::batch::unpack(batch)?)
         }
     }
 
@@ -175,6 +212,35 @@ mod tests {
         slot.init(r#"{"min": 1}"#, <Threshold as filter::Filter>::init)
             .unwrap();
         assert_eq!(run(&slot), Ok(vec![true, true, false]));
+    }
+
+    #[test]
+    fn a_slot_unpacks_each_batch_for_the_plugin() {
+        let slot = Slot::<Threshold>::new();
+        let events = [json!({"total": 50}), json!({"total": 5})]
+            .iter()
+            .map(Event::json_message)
+            .collect::<Vec<_>>();
+        let batch = crate::batch::pack(&events);
+        let run = |slot: &Slot<Threshold>, batch| {
+            slot.with_events(batch, |plugin, events| {
+                filter::Filter::keep_batch(plugin, events)
+            })
+        };
+        assert_eq!(
+            run(&slot, &batch),
+            Err("plugin called before a successful init".to_owned())
+        );
+        slot.init(r#"{"min": 10}"#, <Threshold as filter::Filter>::init)
+            .unwrap();
+        assert_eq!(run(&slot, &batch), Ok(vec![true, false]));
+        // The next batch reuses the events of this one; a shorter one leaves none behind.
+        let fewer = crate::batch::pack(&events[1..]);
+        assert_eq!(run(&slot, &fewer), Ok(vec![false]));
+        assert_eq!(
+            slot.with_owned_events(&batch, |_, events| Ok(events)),
+            Ok(events)
+        );
     }
 
     #[test]

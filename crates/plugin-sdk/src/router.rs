@@ -45,7 +45,7 @@ macro_rules! export_router {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use $crate::__private::{Event, Result, Slot, String, Vec, router as bindings};
+            use $crate::__private::{Batch, Result, Slot, String, Vec, router as bindings};
             use $crate::router::Router as _;
 
             ::std::thread_local! {
@@ -60,8 +60,10 @@ macro_rules! export_router {
                     PLUGIN.with(|slot| slot.init(&config, build))
                 }
 
-                fn route(events: Vec<Event>) -> Result<Vec<Vec<String>>, String> {
-                    PLUGIN.with(|slot| slot.with(|plugin| plugin.route_batch(&events)))
+                fn route(events: Batch) -> Result<Vec<Vec<String>>, String> {
+                    PLUGIN.with(|slot| {
+                        slot.with_events(&events, |plugin, events| plugin.route_batch(events))
+                    })
                 }
             }
 

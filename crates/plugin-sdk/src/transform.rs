@@ -51,7 +51,7 @@ macro_rules! export_transform {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use $crate::__private::{Event, Result, Slot, String, Vec, transform as bindings};
+            use $crate::__private::{Batch, Result, Slot, String, Vec, transform as bindings};
             use $crate::transform::Transform as _;
 
             ::std::thread_local! {
@@ -66,8 +66,12 @@ macro_rules! export_transform {
                     PLUGIN.with(|slot| slot.init(&config, build))
                 }
 
-                fn transform(events: Vec<Event>) -> Result<Vec<Vec<Event>>, String> {
-                    PLUGIN.with(|slot| slot.with(|plugin| plugin.transform_batch(events)))
+                fn transform(events: Batch) -> Result<Vec<Vec<$crate::Event>>, String> {
+                    PLUGIN.with(|slot| {
+                        slot.with_owned_events(&events, |plugin, events| {
+                            plugin.transform_batch(events)
+                        })
+                    })
                 }
             }
 
