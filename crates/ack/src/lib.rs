@@ -81,7 +81,12 @@ impl Watermark {
     /// Registers the batch `first..=last` of `events` events as handed out and not yet
     /// complete. It completes as a whole with `complete(first)`; until then the low
     /// watermark stays at or below `first`.
-    pub fn track_range(&mut self, first: u64, last: u64, events: usize) -> Result<(), WatermarkError> {
+    pub fn track_range(
+        &mut self,
+        first: u64,
+        last: u64,
+        events: usize,
+    ) -> Result<(), WatermarkError> {
         if first < self.next {
             return Err(WatermarkError::NotIncreasing {
                 position: first,
@@ -188,7 +193,10 @@ mod tests {
         w.track(12).unwrap();
         assert_eq!(w.held(), 4);
         // A position inside the range does not start it: misuse, nothing moves.
-        assert_eq!(w.complete(7), Err(WatermarkError::NotInFlight { position: 7 }));
+        assert_eq!(
+            w.complete(7),
+            Err(WatermarkError::NotInFlight { position: 7 })
+        );
         assert!(!w.complete(12).unwrap());
         assert_eq!(w.low_watermark(), 5);
         assert!(w.complete(5).unwrap());
@@ -196,11 +204,17 @@ mod tests {
         assert_eq!(w.held(), 0);
         assert_eq!(
             w.track_range(20, 19, 1),
-            Err(WatermarkError::NotIncreasing { position: 19, last: 20 })
+            Err(WatermarkError::NotIncreasing {
+                position: 19,
+                last: 20
+            })
         );
         assert_eq!(
             w.track_range(12, 14, 1),
-            Err(WatermarkError::NotIncreasing { position: 12, last: 12 })
+            Err(WatermarkError::NotIncreasing {
+                position: 12,
+                last: 12
+            })
         );
     }
 

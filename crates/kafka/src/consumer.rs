@@ -392,8 +392,8 @@ impl Poller {
             }
             let newly_assigned = self.shared.assigned.swap(false, Ordering::SeqCst);
             let full = held_messages >= HOLD_BEFORE_PAUSE || held_bytes >= HOLD_BYTES_BEFORE_PAUSE;
-            let half = held_messages <= HOLD_BEFORE_PAUSE / 2
-                && held_bytes <= HOLD_BYTES_BEFORE_PAUSE / 2;
+            let half =
+                held_messages <= HOLD_BEFORE_PAUSE / 2 && held_bytes <= HOLD_BYTES_BEFORE_PAUSE / 2;
             if paused && half {
                 self.set_paused(false);
                 paused = false;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use switchyard_config::redact;
 use switchyard_connector::{Backoff, Outcome, Sink};
 use switchyard_event::Event;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -575,7 +575,10 @@ pub(crate) mod tests {
                 );
             }
         }
-        assert!(rx.try_recv().is_err(), "no acknowledgement beyond one per batch");
+        assert!(
+            rx.try_recv().is_err(),
+            "no acknowledgement beyond one per batch"
+        );
         let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         for e in sink.delivered.lock().unwrap().iter() {

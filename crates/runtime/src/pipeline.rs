@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use switchyard_ack::Watermark;
 use switchyard_connector::{Backoff, Feed};
 use switchyard_event::Event;
-use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -272,7 +272,12 @@ impl ReaderCtx {
 
     /// A pipeline without plugins: every event of the batch goes to every sink. The
     /// batch starting at `first` completes when each sink has acknowledged each event.
-    async fn deliver_to_all(&self, first: u64, events: Vec<Arc<Event>>, ack_tx: &mpsc::UnboundedSender<u64>) {
+    async fn deliver_to_all(
+        &self,
+        first: u64,
+        events: Vec<Arc<Event>>,
+        ack_tx: &mpsc::UnboundedSender<u64>,
+    ) {
         let sinks = &self.plan.sinks;
         let ack = AckToken::new(events.len() * sinks.len(), first, ack_tx.clone());
         let mut events = Some(events);
