@@ -117,6 +117,10 @@ pub struct Delivery {
 /// backlog by events too (the readers' `max_in_flight` bounds it for good).
 const LANE_INBOX_RUNS: usize = 16;
 
+/// A sink's lanes are gone: the process is shutting down.
+#[derive(Debug)]
+pub struct SinkStopped;
+
 /// A running sink: its lanes and their tasks.
 pub struct SinkHandle {
     pub name: String,
@@ -147,9 +151,9 @@ impl SinkHandle {
     /// full (backpressure). Events with the same key share a lane, so they reach the
     /// sink in the order given; keyless events are spread over the lanes. On `Err` the
     /// sink has stopped (shutdown) and the events not queued stay unacknowledged.
-    pub async fn dispatch(&self, delivery: Delivery) -> Result<(), ()> {
+    pub async fn dispatch(&self, delivery: Delivery) -> Result<(), SinkStopped> {
         if self.lanes.len() == 1 {
-            return self.lanes[0].send(delivery).await.map_err(|_| ());
+            return self.lanes[0].send(delivery).await.map_err(|_| SinkStopped);
         }
         let mut runs: Vec<Vec<Arc<Event>>> = vec![Vec::new(); self.lanes.len()];
         for event in delivery.events {
@@ -173,7 +177,7 @@ impl SinkHandle {
                 pipeline: delivery.pipeline.clone(),
                 dead_letter: delivery.dead_letter.clone(),
             };
-            self.lanes[lane].send(run).await.map_err(|_| ())?;
+            self.lanes[lane].send(run).await.map_err(|_| SinkStopped)?;
         }
         Ok(())
     }
