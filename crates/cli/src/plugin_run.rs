@@ -212,7 +212,10 @@ pub fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
     println!("{} ({} bytes)", file.display(), info.size);
     let ok = match &info.world {
         Ok(world) => {
-            println!("world: {world} (switchyard:plugin@0.1.0)");
+            println!(
+                "world: {world} (switchyard:plugin@{})",
+                switchyard_plugin_host::CONTRACT_VERSION
+            );
             true
         }
         Err(e) => {
