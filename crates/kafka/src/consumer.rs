@@ -36,6 +36,8 @@ const CHANNEL: usize = 16;
 /// messages in hand) before it hands them over as one chunk: one channel message and
 /// one wake-up per chunk, not per message.
 const CHUNK: usize = 256;
+/// Payload bytes after which a chunk is handed over even when it has fewer messages.
+const CHUNK_BYTES: usize = 1 << 20;
 /// What the polling thread holds when the channel is full before it pauses its
 /// partitions (messages, payload bytes: whichever comes first). Pausing drops
 /// librdkafka's prefetched messages and resuming fetches them again, so the thread
@@ -410,10 +412,12 @@ impl Poller {
             // Gather a chunk: wait for the first message, then take what librdkafka
             // already has without waiting.
             let mut chunk = Vec::new();
-            while chunk.len() < CHUNK {
+            let mut bytes = 0;
+            while chunk.len() < CHUNK && bytes < CHUNK_BYTES {
                 match self.consumer.poll(timeout) {
                     Some(Ok(m)) => {
                         if let Some(f) = self.fetched(&m, &mut topic) {
+                            bytes += f.event.payload.len();
                             chunk.push(f);
                         }
                         timeout = Duration::ZERO;

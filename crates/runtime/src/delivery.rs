@@ -115,7 +115,7 @@ pub struct Delivery {
 
 /// Runs a lane's inbox holds: with batches of hundreds of events this bounds a lane's
 /// backlog by events too (the readers' `max_in_flight` bounds it for good).
-const LANE_INBOX_RUNS: usize = 16;
+const LANE_INBOX_RUNS: usize = 64;
 
 /// A sink's lanes are gone: the process is shutting down.
 #[derive(Debug)]
@@ -329,6 +329,9 @@ impl Lane {
                 self.delivered.inc_by(delivered);
             }
             let Some((error, retry_after)) = retry else {
+                // Every event of this attempt is settled: the next one starts a new
+                // attempt of its own, its first.
+                attempts = 0;
                 continue;
             };
             self.retried.inc();
@@ -597,6 +600,62 @@ pub(crate) mod tests {
         let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(Event::decode_record(&dead[0].payload).unwrap().id, "4-333");
+    }
+
+    /// Fails each event's first attempt, delivers its second; one event per attempt.
+    struct SecondTimeLucky(Mutex<HashMap<String, u32>>);
+
+    impl Sink for SecondTimeLucky {
+        fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+            let mut tries = self.0.lock().unwrap();
+            let n = tries.entry(batch[0].id.clone()).or_default();
+            *n += 1;
+            let outcome = if *n == 1 {
+                Outcome::Retry {
+                    error: "503".into(),
+                    retry_after: None,
+                }
+            } else {
+                Outcome::Delivered
+            };
+            Box::pin(std::future::ready(vec![outcome]))
+        }
+
+        fn max_batch(&self) -> usize {
+            1
+        }
+
+        fn retry_policy(&self) -> RetryPolicy {
+            RetryPolicy {
+                max_attempts: 2,
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            }
+        }
+    }
+
+    /// A run longer than the sink's batch is delivered in several attempts; each event's
+    /// attempts are its own, so with two allowed a single failure never dead-letters it.
+    #[tokio::test]
+    async fn each_event_of_a_long_run_gets_its_own_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = dead_letter_queue(dir.path());
+        let sink = Arc::new(SecondTimeLucky(Mutex::new(HashMap::new())));
+        let handle = SinkHandle::start("lucky", sink.clone(), Arc::new(Metrics::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let events: Vec<Arc<Event>> = (0..5).map(|i| event(1, i, b"ok")).collect();
+        let d = Delivery {
+            ack: AckToken::new(events.len(), 7, tx),
+            events,
+            pipeline: Arc::from("p"),
+            dead_letter: dlq.clone(),
+        };
+        assert!(handle.dispatch(d).await.is_ok());
+        let acked = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        assert_eq!(acked.expect("acknowledged in time"), Some(7));
+        let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
+        assert!(dead.is_empty(), "{} event(s) dead-lettered", dead.len());
+        assert!(sink.0.lock().unwrap().values().all(|&n| n == 2));
     }
 
     /// Fails every event for good with an error that quotes a URL with credentials, as an

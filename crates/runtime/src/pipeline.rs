@@ -234,6 +234,14 @@ impl Reader {
                             continue;
                         }
                     };
+                    if fates.len() != events.len() {
+                        // Completing the batch would pass events nobody decided on.
+                        reading = false;
+                        this.stopped_by(partition, format!(
+                            "its plugins decided {} fates for {} events; its events stay unacknowledged",
+                            fates.len(), events.len()));
+                        continue;
+                    }
                     this.apply(first, fates, &ack_tx).await;
                 }
             }
