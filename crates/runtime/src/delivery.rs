@@ -445,6 +445,22 @@ pub(crate) mod tests {
         })
     }
 
+    /// Checks that the first delivery of each event came in sequence order per key (ids
+    /// are `key-seq`); returns how many distinct events were delivered.
+    fn first_deliveries_in_key_order(sink: &FlakySink) -> usize {
+        let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in sink.delivered.lock().unwrap().iter() {
+            if !seen.insert(e.id.clone()) {
+                continue;
+            }
+            let seq: i64 = e.id.split('-').nth(1).unwrap().parse().unwrap();
+            let prev = last.insert(e.key.clone().unwrap(), seq).unwrap_or(-1);
+            assert!(seq > prev, "key {:?}: {seq} after {prev}", e.key);
+        }
+        seen.len()
+    }
+
     /// A one-partition queue on disk for a test's dead letters.
     pub(crate) fn dead_letter_queue(dir: &std::path::Path) -> Arc<QueueHandle> {
         QueueHandle::open(
@@ -504,18 +520,10 @@ pub(crate) mod tests {
                 .unwrap();
             assert!(acked.insert(p), "position {p} acknowledged twice");
         }
-        // First deliveries per key are in sequence order.
-        let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
-        for e in sink.delivered.lock().unwrap().iter() {
-            if !seen.insert(e.id.clone()) {
-                continue;
-            }
-            let seq: i64 = e.id.split('-').nth(1).unwrap().parse().unwrap();
-            let prev = last.insert(e.key.clone().unwrap(), seq).unwrap_or(-1);
-            assert!(seq > prev, "key {:?}: {seq} after {prev}", e.key);
-        }
-        assert_eq!(seen.len(), (keys * per_key - 1) as usize);
+        assert_eq!(
+            first_deliveries_in_key_order(&sink),
+            (keys * per_key - 1) as usize
+        );
         let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
         assert_eq!(dead.len(), 1);
         let dead = Event::decode_record(&dead[0].payload).unwrap();
@@ -586,17 +594,10 @@ pub(crate) mod tests {
             rx.try_recv().is_err(),
             "no acknowledgement beyond one per batch"
         );
-        let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
-        for e in sink.delivered.lock().unwrap().iter() {
-            if !seen.insert(e.id.clone()) {
-                continue;
-            }
-            let seq: i64 = e.id.split('-').nth(1).unwrap().parse().unwrap();
-            let prev = last.insert(e.key.clone().unwrap(), seq).unwrap_or(-1);
-            assert!(seq > prev, "key {:?}: {seq} after {prev}", e.key);
-        }
-        assert_eq!(seen.len(), (batches * per_batch - 1) as usize);
+        assert_eq!(
+            first_deliveries_in_key_order(&sink),
+            (batches * per_batch - 1) as usize
+        );
         let dead = dlq.partitions()[0].read(0, 10, 1 << 20).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(Event::decode_record(&dead[0].payload).unwrap().id, "4-333");
