@@ -19,6 +19,7 @@ fn event() -> Event {
         content_type: "application/json".into(),
         headers: vec![("trace".into(), "abc".into())],
         timestamp_ms: 17,
+        payload_is_compact_json: false,
     }
 }
 

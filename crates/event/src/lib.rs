@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 pub const KIND_MESSAGE: &str = "message";
 
 /// One event flowing through switchyard.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Event {
     /// Unique id. Deterministic for CDC (`<commit_lsn>/<seq>`); the `Idempotency-Key`
     /// or a UUIDv7 for HTTP.
@@ -42,7 +42,41 @@ pub struct Event {
     pub headers: Vec<(String, String)>,
     /// Event time in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// The payload is one JSON value on one line, written by the code that made this
+    /// event (a CDC record): the wire form copies it as it is instead of checking it
+    /// again. Set only where the payload was written, never for bytes that came from
+    /// outside; everything else leaves it `false` and the payload is checked when it is
+    /// written out. Not stored in records, and not part of equality.
+    #[serde(skip)]
+    pub payload_is_compact_json: bool,
 }
+
+/// Equal when every field but the [`Event::payload_is_compact_json`] mark is.
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            id,
+            source,
+            kind,
+            key,
+            payload,
+            content_type,
+            headers,
+            timestamp_ms,
+            payload_is_compact_json: _,
+        } = self;
+        *id == other.id
+            && *source == other.source
+            && *kind == other.kind
+            && *key == other.key
+            && *payload == other.payload
+            && *content_type == other.content_type
+            && *headers == other.headers
+            && *timestamp_ms == other.timestamp_ms
+    }
+}
+
+impl Eq for Event {}
 
 /// Version byte in front of every record so the format can evolve.
 const RECORD_V1: u8 = 1;
@@ -113,13 +147,6 @@ impl Event {
     /// that embed an event serialize. A JSON payload is checked here and copied as it is
     /// when compact.
     pub fn wire(&self) -> WireEvent<'_> {
-        let (key, key_encoding) = match &self.key {
-            None => (None, None),
-            Some(k) => match std::str::from_utf8(k) {
-                Ok(s) => (Some(Cow::Borrowed(s)), None),
-                Err(_) => (Some(Cow::Owned(B64.encode(k))), Some(BASE64)),
-            },
-        };
         let json = is_json_content_type(&self.content_type);
         let payload = match json
             .then(|| serde_json::from_slice::<&RawValue>(&self.payload).ok())
@@ -139,7 +166,21 @@ impl Event {
             },
             None => WirePayload::Base64(B64.encode(&self.payload)),
         };
-        let payload_encoding = matches!(payload, WirePayload::Base64(_)).then_some(BASE64);
+        let mut wire = self.wire_fields(Some(payload));
+        wire.payload_encoding =
+            matches!(wire.payload, Some(WirePayload::Base64(_))).then_some(BASE64);
+        wire
+    }
+
+    /// The wire form with `payload` as given (`None`: left out).
+    fn wire_fields<'a>(&'a self, payload: Option<WirePayload<'a>>) -> WireEvent<'a> {
+        let (key, key_encoding) = match &self.key {
+            None => (None, None),
+            Some(k) => match std::str::from_utf8(k) {
+                Ok(s) => (Some(Cow::Borrowed(s)), None),
+                Err(_) => (Some(Cow::Owned(B64.encode(k))), Some(BASE64)),
+            },
+        };
         WireEvent {
             id: &self.id,
             source: &self.source,
@@ -150,7 +191,7 @@ impl Event {
             content_type: &self.content_type,
             headers: WireHeaders(&self.headers),
             payload,
-            payload_encoding,
+            payload_encoding: None,
         }
     }
 
@@ -165,6 +206,24 @@ impl Event {
     /// Appends [`Event::to_wire_line`] to `out`, without building a JSON tree: a compact
     /// JSON payload is checked and copied as it is (sinks write millions of these).
     pub fn write_wire_line(&self, out: &mut Vec<u8>) {
+        if self.payload_is_compact_json && is_json_content_type(&self.content_type) {
+            debug_assert!(
+                serde_json::from_slice::<&RawValue>(&self.payload).is_ok()
+                    && !self.payload.contains(&b'\n')
+                    && !self.payload.contains(&b'\r'),
+                "an event marked compact JSON carries something else"
+            );
+            // Everything but the payload, then the payload's own bytes in its place (the
+            // last field: `payload_encoding` is absent for JSON).
+            let head = self.wire_fields(None);
+            serde_json::to_writer(&mut *out, &head).expect("writing to memory");
+            debug_assert_eq!(out.last(), Some(&b'}'));
+            out.pop();
+            out.extend_from_slice(b",\"payload\":");
+            out.extend_from_slice(&self.payload);
+            out.push(b'}');
+            return;
+        }
         serde_json::to_writer(&mut *out, &self.wire()).expect("writing to memory");
     }
 
@@ -197,7 +256,8 @@ pub struct WireEvent<'a> {
     timestamp_ms: u64,
     content_type: &'a str,
     headers: WireHeaders<'a>,
-    payload: WirePayload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<WirePayload<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_encoding: Option<&'static str>,
 }
@@ -327,6 +387,7 @@ impl WireEventOwned {
                 .timestamp_ms
                 .and_then(|v| v.as_u64())
                 .unwrap_or_default(),
+            payload_is_compact_json: false,
         })
     }
 }
@@ -396,6 +457,7 @@ mod tests {
             content_type: "application/json".into(),
             headers: vec![("x-trace".into(), "abc".into())],
             timestamp_ms: 1_764_064_800_000,
+            payload_is_compact_json: false,
         }
     }
 
@@ -449,6 +511,42 @@ mod tests {
         assert!(is_json_content_type("TEXT/Json;x=1"));
         assert!(!is_json_content_type("json"));
         assert!(!is_json_content_type("application/jsonx"));
+    }
+
+    #[test]
+    fn a_payload_marked_compact_json_is_written_as_the_checked_path_writes_it() {
+        let mut binary_key = sample();
+        binary_key.key = Some(vec![0xff, 0x00]);
+        let mut no_key = sample();
+        no_key.key = None;
+        no_key.headers.clear();
+        let mut escapes = sample();
+        escapes.payload = br#"{"s":"a\nb \u00e9 \"q\"","n":[1,2.5,null]}"#.to_vec();
+        escapes.id = "id \"with\" quotes".into();
+        escapes.headers.push(("x-trace".into(), "again".into()));
+        let mut not_json_type = sample();
+        not_json_type.content_type = "text/plain".into();
+        for checked in [sample(), binary_key, no_key, escapes, not_json_type] {
+            let marked = Event {
+                payload_is_compact_json: true,
+                ..checked.clone()
+            };
+            assert_eq!(marked, checked, "the mark is not part of equality");
+            assert_eq!(marked.to_wire_line(), checked.to_wire_line());
+            let line: serde_json::Value = serde_json::from_str(&marked.to_wire_line()).unwrap();
+            assert_eq!(line["id"], checked.id.as_str());
+        }
+    }
+
+    #[test]
+    fn the_compact_json_mark_is_not_stored() {
+        let marked = Event {
+            payload_is_compact_json: true,
+            ..sample()
+        };
+        let back = Event::decode_record(&marked.encode_record()).unwrap();
+        assert!(!back.payload_is_compact_json);
+        assert_eq!(marked.encode_record(), sample().encode_record());
     }
 
     #[test]

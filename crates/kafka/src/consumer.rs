@@ -584,5 +584,6 @@ fn to_event(source: &str, m: &BorrowedMessage<'_>) -> Event {
         content_type,
         headers: event_headers,
         timestamp_ms,
+        payload_is_compact_json: false,
     }
 }

@@ -119,6 +119,7 @@ mod tests {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
             timestamp_ms: 0,
+            payload_is_compact_json: false,
         }
     }
 

@@ -50,6 +50,7 @@ fn event(i: usize, key: &str) -> Arc<Event> {
         content_type: "application/json".into(),
         headers: vec![("trace".into(), format!("t{i}"))],
         timestamp_ms: 1_700_000_000_000 + i as u64,
+        payload_is_compact_json: false,
     })
 }
 

@@ -32,6 +32,7 @@ fn main() {
             content_type: "application/json".into(),
             headers: Vec::new(),
             timestamp_ms: 1_700_000_000_000 + i as u64,
+            payload_is_compact_json: false,
         })
         .collect();
     let chunks: Vec<&[Event]> = events.chunks_exact(batch).collect();

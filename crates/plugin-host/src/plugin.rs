@@ -564,5 +564,6 @@ fn from_wit(e: WitEvent) -> Event {
         content_type: e.content_type,
         headers: e.headers.into_iter().map(|h| (h.name, h.value)).collect(),
         timestamp_ms: e.timestamp_ms,
+        payload_is_compact_json: false,
     }
 }

@@ -301,6 +301,7 @@ mod tests {
                 .map(|k| vec![(IDEMPOTENCY_HEADER.to_owned(), k.to_owned())])
                 .unwrap_or_default(),
             timestamp_ms: now_ms(),
+            payload_is_compact_json: false,
         }
     }
 

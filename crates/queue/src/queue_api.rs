@@ -324,6 +324,7 @@ fn parse_message(
         content_type,
         headers,
         timestamp_ms: now,
+        payload_is_compact_json: false,
     };
     Ok((event, idempotency))
 }
@@ -836,6 +837,7 @@ pub async fn dead_letter_loop(shared: Arc<Shared>) {
                             content_type: "application/octet-stream".into(),
                             headers: vec![(dlq_headers::ERROR.into(), format!("undecodable: {e}"))],
                             timestamp_ms: x.record.timestamp_ms,
+                            payload_is_compact_json: false,
                         });
                     event.set_header(dlq_headers::QUEUE, queue.name.clone());
                     event.set_header(dlq_headers::GROUP, group.name().to_owned());

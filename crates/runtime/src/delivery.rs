@@ -442,6 +442,7 @@ pub(crate) mod tests {
             content_type: "text/plain".into(),
             headers: vec![],
             timestamp_ms: 0,
+            payload_is_compact_json: false,
         })
     }
 

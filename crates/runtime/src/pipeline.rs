@@ -449,6 +449,7 @@ mod tests {
             content_type: "application/json".into(),
             headers: vec![],
             timestamp_ms: 0,
+            payload_is_compact_json: false,
         }
     }
 
@@ -630,6 +631,7 @@ mod shutdown_tests {
                 content_type: "application/json".into(),
                 headers: vec![],
                 timestamp_ms: 0,
+                payload_is_compact_json: false,
             },
         )]
         .into_iter()

@@ -366,6 +366,7 @@ mod tests {
             content_type: "application/json".into(),
             headers: Vec::new(),
             timestamp_ms: 0,
+            payload_is_compact_json: false,
         })
     }
 

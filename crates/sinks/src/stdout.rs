@@ -142,6 +142,7 @@ mod tests {
             content_type: "application/json".into(),
             headers: vec![],
             timestamp_ms: 1,
+            payload_is_compact_json: false,
         })
     }
 

@@ -27,6 +27,7 @@ fn event(n: u32) -> Arc<Event> {
         },
         headers: vec![("x-n".into(), n.to_string())],
         timestamp_ms: 1_764_064_800_000 + u64::from(n),
+        payload_is_compact_json: false,
     })
 }
 

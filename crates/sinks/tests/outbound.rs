@@ -74,6 +74,7 @@ fn event(id: &str) -> Arc<Event> {
         content_type: "application/json".into(),
         headers: Vec::new(),
         timestamp_ms: 1_764_064_800_000,
+        payload_is_compact_json: false,
     })
 }
 

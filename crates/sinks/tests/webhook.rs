@@ -36,6 +36,7 @@ fn order_event(id: &str) -> Arc<Event> {
         content_type: "application/json".into(),
         headers: vec![("x-trace".into(), "abc".into())],
         timestamp_ms: 1_764_064_800_000,
+        payload_is_compact_json: false,
     })
 }
 

@@ -378,6 +378,7 @@ pub fn parse_events(
         content_type,
         headers: headers.clone(),
         timestamp_ms,
+        payload_is_compact_json: false,
     };
     let id_for = |n: Option<usize>| match (idempotency_key, n) {
         (Some(k), None) => k.to_owned(),

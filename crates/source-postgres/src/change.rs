@@ -213,6 +213,8 @@ impl ChangeEncoder {
                 ("pg-lsn".to_owned(), lsn.clone()),
             ],
             timestamp_ms: timestamp_ms(tx.commit_ts_us),
+            // Written just above by `write_record`: one compact JSON object.
+            payload_is_compact_json: true,
         })
     }
 
@@ -513,6 +515,8 @@ pub fn event(
         content_type: "application/json".to_owned(),
         headers,
         timestamp_ms: timestamp_ms(commit_ts_us),
+        // `Value`'s `to_string` is compact JSON on one line.
+        payload_is_compact_json: true,
     }
 }
 
@@ -782,7 +786,17 @@ mod tests {
         let encoded = encoder.event("db", relation, registry, key_columns, tx, seq, change);
         match (encoded, oracle) {
             (Ok(encoded), Ok(record)) => Ok((
-                encoded,
+                {
+                    // The mark lets sinks copy the payload unchecked: their lines must be
+                    // what the checked path writes.
+                    assert!(encoded.payload_is_compact_json);
+                    let checked = Event {
+                        payload_is_compact_json: false,
+                        ..encoded.clone()
+                    };
+                    assert_eq!(encoded.to_wire_line(), checked.to_wire_line());
+                    encoded
+                },
                 event(
                     "db",
                     tx.commit_lsn,

@@ -45,6 +45,7 @@ pub fn event(id: &str, payload: &str) -> Event {
         content_type: "application/json".into(),
         headers: vec![("trace".into(), id.into())],
         timestamp_ms: 1_700_000_000_000,
+        payload_is_compact_json: false,
     }
 }
 

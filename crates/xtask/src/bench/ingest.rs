@@ -45,10 +45,15 @@ pub struct IngestArgs {
     /// A switchyard binary to use instead of building `switchyard-cli` in release mode.
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
-    /// Where switchyard's pipeline delivers: `file` (JSON lines, fsync'd per batch) or
-    /// `queue` (an internal durable queue).
-    #[arg(long, value_enum, default_value_t = SinkKind::File)]
+    /// Where switchyard's pipeline delivers: `stdout` (JSON lines, discarded: ingest is
+    /// measured without a sink's own fsync stream, as the baselines have none), `file`
+    /// (JSON lines, fsync'd per batch) or `queue` (an internal durable queue).
+    #[arg(long, value_enum, default_value_t = SinkKind::Stdout)]
     sink: SinkKind,
+    /// Run switchyard alone, without the baselines: a long run to watch its memory
+    /// (e.g. `--switchyard-only --seconds 600`). Gives one row with no ratio.
+    #[arg(long)]
+    switchyard_only: bool,
     /// Partitions of the http source's intake log (default: switchyard's default, 4).
     #[arg(long, value_name = "N")]
     intake_partitions: Option<u32>,
@@ -63,8 +68,19 @@ pub struct IngestArgs {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SinkKind {
+    Stdout,
     File,
     Queue,
+}
+
+impl SinkKind {
+    fn name(self) -> &'static str {
+        match self {
+            SinkKind::Stdout => "stdout",
+            SinkKind::File => "file",
+            SinkKind::Queue => "queue",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -120,6 +136,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Vec<Row>> {
             None => "4 intake partitions, the default".to_owned(),
         },
         match args.sink {
+            SinkKind::Stdout => "stdout (JSON lines, discarded)",
             SinkKind::File => "file (JSON lines, fsync'd per batch)",
             SinkKind::Queue => "queue (internal durable queue, 1 partition)",
         }
@@ -130,6 +147,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Vec<Row>> {
     let mut results: Vec<Vec<Measurement>> = Server::ALL.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
         for (i, server) in Server::ALL.into_iter().enumerate() {
+            if args.switchyard_only && server != Server::Switchyard {
+                continue;
+            }
             let dir = root.join(format!("round{round}-{}", server.name()));
             std::fs::create_dir_all(&dir)?;
             eprintln!(
@@ -164,15 +184,25 @@ fn rows(args: &IngestArgs, results: &[Vec<Measurement>]) -> Vec<Row> {
     };
     let sy = 2;
     let note = format!(
-        "{} conns, {} s{}",
+        "{} conns, {} s, {} sink{}",
         args.connections,
         args.seconds,
+        args.sink.name(),
         if args.rounds > 1 {
             format!(", medians of {} rounds", args.rounds)
         } else {
             String::new()
         }
     );
+    if args.switchyard_only {
+        return vec![
+            Row::new("ingest", "durable HTTP ingest req/s, switchyard alone")
+                .value(med(sy, &|m| m.load.per_second()))
+                .cpu(med(sy, &|m| m.cpu_s), med(sy, &|m| m.load.ok as f64))
+                .rss_mib(med(sy, &|m| m.peak_rss_kib as f64 / 1024.0))
+                .note(note),
+        ];
+    }
     [
         (
             "baseline-durable (fdatasync group commit)",
@@ -228,7 +258,11 @@ fn measure(
             c
         }
     };
-    let mut process = ServerProcess::spawn(server.name(), cmd, &log)?;
+    let mut process = if server == Server::Switchyard && args.sink == SinkKind::Stdout {
+        ServerProcess::spawn_discarding_stdout(server.name(), cmd, &log)?
+    } else {
+        ServerProcess::spawn(server.name(), cmd, &log)?
+    };
     process.wait_ready(addr, Duration::from_secs(30), &log)?;
     // The server's CPU time at the end of the warm-up, read while the load runs.
     let pid = process.pid();
@@ -273,6 +307,7 @@ fn switchyard_config(
     let partitions = intake_partitions.map_or(String::new(), |n| format!("partitions = {n}\n"));
     let data = dir.join("data");
     let sink = match sink {
+        SinkKind::Stdout => "type = \"stdout\"\n".to_owned(),
         SinkKind::File => format!(
             "type = \"file\"\npath = {:?}\n",
             dir.join("out.jsonl").display().to_string()
@@ -321,6 +356,9 @@ fn table(args: &IngestArgs, results: &[Vec<Measurement>]) -> String {
     );
     let mut rps = [0.0; 3];
     for (i, server) in Server::ALL.into_iter().enumerate() {
+        if results[i].is_empty() {
+            continue;
+        }
         rps[i] = med(i, &|m| m.load.per_second());
         let _ = writeln!(
             out,
@@ -345,6 +383,9 @@ fn table(args: &IngestArgs, results: &[Vec<Measurement>]) -> String {
         for (k, n) in errors {
             let _ = writeln!(out, "errors of {} (all rounds): {n} × {k}", server.name());
         }
+    }
+    if args.switchyard_only {
+        return out;
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -371,7 +412,7 @@ mod tests {
     #[test]
     fn generated_configs_pass_switchyard_validation() {
         let dir = Path::new("/tmp/bench");
-        for sink in [SinkKind::File, SinkKind::Queue] {
+        for sink in [SinkKind::Stdout, SinkKind::File, SinkKind::Queue] {
             for partitions in [None, Some(1)] {
                 let text = switchyard_config(sink, partitions, "127.0.0.1:1", dir);
                 if let Err(e) = switchyard_config::load_str(&text, false) {

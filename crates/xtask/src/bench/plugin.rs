@@ -242,6 +242,7 @@ fn bench_events(body_bytes: usize) -> Vec<Event> {
             content_type: "application/json".into(),
             headers: Vec::new(),
             timestamp_ms: 1_700_000_000_000 + i as u64,
+            payload_is_compact_json: false,
         })
         .collect()
 }

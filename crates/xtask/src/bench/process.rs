@@ -33,6 +33,25 @@ impl ServerProcess {
         })
     }
 
+    /// Starts `cmd` with stdout discarded (a stdout sink's lines) and stderr going to `log`.
+    pub fn spawn_discarding_stdout(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let err = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
