@@ -358,8 +358,10 @@ pub struct HttpSourceConfig {
     pub token: Option<String>,
     /// Largest accepted request body. Default [`Self::DEFAULT_MAX_BODY`].
     pub max_body: ByteSize,
-    /// Partitions of the source's durable intake log. Default [`Self::DEFAULT_PARTITIONS`].
-    pub partitions: u32,
+    /// Partitions of the source's durable intake log. `None` (the default): the count the
+    /// intake already has in the data dir, [`Self::DEFAULT_PARTITIONS`] for a new one.
+    /// Every partition has its own reader and costs its own fdatasync per group commit.
+    pub partitions: Option<u32>,
     /// `Idempotency-Key` deduplication window; zero disables it. Default
     /// [`Self::DEFAULT_DEDUP_WINDOW`].
     #[serde(with = "crate::units::duration")]
@@ -375,8 +377,8 @@ pub struct HttpSourceConfig {
 impl HttpSourceConfig {
     /// 1 MiB.
     pub const DEFAULT_MAX_BODY: ByteSize = ByteSize(1 << 20);
-    /// 4 partitions.
-    pub const DEFAULT_PARTITIONS: u32 = 4;
+    /// 1 partition: one fdatasync per group commit.
+    pub const DEFAULT_PARTITIONS: u32 = 1;
     /// 5 minutes.
     pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(300);
     /// 1 GiB.
@@ -390,7 +392,7 @@ impl Default for HttpSourceConfig {
         Self {
             token: None,
             max_body: Self::DEFAULT_MAX_BODY,
-            partitions: Self::DEFAULT_PARTITIONS,
+            partitions: None,
             dedup_window: Self::DEFAULT_DEDUP_WINDOW,
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_events: Self::DEFAULT_MAX_EVENTS,

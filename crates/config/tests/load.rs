@@ -70,7 +70,10 @@ fn defaults_are_applied() {
         panic!("http source")
     };
     assert_eq!(api.max_body, ByteSize(1 << 20));
-    assert_eq!(api.partitions, 4);
+    assert_eq!(
+        api.partitions, None,
+        "the intake's own count, or 1 for a new one"
+    );
     assert_eq!(api.token, None);
     let pipeline = &config.pipelines["p"];
     assert_eq!(pipeline.max_in_flight, 1024);

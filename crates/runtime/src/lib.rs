@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_config::{Config, QueueConfig, SourceConfig};
+use switchyard_config::{Config, HttpSourceConfig, QueueConfig, SourceConfig};
 use switchyard_connector::{BuildContext, Source};
 use switchyard_source_postgres::PostgresSource;
-use switchyard_store::{FsStorage, MemoryBudget, Storage, WorkOptions};
+use switchyard_store::{FsStorage, MemoryBudget, Queue, Storage, WorkOptions};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -372,8 +372,20 @@ fn open_intakes(
             continue;
         };
         let dir = data_dir.join("intake").join(name);
+        let stored = || {
+            Queue::stored_partitions(&**storage, &dir).map_err(|source| RuntimeError::Queue {
+                name: format!("intake of source {name}"),
+                source,
+            })
+        };
+        // Not configured: keep what the intake has (an intake made with another default
+        // keeps its data readable), or start a new one with the default.
+        let partitions = match http.partitions {
+            Some(n) => n.max(1),
+            None => stored()?.unwrap_or(HttpSourceConfig::DEFAULT_PARTITIONS),
+        };
         let limits = QueueLimits {
-            partitions: http.partitions.max(1),
+            partitions,
             max_bytes: http.max_bytes.0,
             // Intake data is removed once every pipeline has passed it, never by age.
             retention: None,
@@ -538,5 +550,46 @@ mod data_dir_tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
         super::restrict_data_dir(&shared);
         assert_eq!(mode(&shared), 0o755);
+    }
+}
+
+#[cfg(test)]
+mod intake_tests {
+    use std::sync::Arc;
+
+    use switchyard_store::{FsStorage, LogOptions, Queue, Storage};
+
+    fn partitions_opened(configured: &str, data_dir: &std::path::Path) -> usize {
+        let text = format!(
+            "[sources.api]\ntype = \"http\"\n{configured}\n\
+             [pipelines.p]\nfrom = [\"api\"]\nto = [\"out\"]\n\
+             [sinks.out]\ntype = \"stdout\"\n"
+        );
+        let config = switchyard_config::load_str(&text, false).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        let intakes = super::open_intakes(&config, &storage, data_dir).unwrap();
+        let n = intakes["api"].partitions().len();
+        intakes["api"].shutdown();
+        n
+    }
+
+    #[test]
+    fn an_intake_without_a_configured_count_keeps_its_own_and_a_new_one_gets_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("fresh");
+        assert_eq!(partitions_opened("", &fresh), 1);
+        assert_eq!(partitions_opened("", &fresh), 1, "reopened");
+
+        // Made with four partitions (an explicit count, or an older default): its data
+        // stays readable when the count is left out.
+        let older = tmp.path().join("older");
+        let dir = older.join("intake").join("api");
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        drop(Queue::open(storage, &dir, 4, LogOptions::default()).unwrap());
+        assert_eq!(partitions_opened("", &older), 4);
+        assert_eq!(partitions_opened("partitions = 4", &older), 4);
+
+        let explicit = tmp.path().join("explicit");
+        assert_eq!(partitions_opened("partitions = 3", &explicit), 3);
     }
 }

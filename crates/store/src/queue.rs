@@ -56,53 +56,21 @@ impl Queue {
         storage
             .create_dir_all(dir)
             .map_err(|e| LogError::io(dir, e))?;
+        match Self::stored_partitions(&*storage, dir)? {
+            Some(stored) if stored != partitions => {
+                return Err(LogError::PartitionCountChanged {
+                    path: dir.to_path_buf(),
+                    stored,
+                    requested: partitions,
+                });
+            }
+            _ => {}
+        }
         let meta_path = dir.join(META_FILE);
-        let exists = storage
+        if !storage
             .exists(&meta_path)
-            .map_err(|e| LogError::io(&meta_path, e))?;
-        if exists {
-            let bytes = read_whole_file(&*storage, &meta_path)?;
-            let meta: QueueMeta =
-                serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
-                    path: meta_path.clone(),
-                    offset: 0,
-                    reason: format!("queue metadata is not valid: {e}"),
-                })?;
-            if meta.format != META_FORMAT {
-                return Err(LogError::Corrupt {
-                    path: meta_path,
-                    offset: 0,
-                    reason: format!(
-                        "unknown queue metadata format {} (this version reads {META_FORMAT})",
-                        meta.format
-                    ),
-                });
-            }
-            if meta.partitions != partitions {
-                return Err(LogError::PartitionCountChanged {
-                    path: dir.to_path_buf(),
-                    stored: meta.partitions,
-                    requested: partitions,
-                });
-            }
-        } else {
-            // Partition directories without metadata: trust what is on disk over the config.
-            let existing = storage
-                .list_dirs(dir)
-                .map_err(|e| LogError::io(dir, e))?
-                .iter()
-                .filter(|n| {
-                    n.strip_prefix('p')
-                        .is_some_and(|d| d.parse::<u32>().is_ok())
-                })
-                .count() as u32;
-            if existing != 0 && existing != partitions {
-                return Err(LogError::PartitionCountChanged {
-                    path: dir.to_path_buf(),
-                    stored: existing,
-                    requested: partitions,
-                });
-            }
+            .map_err(|e| LogError::io(&meta_path, e))?
+        {
             let meta = QueueMeta {
                 format: META_FORMAT,
                 partitions,
@@ -121,6 +89,51 @@ impl Queue {
             partitions,
             next: AtomicU32::new(0),
         })
+    }
+
+    /// The partition count of the queue in `dir` as stored there: from its metadata, or
+    /// from its partition directories when an older version left no metadata; `None` when
+    /// `dir` holds no queue yet.
+    pub fn stored_partitions(storage: &dyn Storage, dir: &Path) -> Result<Option<u32>, LogError> {
+        let meta_path = dir.join(META_FILE);
+        let exists = storage
+            .exists(&meta_path)
+            .map_err(|e| LogError::io(&meta_path, e))?;
+        if exists {
+            let bytes = read_whole_file(storage, &meta_path)?;
+            let meta: QueueMeta =
+                serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+                    path: meta_path.clone(),
+                    offset: 0,
+                    reason: format!("queue metadata is not valid: {e}"),
+                })?;
+            if meta.format != META_FORMAT {
+                return Err(LogError::Corrupt {
+                    path: meta_path,
+                    offset: 0,
+                    reason: format!(
+                        "unknown queue metadata format {} (this version reads {META_FORMAT})",
+                        meta.format
+                    ),
+                });
+            }
+            Ok(Some(meta.partitions))
+        } else {
+            // Partition directories without metadata: trust what is on disk over the config.
+            let names = match storage.list_dirs(dir) {
+                Ok(names) => names,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(LogError::io(dir, e)),
+            };
+            let existing = names
+                .iter()
+                .filter(|n| {
+                    n.strip_prefix('p')
+                        .is_some_and(|d| d.parse::<u32>().is_ok())
+                })
+                .count() as u32;
+            Ok((existing != 0).then_some(existing))
+        }
     }
 
     /// The queue's directory.
@@ -146,5 +159,41 @@ impl Queue {
     /// Bytes in all partitions' segment files.
     pub fn size_bytes(&self) -> u64 {
         self.partitions.iter().map(|p| p.size_bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FsStorage;
+
+    #[test]
+    fn the_stored_count_comes_from_metadata_or_from_partition_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        let missing = tmp.path().join("missing");
+        assert_eq!(Queue::stored_partitions(&*storage, &missing).unwrap(), None);
+
+        let made = tmp.path().join("made");
+        drop(Queue::open(storage.clone(), &made, 3, LogOptions::default()).unwrap());
+        assert_eq!(Queue::stored_partitions(&*storage, &made).unwrap(), Some(3));
+
+        // An older layout: partition directories, no metadata.
+        let bare = tmp.path().join("bare");
+        for p in ["p0", "p1"] {
+            std::fs::create_dir_all(bare.join(p)).unwrap();
+        }
+        assert_eq!(Queue::stored_partitions(&*storage, &bare).unwrap(), Some(2));
+        let err = Queue::open(storage.clone(), &bare, 1, LogOptions::default()).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::PartitionCountChanged {
+                stored: 2,
+                requested: 1,
+                ..
+            }
+        ));
+        drop(Queue::open(storage.clone(), &bare, 2, LogOptions::default()).unwrap());
+        assert!(bare.join(META_FILE).exists(), "metadata written on open");
     }
 }

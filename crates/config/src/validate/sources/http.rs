@@ -13,13 +13,11 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> HttpSourceConfig {
         max_body: table
             .size(cx, "max_body")
             .unwrap_or(HttpSourceConfig::DEFAULT_MAX_BODY),
-        partitions: table
-            .positive_u32(
-                cx,
-                "partitions",
-                "; the intake log needs at least one partition",
-            )
-            .unwrap_or(HttpSourceConfig::DEFAULT_PARTITIONS),
+        partitions: table.positive_u32(
+            cx,
+            "partitions",
+            "; the intake log needs at least one partition",
+        ),
         dedup_window: table
             .duration(cx, "dedup_window", true)
             .unwrap_or(HttpSourceConfig::DEFAULT_DEDUP_WINDOW),
