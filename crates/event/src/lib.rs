@@ -142,10 +142,11 @@ impl Event {
         serde_json::to_value(self.wire()).expect("the wire form is JSON")
     }
 
-    /// The wire form, borrowed from the event, for serde: the one definition of the JSON
-    /// wire form, which [`Event::to_wire_json`], [`Event::write_wire_line`] and answers
-    /// that embed an event serialize. A JSON payload is checked here and copied as it is
-    /// when compact.
+    /// The wire form, borrowed from the event, for serde: the definition of the JSON wire
+    /// form, which [`Event::to_wire_json`], [`Event::write_wire_line`] and answers that
+    /// embed an event serialize. A JSON payload is checked here and copied as it is when
+    /// compact. (`write_wire_line` has one shortcut: the same fields, with a payload
+    /// marked [`Event::payload_is_compact_json`] copied unchecked.)
     pub fn wire(&self) -> WireEvent<'_> {
         let json = is_json_content_type(&self.content_type);
         let payload = match json
@@ -204,7 +205,8 @@ impl Event {
     }
 
     /// Appends [`Event::to_wire_line`] to `out`, without building a JSON tree: a compact
-    /// JSON payload is checked and copied as it is (sinks write millions of these).
+    /// JSON payload is checked and copied as it is, or copied unchecked when the event is
+    /// marked [`Event::payload_is_compact_json`] (sinks write millions of these).
     pub fn write_wire_line(&self, out: &mut Vec<u8>) {
         if self.payload_is_compact_json && is_json_content_type(&self.content_type) {
             debug_assert!(

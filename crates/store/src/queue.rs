@@ -117,6 +117,13 @@ impl Queue {
                     ),
                 });
             }
+            if meta.partitions == 0 {
+                return Err(LogError::Corrupt {
+                    path: meta_path,
+                    offset: 0,
+                    reason: "queue metadata says 0 partitions".into(),
+                });
+            }
             Ok(Some(meta.partitions))
         } else {
             // Partition directories without metadata: trust what is on disk over the config.
@@ -125,13 +132,29 @@ impl Queue {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(LogError::io(dir, e)),
             };
-            let existing = names
+            let mut numbers: Vec<u32> = names
                 .iter()
-                .filter(|n| {
-                    n.strip_prefix('p')
-                        .is_some_and(|d| d.parse::<u32>().is_ok())
-                })
-                .count() as u32;
+                .filter_map(|n| n.strip_prefix('p')?.parse::<u32>().ok())
+                .collect();
+            numbers.sort_unstable();
+            let existing = numbers.len() as u32;
+            // Partitions are p0..p{n-1}: a gap means a partition's directory is missing,
+            // and guessing the count from the others would leave data unread.
+            if numbers.iter().enumerate().any(|(i, &n)| n != i as u32) {
+                return Err(LogError::Corrupt {
+                    path: dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!(
+                        "partition directories {} are not p0..p{}; restore the missing ones",
+                        numbers
+                            .iter()
+                            .map(|n| format!("p{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        existing.saturating_sub(1)
+                    ),
+                });
+            }
             Ok((existing != 0).then_some(existing))
         }
     }
@@ -195,5 +218,21 @@ mod tests {
         ));
         drop(Queue::open(storage.clone(), &bare, 2, LogOptions::default()).unwrap());
         assert!(bare.join(META_FILE).exists(), "metadata written on open");
+
+        // A missing partition directory is not guessed around.
+        let gap = tmp.path().join("gap");
+        for p in ["p0", "p1", "p3"] {
+            std::fs::create_dir_all(gap.join(p)).unwrap();
+        }
+        let err = Queue::stored_partitions(&*storage, &gap).unwrap_err();
+        assert!(err.to_string().contains("p0, p1, p3"), "{err}");
+
+        let zero = tmp.path().join("zero");
+        std::fs::create_dir_all(&zero).unwrap();
+        std::fs::write(zero.join(META_FILE), r#"{"format":1,"partitions":0}"#).unwrap();
+        assert!(matches!(
+            Queue::stored_partitions(&*storage, &zero),
+            Err(LogError::Corrupt { .. })
+        ));
     }
 }
