@@ -608,8 +608,9 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// 1024 events.
-    pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+    /// 4096 events: enough to keep a sink with a few milliseconds of latency per batch
+    /// (Kafka's linger and acks) busy from a single source partition.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 }
 
 impl Default for PipelineConfig {

@@ -76,7 +76,7 @@ fn defaults_are_applied() {
     );
     assert_eq!(api.token, None);
     let pipeline = &config.pipelines["p"];
-    assert_eq!(pipeline.max_in_flight, 1024);
+    assert_eq!(pipeline.max_in_flight, 4096);
     assert!(pipeline.filters.is_empty() && pipeline.router.is_none());
     assert_eq!(pipeline.dead_letter, None);
 

@@ -22,6 +22,9 @@ use switchyard_queue::QueueHandle;
 
 /// How often a moved checkpoint is written.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Events taken from a feed at once: one batch, so one plugin call carries at most this
+/// many; `max_in_flight` may allow several batches in flight.
+const MAX_READ: usize = 1024;
 
 /// What a pipeline does with an event: its plugin stages and its sinks.
 pub struct PipelinePlan {
@@ -151,7 +154,11 @@ impl Reader {
             }
             let can_read =
                 reading && paused_until.is_none() && mark.held() < this.plan.max_in_flight;
-            let budget = this.plan.max_in_flight.saturating_sub(mark.held());
+            let budget = this
+                .plan
+                .max_in_flight
+                .saturating_sub(mark.held())
+                .min(MAX_READ);
             tokio::select! {
                 biased;
                 Some(first) = ack_rx.recv() => {
@@ -403,6 +410,8 @@ mod tests {
     struct ScriptedFeed {
         script: VecDeque<Result<Batch, FeedError>>,
         commits: Arc<Mutex<Vec<u64>>>,
+        /// The `max` of every `next` call.
+        asked: Arc<Mutex<Vec<usize>>>,
     }
 
     impl Feed for ScriptedFeed {
@@ -410,9 +419,12 @@ mod tests {
             0
         }
 
-        fn next(&mut self, _max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
+        fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
             // Cancel-safe like every feed: the step is taken only when the call completes.
-            Box::pin(async move { self.script.pop_front().transpose() })
+            Box::pin(async move {
+                self.asked.lock().unwrap().push(max);
+                self.script.pop_front().transpose()
+            })
         }
 
         fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
@@ -461,6 +473,15 @@ mod tests {
     }
 
     async fn read(script: Vec<Result<Batch, FeedError>>) -> (Vec<String>, Vec<u64>) {
+        let (seen, commits, _) = read_with(script, 64).await;
+        (seen, commits)
+    }
+
+    /// What the sink saw, the commits and the `max` of every read.
+    async fn read_with(
+        script: Vec<Result<Batch, FeedError>>,
+        max_in_flight: usize,
+    ) -> (Vec<String>, Vec<u64>, Vec<usize>) {
         let dir = tempfile::tempdir().unwrap();
         let dead_letter = crate::delivery::tests::dead_letter_queue(dir.path());
         let metrics = Arc::new(Metrics::new());
@@ -473,16 +494,18 @@ mod tests {
             stages: Stages::default(),
             metrics: metrics.clone(),
             dead_letter,
-            max_in_flight: 64,
+            max_in_flight,
             stopped: Arc::new(StoppedReaders::default()),
         });
         let commits = Arc::new(Mutex::new(Vec::new()));
+        let asked = Arc::new(Mutex::new(Vec::new()));
         let reader = Reader {
             plan,
             source: "s".into(),
             feed: Box::new(ScriptedFeed {
                 script: script.into(),
                 commits: commits.clone(),
+                asked: asked.clone(),
             }),
             metrics,
         };
@@ -495,7 +518,27 @@ mod tests {
         .expect("the reader ends when its feed ends");
         let seen = sink.0.lock().unwrap().clone();
         let commits = commits.lock().unwrap().clone();
-        (seen, commits)
+        let asked = asked.lock().unwrap().clone();
+        (seen, commits, asked)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_takes_at_most_one_batch_however_large_max_in_flight_is() {
+        let (seen, _, asked) = read_with(
+            vec![Ok(batch(0, &["a", "b"])), Ok(batch(2, &["c"]))],
+            100_000,
+        )
+        .await;
+        assert_eq!(seen, ["a", "b", "c"]);
+        assert_eq!(asked.first(), Some(&MAX_READ), "{asked:?}");
+        assert!(asked.iter().all(|&m| m <= MAX_READ), "{asked:?}");
+
+        let (_, _, asked) = read_with(vec![Ok(batch(0, &["a"]))], 10).await;
+        assert_eq!(
+            asked.first(),
+            Some(&10),
+            "a smaller max_in_flight bounds the read"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
