@@ -18,32 +18,23 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `cmd` with stdout and stderr going to `log` (read it when the server fails).
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
+        Self::start(name, cmd, out.into(), err)
     }
 
     /// Starts `cmd` with stdout discarded (a stdout sink's lines) and stderr going to `log`.
-    pub fn spawn_discarding_stdout(
-        name: &str,
-        mut cmd: Command,
-        log: &Path,
-    ) -> anyhow::Result<Self> {
+    pub fn spawn_discarding_stdout(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Self> {
         let err = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        Self::start(name, cmd, Stdio::null(), err)
+    }
+
+    fn start(name: &str, mut cmd: Command, stdout: Stdio, stderr: File) -> anyhow::Result<Self> {
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
         Ok(Self {
