@@ -185,7 +185,12 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Once librdkafka's prefetch queue is over its thresholds it waits this
+            // long before fetching again (1 s by default). The polling thread drains
+            // that queue in bursts, so with the default the whole source sat idle for
+            // most of a second after each burst: it read at a fraction of its speed.
+            .set("fetch.queue.backoff.ms", "10");
         for (k, v) in &cfg.options {
             config.set(k, v);
         }
