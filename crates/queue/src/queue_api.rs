@@ -14,6 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use http::{HeaderMap, StatusCode};
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use switchyard_api::{
     AckAnswer, DeadLetterStats, ExtendAnswer, GroupDeleted, GroupStats, NackAnswer, ProduceAnswer,
@@ -60,6 +65,20 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
 }
 
+/// Checks a body as JSON, keeping its values as sent ([`RawObject`] takes it apart).
+fn raw_object_body(body: &Bytes) -> Result<&RawValue, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad("the body is empty; send a JSON object"));
+    }
+    let body: &RawValue = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
+    if body.get().starts_with('{') {
+        Ok(body)
+    } else {
+        Err(bad("the body must be a JSON object"))
+    }
+}
+
 /// Parses a JSON object body; an empty body is `{}` when `empty_ok`.
 fn object_body(body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -77,7 +96,15 @@ fn object_body(body: &Bytes, empty_ok: bool) -> Result<Map<String, Value>, ApiEr
 }
 
 fn check_keys(obj: &Map<String, Value>, at: &str, known: &[&str]) -> Result<(), ApiError> {
-    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+    check_names(obj.keys().map(String::as_str), at, known)
+}
+
+fn check_names<'k>(
+    mut names: impl Iterator<Item = &'k str>,
+    at: &str,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match names.find(|k| !known.contains(k)) {
         Some(k) => Err(bad(format!(
             "unknown field `{k}`{at}; expected: {}",
             known.join(", ")
@@ -91,7 +118,15 @@ fn duration_field(
     key: &str,
     at: &str,
 ) -> Result<Option<Duration>, ApiError> {
-    match obj.get(key) {
+    duration_value(obj.get(key), key, at)
+}
+
+fn duration_value(
+    value: Option<&Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<Duration>, ApiError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => switchyard_config::units::parse_duration(s)
             .map(Some)
@@ -195,24 +230,101 @@ async fn work_group(
     }
 }
 
+/// A JSON object of a produce body, its values left as the text they were sent as: a
+/// payload is stored as sent (checked, never rebuilt), and the small fields are parsed
+/// one by one. A field sent twice counts with its last value, as with a parsed object.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    /// `None` when `raw` is not an object.
+    fn parse(raw: &'a RawValue) -> Result<Option<Self>, serde_json::Error> {
+        if !raw.get().starts_with('{') {
+            return Ok(None);
+        }
+        serde_json::from_str(raw.get()).map(Some)
+    }
+
+    fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// The field as a parsed value (for the small fields). The text is JSON (the body
+    /// was checked); parsing it can still fail on nesting deeper than serde_json's limit.
+    fn get(&self, name: &str, at: &str) -> Result<Option<Value>, ApiError> {
+        self.raw(name)
+            .map(|v| serde_json::from_str(v.get()))
+            .transpose()
+            .map_err(|e| bad(format!("`{name}`{at}: {e}")))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_ref())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(Name(name)) = map.next_key()? {
+                    fields.push((name, map.next_value()?));
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(Fields(PhantomData))
+    }
+}
+
+/// A field name, borrowed from the body unless it has escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Text<'a> {
+            type Value = Name<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Text(PhantomData))
+    }
+}
+
 /// A message of a produce request, turned into an event.
 fn parse_message(
-    v: &Value,
+    v: &RawValue,
     at: &str,
     queue: &str,
     now: u64,
     header_key: Option<&str>,
 ) -> Result<(Event, Option<String>), ApiError> {
-    let Value::Object(obj) = v else {
-        return Err(bad(format!("{at} must be a JSON object with a `payload`")));
-    };
+    let not_an_object = || bad(format!("{at} must be a JSON object with a `payload`"));
+    let obj = RawObject::parse(v)
+        .map_err(|_| not_an_object())?
+        .ok_or_else(not_an_object)?;
     let at_s = format!(" in {at}");
-    check_keys(obj, &at_s, ProduceMessage::FIELDS)?;
-    let (payload, default_type) = match (obj.get("payload"), obj.get("payload_base64")) {
-        (Some(p), None) => (
-            serde_json::to_vec(p).expect("a JSON value serializes"),
-            "application/json",
-        ),
+    check_names(obj.names(), &at_s, ProduceMessage::FIELDS)?;
+    let payload_base64 = obj.get("payload_base64", &at_s)?;
+    let (payload, default_type) = match (obj.raw("payload"), payload_base64.as_ref()) {
+        (Some(p), None) => (p.get().as_bytes().to_vec(), "application/json"),
         (None, Some(Value::String(b))) => (
             base64::engine::general_purpose::STANDARD
                 .decode(b)
@@ -232,9 +344,9 @@ fn parse_message(
         }
     };
     let string = |key: &str| -> Result<Option<String>, ApiError> {
-        match obj.get(key) {
+        match obj.get(key, &at_s)? {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
             Some(_) => Err(bad(format!("`{key}` in {at} must be a non-empty string"))),
         }
     };
@@ -250,7 +362,7 @@ fn parse_message(
             switchyard_source_http::MAX_IDEMPOTENCY_KEY
         )));
     }
-    let priority = match obj.get("priority") {
+    let priority = match obj.get("priority", &at_s)? {
         None | Some(Value::Null) => 0,
         Some(p) => match p.as_u64() {
             Some(p) if p <= 9 => p as u8,
@@ -261,10 +373,10 @@ fn parse_message(
             }
         },
     };
-    let delay = duration_field(obj, "delay", &at_s)?
+    let delay = duration_value(obj.get("delay", &at_s)?.as_ref(), "delay", &at_s)?
         .map(|d| at_most_max_delay("delay", &at_s, d))
         .transpose()?;
-    let not_before = match (delay, obj.get("not_before")) {
+    let not_before = match (delay, obj.get("not_before", &at_s)?) {
         (Some(_), Some(nb)) if !nb.is_null() => {
             return Err(bad(format!(
                 "{at} has both `delay` and `not_before`; send one"
@@ -285,7 +397,7 @@ fn parse_message(
         )));
     }
     let mut headers = Vec::new();
-    match obj.get("headers") {
+    match obj.get("headers", &at_s)? {
         None | Some(Value::Null) => {}
         Some(Value::Object(h)) => {
             for (name, value) in h {
@@ -297,7 +409,7 @@ fn parse_message(
                         "header `{name}` in {at}: names starting with `switchyard-` are reserved"
                     )));
                 }
-                headers.push((name.clone(), value.clone()));
+                headers.push((name, value));
             }
         }
         Some(_) => {
@@ -334,6 +446,48 @@ fn append_error(e: IntakeError) -> ApiError {
     switchyard_source_http::intake_error(&e)
 }
 
+/// The messages of a produce body (one message, or `{"messages": [...]}`) as events for
+/// `queue`, with their idempotency keys.
+fn parse_produce(
+    body: &Bytes,
+    queue: &str,
+    now: u64,
+    header_key: Option<&str>,
+) -> Result<Vec<(Event, Option<String>)>, ApiError> {
+    let body = raw_object_body(body)?;
+    let obj = RawObject::parse(body)
+        .ok()
+        .flatten()
+        .ok_or_else(|| bad("the body must be a JSON object"))?;
+    let Some(list) = obj.raw("messages") else {
+        return Ok(vec![parse_message(
+            body,
+            "the message",
+            queue,
+            now,
+            header_key,
+        )?]);
+    };
+    check_names(obj.names(), "", ProduceBatch::FIELDS)?;
+    let list: Vec<&RawValue> = serde_json::from_str(list.get())
+        .map_err(|_| bad("`messages` must be an array of messages"))?;
+    if list.is_empty() || list.len() > MAX_BATCH {
+        return Err(bad(format!(
+            "`messages` holds {} messages; send 1 to {MAX_BATCH} per request",
+            list.len()
+        )));
+    }
+    if header_key.is_some() {
+        return Err(bad(
+            "the Idempotency-Key header applies to a single message; give each message of a batch its own `idempotency_key`",
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| parse_message(m, &format!("messages[{i}]"), queue, now, None))
+        .collect()
+}
+
 /// `POST /queues/{queue}/messages`
 async fn produce(
     State(shared): State<Arc<Shared>>,
@@ -343,48 +497,11 @@ async fn produce(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ProduceAnswer>), ApiError> {
     let queue = find_queue(&shared, &name)?;
-    let obj = object_body(&body, false)?;
     let header_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty());
-    let now = now_ms();
-    let mut parsed = Vec::new();
-    if let Some(list) = obj.get("messages") {
-        check_keys(&obj, "", ProduceBatch::FIELDS)?;
-        let Value::Array(list) = list else {
-            return Err(bad("`messages` must be an array of messages"));
-        };
-        if list.is_empty() || list.len() > MAX_BATCH {
-            return Err(bad(format!(
-                "`messages` holds {} messages; send 1 to {MAX_BATCH} per request",
-                list.len()
-            )));
-        }
-        if header_key.is_some() {
-            return Err(bad(
-                "the Idempotency-Key header applies to a single message; give each message of a batch its own `idempotency_key`",
-            ));
-        }
-        for (i, m) in list.iter().enumerate() {
-            parsed.push(parse_message(
-                m,
-                &format!("messages[{i}]"),
-                &queue.name,
-                now,
-                None,
-            )?);
-        }
-    } else {
-        let v = Value::Object(obj);
-        parsed.push(parse_message(
-            &v,
-            "the message",
-            &queue.name,
-            now,
-            header_key,
-        )?);
-    }
+    let parsed = parse_produce(&body, &queue.name, now_ms(), header_key)?;
 
     // Deduplicate: answered keys get their first id; keys being stored by another request
     // right now are refused (the client retries and then gets the stored answer).
@@ -917,19 +1034,19 @@ mod body_properties {
     /// What the produce and receive handlers do with a body before touching a queue.
     fn parse(body: &[u8]) {
         let body = Bytes::copy_from_slice(body);
+        if let Ok(events) = parse_produce(&body, "q", now_ms(), None) {
+            assert!(!events.is_empty());
+            for (event, _) in events {
+                assert_eq!(event.source, "q");
+                if event.content_type == "application/json" {
+                    // A payload is stored as sent, and it is JSON.
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).unwrap();
+                }
+            }
+        }
         let Ok(obj) = object_body(&body, true) else {
             return;
         };
-        let messages = match obj.get("messages") {
-            Some(Value::Array(list)) => list.clone(),
-            _ => vec![Value::Object(obj.clone())],
-        };
-        for (i, m) in messages.iter().enumerate() {
-            if let Ok((event, _)) = parse_message(m, &format!("messages[{i}]"), "q", now_ms(), None)
-            {
-                assert_eq!(event.source, "q");
-            }
-        }
         for key in ["wait", "ack_timeout", "delay", "by"] {
             if let Ok(Some(d)) = duration_field(&obj, key, "") {
                 let _ = at_most_max_delay(key, "", d);
@@ -949,5 +1066,83 @@ mod body_properties {
         fn any_json_gets_an_answer(value in json()) {
             parse(&serde_json::to_vec(&value).unwrap());
         }
+    }
+}
+
+#[cfg(test)]
+mod produce_tests {
+    use super::*;
+
+    fn produce(body: &str) -> Result<Vec<Event>, String> {
+        parse_produce(&Bytes::copy_from_slice(body.as_bytes()), "q", 1_000, None)
+            .map(|events| events.into_iter().map(|(e, _)| e).collect())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn a_payload_is_stored_as_sent_without_losing_digits() {
+        let payload = r#"{ "n": 123456789012345678901234567890, "f": 1.50, "s": "aé" }"#;
+        for body in [
+            format!(r#"{{"payload": {payload}, "key": "k"}}"#),
+            format!(r#"{{"messages": [ {{"payload": {payload}}}, {{"payload": [1, 2]}} ]}}"#),
+        ] {
+            let events = produce(&body).unwrap();
+            assert_eq!(events[0].payload, payload.as_bytes(), "{body}");
+            assert_eq!(events[0].content_type, "application/json");
+            let mut line = Vec::new();
+            events[0].write_wire_line(&mut line);
+            let line = String::from_utf8(line).unwrap();
+            assert!(line.contains("123456789012345678901234567890"), "{line}");
+        }
+        assert_eq!(
+            produce(r#"{"messages":[{"payload":1},{"payload":[1, 2]}]}"#).unwrap()[1].payload,
+            b"[1, 2]"
+        );
+    }
+
+    #[test]
+    fn field_names_may_be_escaped_and_a_repeated_field_counts_with_its_last_value() {
+        let events = produce(r#"{"payload": "x", "key": "a", "key": "b"}"#).unwrap();
+        assert_eq!(events[0].payload, br#""x""#);
+        assert_eq!(events[0].key.as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn bodies_that_are_not_messages_get_clear_errors() {
+        for (body, expected) in [
+            ("", "the body is empty"),
+            ("[1]", "the body must be a JSON object"),
+            (r#"{"payload": 1"#, "the body is not valid JSON"),
+            (
+                r#"{"messages": {"payload": 1}}"#,
+                "`messages` must be an array",
+            ),
+            (
+                r#"{"messages": [1]}"#,
+                "messages[0] must be a JSON object with a `payload`",
+            ),
+            (r#"{"messages": [], "x": 1}"#, "unknown field `x`"),
+            (r#"{"messages": []}"#, "send 1 to 1000"),
+            (
+                r#"{"payload": 1, "colour": "red"}"#,
+                "unknown field `colour` in the message",
+            ),
+            (r#"{"key": "k"}"#, "has no `payload`"),
+            (r#"{"payload": 1, "payload_base64": "AA=="}"#, "has both"),
+            (r#"{"payload_base64": 7}"#, "must be a string"),
+        ] {
+            let error = produce(body).unwrap_err();
+            assert!(error.contains(expected), "{body}: {error}");
+        }
+        let deep = format!(
+            r#"{{"payload": 1, "headers": {}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let error = produce(&deep).unwrap_err();
+        assert!(error.contains("`headers` in the message"), "{error}");
+        let events = produce(r#"{"payload_base64": "AAE="}"#).unwrap();
+        assert_eq!(events[0].payload, [0, 1]);
+        assert_eq!(events[0].content_type, "application/octet-stream");
     }
 }
