@@ -159,7 +159,7 @@ impl Event {
         {
             // A payload spread over lines would break the one-line form: it is written
             // again, compactly.
-            Some(raw) if raw.get().contains(['\n', '\r']) => {
+            Some(raw) if memchr::memchr2(b'\n', b'\r', raw.get().as_bytes()).is_some() => {
                 WirePayload::Tree(serde_json::from_str(raw.get()).expect("checked JSON"))
             }
             Some(raw) => WirePayload::Raw(raw),
@@ -443,14 +443,24 @@ mod tests {
                 "compact payloads are copied as they are"
             );
         }
-        let mut pretty = e.clone();
-        pretty.payload = b"{\n  \"a\": 1\n}".to_vec();
-        let line = pretty.to_wire_line();
-        assert!(!line.contains('\n'), "{line}");
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&line).unwrap()["payload"]["a"],
-            1
-        );
+        // Line breaks anywhere in a payload, also past the first 64 bytes (the search
+        // for them works on blocks).
+        let pad = "x".repeat(200);
+        for payload in [
+            "{\n  \"a\": 1\n}".to_owned(),
+            "{\"a\": 1}\r".to_owned(),
+            format!("{{\"pad\":\"{pad}\",\"a\":1\r\n}}"),
+            format!("{{\"pad\":\"{pad}\",\r\"a\":1}}"),
+        ] {
+            let mut pretty = e.clone();
+            pretty.payload = payload.into_bytes();
+            let line = pretty.to_wire_line();
+            assert!(!line.contains(['\n', '\r']), "{line}");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&line).unwrap()["payload"]["a"],
+                1
+            );
+        }
     }
 
     fn sample() -> Event {
