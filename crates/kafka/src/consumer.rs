@@ -550,16 +550,18 @@ fn to_event(source: &str, m: &BorrowedMessage<'_>) -> Event {
     let mut event_headers = Vec::new();
     if let Some(h) = m.headers() {
         for h in h.iter() {
-            let value = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+            let value = || String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
             match h.key {
-                headers::ID => id = Some(value),
-                headers::CONTENT_TYPE => content_type = Some(value),
+                headers::ID => id = Some(value()),
+                headers::CONTENT_TYPE => content_type = Some(value()),
                 "content-type" if content_type.is_none() => {
+                    let value = value();
                     content_type = Some(value.clone());
                     event_headers.push((h.key.to_owned(), value));
                 }
+                // Written by a switchyard Kafka sink; the event gets this source's own.
                 headers::SOURCE | headers::KIND => {}
-                _ => event_headers.push((h.key.to_owned(), value)),
+                _ => event_headers.push((h.key.to_owned(), value())),
             }
         }
     }
