@@ -157,10 +157,17 @@ impl Event {
             .then(|| serde_json::from_slice::<&RawValue>(&self.payload).ok())
             .flatten()
         {
-            // A payload spread over lines would break the one-line form: it is written
-            // again, compactly.
+            // A payload spread over lines would break the one-line form. Checked JSON
+            // has no raw line break inside a string, so each one is whitespace between
+            // tokens and becomes a space: the value, digits and all, is unchanged. (Not
+            // a `Value` round trip: that refuses JSON the check above accepts, such as
+            // `1e400` or nesting past its depth limit.)
             Some(raw) if memchr::memchr2(b'\n', b'\r', raw.get().as_bytes()).is_some() => {
-                WirePayload::Tree(serde_json::from_str(raw.get()).expect("checked JSON"))
+                let one_line = raw.get().replace(['\n', '\r'], " ");
+                match RawValue::from_string(one_line) {
+                    Ok(raw) => WirePayload::OneLine(raw),
+                    Err(_) => WirePayload::Base64(B64.encode(&self.payload)),
+                }
             }
             Some(raw) => WirePayload::Raw(raw),
             // Valid JSON that does not borrow as one raw value (escapes in a bare
@@ -302,7 +309,9 @@ impl Serialize for WireHeaders<'_> {
 enum WirePayload<'a> {
     /// Compact JSON, copied as it is.
     Raw(&'a RawValue),
-    /// JSON written again (it spanned lines).
+    /// JSON that spanned lines, its line breaks turned into spaces.
+    OneLine(Box<RawValue>),
+    /// JSON written again (serde_json could not borrow it as one raw value).
     Tree(serde_json::Value),
     Base64(String),
 }
@@ -448,7 +457,7 @@ mod tests {
         let pad = "x".repeat(200);
         for payload in [
             "{\n  \"a\": 1\n}".to_owned(),
-            "{\"a\": 1}\r".to_owned(),
+            "{\"a\":\r1}".to_owned(),
             format!("{{\"pad\":\"{pad}\",\"a\":1\r\n}}"),
             format!("{{\"pad\":\"{pad}\",\r\"a\":1}}"),
         ] {
@@ -456,9 +465,31 @@ mod tests {
             pretty.payload = payload.into_bytes();
             let line = pretty.to_wire_line();
             assert!(!line.contains(['\n', '\r']), "{line}");
+            assert!(pretty.to_wire_json()["payload"].is_object(), "{line}");
             assert_eq!(
                 serde_json::from_str::<serde_json::Value>(&line).unwrap()["payload"]["a"],
                 1
+            );
+        }
+    }
+
+    #[test]
+    fn json_a_tree_would_refuse_is_written_on_one_line_as_it_is() {
+        let deep = format!("{}\n1{}", "[".repeat(300), "]".repeat(300));
+        for payload in [
+            "[\n1e400]".to_owned(),
+            "[\r\n123456789012345678901234567890]".to_owned(),
+            "{\"s\":\n\"\\ud800\"}".to_owned(),
+            deep,
+        ] {
+            let mut e = sample();
+            e.payload = payload.clone().into_bytes();
+            let line = e.to_wire_line();
+            assert!(!line.contains(['\n', '\r']), "{line}");
+            let one_line = payload.replace(['\n', '\r'], " ");
+            assert!(
+                line.ends_with(&format!(",\"payload\":{one_line}}}")),
+                "{line}"
             );
         }
     }

@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use switchyard_api::{
@@ -286,6 +286,51 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
+/// JSON checked as strictly as reading it into a `serde_json::Value` would check it
+/// (nesting depth, numbers in range, escapes that decode), without building anything:
+/// the raw parse of a body skips over values more leniently, and a payload that
+/// receivers cannot read back must be refused when it is produced.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictJson)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictJson {
+    type Value = StrictJson;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<StrictJson, StrictJson>()?.is_some() {}
+        Ok(self)
+    }
+}
+
 /// A field name, borrowed from the body unless it has escapes.
 struct Name<'a>(Cow<'a, str>);
 
@@ -324,7 +369,11 @@ fn parse_message(
     check_names(obj.names(), &at_s, ProduceMessage::FIELDS)?;
     let payload_base64 = obj.get("payload_base64", &at_s)?;
     let (payload, default_type) = match (obj.raw("payload"), payload_base64.as_ref()) {
-        (Some(p), None) => (p.get().as_bytes().to_vec(), "application/json"),
+        (Some(p), None) => {
+            serde_json::from_str::<StrictJson>(p.get())
+                .map_err(|e| bad(format!("`payload` in {at}: {e}")))?;
+            (p.get().as_bytes().to_vec(), "application/json")
+        }
         (None, Some(Value::String(b))) => (
             base64::engine::general_purpose::STANDARD
                 .decode(b)
@@ -1038,10 +1087,8 @@ mod body_properties {
             assert!(!events.is_empty());
             for (event, _) in events {
                 assert_eq!(event.source, "q");
-                if event.content_type == "application/json" {
-                    // A payload is stored as sent, and it is JSON.
-                    serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).unwrap();
-                }
+                // Whatever was stored can be written out again.
+                let _ = event.to_wire_line();
             }
         }
         let Ok(obj) = object_body(&body, true) else {
@@ -1102,7 +1149,7 @@ mod produce_tests {
 
     #[test]
     fn field_names_may_be_escaped_and_a_repeated_field_counts_with_its_last_value() {
-        let events = produce(r#"{"payload": "x", "key": "a", "key": "b"}"#).unwrap();
+        let events = produce(r#"{"pay\u006coad": "x", "key": "a", "k\u0065y": "b"}"#).unwrap();
         assert_eq!(events[0].payload, br#""x""#);
         assert_eq!(events[0].key.as_deref(), Some(&b"b"[..]));
     }
@@ -1130,6 +1177,16 @@ mod produce_tests {
             (r#"{"key": "k"}"#, "has no `payload`"),
             (r#"{"payload": 1, "payload_base64": "AA=="}"#, "has both"),
             (r#"{"payload_base64": 7}"#, "must be a string"),
+            // JSON a receiver could not read back into a tree is refused, as it was when
+            // the whole body was parsed into one.
+            (
+                r#"{"payload": [1e400]}"#,
+                "`payload` in the message: number out of range",
+            ),
+            (
+                r#"{"messages": [{"payload": "\ud800"}]}"#,
+                "`payload` in messages[0]",
+            ),
         ] {
             let error = produce(body).unwrap_err();
             assert!(error.contains(expected), "{body}: {error}");
@@ -1141,6 +1198,14 @@ mod produce_tests {
         );
         let error = produce(&deep).unwrap_err();
         assert!(error.contains("`headers` in the message"), "{error}");
+        let deep = format!(r#"{{"payload": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let error = produce(&deep).unwrap_err();
+        assert!(
+            error.contains("`payload` in the message: recursion limit"),
+            "{error}"
+        );
+        let nested = format!(r#"{{"payload": {}1{}}}"#, "[".repeat(100), "]".repeat(100));
+        assert!(produce(&nested).is_ok(), "nesting within the limit is fine");
         let events = produce(r#"{"payload_base64": "AAE="}"#).unwrap();
         assert_eq!(events[0].payload, [0, 1]);
         assert_eq!(events[0].content_type, "application/octet-stream");
