@@ -26,7 +26,8 @@ pub enum PluginCommand {
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
         /// The SDK crate (crates/plugin-sdk of a switchyard checkout). Found on its own
-        /// when DIR is inside a checkout; otherwise the plugin depends on the SDK by git.
+        /// when DIR is inside a checkout; otherwise the plugin gets its own copy of the
+        /// SDK (from this binary) in DIR/NAME/switchyard-plugin-sdk.
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
@@ -114,9 +115,45 @@ impl World {
     }
 }
 
-/// The project's repository (the workspace's `repository`): where the SDK comes from
-/// when no checkout is found. The SDK is not published on crates.io.
-const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");
+/// The SDK's sources, built into this binary: a plugin made outside a checkout gets its
+/// own copy (the SDK is not published on crates.io). Paths are relative to the copy.
+const SDK_SOURCES: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../plugin-sdk/src/lib.rs")),
+    (
+        "src/batch.rs",
+        include_str!("../../plugin-sdk/src/batch.rs"),
+    ),
+    (
+        "src/bindings.rs",
+        include_str!("../../plugin-sdk/src/bindings.rs"),
+    ),
+    (
+        "src/config.rs",
+        include_str!("../../plugin-sdk/src/config.rs"),
+    ),
+    (
+        "src/event.rs",
+        include_str!("../../plugin-sdk/src/event.rs"),
+    ),
+    (
+        "src/filter.rs",
+        include_str!("../../plugin-sdk/src/filter.rs"),
+    ),
+    ("src/json.rs", include_str!("../../plugin-sdk/src/json.rs")),
+    ("src/log.rs", include_str!("../../plugin-sdk/src/log.rs")),
+    (
+        "src/router.rs",
+        include_str!("../../plugin-sdk/src/router.rs"),
+    ),
+    (
+        "src/transform.rs",
+        include_str!("../../plugin-sdk/src/transform.rs"),
+    ),
+    ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
+];
+const SDK_MANIFEST: &str = include_str!("../../plugin-sdk/Cargo.toml");
+/// Where the copy of the SDK goes, inside the plugin's directory.
+const VENDORED_SDK: &str = "switchyard-plugin-sdk";
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -170,6 +207,9 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
 
     let workspace = enclosing_workspace(&absolute)?;
     let (sdk_dependency, sdk_found) = sdk_dependency(&absolute, sdk)?;
+    if !sdk_found {
+        write_sdk(&plugin_dir.join(VENDORED_SDK))?;
+    }
     let profile = match workspace {
         Some(_) => "",
         None => include_str!("../templates/plugin/profile.toml.tmpl"),
@@ -220,9 +260,11 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
     );
     if !sdk_found {
         println!(
-            "note: no switchyard checkout around {}, so the SDK comes from git ({REPOSITORY}); \
-             pass --sdk PATH/crates/plugin-sdk to use a local one",
-            plugin_dir.display()
+            "note: no switchyard checkout around {}, so it has its own copy of the SDK \
+             (version {}, from this switchyard) in {VENDORED_SDK}/; \
+             pass --sdk PATH/crates/plugin-sdk to use a checkout's instead",
+            plugin_dir.display(),
+            env!("CARGO_PKG_VERSION"),
         );
     }
     let cd = match display_relative(target_root) {
@@ -378,14 +420,69 @@ fn sdk_dependency(plugin_dir: &Path, sdk: Option<&Path>) -> anyhow::Result<(Stri
         }
         None => (
             format!(
-                "{{ git = \"{REPOSITORY}\" }}\n\
-                 # ^ not on crates.io: this follows the project's main branch. To build against a\n\
-                 # local checkout instead, point it at its crates/plugin-sdk:\n\
+                "{{ path = \"{VENDORED_SDK}\" }}\n\
+                 # ^ a copy of the SDK written by `switchyard plugin new` (it is not on crates.io).\n\
+                 # To build against a switchyard checkout instead, point it at its crates/plugin-sdk:\n\
                  # switchyard-plugin-sdk = {{ path = \"../switchyard/crates/plugin-sdk\" }}"
             ),
             false,
         ),
     })
+}
+
+/// Writes the SDK built into this binary to `dir`, as a crate of its own: its manifest
+/// without the workspace's inherited keys, its bindings reading the WIT next to them.
+fn write_sdk(dir: &Path) -> anyhow::Result<()> {
+    for (file, text) in sdk_files()? {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The files of the SDK's copy (see [`write_sdk`]).
+fn sdk_files() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let inherited = [
+        ("version", format!("\"{}\"", env!("CARGO_PKG_VERSION"))),
+        ("edition", "\"2024\"".to_owned()),
+        (
+            "rust-version",
+            format!("\"{}\"", env!("CARGO_PKG_RUST_VERSION")),
+        ),
+        ("license", format!("\"{}\"", env!("CARGO_PKG_LICENSE"))),
+    ];
+    let mut manifest = String::new();
+    for line in SDK_MANIFEST.lines() {
+        let key = line.strip_suffix(".workspace = true");
+        match key.and_then(|key| inherited.iter().find(|(k, _)| *k == key)) {
+            Some((key, value)) => manifest.push_str(&format!("{key} = {value}\n")),
+            // Not needed by a copy (e.g. `repository`).
+            None if key.is_some() => {}
+            None => {
+                manifest.push_str(line);
+                manifest.push('\n');
+            }
+        }
+    }
+    let mut files = vec![("Cargo.toml", manifest)];
+    for (file, text) in SDK_SOURCES {
+        let text = match *file {
+            "src/bindings.rs" => {
+                let rewritten = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
+                anyhow::ensure!(
+                    rewritten != *text,
+                    "the SDK's bindings no longer name ../../wit: update `sdk_files`"
+                );
+                rewritten
+            }
+            _ => (*text).to_owned(),
+        };
+        files.push((file, text));
+    }
+    Ok(files)
 }
 
 fn is_sdk(dir: &Path) -> bool {
@@ -460,6 +557,29 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sdk_copy_holds_every_source_file_and_no_inherited_key() {
+        let files = sdk_files().expect("the SDK's files");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk/src");
+        for entry in fs::read_dir(&src).expect("crates/plugin-sdk/src") {
+            let name = entry.expect("entry").file_name();
+            let file = format!("src/{}", name.to_string_lossy());
+            assert!(
+                files.iter().any(|(f, _)| *f == file),
+                "{file} is missing from SDK_SOURCES"
+            );
+        }
+        let manifest = &files[0].1;
+        assert!(!manifest.contains(".workspace"), "{manifest}");
+        assert!(manifest.contains(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))));
+        let bindings = &files
+            .iter()
+            .find(|(f, _)| *f == "src/bindings.rs")
+            .unwrap()
+            .1;
+        assert!(bindings.contains(r#"path: "wit""#) && !bindings.contains("../../wit"));
+    }
 
     #[test]
     fn names_must_be_crate_names() {

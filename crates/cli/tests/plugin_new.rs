@@ -58,14 +58,24 @@ fn each_world_gets_a_crate_wired_to_the_sdk() {
             "{manifest}"
         );
         assert!(manifest.contains("crate-type = [\"cdylib\"]"), "{manifest}");
-        // Outside a checkout and without --sdk, the SDK comes from git, and the crate stands
-        // alone, so it carries its own release profile.
+        // Outside a checkout and without --sdk, the plugin gets its own copy of the SDK,
+        // and the crate stands alone, so it carries its own release profile.
         assert!(
-            manifest.contains("switchyard-plugin-sdk = { git = "),
+            manifest.contains(r#"switchyard-plugin-sdk = { path = "switchyard-plugin-sdk" }"#),
             "{manifest}"
         );
         assert!(manifest.contains("[profile.release]"), "{manifest}");
-        assert!(stdout(&output).contains("the SDK comes from git"));
+        assert!(stdout(&output).contains("its own copy of the SDK"));
+        let sdk_manifest = read(&dir.join("switchyard-plugin-sdk/Cargo.toml"));
+        assert!(
+            sdk_manifest.contains("name = \"switchyard-plugin-sdk\""),
+            "{sdk_manifest}"
+        );
+        assert!(!sdk_manifest.contains(".workspace"), "{sdk_manifest}");
+        assert_eq!(
+            read(&dir.join("switchyard-plugin-sdk/wit/plugin.wit")),
+            read(&sdk().join("../../wit/plugin.wit"))
+        );
 
         let lib = read(&dir.join("src/lib.rs"));
         assert!(lib.contains(export), "{lib}");
@@ -125,7 +135,12 @@ fn inside_a_checkout_the_sdk_is_a_relative_path() {
         manifest.contains(r#"switchyard-plugin-sdk = { path = "../../crates/plugin-sdk" }"#),
         "{manifest}"
     );
-    assert!(!stdout(&output).contains("from git"));
+    assert!(!stdout(&output).contains("copy of the SDK"));
+    assert!(
+        !tmp.path()
+            .join("plugins/paid/switchyard-plugin-sdk")
+            .exists()
+    );
 }
 
 #[test]
@@ -353,4 +368,52 @@ fn bad_names_and_existing_directories_are_refused() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A user without a checkout: `plugin new` somewhere else, then the wasm build and
+/// `plugin test`, with the SDK copy the scaffold carries.
+#[test]
+fn outside_a_checkout_the_scaffold_builds_with_its_own_copy_of_the_sdk() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let output = switchyard(
+        tmp.path(),
+        &[
+            "plugin",
+            "new",
+            "standalone",
+            "--world",
+            "filter",
+            "--dir",
+            ".",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tmp.path().join("standalone");
+    // The versions the repository's plugins use: nothing new to download or build.
+    fs::copy(
+        plugins_workspace().join("Cargo.lock"),
+        dir.join("Cargo.lock"),
+    )
+    .expect("copy");
+    let build = cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
+    assert!(
+        build.status.success(),
+        "the scaffold with its SDK copy does not build:\n{}",
+        stderr(&build)
+    );
+    let wasm = plugins_workspace().join("target/wasm32-wasip2/release/standalone.wasm");
+    let input = dir.join("events.jsonl");
+    let run = switchyard(
+        tmp.path(),
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().expect("utf-8 path"),
+            "--input",
+            input.to_str().expect("utf-8 path"),
+        ],
+    );
+    let said = stdout(&run);
+    assert!(run.status.success(), "{said}{}", stderr(&run));
+    assert_eq!(said.matches("\tkeep").count(), 1, "{said}");
 }
