@@ -229,6 +229,27 @@ fn plugins_workspace() -> PathBuf {
         .expect("plugins/")
 }
 
+/// `plugin test` of the component `crate_name` built in the plugins' target dir on
+/// `input`: its stdout, after checking that it succeeded.
+fn plugin_test(dir: &Path, crate_name: &str, input: &Path) -> String {
+    let wasm = plugins_workspace()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{crate_name}.wasm"));
+    let run = switchyard(
+        dir,
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().expect("utf-8 path"),
+            "--input",
+            input.to_str().expect("utf-8 path"),
+        ],
+    );
+    let said = stdout(&run);
+    assert!(run.status.success(), "{said}{}", stderr(&run));
+    said
+}
+
 fn cargo(dir: &Path, args: &[&str]) -> Output {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
@@ -319,20 +340,11 @@ fn scaffolded_plugins_pass_their_tests_and_build_for_wasm_as_they_are() {
          target):\n{}",
         stderr(&build)
     );
-    let wasm = plugins_workspace().join("target/wasm32-wasip2/release/my_filter.wasm");
-    let input = plugins.join("my-filter/events.jsonl");
-    let run = switchyard(
+    let said = plugin_test(
         tmp.path(),
-        &[
-            "plugin",
-            "test",
-            wasm.to_str().expect("utf-8 path"),
-            "--input",
-            input.to_str().expect("utf-8 path"),
-        ],
+        "my_filter",
+        &plugins.join("my-filter/events.jsonl"),
     );
-    let said = stdout(&run);
-    assert!(run.status.success(), "{said}{}", stderr(&run));
     assert_eq!(said.matches("\tkeep").count(), 1, "{said}");
     assert_eq!(said.matches("\tdrop").count(), 3, "{said}");
 }
@@ -401,19 +413,6 @@ fn outside_a_checkout_the_scaffold_builds_with_its_own_copy_of_the_sdk() {
         "the scaffold with its SDK copy does not build:\n{}",
         stderr(&build)
     );
-    let wasm = plugins_workspace().join("target/wasm32-wasip2/release/standalone.wasm");
-    let input = dir.join("events.jsonl");
-    let run = switchyard(
-        tmp.path(),
-        &[
-            "plugin",
-            "test",
-            wasm.to_str().expect("utf-8 path"),
-            "--input",
-            input.to_str().expect("utf-8 path"),
-        ],
-    );
-    let said = stdout(&run);
-    assert!(run.status.success(), "{said}{}", stderr(&run));
+    let said = plugin_test(tmp.path(), "standalone", &dir.join("events.jsonl"));
     assert_eq!(said.matches("\tkeep").count(), 1, "{said}");
 }
