@@ -34,3 +34,7 @@ fi
 
 # The Kafka-protocol broker of the Kafka tests (into .tools/bin, gitignored).
 "$(dirname "$0")/install-tansu.sh"
+
+# The toolchains that build JavaScript and Python plugins (into .tools, gitignored); the
+# tests that go from `plugin new --lang js|python` to a running pipeline use them.
+"$(dirname "$0")/install-plugin-toolchains.sh"

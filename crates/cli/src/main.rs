@@ -3,6 +3,7 @@
 mod cdc;
 mod dlq;
 mod plugin;
+mod plugin_build;
 mod plugin_run;
 mod queue;
 

@@ -13,23 +13,40 @@ use clap::{Subcommand, ValueEnum};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Create a plugin crate in DIR/NAME (default plugins/NAME) that builds for
-    /// wasm32-wasip2 right away: Cargo.toml, src/lib.rs using the SDK, sample events.jsonl
-    /// and a README.
+    /// Create a plugin project in DIR/NAME (default plugins/NAME) that builds right away,
+    /// with sample events.jsonl and a README:
+    ///   rust    Cargo.toml, src/lib.rs on switchyard-plugin-sdk, with unit tests
+    ///   js      package.json, plugin.js and the JavaScript helpers (switchyard-plugin.js)
+    ///   python  pyproject.toml, app.py, test_app.py and the helpers (switchyard_plugin.py)
+    ///
+    /// Example: switchyard plugin new paid-orders --world filter --lang python
+    #[command(verbatim_doc_comment)]
     New {
-        /// Crate name: lowercase letters, digits, `-` and `_`, starting with a letter.
+        /// Project name: lowercase letters, digits, `-` and `_`, starting with a letter.
         name: String,
         /// The world the plugin exports: keep/drop events, pick sinks, or rewrite events.
         #[arg(long, value_enum)]
         world: World,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
         /// Directory to create the plugin in; the plugin goes to DIR/NAME.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
-        /// The SDK crate (crates/plugin-sdk of a switchyard checkout). Found on its own
-        /// when DIR is inside a checkout; otherwise the plugin gets its own copy of the
-        /// SDK (from this binary) in DIR/NAME/switchyard-plugin-sdk.
+        /// Rust only: the SDK crate (crates/plugin-sdk of a switchyard checkout). Found on
+        /// its own when DIR is inside a checkout; otherwise the plugin gets its own copy of
+        /// the SDK (from this binary) in DIR/NAME/switchyard-plugin-sdk.
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (default: here) into a component, with its
+    /// language's toolchain and the flags switchyard needs: cargo for Cargo.toml,
+    /// componentize-js for package.json, componentize-py for pyproject.toml. Checks the
+    /// result's imports and prints the `plugin test` command to run next.
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Run a plugin on sample events and print each event's decision, plus the fuel and
     /// time of every call — under the same limits, batch size and splitting as in a
@@ -63,6 +80,10 @@ pub enum PluginCommand {
         /// Deadline per call, e.g. 100ms.
         #[arg(long, default_value = "100ms")]
         timeout: String,
+        /// Keep running: test again whenever the component (e.g. after `plugin build`)
+        /// or the input file changes.
+        #[arg(long)]
+        watch: bool,
     },
     /// Print a component's world, exports and imports, marking imports switchyard would
     /// refuse.
@@ -70,6 +91,14 @@ pub enum PluginCommand {
         /// The component (.wasm).
         file: PathBuf,
     },
+}
+
+/// The language of a new plugin.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Js,
+    Python,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -93,6 +122,31 @@ impl World {
             World::Filter => include_str!("../templates/plugin/filter.rs"),
             World::Router => include_str!("../templates/plugin/router.rs"),
             World::Transform => include_str!("../templates/plugin/transform.rs"),
+        }
+    }
+
+    fn js_template(self) -> &'static str {
+        match self {
+            World::Filter => include_str!("../templates/plugin/js/filter.js"),
+            World::Router => include_str!("../templates/plugin/js/router.js"),
+            World::Transform => include_str!("../templates/plugin/js/transform.js"),
+        }
+    }
+
+    fn python_template(self) -> (&'static str, &'static str) {
+        match self {
+            World::Filter => (
+                include_str!("../templates/plugin/python/filter.py"),
+                include_str!("../templates/plugin/python/test_filter.py"),
+            ),
+            World::Router => (
+                include_str!("../templates/plugin/python/router.py"),
+                include_str!("../templates/plugin/python/test_router.py"),
+            ),
+            World::Transform => (
+                include_str!("../templates/plugin/python/transform.py"),
+                include_str!("../templates/plugin/python/test_transform.py"),
+            ),
         }
     }
 
@@ -161,9 +215,21 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::New {
             name,
             world,
+            lang,
             dir,
             sdk,
-        } => new(&name, world, &dir, sdk.as_deref()),
+        } => match lang {
+            Lang::Rust => new(&name, world, &dir, sdk.as_deref()),
+            Lang::Js | Lang::Python => {
+                if sdk.is_some() {
+                    bail!(
+                        "--sdk is for Rust plugins; a {lang:?} plugin gets its helpers as a file"
+                    );
+                }
+                new_script(&name, world, lang, &dir)
+            }
+        },
+        PluginCommand::Build { dir } => crate::plugin_build::build(&dir),
         PluginCommand::Test {
             file,
             input,
@@ -172,6 +238,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             fuel,
             memory,
             timeout,
+            watch,
         } => crate::plugin_run::test(crate::plugin_run::TestArgs {
             file,
             input,
@@ -184,6 +251,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             ),
             timeout: switchyard_config::units::parse_duration(&timeout)
                 .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?,
+            watch,
         }),
         PluginCommand::Inspect { file } => crate::plugin_run::inspect(&file),
     }
@@ -296,9 +364,137 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
     }
     println!("next:");
     println!("  rustup target add {WASM_TARGET}   # once");
-    println!("  {cd}cargo build --release --target {WASM_TARGET} -p {name}");
-    println!("  {cd}cargo test -p {name}   # the plugin's logic, natively");
-    println!("  component: {wasm}");
+    // After `cd` into the workspace root, paths are relative to it.
+    let (wasm, events) = match cd.is_empty() {
+        true => (wasm, display_relative(&absolute.join("events.jsonl"))),
+        false => {
+            println!("  {}", cd.trim_end_matches(" && "));
+            let from_root = |p: &Path| relative_path(target_root, p).display().to_string();
+            (
+                from_root(
+                    &target_root
+                        .join("target")
+                        .join(WASM_TARGET)
+                        .join("release")
+                        .join(format!("{crate_name}.wasm")),
+                ),
+                from_root(&absolute.join("events.jsonl")),
+            )
+        }
+    };
+    println!("  cargo test -p {name}   # the plugin's logic, natively");
+    println!("  cargo build --release --target {WASM_TARGET} -p {name}");
+    println!("  switchyard plugin test {wasm} --input {events}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugin new --lang js|python`: the plugin, the helpers and the WIT as files of the
+/// project (from this binary), built by `switchyard plugin build`.
+fn new_script(name: &str, world: World, lang: Lang, dir: &Path) -> anyhow::Result<ExitCode> {
+    use crate::plugin_build::{COMPONENTIZE_JS, COMPONENTIZE_PY};
+    check_name(name)?;
+    let plugin_dir = dir.join(name);
+    if plugin_dir.exists() && fs::read_dir(&plugin_dir).map_or(true, |mut d| d.next().is_some()) {
+        bail!(
+            "{} already exists and is not empty: pick another NAME or --dir",
+            plugin_dir.display()
+        );
+    }
+    fs::create_dir_all(plugin_dir.join("wit"))
+        .with_context(|| format!("creating {}", plugin_dir.display()))?;
+    let wasm = format!("{}/dist/{name}.wasm", plugin_dir.display());
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{world}}", world.name())
+            .replace("{{wasm_path}}", &wasm)
+            .replace("{{config_example}}", world.config_example())
+            .replace("{{pipeline_line}}", &world.pipeline_line(name))
+            .replace("{{componentize_js}}", COMPONENTIZE_JS)
+            .replace("{{componentize_py}}", COMPONENTIZE_PY)
+    };
+    let mut files = vec![
+        (
+            "wit/plugin.wit",
+            include_str!("../../../wit/plugin.wit").to_owned(),
+        ),
+        (
+            "events.jsonl",
+            include_str!("../templates/plugin/events.jsonl").to_owned(),
+        ),
+    ];
+    let (language, install) = match lang {
+        Lang::Js => {
+            files.extend([
+                (
+                    "package.json",
+                    fill(include_str!("../templates/plugin/js/package.json.tmpl")),
+                ),
+                ("plugin.js", fill(world.js_template())),
+                (
+                    "switchyard-plugin.js",
+                    include_str!("../../plugin-sdk/js/switchyard-plugin.js").to_owned(),
+                ),
+                (
+                    "README.md",
+                    fill(include_str!("../templates/plugin/js/README.md")),
+                ),
+                (".gitignore", "node_modules/\ndist/\n".to_owned()),
+            ]);
+            (
+                "JavaScript",
+                "npm install   # once: componentize-js, the build tool".to_owned(),
+            )
+        }
+        Lang::Python => {
+            let (app, test) = world.python_template();
+            files.extend([
+                (
+                    "pyproject.toml",
+                    fill(include_str!(
+                        "../templates/plugin/python/pyproject.toml.tmpl"
+                    )),
+                ),
+                ("app.py", fill(app)),
+                ("test_app.py", fill(test)),
+                (
+                    "switchyard_plugin.py",
+                    include_str!("../../plugin-sdk/python/switchyard_plugin.py").to_owned(),
+                ),
+                (
+                    "README.md",
+                    fill(include_str!("../templates/plugin/python/README.md")),
+                ),
+                (".gitignore", ".venv/\ndist/\n__pycache__/\n".to_owned()),
+            ]);
+            (
+                "Python",
+                format!(
+                    "python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY}   # once: the build tool"
+                ),
+            )
+        }
+        Lang::Rust => unreachable!("Rust plugins are made by `new`"),
+    };
+    for (file, contents) in &files {
+        let path = plugin_dir.join(file);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let listed: Vec<&str> = files.iter().map(|(f, _)| *f).collect();
+    println!(
+        "created {language} {} plugin `{name}` in {}: {}",
+        world.name(),
+        plugin_dir.display(),
+        listed.join(", ")
+    );
+    println!("next:");
+    println!("  cd {}", plugin_dir.display());
+    println!("  {install}");
+    if lang == Lang::Python {
+        println!("  python3 -m unittest   # the plugin's logic, natively");
+    }
+    println!("  switchyard plugin build");
+    println!("  switchyard plugin test dist/{name}.wasm --input events.jsonl");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use switchyard_config::{ByteSize, PluginConfig};
 use switchyard_event::Event;
-use switchyard_plugin_host::{CallStats, Decided, PluginHost, World};
+use switchyard_plugin_host::{CallStats, Compiled, Decided, HostOptions, PluginHost, World};
 
 /// Options of `plugin test`.
 pub struct TestArgs {
@@ -18,11 +18,51 @@ pub struct TestArgs {
     pub fuel: u64,
     pub memory: ByteSize,
     pub timeout: std::time::Duration,
+    /// Run again whenever the component or the input file changes.
+    pub watch: bool,
 }
 
 /// Runs the plugin on every event of the input file (wire JSON lines), a batch at a time
 /// and split like in a pipeline, printing each event's decision and what each call cost.
 pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    if !args.watch {
+        return test_once(&args);
+    }
+    loop {
+        let seen = [stamp(&args.file), stamp(&args.input)];
+        match test_once(&args) {
+            Ok(_) => {}
+            Err(e) => println!("error: {e:#}"),
+        }
+        println!(
+            "# watching {} and {} for changes (Ctrl-C to stop)",
+            args.file.display(),
+            args.input.display()
+        );
+        while [stamp(&args.file), stamp(&args.input)] == seen {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        // A build writes the file in several steps: let it finish.
+        let mut last = [stamp(&args.file), stamp(&args.input)];
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = [stamp(&args.file), stamp(&args.input)];
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        println!();
+    }
+}
+
+/// What tells a file changed: its modification time and size (`None` while missing).
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn test_once(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let config_json: serde_json::Value = match &args.config {
         Some(text) => serde_json::from_str(text)
             .with_context(|| format!("--config is not valid JSON: {text}"))?,
@@ -50,7 +90,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         bail!("{} holds no events", args.input.display());
     }
     show_plugin_logs();
-    let host = PluginHost::new()?;
+    let host = PluginHost::with_options(&HostOptions {
+        cache_dir: user_cache_dir(),
+        ..HostOptions::default()
+    })?;
     let config = PluginConfig {
         path: args.file.display().to_string(),
         config: config_json,
@@ -62,12 +105,22 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let name = plugin_name(&args.file);
     let mut plugin = host.load(&name, &config)?;
     let batch = args.batch.max(1);
+    let (compiled, took) = plugin.compiled();
     println!(
-        "plugin `{name}` ({} world), {} events in batches of {batch}",
+        "plugin `{name}` ({} world), {} events in batches of {batch}; {} in {:.2} s",
         plugin.world(),
         events.len(),
+        match compiled {
+            Compiled::Cached => "compiled code read from the cache",
+            Compiled::Fresh => "compiled",
+        },
+        took.as_secs_f64(),
     );
     let mut failed = false;
+    let mut total = CallStats::default();
+    let mut decided = 0usize;
+    // The most fuel one event cost, over calls that succeeded (a call's fuel / its size).
+    let mut worst_per_event = 0u64;
     for (b, chunk) in events.chunks(batch).enumerate() {
         let first = b * batch;
         let outcome = match plugin.world() {
@@ -92,6 +145,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
                 })
             }
         };
+        total.fuel = total.fuel.saturating_add(outcome.stats.fuel);
+        total.elapsed += outcome.stats.elapsed;
+        decided += chunk.len() - outcome.failed;
+        worst_per_event = worst_per_event.max(outcome.worst_per_event);
         let range = format!("events {first}..{}", first + chunk.len());
         let calls = match outcome.calls {
             1 => String::new(),
@@ -112,11 +169,53 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if decided > 0 {
+        let n = events.len() as f64;
+        println!(
+            "# per event: {:.0} fuel, {:.1} µs (all calls, {} events)",
+            total.fuel as f64 / n,
+            total.elapsed.as_secs_f64() * 1e6 / n,
+            events.len()
+        );
+        if worst_per_event > 0 {
+            let fits = args.fuel / worst_per_event;
+            println!(
+                "# fuel {} per call fits about {fits} events per call at the costliest call's \
+                 {worst_per_event} fuel per event{}",
+                args.fuel,
+                if fits < batch as u64 {
+                    format!(
+                        "; bigger batches are split in halves (raise `fuel` to about {} for batches of {batch})",
+                        worst_per_event
+                            .saturating_mul(batch as u64)
+                            .saturating_mul(5)
+                            / 4
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Where `plugin test` keeps compiled components between runs: `$XDG_CACHE_HOME` or
+/// `~/.cache`, under `switchyard/plugin-cache`. `None` (no caching) when neither is set.
+fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("switchyard").join("plugin-cache"))
 }
 
 /// What deciding one batch took.
@@ -127,6 +226,8 @@ struct BatchOutcome {
     splits: usize,
     /// Events whose call failed for good.
     failed: usize,
+    /// Fuel per event of the costliest successful call.
+    worst_per_event: u64,
 }
 
 /// Prints each call of a batch in the order made (the decisions of a successful one, a
@@ -143,6 +244,7 @@ fn print_batch<T>(
         calls,
         splits: decided.splits(),
         failed: decided.failed_events(),
+        worst_per_event: 0,
     };
     let span =
         |r: &std::ops::Range<usize>| format!("events {}..{}", first + r.start, first + r.end);
@@ -171,6 +273,8 @@ fn print_batch<T>(
                 println!("#   call on {}: FAILED: {e}", span(&attempt.range));
             }
             Ok(call) => {
+                let per_event = stats.fuel / (attempt.range.len().max(1) as u64);
+                outcome.worst_per_event = outcome.worst_per_event.max(per_event);
                 for (event, decision) in chunk[attempt.range.clone()].iter().zip(&call.output) {
                     print(event, decision);
                 }

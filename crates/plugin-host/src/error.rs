@@ -27,20 +27,24 @@ pub enum LoadError {
         path: PathBuf,
         message: String,
     },
-    /// The component imports interfaces the host does not grant.
+    /// The component imports interfaces the host does not grant. Found before compiling.
     #[error(
         "plugin `{plugin}` imports {} which {} not granted; a plugin may import only \
-         switchyard:plugin/host@0.2 (plus the wasi:cli and wasi:io interfaces a Rust std guest \
-         brings along), and wasi:filesystem/{{types,preopens}} and wasi:clocks/wall-clock \
-         when its config has `allow_dirs`; sockets, random and other clocks are never granted",
+         switchyard:plugin/host@0.2 (plus the wasi:cli and wasi:io interfaces std guests \
+         bring along), and wasi:filesystem/{{types,preopens}} and wasi:clocks/wall-clock \
+         when its config has `allow_dirs`; sockets, random and other clocks are never granted{}",
         imports.join(", "),
-        if imports.len() == 1 { "is" } else { "are" }
+        if imports.len() == 1 { "is" } else { "are" },
+        hints.iter().map(|h| format!("\n  {h}")).collect::<String>()
     )]
     ImportNotGranted {
         plugin: String,
         /// Every refused import in the component's order, e.g.
         /// `wasi:filesystem/preopens@0.2.6`.
         imports: Vec<String>,
+        /// How to build the component without them, for the toolchain that built it:
+        /// one line per distinct advice, e.g. the componentize-py flag `--stub-wasi`.
+        hints: Vec<String>,
     },
     /// The component was built for another version of the plugin contract
     /// (`wit/plugin.wit`), e.g. 0.1.x, whose batches were a `list<event>`.

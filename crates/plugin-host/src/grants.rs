@@ -1,9 +1,10 @@
 //! What a plugin may import, and the WASI capabilities its config grants.
 //!
-//! Without grants a plugin gets only the contract (`switchyard:plugin/{host,types}`) and
-//! the wasi:cli/io interfaces every Rust std guest imports, linked to stubs that trap if
-//! called. Two keys of `[plugins.NAME]` grant more, through wasmtime-wasi's sync WASI 0.2
-//! bindings:
+//! Every plugin gets the contract (`switchyard:plugin/{host,types}`) and the wasi:cli/io
+//! interfaces every std guest imports, backed by a context that grants nothing: no
+//! arguments, no environment, stdin empty, `exit` a trap, and stdout and stderr written
+//! into switchyard's log (see the `output` module). Two keys of `[plugins.NAME]` grant
+//! more, through wasmtime-wasi's sync WASI 0.2 bindings:
 //!
 //! * `allow_env = ["NAME", …]`: `wasi:cli/environment` holds those variables (read from
 //!   switchyard's environment at load; unset ones are absent).
@@ -12,12 +13,11 @@
 //!   `wasi:clocks/wall-clock` (file times are wall-clock datetimes, so std's file API
 //!   imports it).
 //!
-//! With either, the whole wasi:cli/io baggage is real instead of stubbed, and grants
-//! nothing more: no arguments or working directory, stdin empty, stdout and stderr
-//! discarded, `exit` a trap. Sockets, random, the monotonic WASI clock and anything else
-//! are never granted: a component importing them is refused at load, naming the import.
+//! Sockets, random, the monotonic WASI clock and anything else are never granted: a
+//! component importing them is refused at load, naming the import.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
@@ -26,6 +26,7 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings as wasi;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+use crate::output::{GuestOutput, Stream};
 use crate::{ErrorCause, LoadError, PluginConfig};
 
 /// Versions of the plugin contract this host runs: `switchyard:plugin@0.2.x`.
@@ -44,8 +45,6 @@ pub(crate) fn other_contract<'a>(imports: impl IntoIterator<Item = &'a str>) -> 
 /// The capabilities of one plugin, resolved at load.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Grants {
-    /// `allow_env` was given (even if none of its variables is set).
-    env_granted: bool,
     /// The granted variables that were set, with their values.
     env: Vec<(String, String)>,
     /// Host directory → guest path, read-only.
@@ -79,15 +78,7 @@ impl Grants {
                 }
             }
         }
-        Ok(Self {
-            env_granted: !config.allow_env.is_empty(),
-            env,
-            dirs,
-        })
-    }
-
-    fn any(&self) -> bool {
-        self.env_granted || !self.dirs.is_empty()
+        Ok(Self { env, dirs })
     }
 
     /// Whether a component may import `name` (`package/interface@version`).
@@ -128,16 +119,11 @@ impl Grants {
         }
     }
 
-    /// Links WASI for a plugin with grants: the wasi:cli and wasi:io interfaces every std
-    /// guest imports, backed by a context that holds only what is granted (the granted
-    /// variables; stdin empty, stdout and stderr discarded, no arguments), plus the
-    /// filesystem and wall clock when directories are granted. Sockets and random are
-    /// never linked. A plugin without grants gets none of this: its wasi:cli/io imports
-    /// are trapping stubs (see [`Grants::stubs_wasi`]).
+    /// Links WASI: the wasi:cli and wasi:io interfaces every std guest imports, backed by
+    /// a context that holds only what is granted (the granted variables; stdin empty,
+    /// stdout and stderr into the log, no arguments), plus the filesystem and wall clock
+    /// when directories are granted. Sockets and random are never linked.
     pub(crate) fn add_to_linker<T: WasiView>(&self, l: &mut Linker<T>) -> wasmtime::Result<()> {
-        if !self.any() {
-            return Ok(());
-        }
         use wasi::cli;
         cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
         cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
@@ -160,24 +146,17 @@ impl Grants {
         Ok(())
     }
 
-    /// Whether the plugin's WASI imports are stubs that trap (nothing granted). With
-    /// grants they are all linked by [`Grants::add_to_linker`]: wasmtime's stubbing would
-    /// shadow them (it defines the exact versions a component imports, e.g. 0.2.6, ahead
-    /// of the semver-compatible 0.2.12 that wasmtime-wasi defines).
-    pub(crate) fn stubs_wasi(&self) -> bool {
-        !self.any()
-    }
-
-    /// A fresh WASI context for one instance, or `None` when nothing is granted.
-    pub(crate) fn context(&self) -> Result<Option<Box<Wasi>>, ErrorCause> {
-        if !self.any() {
-            return Ok(None);
-        }
+    /// A fresh WASI context for one instance of the plugin `plugin`.
+    pub(crate) fn context(&self, plugin: &Arc<str>) -> Result<Box<Wasi>, ErrorCause> {
+        let stdout = GuestOutput::new(plugin.clone(), Stream::Stdout);
+        let stderr = GuestOutput::new(plugin.clone(), Stream::Stderr);
         let mut builder = WasiCtx::builder();
         // Calls already run on a blocking thread: do file IO right there.
         builder
             .allow_blocking_current_thread(true)
-            .envs(self.env.as_slice());
+            .envs(self.env.as_slice())
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
         for (host, guest) in &self.dirs {
             builder
                 .preopened_dir(host, guest, FsPerms::ReadOnly)
@@ -188,10 +167,12 @@ impl Grants {
                     ))
                 })?;
         }
-        Ok(Some(Box::new(Wasi {
+        Ok(Box::new(Wasi {
             ctx: builder.build(),
             table: ResourceTable::new(),
-        })))
+            stdout,
+            stderr,
+        }))
     }
 }
 
@@ -206,20 +187,26 @@ pub fn grant_key(import: &str) -> Option<&'static str> {
     (!Grants::default().allows(import) && dirs.allows(import)).then_some("allow_dirs")
 }
 
-/// The WASI state of one instance with grants.
+/// The WASI state of one instance.
 pub(crate) struct Wasi {
     pub(crate) ctx: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// The guest's stdout and stderr, as log lines.
+    pub(crate) stdout: GuestOutput,
+    pub(crate) stderr: GuestOutput,
 }
 
 impl Wasi {
-    /// An empty context: nothing granted (only used if a WASI function were reached
-    /// without grants, which the linker prevents).
-    pub(crate) fn empty() -> Box<Self> {
-        Box::new(Self {
-            ctx: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-        })
+    /// Starts a call: what the streams log is bounded per call.
+    pub(crate) fn start_call(&self) {
+        self.stdout.start_call();
+        self.stderr.start_call();
+    }
+
+    /// Ends a call: flushes partial lines into the log.
+    pub(crate) fn end_call(&self) {
+        self.stdout.end_call();
+        self.stderr.end_call();
     }
 
     pub(crate) fn view(&mut self) -> WasiCtxView<'_> {
@@ -303,7 +290,7 @@ mod tests {
     #[test]
     fn env_grants_no_import_beyond_the_baggage() {
         let env = Grants {
-            env_granted: true,
+            env: vec![("REGION".into(), "eu".into())],
             ..Grants::default()
         };
         assert!(env.allows("wasi:cli/environment@0.2.6"));

@@ -8,7 +8,9 @@ use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use crate::bindings::{self, filter::FilterPre, router::RouterPre, transform::TransformPre};
-use crate::grants::{Grants, other_contract};
+use crate::cache::{Cache, Compiled};
+use crate::grants::{Grants, grant_key, other_contract};
+use crate::outside::{self, NotAComponent, Outside, Toolchain, removal_hint};
 use crate::plugin::{Limits, Plugin, State, Template, TypedPre, start_error};
 use crate::{LoadError, PluginConfig, World};
 
@@ -22,6 +24,9 @@ pub struct HostOptions {
     /// makes replacing an instance after a failure ~2.5× cheaper, at the cost of
     /// reserving virtual memory up front. `None` (the default) allocates on demand.
     pub pooling: Option<PoolingOptions>,
+    /// Keep compiled components in this directory and reuse them on later loads of the
+    /// same bytes (see the `cache` module). `None` (the default) compiles at every load.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Sizes of the pooling allocator's slots.
@@ -51,6 +56,8 @@ pub struct PluginHost {
     clock_origin: Instant,
     /// Memory of one pooled slot, when the pooling allocator is on.
     pooled_memory: Option<u64>,
+    /// Compiled components on disk, when configured.
+    cache: Option<Cache>,
 }
 
 impl PluginHost {
@@ -87,6 +94,7 @@ impl PluginHost {
             engine,
             clock_origin: Instant::now(),
             pooled_memory: options.pooling.as_ref().map(|p| p.max_memory),
+            cache: options.cache_dir.clone().map(Cache::new),
         })
     }
 
@@ -155,20 +163,38 @@ impl PluginHost {
                 config.memory.as_u64()
             )));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+        // The imports are checked before compiling, which takes seconds for a big guest.
+        let grants = Grants::from_config(name, config)?;
+        let checked = precheck_with(name, path, bytes, &grants)?;
+        let started = Instant::now();
+        let compile = || Component::new(&self.engine, bytes);
+        let (component, compiled) = match &self.cache {
+            Some(cache) => cache.get_or_compile(&self.engine, name, bytes, compile),
+            None => compile().map(|c| (c, Compiled::Fresh)),
+        }
+        .map_err(|e| LoadError::Compile {
             plugin: name.to_owned(),
             path: path.to_owned(),
             message: format!("{e:#}"),
         })?;
-        let grants = Grants::from_config(name, config)?;
-        let ty = component.component_type();
-        if let Some(found) = other_contract(ty.imports(&self.engine).map(|(name, _)| name)) {
-            return Err(LoadError::OtherContract {
-                plugin: name.to_owned(),
-                found: found.to_owned(),
-            });
+        let compile_time = started.elapsed();
+        if !checked {
+            let ty = component.component_type();
+            let outside = Outside {
+                imports: ty
+                    .imports(&self.engine)
+                    .map(|(n, _)| n.to_owned())
+                    .collect(),
+                toolchain: None,
+            };
+            if let Some(found) = other_contract(outside.imports.iter().map(String::as_str)) {
+                return Err(LoadError::OtherContract {
+                    plugin: name.to_owned(),
+                    found: found.to_owned(),
+                });
+            }
+            check_imports(name, &outside, &grants)?;
         }
-        check_imports(name, &self.engine, &component, &grants)?;
         let world = world_of(name, &self.engine, &component)?;
 
         let link_err = |e: wasmtime::Error| LoadError::Link {
@@ -178,15 +204,9 @@ impl PluginHost {
         };
         let mut linker: Linker<State> = Linker::new(&self.engine);
         bindings::host::add_to_linker::<_, HasSelf<State>>(&mut linker, |s| s).map_err(link_err)?;
-        // A plugin with grants (`allow_env`, `allow_dirs`) gets real WASI holding just what
-        // is granted. Without grants, the wasi:cli/io imports that passed the check above
-        // do nothing a plugin needs, so they trap if ever called (e.g. printing to stdout).
+        // WASI holding just what is granted (`allow_env`, `allow_dirs`); stdout and stderr
+        // go into the log.
         grants.add_to_linker(&mut linker).map_err(link_err)?;
-        if grants.stubs_wasi() {
-            linker
-                .define_unknown_imports_as_traps(&component)
-                .map_err(link_err)?;
-        }
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let typed = match world {
             World::Filter => TypedPre::Filter(FilterPre::new(pre).map_err(link_err)?),
@@ -208,10 +228,55 @@ impl PluginHost {
             config_json: config.config.to_string(),
             clock_origin: self.clock_origin,
             grants,
+            compiled,
+            compile_time,
         });
         let mut plugin = Plugin::from_template(template);
         plugin.start().map_err(|cause| start_error(name, cause))?;
         Ok(plugin)
+    }
+}
+
+/// Checks what can be checked without compiling `bytes`: that it is a component, built
+/// for this contract version, importing nothing `config` does not grant. Takes
+/// milliseconds where compiling a big guest takes seconds; [`PluginHost::load`] does the
+/// same first. `Ok(false)` when the file could not be read this way (compiling it will
+/// tell why).
+pub fn precheck(
+    name: &str,
+    path: &Path,
+    bytes: &[u8],
+    config: &PluginConfig,
+) -> Result<bool, LoadError> {
+    let grants = Grants::from_config(name, config)?;
+    precheck_with(name, path, bytes, &grants)
+}
+
+fn precheck_with(
+    name: &str,
+    path: &Path,
+    bytes: &[u8],
+    grants: &Grants,
+) -> Result<bool, LoadError> {
+    match outside::read(bytes) {
+        Ok(outside) => {
+            if let Some(found) = other_contract(outside.imports.iter().map(String::as_str)) {
+                return Err(LoadError::OtherContract {
+                    plugin: name.to_owned(),
+                    found: found.to_owned(),
+                });
+            }
+            check_imports(name, &outside, grants)?;
+            Ok(true)
+        }
+        Err(NotAComponent::CoreModule) => Err(LoadError::Compile {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            message: "it is a core WebAssembly module, not a component (Rust: build with \
+                      `--target wasm32-wasip2`, not wasm32-wasip1 or wasm32-unknown-unknown)"
+                .into(),
+        }),
+        Err(NotAComponent::Unreadable) => Ok(false),
     }
 }
 
@@ -246,28 +311,42 @@ pub struct Inspection {
 }
 
 /// Refuses a component that imports more than the contract, the std baggage and what
-/// its config grants (see [`Grants::allows`]).
-fn check_imports(
-    plugin: &str,
-    engine: &Engine,
-    component: &Component,
-    grants: &Grants,
-) -> Result<(), LoadError> {
-    let refused: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name)
+/// its config grants (see [`Grants::allows`]), with how to build it without them.
+fn check_imports(plugin: &str, outside: &Outside, grants: &Grants) -> Result<(), LoadError> {
+    let refused: Vec<String> = outside
+        .imports
+        .iter()
         .filter(|name| !grants.allows(name))
-        .map(str::to_owned)
+        .cloned()
         .collect();
     if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadError::ImportNotGranted {
-            plugin: plugin.to_owned(),
-            imports: refused,
-        })
+        return Ok(());
     }
+    let mut hints: Vec<String> = Vec::new();
+    for import in &refused {
+        let hint = match grant_key(import) {
+            Some(key) => Some(format!(
+                "{import}: grant it with `{key}` in [plugins.{plugin}]"
+            )),
+            None => removal_hint(import, outside.toolchain).map(|h| format!("{import}: {h}")),
+        };
+        if let Some(hint) = hint {
+            hints.push(hint);
+        }
+    }
+    // Python's advice is the same for every import: say it once.
+    if outside.toolchain == Some(Toolchain::Python) && !hints.is_empty() {
+        hints = vec![format!(
+            "{}: {}",
+            refused.join(", "),
+            removal_hint(&refused[0], outside.toolchain).unwrap_or_default()
+        )];
+    }
+    Err(LoadError::ImportNotGranted {
+        plugin: plugin.to_owned(),
+        imports: refused,
+        hints,
+    })
 }
 
 fn world_of(plugin: &str, engine: &Engine, component: &Component) -> Result<World, LoadError> {

@@ -43,9 +43,12 @@
 //! plugin does.
 
 mod bindings;
+mod cache;
 mod error;
 mod grants;
 mod host;
+mod output;
+mod outside;
 mod plugin;
 mod pool;
 mod split;
@@ -53,9 +56,11 @@ mod split;
 use std::fmt;
 use std::time::Duration;
 
+pub use cache::Compiled;
 pub use error::{ErrorCause, LoadError, PluginError};
 pub use grants::grant_key;
-pub use host::{HostOptions, Inspection, PluginHost, PoolingOptions};
+pub use host::{HostOptions, Inspection, PluginHost, PoolingOptions, precheck};
+pub use outside::{Toolchain, removal_hint};
 pub use plugin::Plugin;
 pub use pool::PluginPool;
 pub use split::{Attempt, Decided, max_splits};

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 
+use crate::Compiled;
 use crate::bindings::{
     self, Batch, Level, WitEvent,
     filter::{Filter, FilterPre},
@@ -114,6 +115,10 @@ pub(crate) struct Template {
     pub(crate) clock_origin: Instant,
     /// WASI capabilities from the config; each instance gets a fresh context of them.
     pub(crate) grants: Grants,
+    /// Whether the component was compiled at load or read from the compilation cache.
+    pub(crate) compiled: Compiled,
+    /// How long compiling (or reading it from the cache) took.
+    pub(crate) compile_time: Duration,
 }
 
 pub(crate) enum TypedPre {
@@ -134,13 +139,13 @@ pub(crate) struct State {
     clock_origin: Instant,
     limiter: Limiter,
     deadline: Instant,
-    /// WASI state when the config grants something; `None` for most plugins.
-    wasi: Option<Box<Wasi>>,
+    /// WASI state: what the config grants, and stdout/stderr into the log.
+    wasi: Box<Wasi>,
 }
 
 impl wasmtime_wasi::WasiView for State {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        self.wasi.get_or_insert_with(Wasi::empty).view()
+        self.wasi.view()
     }
 }
 
@@ -257,6 +262,12 @@ impl Plugin {
         self.template.world
     }
 
+    /// Whether the component was compiled at load or came from the compilation cache,
+    /// and how long that took.
+    pub fn compiled(&self) -> (Compiled, Duration) {
+        (self.template.compiled, self.template.compile_time)
+    }
+
     /// Another handle on the same compiled plugin with its own instance, started on its
     /// first call (a failure to start then shows as [`ErrorCause::Restart`]). Cheap: no
     /// compilation.
@@ -346,7 +357,7 @@ impl Plugin {
             return Ok(());
         }
         let t = &*self.template;
-        let wasi = t.grants.context()?;
+        let wasi = t.grants.context(&t.name)?;
         let mut store = Store::new(
             &t.engine,
             State {
@@ -369,6 +380,7 @@ impl Plugin {
             }
         });
 
+        store.data().wasi.start_call();
         arm(&mut store, &t.limits);
         let exports = match &t.pre {
             TypedPre::Filter(p) => p.instantiate(&mut store).map(Exports::Filter),
@@ -383,6 +395,7 @@ impl Plugin {
             Exports::Router(r) => r.call_init(&mut store, &t.config_json),
             Exports::Transform(x) => x.call_init(&mut store, &t.config_json),
         };
+        store.data().wasi.end_call();
         match init {
             Ok(Ok(())) => {
                 self.live = Some(Live { store, exports });
@@ -448,7 +461,9 @@ impl Plugin {
         let limits = &self.template.limits;
         arm(&mut live.store, limits);
         let started = Instant::now();
+        live.store.data().wasi.start_call();
         let result = f(&live.exports, &mut live.store);
+        live.store.data().wasi.end_call();
         let stats = CallStats {
             fuel: limits
                 .fuel
@@ -516,23 +531,15 @@ fn classify(err: &wasmtime::Error, state: &State, limits: &Limits) -> ErrorCause
         Some(Trap::Interrupt) => ErrorCause::Timeout {
             limit: limits.timeout,
         },
-        _ => ErrorCause::Trap(trap_message(err)),
-    }
-}
-
-/// The innermost message (the outer layers are a wasm backtrace without symbols). A call
-/// to a stubbed WASI import gets a hint: it is what a Rust panic looks like, because the
-/// panic hook reads the environment and writes to stderr before aborting.
-fn trap_message(err: &wasmtime::Error) -> String {
-    let root = err.root_cause().to_string();
-    if root.starts_with("unknown import") {
-        format!(
-            "{root}: plugins get no WASI beyond what their config grants, so this call traps \
-             (a Rust panic makes it while printing its message; log through the host's `log` \
-             import instead, and grant environment variables with `allow_env`)"
-        )
-    } else {
-        root
+        _ => {
+            let mut message = err.root_cause().to_string();
+            let printed = state.wasi.stderr.tail();
+            if !printed.is_empty() {
+                message.push_str("; it wrote to stderr just before: ");
+                message.push_str(&printed);
+            }
+            ErrorCause::Trap(message)
+        }
     }
 }
 

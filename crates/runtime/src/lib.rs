@@ -35,7 +35,7 @@ use crate::delivery::SinkHandle;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelinePlan, Reader};
 use crate::plugins::{Stage, Stages};
-use switchyard_plugin_host::{PluginHost, PluginPool, World};
+use switchyard_plugin_host::{Compiled, HostOptions, PluginHost, PluginPool, World};
 use switchyard_queue::{Broker, QueueHandle, QueueLimits};
 
 pub use delivery::dlq_headers;
@@ -104,7 +104,7 @@ impl Shared {
 /// also holds other things (`data_dir = "."`, a shared path) is left alone, with a warning.
 fn restrict_data_dir(data_dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    const OWN_ENTRIES: &[&str] = &["intake", "queues", "cdc"];
+    const OWN_ENTRIES: &[&str] = &["intake", "queues", "cdc", PLUGIN_CACHE_DIR];
     let Ok(meta) = std::fs::metadata(data_dir) else {
         return;
     };
@@ -156,7 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let sinks = Arc::new(start_sinks(&config, &ctx, &own, &metrics)?);
     let sources = build_sources(&config, &ctx, &own)?;
-    let pools = tokio::task::block_in_place(|| load_plugins(&config))?;
+    let pools = tokio::task::block_in_place(|| load_plugins(&config, &data_dir))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
@@ -291,9 +291,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// Where compiled plugins are kept between starts, under `server.data_dir`.
+const PLUGIN_CACHE_DIR: &str = "plugin-cache";
+
 /// Compiles and starts every plugin a pipeline uses (each `init` runs here: a plugin
-/// that rejects its config stops the start with its own message).
-fn load_plugins(config: &Config) -> Result<HashMap<String, Arc<PluginPool>>, RuntimeError> {
+/// that rejects its config stops the start with its own message). Compiled components
+/// are kept in `DATA_DIR/plugin-cache`, so a later start of an unchanged plugin skips
+/// compiling it.
+fn load_plugins(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<HashMap<String, Arc<PluginPool>>, RuntimeError> {
     let used: std::collections::BTreeSet<&String> = config
         .pipelines
         .values()
@@ -302,13 +310,20 @@ fn load_plugins(config: &Config) -> Result<HashMap<String, Arc<PluginPool>>, Run
     if used.is_empty() {
         return Ok(HashMap::new());
     }
-    let host = PluginHost::new().map_err(|e| RuntimeError::Plugin(e.to_string()))?;
+    let host = PluginHost::with_options(&HostOptions {
+        cache_dir: Some(data_dir.join(PLUGIN_CACHE_DIR)),
+        ..HostOptions::default()
+    })
+    .map_err(|e| RuntimeError::Plugin(e.to_string()))?;
     let mut pools = HashMap::new();
     for name in used {
         let plugin = host
             .load(name, &config.plugins[name])
             .map_err(|e| RuntimeError::Plugin(e.to_string()))?;
-        info!(plugin = %name, world = %plugin.world(), "plugin loaded");
+        let (compiled, took) = plugin.compiled();
+        info!(plugin = %name, world = %plugin.world(),
+            compiled = if compiled == Compiled::Cached { "from the cache" } else { "now" },
+            compile_ms = took.as_millis() as u64, "plugin loaded");
         pools.insert(name.clone(), Arc::new(PluginPool::new(plugin, 4)));
     }
     Ok(pools)
