@@ -809,3 +809,114 @@ path = "{{dir}}/out.jsonl"
     assert!(errors("split") >= 1.0, "no call was split:\n{metrics}");
     assert_eq!(errors("fuel"), 0.0, "{metrics}");
 }
+
+/// A plugin rebuilt while switchyard runs is picked up without a restart: a stream of
+/// events goes through a filter that keeps `paid` ones while its file is replaced by a
+/// build that keeps everything. Every paid event arrives, in order; the other events are
+/// dropped up to one point and kept after it — each batch ran wholly on one build.
+#[test]
+fn a_plugin_rebuilt_while_running_is_reloaded_without_losing_or_reordering_events() {
+    let files = tempfile::tempdir().expect("temp dir");
+    let live = files.path().join("gate.wasm");
+    std::fs::copy(wasm("filter_by_field"), &live).expect("copying the first build");
+    let switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.api]
+type = "http"
+
+[plugins.gate]
+path = "{live}"
+config = {{ field = "status", equals = "paid" }}
+
+[pipelines.gated]
+from = ["api"]
+filters = ["gate"]
+to = ["out"]
+
+[sinks.out]
+type = "file"
+path = "{{dir}}/out.jsonl"
+"#,
+        live = live.display()
+    ));
+    let base = switchyard.url();
+    let out = switchyard.dir().join("out.jsonl");
+    let posted = std::sync::atomic::AtomicU64::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut seq = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = if seq % 2 == 0 { "paid" } else { "open" };
+                let body = format!(r#"{{"status":"{status}","seq":{seq}}}"#);
+                assert_eq!(post(&base, "application/json", &body), 200);
+                seq += 1;
+                posted.store(seq, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        assert!(
+            wait_until(Duration::from_secs(30), || lines(&out).len() >= 20),
+            "nothing delivered before the reload; log:\n{}",
+            switchyard.logs()
+        );
+        // The first build filters: no open (odd) event got through so far.
+        let before: Vec<u64> = lines(&out)
+            .iter()
+            .map(|e| e["payload"]["seq"].as_u64().expect("a seq"))
+            .collect();
+        assert!(
+            before.iter().all(|s| s % 2 == 0),
+            "the first build let open events through: {before:?}"
+        );
+        // What a build does: the new file appears whole, under the same name.
+        let next = files.path().join("gate.wasm.new");
+        std::fs::copy(wasm("keep_all"), &next).expect("copying the second build");
+        std::fs::rename(&next, &live).expect("replacing the component");
+        assert!(
+            wait_until(Duration::from_secs(60), || switchyard
+                .logs()
+                .contains("plugin reloaded")),
+            "the new build was not loaded; log:\n{}",
+            switchyard.logs()
+        );
+        let at_reload = posted.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(wait_until(Duration::from_secs(30), || {
+            posted.load(std::sync::atomic::Ordering::Relaxed) >= at_reload + 20
+        }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let last = posted.load(std::sync::atomic::Ordering::Relaxed) - 1;
+    assert!(
+        wait_until(Duration::from_secs(30), || lines(&out)
+            .last()
+            .is_some_and(|e| e["payload"]["seq"] == last)),
+        "the last event ({last}) did not arrive; log:\n{}",
+        switchyard.logs()
+    );
+    let seqs: Vec<u64> = lines(&out)
+        .iter()
+        .map(|e| e["payload"]["seq"].as_u64().expect("a seq"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated: {seqs:?}"
+    );
+    for paid in (0..=last).step_by(2) {
+        assert!(seqs.contains(&paid), "paid event {paid} was lost: {seqs:?}");
+    }
+    let first_open = seqs
+        .iter()
+        .copied()
+        .find(|s| s % 2 == 1)
+        .expect("the new build keeps open events");
+    for open in (first_open..=last).filter(|s| s % 2 == 1) {
+        assert!(
+            seqs.contains(&open),
+            "open event {open} came after the switch but was dropped: {seqs:?}"
+        );
+    }
+}

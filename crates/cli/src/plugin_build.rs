@@ -62,9 +62,26 @@ pub fn build(dir: &Path) -> anyhow::Result<ExitCode> {
         path: wasm.display().to_string(),
         ..Default::default()
     };
-    switchyard_plugin_host::precheck(&name, &wasm, &bytes, &config)?;
+    let imports = match switchyard_plugin_host::precheck(&name, &wasm, &bytes, &config) {
+        Ok(true) => "it imports nothing switchyard does not grant".to_owned(),
+        Ok(false) => {
+            "its imports could not be read here; `switchyard plugin test` checks them".to_owned()
+        }
+        // Imports a config can grant (`allow_dirs`) are the plugin's business.
+        Err(switchyard_plugin_host::LoadError::ImportNotGranted { imports, .. })
+            if imports
+                .iter()
+                .all(|i| switchyard_plugin_host::grant_key(i).is_some()) =>
+        {
+            format!(
+                "it imports {}, which its [plugins.NAME] config must grant with `allow_dirs`",
+                imports.join(", ")
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
-        "built {} ({:.1} MB) in {:.1} s; it imports nothing switchyard does not grant",
+        "built {} ({:.1} MB) in {:.1} s; {imports}",
         wasm.display(),
         bytes.len() as f64 / 1e6,
         started.elapsed().as_secs_f64()
@@ -102,6 +119,17 @@ fn detect(dir: &Path) -> anyhow::Result<Project> {
             .and_then(|s| s.get("main"))
             .and_then(|m| m.as_str())
             .unwrap_or("plugin.js");
+        // A relative path inside the project, not something the toolchain reads as a flag.
+        let inside = Path::new(main)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || main.starts_with('-') {
+            bail!(
+                "{}: \"switchyard\": {{\"main\": {main:?}}} must be a file of the project, \
+                 such as \"plugin.js\"",
+                path.display()
+            );
+        }
         let name = json
             .get("name")
             .and_then(|n| n.as_str())
@@ -136,6 +164,18 @@ fn detect(dir: &Path) -> anyhow::Result<Project> {
             .get("app")
             .and_then(|a| a.as_str())
             .unwrap_or("app");
+        let module_name = app.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        });
+        if !module_name {
+            bail!(
+                "{}: [tool.switchyard] app = {app:?} must be a Python module name, such as \"app\"",
+                path.display()
+            );
+        }
         let name = toml
             .get("project")
             .and_then(|p| p.get("name"))
@@ -253,9 +293,20 @@ fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
                 manifest.display()
             )
         })?;
-    let crate_name = package["name"]
-        .as_str()
-        .context("cargo metadata: a package without a name")?
+    // The cdylib target's name (`[lib] name`, else the package's with `_` for `-`).
+    let crate_name = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .context(
+            "the crate has no cdylib target: set crate-type = [\"cdylib\"] in its [lib] section",
+        )?
         .replace('-', "_");
     let target = metadata["target_directory"]
         .as_str()

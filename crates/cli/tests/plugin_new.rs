@@ -215,9 +215,19 @@ fn a_new_plugin_joins_the_workspace_it_lands_in() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stdout(&output).contains("added"), "{}", stdout(&output));
     assert_eq!(read(&tmp.path().join("plugins/Cargo.toml")), workspace);
+    // The next steps: one `cd` to the workspace root, then commands relative to it.
+    let said = stdout(&output);
+    assert_eq!(said.matches("cd plugins").count(), 1, "{said}");
+    assert!(said.contains("\n  cd plugins\n"), "{said}");
     assert!(
-        stdout(&output)
-            .contains("cd plugins && cargo build --release --target wasm32-wasip2 -p tidy")
+        said.contains("\n  cargo build --release --target wasm32-wasip2 -p tidy\n"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "switchyard plugin test target/wasm32-wasip2/release/tidy.wasm --input examples/tidy/events.jsonl"
+        ),
+        "{said}"
     );
 }
 

@@ -16,10 +16,13 @@
 //! * One file per plugin name: writing `NAME-KEY.cwasm` removes the other
 //!   `NAME-*.cwasm`, so the directory holds at most one entry per plugin.
 //!
-//! Loading compiled code runs it as native code: the directory must be writable only by
-//! switchyard's user (it is created `0700`, files `0600`), like the rest of `data_dir`.
-//! Every cache failure (unwritable directory, disk full) is logged and the plugin is
-//! compiled as if there were no cache.
+//! Loading compiled code runs it as native code, so the cache is used only when its
+//! directory is a real directory (not a symlink) owned by switchyard's user and writable
+//! by no one else (it is created `0700`, files `0600`); entries must be regular files
+//! owned by that user too. Anything else turns the cache off with a warning: compiling
+//! every time is slow, never unsafe. Every cache failure (unwritable directory, disk
+//! full) is logged and the plugin is compiled as if there were no cache. Temporary files
+//! left by a crash are removed once they are an hour old.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
@@ -59,15 +62,21 @@ impl Cache {
         bytes: &[u8],
         compile: impl FnOnce() -> wasmtime::Result<Component>,
     ) -> wasmtime::Result<(Component, Compiled)> {
+        if let Err(why) = self.trusted() {
+            warn!(plugin = name, dir = %self.dir.display(), "{why}; compiling without the cache");
+            return compile().map(|c| (c, Compiled::Fresh));
+        }
         let stem = file_stem(name);
         let path = self
             .dir
             .join(format!("{stem}-{}.cwasm", key(engine, bytes)));
         match read_checked(&path) {
             Ok(Some(code)) => {
-                // SAFETY: the file is one this cache wrote (its checksum matches) in a
-                // directory only switchyard's user can write, for this content and engine
-                // settings; wasmtime checks the version and settings again.
+                // SAFETY: the file is a regular file owned by switchyard's user, in a
+                // directory only that user can write (both checked above), so only
+                // switchyard (or that user) wrote it; its checksum shows it is whole; its
+                // name holds this content and these engine settings, and wasmtime checks
+                // the version and settings again.
                 match unsafe { Component::deserialize(engine, &code) } {
                     Ok(component) => {
                         debug!(plugin = name, path = %path.display(), "compiled plugin read from the cache");
@@ -101,10 +110,18 @@ impl Cache {
         Ok((component, Compiled::Fresh))
     }
 
+    /// Creates the directory if it is missing, then checks that only switchyard's user
+    /// can have put files in it: `Err` says why not.
+    fn trusted(&self) -> Result<(), String> {
+        if let Err(e) = create_private_dir(&self.dir) {
+            return Err(format!("cannot create the plugin cache directory: {e}"));
+        }
+        owned_privately(&self.dir, true)
+    }
+
     /// Writes `code` to `path` (checksum first, via a temporary file and a rename) and
-    /// removes the plugin's other entries.
+    /// removes the plugin's other entries and stale temporary files.
     fn store(&self, stem: &str, path: &Path, code: &[u8]) -> std::io::Result<()> {
-        create_private_dir(&self.dir)?;
         let tmp = self
             .dir
             .join(format!(".{stem}-{}-{}.tmp", std::process::id(), unique()));
@@ -132,6 +149,20 @@ impl Cache {
             if same_plugin && Some(file_name.as_os_str()) != keep {
                 let _ = std::fs::remove_file(entry.path());
             }
+            // A crash between creating a temporary file and renaming it leaves one.
+            let stale = text.starts_with('.')
+                && text.ends_with(".tmp")
+                && entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .is_some_and(|t| {
+                        t.elapsed()
+                            .is_ok_and(|age| age > std::time::Duration::from_secs(3600))
+                    });
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
         Ok(())
     }
@@ -143,13 +174,16 @@ fn is_key_file(rest: &str) -> bool {
         .is_some_and(|key| key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The code stored at `path` when the file exists and its checksum holds.
+/// The code stored at `path` when the file exists, is switchyard's own (see
+/// [`owned_privately`]) and its checksum holds.
 fn read_checked(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
-    };
+    }
+    owned_privately(path, false).map_err(std::io::Error::other)?;
+    let mut bytes = std::fs::read(path)?;
     if bytes.len() < 32 || Sha256::digest(&bytes[32..]).as_slice() != &bytes[..32] {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -197,6 +231,46 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether `path` (not followed if a symlink) is a directory (`dir`) or regular file owned
+/// by this process's user that no one else may write.
+#[cfg(unix)]
+fn owned_privately(path: &Path, dir: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let what = if dir { "directory" } else { "file" };
+    let right_type = if dir {
+        meta.file_type().is_dir()
+    } else {
+        meta.file_type().is_file()
+    };
+    if !right_type {
+        return Err(format!("{} is not a {what} (a symlink?)", path.display()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to user {}, not to switchyard's user {me}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "others may write to the {what} {} (mode {:04o}); make it {}",
+            path.display(),
+            meta.mode() & 0o7777,
+            if dir { "0700" } else { "0600" }
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn owned_privately(_path: &Path, _dir: bool) -> Result<(), String> {
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -334,13 +334,24 @@ fn check_imports(plugin: &str, outside: &Outside, grants: &Grants) -> Result<(),
             hints.push(hint);
         }
     }
-    // Python's advice is the same for every import: say it once.
-    if outside.toolchain == Some(Toolchain::Python) && !hints.is_empty() {
-        hints = vec![format!(
-            "{}: {}",
-            refused.join(", "),
-            removal_hint(&refused[0], outside.toolchain).unwrap_or_default()
-        )];
+    // Python's advice is the same for every import it removes: say it once.
+    if outside.toolchain == Some(Toolchain::Python) {
+        let stubbed: Vec<&String> = refused
+            .iter()
+            .filter(|i| grant_key(i).is_none() && removal_hint(i, outside.toolchain).is_some())
+            .collect();
+        if let Some(first) = stubbed.first() {
+            let advice = removal_hint(first, outside.toolchain).unwrap_or_default();
+            hints.retain(|h| !h.ends_with(&advice));
+            hints.push(format!(
+                "{}: {advice}",
+                stubbed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
     Err(LoadError::ImportNotGranted {
         plugin: plugin.to_owned(),

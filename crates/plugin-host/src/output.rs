@@ -5,10 +5,12 @@
 //! `"stderr"` at warn). That is how a Rust panic message, a `println!` left in while
 //! debugging, or a JavaScript `console.error` reach the operator.
 //!
-//! What one call may cost is bounded: lines are cut at [`MAX_LINE`] bytes, and past
-//! [`MAX_PER_CALL`] bytes per stream in one call the rest is counted, not logged (one
-//! line says how much was left out). The last [`TAIL`] bytes a call wrote to stderr are
-//! kept, so a trap can carry the message the guest printed just before it (a panic).
+//! What one call may cost is bounded: one write may carry at most [`PERMIT`] bytes (the
+//! WASI permit; a bigger one traps), lines are cut at [`MAX_LINE`] bytes, and past
+//! [`MAX_PER_CALL`] bytes or [`MAX_LINES_PER_CALL`] lines per stream in one call the rest
+//! is counted, not logged (one line says how much was left out). The last [`TAIL`] bytes
+//! a call wrote to stderr are kept, so a trap can carry the message the guest printed
+//! just before it (a panic).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -18,14 +20,18 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi_io::poll::Pollable;
-use wasmtime_wasi_io::streams::{OutputStream, StreamResult};
+use wasmtime_wasi_io::streams::{OutputStream, StreamError, StreamResult};
 
 /// Longest line logged; the rest of a longer line is cut (with `…`).
 pub(crate) const MAX_LINE: usize = 1024;
 /// Bytes per stream and call written into the log; the rest is counted and dropped.
 pub(crate) const MAX_PER_CALL: usize = 16 * 1024;
+/// Lines per stream and call written into the log; the rest is counted and dropped.
+pub(crate) const MAX_LINES_PER_CALL: usize = 64;
 /// Bytes of stderr kept for the message of a trap.
 pub(crate) const TAIL: usize = 1024;
+/// The most one write may carry (what `check-write` grants).
+pub(crate) const PERMIT: usize = 64 * 1024;
 
 /// Which standard stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +56,8 @@ struct OutputState {
     line_cut: bool,
     /// Bytes logged in the current call.
     logged: usize,
+    /// Lines logged in the current call.
+    lines: usize,
     /// Bytes left out of the log in the current call.
     dropped: usize,
     /// The last bytes written in the current call (stderr only).
@@ -65,6 +73,7 @@ impl GuestOutput {
                 line: Vec::new(),
                 line_cut: false,
                 logged: 0,
+                lines: 0,
                 dropped: 0,
                 tail: VecDeque::new(),
             })),
@@ -84,6 +93,7 @@ impl GuestOutput {
         s.end_line();
         s.report_dropped();
         s.logged = 0;
+        s.lines = 0;
         s.dropped = 0;
         s.tail.clear();
     }
@@ -105,7 +115,8 @@ impl GuestOutput {
     fn write_bytes(&self, bytes: &[u8]) {
         let mut s = self.lock();
         if s.stream == Stream::Stderr {
-            s.tail.extend(bytes.iter().copied());
+            let recent = &bytes[bytes.len().saturating_sub(TAIL)..];
+            s.tail.extend(recent.iter().copied());
             let excess = s.tail.len().saturating_sub(TAIL);
             s.tail.drain(..excess);
         }
@@ -114,7 +125,7 @@ impl GuestOutput {
                 Some(text) => (text, true),
                 None => (piece, false),
             };
-            if s.logged >= MAX_PER_CALL {
+            if s.logged >= MAX_PER_CALL || s.lines >= MAX_LINES_PER_CALL {
                 s.dropped += piece.len();
                 continue;
             }
@@ -140,8 +151,13 @@ impl OutputState {
         }
         let mut text = String::from_utf8_lossy(&self.line).into_owned();
         if self.line_cut {
+            // The cut may have split a character: drop its remains.
+            while text.ends_with('\u{FFFD}') {
+                text.pop();
+            }
             text.push('…');
         }
+        self.lines += 1;
         let text = text.trim_end_matches('\r');
         let plugin = &*self.plugin;
         match self.stream {
@@ -193,6 +209,11 @@ impl Pollable for GuestOutput {
 
 impl OutputStream for GuestOutput {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > PERMIT {
+            return Err(StreamError::trap(
+                "wrote more than check-write permitted to stdout/stderr",
+            ));
+        }
         self.write_bytes(&bytes);
         Ok(())
     }
@@ -202,9 +223,9 @@ impl OutputStream for GuestOutput {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        // What the guest may write before the host sees it: WASI's usual permit. The
-        // bytes go straight into the line buffer, which stays bounded.
-        Ok(64 * 1024)
+        // What the guest may write at once: WASI's usual permit. The bytes go straight
+        // into the line buffer, which stays bounded.
+        Ok(PERMIT)
     }
 }
 
@@ -254,5 +275,21 @@ mod tests {
         assert!(s.logged <= MAX_PER_CALL + line.len());
         assert_eq!(s.logged + s.dropped, 100 * line.len());
         assert!(s.line.len() <= MAX_LINE);
+        drop(s);
+        // Many short lines: bounded by count.
+        out.start_call();
+        for _ in 0..1000 {
+            out.write_bytes(b"x\n");
+        }
+        let s = out.lock();
+        assert_eq!(s.lines, MAX_LINES_PER_CALL);
+        assert_eq!(s.dropped, 2 * (1000 - MAX_LINES_PER_CALL));
+    }
+
+    #[test]
+    fn a_write_beyond_the_permit_traps() {
+        let mut out = GuestOutput::new("p".into(), Stream::Stdout);
+        assert!(OutputStream::write(&mut out, Bytes::from(vec![b'x'; PERMIT + 1])).is_err());
+        assert!(OutputStream::write(&mut out, Bytes::from_static(b"ok\n")).is_ok());
     }
 }

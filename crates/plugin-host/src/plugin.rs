@@ -534,9 +534,14 @@ fn classify(err: &wasmtime::Error, state: &State, limits: &Limits) -> ErrorCause
         _ => {
             let mut message = err.root_cause().to_string();
             let printed = state.wasi.stderr.tail();
+            let printed: Vec<&str> = printed
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
             if !printed.is_empty() {
                 message.push_str("; it wrote to stderr just before: ");
-                message.push_str(&printed);
+                message.push_str(&printed.join(" | "));
             }
             ErrorCause::Trap(message)
         }

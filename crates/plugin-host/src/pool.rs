@@ -9,13 +9,25 @@ use crate::{Call, Decided, Event, Plugin, PluginError, World};
 /// forks a new one when all are busy), runs, and puts it back, so instances are reused
 /// and a batch never waits for another batch. At most `max_idle` instances are kept.
 ///
+/// [`PluginPool::replace`] swaps in a new build of the plugin: calls already running
+/// finish on the old one (whose instances are then dropped), every call that starts
+/// afterwards runs the new one.
+///
 /// `PluginPool` is `Sync`: share it in an `Arc` across blocking threads.
 pub struct PluginPool {
+    name: Arc<str>,
+    world: World,
+    /// The build calls run now, and its idle instances, under one lock so that a call
+    /// never takes or puts back an instance of a build that has been replaced.
+    inner: Mutex<Inner>,
+    max_idle: usize,
+}
+
+struct Inner {
     /// The compiled plugin, to start more instances (not a `Plugin`: a store's WASI state
     /// is `Send` but not `Sync`).
     template: Arc<Template>,
-    idle: Mutex<Vec<Plugin>>,
-    max_idle: usize,
+    idle: Vec<Plugin>,
 }
 
 impl PluginPool {
@@ -23,20 +35,38 @@ impl PluginPool {
     /// keeps up to `max_idle` idle instances (at least one).
     pub fn new(plugin: Plugin, max_idle: usize) -> Self {
         Self {
-            template: plugin.template().clone(),
-            idle: Mutex::new(vec![plugin]),
+            name: plugin.template().name.clone(),
+            world: plugin.template().world,
+            inner: Mutex::new(Inner {
+                template: plugin.template().clone(),
+                idle: vec![plugin],
+            }),
             max_idle: max_idle.max(1),
         }
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
-        &self.template.name
+        &self.name
     }
 
     /// The plugin's world.
     pub fn world(&self) -> World {
-        self.template.world
+        self.world
+    }
+
+    /// Runs `plugin` (a new build of this one, already started) from now on. Calls in
+    /// progress finish on the old build; their instances are not reused. Refused, giving
+    /// `plugin` back, when it exports another world than this pool's.
+    pub fn replace(&self, plugin: Plugin) -> Result<(), Plugin> {
+        if plugin.world() != self.world {
+            return Err(plugin);
+        }
+        let mut inner = self.lock();
+        inner.template = plugin.template().clone();
+        inner.idle.clear();
+        inner.idle.push(plugin);
+        Ok(())
     }
 
     /// [`Plugin::filter`] on an idle instance.
@@ -71,24 +101,31 @@ impl PluginPool {
 
     /// Number of idle instances right now.
     pub fn idle(&self) -> usize {
-        self.lock().len()
+        self.lock().idle.len()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Plugin) -> T) -> T {
-        let taken = self.lock().pop();
-        let mut plugin = taken.unwrap_or_else(|| Plugin::from_template(self.template.clone()));
+        let mut plugin = {
+            let mut inner = self.lock();
+            // Idle instances are always of the current build (`replace` clears them).
+            match inner.idle.pop() {
+                Some(p) => p,
+                None => Plugin::from_template(inner.template.clone()),
+            }
+        };
         let out = f(&mut plugin);
-        let mut idle = self.lock();
-        if idle.len() < self.max_idle {
-            idle.push(plugin);
+        let mut inner = self.lock();
+        // An instance of a build replaced during the call is dropped, not put back.
+        if Arc::ptr_eq(plugin.template(), &inner.template) && inner.idle.len() < self.max_idle {
+            inner.idle.push(plugin);
         }
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Plugin>> {
-        // A panic while holding the lock can only come from Vec::push/pop; the list is
-        // still valid, so keep using it.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock can only come from Vec::push/pop or an Arc clone;
+        // the state is still valid, so keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `log` import reaches `tracing`, tagged with the plugin's name.
+//! The `log` import, and what a plugin prints to stderr, reach `tracing`, tagged with the
+//! plugin's name.
 //!
 //! Alone in its own test binary: tracing caches per-callsite interest process-wide, so a
 //! thread-local subscriber can miss events when other tests run in parallel threads.
@@ -42,6 +43,12 @@ fn plugin_logs_reach_tracing_tagged_with_the_plugin_name() {
             },
         );
         plugin.filter(&batch(3)).expect("call");
+        // A Rust panic prints its message to stderr before it traps.
+        let mut panics = load("panicky", &config("panics"));
+        let err = panics
+            .filter(&[common::event("boom", "panic")])
+            .expect_err("a panic traps");
+        assert!(err.to_string().contains("asked for a panic"), "{err}");
     });
     let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
     assert!(
@@ -50,4 +57,14 @@ fn plugin_logs_reach_tracing_tagged_with_the_plugin_name() {
     );
     assert!(logs.contains("plugin=\"audit\""), "{logs}");
     assert!(logs.contains("kept 3 events in"), "{logs}");
+    let stderr_line = logs
+        .lines()
+        .find(|l| l.contains("event boom asked for a panic"))
+        .unwrap_or_else(|| panic!("the panic message is not in the log:\n{logs}"));
+    assert!(
+        stderr_line.contains("WARN")
+            && stderr_line.contains("plugin=\"panicky\"")
+            && stderr_line.contains("stream=\"stderr\""),
+        "{stderr_line}"
+    );
 }

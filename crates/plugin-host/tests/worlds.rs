@@ -167,6 +167,7 @@ fn the_pooling_allocator_runs_plugins_and_enforces_limits() {
             instances: 8,
             max_memory: 64 << 20,
         }),
+        ..HostOptions::default()
     })
     .expect("pooling host");
     let mut keep = host.load("keep-all", &config("keep-all")).expect("load");
@@ -228,6 +229,7 @@ fn a_plugin_too_big_for_the_pool_is_refused_at_load() {
             instances: 2,
             max_memory: 8 << 20,
         }),
+        ..HostOptions::default()
     })
     .expect("pooling host");
     let err = host

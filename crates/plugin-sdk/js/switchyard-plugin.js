@@ -114,7 +114,11 @@ export class Event {
         return decoder.decode(this.payload);
     }
 
-    /** The payload parsed as JSON (once), or undefined if it is not JSON. */
+    /**
+     * The payload parsed as JSON (once), or undefined if it is not JSON. JavaScript
+     * numbers are doubles: integers beyond 2^53 (a Postgres `bigint` id, say) lose
+     * digits here, and `setJson` writes them back rounded; compare such ids as text.
+     */
     json() {
         if (this._json === undefined) {
             try {
@@ -262,11 +266,19 @@ export function init(fn) {
     };
 }
 
+// A plugin call is synchronous: an async function's Promise is not a decision.
+function settled(value) {
+    if (value !== null && typeof value === 'object' && typeof value.then === 'function') {
+        throw new TypeError('returned a Promise: plugin functions must be synchronous (no async)');
+    }
+    return value;
+}
+
 /** The `filter` export: `fn(event)` returns true to keep the event. */
 export function filter(fn) {
     return (batch) => {
         try {
-            return unpack(batch).map((event) => Boolean(fn(event)));
+            return unpack(batch).map((event) => Boolean(settled(fn(event))));
         } catch (e) {
             fail('filter', e);
         }
@@ -277,7 +289,11 @@ export function filter(fn) {
 export function route(fn) {
     return (batch) => {
         try {
-            return unpack(batch).map((event) => Array.from(fn(event) ?? [], String));
+            return unpack(batch).map((event) => {
+                const sinks = settled(fn(event)) ?? [];
+                // One sink name on its own, not a list of its letters.
+                return typeof sinks === 'string' ? [sinks] : Array.from(sinks, String);
+            });
         } catch (e) {
             fail('route', e);
         }
@@ -293,7 +309,7 @@ export function transform(fn) {
     return (batch) => {
         try {
             return unpack(batch).map((event) => {
-                const out = fn(event);
+                const out = settled(fn(event));
                 if (out === null || out === undefined) return [];
                 return (Array.isArray(out) ? out : [out]).map((e) =>
                     e instanceof Event ? e.toWit() : new Event(e).toWit(),

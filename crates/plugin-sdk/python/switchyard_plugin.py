@@ -32,6 +32,7 @@ Outside a component (``python3 -m unittest``), the same module works on plain Py
 logic is unit-tested natively.
 """
 
+import base64
 import json
 import sys
 
@@ -187,18 +188,24 @@ class Event:
     def from_wire(cls, value):
         """An event from switchyard's JSON wire form (one line of a stdout or file sink)."""
         payload = value.get("payload")
-        if isinstance(payload, str) and value.get("content_type", "").startswith("text/"):
+        if value.get("payload_encoding") == "base64":
+            payload = base64.b64decode(payload or "")
+        elif isinstance(payload, str) and value.get("content_type", "").startswith("text/"):
             payload = payload.encode()
         else:
             payload = json.dumps(payload, separators=(",", ":")).encode()
         key = value.get("key")
+        if key is not None and value.get("key_encoding") == "base64":
+            key = base64.b64decode(key)
+        elif key is not None:
+            key = str(key).encode()
         headers = value.get("headers") or {}
         return cls(
             payload,
             id=value.get("id", ""),
             source=value.get("source", ""),
             kind=value.get("kind", "message"),
-            key=None if key is None else str(key).encode(),
+            key=key,
             content_type=value.get("content_type", "application/json"),
             headers=[(n, str(v)) for n, v in headers.items()],
             timestamp_ms=value.get("timestamp_ms", 0),
@@ -392,7 +399,15 @@ def export_filter(cls):
 
 def export_router(cls):
     """The ``WitWorld`` of a router plugin: ``WitWorld = export_router(MyRouter)``."""
-    return _world(cls, "route", lambda p, e: [str(s) for s in (p.route(e) or [])])
+    return _world(cls, "route", _sinks)
+
+
+def _sinks(plugin, event):
+    sinks = plugin.route(event) or []
+    # One sink name on its own, not a list of its letters.
+    if isinstance(sinks, str):
+        return [sinks]
+    return [str(s) for s in sinks]
 
 
 def _replacements(plugin, event):

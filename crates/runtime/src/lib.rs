@@ -14,6 +14,7 @@ pub mod delivery;
 mod listener;
 pub mod metrics;
 pub mod pipeline;
+mod plugin_reload;
 pub mod plugins;
 mod server;
 
@@ -156,7 +157,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let sinks = Arc::new(start_sinks(&config, &ctx, &own, &metrics)?);
     let sources = build_sources(&config, &ctx, &own)?;
-    let pools = tokio::task::block_in_place(|| load_plugins(&config, &data_dir))?;
+    let (host, pools, stamps) = tokio::task::block_in_place(|| load_plugins(&config, &data_dir))?;
+    // A plugin whose file changes is reloaded without a restart.
+    let reloaders: Vec<_> = match &host {
+        Some(host) => pools
+            .iter()
+            .map(|(name, pool)| {
+                plugin_reload::watch(
+                    host.clone(),
+                    name.clone(),
+                    config.plugins[name].clone(),
+                    pool.clone(),
+                    stamps[name],
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
@@ -284,6 +301,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     housekeeping.abort();
     dead_letters.abort();
     idle_groups.abort();
+    for reloader in reloaders {
+        reloader.abort();
+    }
     for q in shared.queues.values().chain(shared.intakes.values()) {
         q.shutdown();
     }
@@ -294,6 +314,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// Where compiled plugins are kept between starts, under `server.data_dir`.
 const PLUGIN_CACHE_DIR: &str = "plugin-cache";
 
+/// The running plugins: the host that loaded them, a pool per plugin, and the stamp of
+/// each one's file when it was read (for reloading).
+type LoadedPlugins = (
+    Option<PluginHost>,
+    HashMap<String, Arc<PluginPool>>,
+    HashMap<String, plugin_reload::Stamp>,
+);
+
 /// Compiles and starts every plugin a pipeline uses (each `init` runs here: a plugin
 /// that rejects its config stops the start with its own message). Compiled components
 /// are kept in `DATA_DIR/plugin-cache`, so a later start of an unchanged plugin skips
@@ -301,14 +329,14 @@ const PLUGIN_CACHE_DIR: &str = "plugin-cache";
 fn load_plugins(
     config: &Config,
     data_dir: &std::path::Path,
-) -> Result<HashMap<String, Arc<PluginPool>>, RuntimeError> {
+) -> Result<LoadedPlugins, RuntimeError> {
     let used: std::collections::BTreeSet<&String> = config
         .pipelines
         .values()
         .flat_map(|p| p.filters.iter().chain(&p.transforms).chain(&p.router))
         .collect();
     if used.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((None, HashMap::new(), HashMap::new()));
     }
     let host = PluginHost::with_options(&HostOptions {
         cache_dir: Some(data_dir.join(PLUGIN_CACHE_DIR)),
@@ -316,7 +344,10 @@ fn load_plugins(
     })
     .map_err(|e| RuntimeError::Plugin(e.to_string()))?;
     let mut pools = HashMap::new();
+    let mut stamps = HashMap::new();
     for name in used {
+        let stamp = plugin_reload::stamp(std::path::Path::new(&config.plugins[name].path));
+        stamps.insert(name.clone(), stamp);
         let plugin = host
             .load(name, &config.plugins[name])
             .map_err(|e| RuntimeError::Plugin(e.to_string()))?;
@@ -326,7 +357,7 @@ fn load_plugins(
             compile_ms = took.as_millis() as u64, "plugin loaded");
         pools.insert(name.clone(), Arc::new(PluginPool::new(plugin, 4)));
     }
-    Ok(pools)
+    Ok((Some(host), pools, stamps))
 }
 
 fn limits(q: &QueueConfig) -> QueueLimits {

@@ -99,6 +99,7 @@ pub struct Switchyard {
     env: Vec<(String, String)>,
     open_file_limit: Option<u64>,
     tls: bool,
+    ready_timeout: Duration,
     child: Option<Child>,
     runs: u32,
 }
@@ -117,6 +118,9 @@ pub struct Options {
     /// The server speaks TLS (`[server.tls]`): it counts as started once it logs that it
     /// listens, since the plain `/readyz` probe cannot talk to it.
     pub tls: bool,
+    /// How long a start may take before the test fails (default 60 s): more for a start
+    /// that compiles a big plugin with the debug build's compiler.
+    pub ready_timeout: Option<Duration>,
 }
 
 impl Switchyard {
@@ -156,6 +160,7 @@ impl Switchyard {
                 env: options.env.clone(),
                 open_file_limit: options.open_file_limit,
                 tls: options.tls,
+                ready_timeout: options.ready_timeout.unwrap_or(READY_TIMEOUT),
                 child: None,
                 runs: 0,
             };
@@ -244,7 +249,7 @@ impl Switchyard {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", switchyard_bin().display()));
         self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + self.ready_timeout;
         loop {
             if let Some(status) = self
                 .child
@@ -277,7 +282,8 @@ impl Switchyard {
                 let _ = self.child.as_mut().map(Child::wait);
                 self.child = None;
                 return Err(StartError::Failed(format!(
-                    "switchyard did not answer 200 on /readyz within {READY_TIMEOUT:?} (run {}):\n{}",
+                    "switchyard did not answer 200 on /readyz within {:?} (run {}):\n{}",
+                    self.ready_timeout,
                     self.runs,
                     self.stderr_of_run()
                 )));

@@ -6,7 +6,10 @@
 //! 2. the host's own cost per event with a plugin that does nothing (keep_all.wasm);
 //! 3. end-to-end HTTP ingest and delivery by switchyard, without and with the filter;
 //! 4. a healthy pipeline's throughput alone and while a hostile plugin (loop_forever.wasm)
-//!    in another pipeline keeps hitting its deadline.
+//!    in another pipeline keeps hitting its deadline;
+//! 5. the filter `switchyard plugin new --world filter` writes, in Rust, JavaScript and
+//!    Python (built by `switchyard plugin build`), per event against the native closure,
+//!    and each one's start: compiling it, then reading it from the compilation cache.
 
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -86,6 +89,10 @@ pub struct PluginArgs {
     /// Keep the temporary directory (server logs, data) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Skip part 5 (the scaffolded filter in Rust, JavaScript and Python), which builds
+    /// three plugins with their toolchains (scripts/install-plugin-toolchains.sh).
+    #[arg(long)]
+    no_languages: bool,
 }
 
 pub fn run(args: PluginArgs) -> anyhow::Result<Vec<Row>> {
@@ -176,10 +183,181 @@ pub fn run(args: PluginArgs) -> anyhow::Result<Vec<Row>> {
                 )),
         ]);
     }
+    if let Some(bin) = switchyard.as_ref().filter(|_| !args.no_languages) {
+        println!();
+        match languages(&args, bin) {
+            Ok((text, lang_rows)) => {
+                print!("{text}");
+                rows.extend(lang_rows);
+            }
+            Err(e) => {
+                println!("## 5. languages: ERROR {e:#}");
+                rows.push(Row::error(
+                    "plugin",
+                    "filter per language",
+                    &format!("{e:#}"),
+                ));
+            }
+        }
+    }
     if args.keep {
         println!("\nkept: {}", root.display());
     }
     Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------
+// 5: the scaffolded filter in each language
+
+/// Scaffolds (once) and builds the filter of `plugin new` in `lang` under
+/// target/bench/plugin-languages, with the toolchains of .tools/bin: the component's path.
+fn scaffolded_filter(bin: &Path, lang: &str) -> anyhow::Result<PathBuf> {
+    let root = build::workspace_root();
+    let dir = root.join("target/bench/plugin-languages");
+    std::fs::create_dir_all(&dir)?;
+    let name = format!("bench-{lang}");
+    let project = dir.join(&name);
+    let path = std::env::join_paths(std::iter::once(root.join(".tools/bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    let cli = |cwd: &Path, args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new(bin)
+            .args(args)
+            .current_dir(cwd)
+            .env("PATH", &path)
+            .env("CARGO_TARGET_DIR", root.join("plugins/target"))
+            .output()
+            .with_context(|| format!("running switchyard {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "switchyard {} failed (toolchains: scripts/install-plugin-toolchains.sh):\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    if !project.exists() {
+        cli(
+            &dir,
+            &[
+                "plugin", "new", &name, "--world", "filter", "--lang", lang, "--dir", ".",
+            ],
+        )?;
+        if lang == "rust" {
+            std::fs::copy(root.join("plugins/Cargo.lock"), project.join("Cargo.lock"))?;
+        }
+    }
+    eprintln!("building the {lang} filter…");
+    cli(&project, &["plugin", "build"])?;
+    Ok(match lang {
+        "rust" => root
+            .join("plugins/target/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_"))),
+        _ => project.join("dist").join(format!("{name}.wasm")),
+    })
+}
+
+fn languages(args: &PluginArgs, bin: &Path) -> anyhow::Result<(String, Vec<Row>)> {
+    let events = bench_events(args.body_bytes);
+    let budget = Duration::from_millis(args.micro_ms);
+    let rounds = args.micro_rounds.max(1);
+    let config = serde_json::json!({ "field": FIELD, "equals": EQUALS });
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## 5. the filter of `plugin new`, per language: batches of {BATCH}, in-process \
+         (median of {rounds} rounds × {} ms); start = load with an empty compilation cache, \
+         then again from it",
+        args.micro_ms
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>9} {:>12} {:>10} {:>10} {:>11} {:>11}",
+        "language", "size MB", "fuel/event", "ns/event", "× native", "cold start", "cached"
+    );
+    let mut rows = Vec::new();
+    for (lang, label) in [("rust", "Rust"), ("js", "JavaScript"), ("python", "Python")] {
+        let wasm = scaffolded_filter(bin, lang)?;
+        let size = std::fs::metadata(&wasm)?.len();
+        let cache = tempfile::tempdir()?;
+        let host_with_cache = || {
+            PluginHost::with_options(&switchyard_plugin_host::HostOptions {
+                cache_dir: Some(cache.path().to_path_buf()),
+                ..Default::default()
+            })
+        };
+        let dir = wasm.parent().context("component path")?;
+        let file = wasm
+            .file_name()
+            .context("component path")?
+            .to_string_lossy();
+        let started = Instant::now();
+        let mut plugin = load_plugin(&host_with_cache()?, dir, &file, config.clone())?;
+        let cold = started.elapsed();
+        let started = Instant::now();
+        drop(load_plugin(
+            &host_with_cache()?,
+            dir,
+            &file,
+            config.clone(),
+        )?);
+        let cached = started.elapsed();
+
+        let mut disagree = 0;
+        let mut fuel = 0u64;
+        for chunk in events.chunks(BATCH) {
+            let call = plugin.filter(chunk)?;
+            fuel += call.stats.fuel;
+            disagree += call
+                .output
+                .iter()
+                .zip(native_filter(chunk))
+                .filter(|(a, b)| **a != *b)
+                .count();
+        }
+        if disagree > 0 {
+            bail!("the {label} filter disagrees with the native closure on {disagree} events");
+        }
+        ns_per_event(&events, BATCH, budget / 2, |b| call(&mut plugin, b))?;
+        let mut native = Vec::new();
+        let mut wasm_ns = Vec::new();
+        for _ in 0..rounds {
+            native.push(ns_per_event(&events, BATCH, budget, |b| {
+                Ok(native_filter(b))
+            })?);
+            wasm_ns.push(ns_per_event(&events, BATCH, budget, |b| {
+                call(&mut plugin, b)
+            })?);
+        }
+        let (native, wasm_ns) = (report::median(&native), report::median(&wasm_ns));
+        let fuel_per_event = fuel as f64 / events.len() as f64;
+        let _ = writeln!(
+            out,
+            "{label:<12} {:>9.2} {fuel_per_event:>12.0} {wasm_ns:>10.0} {:>10.1} {:>10.2}s {:>10.3}s",
+            size as f64 / 1e6,
+            wasm_ns / native,
+            cold.as_secs_f64(),
+            cached.as_secs_f64()
+        );
+        rows.push(
+            Row::new("plugin", &format!("{label} filter ns/event, batch 64"))
+                .baseline("native closure", native)
+                .value(wasm_ns)
+                .note(format!(
+                    "plugin new --lang {lang}; {fuel_per_event:.0} fuel/event; {:.1} MB",
+                    size as f64 / 1e6
+                )),
+        );
+        rows.push(
+            Row::new("plugin", &format!("{label} start s, cached"))
+                .baseline("compiling", cold.as_secs_f64())
+                .value(cached.as_secs_f64())
+                .note("load with an empty compilation cache, then from it".to_owned()),
+        );
+    }
+    Ok((out, rows))
 }
 
 /// The in-process figures (parts 1 and 2), medians in ns/event.
