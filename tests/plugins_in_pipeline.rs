@@ -851,7 +851,11 @@ path = "{{dir}}/out.jsonl"
         scope.spawn(|| {
             let mut seq = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let status = if seq % 2 == 0 { "paid" } else { "open" };
+                let status = if seq.is_multiple_of(2) {
+                    "paid"
+                } else {
+                    "open"
+                };
                 let body = format!(r#"{{"status":"{status}","seq":{seq}}}"#);
                 assert_eq!(post(&base, "application/json", &body), 200);
                 seq += 1;
@@ -869,7 +873,7 @@ path = "{{dir}}/out.jsonl"
             .map(|e| e["payload"]["seq"].as_u64().expect("a seq"))
             .collect();
         assert!(
-            before.iter().all(|s| s % 2 == 0),
+            before.iter().all(|s| s.is_multiple_of(2)),
             "the first build let open events through: {before:?}"
         );
         // What a build does: the new file appears whole, under the same name.

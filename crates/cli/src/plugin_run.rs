@@ -177,8 +177,7 @@ fn test_once(args: &TestArgs) -> anyhow::Result<ExitCode> {
             total.elapsed.as_secs_f64() * 1e6 / n,
             events.len()
         );
-        if worst_per_event > 0 {
-            let fits = args.fuel / worst_per_event;
+        if let Some(fits) = args.fuel.checked_div(worst_per_event) {
             println!(
                 "# fuel {} per call fits about {fits} events per call at the costliest call's \
                  {worst_per_event} fuel per event{}",

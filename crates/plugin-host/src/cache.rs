@@ -145,7 +145,7 @@ impl Cache {
             let same_plugin = text
                 .strip_prefix(stem)
                 .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|rest| is_key_file(rest));
+                .is_some_and(is_key_file);
             if same_plugin && Some(file_name.as_os_str()) != keep {
                 let _ = std::fs::remove_file(entry.path());
             }

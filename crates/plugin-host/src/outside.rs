@@ -49,11 +49,10 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Outside, NotAComponent> {
             return Err(NotAComponent::Unreadable);
         };
         match payload {
-            Payload::Version { encoding, .. } if depth == 0 => {
-                if encoding == Encoding::Module {
-                    return Err(NotAComponent::CoreModule);
-                }
-            }
+            Payload::Version {
+                encoding: Encoding::Module,
+                ..
+            } if depth == 0 => return Err(NotAComponent::CoreModule),
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 0 => {

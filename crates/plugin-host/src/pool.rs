@@ -56,11 +56,11 @@ impl PluginPool {
     }
 
     /// Runs `plugin` (a new build of this one, already started) from now on. Calls in
-    /// progress finish on the old build; their instances are not reused. Refused, giving
-    /// `plugin` back, when it exports another world than this pool's.
-    pub fn replace(&self, plugin: Plugin) -> Result<(), Plugin> {
+    /// progress finish on the old build; their instances are not reused. Refused, with
+    /// the world `plugin` exports, when that is not this pool's.
+    pub fn replace(&self, plugin: Plugin) -> Result<(), World> {
         if plugin.world() != self.world {
-            return Err(plugin);
+            return Err(plugin.world());
         }
         let mut inner = self.lock();
         inner.template = plugin.template().clone();

@@ -64,7 +64,7 @@ pub(crate) fn watch(
                         Ok(()) => info!(plugin = %name, %world,
                             "plugin reloaded: calls from now on run the new build"),
                         Err(new) => {
-                            error!(plugin = %name, new = %new.world(), running = %pool.world(),
+                            error!(plugin = %name, %new, running = %pool.world(),
                             "the new build exports another world than the running one; keeping the running build (restart to change a plugin's world)")
                         }
                     }
