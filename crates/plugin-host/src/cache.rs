@@ -14,7 +14,9 @@
 //!   or damaged file is removed and the component compiled again. Files are written to a
 //!   temporary name and renamed, so readers never see a partial one.
 //! * One file per plugin name: writing `NAME-KEY.cwasm` removes the other
-//!   `NAME-*.cwasm`, so the directory holds at most one entry per plugin.
+//!   `NAME-*.cwasm`, so the directory holds at most one entry per plugin, and at most
+//!   [`MAX_ENTRIES`] in all (the least recently written go first: plugins renamed or
+//!   removed from the config, files once tried with `plugin test`).
 //!
 //! Loading compiled code runs it as native code, so the cache is used only when its
 //! directory is a real directory (not a symlink) owned by switchyard's user and writable
@@ -32,6 +34,9 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// Entries kept in one cache directory.
+pub(crate) const MAX_ENTRIES: usize = 32;
 
 /// Where a cached component comes from, for logs and `plugin test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +142,7 @@ impl Cache {
             return written;
         }
         let keep = path.file_name();
+        let mut entries = Vec::new();
         for entry in std::fs::read_dir(&self.dir)?.flatten() {
             let file_name = entry.file_name();
             let Some(text) = file_name.to_str() else {
@@ -148,6 +154,11 @@ impl Cache {
                 .is_some_and(is_key_file);
             if same_plugin && Some(file_name.as_os_str()) != keep {
                 let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if text.ends_with(".cwasm") && Some(file_name.as_os_str()) != keep {
+                let written = entry.metadata().ok().and_then(|m| m.modified().ok());
+                entries.push((written, entry.path()));
             }
             // A crash between creating a temporary file and renaming it leaves one.
             let stale = text.starts_with('.')
@@ -163,6 +174,12 @@ impl Cache {
             if stale {
                 let _ = std::fs::remove_file(entry.path());
             }
+        }
+        // Room for the one just written: the oldest others go.
+        entries.sort();
+        let excess = (entries.len() + 1).saturating_sub(MAX_ENTRIES);
+        for (_, old) in entries.into_iter().take(excess) {
+            let _ = std::fs::remove_file(old);
         }
         Ok(())
     }

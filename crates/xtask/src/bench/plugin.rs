@@ -209,11 +209,13 @@ pub fn run(args: PluginArgs) -> anyhow::Result<Vec<Row>> {
 // ---------------------------------------------------------------------------------------
 // 5: the scaffolded filter in each language
 
-/// Scaffolds (once) and builds the filter of `plugin new` in `lang` under
-/// target/bench/plugin-languages, with the toolchains of .tools/bin: the component's path.
+/// Scaffolds (once) and builds the filter of `plugin new` in `lang`, with the toolchains
+/// of .tools/bin: the component's path. The projects live in the system's temp dir, out of
+/// any cargo workspace (inside this one, `plugin new` would add the Rust crate to it), as
+/// a user's would.
 fn scaffolded_filter(bin: &Path, lang: &str) -> anyhow::Result<PathBuf> {
     let root = build::workspace_root();
-    let dir = root.join("target/bench/plugin-languages");
+    let dir = std::env::temp_dir().join("switchyard-bench-plugin-languages");
     std::fs::create_dir_all(&dir)?;
     let name = format!("bench-{lang}");
     let project = dir.join(&name);
