@@ -12,6 +12,8 @@ fn switchyard(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .current_dir(dir)
+        // The compilation cache of `plugin test`, inside target/ rather than ~/.cache.
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("running switchyard")
 }

@@ -19,6 +19,8 @@ fn wasm(name: &str) -> PathBuf {
 fn switchyard(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
+        // The compilation cache of `plugin test`, inside target/ rather than ~/.cache.
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("running switchyard");
     (
@@ -146,5 +148,101 @@ fn plugin_test_batches_and_splits_like_a_pipeline_and_shows_the_plugins_logs() {
     assert!(
         stderr.contains(r#"keeping events whose after.status is "paid""#),
         "the plugin's log line is missing: {stderr}"
+    );
+}
+
+/// `plugin test --watch` runs again when the input (or the component) changes, until
+/// stopped.
+#[test]
+fn plugin_test_watch_runs_again_when_a_file_changes() {
+    use std::io::BufRead as _;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let event = |id: &str, status: &str| {
+        format!(
+            r#"{{"id":"{id}","payload":{{"status":"{status}"}},"content_type":"application/json"}}"#
+        )
+    };
+    std::fs::write(
+        &input,
+        format!("{}\n{}\n", event("a", "paid"), event("b", "open")),
+    )
+    .unwrap();
+    let file = wasm("filter_by_field");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "plugin",
+            "test",
+            "--watch",
+            file.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--config",
+            r#"{"field":"status","equals":"paid"}"#,
+        ])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting plugin test --watch");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines up to and including the next "# watching" line.
+    let next_run = |rx: &mpsc::Receiver<String>| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.starts_with("# watching");
+                    lines.push(line);
+                    if done {
+                        return lines;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no complete run within 120 s; got {lines:?}");
+    };
+    let first = next_run(&rx);
+    assert!(first.contains(&"a\tkeep".to_owned()), "{first:?}");
+    assert!(first.contains(&"b\tdrop".to_owned()), "{first:?}");
+
+    // A new input, appearing whole.
+    let next = dir.path().join("events.jsonl.new");
+    std::fs::write(
+        &next,
+        format!(
+            "{}\n{}\n{}\n",
+            event("c", "open"),
+            event("d", "paid"),
+            event("e", "paid")
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&next, &input).unwrap();
+    let second = next_run(&rx);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(second.contains(&"c\tdrop".to_owned()), "{second:?}");
+    assert!(second.contains(&"d\tkeep".to_owned()), "{second:?}");
+    assert!(second.contains(&"e\tkeep".to_owned()), "{second:?}");
+    assert!(
+        second.iter().any(|l| l.contains("read from the cache")),
+        "the second run should not compile again: {second:?}"
     );
 }
