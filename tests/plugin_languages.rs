@@ -329,8 +329,8 @@ fn python_routers_and_transforms_decide_like_their_rust_twins() {
 }
 
 /// A toolchain's flags that leave an ungranted import are named before anything is
-/// compiled: a JavaScript component built without `-d random` is refused in
-/// milliseconds with the flag to add.
+/// compiled: a JavaScript component built without `-d random`, a Python one without
+/// `--stub-wasi`, are refused in milliseconds with the flag to add.
 #[test]
 fn an_ungranted_import_is_refused_before_compiling_with_the_flag_that_removes_it() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -367,6 +367,41 @@ fn an_ungranted_import_is_refused_before_compiling_with_the_flag_that_removes_it
     assert!(!run.status.success(), "{said}");
     assert!(said.contains("wasi:random/random"), "{said}");
     assert!(said.contains("`-d random` removes this one"), "{said}");
+    assert!(
+        !said.contains("compiled"),
+        "refused only after compiling:\n{said}"
+    );
+
+    // Python without `--stub-wasi`: the runtime's sockets, clocks and randomness, refused
+    // with the flag that stubs them all.
+    let new = cli(
+        tmp.path(),
+        &[
+            "plugin", "new", "open", "--world", "filter", "--lang", "python", "--dir", ".",
+        ],
+    );
+    assert!(new.status.success(), "{}", text(&new));
+    let project = tmp.path().join("open");
+    let build = std::process::Command::new(root().join(".tools/bin/componentize-py"))
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "filter",
+            "componentize",
+            "app",
+            "-o",
+            "open.wasm",
+        ])
+        .current_dir(&project)
+        .output()
+        .expect("running componentize-py");
+    assert!(build.status.success(), "{}", text(&build));
+    let run = plugin_test(tmp.path(), &project.join("open.wasm"), "{}");
+    let said = text(&run);
+    assert!(!run.status.success(), "{said}");
+    assert!(said.contains("wasi:sockets/tcp"), "{said}");
+    assert!(said.contains("--stub-wasi"), "{said}");
     assert!(
         !said.contains("compiled"),
         "refused only after compiling:\n{said}"

@@ -330,6 +330,14 @@ pub fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
     for e in &info.exports {
         println!("  {e}");
     }
+    let built_by = std::fs::read(file)
+        .ok()
+        .and_then(|bytes| switchyard_plugin_host::toolchain(&bytes));
+    if let Some(toolchain) = built_by {
+        println!(
+            "built by: the {toolchain:?} toolchain (as its producers section and imports tell)"
+        );
+    }
     println!("imports:");
     let mut refused = 0;
     for (name, granted) in &info.imports {
@@ -343,7 +351,10 @@ pub fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
                      its [plugins.NAME] config has `{key}`"
                 ),
                 None => {
-                    println!("  {name}    NOT GRANTED: switchyard will refuse to load this plugin")
+                    println!("  {name}    NOT GRANTED: switchyard will refuse to load this plugin");
+                    if let Some(hint) = switchyard_plugin_host::removal_hint(name, built_by) {
+                        println!("      {hint}");
+                    }
                 }
             }
         }

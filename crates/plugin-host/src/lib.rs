@@ -60,7 +60,7 @@ pub use cache::Compiled;
 pub use error::{ErrorCause, LoadError, PluginError};
 pub use grants::grant_key;
 pub use host::{HostOptions, Inspection, PluginHost, PoolingOptions, precheck};
-pub use outside::{Toolchain, removal_hint};
+pub use outside::{Toolchain, removal_hint, toolchain};
 pub use plugin::Plugin;
 pub use pool::PluginPool;
 pub use split::{Attempt, Decided, max_splits};

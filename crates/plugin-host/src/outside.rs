@@ -67,6 +67,20 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Outside, NotAComponent> {
                     }
                 }
             }
+            // componentize-py links CPython and its runtime as shared libraries, whose
+            // core modules import from `libcomponentize_py_runtime.so`.
+            Payload::ImportSection(reader) if depth > 0 => {
+                for imports in reader.into_iter().flatten() {
+                    let module = match &imports {
+                        wasmparser::Imports::Single(_, import) => import.module,
+                        wasmparser::Imports::Compact1 { module, .. }
+                        | wasmparser::Imports::Compact2 { module, .. } => module,
+                    };
+                    if module.contains("componentize_py") {
+                        tools.push("componentize-py".to_owned());
+                    }
+                }
+            }
             Payload::CustomSection(section) => {
                 if let KnownCustom::Producers(reader) = section.as_known() {
                     for field in reader.into_iter().flatten() {
@@ -101,6 +115,11 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Outside, NotAComponent> {
         None
     };
     Ok(outside)
+}
+
+/// The toolchain that built the component `bytes`, as its producers sections tell.
+pub fn toolchain(bytes: &[u8]) -> Option<Toolchain> {
+    read(bytes).ok()?.toolchain
 }
 
 /// How to build a component without `import` (`package/interface@version`), for the
