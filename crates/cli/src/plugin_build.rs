@@ -120,10 +120,13 @@ fn detect(dir: &Path) -> anyhow::Result<Project> {
             .and_then(|m| m.as_str())
             .unwrap_or("plugin.js");
         // A relative path inside the project, not something the toolchain reads as a flag.
-        let inside = Path::new(main)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !inside || main.starts_with('-') {
+        let inside = Path::new(main).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if !inside || main.is_empty() || main.starts_with('-') {
             bail!(
                 "{}: \"switchyard\": {{\"main\": {main:?}}} must be a file of the project, \
                  such as \"plugin.js\"",

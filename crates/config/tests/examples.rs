@@ -124,9 +124,14 @@ fn toml_blocks(markdown: &str, heading: &str) -> Vec<String> {
         .find(heading)
         .unwrap_or_else(|| panic!("no {heading:?} section"));
     let mut section = String::new();
+    let mut in_code = false;
     for line in markdown[start..].lines().skip(1) {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        // A `# comment` in a shell block is not a heading.
         let hashes = line.chars().take_while(|c| *c == '#').count();
-        if hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
+        if !in_code && hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
             break;
         }
         section.push_str(line);
@@ -155,19 +160,32 @@ fn the_first_plugin_walk_throughs_are_complete_configs() {
             .unwrap_or_else(|e| panic!("the TOML of {file} {heading:?} is not valid:\n{e}"));
         let plugin = &config.plugins["paid_orders"];
         assert_eq!(plugin.config["field"], "after.status", "{file}");
-        // `plugin test --config` runs the same config as the pipeline.
-        let flag = text
-            .split("--config '")
-            .nth(1)
-            .and_then(|rest| rest.split('\'').next())
-            .unwrap_or_else(|| panic!("{file}: no `plugin test --config` in {heading:?}"));
-        let tested: serde_json::Value = serde_json::from_str(flag).expect("--config is JSON");
         if file == "README.md" {
+            // The README's `plugin test` runs the scaffold on its defaults (the templates
+            // keep `after.status` == "paid"), which the pipeline spells out.
             assert_eq!(
-                tested, plugin.config,
-                "{file}: --config and the TOML differ"
+                plugin.config,
+                serde_json::json!({"field": "after.status", "equals": "paid"}),
+                "{file}: the pipeline's config is not what `plugin test` ran"
             );
+            for template in ["filter.rs", "js/filter.js", "python/filter.py"] {
+                let code = std::fs::read_to_string(
+                    root.join("crates/cli/templates/plugin").join(template),
+                )
+                .expect("a filter template");
+                assert!(
+                    code.contains("after.status") && code.contains("paid"),
+                    "{template} no longer defaults to after.status == paid: update README.md"
+                );
+            }
         } else {
+            // `plugin test --config` runs the same config as the pipeline.
+            let flag = text
+                .split("--config '")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').next())
+                .unwrap_or_else(|| panic!("{file}: no `plugin test --config` in {heading:?}"));
+            let tested: serde_json::Value = serde_json::from_str(flag).expect("--config is JSON");
             assert_eq!(tested["field"], plugin.config["field"], "{file}");
         }
         for source in config.pipelines["orders"].from.iter() {

@@ -15,8 +15,9 @@
 //!   temporary name and renamed, so readers never see a partial one.
 //! * One file per plugin name: writing `NAME-KEY.cwasm` removes the other
 //!   `NAME-*.cwasm`, so the directory holds at most one entry per plugin, and at most
-//!   [`MAX_ENTRIES`] in all (the least recently written go first: plugins renamed or
-//!   removed from the config, files once tried with `plugin test`).
+//!   [`MAX_ENTRIES`] in all unless more were used in the last hour (the least recently
+//!   used go first: plugins renamed or removed from the config, files once tried with
+//!   `plugin test`).
 //!
 //! Loading compiled code runs it as native code, so the cache is used only when its
 //! directory is a real directory (not a symlink) owned by switchyard's user and writable
@@ -85,6 +86,11 @@ impl Cache {
                 match unsafe { Component::deserialize(engine, &code) } {
                     Ok(component) => {
                         debug!(plugin = name, path = %path.display(), "compiled plugin read from the cache");
+                        // Used now: the eviction goes by this time.
+                        let _ = std::fs::File::options()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                         return Ok((component, Compiled::Cached));
                     }
                     Err(e) => {
@@ -97,8 +103,12 @@ impl Cache {
             Ok(None) => {}
             Err(e) => {
                 warn!(plugin = name, path = %path.display(), error = %e,
-                    "cannot read the compiled plugin from the cache; compiling it again");
-                let _ = std::fs::remove_file(&path);
+                    "cannot use the compiled plugin in the cache; compiling it again");
+                // A damaged or foreign entry goes; a passing error (no file descriptors
+                // left, say) leaves it for the next start.
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
         let component = compile()?;
@@ -121,7 +131,8 @@ impl Cache {
         if let Err(e) = create_private_dir(&self.dir) {
             return Err(format!("cannot create the plugin cache directory: {e}"));
         }
-        owned_privately(&self.dir, true)
+        owned_privately(&self.dir, true)?;
+        safe_ancestors(&self.dir)
     }
 
     /// Writes `code` to `path` (checksum first, via a temporary file and a rename) and
@@ -175,10 +186,16 @@ impl Cache {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        // Room for the one just written: the oldest others go.
+        // Room for the one just written: the least recently used others go, but never one
+        // used in the last hour (the plugins of this start, however many).
         entries.sort();
         let excess = (entries.len() + 1).saturating_sub(MAX_ENTRIES);
-        for (_, old) in entries.into_iter().take(excess) {
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (_, old) in entries
+            .into_iter()
+            .take(excess)
+            .filter(|(used, _)| used.is_none_or(|t| t < hour_ago))
+        {
             let _ = std::fs::remove_file(old);
         }
         Ok(())
@@ -199,7 +216,8 @@ fn read_checked(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    owned_privately(path, false).map_err(std::io::Error::other)?;
+    owned_privately(path, false)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidData, why))?;
     let mut bytes = std::fs::read(path)?;
     if bytes.len() < 32 || Sha256::digest(&bytes[32..]).as_slice() != &bytes[..32] {
         return Err(std::io::Error::new(
@@ -226,7 +244,7 @@ fn key(engine: &Engine, bytes: &[u8]) -> String {
 /// A plugin name as a file name: ASCII letters, digits, `_` and `-` kept, anything else
 /// `_`, at most 64 characters.
 fn file_stem(name: &str) -> String {
-    let stem: String = name
+    let mut stem: String = name
         .chars()
         .take(64)
         .map(|c| {
@@ -238,10 +256,16 @@ fn file_stem(name: &str) -> String {
         })
         .collect();
     if stem.is_empty() {
-        "plugin".to_owned()
-    } else {
-        stem
+        stem.push_str("plugin");
     }
+    // Two names that come out the same (cut at 64 characters, or differing only in
+    // replaced characters) must not share entries: the name's hash tells them apart.
+    if stem != name {
+        let digest = Sha256::digest(name.as_bytes());
+        stem.push('_');
+        stem.extend(digest[..4].iter().map(|b| format!("{b:02x}")));
+    }
+    stem
 }
 
 fn unique() -> u64 {
@@ -290,6 +314,38 @@ fn owned_privately(_path: &Path, _dir: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether no other user can replace the cache directory by renaming one of the
+/// directories above it: each is owned by root or switchyard's user, and writable by
+/// others only with the sticky bit (like /tmp, where only an entry's owner may rename it).
+#[cfg(unix)]
+fn safe_ancestors(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for ancestor in dir.ancestors().skip(1) {
+        let meta =
+            std::fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if (meta.uid() != 0 && meta.uid() != me) || (meta.mode() & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "{} (above the plugin cache) may be changed by other users (owner {}, mode {:04o})",
+                ancestor.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn safe_ancestors(_dir: &Path) -> Result<(), String> {
+    Ok(())
+}
+
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -329,9 +385,12 @@ mod tests {
     #[test]
     fn names_become_safe_file_stems() {
         assert_eq!(file_stem("filter-by_field2"), "filter-by_field2");
-        assert_eq!(file_stem("../etc/passwd"), "___etc_passwd");
-        assert_eq!(file_stem(""), "plugin");
-        assert_eq!(file_stem(&"x".repeat(500)).len(), 64);
+        assert!(file_stem("../etc/passwd").starts_with("___etc_passwd_"));
+        assert_ne!(file_stem("a.b"), file_stem("a_b"));
+        assert!(file_stem("").starts_with("plugin_"));
+        let long = file_stem(&"x".repeat(500));
+        assert_eq!(long.len(), 64 + 9);
+        assert_ne!(long, file_stem(&"x".repeat(501)));
         assert!(is_key_file(&format!("{}.cwasm", "ab".repeat(32))));
         assert!(!is_key_file("other-plugin-abcd.cwasm"));
     }

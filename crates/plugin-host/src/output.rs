@@ -180,7 +180,7 @@ impl OutputState {
                 Stream::Stderr => "stderr",
             };
             tracing::warn!(target: "switchyard::plugin", plugin, stream, dropped,
-                "the plugin wrote more than {MAX_PER_CALL} bytes in one call; the rest was not logged");
+                "the plugin wrote more than {MAX_PER_CALL} bytes or {MAX_LINES_PER_CALL} lines in one call; the rest ({dropped} bytes) was not logged");
             self.dropped = 0;
         }
     }

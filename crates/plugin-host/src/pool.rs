@@ -62,10 +62,18 @@ impl PluginPool {
         if plugin.world() != self.world {
             return Err(plugin.world());
         }
-        let mut inner = self.lock();
-        inner.template = plugin.template().clone();
-        inner.idle.clear();
-        inner.idle.push(plugin);
+        let template = plugin.template().clone();
+        let (old_template, old_idle) = {
+            let mut inner = self.lock();
+            (
+                std::mem::replace(&mut inner.template, template),
+                std::mem::replace(&mut inner.idle, vec![plugin]),
+            )
+        };
+        // Tearing down the old instances and code happens outside the lock, so calls on
+        // the new build do not wait for it.
+        drop(old_idle);
+        drop(old_template);
         Ok(())
     }
 

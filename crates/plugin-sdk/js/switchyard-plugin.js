@@ -259,7 +259,7 @@ function fail(where, e) {
 export function init(fn) {
     return (configJson) => {
         try {
-            fn(JSON.parse(configJson || '{}'));
+            settled(fn(JSON.parse(configJson || '{}')));
         } catch (e) {
             fail('init', e);
         }

@@ -33,6 +33,7 @@ logic is unit-tested natively.
 """
 
 import base64
+import inspect
 import json
 import sys
 
@@ -365,6 +366,15 @@ def _raise_err(where, exc):
     raise RuntimeError(message) from exc
 
 
+def _settled(value):
+    """A plugin call is synchronous: a coroutine (an `async def`) is not a decision."""
+    if inspect.isawaitable(value):
+        if hasattr(value, "close"):
+            value.close()
+        raise TypeError("returned an awaitable: plugin methods must be plain functions, not async")
+    return value
+
+
 def _world(cls, method, decide):
     """A componentize-py ``WitWorld`` class running ``cls``: one instance, made at ``init``."""
 
@@ -374,7 +384,7 @@ def _world(cls, method, decide):
         def init(self, config):
             try:
                 World.plugin = cls()
-                World.plugin.init(json.loads(config or "{}"))
+                _settled(World.plugin.init(json.loads(config or "{}")))
             except Exception as exc:  # noqa: BLE001 - every error becomes an err result
                 World.plugin = None
                 _raise_err("init", exc)
@@ -394,7 +404,7 @@ def _world(cls, method, decide):
 
 def export_filter(cls):
     """The ``WitWorld`` of a filter plugin: ``WitWorld = export_filter(MyFilter)``."""
-    return _world(cls, "filter", lambda p, e: bool(p.keep(e)))
+    return _world(cls, "filter", lambda p, e: bool(_settled(p.keep(e))))
 
 
 def export_router(cls):
@@ -403,7 +413,7 @@ def export_router(cls):
 
 
 def _sinks(plugin, event):
-    sinks = plugin.route(event) or []
+    sinks = _settled(plugin.route(event)) or []
     # One sink name on its own, not a list of its letters.
     if isinstance(sinks, str):
         return [sinks]
@@ -411,7 +421,7 @@ def _sinks(plugin, event):
 
 
 def _replacements(plugin, event):
-    out = plugin.transform(event)
+    out = _settled(plugin.transform(event))
     if out is None:
         return []
     if isinstance(out, Event):

@@ -22,12 +22,15 @@ use tracing::{error, info};
 /// How often a plugin's file is looked at.
 pub(crate) const POLL: Duration = Duration::from_secs(1);
 
-/// What tells a file changed: its modification time and size (`None` while missing).
-pub(crate) type Stamp = Option<(SystemTime, u64)>;
+/// What tells a file changed: its modification time, size and inode (a build that
+/// renames a new file into place changes the inode even when it keeps the time and size;
+/// `None` while missing).
+pub(crate) type Stamp = Option<(SystemTime, u64, u64)>;
 
 pub(crate) fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 /// Starts watching `pool`'s file (`config.path`), whose running build was read when the
