@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use switchyard_test_support::{Options, Switchyard, switchyard_command};
-use switchyard_tests::{client, runtime, wait_until};
+use switchyard_tests::{client, read_jsonl, runtime, wait_until};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -141,14 +141,6 @@ fn post(base: &str, body: &str) {
     assert_eq!(status.as_u16(), 200, "POST {body}");
 }
 
-fn delivered(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
 /// The whole path for one language: scaffold, build, `plugin test`, a pipeline that
 /// filters with it, and a restart that takes the compiled code from the cache.
 fn from_plugin_new_to_a_filtering_pipeline(lang: &str) {
@@ -210,11 +202,11 @@ path = "{{dir}}/out.jsonl"
     post(&switchyard.url(), r#"{"status":"open","n":2}"#);
     post(&switchyard.url(), r#"{"status":"paid","n":3}"#);
     assert!(
-        wait_until(Duration::from_secs(60), || delivered(&out).len() >= 2),
+        wait_until(Duration::from_secs(60), || read_jsonl(&out).len() >= 2),
         "the paid events did not arrive; log:\n{}",
         switchyard.logs()
     );
-    let got: Vec<_> = delivered(&out)
+    let got: Vec<_> = read_jsonl(&out)
         .iter()
         .map(|e| e["payload"]["n"].clone())
         .collect();
@@ -240,11 +232,11 @@ path = "{{dir}}/out.jsonl"
     );
     post(&switchyard.url(), r#"{"status":"paid","n":4}"#);
     assert!(
-        wait_until(Duration::from_secs(60), || delivered(&out).len() >= 3),
+        wait_until(Duration::from_secs(60), || read_jsonl(&out).len() >= 3),
         "no delivery after the restart; log:\n{}",
         switchyard.logs()
     );
-    assert_eq!(delivered(&out)[2]["payload"]["n"], 4);
+    assert_eq!(read_jsonl(&out)[2]["payload"]["n"], 4);
 }
 
 #[test]

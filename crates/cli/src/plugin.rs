@@ -705,7 +705,7 @@ fn relative_path(from: &Path, to: &Path) -> PathBuf {
 }
 
 /// `path` relative to the current directory when it is below it, else as is.
-fn display_relative(path: &Path) -> String {
+pub(crate) fn display_relative(path: &Path) -> String {
     std::env::current_dir()
         .ok()
         .and_then(|cwd| cwd.canonicalize().ok())

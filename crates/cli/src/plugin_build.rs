@@ -383,15 +383,10 @@ fn build_python(dir: &Path, name: &str, world: &str, app: &str) -> anyhow::Resul
     Ok(display_path(&dir.join(out)))
 }
 
-/// `path` relative to the current directory when below it.
+/// `path` (resolved) relative to the current directory when below it.
 fn display_path(path: &Path) -> PathBuf {
     let absolute = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| cwd.canonicalize().ok())
-        .and_then(|cwd| absolute.strip_prefix(cwd).ok().map(Path::to_owned))
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(absolute)
+    PathBuf::from(crate::plugin::display_relative(&absolute))
 }
 
 #[cfg(test)]

@@ -17,6 +17,15 @@ fn host(cache: &Path) -> PluginHost {
     .expect("host")
 }
 
+/// How a fresh host (another process, in effect) gets keep-all through `cache`.
+fn reload(cache: &Path) -> Compiled {
+    host(cache)
+        .load("keep", &config("keep-all"))
+        .expect("load")
+        .compiled()
+        .0
+}
+
 fn entries(cache: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(cache)
         .map(|d| {
@@ -61,26 +70,12 @@ fn a_second_load_reads_the_compiled_code_and_a_damaged_entry_is_compiled_again()
         .expect("a damaged entry is not an error");
     assert_eq!(third.compiled().0, Compiled::Fresh);
     assert_eq!(third.filter(&batch(2)).expect("call").output, vec![true; 2]);
-    assert_eq!(
-        host(cache.path())
-            .load("keep", &config("keep-all"))
-            .unwrap()
-            .compiled()
-            .0,
-        Compiled::Cached
-    );
+    assert_eq!(reload(cache.path()), Compiled::Cached);
 
     // A truncated entry (a crash mid-write without the rename would leave none, but a
     // disk can) is compiled again too.
     std::fs::write(&path, &bytes[..100]).expect("truncate");
-    assert_eq!(
-        host(cache.path())
-            .load("keep", &config("keep-all"))
-            .unwrap()
-            .compiled()
-            .0,
-        Compiled::Fresh
-    );
+    assert_eq!(reload(cache.path()), Compiled::Fresh);
 }
 
 #[test]
