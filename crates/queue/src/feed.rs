@@ -18,6 +18,11 @@ use crate::queues::QueueHandle;
 pub const READ_BATCH: usize = 512;
 /// Most bytes read from a log at once.
 const READ_BYTES: usize = 4 << 20;
+/// A read of at most this many records just behind the durable end is done on the
+/// reader's own task (see [`LogFeed::next_batch`]) …
+const TAIL_RECORDS: usize = 256;
+/// … and of at most this many bytes.
+const TAIL_BYTES: usize = 256 << 10;
 
 /// Builds the `queue` source `name`: the queue `cfg.queue` of `queues` read as the
 /// consumer group `cfg.group`.
@@ -137,12 +142,21 @@ impl LogFeed {
             return Ok(None);
         }
         let log = self.queue.partitions()[self.partition as usize].clone();
-        let records = tokio::task::spawn_blocking(move || {
-            log.read(next, max.clamp(1, READ_BATCH), READ_BYTES)
-        })
-        .await
-        .expect("log read task")
-        .map_err(|e| {
+        let max = max.clamp(1, READ_BATCH);
+        // A reader at the tail reads what the group committer wrote a moment ago: those
+        // pages are in the page cache, so the read is a copy of a few KiB and is done
+        // here. Handing it to the blocking pool would cost two thread wake-ups per
+        // commit, more than the read. Further back (a restart, a reader catching up)
+        // the pages may have to come from disk: those reads go to the blocking pool.
+        let at_tail = log.durable_end().saturating_sub(next) <= TAIL_RECORDS as u64;
+        let read = if at_tail {
+            log.read(next, max.min(TAIL_RECORDS), TAIL_BYTES)
+        } else {
+            tokio::task::spawn_blocking(move || log.read(next, max, READ_BYTES))
+                .await
+                .expect("log read task")
+        };
+        let records = read.map_err(|e| {
             let message = format!(
                 "cannot read queue `{}` partition {} at offset {next}: {e}",
                 self.queue.name, self.partition

@@ -41,6 +41,12 @@ struct Submission {
 struct State {
     pending: VecDeque<Submission>,
     closed: bool,
+    /// The commit thread is waiting for work. A submission wakes it only then: while it
+    /// writes or syncs, it takes what arrived when it comes back, and a wake-up would be
+    /// a system call per submission for nothing.
+    idle: bool,
+    /// Submitters waiting in [`GroupCommitter::submit`] for room.
+    blocked: usize,
 }
 
 struct Shared {
@@ -90,6 +96,8 @@ impl GroupCommitter {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
                 closed: false,
+                idle: false,
+                blocked: 0,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -118,7 +126,9 @@ impl GroupCommitter {
             return Err(SubmitError::Full);
         }
         st.pending.push_back(Submission { parts, done });
-        self.shared.not_empty.notify_one();
+        if st.idle {
+            self.shared.not_empty.notify_one();
+        }
         Ok(())
     }
 
@@ -132,14 +142,18 @@ impl GroupCommitter {
             if st.pending.len() < self.shared.max_pending {
                 break;
             }
+            st.blocked += 1;
             st = self
                 .shared
                 .not_full
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.blocked -= 1;
         }
         st.pending.push_back(Submission { parts, done });
-        self.shared.not_empty.notify_one();
+        if st.idle {
+            self.shared.not_empty.notify_one();
+        }
         Ok(())
     }
 
@@ -179,16 +193,20 @@ fn run(
         let batch = {
             let mut st = lock(&shared.state);
             while st.pending.is_empty() && !st.closed {
+                st.idle = true;
                 st = shared
                     .not_empty
                     .wait(st)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                st.idle = false;
             }
             if st.pending.is_empty() {
                 return;
             }
             let batch = std::mem::take(&mut st.pending);
-            shared.not_full.notify_all();
+            if st.blocked > 0 {
+                shared.not_full.notify_all();
+            }
             batch
         };
         commit_batch(batch, partitions, on_durable);

@@ -369,3 +369,56 @@ fn a_failed_shared_write_fails_exactly_its_submissions() {
     assert_eq!(ok, vec![1..2]);
     committer.shutdown();
 }
+
+#[test]
+fn a_blocked_submit_waits_for_room_and_an_idle_committer_wakes_for_each_submission() {
+    let sim = SimStorage::new();
+    let queue = open_queue(&sim, 1);
+    let committer = Arc::new(GroupCommitter::start(
+        "blocking",
+        queue.partitions().to_vec(),
+        1,
+        no_op(),
+    ));
+    // Idle between submissions: each one alone must wake the commit thread.
+    for n in 0..3u64 {
+        let ranges = submit_and_wait(&committer, vec![(0, vec![(0, b"idle".to_vec())])])
+            .expect("an idle committer commits");
+        assert_eq!(ranges, vec![n..n + 1]);
+    }
+    // Busy, with its one pending place taken: `submit` waits until the batch is taken.
+    let release = hold(&committer);
+    let (done_tx, done_rx) = mpsc::channel();
+    let done = done_tx.clone();
+    committer
+        .try_submit(
+            vec![(0, vec![(0, b"queued".to_vec())])],
+            Box::new(move |r| done.send(r.is_ok()).unwrap()),
+        )
+        .expect("room for one");
+    let (submitted_tx, submitted_rx) = mpsc::channel();
+    let blocked = {
+        let committer = committer.clone();
+        std::thread::spawn(move || {
+            let r = committer.submit(
+                vec![(0, vec![(0, b"blocked".to_vec())])],
+                Box::new(move |r| done_tx.send(r.is_ok()).unwrap()),
+            );
+            submitted_tx.send(r.is_ok()).unwrap();
+        })
+    };
+    assert!(
+        submitted_rx
+            .recv_timeout(Duration::from_millis(200))
+            .is_err(),
+        "submit returned while the pending place was taken"
+    );
+    release.send(()).unwrap();
+    assert!(submitted_rx.recv_timeout(WAIT).expect("submit returns"));
+    for _ in 0..2 {
+        assert!(done_rx.recv_timeout(WAIT).expect("callback"), "committed");
+    }
+    blocked.join().unwrap();
+    committer.shutdown();
+    assert_eq!(queue.partitions()[0].durable_end(), 6);
+}
