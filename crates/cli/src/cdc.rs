@@ -117,6 +117,41 @@ fn one_source<'a>(
     Ok(found[0])
 }
 
+/// `validate --connect`: each postgres_cdc source's tables explained, and what would
+/// stop the source. False when a source has problems or cannot be reached.
+pub fn explain_tables(cfg: &Config) -> anyhow::Result<bool> {
+    let runtime = runtime()?;
+    let mut ok = true;
+    for (name, source) in &cfg.sources {
+        let SourceConfig::PostgresCdc(pg) = source else {
+            continue;
+        };
+        println!("source `{name}` (postgres_cdc):");
+        match runtime.block_on(switchyard_source_postgres::setup::inspect(pg)) {
+            Ok((tables, problems)) => {
+                if tables.is_empty() && problems.is_empty() {
+                    println!(
+                        "  no tables: list them in `tables`, or create publication `{}`",
+                        pg.publication
+                    );
+                }
+                for table in &tables {
+                    println!("  {}", table.explain());
+                }
+                for problem in &problems {
+                    ok = false;
+                    println!("  error: {problem}");
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("  error: cannot inspect the database: {e}");
+            }
+        }
+    }
+    Ok(ok)
+}
+
 pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
     let CdcCommand::Status { config, source } = command;
     let cfg = crate::load(&config)?;

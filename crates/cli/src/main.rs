@@ -39,9 +39,16 @@ enum Command {
         config: PathBuf,
     },
     /// Check a config file and print every problem with its key path. Exits 1 if any.
+    ///
+    /// With --connect, also connects to the database of every postgres_cdc source and
+    /// explains each captured table: its primary key or replica identity, what updates
+    /// and deletes carry, what the events' key is. Nothing is created in the database.
     Validate {
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
+        /// Connect to each postgres_cdc source's database and explain its tables.
+        #[arg(long)]
+        connect: bool,
     },
     /// Inspect and replay dead letters of a running switchyard (uses server.listen and
     /// server.admin_token from the config).
@@ -94,7 +101,7 @@ The API is described in docs/queues.md and docs/openapi.yaml.")]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, connect } => validate(&config, connect),
         Command::Run { config } => run(&config),
         Command::Dlq { command } => dlq::run(command),
         Command::Queue { command } => queue::run(command),
@@ -116,8 +123,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+fn validate(path: &Path, connect: bool) -> anyhow::Result<ExitCode> {
     match switchyard_config::load_file(path) {
+        Ok(config) if connect => {
+            let code = validate(path, false)?;
+            let explained = cdc::explain_tables(&config)?;
+            Ok(if explained { code } else { ExitCode::FAILURE })
+        }
         Ok(config) => {
             // Warnings do not fail validation: the config runs as it is.
             for warning in &config.warnings {

@@ -439,6 +439,11 @@ pub struct PostgresCdcSourceConfig {
     /// An invalidated or dropped slot is created again with a new snapshot instead of
     /// stopping the source. Default false.
     pub recreate_slot: bool,
+    /// The columns whose values make the `key` of a table's events, by `schema.table`
+    /// (a table without a schema is in `public`). Default: the table's primary key (or
+    /// its replica identity index); a table without one has the key `null`, or with
+    /// `REPLICA IDENTITY FULL` the whole row.
+    pub key_columns: BTreeMap<String, Vec<String>>,
 }
 
 impl PostgresCdcSourceConfig {
@@ -470,6 +475,7 @@ impl Default for PostgresCdcSourceConfig {
             snapshot_chunk: Self::DEFAULT_SNAPSHOT_CHUNK,
             max_slot_lag: Self::DEFAULT_MAX_SLOT_LAG,
             recreate_slot: false,
+            key_columns: BTreeMap::new(),
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use std::hint::black_box;
 
-use switchyard_source_postgres::change::{ChangeEncoder, RowChange, Transaction};
+use switchyard_source_postgres::change::{ChangeEncoder, KeySpec, RowChange, Transaction};
 use switchyard_source_postgres::pgoutput::{self, Message};
 use switchyard_source_postgres::values::TypeRegistry;
 
@@ -54,7 +54,7 @@ fn main() {
                     "db",
                     &relation,
                     &registry,
-                    Some(&key_columns),
+                    KeySpec::Columns(&key_columns),
                     &tx,
                     seq as u32,
                     RowChange::Insert { new: &new },

@@ -105,6 +105,27 @@ pub enum ChangeError {
     },
 }
 
+/// Which columns make the `key` of a row change's record, and from which row image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySpec<'a> {
+    /// The columns the Relation message flags as replica identity.
+    Identity,
+    /// These columns (a primary key, a replica identity index, or `key_columns` of the
+    /// config), read from the new row; `&[]`: the key is `null`.
+    Columns(&'a [String]),
+    /// Every column, read from the old row when Postgres sent one (updates and deletes
+    /// of a `REPLICA IDENTITY FULL` table), else from the new row: the key of a table
+    /// that has no key, as the row was before the change.
+    WholeRow,
+}
+
+impl<'a> From<Option<&'a [String]>> for KeySpec<'a> {
+    /// `None`: [`KeySpec::Identity`]; `Some(columns)`: [`KeySpec::Columns`].
+    fn from(columns: Option<&'a [String]>) -> Self {
+        columns.map_or(KeySpec::Identity, KeySpec::Columns)
+    }
+}
+
 /// Turns row changes into events, writing each change record straight to JSON bytes.
 ///
 /// The record of a row change (`docs/design.md`, "Event model"):
@@ -178,17 +199,17 @@ impl ChangeEncoder {
     ///
     /// Fails only if the tuples do not match the relation or a key column is unknown.
     #[allow(clippy::too_many_arguments)]
-    pub fn event(
+    pub fn event<'k>(
         &mut self,
         source: &str,
         relation: &Relation,
         registry: &TypeRegistry,
-        key_columns: Option<&[String]>,
+        key: impl Into<KeySpec<'k>>,
         tx: &Transaction,
         seq: u32,
         change: RowChange<'_>,
     ) -> Result<Event, ChangeError> {
-        let key = self.write_record(relation, registry, key_columns, tx, change)?;
+        let key = self.write_record(relation, registry, key.into(), tx, change)?;
         let lsn = &self.tx.as_ref().expect("set by write_record").lsn;
         let mut id = String::with_capacity(lsn.len() + 11);
         id.push_str(lsn);
@@ -224,12 +245,19 @@ impl ChangeEncoder {
         &mut self,
         relation: &Relation,
         registry: &TypeRegistry,
-        key_columns: Option<&[String]>,
+        key_spec: KeySpec<'_>,
         tx: &Transaction,
         change: RowChange<'_>,
     ) -> Result<std::ops::Range<usize>, ChangeError> {
         let (old, new) = images(relation, change)?;
-        fill_key_indices(relation, key_columns, &mut self.key_indices)?;
+        fill_key_indices(relation, key_spec, &mut self.key_indices)?;
+        // The key's values come from the new row, the old row filling in what it did
+        // not send; a whole-row key is the row as it was before the change.
+        let (primary, fallback) = if key_spec == KeySpec::WholeRow {
+            (old, new)
+        } else {
+            (new, old)
+        };
         let Self {
             record: out,
             key_indices,
@@ -263,9 +291,9 @@ impl ChangeEncoder {
                 if key_indices[..n].contains(&i) {
                     continue;
                 }
-                let sent = new
+                let sent = primary
                     .and_then(|img| img.sent(relation, i))
-                    .or_else(|| old.and_then(|img| img.sent(relation, i)));
+                    .or_else(|| fallback.and_then(|img| img.sent(relation, i)));
                 if let Some(datum) = sent {
                     if !first {
                         out.push(b',');
@@ -360,7 +388,7 @@ pub fn change_record(
 ) -> Result<Value, ChangeError> {
     let (old, new) = images(relation, change)?;
     let mut key_indices = Vec::new();
-    fill_key_indices(relation, key_columns, &mut key_indices)?;
+    fill_key_indices(relation, key_columns.into(), &mut key_indices)?;
 
     // The new row states the row's identity after the change; the old row fills in
     // what the new one did not send, and is all a delete has.
@@ -582,12 +610,13 @@ fn header(op: &str, relation: &Relation, lsn: u64) -> Map<String, Value> {
 /// Sets `out` to the indices of the key columns (see [`ChangeEncoder`]).
 fn fill_key_indices(
     relation: &Relation,
-    key_columns: Option<&[String]>,
+    key: KeySpec<'_>,
     out: &mut Vec<usize>,
 ) -> Result<(), ChangeError> {
     out.clear();
-    match key_columns {
-        None => out.extend(
+    match key {
+        KeySpec::WholeRow => out.extend(0..relation.columns.len()),
+        KeySpec::Identity => out.extend(
             relation
                 .columns
                 .iter()
@@ -595,7 +624,7 @@ fn fill_key_indices(
                 .filter(|(_, c)| c.key)
                 .map(|(i, _)| i),
         ),
-        Some(names) => {
+        KeySpec::Columns(names) => {
             for name in names {
                 let i = relation
                     .columns
@@ -763,7 +792,7 @@ mod tests {
         let oracle = change_record(relation, &registry, key_columns, &tx(), change).unwrap();
         let mut encoder = ChangeEncoder::new();
         encoder
-            .write_record(relation, &registry, key_columns, &tx(), change)
+            .write_record(relation, &registry, key_columns.into(), &tx(), change)
             .unwrap();
         assert_eq!(
             String::from_utf8(encoder.record.clone()).unwrap(),

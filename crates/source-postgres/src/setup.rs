@@ -2,12 +2,14 @@
 //! every table exists and can identify its rows, and the publication and slot exist.
 //! Every problem is reported with the SQL that fixes it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use switchyard_config::PostgresCdcSourceConfig;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use crate::change::KeySpec;
 use crate::tls::Target;
 use crate::values::{TypeKind, TypeRegistry};
 
@@ -60,14 +62,35 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// How a captured table tells its rows apart in the change stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// A primary key, or the unique index of `REPLICA IDENTITY USING INDEX`.
+    Key,
+    /// `REPLICA IDENTITY FULL` without a primary key: updates and deletes carry the
+    /// whole old row.
+    Full,
+    /// No primary key and `REPLICA IDENTITY DEFAULT` (or `NOTHING`): inserts stream;
+    /// while the table is in a publication that publishes updates and deletes,
+    /// Postgres refuses `UPDATE` and `DELETE` on it.
+    Missing,
+}
+
 /// One captured table as the catalog describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableInfo {
     pub schema: String,
     pub name: String,
     pub oid: u32,
+    /// How rows are told apart.
+    pub identity: Identity,
+    /// `pg_class.relreplident` spelled out: `default`, `full`, `index` or `nothing`.
+    pub replica_identity: &'static str,
     /// Columns identifying a row, in key order: the primary key, or the replica
-    /// identity index.
+    /// identity index; empty when the table has neither. Snapshots read in this order.
+    pub identity_columns: Vec<String>,
+    /// Columns of the events' `key`: the source's `key_columns` for the table, else
+    /// `identity_columns`. Empty: the key is the whole row ([`Identity::Full`]) or `null`.
     pub key_columns: Vec<String>,
     /// Every column in table order.
     pub columns: Vec<ColumnInfo>,
@@ -91,6 +114,68 @@ impl TableInfo {
     /// `"schema"."table"`, quoted for SQL.
     pub fn sql_name(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// What the events' `key` is made of.
+    pub fn key_spec(&self) -> KeySpec<'_> {
+        if !self.key_columns.is_empty() {
+            KeySpec::Columns(&self.key_columns)
+        } else if self.identity == Identity::Full {
+            KeySpec::WholeRow
+        } else {
+            KeySpec::Columns(&[])
+        }
+    }
+
+    /// One sentence on what the table's identity gives: what updates and deletes
+    /// carry, what the key is, and what that means for order.
+    pub fn explain(&self) -> String {
+        let key = match self.key_spec() {
+            KeySpec::Columns([]) => {
+                "the key is null, so its events have no order among themselves \
+                 (set key_columns for the table to order them by some of its columns)"
+                    .to_owned()
+            }
+            KeySpec::Columns(columns) if columns == self.identity_columns.as_slice() => {
+                format!(
+                    "the key is ({}), and changes of one row keep their order",
+                    columns.join(", ")
+                )
+            }
+            KeySpec::Columns(columns) => format!(
+                "the key is ({}) from key_columns, and changes with the same values there keep their order",
+                columns.join(", ")
+            ),
+            _ => "the key is the whole row as it was before the change, so an update is \
+                  ordered after the change that wrote its old row (set key_columns for a \
+                  stable key)"
+                .to_owned(),
+        };
+        let rows = match (self.identity, self.replica_identity) {
+            (Identity::Key, "full") => format!(
+                "primary key ({}), REPLICA IDENTITY FULL: updates and deletes carry the whole old row as `before`",
+                self.identity_columns.join(", ")
+            ),
+            (Identity::Key, "index") => format!(
+                "REPLICA IDENTITY USING INDEX ({}): updates and deletes carry those columns of the old row as `before`",
+                self.identity_columns.join(", ")
+            ),
+            (Identity::Key, _) => format!(
+                "primary key ({}): updates carry no old row, deletes the key's columns as `before`",
+                self.identity_columns.join(", ")
+            ),
+            (Identity::Full, _) => "no primary key, REPLICA IDENTITY FULL: updates and deletes \
+                carry the whole old row as `before`; a snapshot tells rows apart by all their values"
+                .to_owned(),
+            (Identity::Missing, identity) => format!(
+                "no primary key, REPLICA IDENTITY {}: inserts stream; Postgres refuses UPDATE and \
+                 DELETE on the table while the publication publishes them (to stream those, run \
+                 ALTER TABLE {} REPLICA IDENTITY FULL;)",
+                identity.to_uppercase(),
+                self.sql_name()
+            ),
+        };
+        format!("table {}: {rows}; {key}", self.qualified())
     }
 }
 
@@ -211,15 +296,16 @@ pub async fn prepare(
         cfg.tables.iter().map(|t| split_table(t)).collect()
     };
 
-    let mut tables = Vec::new();
-    for (schema, name) in &entries {
-        match describe_table(&client, schema, name).await? {
-            Ok(t) => tables.push(t),
-            Err(problem) => problems.push(problem),
-        }
-    }
+    let tables = check_tables(&client, cfg, &entries, &mut problems).await?;
     if !problems.is_empty() {
         return Err(CdcError::Database(problems));
+    }
+    for table in &tables {
+        if table.identity == Identity::Missing {
+            warn!(source, "{}", table.explain());
+        } else {
+            info!(source, "{}", table.explain());
+        }
     }
 
     ensure_publication(&client, cfg, &tables).await?;
@@ -237,11 +323,65 @@ pub async fn prepare(
     })
 }
 
+/// The catalog's view of `entries`; what cannot work goes to `problems`.
+async fn check_tables(
+    client: &Client,
+    cfg: &PostgresCdcSourceConfig,
+    entries: &[(String, String)],
+    problems: &mut Vec<String>,
+) -> Result<Vec<TableInfo>, CdcError> {
+    let mut tables = Vec::new();
+    for (schema, name) in entries {
+        match describe_table(client, schema, name, &cfg.key_columns).await? {
+            Ok(t) => tables.push(t),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    let publishes = publication_publishes_changes(client, &cfg.publication).await?;
+    for table in &tables {
+        if table.identity != Identity::Missing || !publishes {
+            continue;
+        }
+        if let Some(problem) = updated_without_identity(client, table, &cfg.publication).await? {
+            problems.push(problem);
+        }
+    }
+    Ok(tables)
+}
+
+/// What each listed table of the source gives (see [`TableInfo::explain`]), and the
+/// problems that would stop the source, read without changing anything in the
+/// database (no publication or slot is created). Needs `tables` listed, or an existing
+/// publication.
+pub async fn inspect(
+    cfg: &PostgresCdcSourceConfig,
+) -> Result<(Vec<TableInfo>, Vec<String>), CdcError> {
+    let client = connect(&cfg.dsn).await?;
+    let entries: Vec<(String, String)> = if cfg.tables.is_empty() {
+        client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                &[&cfg.publication],
+            )
+            .await
+            .map_err(|e| transient("reading the publication", e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    } else {
+        cfg.tables.iter().map(|t| split_table(t)).collect()
+    };
+    let mut problems = Vec::new();
+    let tables = check_tables(&client, cfg, &entries, &mut problems).await?;
+    Ok((tables, problems))
+}
+
 /// The catalog's view of one table, or the problem with it (and its fix).
 pub async fn describe_table(
     client: &Client,
     schema: &str,
     name: &str,
+    configured_keys: &BTreeMap<String, Vec<String>>,
 ) -> Result<Result<TableInfo, String>, CdcError> {
     let qualified = format!("{schema}.{name}");
     let Some(row) = client
@@ -260,7 +400,7 @@ pub async fn describe_table(
     };
     let oid: u32 = row.get(0);
     let identity: String = row.get(1);
-    let columns = client
+    let columns: Vec<ColumnInfo> = client
         .query(
             "SELECT attname::text, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -290,33 +430,112 @@ pub async fn describe_table(
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
-    let sql_name = format!("{}.{}", quote_ident(schema), quote_ident(name));
-    if key_columns.is_empty() {
-        return Ok(Err(format!(
-            "table {qualified} has no primary key, so its updates and deletes cannot be told \
-             apart: add one, e.g. ALTER TABLE {sql_name} ADD PRIMARY KEY (id); or name a unique \
-             index: ALTER TABLE {sql_name} REPLICA IDENTITY USING INDEX some_unique_index;"
-        )));
-    }
-    if identity == "n" {
-        return Ok(Err(format!(
-            "table {qualified} has REPLICA IDENTITY NOTHING: deletes would carry no key; run \
-             ALTER TABLE {sql_name} REPLICA IDENTITY DEFAULT;"
-        )));
-    }
     // Keep only the key's first definition (a primary key and an identity index may both match).
     let mut seen = std::collections::HashSet::new();
-    let key_columns = key_columns
+    let identity_columns: Vec<String> = key_columns
         .into_iter()
         .filter(|c| seen.insert(c.clone()))
         .collect();
+    let replica_identity = match identity.as_str() {
+        "f" => "full",
+        "i" => "index",
+        "n" => "nothing",
+        _ => "default",
+    };
+    let table_identity = if !identity_columns.is_empty() && replica_identity != "nothing" {
+        Identity::Key
+    } else if replica_identity == "full" {
+        Identity::Full
+    } else {
+        Identity::Missing
+    };
+    let key_columns = match configured_keys.get(&qualified) {
+        Some(configured) => {
+            let unknown: Vec<&String> = configured
+                .iter()
+                .filter(|k| !columns.iter().any(|c: &ColumnInfo| &c.name == *k))
+                .collect();
+            if !unknown.is_empty() {
+                let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                return Ok(Err(format!(
+                    "key_columns of table {qualified} names {}, which the table does not have \
+                     (its columns: {}): fix the names in key_columns",
+                    unknown
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    names.join(", ")
+                )));
+            }
+            configured.clone()
+        }
+        None if table_identity == Identity::Key => identity_columns.clone(),
+        None => Vec::new(),
+    };
     Ok(Ok(TableInfo {
         schema: schema.into(),
         name: name.into(),
         oid,
+        identity: table_identity,
+        replica_identity,
+        identity_columns: if table_identity == Identity::Key {
+            identity_columns
+        } else {
+            Vec::new()
+        },
         key_columns,
         columns,
     }))
+}
+
+/// Whether `publication` publishes updates or deletes: true when it does not exist yet,
+/// as switchyard creates it with Postgres' default (`insert, update, delete, truncate`).
+async fn publication_publishes_changes(
+    client: &Client,
+    publication: &str,
+) -> Result<bool, CdcError> {
+    let row = client
+        .query_opt(
+            "SELECT pubupdate OR pubdelete FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| transient("reading the publication", e))?;
+    Ok(row.is_none_or(|r| r.get::<_, bool>(0)))
+}
+
+/// The one case a table without an identity cannot work: Postgres' statistics show it
+/// is updated or deleted from, and in a publication that publishes those, each such
+/// statement would fail in the application.
+async fn updated_without_identity(
+    client: &Client,
+    table: &TableInfo,
+    publication: &str,
+) -> Result<Option<String>, CdcError> {
+    let row = client
+        .query_opt(
+            "SELECT n_tup_upd + n_tup_del FROM pg_stat_all_tables WHERE relid = $1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(|e| transient("reading table statistics", e))?;
+    let changed: i64 = row.map_or(0, |r| r.get(0));
+    if changed == 0 {
+        return Ok(None);
+    }
+    let sql_name = table.sql_name();
+    Ok(Some(format!(
+        "table {} has no primary key and REPLICA IDENTITY {}, and it is updated or deleted \
+         from ({changed} rows since the statistics were reset): in publication `{publication}`, \
+         which publishes updates and deletes, Postgres would refuse those statements. Run \
+         ALTER TABLE {sql_name} REPLICA IDENTITY FULL; (updates and deletes then carry the \
+         whole old row), or give the table a primary key, or publish only its inserts with a \
+         publication of your own: CREATE PUBLICATION p FOR TABLE {sql_name} WITH (publish = \
+         'insert'); and publication = \"p\"",
+        table.qualified(),
+        table.replica_identity.to_uppercase(),
+    )))
 }
 
 async fn ensure_publication(

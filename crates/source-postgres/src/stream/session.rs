@@ -10,11 +10,11 @@ use serde_json::Value;
 use switchyard_event::Event;
 use tracing::{info, warn};
 
-use super::snapshot::WATERMARK_PREFIX;
+use super::snapshot::{self, WATERMARK_PREFIX};
 use super::{Action, KnownRelation, Task};
-use crate::change;
+use crate::change::{self, KeySpec};
 use crate::pgoutput::{self, Message, Relation};
-use crate::setup::{self, CdcError};
+use crate::setup::{self, CdcError, Identity, TableInfo};
 use crate::tls::Target;
 
 /// How often the slot's retained WAL is measured.
@@ -279,26 +279,37 @@ impl Task {
                         "a change of relation {relation} came before its description"
                     ))));
                 };
-                let key_columns = self
-                    .catalog
-                    .tables
-                    .get(table)
-                    .map(|t| t.key_columns.as_slice());
+                let info = self.catalog.tables.get(table);
+                let key = info.map_or(KeySpec::Identity, TableInfo::key_spec);
                 let event = self
                     .encoder
                     .event(
                         &self.source,
                         rel,
                         &self.catalog.types,
-                        key_columns,
+                        key,
                         &tx,
                         t.next_seq(),
                         row,
                     )
                     .map_err(|e| SessionEnd::Error(CdcError::Transient(e.to_string())))?;
-                // A table without a key has the key `null`, as the snapshot's rows would.
-                let key = event.key.as_deref().unwrap_or(b"null");
-                self.snapshots.changed_during_window(table, key);
+                if self.snapshots.window_on(table) {
+                    // The rows this change touched, as the snapshot's chunk names them.
+                    let rows = match info {
+                        Some(info)
+                            if info.identity == Identity::Key
+                                && info.key_columns == info.identity_columns =>
+                        {
+                            vec![event.key.clone().unwrap_or_else(|| b"null".to_vec())]
+                        }
+                        Some(info) => snapshot::changed_rows(info, &event.payload),
+                        None => Vec::new(),
+                    };
+                    let table = table.clone();
+                    for row in rows {
+                        self.snapshots.changed_during_window(&table, &row);
+                    }
+                }
                 self.emit(event).await?;
             }
             Message::Truncate {
@@ -332,8 +343,9 @@ impl Task {
     /// Reads a table's catalog entry again after its relation changed.
     async fn refresh_table(&mut self, rel: &Relation) -> Result<(), SessionEnd> {
         let name = rel.qualified_name();
+        let keys = self.cfg.key_columns.clone();
         let client = self.sql().await.map_err(SessionEnd::Error)?;
-        match setup::describe_table(client, rel.schema(), &rel.name).await {
+        match setup::describe_table(client, rel.schema(), &rel.name, &keys).await {
             Ok(Ok(info)) => {
                 self.catalog.tables.insert(name, info);
             }

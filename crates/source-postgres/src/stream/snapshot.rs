@@ -10,6 +10,7 @@ use tracing::{debug, info};
 
 use super::{Action, SessionEnd, SnapshotStatus, Status, Task};
 use crate::change;
+use crate::change::KeySpec;
 use crate::setup::{CdcError, TableInfo, describe, quote_ident};
 use crate::state::{State, StateFile, TableProgress};
 
@@ -26,6 +27,8 @@ struct Cursor {
     generation: u64,
     rows_emitted: u64,
     rows_acknowledged: u64,
+    /// Blocks per chunk of a table read by blocks, adjusted to about `snapshot_chunk` rows.
+    blocks: u64,
 }
 
 /// One chunk between its watermarks.
@@ -114,6 +117,7 @@ impl Snapshots {
                         generation: 0,
                         rows_emitted: p.rows,
                         rows_acknowledged: p.rows,
+                        blocks: FIRST_BLOCKS,
                     },
                 )
             })
@@ -176,10 +180,16 @@ impl Snapshots {
         store
     }
 
-    /// A change of `table`'s row with `key` came from the stream: inside an open window it
-    /// is newer than the chunk's row, which is then left out.
-    /// A change of the row with this key (the key's JSON text) came between the
-    /// watermarks: the chunk's copy of that row is stale.
+    /// A chunk of `table` is between its watermarks: its changes must be told to
+    /// [`Self::changed_during_window`].
+    pub(super) fn window_on(&self, table: &str) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|w| w.open && w.table == table)
+    }
+
+    /// A change of the row named `key` (see [`row_name`]) came between the watermarks:
+    /// the chunk's copy of that row is stale and is left out.
     pub(super) fn changed_during_window(&mut self, table: &str, key: &[u8]) {
         if let Some(w) = self.window.as_mut()
             && w.open
@@ -245,8 +255,25 @@ impl Task {
                 id.replace('\'', "''")
             )
         };
-        let (query, params) = chunk_query(&info, cursor.after.as_deref(), chunk);
         let client = self.sql().await?;
+        // A table without a key is read in ranges of its blocks (`ctid`), not in key order.
+        let (query, params, block_end, table_blocks) = if info.identity_columns.is_empty() {
+            let start = block_cursor(cursor.after.as_deref());
+            let end = start.saturating_add(cursor.blocks.max(1));
+            let blocks: i64 = client
+                .query_one(
+                    "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::bigint)::bigint",
+                    &[&info.oid],
+                )
+                .await
+                .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?
+                .get(0);
+            let (query, params) = block_query(&info, start, end);
+            (query, params, Some(end), u64::try_from(blocks).unwrap_or(0))
+        } else {
+            let (query, params) = chunk_query(&info, cursor.after.as_deref(), chunk);
+            (query, params, None, 0)
+        };
         client
             .batch_execute(&emit("low"))
             .await
@@ -278,19 +305,37 @@ impl Task {
                 );
                 text.insert(&col.name, value);
             }
-            let key: Map<String, Value> = info
-                .key_columns
-                .iter()
-                .map(|k| (k.clone(), after.get(k).cloned().unwrap_or(Value::Null)))
-                .collect();
-            last_key = Some(
-                info.key_columns
-                    .iter()
-                    .map(|k| text.get(k.as_str()).cloned().flatten().unwrap_or_default())
-                    .collect(),
-            );
-            let key = Value::Object(key);
-            out.push((key.to_string(), key, after));
+            let key = match info.key_spec() {
+                KeySpec::Columns([]) => Value::Null,
+                KeySpec::Columns(columns) => Value::Object(
+                    columns
+                        .iter()
+                        .map(|k| (k.clone(), after.get(k).cloned().unwrap_or(Value::Null)))
+                        .collect(),
+                ),
+                _ => Value::Object(after.clone()),
+            };
+            if !info.identity_columns.is_empty() {
+                last_key = Some(
+                    info.identity_columns
+                        .iter()
+                        .map(|k| text.get(k.as_str()).cloned().flatten().unwrap_or_default())
+                        .collect(),
+                );
+            }
+            out.push((row_name(&info, &after), key, after));
+        }
+        if let Some(end) = block_end {
+            last_key = Some(vec![BLOCK_CURSOR.to_owned(), end.to_string()]);
+        }
+        let last = match block_end {
+            Some(end) => end >= table_blocks,
+            None => (out.len() as i64) < chunk,
+        };
+        if let Some(c) = self.snapshots.cursors.get_mut(&table)
+            && block_end.is_some()
+        {
+            c.blocks = next_blocks(c.blocks, out.len(), chunk);
         }
         debug!(source = %self.source, %table, rows = out.len(), "snapshot chunk selected");
         self.snapshots.window = Some(Window {
@@ -298,7 +343,7 @@ impl Task {
             table: table.clone(),
             generation: cursor.generation,
             open: false,
-            last: (out.len() as i64) < chunk,
+            last,
             rows: out,
             removed: HashSet::default(),
             last_key,
@@ -385,6 +430,80 @@ impl Task {
     }
 }
 
+/// The first element of a block cursor (`after` of a table read by blocks); a key's
+/// text values never hold a NUL, so it cannot be mistaken for one.
+const BLOCK_CURSOR: &str = "\0block";
+
+/// Blocks of the first chunk of a table read by blocks.
+const FIRST_BLOCKS: u64 = 8;
+
+/// The block a table read by blocks goes on from (0 when `after` is none, or the
+/// table's key cursor of an earlier run: the table is then read again from its start).
+fn block_cursor(after: Option<&[String]>) -> u64 {
+    match after {
+        Some([marker, block]) if marker == BLOCK_CURSOR => block.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Blocks for the next chunk, so that it holds about `chunk` rows.
+fn next_blocks(blocks: u64, rows: usize, chunk: i64) -> u64 {
+    let blocks = blocks.max(1);
+    let chunk = u64::try_from(chunk).unwrap_or(1).max(1);
+    let rows = rows as u64;
+    if rows == 0 {
+        return (blocks * 2).min(1 << 16);
+    }
+    (blocks * chunk / rows).clamp(1, (blocks * 4).min(1 << 16))
+}
+
+/// How the chunk and the stream name a row to tell whether the stream changed it: the
+/// JSON text of its identity columns, or of the whole row for a table without them.
+pub(super) fn row_name(info: &TableInfo, row: &Map<String, Value>) -> String {
+    if info.identity_columns.is_empty() {
+        return Value::Object(row.clone()).to_string();
+    }
+    let key: Map<String, Value> = info
+        .identity_columns
+        .iter()
+        .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    Value::Object(key).to_string()
+}
+
+/// The rows a change record (its `before` and `after`) touched, named as
+/// [`row_name`] names a chunk's rows.
+pub(crate) fn changed_rows(info: &TableInfo, record: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(record) else {
+        return Vec::new();
+    };
+    ["before", "after"]
+        .iter()
+        .filter_map(|image| match record.get(*image) {
+            Some(Value::Object(row)) => Some(row_name(info, row).into_bytes()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `SELECT` of the rows in blocks `start..end` of a table without a key: every column
+/// as text (a TID range scan).
+fn block_query(info: &TableInfo, start: u64, end: u64) -> (String, Vec<String>) {
+    let columns = info
+        .columns
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (
+        format!(
+            "SELECT {columns} FROM {} AS src WHERE src.ctid >= $1::text::tid AND src.ctid < $2::text::tid",
+            info.sql_name()
+        ),
+        vec![format!("({start},0)"), format!("({end},0)")],
+    )
+}
+
 /// `SELECT` of the next chunk: every column as text, rows after `after` in key order.
 fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
     let columns = info
@@ -396,7 +515,7 @@ fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (Strin
     // Qualified: the select list's `col::text` outputs carry the column names, and an
     // unqualified ORDER BY would sort by that text.
     let keys = info
-        .key_columns
+        .identity_columns
         .iter()
         .map(|k| format!("src.{}", quote_ident(k)))
         .collect::<Vec<_>>()
@@ -405,7 +524,7 @@ fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (Strin
     let mut params = Vec::new();
     if let Some(after) = after {
         let casts = info
-            .key_columns
+            .identity_columns
             .iter()
             .enumerate()
             .map(|(i, k)| {
@@ -443,6 +562,9 @@ mod tests {
             schema: "public".into(),
             name: "orders".into(),
             oid: 1,
+            identity: crate::setup::Identity::Key,
+            replica_identity: "default",
+            identity_columns: vec!["tenant".into(), "id".into()],
             key_columns: vec!["tenant".into(), "id".into()],
             columns: vec![
                 ColumnInfo {
@@ -487,5 +609,68 @@ mod tests {
             "{sql}"
         );
         assert_eq!(params, after);
+    }
+
+    #[test]
+    fn a_table_without_a_key_is_read_by_block_ranges_sized_to_the_chunk() {
+        let mut info = table();
+        info.identity = crate::setup::Identity::Missing;
+        info.identity_columns.clear();
+        info.key_columns.clear();
+        let (sql, params) = block_query(&info, 8, 24);
+        assert_eq!(
+            sql,
+            "SELECT \"tenant\"::text, \"id\"::text FROM \"public\".\"orders\" AS src \
+             WHERE src.ctid >= $1::text::tid AND src.ctid < $2::text::tid"
+        );
+        assert_eq!(params, ["(8,0)", "(24,0)"]);
+        // The cursor: a block number behind a marker no key text can hold.
+        assert_eq!(block_cursor(None), 0);
+        assert_eq!(
+            block_cursor(Some(&[BLOCK_CURSOR.to_owned(), "24".to_owned()])),
+            24
+        );
+        assert_eq!(
+            block_cursor(Some(&["acme".to_owned(), "7".to_owned()])),
+            0,
+            "a key cursor of an earlier run starts the table over"
+        );
+        // 8 blocks gave 400 rows for a chunk of 100: 2 blocks next; empty blocks grow
+        // the range, but never more than fourfold at once.
+        assert_eq!(next_blocks(8, 400, 100), 2);
+        assert_eq!(next_blocks(8, 0, 100), 16);
+        assert_eq!(next_blocks(2, 5, 1000), 8);
+        assert_eq!(next_blocks(1, 100, 100), 1);
+    }
+
+    #[test]
+    fn the_stream_names_changed_rows_as_the_chunk_does() {
+        let mut keyed = table();
+        let row: Map<String, Value> = serde_json::from_str(r#"{"tenant":"a","id":7}"#).unwrap();
+        assert_eq!(row_name(&keyed, &row), r#"{"tenant":"a","id":7}"#);
+        let record =
+            br#"{"op":"update","before":{"tenant":"a","id":7},"after":{"tenant":"b","id":7}}"#;
+        assert_eq!(
+            changed_rows(&keyed, record),
+            vec![
+                br#"{"tenant":"a","id":7}"#.to_vec(),
+                br#"{"tenant":"b","id":7}"#.to_vec()
+            ]
+        );
+        // Without a key, a row is named by all its values: the old one and the new one.
+        keyed.identity_columns.clear();
+        let full =
+            br#"{"op":"update","before":{"tenant":"a","id":7.50},"after":{"tenant":"a","id":8}}"#;
+        let names = changed_rows(&keyed, full);
+        let chunk_row: Map<String, Value> =
+            serde_json::from_str(r#"{"tenant":"a","id":7.5}"#).unwrap();
+        assert!(
+            names.contains(&row_name(&keyed, &chunk_row).into_bytes()),
+            "{names:?}"
+        );
+        assert_eq!(
+            changed_rows(&keyed, br#"{"op":"insert","before":null,"after":null}"#),
+            Vec::<Vec<u8>>::new()
+        );
     }
 }

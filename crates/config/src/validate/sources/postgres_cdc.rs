@@ -1,6 +1,10 @@
 //! `type = "postgres_cdc"`.
 
-use super::super::walk::{Ctx, Table};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::super::walk::{Ctx, Table, join, kind};
 use crate::PostgresCdcSourceConfig;
 
 /// The slot defaults to [`PostgresCdcSourceConfig::default_slot`] of the source's
@@ -47,7 +51,6 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>, name: &str) -> PostgresC
             .non_empty_string(cx, "publication")
             .unwrap_or_else(|| slot.clone()),
         slot,
-        tables,
         snapshot,
         snapshot_chunk: table
             .positive_u32(cx, "snapshot_chunk", "rows per snapshot chunk")
@@ -56,6 +59,99 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>, name: &str) -> PostgresC
             .size(cx, "max_slot_lag")
             .unwrap_or(PostgresCdcSourceConfig::DEFAULT_MAX_SLOT_LAG),
         recreate_slot: table.boolean(cx, "recreate_slot").unwrap_or(false),
+        key_columns: key_columns(cx, table, &tables),
+        tables,
+    }
+}
+
+/// `key_columns = { "schema.table" = ["column", …] }`: every entry names a captured
+/// table (one of `tables` when they are listed) and at least one column, each once.
+fn key_columns(
+    cx: &mut Ctx<'_>,
+    table: &Table<'_>,
+    tables: &[String],
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Some(value) = table.get("key_columns") else {
+        return out;
+    };
+    let path = table.child("key_columns");
+    let Value::Object(map) = value else {
+        cx.issue(
+            &path,
+            format!(
+                "expected a table of column lists, e.g. key_columns = {{ \"public.history\" = [\"account_id\", \"id\"] }}, found {}",
+                kind(value)
+            ),
+        );
+        return out;
+    };
+    let listed: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+    for (name, columns) in map {
+        let entry = join(&path, name);
+        let table_name = qualified(name);
+        if name.trim().is_empty() || name.contains(char::is_whitespace) {
+            cx.issue(
+                &entry,
+                format!("invalid table {name:?}: write schema.table, e.g. \"public.history\""),
+            );
+            continue;
+        }
+        if !listed.is_empty() && !listed.contains(&table_name) {
+            cx.issue(
+                &entry,
+                format!(
+                    "table {table_name} is not one of `tables` ({}): add it there, or remove its key_columns",
+                    tables.join(", ")
+                ),
+            );
+            continue;
+        }
+        let Value::Array(items) = columns else {
+            cx.issue(
+                &entry,
+                format!("expected a list of column names, found {}", kind(columns)),
+            );
+            continue;
+        };
+        let mut names: Vec<String> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match item {
+                Value::String(column) if !column.is_empty() && !names.contains(column) => {
+                    names.push(column.clone());
+                }
+                Value::String(column) if column.is_empty() => {
+                    cx.issue(&format!("{entry}[{index}]"), "a column name is empty");
+                }
+                Value::String(column) => {
+                    cx.issue(
+                        &format!("{entry}[{index}]"),
+                        format!("column {column:?} is named twice"),
+                    );
+                }
+                other => cx.issue(
+                    &format!("{entry}[{index}]"),
+                    format!("expected a column name, found {}", kind(other)),
+                ),
+            }
+        }
+        if items.is_empty() {
+            cx.issue(
+                &entry,
+                "no columns are named: list the columns of the key, or remove the entry to use the table's own key",
+            );
+            continue;
+        }
+        out.insert(table_name, names);
+    }
+    out
+}
+
+/// `schema.table` of a `tables` entry (`public` when no schema is given), quotes removed.
+fn qualified(entry: &str) -> String {
+    match entry.split_once('.') {
+        Some((schema, name)) => format!("{}.{}", schema.trim_matches('"'), name.trim_matches('"')),
+        None => format!("public.{}", entry.trim_matches('"')),
     }
 }
 
