@@ -325,3 +325,90 @@ fn key_columns_that_the_table_lacks_or_that_name_an_unlisted_table_are_refused()
     );
     assert!(stderr.contains("no columns are named"), "{stderr}");
 }
+
+#[test]
+fn a_full_identity_snapshot_under_concurrent_updates_ends_with_the_newest_state_of_every_row() {
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE audit (who text, n int);
+         ALTER TABLE audit REPLICA IDENTITY FULL;
+         INSERT INTO audit SELECT 'u' || g, g FROM generate_series(1, 3000) g;",
+    );
+    let switchyard = Switchyard::start(&config(&dsn, &["public.audit"], "initial", ""));
+    // Rows change while their chunks are being read: some before, some inside, some
+    // after their window.
+    for round in 1..=5 {
+        pg.sql(
+            "app",
+            &format!(
+                "UPDATE audit SET n = n + 100000 WHERE n % 7 = {round};
+                 DELETE FROM audit WHERE n % 97 = {round};
+                 INSERT INTO audit VALUES ('new{round}', {round});"
+            ),
+        );
+    }
+    let expected: std::collections::BTreeMap<String, i64> = pg
+        .sql("app", "SELECT who, n FROM audit;")
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(w, n)| (w.to_owned(), n.parse().unwrap()))
+        .collect();
+    let folded = || {
+        let mut state = std::collections::BTreeMap::new();
+        for e in events(&switchyard) {
+            let p = &e["payload"];
+            match p["op"].as_str().unwrap() {
+                "delete" => {
+                    state.remove(p["before"]["who"].as_str().unwrap());
+                }
+                _ => {
+                    state.insert(
+                        p["after"]["who"].as_str().unwrap().to_owned(),
+                        p["after"]["n"].as_i64().unwrap(),
+                    );
+                }
+            }
+        }
+        state
+    };
+    let done = wait_until(Duration::from_secs(90), || {
+        let status = switchyard_command()
+            .args(["cdc", "status", "-c"])
+            .arg(switchyard.config_path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&status.stdout).contains("done") && folded() == expected
+    });
+    let got = folded();
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(w, n)| got.get(*w) != Some(n))
+        .take(5)
+        .collect();
+    let extra: Vec<&String> = got
+        .keys()
+        .filter(|w| !expected.contains_key(*w))
+        .take(5)
+        .collect();
+    let named = |w: &str| extra.iter().any(|x| *x == w) || wrong.iter().any(|(x, _)| *x == w);
+    let history: Vec<String> = events(&switchyard)
+        .iter()
+        .filter(|e| {
+            let p = &e["payload"];
+            [&p["before"]["who"], &p["after"]["who"]]
+                .iter()
+                .any(|w| w.as_str().is_some_and(named))
+        })
+        .map(|e| format!("{} {} {}", e["id"], e["kind"], e["payload"]))
+        .collect();
+    assert!(
+        done,
+        "{} rows expected, {} folded; differing: {wrong:?}; extra: {extra:?}\nevents of those rows:\n{}\n{}",
+        expected.len(),
+        got.len(),
+        history.join("\n"),
+        tail(&switchyard.logs(), 30)
+    );
+}

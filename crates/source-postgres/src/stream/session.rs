@@ -293,7 +293,7 @@ impl Task {
                         row,
                     )
                     .map_err(|e| SessionEnd::Error(CdcError::Transient(e.to_string())))?;
-                if self.snapshots.window_on(table) {
+                if self.snapshots.window_on(table, tx.xid) {
                     // The rows this change touched, as the snapshot's chunk names them.
                     let rows = match info {
                         Some(info)

@@ -45,6 +45,43 @@ pub(super) struct Window {
     last_key: Option<Vec<String>>,
     /// The chunk was shorter than asked: the table ends with it.
     last: bool,
+    /// The transactions the chunk's select saw.
+    seen: Visibility,
+}
+
+/// Which transactions a snapshot sees (`pg_current_snapshot()`: `xmin:xmax:xip,…`),
+/// by the 32-bit ids the replication stream carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Visibility {
+    xmax: u32,
+    in_progress: Vec<u32>,
+    /// Parsed; an unreadable snapshot makes no transaction invisible.
+    known: bool,
+}
+
+impl Visibility {
+    pub(crate) fn parse(text: &str) -> Self {
+        let mut parts = text.split(':');
+        let (Some(_xmin), Some(xmax), Some(xip)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Self::default();
+        };
+        let low = |x: &str| x.parse::<u64>().ok().map(|x| x as u32);
+        let Some(xmax) = low(xmax) else {
+            return Self::default();
+        };
+        Self {
+            xmax,
+            in_progress: xip.split(',').filter_map(low).collect(),
+            known: true,
+        }
+    }
+
+    /// The snapshot did not see transaction `xid`'s changes (it was running, or had
+    /// not started, when the snapshot was taken).
+    pub(crate) fn is_invisible(&self, xid: u32) -> bool {
+        self.known && ((xid.wrapping_sub(self.xmax) as i32) >= 0 || self.in_progress.contains(&xid))
+    }
 }
 
 /// Snapshot progress of a table to store once every event before it is complete.
@@ -180,19 +217,21 @@ impl Snapshots {
         store
     }
 
-    /// A chunk of `table` is between its watermarks: its changes must be told to
+    /// A change of `table` by transaction `xid` is newer than the open chunk's rows:
+    /// it came between the watermarks, or before the low one from a transaction the
+    /// chunk's select could not see yet (a commit is written to the WAL a moment
+    /// before other sessions see it). Such changes must be told to
     /// [`Self::changed_during_window`].
-    pub(super) fn window_on(&self, table: &str) -> bool {
+    pub(super) fn window_on(&self, table: &str, xid: u32) -> bool {
         self.window
             .as_ref()
-            .is_some_and(|w| w.open && w.table == table)
+            .is_some_and(|w| w.table == table && (w.open || w.seen.is_invisible(xid)))
     }
 
-    /// A change of the row named `key` (see [`row_name`]) came between the watermarks:
-    /// the chunk's copy of that row is stale and is left out.
+    /// A change of the row named `key` (see [`row_name`]) is newer than the chunk's
+    /// (see [`Self::window_on`]): the chunk's copy of that row is stale and is left out.
     pub(super) fn changed_during_window(&mut self, table: &str, key: &[u8]) {
         if let Some(w) = self.window.as_mut()
-            && w.open
             && w.table == table
         {
             w.removed.insert(key.to_vec());
@@ -282,10 +321,32 @@ impl Task {
             .iter()
             .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
-        let rows = client
-            .query(&query, &params)
-            .await
-            .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?;
+        // The select and the snapshot it reads share one transaction, so that the
+        // stream can tell which changes the chunk's rows do not hold yet.
+        let selected = async {
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?;
+            let seen: String = client
+                .query_one("SELECT pg_current_snapshot()::text", &[])
+                .await?
+                .get(0);
+            let rows = client.query(&query, &params).await?;
+            client.batch_execute("COMMIT").await?;
+            Ok::<_, tokio_postgres::Error>((Visibility::parse(&seen), rows))
+        }
+        .await;
+        let (seen, rows) = match selected {
+            Ok(done) => done,
+            Err(e) => {
+                // Leave the session usable for the next try.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(CdcError::Transient(format!(
+                    "snapshot of {table}: {}",
+                    describe(&e)
+                )));
+            }
+        };
         client
             .batch_execute(&emit("high"))
             .await
@@ -344,6 +405,7 @@ impl Task {
             generation: cursor.generation,
             open: false,
             last,
+            seen,
             rows: out,
             removed: HashSet::default(),
             last_key,
@@ -620,7 +682,7 @@ mod tests {
         let (sql, params) = block_query(&info, 8, 24);
         assert_eq!(
             sql,
-            "SELECT \"tenant\"::text, \"id\"::text FROM \"public\".\"orders\" AS src \
+            "SELECT \"tenant\"::text, \"id\"::text, \"note\"::text FROM \"public\".\"orders\" AS src \
              WHERE src.ctid >= $1::text::tid AND src.ctid < $2::text::tid"
         );
         assert_eq!(params, ["(8,0)", "(24,0)"]);
@@ -672,5 +734,21 @@ mod tests {
             changed_rows(&keyed, br#"{"op":"insert","before":null,"after":null}"#),
             Vec::<Vec<u8>>::new()
         );
+    }
+
+    #[test]
+    fn a_snapshot_sees_what_committed_before_it_and_nothing_it_lists_as_running() {
+        let seen = Visibility::parse("740:745:741,743");
+        assert!(!seen.is_invisible(739));
+        assert!(!seen.is_invisible(742));
+        assert!(seen.is_invisible(741));
+        assert!(seen.is_invisible(743));
+        assert!(seen.is_invisible(745));
+        assert!(seen.is_invisible(900));
+        // 64-bit ids (an epoch above 0) compare by their low 32 bits, as the stream's.
+        let epoch = Visibility::parse(&format!("{}:{}:", (1u64 << 32) + 5, (1u64 << 32) + 9));
+        assert!(!epoch.is_invisible(8));
+        assert!(epoch.is_invisible(9));
+        assert!(!Visibility::parse("garbage").is_invisible(1));
     }
 }
