@@ -295,19 +295,30 @@ impl Task {
                     .map_err(|e| SessionEnd::Error(CdcError::Transient(e.to_string())))?;
                 if self.snapshots.window_on(table, tx.xid) {
                     // The rows this change touched, as the snapshot's chunk names them.
-                    let rows = match info {
+                    let saw = self.snapshots.chunk_saw(tx.xid);
+                    let (rows, keyless) = match info {
                         Some(info)
                             if info.identity == Identity::Key
                                 && info.key_columns == info.identity_columns =>
                         {
-                            vec![event.key.clone().unwrap_or_else(|| b"null".to_vec())]
+                            (
+                                vec![event.key.clone().unwrap_or_else(|| b"null".to_vec())],
+                                false,
+                            )
                         }
-                        Some(info) => snapshot::changed_rows(info, &event.payload),
-                        None => Vec::new(),
+                        Some(info) => (
+                            snapshot::changed_rows(info, &event.payload, saw),
+                            info.identity_columns.is_empty(),
+                        ),
+                        None => (Vec::new(), false),
                     };
                     let table = table.clone();
                     for row in rows {
-                        self.snapshots.changed_during_window(&table, &row);
+                        if keyless {
+                            self.snapshots.changed_once_during_window(&table, &row);
+                        } else {
+                            self.snapshots.changed_during_window(&table, &row);
+                        }
                     }
                 }
                 self.emit(event).await?;

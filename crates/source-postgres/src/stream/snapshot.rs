@@ -42,6 +42,9 @@ pub(super) struct Window {
     rows: Vec<(String, Value, Map<String, Value>)>,
     /// Keys (JSON text) of the rows changed while the window was open.
     removed: HashSet<Vec<u8>>,
+    /// Rows of a table without a key to leave out once each, by the JSON of the whole
+    /// row: identical rows are distinct rows there, so each change accounts for one.
+    removed_once: HashMap<Vec<u8>, usize>,
     last_key: Option<Vec<String>>,
     /// The chunk was shorter than asked: the table ends with it.
     last: bool,
@@ -238,6 +241,23 @@ impl Snapshots {
         }
     }
 
+    /// Whether the open chunk's select saw transaction `xid`'s changes.
+    pub(super) fn chunk_saw(&self, xid: u32) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|w| !w.seen.is_invisible(xid))
+    }
+
+    /// A change of a table without a key makes one copy of the row named `row` in the
+    /// open chunk stale (see [`changed_rows`]): one copy is left out.
+    pub(super) fn changed_once_during_window(&mut self, table: &str, row: &[u8]) {
+        if let Some(w) = self.window.as_mut()
+            && w.table == table
+        {
+            *w.removed_once.entry(row.to_vec()).or_default() += 1;
+        }
+    }
+
     /// Shows each table's progress in the status.
     pub(super) fn publish(&self, status: &Status) {
         let snapshot = self
@@ -408,6 +428,7 @@ impl Task {
             seen,
             rows: out,
             removed: HashSet::default(),
+            removed_once: HashMap::default(),
             last_key,
         });
         self.snapshots.publish(&self.status);
@@ -440,8 +461,15 @@ impl Task {
         };
         let ts_us = now_pg_micros();
         let mut emitted = 0u64;
+        let mut removed_once = w.removed_once;
         for (n, (key_text, key, after)) in w.rows.into_iter().enumerate() {
             if w.removed.contains(key_text.as_bytes()) {
+                continue;
+            }
+            if let Some(n) = removed_once.get_mut(key_text.as_bytes())
+                && *n > 0
+            {
+                *n -= 1;
                 continue;
             }
             let record = json!({
@@ -533,13 +561,22 @@ pub(super) fn row_name(info: &TableInfo, row: &Map<String, Value>) -> String {
     Value::Object(key).to_string()
 }
 
-/// The rows a change record (its `before` and `after`) touched, named as
-/// [`row_name`] names a chunk's rows.
-pub(crate) fn changed_rows(info: &TableInfo, record: &[u8]) -> Vec<Vec<u8>> {
+/// The rows of the chunk a change record makes stale, named as [`row_name`] names a
+/// chunk's rows. With a key: the rows of its `before` and `after` (a key names one row,
+/// so every copy goes). Without a key (`identity_columns` empty), one copy each: the
+/// `after` row when the chunk's select saw the change (`chunk_saw`: the chunk holds
+/// the row as the change left it, which the stream already carries), else the `before`
+/// row (the chunk holds the row as it was before the change).
+pub(crate) fn changed_rows(info: &TableInfo, record: &[u8], chunk_saw: bool) -> Vec<Vec<u8>> {
     let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(record) else {
         return Vec::new();
     };
-    ["before", "after"]
+    let images: &[&str] = match (info.identity_columns.is_empty(), chunk_saw) {
+        (false, _) => &["before", "after"],
+        (true, true) => &["after"],
+        (true, false) => &["before"],
+    };
+    images
         .iter()
         .filter_map(|image| match record.get(*image) {
             Some(Value::Object(row)) => Some(row_name(info, row).into_bytes()),
@@ -713,25 +750,33 @@ mod tests {
         let record =
             br#"{"op":"update","before":{"tenant":"a","id":7},"after":{"tenant":"b","id":7}}"#;
         assert_eq!(
-            changed_rows(&keyed, record),
+            changed_rows(&keyed, record, false),
             vec![
                 br#"{"tenant":"a","id":7}"#.to_vec(),
                 br#"{"tenant":"b","id":7}"#.to_vec()
             ]
         );
-        // Without a key, a row is named by all its values: the old one and the new one.
+        // Without a key, a row is named by all its values, and a change makes one copy
+        // stale: the old row when the chunk's select did not see the change, else the
+        // new one.
         keyed.identity_columns.clear();
         let full =
             br#"{"op":"update","before":{"tenant":"a","id":7.50},"after":{"tenant":"a","id":8}}"#;
-        let names = changed_rows(&keyed, full);
+        // The chunk's select did not see the change: it holds the old row.
+        let names = changed_rows(&keyed, full, false);
         let chunk_row: Map<String, Value> =
             serde_json::from_str(r#"{"tenant":"a","id":7.5}"#).unwrap();
-        assert!(
-            names.contains(&row_name(&keyed, &chunk_row).into_bytes()),
-            "{names:?}"
+        assert_eq!(names, vec![row_name(&keyed, &chunk_row).into_bytes()]);
+        assert_eq!(
+            changed_rows(&keyed, full, true),
+            vec![br#"{"tenant":"a","id":8}"#.to_vec()]
         );
         assert_eq!(
-            changed_rows(&keyed, br#"{"op":"insert","before":null,"after":null}"#),
+            changed_rows(
+                &keyed,
+                br#"{"op":"insert","before":null,"after":null}"#,
+                true
+            ),
             Vec::<Vec<u8>>::new()
         );
     }
