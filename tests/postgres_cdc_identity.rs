@@ -167,7 +167,8 @@ fn replica_identity_full_streams_updates_and_deletes_with_the_whole_old_row() {
     let dsn = pg.create_database("app");
     pg.sql(
         "app",
-        "CREATE TABLE audit (who text, what text, n int);
+        "CREATE TABLE audit (who text, what text, n int,
+                             twice int GENERATED ALWAYS AS (n * 2) STORED);
          ALTER TABLE audit REPLICA IDENTITY FULL;
          INSERT INTO audit SELECT 'u' || g, 'seed', g FROM generate_series(1, 500) g;
          UPDATE audit SET n = n + 1000 WHERE n <= 10;",
@@ -228,7 +229,8 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
          INSERT INTO nokey VALUES (1, 'x');
          UPDATE nokey SET b = 'y';
          CREATE TABLE orders (id int PRIMARY KEY, status text);
-         CREATE TABLE events (at int, body text);",
+         CREATE TABLE events (at int, body text);
+         CREATE TABLE parted (at int, body text) PARTITION BY RANGE (at);",
     );
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(
@@ -240,6 +242,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
                 "public.orders",
                 "public.events",
                 "public.missing",
+                "public.parted",
             ],
             "never",
             "",
@@ -260,6 +263,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
         "the key is null",
         "error: table public.nokey has no primary key and REPLICA IDENTITY DEFAULT, and it is updated or deleted from",
         "error: table public.missing does not exist",
+        "error: table public.parted is partitioned and has no primary key",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
@@ -332,7 +336,7 @@ fn a_full_identity_snapshot_under_concurrent_updates_ends_with_the_newest_state_
     let dsn = pg.create_database("app");
     pg.sql(
         "app",
-        "CREATE TABLE audit (who text, n int);
+        "CREATE TABLE audit (who text, n int, twice int GENERATED ALWAYS AS (n * 2) STORED);
          ALTER TABLE audit REPLICA IDENTITY FULL;
          INSERT INTO audit SELECT 'u' || g, g FROM generate_series(1, 3000) g;",
     );

@@ -130,8 +130,9 @@ pub fn explain_tables(cfg: &Config) -> anyhow::Result<bool> {
         match runtime.block_on(switchyard_source_postgres::setup::inspect(pg)) {
             Ok((tables, problems)) => {
                 if tables.is_empty() && problems.is_empty() {
+                    ok = false;
                     println!(
-                        "  no tables: list them in `tables`, or create publication `{}`",
+                        "  error: no tables: list them in `tables`, or create publication `{}`",
                         pg.publication
                     );
                 }

@@ -146,9 +146,9 @@ impl TableInfo {
                 "the key is ({}) from key_columns, and changes with the same values there keep their order",
                 columns.join(", ")
             ),
-            _ => "the key is the whole row as it was before the change, so an update is \
-                  ordered after the change that wrote its old row (set key_columns for a \
-                  stable key)"
+            _ => "the key is the whole row as it was before the change (a row's insert \
+                  and first update share it; later changes of the row do not: set \
+                  key_columns for order per row)"
                 .to_owned(),
         };
         let rows = match (self.identity, self.replica_identity) {
@@ -167,6 +167,13 @@ impl TableInfo {
             (Identity::Full, _) => "no primary key, REPLICA IDENTITY FULL: updates and deletes \
                 carry the whole old row as `before`; a snapshot tells rows apart by all their values"
                 .to_owned(),
+            (Identity::Missing, _) if !self.identity_columns.is_empty() => format!(
+                "primary key ({}), REPLICA IDENTITY NOTHING: inserts stream; Postgres refuses \
+                 UPDATE and DELETE on the table while the publication publishes them (to \
+                 stream those, run ALTER TABLE {} REPLICA IDENTITY DEFAULT;)",
+                self.identity_columns.join(", "),
+                self.sql_name()
+            ),
             (Identity::Missing, identity) => format!(
                 "no primary key, REPLICA IDENTITY {}: inserts stream; Postgres refuses UPDATE and \
                  DELETE on the table while the publication publishes them (to stream those, run \
@@ -337,6 +344,21 @@ async fn check_tables(
             Err(problem) => problems.push(problem),
         }
     }
+    for configured in cfg.key_columns.keys() {
+        if !tables.iter().any(|t| &t.qualified() == configured)
+            && !problems.iter().any(|p| p.contains(configured.as_str()))
+        {
+            problems.push(format!(
+                "key_columns names table {configured}, which the source does not capture \
+                 (it captures {}): fix the name, or add the table to `tables`",
+                tables
+                    .iter()
+                    .map(TableInfo::qualified)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     let publishes = publication_publishes_changes(client, &cfg.publication).await?;
     for table in &tables {
         if table.identity != Identity::Missing || !publishes {
@@ -386,7 +408,7 @@ pub async fn describe_table(
     let qualified = format!("{schema}.{name}");
     let Some(row) = client
         .query_opt(
-            "SELECT c.oid, c.relreplident::text FROM pg_class c \
+            "SELECT c.oid, c.relreplident::text, c.relkind = 'p' FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &name],
@@ -400,10 +422,12 @@ pub async fn describe_table(
     };
     let oid: u32 = row.get(0);
     let identity: String = row.get(1);
+    let partitioned: bool = row.get(2);
     let columns: Vec<ColumnInfo> = client
         .query(
             "SELECT attname::text, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute \
-             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
+             ORDER BY attnum",
             &[&oid],
         )
         .await
@@ -442,13 +466,24 @@ pub async fn describe_table(
         "n" => "nothing",
         _ => "default",
     };
-    let table_identity = if !identity_columns.is_empty() && replica_identity != "nothing" {
+    let table_identity = if replica_identity == "nothing" {
+        Identity::Missing
+    } else if !identity_columns.is_empty() {
         Identity::Key
     } else if replica_identity == "full" {
         Identity::Full
     } else {
         Identity::Missing
     };
+    if partitioned && identity_columns.is_empty() {
+        return Ok(Err(format!(
+            "table {qualified} is partitioned and has no primary key: its partitions cannot \
+             be snapshotted by block ranges through the parent yet; give it a primary key \
+             (ALTER TABLE {} ADD PRIMARY KEY (…), including the partition key), or capture \
+             its partitions as tables of their own",
+            format!("{}.{}", quote_ident(schema), quote_ident(name))
+        )));
+    }
     let key_columns = match configured_keys.get(&qualified) {
         Some(configured) => {
             let unknown: Vec<&String> = configured
@@ -470,8 +505,7 @@ pub async fn describe_table(
             }
             configured.clone()
         }
-        None if table_identity == Identity::Key => identity_columns.clone(),
-        None => Vec::new(),
+        None => identity_columns.clone(),
     };
     Ok(Ok(TableInfo {
         schema: schema.into(),
@@ -479,11 +513,7 @@ pub async fn describe_table(
         oid,
         identity: table_identity,
         replica_identity,
-        identity_columns: if table_identity == Identity::Key {
-            identity_columns
-        } else {
-            Vec::new()
-        },
+        identity_columns,
         key_columns,
         columns,
     }))
@@ -525,14 +555,26 @@ async fn updated_without_identity(
         return Ok(None);
     }
     let sql_name = table.sql_name();
+    let (what, fix) = if table.identity_columns.is_empty() {
+        (
+            "has no primary key and REPLICA IDENTITY",
+            format!(
+                "ALTER TABLE {sql_name} REPLICA IDENTITY FULL; (updates and deletes then carry \
+                 the whole old row), or give the table a primary key"
+            ),
+        )
+    } else {
+        (
+            "has a primary key but REPLICA IDENTITY",
+            format!("ALTER TABLE {sql_name} REPLICA IDENTITY DEFAULT;"),
+        )
+    };
     Ok(Some(format!(
-        "table {} has no primary key and REPLICA IDENTITY {}, and it is updated or deleted \
-         from ({changed} rows since the statistics were reset): in publication `{publication}`, \
-         which publishes updates and deletes, Postgres would refuse those statements. Run \
-         ALTER TABLE {sql_name} REPLICA IDENTITY FULL; (updates and deletes then carry the \
-         whole old row), or give the table a primary key, or publish only its inserts with a \
-         publication of your own: CREATE PUBLICATION p FOR TABLE {sql_name} WITH (publish = \
-         'insert'); and publication = \"p\"",
+        "table {} {what} {}, and it is updated or deleted from ({changed} rows since the \
+         statistics were reset): in publication `{publication}`, which publishes updates and \
+         deletes, Postgres would refuse those statements. Run {fix}; or capture it with a \
+         postgres_cdc source of its own whose publication publishes only inserts: CREATE \
+         PUBLICATION p FOR TABLE {sql_name} WITH (publish = 'insert');",
         table.qualified(),
         table.replica_identity.to_uppercase(),
     )))

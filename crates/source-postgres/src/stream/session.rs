@@ -14,7 +14,7 @@ use super::snapshot::{self, WATERMARK_PREFIX};
 use super::{Action, KnownRelation, Task};
 use crate::change::{self, KeySpec};
 use crate::pgoutput::{self, Message, Relation};
-use crate::setup::{self, CdcError, Identity, TableInfo};
+use crate::setup::{self, CdcError, TableInfo};
 use crate::tls::Target;
 
 /// How often the slot's retained WAL is measured.
@@ -297,15 +297,6 @@ impl Task {
                     // The rows this change touched, as the snapshot's chunk names them.
                     let saw = self.snapshots.chunk_saw(tx.xid);
                     let (rows, keyless) = match info {
-                        Some(info)
-                            if info.identity == Identity::Key
-                                && info.key_columns == info.identity_columns =>
-                        {
-                            (
-                                vec![event.key.clone().unwrap_or_else(|| b"null".to_vec())],
-                                false,
-                            )
-                        }
                         Some(info) => (
                             snapshot::changed_rows(info, &event.payload, saw),
                             info.identity_columns.is_empty(),
@@ -315,7 +306,7 @@ impl Task {
                     let table = table.clone();
                     for row in rows {
                         if keyless {
-                            self.snapshots.changed_once_during_window(&table, &row);
+                            self.snapshots.replaced_during_window(&table, &row);
                         } else {
                             self.snapshots.changed_during_window(&table, &row);
                         }

@@ -42,9 +42,9 @@ pub(super) struct Window {
     rows: Vec<(String, Value, Map<String, Value>)>,
     /// Keys (JSON text) of the rows changed while the window was open.
     removed: HashSet<Vec<u8>>,
-    /// Rows of a table without a key to leave out once each, by the JSON of the whole
-    /// row: identical rows are distinct rows there, so each change accounts for one.
-    removed_once: HashMap<Vec<u8>, usize>,
+    /// Rows of a table without a key, by the JSON of the whole row, that changes the
+    /// chunk's select did not see replaced: a chunk holding one is read again.
+    stale: HashSet<Vec<u8>>,
     last_key: Option<Vec<String>>,
     /// The chunk was shorter than asked: the table ends with it.
     last: bool,
@@ -52,7 +52,7 @@ pub(super) struct Window {
     seen: Visibility,
 }
 
-/// Which transactions a snapshot sees (`pg_current_snapshot()`: `xmin:xmax:xip,…`),
+/// Which transactions a snapshot sees (`txid_current_snapshot()`: `xmin:xmax:xip,…`),
 /// by the 32-bit ids the replication stream carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Visibility {
@@ -248,13 +248,15 @@ impl Snapshots {
             .is_some_and(|w| !w.seen.is_invisible(xid))
     }
 
-    /// A change of a table without a key makes one copy of the row named `row` in the
-    /// open chunk stale (see [`changed_rows`]): one copy is left out.
-    pub(super) fn changed_once_during_window(&mut self, table: &str, row: &[u8]) {
+    /// A change of a table without a key that the open chunk's select did not see
+    /// replaced the row named `row` (see [`changed_rows`]). Identical rows are distinct
+    /// rows there and the chunk cannot tell which copy changed, so a chunk holding such
+    /// a row is not emitted but read again.
+    pub(super) fn replaced_during_window(&mut self, table: &str, row: &[u8]) {
         if let Some(w) = self.window.as_mut()
             && w.table == table
         {
-            *w.removed_once.entry(row.to_vec()).or_default() += 1;
+            w.stale.insert(row.to_vec());
         }
     }
 
@@ -330,7 +332,13 @@ impl Task {
             let (query, params) = block_query(&info, start, end);
             (query, params, Some(end), u64::try_from(blocks).unwrap_or(0))
         } else {
-            let (query, params) = chunk_query(&info, cursor.after.as_deref(), chunk);
+            // A cursor of the other kind, or of another key (the table gained or changed
+            // its key since it was stored), starts the table over.
+            let after = cursor.after.as_deref().filter(|a| {
+                a.len() == info.identity_columns.len()
+                    && a.first().is_none_or(|f| f != BLOCK_CURSOR)
+            });
+            let (query, params) = chunk_query(&info, after, chunk);
             (query, params, None, 0)
         };
         client
@@ -348,7 +356,7 @@ impl Task {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await?;
             let seen: String = client
-                .query_one("SELECT pg_current_snapshot()::text", &[])
+                .query_one("SELECT txid_current_snapshot()::text", &[])
                 .await?
                 .get(0);
             let rows = client.query(&query, &params).await?;
@@ -428,7 +436,7 @@ impl Task {
             seen,
             rows: out,
             removed: HashSet::default(),
-            removed_once: HashMap::default(),
+            stale: HashSet::default(),
             last_key,
         });
         self.snapshots.publish(&self.status);
@@ -461,15 +469,22 @@ impl Task {
         };
         let ts_us = now_pg_micros();
         let mut emitted = 0u64;
-        let mut removed_once = w.removed_once;
+        if !w.stale.is_empty()
+            && w.rows
+                .iter()
+                .any(|(name, _, _)| w.stale.contains(name.as_bytes()))
+        {
+            // Read the chunk again, in a smaller range, once the change is visible.
+            debug!(source = %self.source, table = %w.table,
+                "a snapshot chunk of a table without a key was changed while it was read; reading it again");
+            if let Some(cursor) = self.snapshots.cursors.get_mut(&w.table) {
+                cursor.blocks = (cursor.blocks / 2).max(1);
+            }
+            self.snapshots.publish(&self.status);
+            return Ok(());
+        }
         for (n, (key_text, key, after)) in w.rows.into_iter().enumerate() {
             if w.removed.contains(key_text.as_bytes()) {
-                continue;
-            }
-            if let Some(n) = removed_once.get_mut(key_text.as_bytes())
-                && *n > 0
-            {
-                *n -= 1;
                 continue;
             }
             let record = json!({
@@ -526,6 +541,9 @@ const BLOCK_CURSOR: &str = "\0block";
 
 /// Blocks of the first chunk of a table read by blocks.
 const FIRST_BLOCKS: u64 = 8;
+/// Most blocks in one chunk (8 MiB of heap with Postgres' 8 KiB blocks): a chunk after
+/// a stretch of empty pages must not hold millions of rows when it meets full ones.
+const MAX_BLOCKS: u64 = 1024;
 
 /// The block a table read by blocks goes on from (0 when `after` is none, or the
 /// table's key cursor of an earlier run: the table is then read again from its start).
@@ -542,9 +560,9 @@ fn next_blocks(blocks: u64, rows: usize, chunk: i64) -> u64 {
     let chunk = u64::try_from(chunk).unwrap_or(1).max(1);
     let rows = rows as u64;
     if rows == 0 {
-        return (blocks * 2).min(1 << 16);
+        return (blocks * 2).min(MAX_BLOCKS);
     }
-    (blocks * chunk / rows).clamp(1, (blocks * 4).min(1 << 16))
+    (blocks * chunk / rows).clamp(1, (blocks * 4).min(MAX_BLOCKS))
 }
 
 /// How the chunk and the stream name a row to tell whether the stream changed it: the
@@ -563,17 +581,17 @@ pub(super) fn row_name(info: &TableInfo, row: &Map<String, Value>) -> String {
 
 /// The rows of the chunk a change record makes stale, named as [`row_name`] names a
 /// chunk's rows. With a key: the rows of its `before` and `after` (a key names one row,
-/// so every copy goes). Without a key (`identity_columns` empty), one copy each: the
-/// `after` row when the chunk's select saw the change (`chunk_saw`: the chunk holds
-/// the row as the change left it, which the stream already carries), else the `before`
-/// row (the chunk holds the row as it was before the change).
+/// the old key and the new one of an update that changed it). Without a key
+/// (`identity_columns` empty): nothing when the chunk's select saw the change (the
+/// chunk holds the row as the change left it: at worst a duplicate), else the `before`
+/// row, which the chunk may hold as it was before the change.
 pub(crate) fn changed_rows(info: &TableInfo, record: &[u8], chunk_saw: bool) -> Vec<Vec<u8>> {
     let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(record) else {
         return Vec::new();
     };
     let images: &[&str] = match (info.identity_columns.is_empty(), chunk_saw) {
         (false, _) => &["before", "after"],
-        (true, true) => &["after"],
+        (true, true) => &[],
         (true, false) => &["before"],
     };
     images
@@ -756,9 +774,8 @@ mod tests {
                 br#"{"tenant":"b","id":7}"#.to_vec()
             ]
         );
-        // Without a key, a row is named by all its values, and a change makes one copy
-        // stale: the old row when the chunk's select did not see the change, else the
-        // new one.
+        // Without a key, a row is named by all its values; a change the chunk's select
+        // did not see names the old row, one it saw nothing.
         keyed.identity_columns.clear();
         let full =
             br#"{"op":"update","before":{"tenant":"a","id":7.50},"after":{"tenant":"a","id":8}}"#;
@@ -767,10 +784,7 @@ mod tests {
         let chunk_row: Map<String, Value> =
             serde_json::from_str(r#"{"tenant":"a","id":7.5}"#).unwrap();
         assert_eq!(names, vec![row_name(&keyed, &chunk_row).into_bytes()]);
-        assert_eq!(
-            changed_rows(&keyed, full, true),
-            vec![br#"{"tenant":"a","id":8}"#.to_vec()]
-        );
+        assert!(changed_rows(&keyed, full, true).is_empty());
         assert_eq!(
             changed_rows(
                 &keyed,

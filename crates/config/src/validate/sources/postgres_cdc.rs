@@ -142,6 +142,13 @@ fn key_columns(
             );
             continue;
         }
+        if out.contains_key(&table_name) {
+            cx.issue(
+                &entry,
+                format!("table {table_name} has key_columns twice (with and without its schema): keep one entry"),
+            );
+            continue;
+        }
         out.insert(table_name, names);
     }
     out
