@@ -479,9 +479,10 @@ pub async fn describe_table(
         return Ok(Err(format!(
             "table {qualified} is partitioned and has no primary key: its partitions cannot \
              be snapshotted by block ranges through the parent yet; give it a primary key \
-             (ALTER TABLE {} ADD PRIMARY KEY (…), including the partition key), or capture \
-             its partitions as tables of their own",
-            format!("{}.{}", quote_ident(schema), quote_ident(name))
+             (ALTER TABLE {}.{} ADD PRIMARY KEY (…), including the partition key), or \
+             capture its partitions as tables of their own",
+            quote_ident(schema),
+            quote_ident(name)
         )));
     }
     let key_columns = match configured_keys.get(&qualified) {
