@@ -294,3 +294,19 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// Writes a config template to `dir/switchyard.toml` with the placeholders a
+/// `Switchyard` would fill (`{listen}` as an unused port, `{data_dir}`, `{dir}`), for
+/// commands that are not a running `Switchyard` (`validate`, a `run` expected to fail).
+pub fn write_config(dir: &std::path::Path, template: &str) -> std::path::PathBuf {
+    let path = dir.join("switchyard.toml");
+    std::fs::write(
+        &path,
+        template
+            .replace("{listen}", "127.0.0.1:0")
+            .replace("{data_dir}", &dir.join("data").display().to_string())
+            .replace("{dir}", &dir.display().to_string()),
+    )
+    .unwrap();
+    path
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchyard_test_support::{PgCluster, Switchyard, switchyard_command, tail};
-use switchyard_tests::{read_jsonl, wait_until};
+use switchyard_tests::{read_jsonl, wait_until, write_config};
 
 fn config(dsn: &str, tables: &[&str], snapshot: &str, extra: &str) -> String {
     let tables = tables
@@ -64,19 +64,14 @@ fn wait_for(switchyard: &Switchyard, n: usize) -> Vec<Value> {
     got
 }
 
-/// Writes the config with the placeholders a `Switchyard` would fill, for commands
-/// that are not `run`.
-fn config_file(dir: &std::path::Path, config: &str) -> std::path::PathBuf {
-    let path = dir.join("switchyard.toml");
-    std::fs::write(
-        &path,
-        config
-            .replace("{listen}", "127.0.0.1:0")
-            .replace("{data_dir}", &dir.join("data").display().to_string())
-            .replace("{dir}", &dir.display().to_string()),
-    )
-    .unwrap();
-    path
+/// `switchyard ARGS… -c CONFIG`, run to its end.
+fn cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    switchyard_command()
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -233,7 +228,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
          CREATE TABLE parted (at int, body text) PARTITION BY RANGE (at);",
     );
     let dir = tempfile::tempdir().unwrap();
-    let path = config_file(
+    let path = write_config(
         dir.path(),
         &config(
             &dsn,
@@ -249,11 +244,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
         ),
     );
 
-    let out = switchyard_command()
-        .args(["validate", "--connect", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = cli(&["validate", "--connect"], &path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "problems fail validate:\n{stdout}");
     for line in [
@@ -273,11 +264,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
         "validate created nothing: {slots}"
     );
 
-    let out = switchyard_command()
-        .args(["run", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = cli(&["run"], &path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "run must fail:\n{stderr}");
     assert!(
@@ -292,11 +279,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
 
     // With FULL identity the same table starts.
     pg.sql("app", "ALTER TABLE nokey REPLICA IDENTITY FULL;");
-    let out = switchyard_command()
-        .args(["validate", "--connect", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = cli(&["validate", "--connect"], &path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("table public.nokey: no primary key, REPLICA IDENTITY FULL"),
@@ -307,7 +290,7 @@ fn a_keyless_table_that_is_updated_is_refused_with_the_fix_and_validate_connect_
 #[test]
 fn key_columns_that_the_table_lacks_or_that_name_an_unlisted_table_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = config_file(
+    let path = write_config(
         dir.path(),
         &config(
             "postgres://127.0.0.1:1/app",
@@ -316,11 +299,7 @@ fn key_columns_that_the_table_lacks_or_that_name_an_unlisted_table_are_refused()
             r#"key_columns = { "public.other" = ["a"], "t" = [] }"#,
         ),
     );
-    let out = switchyard_command()
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = cli(&["validate"], &path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -378,11 +357,7 @@ fn a_full_identity_snapshot_under_concurrent_updates_ends_with_the_newest_state_
         state
     };
     let done = wait_until(Duration::from_secs(90), || {
-        let status = switchyard_command()
-            .args(["cdc", "status", "-c"])
-            .arg(switchyard.config_path())
-            .output()
-            .unwrap();
+        let status = cli(&["cdc", "status"], switchyard.config_path());
         String::from_utf8_lossy(&status.stdout).contains("done") && folded() == expected
     });
     let got = folded();

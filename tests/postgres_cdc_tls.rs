@@ -51,15 +51,7 @@ fn with_tls(dsn: &str, mode: &str, root: Option<&Path>) -> String {
 /// source would be retrying instead of stopping.
 fn run_expecting_exit(dsn: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &config_path,
-        config(dsn)
-            .replace("{listen}", "127.0.0.1:0")
-            .replace("{data_dir}", &dir.path().join("data").display().to_string())
-            .replace("{dir}", &dir.path().display().to_string()),
-    )
-    .unwrap();
+    let config_path = switchyard_tests::write_config(dir.path(), &config(dsn));
     let stderr_path = dir.path().join("stderr.log");
     let mut child = switchyard_test_support::switchyard_command()
         .args(["run", "-c"])

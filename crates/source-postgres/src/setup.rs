@@ -281,14 +281,8 @@ pub async fn prepare(
         ));
     }
 
-    let entries: Vec<(String, String)> = if cfg.tables.is_empty() {
-        let rows = client
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-                &[&cfg.publication],
-            )
-            .await
-            .map_err(|e| transient("reading the publication", e))?;
+    let entries = if cfg.tables.is_empty() {
+        let rows = publication_tables(&client, &cfg.publication).await?;
         if rows.is_empty() {
             problems.push(format!(
                 "sources.{source}: no `tables` are listed and publication `{}` does not exist \
@@ -298,7 +292,7 @@ pub async fn prepare(
                 quote_ident(&cfg.publication)
             ));
         }
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        rows
     } else {
         cfg.tables.iter().map(|t| split_table(t)).collect()
     };
@@ -328,6 +322,23 @@ pub async fn prepare(
         confirmed_flush,
         types,
     })
+}
+
+/// `(schema, table)` of every table in `publication` (none when it does not exist).
+async fn publication_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Vec<(String, String)>, CdcError> {
+    Ok(client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| transient("reading the publication", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// The catalog's view of `entries`; what cannot work goes to `problems`.
@@ -379,17 +390,8 @@ pub async fn inspect(
     cfg: &PostgresCdcSourceConfig,
 ) -> Result<(Vec<TableInfo>, Vec<String>), CdcError> {
     let client = connect(&cfg.dsn).await?;
-    let entries: Vec<(String, String)> = if cfg.tables.is_empty() {
-        client
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-                &[&cfg.publication],
-            )
-            .await
-            .map_err(|e| transient("reading the publication", e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
+    let entries = if cfg.tables.is_empty() {
+        publication_tables(&client, &cfg.publication).await?
     } else {
         cfg.tables.iter().map(|t| split_table(t)).collect()
     };

@@ -603,15 +603,19 @@ pub(crate) fn changed_rows(info: &TableInfo, record: &[u8], chunk_saw: bool) -> 
         .collect()
 }
 
-/// `SELECT` of the rows in blocks `start..end` of a table without a key: every column
-/// as text (a TID range scan).
-fn block_query(info: &TableInfo, start: u64, end: u64) -> (String, Vec<String>) {
-    let columns = info
-        .columns
+/// Every column of the table as text, for a chunk's `SELECT`.
+fn select_list(info: &TableInfo) -> String {
+    info.columns
         .iter()
         .map(|c| format!("{}::text", quote_ident(&c.name)))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// `SELECT` of the rows in blocks `start..end` of a table without a key: every column
+/// as text (a TID range scan).
+fn block_query(info: &TableInfo, start: u64, end: u64) -> (String, Vec<String>) {
+    let columns = select_list(info);
     (
         format!(
             "SELECT {columns} FROM {} AS src WHERE src.ctid >= $1::text::tid AND src.ctid < $2::text::tid",
@@ -623,12 +627,7 @@ fn block_query(info: &TableInfo, start: u64, end: u64) -> (String, Vec<String>) 
 
 /// `SELECT` of the next chunk: every column as text, rows after `after` in key order.
 fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
-    let columns = info
-        .columns
-        .iter()
-        .map(|c| format!("{}::text", quote_ident(&c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = select_list(info);
     // Qualified: the select list's `col::text` outputs carry the column names, and an
     // unqualified ORDER BY would sort by that text.
     let keys = info
