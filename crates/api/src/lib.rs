@@ -554,6 +554,15 @@ pub struct CdcStatus {
     pub slot_lag_bytes: i64,
     #[serde(default)]
     pub events: u64,
+    /// Large transactions the server streams before their commit, held until it.
+    #[serde(default)]
+    pub streaming_transactions: u64,
+    /// Bytes of them held in memory (bounded; the rest waits in spill files).
+    #[serde(default)]
+    pub streaming_buffered_bytes: u64,
+    /// Bytes written to spill files since the start.
+    #[serde(default)]
+    pub spilled_bytes: u64,
     #[serde(default)]
     pub last_error: Option<String>,
     /// Stopped for good (a problem the user must fix).

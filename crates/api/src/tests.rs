@@ -305,7 +305,7 @@ fn admin_answers() {
     };
     assert_eq!(
         text(&status),
-        r#"{"source":"pg","status":{"slot":"s","connected":false,"confirmed_lsn":"","slot_lag_bytes":0,"events":0,"last_error":null,"stopped":false,"reconnects":0,"snapshot":{"public.t":{"state":"done","rows_emitted":2,"rows_acknowledged":2}}}}"#
+        r#"{"source":"pg","status":{"slot":"s","connected":false,"confirmed_lsn":"","slot_lag_bytes":0,"events":0,"streaming_transactions":0,"streaming_buffered_bytes":0,"spilled_bytes":0,"last_error":null,"stopped":false,"reconnects":0,"snapshot":{"public.t":{"state":"done","rows_emitted":2,"rows_acknowledged":2}}}}"#
     );
     assert!(serde_json::from_str::<ReplayRequest>(r#"{"sinks":"x"}"#).is_err());
 }

@@ -177,6 +177,15 @@ pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
                     .map(|e| format!("\n  last error: {e}"))
                     .unwrap_or_default()
             );
+            if s.streaming_transactions > 0 || s.spilled_bytes > 0 {
+                println!(
+                    "  large transactions in progress: {} ({} held in memory; {} spilled to \
+                     disk since the start)",
+                    s.streaming_transactions,
+                    human_bytes(i64::try_from(s.streaming_buffered_bytes).unwrap_or(i64::MAX)),
+                    human_bytes(i64::try_from(s.spilled_bytes).unwrap_or(i64::MAX)),
+                );
+            }
             for (table, p) in s.snapshot {
                 println!(
                     "  snapshot {table}: {} ({} rows emitted, {} acknowledged)",

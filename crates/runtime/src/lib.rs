@@ -541,6 +541,16 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .replication_connected
                 .get_or_create(&labels)
                 .set(i64::from(view.connected));
+            shared
+                .metrics
+                .replication_streaming_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(view.streaming_buffered_bytes).unwrap_or(i64::MAX));
+            shared
+                .metrics
+                .replication_spilled_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(view.spilled_bytes).unwrap_or(i64::MAX));
             for (table, progress) in &view.snapshot {
                 let labels = metrics::TableLabels {
                     source: source.clone(),

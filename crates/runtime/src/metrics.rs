@@ -115,6 +115,10 @@ pub struct Metrics {
     pub slot_lag_bytes: Family<SourceLabels, Gauge>,
     /// Whether a Postgres source's replication session is up (1) or not (0).
     pub replication_connected: Family<SourceLabels, Gauge>,
+    /// Bytes of large in-progress transactions a Postgres source holds in memory.
+    pub replication_streaming_bytes: Family<SourceLabels, Gauge>,
+    /// Bytes a Postgres source wrote to spill files since the start.
+    pub replication_spilled_bytes: Family<SourceLabels, Gauge>,
     /// Rows of a table's snapshot emitted and acknowledged so far.
     pub snapshot_rows: Family<TableLabels, Gauge>,
     /// 1 while a table's snapshot is not complete.
@@ -212,6 +216,20 @@ impl Metrics {
             "1 while a Postgres source's replication session is up",
             replication_connected.clone(),
         );
+        let replication_streaming_bytes = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "replication_streaming_buffered_bytes",
+            "Bytes of large in-progress transactions a Postgres source holds in memory until \
+             their commit",
+            replication_streaming_bytes.clone(),
+        );
+        let replication_spilled_bytes = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "replication_spilled_bytes",
+            "Bytes of large in-progress transactions a Postgres source wrote to spill files \
+             since the start",
+            replication_spilled_bytes.clone(),
+        );
         let snapshot_rows = Family::<TableLabels, Gauge>::default();
         registry.register(
             "snapshot_rows",
@@ -283,6 +301,8 @@ impl Metrics {
             checkpoint_lag,
             slot_lag_bytes,
             replication_connected,
+            replication_streaming_bytes,
+            replication_spilled_bytes,
             snapshot_rows,
             snapshot_pending,
         }

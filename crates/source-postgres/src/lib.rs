@@ -7,13 +7,18 @@
 //! * [`setup`] checks the database and creates the publication and slot;
 //! * [`state`] keeps snapshot progress in the data directory;
 //! * [`tls`] connects both connections with the dsn's `sslmode`/`sslrootcert`;
-//! * [`stream`] runs the replication connection and hands events with positions to the
+//! * [`replication`] speaks the streaming replication protocol (startup, auth,
+//!   CopyData both ways, status updates);
+//! * [`stream`] runs the replication session and hands events with positions to the
 //!   runtime, confirming the slot's flush LSN only up to fully acknowledged commits;
+//!   large transactions streamed before their commit wait in memory or in a spill file
+//!   until it ([`stream`]'s `spill` module);
 //! * [`source`] is the connector the runtime registers ([`source::build`]): a
 //!   `switchyard_connector::Source` whose feed is the replication stream.
 
 pub mod change;
 pub mod pgoutput;
+pub mod replication;
 pub mod setup;
 pub mod slots;
 pub mod source;

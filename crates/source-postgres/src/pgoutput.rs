@@ -1,7 +1,10 @@
-//! Decoding of pgoutput logical replication messages, protocol version 1.
+//! Decoding of pgoutput logical replication messages, protocol versions 1 and 2.
 //!
 //! The input of [`decode`] is the payload of one XLogData message of the replication
-//! stream; the output is a [`Message`]. The layout is the one documented in the
+//! stream; the output is a [`Message`]. Protocol version 2 adds the streaming of large
+//! transactions before they commit: between a [`Message::StreamStart`] and a
+//! [`Message::StreamStop`] every change, relation, type and logical message carries the
+//! xid of its (sub)transaction right after its tag; decode those with [`decode_streamed`]. The layout is the one documented in the
 //! Postgres manual, "Logical Replication Message Formats": big-endian integers,
 //! NUL-terminated strings, and tuples as a column count followed by one tagged datum per
 //! column.
@@ -96,8 +99,40 @@ pub enum Message<'a> {
         /// The content, uninterpreted.
         content: Vec<u8>,
     },
-    /// A message type this decoder does not know (e.g. the streaming messages of
-    /// protocol version 2 and later). Skipping it is the caller's choice.
+    /// `S`: a block of a large transaction's changes follows, sent before the
+    /// transaction ends (protocol version 2). Blocks of several transactions may take
+    /// turns, with whole transactions between them.
+    StreamStart {
+        /// The top-level transaction the block belongs to.
+        xid: u32,
+        /// The transaction's first block.
+        first_segment: bool,
+    },
+    /// `E`: the block started by the last `StreamStart` ends.
+    StreamStop,
+    /// `c`: a streamed transaction committed: its changes are final.
+    StreamCommit {
+        /// The top-level transaction.
+        xid: u32,
+        /// Unused by Postgres so far; always 0.
+        flags: u8,
+        /// LSN of the commit record.
+        commit_lsn: u64,
+        /// LSN just past the commit record.
+        end_lsn: u64,
+        /// Commit time in microseconds since 2000-01-01 00:00:00 UTC.
+        commit_ts_us: i64,
+    },
+    /// `A`: a streamed transaction, or one of its subtransactions, rolled back.
+    StreamAbort {
+        /// The top-level transaction.
+        xid: u32,
+        /// The transaction that rolled back: `xid` itself, or a subtransaction whose
+        /// changes (and only those) are void.
+        subxid: u32,
+    },
+    /// A message type this decoder does not know (e.g. the two-phase messages of
+    /// protocol version 3). Skipping it is the caller's choice.
     Unknown(u8),
 }
 
@@ -196,7 +231,7 @@ pub enum DecodeError {
     /// The message ended before a field was complete.
     #[error(
         "pgoutput {message} message is truncated in {field}; check that the slot uses the \
-         pgoutput plugin with proto_version '1'"
+         pgoutput plugin with proto_version '1' or '2'"
     )]
     Truncated {
         /// The message kind, e.g. `Relation`.
@@ -207,7 +242,7 @@ pub enum DecodeError {
     /// A field held a value the protocol does not allow.
     #[error(
         "pgoutput {message} message has an invalid {field}: {detail}; check that the slot \
-         uses the pgoutput plugin with proto_version '1'"
+         uses the pgoutput plugin with proto_version '1' or '2'"
     )]
     Invalid {
         /// The message kind, e.g. `Insert`.
@@ -231,7 +266,7 @@ pub enum DecodeError {
     /// The message was complete but more bytes followed.
     #[error(
         "pgoutput {message} message has {count} unexpected trailing bytes; check that the \
-         slot uses the pgoutput plugin with proto_version '1'"
+         slot uses the pgoutput plugin with proto_version '1' or '2'"
     )]
     TrailingBytes {
         /// The message kind.
@@ -247,6 +282,17 @@ pub enum DecodeError {
 /// caller can skip what it does not need; a known type with a malformed body is an
 /// error naming the message and field.
 pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
+    decode_inner(buf, false).map(|(_, message)| message)
+}
+
+/// Decodes one message of a stream block (between [`Message::StreamStart`] and
+/// [`Message::StreamStop`]), returning the xid of the (sub)transaction it belongs to
+/// with it. The block's own control messages carry none: their xid is `None`.
+pub fn decode_streamed(buf: &[u8]) -> Result<(Option<u32>, Message<'_>), DecodeError> {
+    decode_inner(buf, true)
+}
+
+fn decode_inner(buf: &[u8], streamed: bool) -> Result<(Option<u32>, Message<'_>), DecodeError> {
     let (&tag, body) = buf.split_first().ok_or(DecodeError::Empty)?;
     let message = match tag {
         b'B' => "Begin",
@@ -259,9 +305,19 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         b'D' => "Delete",
         b'T' => "Truncate",
         b'M' => "Message",
-        other => return Ok(Message::Unknown(other)),
+        b'S' => "Stream Start",
+        b'E' => "Stream Stop",
+        b'c' => "Stream Commit",
+        b'A' => "Stream Abort",
+        other => return Ok((None, Message::Unknown(other))),
     };
     let mut r = Reader { buf: body, message };
+    // Inside a stream block the data messages name their (sub)transaction first.
+    let xid = if streamed && matches!(tag, b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M') {
+        Some(r.u32("xid")?)
+    } else {
+        None
+    };
     let decoded = match tag {
         b'B' => Message::Begin {
             final_lsn: r.u64("final LSN")?,
@@ -363,6 +419,22 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
                 content: r.take(len, || "content".to_owned())?.to_vec(),
             }
         }
+        b'S' => Message::StreamStart {
+            xid: r.u32("xid")?,
+            first_segment: r.u8("first segment")? == 1,
+        },
+        b'E' => Message::StreamStop,
+        b'c' => Message::StreamCommit {
+            xid: r.u32("xid")?,
+            flags: r.u8("flags")?,
+            commit_lsn: r.u64("commit LSN")?,
+            end_lsn: r.u64("end LSN")?,
+            commit_ts_us: r.i64("commit timestamp")?,
+        },
+        b'A' => Message::StreamAbort {
+            xid: r.u32("xid")?,
+            subxid: r.u32("subtransaction xid")?,
+        },
         // Every tag with a name is decoded above.
         other => Message::Unknown(other),
     };
@@ -372,7 +444,7 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             count: r.buf.len(),
         });
     }
-    Ok(decoded)
+    Ok((xid, decoded))
 }
 
 /// A cursor over a message body that turns every short read into a [`DecodeError`].
@@ -945,7 +1017,95 @@ mod tests {
 
     #[test]
     fn unknown_message_types_are_not_errors() {
-        assert_eq!(decode(b"S\0\0\0\x01\x01").unwrap(), Message::Unknown(b'S'));
+        // `P`: a two-phase Prepare of protocol version 3, never asked for.
+        assert_eq!(decode(b"P\0\0\0\x01").unwrap(), Message::Unknown(b'P'));
+    }
+
+    #[test]
+    fn stream_control_messages() {
+        assert_eq!(
+            decode(b"S\0\0\x02\x01\x01").unwrap(),
+            Message::StreamStart {
+                xid: 0x201,
+                first_segment: true
+            }
+        );
+        assert_eq!(decode(b"E").unwrap(), Message::StreamStop);
+        let commit = Enc::new(b'c')
+            .u32(77)
+            .u8(0)
+            .u64(0x10)
+            .u64(0x18)
+            .i64(5)
+            .done();
+        assert_eq!(
+            decode(&commit).unwrap(),
+            Message::StreamCommit {
+                xid: 77,
+                flags: 0,
+                commit_lsn: 0x10,
+                end_lsn: 0x18,
+                commit_ts_us: 5
+            }
+        );
+        let abort = Enc::new(b'A').u32(77).u32(78).done();
+        assert_eq!(
+            decode(&abort).unwrap(),
+            Message::StreamAbort {
+                xid: 77,
+                subxid: 78
+            }
+        );
+        // The control messages carry no xid of their own in a block either.
+        assert_eq!(decode_streamed(b"E").unwrap(), (None, Message::StreamStop));
+    }
+
+    #[test]
+    fn streamed_changes_name_their_subtransaction() {
+        let insert = Enc::new(b'I')
+            .u32(91)
+            .u32(7)
+            .u8(b'N')
+            .tuple(&[text("1")])
+            .done();
+        assert_eq!(
+            decode_streamed(&insert).unwrap(),
+            (
+                Some(91),
+                Message::Insert {
+                    relation: 7,
+                    new: Tuple(vec![text("1")])
+                }
+            )
+        );
+        // The same bytes outside a block are not an Insert of relation 91.
+        assert!(decode(&insert).is_err());
+        let message = Enc::new(b'M')
+            .u32(92)
+            .u8(1)
+            .u64(0x20)
+            .cstr("p")
+            .i32(2)
+            .bytes(b"hi")
+            .done();
+        assert_eq!(
+            decode_streamed(&message).unwrap(),
+            (
+                Some(92),
+                Message::LogicalMessage {
+                    transactional: true,
+                    lsn: 0x20,
+                    prefix: "p".into(),
+                    content: b"hi".to_vec()
+                }
+            )
+        );
+        let mut relation = vec![b'R'];
+        relation.extend_from_slice(&93u32.to_be_bytes());
+        relation.extend_from_slice(&orders_relation_bytes()[1..]);
+        let (xid, decoded) = decode_streamed(&relation).unwrap();
+        assert_eq!(xid, Some(93));
+        assert_eq!(decoded, decode(&orders_relation_bytes()).unwrap());
     }
 
     #[test]
@@ -969,7 +1129,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "pgoutput Relation message is truncated in column 1 type OID; check that the slot \
-             uses the pgoutput plugin with proto_version '1'"
+             uses the pgoutput plugin with proto_version '1' or '2'"
         );
     }
 

@@ -755,30 +755,3 @@ pub async fn load_types(client: &Client) -> Result<TypeRegistry, CdcError> {
     }
     Ok(registry)
 }
-
-/// Where the replication session connects, from the connection string. With TLS, each
-/// session first opens its transport with [`Target::replication_tunnel`].
-pub fn replication_config(
-    cfg: &PostgresCdcSourceConfig,
-    target: &Target,
-) -> pgwire_replication::ReplicationConfig {
-    let parsed = &target.config;
-    let (host, port) = target.host_port();
-    let user = parsed.get_user().unwrap_or("postgres").to_owned();
-    let password = parsed
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .unwrap_or_default();
-    let database = parsed.get_dbname().unwrap_or(&user).to_owned();
-    pgwire_replication::ReplicationConfig::new(
-        host,
-        user,
-        password,
-        database,
-        cfg.slot.clone(),
-        cfg.publication.clone(),
-    )
-    .with_port(port)
-    .with_options(SESSION_OPTIONS)
-    .with_application_name("switchyard")
-}

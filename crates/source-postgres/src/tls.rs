@@ -9,13 +9,9 @@
 //! * `verify-full` — and the certificate must name the host (a DNS name or an IP
 //!   address in its subjectAltName).
 //!
-//! The SQL connection gets it through tokio-postgres' `MakeTlsConnect`. The replication
-//! client (pgwire-replication) is built without its own TLS (that feature would add a
-//! second crypto library and checks `verify-ca` differently, see
-//! docs/decisions/0013-postgres-tls.md), so for it this module opens the TLS connection
-//! itself — the same verifier, the same errors — and hands the client the plaintext
-//! side through a Unix socket in a fresh private (0700) directory that accepts exactly
-//! one connection.
+//! The SQL connection gets it through tokio-postgres' `MakeTlsConnect`; the replication
+//! connection (our own client, [`crate::replication`]) through
+//! [`Target::replication_stream`] — the same verifier, the same errors.
 //!
 //! A TLS problem the user must fix (the server does not speak TLS but the mode requires
 //! it, a certificate that fails the check, a handshake the server refuses) is a
@@ -29,7 +25,6 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -41,18 +36,16 @@ use rustls::{
 };
 use switchyard_config::postgres_dsn::{self, PostgresTls, RootCert, SslMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpStream, UnixListener};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
-use tracing::debug;
 
 use crate::setup::{CdcError, describe};
 
-/// How long the private socket waits for the replication client to connect.
-const TUNNEL_ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Buffer per direction of the replication tunnel (bounded; WAL arrives in chunks
-/// of this order).
-const TUNNEL_BUFFER: usize = 64 * 1024;
+/// A connection to the server, whichever transport it took.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Where and how to connect, from a source's `dsn`.
 #[derive(Clone)]
@@ -137,38 +130,44 @@ impl Target {
             .map_err(|e| self.classify(&e, &describe(&e)))
     }
 
-    /// Opens the replication session's transport: `None` when the replication client
-    /// should connect by itself (no TLS: `disable`, a Unix socket, or `prefer` and a
-    /// server without TLS); otherwise the TLS connection is made here and the
-    /// directory of a private socket that leads into it is returned — give it to the
-    /// client as its host (with the same port).
-    pub async fn replication_tunnel(&self) -> Result<Option<String>, CdcError> {
-        let Some(rustls) = &self.rustls else {
-            return Ok(None);
-        };
+    /// Opens the replication session's transport: a Unix socket, a plain TCP
+    /// connection (`disable`, or `prefer` and a server without TLS), or TLS over TCP
+    /// checked as the dsn asks.
+    pub async fn replication_stream(&self) -> Result<Box<dyn Io>, CdcError> {
         let (host, port) = self.host_port();
+        let connect_error = |e: io::Error| {
+            CdcError::Transient(format!("cannot connect to Postgres at {host}:{port}: {e}"))
+        };
+        if let Some(Host::Unix(dir)) = self.config.get_hosts().first() {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            let socket = UnixStream::connect(&path).await.map_err(|e| {
+                CdcError::Transient(format!(
+                    "cannot connect to Postgres at {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Box::new(socket));
+        }
         let addr = match self.config.get_hostaddrs().first() {
             Some(ip) => ip.to_string(),
             None => host.clone(),
         };
         let mut tcp = TcpStream::connect((addr.as_str(), port))
             .await
-            .map_err(|e| {
-                CdcError::Transient(format!("cannot connect to Postgres at {host}:{port}: {e}"))
-            })?;
-        tcp.set_nodelay(true)
-            .map_err(|e| CdcError::Transient(format!("replication connection: {e}")))?;
+            .map_err(connect_error)?;
+        tcp.set_nodelay(true).map_err(connect_error)?;
+        let Some(rustls) = &self.rustls else {
+            return Ok(Box::new(tcp));
+        };
         // SSLRequest: length 8, then the code 1234.5679 (the protocol's fixed bytes).
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
             .await
-            .map_err(|e| CdcError::Transient(format!("replication connection: {e}")))?;
+            .map_err(connect_error)?;
         let mut answer = [0u8; 1];
-        tcp.read_exact(&mut answer)
-            .await
-            .map_err(|e| CdcError::Transient(format!("replication connection: {e}")))?;
+        tcp.read_exact(&mut answer).await.map_err(connect_error)?;
         match answer[0] {
             b'S' => {}
-            b'N' if !self.tls.mode.requires_tls() => return Ok(None),
+            b'N' if !self.tls.mode.requires_tls() => return Ok(Box::new(tcp)),
             b'N' => return Err(self.no_tls_error()),
             other => {
                 return Err(CdcError::Transient(format!(
@@ -182,9 +181,7 @@ impl Target {
             .connect(name, tcp)
             .await
             .map_err(|e| self.classify(&e, &e.to_string()))?;
-        tunnel(stream, port)
-            .map(Some)
-            .map_err(|e| CdcError::Transient(format!("replication connection: {e}")))
+        Ok(Box::new(stream))
     }
 
     /// A permanent error for a TLS problem in `e`'s chain; otherwise transient.
@@ -500,47 +497,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for Maybe
         // SCRAM without channel binding, as over the replication connection.
         ChannelBinding::none()
     }
-}
-
-/// Serves `stream` to one local client: a Unix socket `.s.PGSQL.<port>` in a new
-/// private directory (mode 0700, so only this user can connect), which accepts one
-/// connection, is removed, and relays bytes both ways until either side closes.
-fn tunnel(stream: tokio_rustls::client::TlsStream<TcpStream>, port: u16) -> io::Result<String> {
-    // A socket path must fit in about 100 bytes: a long TMPDIR falls back to /tmp.
-    let base = std::env::temp_dir();
-    let base = if base.as_os_str().len() <= 64 {
-        base
-    } else {
-        std::path::PathBuf::from("/tmp")
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("switchyard-replication-")
-        .tempdir_in(base)?;
-    let listener = UnixListener::bind(dir.path().join(format!(".s.PGSQL.{port}")))?;
-    let host = dir
-        .path()
-        .to_str()
-        .ok_or_else(|| io::Error::other("the temporary directory's path is not UTF-8"))?
-        .to_owned();
-    tokio::spawn(async move {
-        let accepted = tokio::time::timeout(TUNNEL_ACCEPT_TIMEOUT, listener.accept()).await;
-        drop(listener);
-        drop(dir);
-        let Ok(Ok((mut local, _))) = accepted else {
-            debug!("the replication client did not connect to its TLS tunnel");
-            return;
-        };
-        let mut remote = stream;
-        let result = tokio::io::copy_bidirectional_with_sizes(
-            &mut local,
-            &mut remote,
-            TUNNEL_BUFFER,
-            TUNNEL_BUFFER,
-        )
-        .await;
-        debug!(?result, "replication TLS tunnel closed");
-    });
-    Ok(host)
 }
 
 #[cfg(test)]

@@ -23,17 +23,19 @@
 //!   completions in, the action queue) and the reconnect loop;
 //! * [`session`]: one replication session — pgoutput changes to events, schema changes,
 //!   slot lag;
-//! * [`snapshot`]: snapshot chunks between their watermarks, and snapshot progress.
+//! * [`snapshot`]: snapshot chunks between their watermarks, and snapshot progress;
+//! * [`spill`]: large transactions streamed before their commit, held in memory or in a
+//!   spill file until it.
 
 mod session;
 mod snapshot;
+mod spill;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use pgwire_replication::{Lsn, ReplicationClient};
 use serde::Serialize;
 use switchyard_config::PostgresCdcSourceConfig;
 use switchyard_connector::Backoff;
@@ -44,9 +46,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::change;
 use crate::pgoutput::Relation;
+use crate::replication::FeedbackHandle;
 use crate::setup::{self, CdcError, TableInfo};
 use crate::state::StateFile;
-use crate::tls::Target;
 use crate::values::TypeRegistry;
 
 use self::session::SessionEnd;
@@ -72,6 +74,12 @@ pub struct StatusView {
     /// WAL the slot holds back on the server (from its restart LSN), in bytes.
     pub slot_lag_bytes: i64,
     pub events: u64,
+    /// Large transactions Postgres streams before their commit, held until it.
+    pub streaming_transactions: usize,
+    /// Bytes of them held in memory (bounded; the rest is in spill files).
+    pub streaming_buffered_bytes: usize,
+    /// Bytes written to spill files since the start.
+    pub spilled_bytes: u64,
     pub last_error: Option<String>,
     /// Stopped for good (a problem the user must fix); the slot stays where it was.
     pub stopped: bool,
@@ -138,7 +146,9 @@ pub async fn start(
         .load()
         .map_err(|e| CdcError::Config(e.to_string()))?
         .filter(|s| s.slot == cfg.slot);
-    let rcfg = setup::replication_config(&cfg, &Target::parse(&cfg.dsn)?);
+    // Checked here so a bad dsn stops the start; each session parses it again (a
+    // replaced CA file is read again).
+    crate::tls::Target::parse(&cfg.dsn)?;
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (complete_tx, complete_rx) = watch::channel(0);
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
@@ -147,7 +157,6 @@ pub async fn start(
     let mut task = Task {
         source: source.to_owned(),
         cfg,
-        rcfg,
         commands: cmd_rx,
         status: status.clone(),
         positions: Positions {
@@ -160,6 +169,7 @@ pub async fn start(
         },
         catalog: Catalog::default(),
         snapshots: Snapshots::new(state_file, stored),
+        streams: spill::Streams::new(state_dir.join("spill")),
         sql: None,
         encoder: change::ChangeEncoder::new(),
     };
@@ -272,12 +282,13 @@ struct KnownRelation {
 struct Task {
     source: String,
     cfg: PostgresCdcSourceConfig,
-    rcfg: pgwire_replication::ReplicationConfig,
     commands: mpsc::Receiver<Command>,
     status: Arc<Status>,
     positions: Positions,
     catalog: Catalog,
     snapshots: Snapshots,
+    /// Large transactions streamed before their commit.
+    streams: spill::Streams,
     /// Connection for ordinary SQL (snapshots, watermarks, lag).
     sql: Option<Client>,
     /// Writes the events of row changes, reusing its buffers from row to row.
@@ -417,7 +428,7 @@ impl Task {
     }
 
     /// Applies every action whose position is now complete.
-    async fn apply_completions(&mut self, client: Option<&ReplicationClient>) {
+    async fn apply_completions(&mut self, client: Option<&FeedbackHandle>) {
         let due = self.positions.take_due();
         if self.snapshots.acknowledge(&self.source, due.progress) {
             if let Err(e) = self.snapshots.store().await {
@@ -430,7 +441,7 @@ impl Task {
         {
             self.positions.confirmed = lsn;
             if let Some(c) = client {
-                c.update_applied_lsn(Lsn(lsn));
+                c.acknowledge(lsn);
             }
             self.status
                 .update(|s| s.confirmed_lsn = change::lsn_string(lsn));

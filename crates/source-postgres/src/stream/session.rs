@@ -2,10 +2,8 @@
 //! events, record the commits to confirm, follow schema changes, measure the slot's lag,
 //! and start the next snapshot chunk whenever none is open.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use serde_json::Value;
 use switchyard_event::Event;
 use tracing::{info, warn};
@@ -14,6 +12,7 @@ use super::snapshot::{self, WATERMARK_PREFIX};
 use super::{Action, KnownRelation, Task};
 use crate::change::{self, KeySpec};
 use crate::pgoutput::{self, Message, Relation};
+use crate::replication::{FeedbackHandle, Replication, StartOptions, WalMessage};
 use crate::setup::{self, CdcError, TableInfo};
 use crate::tls::Target;
 
@@ -63,45 +62,37 @@ impl Txn {
 impl Task {
     /// One replication session, until it fails or the runtime goes away.
     pub(super) async fn session(&mut self) -> SessionEnd {
-        let reported = Arc::new(tokio::sync::Notify::new());
-        let observer = {
-            let reported = reported.clone();
-            pgwire_replication::FeedbackObserver::new(move |_| reported.notify_waiters())
-        };
-        let mut rcfg = self.rcfg.clone();
         // Parsed per session, as each SQL connection is: a replaced CA file is read again.
         let target = match Target::parse(&self.cfg.dsn) {
             Ok(t) => t,
             Err(e) => return SessionEnd::Error(e),
         };
-        match target.replication_tunnel().await {
-            Ok(Some(socket_dir)) => rcfg.host = socket_dir,
-            Ok(None) => {}
-            Err(e) => return SessionEnd::Error(e),
-        }
+        // The server sends every transaction still open from its start again.
+        self.streams.clear();
         let confirmed = self.positions.confirmed;
-        let rcfg = rcfg
-            .with_start_lsn(Lsn(confirmed))
-            .with_ack_lsn(Lsn(confirmed))
-            .with_status_interval(Duration::from_secs(1))
-            .with_feedback_observer(observer);
-        let mut client = match ReplicationClient::connect(rcfg).await {
-            Ok(c) => c,
-            Err(e) => {
-                return SessionEnd::Error(CdcError::Transient(format!(
-                    "cannot start replication: {e}"
-                )));
-            }
+        let options = StartOptions {
+            slot: &self.cfg.slot,
+            publication: &self.cfg.publication,
+            start_lsn: confirmed,
+            session_options: setup::SESSION_OPTIONS,
         };
-        if let Err(e) = client.wait_started().await {
-            return SessionEnd::Error(classify_replication_error(&self.cfg.slot, e));
-        }
+        let mut conn = match Replication::start(&target, &options).await {
+            Ok(c) => c,
+            Err(e) => return SessionEnd::Error(classify_replication_error(&self.cfg.slot, e)),
+        };
         info!(source = %self.source, slot = %self.cfg.slot,
-            from = %change::lsn_string(confirmed), "replication started");
+            from = %change::lsn_string(confirmed), protocol = conn.protocol,
+            "replication started");
+        if conn.protocol < 2 {
+            info!(source = %self.source, server_version = conn.server_version,
+                "this server (before Postgres 14) sends large transactions only at their \
+                 commit: it spills them to its own disk meanwhile");
+        }
         self.status.update(|s| {
             s.connected = true;
             s.last_error = None;
         });
+        let feedback = conn.feedback();
         let mut txn: Option<Txn> = None;
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
         // Actions recorded while nothing was outstanding (an idle keepalive) are due at
@@ -120,26 +111,20 @@ impl Task {
                 biased;
                 changed = self.positions.complete.changed() => {
                     if changed.is_err() {
-                        flush_and_stop(&client, &reported).await;
+                        flush_and_stop(conn, &feedback).await;
                         return SessionEnd::Closed;
                     }
-                    self.apply_completions(Some(&client)).await;
+                    self.apply_completions(Some(&feedback)).await;
                 }
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = lag_tick.tick() => self.measure_lag(&mut last_lag_warning).await,
-                _ = due_tick.tick() => self.apply_completions(Some(&client)).await,
-                event = client.recv() => {
-                    let event = match event {
-                        Ok(Some(e)) => e,
-                        Ok(None) => {
-                            return SessionEnd::Error(CdcError::Transient(
-                                "the replication stream ended".into(),
-                            ));
-                        }
+                _ = due_tick.tick() => self.apply_completions(Some(&feedback)).await,
+                message = conn.recv() => {
+                    let message = match message {
+                        Ok(m) => m,
                         Err(e) => return SessionEnd::Error(classify_replication_error(&self.cfg.slot, e)),
                     };
-                    if let Err(end) = self.handle(event, &mut txn).await {
-                        client.stop();
+                    if let Err(end) = self.handle(message, &mut txn, &feedback).await {
                         return end;
                     }
                 }
@@ -149,60 +134,171 @@ impl Task {
 
     async fn handle(
         &mut self,
-        event: ReplicationEvent,
+        message: WalMessage,
         txn: &mut Option<Txn>,
+        conn: &FeedbackHandle,
     ) -> Result<(), SessionEnd> {
-        match event {
-            ReplicationEvent::Begin {
+        let data = match message {
+            WalMessage::KeepAlive { wal_end, reply } => {
+                if reply {
+                    conn.reply_requested();
+                }
+                // Idle: nothing of ours is between the last commit and the server's
+                // position, so it may be confirmed once everything before is complete.
+                // (A streamed transaction still open is sent again whole after a
+                // restart: the server decides by its commit, not by its first change.)
+                if txn.is_none() && wal_end > self.positions.emitted_upto {
+                    self.positions.push_action(Action::Confirm(wal_end));
+                }
+                return Ok(());
+            }
+            WalMessage::XLogData { data, .. } => data,
+        };
+        let undecodable = |e: pgoutput::DecodeError| {
+            SessionEnd::Error(CdcError::Transient(format!(
+                "undecodable replication message: {e}"
+            )))
+        };
+        if self.streams.current.is_some() {
+            // Inside a stream block: keep the messages until the transaction ends.
+            let (xid, message) = pgoutput::decode_streamed(&data).map_err(undecodable)?;
+            match (xid, message) {
+                (_, Message::StreamStop) => {
+                    self.streams.stop_block();
+                    self.publish_streams();
+                }
+                (Some(subxid), _) => self
+                    .streams
+                    .append(subxid, &data)
+                    .await
+                    .map_err(SessionEnd::Error)?,
+                (None, other) => {
+                    return Err(SessionEnd::Error(CdcError::Transient(format!(
+                        "unexpected replication message inside a stream block: {other:?}"
+                    ))));
+                }
+            }
+            return Ok(());
+        }
+        let message = pgoutput::decode(&data).map_err(undecodable)?;
+        match message {
+            Message::Begin {
                 final_lsn,
+                commit_ts_us,
                 xid,
-                commit_time_micros,
             } => {
                 *txn = Some(Txn {
                     tx: change::Transaction {
-                        commit_lsn: final_lsn.0,
+                        commit_lsn: final_lsn,
                         xid,
-                        commit_ts_us: commit_time_micros,
+                        commit_ts_us,
                     },
                     seq: 0,
-                    skip: final_lsn.0 < self.positions.emitted_upto,
+                    skip: final_lsn < self.positions.emitted_upto,
                 });
             }
-            ReplicationEvent::Commit { end_lsn, .. } => {
+            Message::Commit { end_lsn, .. } => {
                 if let Some(t) = txn.take()
                     && !t.skip
                 {
-                    self.positions.emitted_upto = end_lsn.0;
-                    self.positions.push_action(Action::Confirm(end_lsn.0));
+                    self.committed(end_lsn);
                 }
             }
-            // Idle: nothing of ours is between the last commit and the server's
-            // position, so it may be confirmed once everything before is complete.
-            ReplicationEvent::KeepAlive { wal_end, .. }
-                if txn.is_none() && wal_end.0 > self.positions.emitted_upto =>
-            {
-                self.positions.push_action(Action::Confirm(wal_end.0));
-            }
-            ReplicationEvent::Message {
+            Message::LogicalMessage {
                 transactional: false,
                 lsn,
                 prefix,
                 content,
             } if prefix == WATERMARK_PREFIX => {
-                self.watermark(&String::from_utf8_lossy(&content), lsn.0)
+                self.watermark(&String::from_utf8_lossy(&content), lsn)
                     .await?;
             }
-            ReplicationEvent::XLogData { data, .. } => {
-                let message = pgoutput::decode(&data).map_err(|e| {
-                    SessionEnd::Error(CdcError::Transient(format!(
-                        "undecodable replication message: {e}"
-                    )))
-                })?;
-                self.change(message, txn).await?;
+            Message::StreamStart { xid, first_segment } => {
+                self.streams.start_block(xid, first_segment);
             }
-            _ => {}
+            Message::StreamAbort { xid, subxid } => {
+                self.streams.abort(xid, subxid);
+                self.publish_streams();
+            }
+            Message::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_ts_us,
+                ..
+            } => {
+                self.stream_commit(xid, commit_lsn, end_lsn, commit_ts_us)
+                    .await?;
+            }
+            message => self.change(message, txn).await?,
         }
         Ok(())
+    }
+
+    /// A transaction was emitted in full: its end may be confirmed once it is complete.
+    fn committed(&mut self, end_lsn: u64) {
+        self.positions.emitted_upto = end_lsn;
+        self.positions.push_action(Action::Confirm(end_lsn));
+    }
+
+    /// A streamed transaction committed: its kept messages go through the path of any
+    /// other transaction's, in order.
+    async fn stream_commit(
+        &mut self,
+        xid: u32,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_ts_us: i64,
+    ) -> Result<(), SessionEnd> {
+        let replay = self.streams.commit(xid);
+        self.publish_streams();
+        if commit_lsn < self.positions.emitted_upto {
+            // Emitted in full by an earlier session of this process.
+            return Ok(());
+        }
+        let Some(mut replay) = replay else {
+            return Err(SessionEnd::Error(CdcError::Transient(format!(
+                "the server committed streamed transaction {xid} without sending its changes \
+                 in this session"
+            ))));
+        };
+        let mut txn = Some(Txn {
+            tx: change::Transaction {
+                commit_lsn,
+                xid,
+                commit_ts_us,
+            },
+            seq: 0,
+            skip: false,
+        });
+        while let Some((subxid, data)) = replay.next().await.map_err(SessionEnd::Error)? {
+            let (_, message) = pgoutput::decode_streamed(&data).map_err(|e| {
+                SessionEnd::Error(CdcError::Transient(format!(
+                    "undecodable replication message: {e}"
+                )))
+            })?;
+            // A rolled-back subtransaction's changes are void; the relation and type
+            // descriptions it carried still describe what follows.
+            if replay.aborted(subxid)
+                && !matches!(message, Message::Relation(_) | Message::Type { .. })
+            {
+                continue;
+            }
+            self.change(message, &mut txn).await?;
+        }
+        self.committed(end_lsn);
+        Ok(())
+    }
+
+    /// Shows the open streamed transactions in the status.
+    fn publish_streams(&self) {
+        let (open, memory) = self.streams.open();
+        let spilled = self.streams.spilled_total;
+        self.status.update(|s| {
+            s.streaming_transactions = open;
+            s.streaming_buffered_bytes = memory;
+            s.spilled_bytes = spilled;
+        });
     }
 
     async fn change(
@@ -393,23 +489,21 @@ impl Task {
 
 /// Waits (a little) until the last confirmed position reached the server, then ends the
 /// session: a clean stop leaves nothing to send twice.
-async fn flush_and_stop(client: &ReplicationClient, reported: &tokio::sync::Notify) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.feedback_pending_since().is_some() {
-        let notified = reported.notified();
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            warn!(
-                "the last confirmed position was not reported before the shutdown; \
-                   changes after the previous report are sent again at the next start"
-            );
-            break;
-        }
+async fn flush_and_stop(conn: Replication, feedback: &FeedbackHandle) {
+    if !feedback.flush(Duration::from_secs(5)).await {
+        warn!(
+            "the last confirmed position was not reported before the shutdown; changes after \
+             the previous report are sent again at the next start"
+        );
     }
-    client.stop();
+    drop(conn);
 }
 
 /// Replication errors the user must act on are not retried.
-fn classify_replication_error(slot: &str, e: pgwire_replication::PgWireError) -> CdcError {
+fn classify_replication_error(slot: &str, e: CdcError) -> CdcError {
+    if !e.is_transient() {
+        return e;
+    }
     let text = e.to_string();
     if text.contains("does not exist") && text.contains("slot") {
         CdcError::SlotLost(format!(
@@ -423,6 +517,6 @@ fn classify_replication_error(slot: &str, e: pgwire_replication::PgWireError) ->
              the source to create it again with a new snapshot"
         ))
     } else {
-        CdcError::Transient(format!("replication: {text}"))
+        e
     }
 }
