@@ -458,6 +458,44 @@ pub fn truncate_record(
     Value::Object(record)
 }
 
+/// Builds the record of a logical decoding message (`pg_logical_emit_message`):
+/// `{"op":"message","prefix","lsn","message_lsn","transactional","xid","commit_ts",
+/// "content"}`.
+///
+/// `lsn` is the commit LSN of the enclosing transaction (the message's own LSN when it
+/// was not transactional); `xid` and `commit_ts` are null for a message sent outside a
+/// transaction. `content` is the content as text when it is UTF-8; otherwise it is null
+/// and `content_base64` carries the bytes.
+pub fn message_record(
+    prefix: &str,
+    content: &[u8],
+    message_lsn: u64,
+    tx: Option<&Transaction>,
+) -> Value {
+    let mut record = Map::with_capacity(9);
+    record.insert("op".into(), "message".into());
+    record.insert("prefix".into(), prefix.into());
+    let lsn = tx.map_or(message_lsn, |t| t.commit_lsn);
+    record.insert("lsn".into(), lsn_string(lsn).into());
+    record.insert("message_lsn".into(), lsn_string(message_lsn).into());
+    record.insert("transactional".into(), tx.is_some().into());
+    record.insert("xid".into(), tx.map(|t| t.xid).into());
+    record.insert(
+        "commit_ts".into(),
+        tx.map(|t| pg_micros_to_rfc3339(t.commit_ts_us)).into(),
+    );
+    match std::str::from_utf8(content) {
+        Ok(text) => {
+            record.insert("content".into(), text.into());
+        }
+        Err(_) => {
+            record.insert("content".into(), Value::Null);
+            record.insert("content_base64".into(), B64.encode(content).into());
+        }
+    }
+    Value::Object(record)
+}
+
 /// Builds the record of a relation (schema) change: `{"op":"schema","schema","table",
 /// "lsn","columns":[{"name","type_oid","type","key"}],"replica_identity"}`.
 ///
@@ -546,6 +584,15 @@ pub fn event(
         // `Value`'s `to_string` is compact JSON on one line.
         payload_is_compact_json: true,
     }
+}
+
+/// Now, in microseconds since 2000-01-01 (Postgres' epoch), for events that carry no
+/// commit time.
+pub fn pg_now_us() -> i64 {
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    unix_us.saturating_sub(PG_EPOCH_UNIX_US)
 }
 
 /// Milliseconds since the Unix epoch of a commit time (0 for a time before 1970).

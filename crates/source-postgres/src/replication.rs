@@ -16,11 +16,11 @@
 //!   blocked handing events to a slow pipeline: otherwise the walsender would end the
 //!   connection after `wal_sender_timeout`.
 //!
-//! Why our own client and not a crate: see docs/decisions/0022-replication-protocol-v2.md.
+//! Why our own client and not a crate: see docs/decisions/0023-own-replication-client.md.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
@@ -42,8 +42,6 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// …and at most this often when only the acknowledged position moved: each update
 /// makes the walsender take the slot's lock and may make it write the slot to disk.
 const STATUS_MIN_GAP: Duration = Duration::from_millis(100);
-/// Microseconds from the Unix epoch to Postgres' (2000-01-01).
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// What the session asks for at the start.
 pub struct StartOptions<'a> {
@@ -282,17 +280,10 @@ fn status_update(lsn: u64, out: &mut BytesMut) {
     body[1..9].copy_from_slice(&lsn.to_be_bytes());
     body[9..17].copy_from_slice(&lsn.to_be_bytes());
     body[17..25].copy_from_slice(&lsn.to_be_bytes());
-    body[25..33].copy_from_slice(&pg_now_us().to_be_bytes());
+    body[25..33].copy_from_slice(&crate::change::pg_now_us().to_be_bytes());
     out.put_u8(b'd');
     out.put_i32(4 + body.len() as i32);
     out.put_slice(&body);
-}
-
-fn pg_now_us() -> i64 {
-    let unix_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    unix_us - PG_EPOCH_OFFSET_US
 }
 
 /// The CopyData of the stream: XLogData (`w`) or keepalive (`k`); anything else is

@@ -94,6 +94,9 @@ pub struct TableInfo {
     pub key_columns: Vec<String>,
     /// Every column in table order.
     pub columns: Vec<ColumnInfo>,
+    /// A partitioned table: its partitions' changes are published under its name
+    /// (`publish_via_partition_root`).
+    pub partitioned: bool,
 }
 
 /// One column of a captured table.
@@ -106,6 +109,32 @@ pub struct ColumnInfo {
 }
 
 impl TableInfo {
+    /// The table as a pgoutput relation description, for a `schema` event of a table
+    /// no change has described yet.
+    pub fn relation(&self) -> crate::pgoutput::Relation {
+        crate::pgoutput::Relation {
+            oid: self.oid,
+            namespace: self.schema.clone(),
+            name: self.name.clone(),
+            replica_identity: match self.replica_identity {
+                "full" => b'f',
+                "index" => b'i',
+                "nothing" => b'n',
+                _ => b'd',
+            },
+            columns: self
+                .columns
+                .iter()
+                .map(|c| crate::pgoutput::Column {
+                    key: self.identity_columns.contains(&c.name),
+                    name: c.name.clone(),
+                    type_oid: c.type_oid,
+                    type_modifier: -1,
+                })
+                .collect(),
+        }
+    }
+
     /// `schema.table`.
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
@@ -325,7 +354,7 @@ pub async fn prepare(
 }
 
 /// `(schema, table)` of every table in `publication` (none when it does not exist).
-async fn publication_tables(
+pub(crate) async fn publication_tables(
     client: &Client,
     publication: &str,
 ) -> Result<Vec<(String, String)>, CdcError> {
@@ -519,6 +548,7 @@ pub async fn describe_table(
         identity_columns,
         key_columns,
         columns,
+        partitioned,
     }))
 }
 
@@ -590,11 +620,31 @@ async fn ensure_publication(
 ) -> Result<(), CdcError> {
     let exists = client
         .query_opt(
-            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1",
             &[&cfg.publication],
         )
         .await
         .map_err(|e| transient("reading publications", e))?;
+    if let Some(row) = &exists
+        && !row.get::<_, bool>(1)
+    {
+        let partitioned: Vec<String> = tables
+            .iter()
+            .filter(|t| t.partitioned)
+            .map(TableInfo::qualified)
+            .collect();
+        if !partitioned.is_empty() {
+            return Err(CdcError::Database(vec![format!(
+                "publication `{}` publishes the changes of partitioned table(s) {} under the \
+                 names of their partitions, which the source does not capture: run ALTER \
+                 PUBLICATION {} SET (publish_via_partition_root = true); (or list the \
+                 partitions in `tables` instead of their parent)",
+                cfg.publication,
+                partitioned.join(", "),
+                quote_ident(&cfg.publication)
+            )]));
+        }
+    }
     let list = tables
         .iter()
         .map(TableInfo::sql_name)
@@ -610,7 +660,14 @@ async fn ensure_publication(
     };
     match exists {
         None => {
-            let sql = format!("CREATE PUBLICATION {pub_name} FOR TABLE {list}");
+            // Changes of a partitioned table's partitions are published under the
+            // table's own name, as the config names it.
+            let via_root = if tables.iter().any(|t| t.partitioned) {
+                " WITH (publish_via_partition_root = true)"
+            } else {
+                ""
+            };
+            let sql = format!("CREATE PUBLICATION {pub_name} FOR TABLE {list}{via_root}");
             client
                 .batch_execute(&sql)
                 .await

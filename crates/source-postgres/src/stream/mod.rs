@@ -271,6 +271,8 @@ struct Catalog {
     types: TypeRegistry,
     /// Relation as last seen per table, to tell schema changes.
     known_schemas: HashMap<u32, KnownRelation>,
+    /// Tables of the publication that could not be captured (logged once).
+    refused: std::collections::HashSet<String>,
 }
 
 /// A relation as last seen, with its `schema.table` worked out once rather than per row.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchyard_config::SnapshotMode;
 use switchyard_event::Event;
 use tracing::{info, warn};
 
@@ -117,7 +118,14 @@ impl Task {
                     self.apply_completions(Some(&feedback)).await;
                 }
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
-                _ = lag_tick.tick() => self.measure_lag(&mut last_lag_warning).await,
+                _ = lag_tick.tick() => {
+                    self.measure_lag(&mut last_lag_warning).await;
+                    if txn.is_none()
+                        && let Err(end) = self.pick_up_new_tables().await
+                    {
+                        return end;
+                    }
+                }
                 _ = due_tick.tick() => self.apply_completions(Some(&feedback)).await,
                 message = conn.recv() => {
                     let message = match message {
@@ -209,9 +217,26 @@ impl Task {
                 lsn,
                 prefix,
                 content,
-            } if prefix == WATERMARK_PREFIX => {
-                self.watermark(&String::from_utf8_lossy(&content), lsn)
-                    .await?;
+            } => {
+                if prefix == WATERMARK_PREFIX {
+                    self.watermark(&String::from_utf8_lossy(&content), lsn)
+                        .await?;
+                } else if lsn >= self.positions.emitted_upto {
+                    // Sent as it was written, outside any transaction: its own event,
+                    // confirmed with whatever comes next.
+                    let record = change::message_record(&prefix, &content, lsn, None);
+                    let key = Value::String(prefix);
+                    let event = change::event(
+                        &self.source,
+                        lsn,
+                        0,
+                        "message",
+                        Some(&key),
+                        &record,
+                        change::pg_now_us(),
+                    );
+                    self.emit(event).await?;
+                }
             }
             Message::StreamStart { xid, first_segment } => {
                 self.streams.start_block(xid, first_segment);
@@ -410,6 +435,21 @@ impl Task {
                 }
                 self.emit(event).await?;
             }
+            Message::LogicalMessage {
+                prefix,
+                content,
+                lsn,
+                ..
+            } => {
+                if t.skip {
+                    return Ok(());
+                }
+                let tx = t.tx;
+                let record = change::message_record(&prefix, &content, lsn, Some(&tx));
+                let key = Value::String(prefix);
+                let event = t.event(&self.source, "message", Some(&key), &record);
+                self.emit(event).await?;
+            }
             Message::Truncate {
                 relations,
                 cascade,
@@ -445,13 +485,95 @@ impl Task {
         let client = self.sql().await.map_err(SessionEnd::Error)?;
         match setup::describe_table(client, rel.schema(), &rel.name, &keys).await {
             Ok(Ok(info)) => {
-                self.catalog.tables.insert(name, info);
+                let new = !self.catalog.tables.contains_key(&name);
+                self.catalog.tables.insert(name.clone(), info);
+                if new {
+                    self.table_added(&name).await?;
+                }
             }
             Ok(Err(problem)) => {
                 warn!(source = %self.source, table = %name, %problem,
                     "the table changed; its events keep flowing with the key columns of the stream");
             }
             Err(e) => return Err(SessionEnd::Error(e)),
+        }
+        Ok(())
+    }
+
+    /// With no `tables` listed the publication decides what is captured: a table added
+    /// to it while running is described, announced by a `schema` event and, with
+    /// `snapshot = "initial"`, snapshotted. (Its changes stream from the moment it was
+    /// added, whether or not this check has seen it yet.)
+    async fn pick_up_new_tables(&mut self) -> Result<(), SessionEnd> {
+        if !self.cfg.tables.is_empty() {
+            return Ok(());
+        }
+        let publication = self.cfg.publication.clone();
+        let keys = self.cfg.key_columns.clone();
+        let client = self.sql().await.map_err(SessionEnd::Error)?;
+        let listed = setup::publication_tables(client, &publication)
+            .await
+            .map_err(SessionEnd::Error)?;
+        for (schema, name) in listed {
+            let qualified = format!("{schema}.{name}");
+            if self.catalog.tables.contains_key(&qualified)
+                || self.catalog.refused.contains(&qualified)
+            {
+                continue;
+            }
+            let client = self.sql().await.map_err(SessionEnd::Error)?;
+            let info = match setup::describe_table(client, &schema, &name, &keys).await {
+                Ok(Ok(info)) => info,
+                Ok(Err(problem)) => {
+                    warn!(source = %self.source, table = %qualified, %problem,
+                        "a table added to the publication cannot be captured; its changes are \
+                         not delivered until the problem is fixed and the source restarts");
+                    self.catalog.refused.insert(qualified);
+                    continue;
+                }
+                Err(e) => return Err(SessionEnd::Error(e)),
+            };
+            let lsn_row = client
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .map_err(|e| {
+                    SessionEnd::Error(CdcError::Transient(format!(
+                        "reading the WAL position: {}",
+                        setup::describe(&e)
+                    )))
+                })?;
+            let lsn = change::parse_lsn(lsn_row.get(0)).unwrap_or(self.positions.emitted_upto);
+            let relation = info.relation();
+            let record =
+                change::schema_record(&relation, &self.catalog.types, Some(&info.key_columns), lsn);
+            let mut event = change::event(
+                &self.source,
+                lsn,
+                0,
+                "schema",
+                None,
+                &record,
+                change::pg_now_us(),
+            );
+            event.id = format!("{}/schema/{qualified}", change::lsn_string(lsn));
+            info!(source = %self.source, table = %qualified, "{}", info.explain());
+            self.catalog.tables.insert(qualified.clone(), info);
+            self.emit(event).await?;
+            self.table_added(&qualified).await?;
+        }
+        Ok(())
+    }
+
+    /// A table joined the capture while running: with `snapshot = "initial"` (and the
+    /// publication deciding the tables), its snapshot starts.
+    async fn table_added(&mut self, table: &str) -> Result<(), SessionEnd> {
+        info!(source = %self.source, %table, "a table joined the publication; capturing it");
+        if self.cfg.tables.is_empty() && self.cfg.snapshot == SnapshotMode::Initial {
+            self.snapshots
+                .restart(table)
+                .await
+                .map_err(SessionEnd::Error)?;
+            self.snapshots.publish(&self.status);
         }
         Ok(())
     }

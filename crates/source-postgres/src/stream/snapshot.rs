@@ -699,6 +699,7 @@ mod tests {
                     type_name: "text".into(),
                 },
             ],
+            partitioned: false,
         }
     }
 
