@@ -311,17 +311,24 @@ fn a_two_million_row_transaction_streams_in_commit_order_and_aborted_work_delive
     );
 
     // The server streamed instead of spilling; switchyard spilled past its memory bound.
-    let stats = pg.sql(
-        "app",
-        "SELECT spill_bytes, stream_bytes FROM pg_stat_replication_slots \
-         WHERE slot_name = 'sy_large'",
-    );
-    let (spill, stream) = stats.trim().split_once('|').expect("slot statistics");
+    // Slot statistics are reported a little after the fact: wait for the streaming.
+    let stats = || {
+        pg.sql(
+            "app",
+            "SELECT spill_bytes, stream_bytes FROM pg_stat_replication_slots \
+             WHERE slot_name = 'sy_large'",
+        )
+    };
+    let streamed = wait_until(Duration::from_secs(30), || {
+        stats()
+            .trim()
+            .split_once('|')
+            .is_some_and(|(_, stream)| stream.parse::<u64>().unwrap_or(0) > 0)
+    });
+    let stats = stats();
+    assert!(streamed, "the transaction was not streamed: {stats}");
+    let (spill, _) = stats.trim().split_once('|').expect("slot statistics");
     assert_eq!(spill, "0", "the walsender spilled to disk: {stats}");
-    assert!(
-        stream.parse::<u64>().unwrap() > 0,
-        "the transaction was not streamed: {stats}"
-    );
     let status = switchyard.cli(&["cdc", "status"]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(
@@ -374,6 +381,9 @@ fn a_kill_while_a_spilled_transaction_is_delivered_loses_none_of_it_and_its_file
         seen.big_total >= ROWS / 5
     });
     assert!(started, "{}", tail(&switchyard.logs(), 30));
+    // Being delivered from its spill file, which exists until the transaction is out.
+    let spill = switchyard.data_dir().join("cdc/db/spill");
+    let files = std::fs::read_dir(&spill).map_or(0, |d| d.count());
     switchyard.kill9();
     seen.read(&out);
     assert!(
@@ -381,6 +391,7 @@ fn a_kill_while_a_spilled_transaction_is_delivered_loses_none_of_it_and_its_file
         "the kill came after the whole transaction was out ({} rows)",
         seen.big_total
     );
+    assert_eq!(files, 1, "the transaction was in a spill file at the kill");
     // A line cut by the kill is not an event; the sink goes on after it.
     seen.partial.clear();
     switchyard.restart();
@@ -394,9 +405,14 @@ fn a_kill_while_a_spilled_transaction_is_delivered_loses_none_of_it_and_its_file
         "{missing} rows of the transaction never arrived\n{}",
         tail(&switchyard.logs(), 30)
     );
-    let spill = switchyard.data_dir().join("cdc/db/spill");
+    // Sent again whole after the restart, spilled again, delivered, and its file gone.
+    let status = String::from_utf8_lossy(&switchyard.cli(&["cdc", "status"]).stdout).into_owned();
+    assert!(
+        status.contains("spilled to disk since the start") && !status.contains("0 B spilled"),
+        "{status}"
+    );
     let emptied = wait_until(Duration::from_secs(30), || {
-        std::fs::read_dir(&spill).map_or(true, |d| d.count() == 0)
+        std::fs::read_dir(&spill).is_ok_and(|d| d.count() == 0)
     });
     assert!(
         emptied,

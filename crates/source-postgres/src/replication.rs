@@ -37,6 +37,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// The largest message accepted from the server: pgoutput sends a row in one message
 /// and Postgres caps a value at 1 GiB.
 const MAX_MESSAGE: usize = (1 << 30) + (64 << 20);
+/// How long connecting, authenticating and starting may take when the dsn sets no
+/// `connect_timeout`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status updates are sent at least this often.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// …and at most this often when only the acknowledged position moved: each update
@@ -81,6 +84,8 @@ struct Feedback {
     /// The position last sent to the server.
     reported: watch::Sender<u64>,
     stop: AtomicBool,
+    /// The task ended on a write error: the connection is broken.
+    dead: AtomicBool,
 }
 
 impl Replication {
@@ -88,6 +93,24 @@ impl Replication {
     /// version 2 and streaming of large transactions where the server has it (14 and
     /// later), version 1 otherwise.
     pub async fn start(target: &Target, opts: &StartOptions<'_>) -> Result<Self, CdcError> {
+        // The dsn's connect_timeout, else a bound of our own: a server that accepts the
+        // connection and then says nothing must not hang the source.
+        let limit = target
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(START_TIMEOUT);
+        let (host, port) = target.host_port();
+        tokio::time::timeout(limit, Self::start_inner(target, opts))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CdcError::Transient(format!(
+                    "the replication connection to {host}:{port} did not start within {limit:?}"
+                )))
+            })
+    }
+
+    async fn start_inner(target: &Target, opts: &StartOptions<'_>) -> Result<Self, CdcError> {
         let stream = target.replication_stream().await?;
         let (host, port) = target.host_port();
         let mut conn = Startup {
@@ -121,13 +144,15 @@ impl Replication {
             }
         }
         let (read, write) = tokio::io::split(conn.io);
-        let (reported, _) = watch::channel(opts.start_lsn);
+        // Nothing is reported yet: the first update says where we are.
+        let (reported, _) = watch::channel(0);
         let feedback = Arc::new(Feedback {
             applied: AtomicU64::new(opts.start_lsn),
             wake: Notify::new(),
             reply_now: AtomicBool::new(false),
             reported,
             stop: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
         });
         tokio::spawn(feedback_task(write, feedback.clone()));
         Ok(Self {
@@ -205,6 +230,11 @@ impl FeedbackHandle {
         }
     }
 
+    /// Whether the feedback task failed to write: the connection is broken.
+    pub fn is_dead(&self) -> bool {
+        self.0.dead.load(Ordering::Acquire)
+    }
+
     /// The server asked for a status update.
     pub fn reply_requested(&self) {
         self.0.reply_now.store(true, Ordering::Release);
@@ -235,23 +265,15 @@ impl Drop for Replication {
 async fn feedback_task(mut write: WriteHalf<Box<dyn Io>>, feedback: Arc<Feedback>) {
     let mut out = BytesMut::with_capacity(64);
     let mut last_sent = tokio::time::Instant::now();
-    let mut sent_lsn = feedback.applied.load(Ordering::Acquire);
+    let mut sent_lsn = None;
     loop {
         let _ = tokio::time::timeout(STATUS_INTERVAL, feedback.wake.notified()).await;
-        if feedback.stop.load(Ordering::Acquire) {
-            // CopyDone, then Terminate: the server ends the walsender cleanly.
-            out.clear();
-            frontend::copy_done(&mut out);
-            frontend::terminate(&mut out);
-            let _ = write.write_all(&out).await;
-            let _ = write.shutdown().await;
-            return;
-        }
+        let stop = feedback.stop.load(Ordering::Acquire);
         let lsn = feedback.applied.load(Ordering::Acquire);
         let asked = feedback.reply_now.swap(false, Ordering::AcqRel);
         let due = last_sent.elapsed() >= STATUS_INTERVAL;
-        if !asked && !due {
-            if lsn == sent_lsn {
+        if !stop && !asked && !due {
+            if sent_lsn == Some(lsn) {
                 continue;
             }
             let gap = STATUS_MIN_GAP.saturating_sub(last_sent.elapsed());
@@ -262,13 +284,28 @@ async fn feedback_task(mut write: WriteHalf<Box<dyn Io>>, feedback: Arc<Feedback
         let lsn = feedback.applied.load(Ordering::Acquire);
         out.clear();
         status_update(lsn, &mut out);
-        if let Err(e) = write.write_all(&out).await {
+        if stop {
+            // The last position, then CopyDone and Terminate: the walsender ends cleanly.
+            frontend::copy_done(&mut out);
+            frontend::terminate(&mut out);
+        }
+        let written = async {
+            write.write_all(&out).await?;
+            // TLS buffers what it encrypts: the update counts once it left.
+            write.flush().await
+        };
+        if let Err(e) = written.await {
             debug!(error = %e, "replication status update failed; the session ends");
+            feedback.dead.store(true, Ordering::Release);
             return;
         }
         last_sent = tokio::time::Instant::now();
-        sent_lsn = lsn;
+        sent_lsn = Some(lsn);
         feedback.reported.send_replace(lsn);
+        if stop {
+            let _ = write.shutdown().await;
+            return;
+        }
     }
 }
 
@@ -393,6 +430,8 @@ impl Startup {
             ("database", database.as_str()),
             ("replication", "database"),
             ("application_name", "switchyard"),
+            // pgoutput sends text in the client encoding; values are read as UTF-8.
+            ("client_encoding", "UTF8"),
             ("options", options),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.out).map_err(encode_error)?;
@@ -406,6 +445,9 @@ impl Startup {
             ))
         };
         let mut scram: Option<sasl::ScramSha256> = None;
+        // A server that started SCRAM must prove it knows the password before it may
+        // say the client is in.
+        let mut scram_verified = false;
         let mut version: u32 = 0;
         loop {
             let (tag, mut body) = self.frame().await?;
@@ -417,6 +459,15 @@ impl Startup {
                         ));
                     }
                     match body.get_i32() {
+                        0 if scram.is_some() && !scram_verified => {
+                            return Err(CdcError::Config(format!(
+                                "the server at {} ended SCRAM authentication without proving \
+                                 it knows the password: this is not the server the dsn names, \
+                                 or something in between is answering for it; use \
+                                 sslmode=verify-full",
+                                self.place
+                            )));
+                        }
                         0 => {}
                         3 => {
                             let password = password.as_deref().ok_or_else(no_password)?;
@@ -477,10 +528,13 @@ impl Startup {
                                 CdcError::Transient("SASL final before SASL start".into())
                             })?;
                             exchange.finish(&body).map_err(|e| {
-                                CdcError::Transient(format!(
-                                    "SCRAM authentication: the server's proof is wrong ({e})"
+                                CdcError::Config(format!(
+                                    "SCRAM authentication with {}: the server's proof is wrong \
+                                     ({e}); this is not the server the dsn names",
+                                    self.place
                                 ))
                             })?;
+                            scram_verified = true;
                         }
                         other => {
                             return Err(CdcError::Config(format!(

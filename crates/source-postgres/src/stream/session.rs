@@ -126,7 +126,15 @@ impl Task {
                         return end;
                     }
                 }
-                _ = due_tick.tick() => self.apply_completions(Some(&feedback)).await,
+                _ = due_tick.tick() => {
+                    if feedback.is_dead() {
+                        return SessionEnd::Error(CdcError::Transient(
+                            "the replication connection failed while sending a status update"
+                                .into(),
+                        ));
+                    }
+                    self.apply_completions(Some(&feedback)).await;
+                }
                 message = conn.recv() => {
                     let message = match message {
                         Ok(m) => m,
@@ -180,6 +188,9 @@ impl Task {
                     .append(subxid, &data)
                     .await
                     .map_err(SessionEnd::Error)?,
+                // The origin of a replicated transaction follows its first Stream Start;
+                // like a whole transaction's Origin, it changes nothing here.
+                (None, Message::Origin { .. } | Message::Unknown(_)) => {}
                 (None, other) => {
                     return Err(SessionEnd::Error(CdcError::Transient(format!(
                         "unexpected replication message inside a stream block: {other:?}"
@@ -239,7 +250,9 @@ impl Task {
                 }
             }
             Message::StreamStart { xid, first_segment } => {
-                self.streams.start_block(xid, first_segment);
+                self.streams
+                    .start_block(xid, first_segment)
+                    .map_err(SessionEnd::Error)?;
             }
             Message::StreamAbort { xid, subxid } => {
                 self.streams.abort(xid, subxid);
@@ -277,10 +290,10 @@ impl Task {
     ) -> Result<(), SessionEnd> {
         let replay = self.streams.commit(xid);
         self.publish_streams();
-        if commit_lsn < self.positions.emitted_upto {
-            // Emitted in full by an earlier session of this process.
-            return Ok(());
-        }
+        // Emitted in full by an earlier session of this process: its relation and type
+        // descriptions still apply (the server will not send them again), its changes
+        // are skipped.
+        let skip = commit_lsn < self.positions.emitted_upto;
         let Some(mut replay) = replay else {
             return Err(SessionEnd::Error(CdcError::Transient(format!(
                 "the server committed streamed transaction {xid} without sending its changes \
@@ -294,7 +307,7 @@ impl Task {
                 commit_ts_us,
             },
             seq: 0,
-            skip: false,
+            skip,
         });
         while let Some((subxid, data)) = replay.next().await.map_err(SessionEnd::Error)? {
             let (_, message) = pgoutput::decode_streamed(&data).map_err(|e| {
@@ -311,7 +324,9 @@ impl Task {
             }
             self.change(message, &mut txn).await?;
         }
-        self.committed(end_lsn);
+        if !skip {
+            self.committed(end_lsn);
+        }
         Ok(())
     }
 

@@ -100,13 +100,24 @@ impl Streams {
         (self.open.len(), self.memory)
     }
 
-    pub(super) fn start_block(&mut self, xid: u32, first_segment: bool) {
-        if first_segment && let Some(old) = self.open.remove(&xid) {
-            // Only a server that restarted decoding could do this; start over.
-            self.memory -= old.pending.len();
+    /// A block of `xid` starts. A block that is not the transaction's first, of a
+    /// transaction whose first block did not come in this session, is an error: its
+    /// start is missing and delivering the rest would lose it.
+    pub(super) fn start_block(&mut self, xid: u32, first_segment: bool) -> Result<(), CdcError> {
+        if first_segment {
+            if let Some(old) = self.open.remove(&xid) {
+                // Only a server that restarted decoding could do this; start over.
+                self.memory -= old.pending.len();
+            }
+        } else if !self.open.contains_key(&xid) {
+            return Err(CdcError::Transient(format!(
+                "the server continued streamed transaction {xid} whose start this session \
+                 did not receive"
+            )));
         }
         self.open.entry(xid).or_default();
         self.current = Some(xid);
+        Ok(())
     }
 
     pub(super) fn stop_block(&mut self) {
@@ -178,7 +189,7 @@ impl Streams {
         })
         .await
         .map_err(|e| CdcError::Transient(format!("spill writer: {e}")))?;
-        let (file, mut pending) = written.map_err(|e| {
+        let (file, pending) = written.map_err(|e| {
             CdcError::Transient(format!(
                 "cannot write the spill file {} of a large transaction: {e}; make room in \
                  the data directory",
@@ -186,12 +197,12 @@ impl Streams {
             ))
         })?;
         spill.file = Some(file);
-        pending.clear();
+        // Not reused: its capacity would stay allocated beyond the memory bound.
+        drop(pending);
         let txn = self
             .open
             .get_mut(&xid)
             .expect("spilled transaction is open");
-        txn.pending = pending;
         txn.file = Some(spill);
         self.spilled_total += bytes as u64;
         Ok(())
@@ -358,7 +369,7 @@ mod tests {
         let big = vec![7u8; 1 << 20];
         let mut expected = Vec::new();
         for block in 0..20u32 {
-            streams.start_block(100, block == 0);
+            streams.start_block(100, block == 0).unwrap();
             for i in 0..2u32 {
                 let mut m = big.clone();
                 m[..4].copy_from_slice(&(block * 2 + i).to_be_bytes());
@@ -366,7 +377,7 @@ mod tests {
                 expected.push((100 + i, m));
             }
             streams.stop_block();
-            streams.start_block(200, block == 0);
+            streams.start_block(200, block == 0).unwrap();
             streams.append(200, b"small").await.unwrap();
             streams.stop_block();
         }
@@ -391,7 +402,7 @@ mod tests {
     async fn aborts_void_a_transaction_or_only_a_subtransaction() {
         let dir = tempfile::tempdir().unwrap();
         let mut streams = Streams::new(dir.path().to_path_buf());
-        streams.start_block(5, true);
+        streams.start_block(5, true).unwrap();
         streams.append(5, b"a").await.unwrap();
         streams.append(6, b"b").await.unwrap();
         streams.stop_block();
@@ -400,12 +411,22 @@ mod tests {
         assert!(replay.aborted(6));
         assert!(!replay.aborted(5));
 
-        streams.start_block(9, true);
+        streams.start_block(9, true).unwrap();
         streams.append(9, b"x").await.unwrap();
         streams.stop_block();
         streams.abort(9, 9);
         assert!(streams.commit(9).is_none());
         assert_eq!(streams.open(), (0, 0));
+    }
+
+    #[test]
+    fn a_block_of_a_transaction_whose_start_was_not_seen_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut streams = Streams::new(dir.path().to_path_buf());
+        assert!(streams.start_block(3, false).is_err());
+        streams.start_block(3, true).unwrap();
+        streams.stop_block();
+        streams.start_block(3, false).unwrap();
     }
 
     #[test]
