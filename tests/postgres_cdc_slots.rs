@@ -60,7 +60,9 @@ fn a_slot_the_server_invalidated_stops_the_source_with_the_fix_and_recreate_slot
     );
     let mut switchyard = Switchyard::start(&config(&dsn, ""));
     assert!(
-        wait_until(Duration::from_secs(60), || ids(switchyard.dir(), "read").len() == 50),
+        wait_until(Duration::from_secs(60), || ids(switchyard.dir(), "read")
+            .len()
+            == 50),
         "{}",
         tail(&switchyard.logs(), 30)
     );
@@ -90,14 +92,20 @@ fn a_slot_the_server_invalidated_stops_the_source_with_the_fix_and_recreate_slot
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let exited = wait_until(Duration::from_secs(60), || child.try_wait().unwrap().is_some());
+    let exited = wait_until(Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
     if !exited {
         let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
-    assert!(exited, "the source kept retrying a lost slot: {}", tail(&text, 20));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exited,
+        "the source kept retrying a lost slot: {}",
+        tail(&text, 20)
+    );
     assert!(!out.status.success());
     assert!(
         text.contains("was invalidated") && text.contains("recreate_slot = true"),

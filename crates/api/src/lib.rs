@@ -578,13 +578,25 @@ pub struct CdcStatus {
 /// Snapshot progress of one table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotProgress {
-    /// `pending`, `running`, `done`.
+    /// `pending`, `running`, `paused`, `cancelled`, `done`.
     #[serde(default)]
     pub state: String,
     #[serde(default)]
     pub rows_emitted: u64,
     #[serde(default)]
     pub rows_acknowledged: u64,
+    /// Rows the planner expects the snapshot to read.
+    #[serde(default)]
+    pub rows_estimate: Option<u64>,
+    /// Rows acknowledged per second, measured since this process started the table.
+    #[serde(default)]
+    pub rows_per_second: Option<u64>,
+    /// Seconds left at that rate.
+    #[serde(default)]
+    pub eta_seconds: Option<u64>,
+    /// The condition of a filtered backfill (`switchyard snapshot TABLE --where …`).
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 /// The body of `POST /admin/sources/{source}/snapshot`.
@@ -593,9 +605,16 @@ pub struct SnapshotProgress {
 pub struct SnapshotRequest {
     /// `schema.table`.
     pub table: String,
+    /// `start` (the default: the snapshot starts over), `pause`, `resume` or `cancel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// With `start`: only rows for which this SQL condition holds.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
-/// `200` to a snapshot request: `snapshot` is `started`.
+/// `200` to a snapshot request: `snapshot` is `started`, `paused`, `resumed` or
+/// `cancelled`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotStarted {
     pub source: String,

@@ -295,9 +295,13 @@ fn admin_answers() {
             snapshot: vec![(
                 "public.t".into(),
                 SnapshotProgress {
-                    state: "done".into(),
+                    state: "running".into(),
                     rows_emitted: 2,
                     rows_acknowledged: 2,
+                    rows_estimate: Some(10),
+                    rows_per_second: Some(1),
+                    eta_seconds: Some(8),
+                    filter: Some("id > 1".into()),
                 },
             )],
             ..CdcStatus::default()
@@ -305,7 +309,14 @@ fn admin_answers() {
     };
     assert_eq!(
         text(&status),
-        r#"{"source":"pg","status":{"slot":"s","connected":false,"confirmed_lsn":"","slot_lag_bytes":0,"events":0,"streaming_transactions":0,"streaming_buffered_bytes":0,"spilled_bytes":0,"last_error":null,"stopped":false,"reconnects":0,"snapshot":{"public.t":{"state":"done","rows_emitted":2,"rows_acknowledged":2}}}}"#
+        r#"{"source":"pg","status":{"slot":"s","connected":false,"confirmed_lsn":"","slot_lag_bytes":0,"events":0,"streaming_transactions":0,"streaming_buffered_bytes":0,"spilled_bytes":0,"last_error":null,"stopped":false,"reconnects":0,"snapshot":{"public.t":{"state":"running","rows_emitted":2,"rows_acknowledged":2,"rows_estimate":10,"rows_per_second":1,"eta_seconds":8,"filter":"id > 1"}}}}"#
     );
+    // Older clients send only the table; `where` is the JSON name of the filter.
+    let request: SnapshotRequest = serde_json::from_str(r#"{"table":"t"}"#).unwrap();
+    assert_eq!((request.action, request.filter), (None, None));
+    let request: SnapshotRequest =
+        serde_json::from_str(r#"{"table":"t","where":"id > 1"}"#).unwrap();
+    assert_eq!(request.filter.as_deref(), Some("id > 1"));
+    assert_eq!(text(&request), r#"{"table":"t","where":"id > 1"}"#);
     assert!(serde_json::from_str::<ReplayRequest>(r#"{"sinks":"x"}"#).is_err());
 }

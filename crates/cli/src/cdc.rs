@@ -187,29 +187,52 @@ pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             for (table, p) in s.snapshot {
-                println!(
-                    "  snapshot {table}: {} ({} rows emitted, {} acknowledged)",
+                let mut line = format!(
+                    "  snapshot {table}: {} ({} rows emitted, {} acknowledged",
                     p.state, p.rows_emitted, p.rows_acknowledged
                 );
+                if let Some(estimate) = p.rows_estimate {
+                    line.push_str(&format!(" of about {estimate}"));
+                }
+                if let Some(rate) = p.rows_per_second {
+                    line.push_str(&format!(", {rate} rows/s"));
+                }
+                if let Some(eta) = p.eta_seconds {
+                    line.push_str(&format!(", about {} left", human_duration(eta)));
+                }
+                line.push(')');
+                if let Some(filter) = p.filter {
+                    line.push_str(&format!(" where {filter}"));
+                }
+                println!("{line}");
             }
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-pub fn run_snapshot(config: &Path, table: &str, source: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn run_snapshot(
+    config: &Path,
+    table: &str,
+    source: Option<&str>,
+    action: Option<&str>,
+    filter: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let cfg = crate::load(config)?;
     let (name, _) = one_source(&cfg, config, source)?;
     let admin = Admin::new(&cfg, config)?;
     runtime()?.block_on(async {
         let request = SnapshotRequest {
             table: table.to_owned(),
+            action: action.map(str::to_owned),
+            filter,
         };
-        let _: SnapshotStarted = admin
+        let answer: SnapshotStarted = admin
             .post(&format!("/admin/sources/{name}/snapshot"), &request)
             .await?;
         println!(
-            "snapshot of {table} started on source {name}; follow it with `switchyard cdc status -c {}`",
+            "snapshot of {table} {} on source {name}; follow it with `switchyard cdc status -c {}`",
+            answer.snapshot,
             config.display()
         );
         Ok(ExitCode::SUCCESS)
@@ -258,6 +281,15 @@ pub fn run_slots(command: SlotsCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `42 s`, `3 min 5 s`, `2 h 10 min`.
+fn human_duration(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 fn human_bytes(n: i64) -> String {

@@ -74,8 +74,15 @@ The API is described in docs/queues.md and docs/openapi.yaml.")]
         #[command(subcommand)]
         command: cdc::CdcCommand,
     },
-    /// Take the snapshot of one table again while streaming goes on (a running
+    /// Take the snapshot of one table again while streaming goes on — all of it, or a
+    /// backfill of the rows matching --where — or pause, resume or cancel it (a running
     /// switchyard; uses server.admin_token). Follow it with `switchyard cdc status`.
+    ///
+    /// Examples:
+    ///   switchyard snapshot public.orders -c app.toml
+    ///   switchyard snapshot public.orders --where "created_at > now() - interval '7 days'" -c app.toml
+    ///   switchyard snapshot public.orders --pause -c app.toml
+    #[command(verbatim_doc_comment)]
     Snapshot {
         /// `schema.table` (a bare name means `public.NAME`).
         table: String,
@@ -84,6 +91,19 @@ The API is described in docs/queues.md and docs/openapi.yaml.")]
         /// The postgres_cdc source (default: the only one).
         #[arg(long)]
         source: Option<String>,
+        /// Only rows for which this SQL condition on the table holds (one expression,
+        /// run in a read-only transaction), e.g. "created_at > now() - interval '7 days'".
+        #[arg(long = "where", value_name = "CONDITION", conflicts_with_all = ["pause", "resume", "cancel"])]
+        filter: Option<String>,
+        /// Pause the table's running snapshot (kept across restarts).
+        #[arg(long, conflicts_with_all = ["resume", "cancel"])]
+        pause: bool,
+        /// Resume a paused snapshot where it stopped.
+        #[arg(long, conflicts_with = "cancel")]
+        resume: bool,
+        /// Cancel the table's snapshot; rows already sent stay sent.
+        #[arg(long)]
+        cancel: bool,
     },
     /// List or drop the replication slots of a Postgres source's database (connects to
     /// the source's dsn; works while switchyard is stopped).
@@ -111,7 +131,22 @@ fn main() -> ExitCode {
             table,
             config,
             source,
-        } => cdc::run_snapshot(&config, &table, source.as_deref()),
+            filter,
+            pause,
+            resume,
+            cancel,
+        } => {
+            let action = if pause {
+                Some("pause")
+            } else if resume {
+                Some("resume")
+            } else if cancel {
+                Some("cancel")
+            } else {
+                None
+            };
+            cdc::run_snapshot(&config, &table, source.as_deref(), action, filter)
+        }
         Command::Slots { command } => cdc::run_slots(command),
     };
     match result {

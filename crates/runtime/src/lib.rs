@@ -565,7 +565,29 @@ async fn housekeeping(shared: Arc<Shared>) {
                     .metrics
                     .snapshot_pending
                     .get_or_create(&labels)
-                    .set(i64::from(progress.state != "done"));
+                    .set(i64::from(matches!(
+                        progress.state,
+                        "pending" | "running" | "paused"
+                    )));
+                if let Some(estimate) = progress.rows_estimate {
+                    shared
+                        .metrics
+                        .snapshot_rows_estimate
+                        .get_or_create(&labels)
+                        .set(i64::try_from(estimate).unwrap_or(i64::MAX));
+                }
+                match progress.eta_seconds {
+                    Some(eta) => {
+                        shared
+                            .metrics
+                            .snapshot_eta_seconds
+                            .get_or_create(&labels)
+                            .set(i64::try_from(eta).unwrap_or(i64::MAX));
+                    }
+                    None => {
+                        shared.metrics.snapshot_eta_seconds.remove(&labels);
+                    }
+                }
             }
         }
         n += 1;

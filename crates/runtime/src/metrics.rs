@@ -123,6 +123,10 @@ pub struct Metrics {
     pub snapshot_rows: Family<TableLabels, Gauge>,
     /// 1 while a table's snapshot is not complete.
     pub snapshot_pending: Family<TableLabels, Gauge>,
+    /// Rows the planner expects a table's snapshot to read.
+    pub snapshot_rows_estimate: Family<TableLabels, Gauge>,
+    /// Seconds a running snapshot needs at its current rate (absent when unknown).
+    pub snapshot_eta_seconds: Family<TableLabels, Gauge>,
     /// Plugin calls (one per batch) and the events they carried.
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_events: Family<PluginLabels, Counter>,
@@ -242,6 +246,18 @@ impl Metrics {
             "1 while a table's snapshot is not complete",
             snapshot_pending.clone(),
         );
+        let snapshot_rows_estimate = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "snapshot_rows_estimate",
+            "Rows the planner expects a table's snapshot (or filtered backfill) to read",
+            snapshot_rows_estimate.clone(),
+        );
+        let snapshot_eta_seconds = Family::<TableLabels, Gauge>::default();
+        registry.register(
+            "snapshot_eta_seconds",
+            "Seconds a running snapshot needs at its current rate",
+            snapshot_eta_seconds.clone(),
+        );
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         registry.register(
             "plugin_calls",
@@ -305,6 +321,8 @@ impl Metrics {
             replication_spilled_bytes,
             snapshot_rows,
             snapshot_pending,
+            snapshot_rows_estimate,
+            snapshot_eta_seconds,
         }
     }
 

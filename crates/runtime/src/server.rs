@@ -271,6 +271,10 @@ async fn source_status(
                         state: s.state.to_owned(),
                         rows_emitted: s.rows_emitted,
                         rows_acknowledged: s.rows_acknowledged,
+                        rows_estimate: s.rows_estimate,
+                        rows_per_second: s.rows_per_second,
+                        eta_seconds: s.eta_seconds,
+                        filter: s.filter,
                     };
                     (table, progress)
                 })
@@ -287,11 +291,29 @@ async fn source_snapshot(
     body: Result<Json<SnapshotRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SnapshotStarted>, ApiError> {
     let control = find_cdc(&shared, &name)?;
-    let table = match body {
-        Ok(b) => b.0.table,
+    let request = match body {
+        Ok(b) => b.0,
         Err(e) => {
             return Err(ApiError::bad_request(format!(
                 "expected a JSON body {{\"table\": \"schema.table\"}}: {e}"
+            )));
+        }
+    };
+    let table = request.table;
+    use switchyard_source_postgres::SnapshotAction;
+    let (action, done) = match (request.action.as_deref(), request.filter) {
+        (None | Some("start"), filter) => (SnapshotAction::Start { filter }, "started"),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "`where` goes with starting a snapshot, not with pause, resume or cancel",
+            ));
+        }
+        (Some("pause"), None) => (SnapshotAction::Pause, "paused"),
+        (Some("resume"), None) => (SnapshotAction::Resume, "resumed"),
+        (Some("cancel"), None) => (SnapshotAction::Cancel, "cancelled"),
+        (Some(other), None) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown snapshot action `{other}`: use start, pause, resume or cancel"
             )));
         }
     };
@@ -300,6 +322,7 @@ async fn source_snapshot(
         .commands
         .send(switchyard_source_postgres::Command::Snapshot {
             table: table.clone(),
+            action,
             reply,
         })
         .await;
@@ -312,7 +335,7 @@ async fn source_snapshot(
         Ok(Ok(())) => Ok(Json(SnapshotStarted {
             source: name,
             table,
-            snapshot: "started".into(),
+            snapshot: done.into(),
         })),
         Ok(Err(e)) => Err(ApiError::bad_request(e)),
         Err(_) => Err(ApiError::unavailable(format!(

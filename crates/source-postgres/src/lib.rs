@@ -29,4 +29,4 @@ pub mod values;
 
 pub use setup::CdcError;
 pub use source::{PostgresSource, build};
-pub use stream::{CdcHandle, Command, Status, StatusView, start};
+pub use stream::{CdcHandle, Command, SnapshotAction, Status, StatusView, start};

@@ -22,6 +22,15 @@ pub struct TableProgress {
     pub after: Option<Vec<String>>,
     /// Rows emitted and acknowledged so far.
     pub rows: u64,
+    /// A filtered backfill: only rows for which this SQL condition holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Paused by the user: no chunk is read until it is resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// Cancelled by the user: no more chunks (a new snapshot request starts over).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// The whole state file.
@@ -112,6 +121,9 @@ mod tests {
                 done: false,
                 after: Some(vec!["42".into()]),
                 rows: 42,
+                filter: Some("created_at > now() - interval '7 days'".into()),
+                paused: true,
+                cancelled: false,
             },
         );
         file.store(&state).unwrap();

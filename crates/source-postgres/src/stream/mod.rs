@@ -52,6 +52,7 @@ use crate::state::StateFile;
 use crate::values::TypeRegistry;
 
 use self::session::SessionEnd;
+pub use self::snapshot::SnapshotAction;
 use self::snapshot::{Progress, Snapshots};
 
 /// The first pause before a reconnect; pauses double up to [`RECONNECT_MAX`] with
@@ -91,11 +92,19 @@ pub struct StatusView {
 /// Snapshot progress of one table.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SnapshotStatus {
-    /// `pending`, `running`, `done`.
+    /// `pending`, `running`, `paused`, `cancelled`, `done`.
     pub state: &'static str,
     /// Rows emitted so far (acknowledged ones are stored as progress).
     pub rows_emitted: u64,
     pub rows_acknowledged: u64,
+    /// Rows the planner expects the snapshot to read.
+    pub rows_estimate: Option<u64>,
+    /// Rows acknowledged per second since this process started reading the table.
+    pub rows_per_second: Option<u64>,
+    /// Seconds left at that rate.
+    pub eta_seconds: Option<u64>,
+    /// The condition of a filtered backfill.
+    pub filter: Option<String>,
 }
 
 /// Shared, cheaply readable status of a source.
@@ -114,9 +123,11 @@ impl Status {
 
 /// Requests to a running source.
 pub enum Command {
-    /// Take the snapshot of `table` (`schema.table`) again from its start.
+    /// Start (again, from its start), pause, resume or cancel the snapshot of `table`
+    /// (`schema.table`).
     Snapshot {
         table: String,
+        action: SnapshotAction,
         reply: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -453,7 +464,11 @@ impl Task {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Snapshot { table, reply } => {
+            Command::Snapshot {
+                table,
+                action,
+                reply,
+            } => {
                 let table = if table.contains('.') {
                     table
                 } else {
@@ -468,15 +483,53 @@ impl Task {
                     )));
                     return;
                 }
-                let stored = self
-                    .snapshots
-                    .restart(&table)
-                    .await
-                    .map_err(|e| e.to_string());
-                info!(source = %self.source, %table, "snapshot requested");
+                let result = match action {
+                    SnapshotAction::Start { filter } => self.start_snapshot(&table, filter).await,
+                    other => self.snapshots.control(&table, &other).await,
+                };
+                if result.is_ok() {
+                    info!(source = %self.source, %table, "snapshot request done");
+                }
                 self.snapshots.publish(&self.status);
-                let _ = reply.send(stored);
+                let _ = reply.send(result);
             }
         }
+    }
+
+    /// Starts the snapshot of `table` over, of the rows matching `filter` when given:
+    /// the condition is checked, and tried by the planner, first.
+    async fn start_snapshot(&mut self, table: &str, filter: Option<String>) -> Result<(), String> {
+        if let Some(filter) = &filter {
+            snapshot::check_filter(filter).map_err(|e| format!("--where {filter:?}: {e}"))?;
+            let info = self
+                .catalog
+                .tables
+                .get(table)
+                .cloned()
+                .ok_or("table gone")?;
+            let client = self.sql().await.map_err(|e| e.to_string())?;
+            let sql = format!(
+                "EXPLAIN SELECT 1 FROM {} AS src WHERE ({filter})",
+                info.sql_name()
+            );
+            let tried = async {
+                client.batch_execute("BEGIN READ ONLY").await?;
+                let r = client.query(&sql, &[]).await;
+                client.batch_execute("ROLLBACK").await?;
+                r
+            }
+            .await;
+            if let Err(e) = tried {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(format!(
+                    "--where {filter:?} is not a condition on {table}: {}",
+                    setup::describe(&e)
+                ));
+            }
+        }
+        self.snapshots
+            .restart(table, filter)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

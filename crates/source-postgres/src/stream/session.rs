@@ -585,7 +585,7 @@ impl Task {
         info!(source = %self.source, %table, "a table joined the publication; capturing it");
         if self.cfg.tables.is_empty() && self.cfg.snapshot == SnapshotMode::Initial {
             self.snapshots
-                .restart(table)
+                .restart(table, None)
                 .await
                 .map_err(SessionEnd::Error)?;
             self.snapshots.publish(&self.status);

@@ -29,6 +29,42 @@ struct Cursor {
     rows_acknowledged: u64,
     /// Blocks per chunk of a table read by blocks, adjusted to about `snapshot_chunk` rows.
     blocks: u64,
+    /// Only rows for which this SQL condition holds (a filtered backfill).
+    filter: Option<String>,
+    paused: bool,
+    cancelled: bool,
+    /// Rows the table (or the filter) is expected to have, from the planner.
+    estimate: Option<u64>,
+    /// When this process started reading the table, and the rows acknowledged then:
+    /// the rate and the time left are measured from there.
+    started: Option<(std::time::Instant, u64)>,
+}
+
+impl Cursor {
+    /// Whether a chunk of the table is to be read now.
+    fn wants_chunk(&self) -> bool {
+        !self.done && !self.paused && !self.cancelled
+    }
+
+    /// Rows acknowledged per second since this process started reading the table.
+    fn rate(&self) -> Option<f64> {
+        let (at, rows) = self.started?;
+        let secs = at.elapsed().as_secs_f64();
+        let done = self.rows_acknowledged.saturating_sub(rows);
+        (secs >= 1.0 && done > 0).then(|| done as f64 / secs)
+    }
+}
+
+/// What a user asks of a table's snapshot.
+#[derive(Clone, Debug)]
+pub enum SnapshotAction {
+    /// Take it (again) from its start; only rows matching `filter` when given.
+    Start {
+        filter: Option<String>,
+    },
+    Pause,
+    Resume,
+    Cancel,
 }
 
 /// One chunk between its watermarks.
@@ -158,6 +194,11 @@ impl Snapshots {
                         rows_emitted: p.rows,
                         rows_acknowledged: p.rows,
                         blocks: FIRST_BLOCKS,
+                        filter: p.filter.clone(),
+                        paused: p.paused,
+                        cancelled: p.cancelled,
+                        estimate: None,
+                        started: None,
                     },
                 )
             })
@@ -178,19 +219,71 @@ impl Snapshots {
     }
 
     /// Takes the snapshot of `table` again from its start; stores the reset progress.
-    pub(super) async fn restart(&mut self, table: &str) -> Result<(), CdcError> {
+    pub(super) async fn restart(
+        &mut self,
+        table: &str,
+        filter: Option<String>,
+    ) -> Result<(), CdcError> {
         let cursor = self.cursors.entry(table.to_owned()).or_default();
         *cursor = Cursor {
             generation: cursor.generation + 1,
+            filter: filter.clone(),
             ..Cursor::default()
         };
         if self.window.as_ref().is_some_and(|w| w.table == table) {
             self.window = None;
         }
-        self.state
-            .snapshots
-            .insert(table.to_owned(), TableProgress::default());
+        self.state.snapshots.insert(
+            table.to_owned(),
+            TableProgress {
+                filter,
+                ..TableProgress::default()
+            },
+        );
         self.store().await
+    }
+
+    /// Pauses, resumes or cancels the snapshot of `table`; stores the choice, so a
+    /// restart keeps it. A chunk being read when the snapshot is cancelled is dropped.
+    pub(super) async fn control(
+        &mut self,
+        table: &str,
+        action: &SnapshotAction,
+    ) -> Result<(), String> {
+        let Some(cursor) = self.cursors.get_mut(table) else {
+            return Err(format!(
+                "table {table} has no snapshot to control; start one with `switchyard \
+                 snapshot {table}`"
+            ));
+        };
+        if cursor.done {
+            return Err(format!("the snapshot of {table} is complete"));
+        }
+        match action {
+            SnapshotAction::Pause => cursor.paused = true,
+            SnapshotAction::Resume => {
+                if cursor.cancelled {
+                    return Err(format!(
+                        "the snapshot of {table} was cancelled; start it again with \
+                         `switchyard snapshot {table}`"
+                    ));
+                }
+                cursor.paused = false;
+                cursor.started = None;
+            }
+            SnapshotAction::Cancel => {
+                cursor.cancelled = true;
+                if self.window.as_ref().is_some_and(|w| w.table == table) {
+                    self.window = None;
+                }
+            }
+            SnapshotAction::Start { .. } => {}
+        }
+        let (paused, cancelled) = (cursor.paused, cursor.cancelled);
+        let entry = self.state.snapshots.entry(table.to_owned()).or_default();
+        entry.paused = paused;
+        entry.cancelled = cancelled;
+        self.store().await.map_err(|e| e.to_string())
     }
 
     /// Takes acknowledged progress into the state (not of a pass that was restarted since);
@@ -210,6 +303,13 @@ impl Snapshots {
                 continue;
             }
             cursor.rows_acknowledged = progress.rows;
+            // The user's choices since the chunk was read stand.
+            let progress = TableProgress {
+                filter: cursor.filter.clone(),
+                paused: cursor.paused,
+                cancelled: cursor.cancelled,
+                ..progress
+            };
             if progress.done {
                 info!(source = %source, %table, rows = progress.rows,
                     "snapshot of the table is complete");
@@ -267,11 +367,22 @@ impl Snapshots {
             .iter()
             .map(|(t, c)| {
                 let running = self.window.as_ref().is_some_and(|w| &w.table == t);
+                let rate = c.rate();
+                let eta = match (c.estimate, rate) {
+                    (Some(total), Some(rate)) if !c.done && !c.paused && !c.cancelled => Some(
+                        (total.saturating_sub(c.rows_acknowledged) as f64 / rate).ceil() as u64,
+                    ),
+                    _ => None,
+                };
                 (
                     t.clone(),
                     SnapshotStatus {
                         state: if c.done && c.rows_acknowledged == c.rows_emitted {
                             "done"
+                        } else if c.cancelled {
+                            "cancelled"
+                        } else if c.paused {
+                            "paused"
                         } else if running || c.rows_emitted > 0 {
                             "running"
                         } else {
@@ -279,6 +390,10 @@ impl Snapshots {
                         },
                         rows_emitted: c.rows_emitted,
                         rows_acknowledged: c.rows_acknowledged,
+                        rows_estimate: c.estimate,
+                        rows_per_second: rate.map(|r| r.round() as u64),
+                        eta_seconds: eta,
+                        filter: c.filter.clone(),
                     },
                 )
             })
@@ -294,7 +409,7 @@ impl Task {
             .snapshots
             .cursors
             .iter()
-            .find(|(_, c)| !c.done)
+            .find(|(t, c)| c.wants_chunk() && self.catalog.tables.contains_key(*t))
             .map(|(t, c)| (t.clone(), c.clone()))
         else {
             return Ok(());
@@ -302,6 +417,15 @@ impl Task {
         let Some(info) = self.catalog.tables.get(&table).cloned() else {
             return Ok(());
         };
+        if cursor.estimate.is_none() || cursor.started.is_none() {
+            let estimate = estimate_rows(self.sql().await?, &info, cursor.filter.as_deref()).await;
+            if let Some(c) = self.snapshots.cursors.get_mut(&table) {
+                c.estimate = c.estimate.or(estimate);
+                c.started = c
+                    .started
+                    .or(Some((std::time::Instant::now(), c.rows_acknowledged)));
+            }
+        }
         self.snapshots.window_seq += 1;
         let id = format!(
             "{}-{}-{}",
@@ -329,7 +453,7 @@ impl Task {
                 .await
                 .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?
                 .get(0);
-            let (query, params) = block_query(&info, start, end);
+            let (query, params) = block_query(&info, start, end, cursor.filter.as_deref());
             (query, params, Some(end), u64::try_from(blocks).unwrap_or(0))
         } else {
             // A cursor of the other kind, or of another key (the table gained or changed
@@ -338,7 +462,7 @@ impl Task {
                 a.len() == info.identity_columns.len()
                     && a.first().is_none_or(|f| f != BLOCK_CURSOR)
             });
-            let (query, params) = chunk_query(&info, after, chunk);
+            let (query, params) = chunk_query(&info, after, chunk, cursor.filter.as_deref());
             (query, params, None, 0)
         };
         client
@@ -375,8 +499,16 @@ impl Task {
                 )));
             }
         };
+        // A message outside a transaction is not flushed by itself: the walsender would
+        // see it only at the WAL writer's next round (200 ms), once per chunk. A tiny
+        // transaction with an xid commits synchronously and flushes it at once (it
+        // changes nothing, so the stream carries nothing of it).
+        let high = format!(
+            "BEGIN; SET LOCAL synchronous_commit = on; {}; SELECT txid_current(); COMMIT",
+            emit("high")
+        );
         client
-            .batch_execute(&emit("high"))
+            .batch_execute(&high)
             .await
             .map_err(|e| CdcError::Transient(format!("snapshot watermark: {}", describe(&e))))?;
         let mut out = Vec::with_capacity(rows.len());
@@ -467,7 +599,7 @@ impl Task {
         let Some(info) = info else {
             return Ok(());
         };
-        let ts_us = now_pg_micros();
+        let ts_us = change::pg_now_us();
         let mut emitted = 0u64;
         if !w.stale.is_empty()
             && w.rows
@@ -516,6 +648,9 @@ impl Task {
             done: w.last,
             after: w.last_key,
             rows: cursor.rows_emitted,
+            filter: cursor.filter.clone(),
+            paused: cursor.paused,
+            cancelled: cursor.cancelled,
         };
         let every = u64::from(self.cfg.snapshot_chunk.max(1)) * 25;
         if w.last {
@@ -614,11 +749,17 @@ fn select_list(info: &TableInfo) -> String {
 
 /// `SELECT` of the rows in blocks `start..end` of a table without a key: every column
 /// as text (a TID range scan).
-fn block_query(info: &TableInfo, start: u64, end: u64) -> (String, Vec<String>) {
+fn block_query(
+    info: &TableInfo,
+    start: u64,
+    end: u64,
+    filter: Option<&str>,
+) -> (String, Vec<String>) {
     let columns = select_list(info);
+    let filter = filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
     (
         format!(
-            "SELECT {columns} FROM {} AS src WHERE src.ctid >= $1::text::tid AND src.ctid < $2::text::tid",
+            "SELECT {columns} FROM {} AS src WHERE src.ctid >= $1::text::tid AND src.ctid < $2::text::tid{filter}",
             info.sql_name()
         ),
         vec![format!("({start},0)"), format!("({end},0)")],
@@ -626,7 +767,12 @@ fn block_query(info: &TableInfo, start: u64, end: u64) -> (String, Vec<String>) 
 }
 
 /// `SELECT` of the next chunk: every column as text, rows after `after` in key order.
-fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
+fn chunk_query(
+    info: &TableInfo,
+    after: Option<&[String]>,
+    limit: i64,
+    filter: Option<&str>,
+) -> (String, Vec<String>) {
     let columns = select_list(info);
     // Qualified: the select list's `col::text` outputs carry the column names, and an
     // unqualified ORDER BY would sort by that text.
@@ -656,16 +802,118 @@ fn chunk_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (Strin
         sql.push_str(&format!(" WHERE ({keys}) > ({casts})"));
         params = after.to_vec();
     }
+    if let Some(filter) = filter {
+        let joint = if params.is_empty() { "WHERE" } else { "AND" };
+        sql.push_str(&format!(" {joint} ({filter})"));
+    }
     sql.push_str(&format!(" ORDER BY {keys} LIMIT {limit}"));
     (sql, params)
 }
 
-/// Microseconds since 2000-01-01 (Postgres' epoch), now.
-fn now_pg_micros() -> i64 {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    unix - 946_684_800_000_000
+/// The planner's estimate of the rows a snapshot of `info` (with `filter`) reads.
+async fn estimate_rows(
+    client: &tokio_postgres::Client,
+    info: &TableInfo,
+    filter: Option<&str>,
+) -> Option<u64> {
+    let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    let sql = format!(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} AS src{filter}",
+        info.sql_name()
+    );
+    let row = client.query_one(&sql, &[]).await.ok()?;
+    let plan: Value = row.try_get(0).ok()?;
+    plan.get(0)?
+        .get("Plan")?
+        .get("Plan Rows")?
+        .as_f64()
+        .map(|r| r as u64)
+}
+
+/// Checks a backfill's `--where` condition before it reaches SQL: bounded, and only an
+/// expression — no statement separator or comment outside quotes, and parentheses that
+/// balance, so it cannot close the parenthesis it is wrapped in. Postgres checks the
+/// rest (it runs in a read-only transaction).
+pub(super) fn check_filter(filter: &str) -> Result<(), String> {
+    const MAX: usize = 4096;
+    if filter.trim().is_empty() {
+        return Err("the condition is empty".into());
+    }
+    if filter.len() > MAX {
+        return Err(format!("the condition is longer than {MAX} bytes"));
+    }
+    if filter.contains('\0') {
+        return Err("the condition holds a NUL character".into());
+    }
+    let bytes = filter.as_bytes();
+    let mut depth = 0i32;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => {
+                // E'…' strings take backslash escapes; '' is a quote in any string.
+                let escapes = i > 0 && matches!(bytes[i - 1], b'E' | b'e');
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return Err("a string is not closed".into()),
+                        Some(b'\\') if escapes => i += 2,
+                        Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+                        Some(b'\'') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'"' => {
+                i += 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return Err("a quoted name is not closed".into()),
+                        Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'$' => {
+                // A dollar quote: $tag$ … $tag$ (a $1 parameter is not one).
+                let rest = &filter[i + 1..];
+                if let Some(end) = rest.find('$')
+                    && rest[..end]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !rest[..end].starts_with(|c: char| c.is_ascii_digit())
+                {
+                    let tag = &filter[i..i + end + 2];
+                    let body = i + tag.len();
+                    match filter[body..].find(tag) {
+                        Some(close) => i = body + close + tag.len() - 1,
+                        None => return Err("a dollar-quoted string is not closed".into()),
+                    }
+                }
+            }
+            b';' => return Err("the condition holds `;`: give one expression".into()),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                return Err("the condition holds a comment (`--`)".into());
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                return Err("the condition holds a comment (`/*`)".into());
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("the condition closes a parenthesis it did not open".into());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if depth != 0 {
+        return Err("the condition's parentheses do not balance".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -705,7 +953,7 @@ mod tests {
 
     #[test]
     fn the_first_chunk_starts_at_the_beginning_in_key_order() {
-        let (sql, params) = chunk_query(&table(), None, 1024);
+        let (sql, params) = chunk_query(&table(), None, 1024, None);
         assert_eq!(
             sql,
             "SELECT \"tenant\"::text, \"id\"::text, \"note\"::text FROM \"public\".\"orders\" \
@@ -715,9 +963,56 @@ mod tests {
     }
 
     #[test]
+    fn a_filtered_backfill_adds_its_condition_to_every_chunk() {
+        let (sql, _) = chunk_query(&table(), None, 5, Some("note <> 'x'"));
+        assert!(
+            sql.ends_with("AS src WHERE (note <> 'x') ORDER BY src.\"tenant\", src.\"id\" LIMIT 5"),
+            "{sql}"
+        );
+        let after = vec!["acme".to_string(), "42".to_string()];
+        let (sql, _) = chunk_query(&table(), Some(&after), 5, Some("id > 3"));
+        assert!(
+            sql.contains("> ($1::text::text, $2::text::bigint) AND (id > 3) ORDER BY"),
+            "{sql}"
+        );
+        let (sql, _) = block_query(&table(), 0, 8, Some("id > 3"));
+        assert!(
+            sql.ends_with("src.ctid < $2::text::tid AND (id > 3)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_backfill_condition_is_one_expression_and_cannot_leave_its_parentheses() {
+        for good in [
+            "created_at > now() - interval '7 days'",
+            "note = 'it''s; not -- a comment'",
+            "note = E'a\\' ) '",
+            "\"odd;name\" = 1",
+            "id IN (SELECT id FROM other WHERE x = $$ ) ; $$)",
+            "id = ANY('{1,2}')",
+        ] {
+            assert_eq!(check_filter(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "true) UNION SELECT usename FROM pg_user WHERE (true",
+            "1 = 1; DROP TABLE orders",
+            "id > 3 -- and",
+            "id > 3 /* x */",
+            "(id > 3",
+            "note = 'open",
+            "note = $$open",
+        ] {
+            assert!(check_filter(bad).is_err(), "{bad}");
+        }
+        assert!(check_filter(&"x".repeat(5000)).is_err());
+    }
+
+    #[test]
     fn a_later_chunk_starts_after_the_last_key_with_typed_comparisons() {
         let after = vec!["acme".to_string(), "42".to_string()];
-        let (sql, params) = chunk_query(&table(), Some(&after), 10);
+        let (sql, params) = chunk_query(&table(), Some(&after), 10, None);
         assert!(
             sql.ends_with(
                 "WHERE (src.\"tenant\", src.\"id\") > ($1::text::text, $2::text::bigint) \
@@ -734,7 +1029,7 @@ mod tests {
         info.identity = crate::setup::Identity::Missing;
         info.identity_columns.clear();
         info.key_columns.clear();
-        let (sql, params) = block_query(&info, 8, 24);
+        let (sql, params) = block_query(&info, 8, 24, None);
         assert_eq!(
             sql,
             "SELECT \"tenant\"::text, \"id\"::text, \"note\"::text FROM \"public\".\"orders\" AS src \
