@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig};
+use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig, SinkFormat};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_kafka::{KafkaConsumer, KafkaSink};
@@ -22,6 +22,7 @@ fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {
         retry: None,
         create_topics: false,
         partitions: 1,
+        format: SinkFormat::DEFAULT,
     }
 }
 
