@@ -130,7 +130,7 @@ fn assert_maps(value: &Value, event: &Value) {
     assert_eq!(value["op"], op, "{value}\n{event}");
     let source = &value["source"];
     let expected_source = json!({
-        "version": "switchyard-0.1.0",
+        "version": format!("switchyard-{}", env!("CARGO_PKG_VERSION")),
         "connector": "postgresql",
         "name": "db",
         "ts_ms": event["timestamp_ms"],
