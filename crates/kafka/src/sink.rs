@@ -116,12 +116,14 @@ impl Reports {
         }
     }
 
-    /// Whether a report is still to come (polled once, not waited for).
+    /// Whether every report still to come is still to come (each polled once, not waited
+    /// for). One that came makes the entry one to sweep out: a report is never polled
+    /// again once it came.
     fn pending(&mut self, cx: &mut Context<'_>) -> bool {
         [&mut self.message, &mut self.tombstone]
             .into_iter()
             .flatten()
-            .any(|report| Pin::new(report).poll(cx).is_pending())
+            .all(|report| Pin::new(report).poll(cx).is_pending())
     }
 }
 
