@@ -52,7 +52,7 @@ step "building the WebAssembly plugins (examples and test fixtures)"
 scripts/build-plugins.sh --locked
 
 step "example plugins: their logic, natively"
-(cd plugins && unset CARGO_TARGET_DIR && cargo test --locked -p filter-by-field -p route-by-table -p redact-fields)
+(cd plugins && unset CARGO_TARGET_DIR && cargo test --locked -p filter-by-field -p route-by-table -p redact-fields -p outbox-router)
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -712,6 +712,38 @@ impl SinkConfig {
     }
 }
 
+/// `format` of a sink: the shape of what it writes for each event (a Kafka message's
+/// value, a webhook's body, a file or stdout line, a queue message's payload).
+///
+/// One variant per format; the connector crate maps each to its encoder
+/// (`switchyard_connector::format`), and a format is one variant here, one encoder in
+/// `switchyard_event::formats` and one arm there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    /// switchyard's own: the payload as it is (Kafka, webhooks, queues), the JSON wire
+    /// envelope (files, stdout, webhooks with `envelope = true`).
+    #[default]
+    Switchyard,
+    /// Postgres change events as Debezium's PostgreSQL connector writes them (its JSON
+    /// without schemas), schema events left out; other events as with `switchyard`
+    /// (`docs/decisions/0022-debezium-envelope.md`).
+    Debezium,
+}
+
+impl SinkFormat {
+    /// `switchyard`: today's bytes.
+    pub const DEFAULT: SinkFormat = SinkFormat::Switchyard;
+
+    /// The `format` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SinkFormat::Switchyard => "switchyard",
+            SinkFormat::Debezium => "debezium",
+        }
+    }
+}
+
 /// Exponential backoff with jitter between delivery attempts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -764,13 +796,16 @@ pub struct WebhookSinkConfig {
     pub retry: RetryConfig,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
-    /// Send the JSON wire envelope instead of the bare payload. Default false.
+    /// Send the JSON wire envelope instead of the bare payload. Default false. Only with
+    /// `format = "switchyard"`.
     pub envelope: bool,
     /// Allow link-local and cloud metadata addresses (169.254/16, fe80::/10,
     /// 169.254.169.254, fd00:ec2::254, `metadata.google.internal`…), written in `url` or
     /// resolved from its host name at connect time. Default false: they are refused.
     /// Loopback and private-network addresses are always allowed (`validate` warns).
     pub allow_private: bool,
+    /// What the body of each request is. Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
 }
 
 impl WebhookSinkConfig {
@@ -791,6 +826,7 @@ impl Default for WebhookSinkConfig {
             headers: BTreeMap::new(),
             envelope: false,
             allow_private: false,
+            format: SinkFormat::DEFAULT,
         }
     }
 }
@@ -803,12 +839,17 @@ impl Default for WebhookSinkConfig {
 pub struct QueueSinkConfig {
     /// The `[queues.NAME]` to append to. Required.
     pub queue: String,
+    /// What the payload of each appended message is. Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
 }
 
 /// `type = "stdout"`: one JSON event per line.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct StdoutSinkConfig {}
+pub struct StdoutSinkConfig {
+    /// What each line is. Default [`SinkFormat::DEFAULT`]: the JSON wire envelope.
+    pub format: SinkFormat,
+}
 
 /// `type = "file"`: one JSON event per line, appended and fsync'd before the ack.
 ///
@@ -823,6 +864,8 @@ pub struct FileSinkConfig {
     /// [`FileSinkConfig::DEFAULT_MODE`]: only the owner can read the events.
     #[serde(with = "crate::units::octal_mode")]
     pub mode: u32,
+    /// What each line is. Default [`SinkFormat::DEFAULT`]: the JSON wire envelope.
+    pub format: SinkFormat,
 }
 
 impl FileSinkConfig {
@@ -835,6 +878,7 @@ impl Default for FileSinkConfig {
         Self {
             path: String::new(),
             mode: Self::DEFAULT_MODE,
+            format: SinkFormat::DEFAULT,
         }
     }
 }
@@ -849,7 +893,8 @@ pub struct KafkaSinkConfig {
     /// Bootstrap servers. Required.
     pub brokers: String,
     /// May use `{source}`, `{kind}`, `{table}` (`{table}`: the `pg-table` header of
-    /// Postgres CDC events, "schema.table"). Required.
+    /// Postgres CDC events, "schema.table") and `{header:NAME}` (the value of the event's
+    /// header `NAME`, e.g. one a transform plugin set). Required.
     pub topic: String,
     /// One of [`KAFKA_COMPRESSIONS`]; librdkafka's default when absent.
     pub compression: Option<String>,
@@ -875,6 +920,9 @@ pub struct KafkaSinkConfig {
     pub create_topics: bool,
     /// Partitions of topics made by `create_topics`. Default [`Self::DEFAULT_PARTITIONS`].
     pub partitions: u32,
+    /// What each message's value is (and, for Debezium deletes, the tombstone after it).
+    /// Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
 }
 
 impl KafkaSinkConfig {
@@ -901,12 +949,16 @@ impl Default for KafkaSinkConfig {
             retry: None,
             create_topics: false,
             partitions: Self::DEFAULT_PARTITIONS,
+            format: SinkFormat::DEFAULT,
         }
     }
 }
 
-/// Placeholders a Kafka sink's `topic` may use.
+/// Placeholders a Kafka sink's `topic` may use, besides [`KAFKA_TOPIC_HEADER_PLACEHOLDER`].
 pub const KAFKA_TOPIC_PLACEHOLDERS: &[&str] = &["source", "kind", "table"];
+
+/// `{header:NAME}` in a Kafka sink's `topic`: the value of the event's header `NAME`.
+pub const KAFKA_TOPIC_HEADER_PLACEHOLDER: &str = "header:";
 
 /// Values a Kafka sink's `compression` may take.
 pub const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];

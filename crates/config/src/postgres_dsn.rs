@@ -5,7 +5,9 @@
 //! or `host=… sslmode=verify-full sslrootcert=/ca.pem`). The Postgres client the source
 //! uses for SQL understands neither `verify-ca`/`verify-full` nor `sslrootcert`, so
 //! [`split_tls`] takes them out of the string and returns them typed; the rest of the
-//! string goes to the client unchanged. Pure: the certificate file is not read here.
+//! string goes to the client unchanged. [`database`] names the database a `dsn` connects
+//! to (sinks writing Debezium's format show it). Pure: the certificate file is not read
+//! here.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -313,6 +315,47 @@ fn split_key_values(dsn: &str) -> Result<(String, Vec<(String, String)>), String
     Ok((rest, taken))
 }
 
+/// The database `dsn` connects to, as libpq picks it: `dbname` (the URL's path, or a
+/// `dbname` parameter), else the user name. `None` when the string names neither (libpq
+/// would then take the operating system's user name) or cannot be read.
+pub fn database(dsn: &str) -> Option<String> {
+    let (mut dbname, mut user) = (None, None);
+    if let Some(body) = url_body(dsn) {
+        let (credentials, rest) = match body.find('@') {
+            Some(at) => (Some(&body[..at]), &body[at + 1..]),
+            None => (None, body),
+        };
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if let Some((_, path)) = location.split_once('/') {
+            dbname = Some(decode(path).ok()?);
+        }
+        if let Some(credentials) = credentials {
+            let name = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+            user = Some(decode(name).ok()?);
+        }
+        for param in query.split('&') {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            match key {
+                "dbname" => dbname = Some(decode(value).ok()?),
+                "user" => user = Some(decode(value).ok()?),
+                _ => {}
+            }
+        }
+    } else {
+        for (key, value) in key_values(dsn).ok()? {
+            match key.as_str() {
+                "dbname" => dbname = Some(value),
+                "user" => user = Some(value),
+                _ => {}
+            }
+        }
+    }
+    dbname
+        .filter(|name| !name.is_empty())
+        .or(user)
+        .filter(|name| !name.is_empty())
+}
+
 /// `dsn` with its password replaced by `***`, for messages and logs.
 pub fn redact(dsn: &str) -> String {
     if let Some(body) = url_body(dsn) {
@@ -437,6 +480,28 @@ mod tests {
         assert!(e.contains("sslcert") && e.contains("not supported"), "{e}");
         let e = split_tls("host='h").unwrap_err();
         assert!(e.contains("closing quote"), "{e}");
+    }
+
+    #[test]
+    fn the_database_is_the_dbname_else_the_user_as_libpq_picks_it() {
+        for (dsn, expected) in [
+            (
+                "postgres://app:pw@db:5432/orders?sslmode=require",
+                Some("orders"),
+            ),
+            ("postgresql://db/my%20db", Some("my db")),
+            ("postgres://app@db:5432", Some("app")),
+            ("postgres://app@db/", Some("app")),
+            ("postgres://db/x?dbname=y&user=u", Some("y")),
+            ("postgres://db?user=u", Some("u")),
+            ("postgres://db", None),
+            ("host=db user=app dbname='my db' password=x", Some("my db")),
+            ("host=db user=app", Some("app")),
+            ("host=db", None),
+            ("host='db", None),
+        ] {
+            assert_eq!(database(dsn).as_deref(), expected, "{dsn}");
+        }
     }
 
     #[test]

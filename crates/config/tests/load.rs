@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use switchyard_config::{
-    ByteSize, Config, ConfigError, Issue, LogFormat, OnError, SinkConfig, SnapshotMode,
+    ByteSize, Config, ConfigError, Issue, LogFormat, OnError, SinkConfig, SinkFormat, SnapshotMode,
     SourceConfig, load_file, load_file_with_env, load_str_with_env,
 };
 
@@ -1078,9 +1078,136 @@ fn kafka_topic_templates_name_only_known_placeholders() {
     );
     assert_mentions(
         at(&issues, "sinks.k.topic"),
-        &["unknown placeholder {tabel}", "{source}, {kind} or {table}"],
+        &[
+            "unknown placeholder {tabel}",
+            "{source}, {kind}, {table} or {header:NAME}",
+        ],
     );
     assert_mentions(at(&issues, "sinks.j.topic"), &["unclosed `{`"]);
+
+    let issues = problems(
+        "[sinks.k]\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"outbox.{header:}\"\n",
+    );
+    assert_mentions(at(&issues, "sinks.k.topic"), &["without a header name"]);
+    let config = load(
+        "[sinks.k]\ntype = \"kafka\"\nbrokers = \"b:9092\"\n\
+         topic = \"outbox.event.{header:aggregatetype}\"\n",
+    )
+    .unwrap();
+    let SinkConfig::Kafka(k) = &config.sinks["k"] else {
+        panic!("a kafka sink");
+    };
+    assert_eq!(k.topic, "outbox.event.{header:aggregatetype}");
+}
+
+/// The format of one sink of `config`.
+fn format_of(config: &Config, sink: &str) -> SinkFormat {
+    match &config.sinks[sink] {
+        SinkConfig::Webhook(c) => c.format,
+        SinkConfig::Queue(c) => c.format,
+        SinkConfig::Stdout(c) => c.format,
+        SinkConfig::File(c) => c.format,
+        SinkConfig::Kafka(c) => c.format,
+    }
+}
+
+/// One sink of every type, each with `extra` added to its table.
+fn every_sink_type(extra: &str) -> String {
+    format!(
+        r#"
+[queues.q]
+[sinks.hook]
+type = "webhook"
+url = "https://hooks.example.com/in"
+{extra}
+[sinks.queue]
+type = "queue"
+queue = "q"
+{extra}
+[sinks.console]
+type = "stdout"
+{extra}
+[sinks.file]
+type = "file"
+path = "out.jsonl"
+{extra}
+[sinks.topic]
+type = "kafka"
+brokers = "b:9092"
+topic = "t"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn every_sink_writes_switchyards_format_unless_told_otherwise() {
+    let sinks = ["hook", "queue", "console", "file", "topic"];
+    let config = load(&every_sink_type("")).unwrap();
+    for sink in sinks {
+        assert_eq!(format_of(&config, sink), SinkFormat::Switchyard, "{sink}");
+    }
+    let config = load(&every_sink_type("format = \"debezium\"")).unwrap();
+    for sink in sinks {
+        assert_eq!(format_of(&config, sink), SinkFormat::Debezium, "{sink}");
+    }
+    let config = load(&every_sink_type("format = \"switchyard\"")).unwrap();
+    for sink in sinks {
+        assert_eq!(format_of(&config, sink), SinkFormat::Switchyard, "{sink}");
+    }
+}
+
+#[test]
+fn an_unknown_format_is_refused_with_the_accepted_ones() {
+    let issues = problems(&every_sink_type("format = \"cloudevents\""));
+    assert_eq!(issues.len(), 5, "{issues:#?}");
+    for sink in ["hook", "queue", "console", "file", "topic"] {
+        let issue = at(&issues, &format!("sinks.{sink}.format"));
+        assert_eq!(
+            issue.message,
+            "unknown value \"cloudevents\", expected one of: switchyard, debezium"
+        );
+    }
+    let issues = problems(&every_sink_type("format = \"debezum\""));
+    assert_mentions(
+        at(&issues, "sinks.file.format"),
+        &[
+            "expected one of: switchyard, debezium",
+            "did you mean `debezium`?",
+        ],
+    );
+    let issues = problems(&every_sink_type("format = true"));
+    assert_mentions(
+        at(&issues, "sinks.console.format"),
+        &["expected a string, found a boolean"],
+    );
+    let issues = problems(&every_sink_type("formt = \"debezium\""));
+    assert_mentions(
+        at(&issues, "sinks.topic.formt"),
+        &["unknown key `formt`, did you mean `format`?"],
+    );
+}
+
+#[test]
+fn a_webhook_sends_one_envelope_switchyards_or_the_formats() {
+    let issues = problems(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"https://h.example.com/\"\n\
+         envelope = true\nformat = \"debezium\"\n",
+    );
+    assert_eq!(issues.len(), 1, "{issues:#?}");
+    assert_mentions(
+        at(&issues, "sinks.hook.envelope"),
+        &["format = \"debezium\"", "remove `envelope`"],
+    );
+    let config = load(
+        "[sinks.hook]\ntype = \"webhook\"\nurl = \"https://h.example.com/\"\n\
+         envelope = true\nformat = \"switchyard\"\n",
+    )
+    .unwrap();
+    let SinkConfig::Webhook(hook) = &config.sinks["hook"] else {
+        panic!("a webhook sink")
+    };
+    assert!(hook.envelope);
 }
 
 #[test]

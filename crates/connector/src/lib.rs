@@ -17,6 +17,8 @@
 //! - [`BuildContext`]: what a connector may use while it is built.
 //! - [`Backoff`] and [`RetryPolicy`]: the one backoff of the project (exponential,
 //!   equal jitter, capped), used by sink retries and by sources that reconnect.
+//! - [`format::Formatter`]: a sink's `format`, mapped to its encoder (Debezium's change
+//!   events); every sink with a body writes through it.
 //!
 //! The contracts are synchronous traits returning boxed futures, so they can live
 //! behind `dyn` and the crate needs no async runtime. Architecture invariant: this
@@ -26,6 +28,7 @@
 pub mod backoff;
 mod context;
 mod feed;
+pub mod format;
 mod intake;
 mod sink;
 

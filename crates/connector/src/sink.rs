@@ -23,6 +23,10 @@ pub enum Outcome {
     /// A definite failure (another 4xx, an event the destination can never take):
     /// retrying cannot help; the runtime puts the event in the dead-letter queue.
     Permanent { error: String },
+    /// Left out on purpose: the sink's `format` has no form for the event (a schema
+    /// event in Debezium's, [`crate::format::Body::Skip`]), so nothing was written. The
+    /// runtime acknowledges it like a delivered event and counts it as skipped.
+    Skipped,
 }
 
 /// A destination for events.
@@ -39,6 +43,8 @@ pub enum Outcome {
 ///   writes a batch in order keeps every key in order.
 /// * [`Outcome::Delivered`] means durable at the destination. Answering it earlier
 ///   breaks at-least-once: the source's checkpoint moves past the event.
+///   [`Outcome::Skipped`] is for an event the sink's format says not to write, nothing
+///   else.
 /// * An event may be delivered more than once (after a retry, a restart, a crash):
 ///   destinations deduplicate by the event id when they must.
 /// * `deliver` does not retry by itself and finishes in bounded time: a sink applies

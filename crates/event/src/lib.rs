@@ -10,6 +10,9 @@
 //!   (`docs/design.md`, "Event model"): payloads that are JSON stay JSON, anything else
 //!   is base64. It is independent of the record encoding.
 //!
+//! [`formats`] holds the other shapes a sink may write an event in (its `format`):
+//! Debezium's change events.
+//!
 //! Architecture invariant: no IO, no async runtime.
 
 use base64::Engine as _;
@@ -18,6 +21,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+pub mod formats;
 
 /// `kind` of events that come from HTTP, queues and Kafka.
 pub const KIND_MESSAGE: &str = "message";

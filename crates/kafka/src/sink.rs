@@ -1,4 +1,10 @@
 //! `type = "kafka"` sink.
+//!
+//! Each event is one message: its key, its payload as the value (with `format =
+//! "debezium"`, a Postgres change's Debezium change event, followed after a delete by a
+//! tombstone of the same key — a null value, no headers — for log compaction; a schema
+//! event is skipped), the `switchyard-*` headers and the event's own. An event with a
+//! tombstone is delivered once both messages are confirmed.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -14,6 +20,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode as Code;
 use switchyard_config::KafkaSinkConfig;
+use switchyard_connector::format::{self, Body, Formatter};
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
 use tracing::{error, info, warn};
@@ -27,9 +34,10 @@ use crate::{KafkaError, headers};
 pub fn build(
     name: &str,
     cfg: &KafkaSinkConfig,
-    _ctx: &BuildContext<'_>,
+    ctx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
-    let sink = Arc::new(KafkaSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?);
+    let sink = KafkaSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?;
+    let sink = Arc::new(sink.with_formatter(Formatter::for_config(cfg.format, ctx.config)));
     tokio::spawn({
         let sink = sink.clone();
         async move { sink.check_topic().await }
@@ -74,7 +82,7 @@ enum State {
     Queued {
         generation: u64,
         topic: String,
-        report: DeliveryFuture,
+        report: Reports,
     },
     /// Confirmed in an attempt in which an earlier event of the lane was not: the lane
     /// hands it over again with that one, and it is answered without a second copy.
@@ -90,7 +98,33 @@ enum Pending {
     Answered(Outcome),
     /// Confirmed by an earlier attempt's report.
     Confirmed,
-    Sent(String, DeliveryFuture),
+    Sent(String, Reports),
+}
+
+/// The delivery reports an event's messages will get: its own message's and, for a
+/// Debezium delete, its tombstone's. A report that came and said delivered is `None`.
+struct Reports {
+    message: Option<DeliveryFuture>,
+    tombstone: Option<DeliveryFuture>,
+}
+
+impl Reports {
+    fn of(message: DeliveryFuture) -> Self {
+        Self {
+            message: Some(message),
+            tombstone: None,
+        }
+    }
+
+    /// Whether every report still to come is still to come (each polled once, not waited
+    /// for). One that came makes the entry one to sweep out: a report is never polled
+    /// again once it came.
+    fn pending(&mut self, cx: &mut Context<'_>) -> bool {
+        [&mut self.message, &mut self.tombstone]
+            .into_iter()
+            .flatten()
+            .all(|report| Pin::new(report).poll(cx).is_pending())
+    }
 }
 
 /// Produces events to Kafka; see the crate docs for the contract.
@@ -110,6 +144,8 @@ pub struct KafkaSink {
     /// Since when attempts have failed with no event confirmed (`None`: the last attempt
     /// confirmed something).
     failing_since: Mutex<Option<Instant>>,
+    /// The `format` of message values.
+    formatter: Formatter,
 }
 
 struct TopicCreator {
@@ -197,7 +233,15 @@ impl KafkaSink {
             creator,
             warned: Mutex::new(HashMap::new()),
             failing_since: Mutex::new(None),
+            formatter: Formatter::new(cfg.format),
         })
+    }
+
+    /// The sink writing message values in `formatter`'s format ([`Self::new`] takes the
+    /// config's `format` without knowing the sources: Debezium's `source.db` is null).
+    pub fn with_formatter(mut self, formatter: Formatter) -> Self {
+        self.formatter = formatter;
+        self
     }
 
     /// For a topic without placeholders: checks that it exists (or creates it with
@@ -386,12 +430,13 @@ impl KafkaSink {
              or set create_topics = true on sink `{}`", self.name);
     }
 
-    /// Queues `event` in the producer, waiting while its queue is full (until the
-    /// attempt's `deadline`).
+    /// Queues `event` in the producer with `value`, waiting while its queue is full
+    /// (until the attempt's `deadline`).
     async fn enqueue(
         &self,
         producer: &Producer_,
         event: &Event,
+        value: &[u8],
         deadline: tokio::time::Instant,
     ) -> Result<(String, DeliveryFuture), Outcome> {
         let topic = self
@@ -418,23 +463,51 @@ impl KafkaSink {
                 });
             }
         }
-        let mut record = FutureRecord::to(&topic)
-            .payload(&event.payload)
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+            .payload(value)
             .headers(h)
             .timestamp(i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX));
         if let Some(key) = &event.key {
-            record = record.key(key);
+            record = record.key(key.as_slice());
         }
+        let report = self.send(producer, record, deadline).await?;
+        Ok((topic, report))
+    }
+
+    /// Queues the tombstone of `key` for `topic` (a null value, no headers), after the
+    /// message of the delete it follows.
+    async fn enqueue_tombstone(
+        &self,
+        producer: &Producer_,
+        topic: &str,
+        key: &[u8],
+        timestamp_ms: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<DeliveryFuture, Outcome> {
+        let record = FutureRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .timestamp(i64::try_from(timestamp_ms).unwrap_or(i64::MAX));
+        self.send(producer, record, deadline).await
+    }
+
+    /// Hands `record` to the producer, waiting while its queue is full (until
+    /// `deadline`).
+    async fn send(
+        &self,
+        producer: &Producer_,
+        mut record: FutureRecord<'_, [u8], [u8]>,
+        deadline: tokio::time::Instant,
+    ) -> Result<DeliveryFuture, Outcome> {
         loop {
             match producer.send_result(record) {
-                Ok(fut) => return Ok((topic, fut)),
+                Ok(fut) => return Ok(fut),
                 Err((RdError::MessageProduction(Code::QueueFull), r))
                     if tokio::time::Instant::now() < deadline =>
                 {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => return Err(self.classify(&topic, &e)),
+                Err((e, r)) => return Err(self.classify(r.topic, &e)),
             }
         }
     }
@@ -498,7 +571,7 @@ impl KafkaSink {
                     generation: g,
                     report,
                     ..
-                } => *g == generation && Pin::new(report).poll(&mut cx).is_pending(),
+                } => *g == generation && report.pending(&mut cx),
                 // Only a duplicate (or a second refusal) if it was needed after all.
                 State::Confirmed | State::Refused(_) => false,
             });
@@ -506,37 +579,89 @@ impl KafkaSink {
         taken
     }
 
-    /// Waits for one delivery report until `deadline`: the event's outcome, or (the
-    /// time being up) the topic and the report still to come. Topics that turned out
-    /// not to exist are added to `missing`.
+    /// Waits for an event's delivery reports until `deadline`, its message's first: the
+    /// event's outcome, or (the time being up) the topic and the reports still to come.
+    /// Topics that turned out not to exist are added to `missing`.
     async fn wait_report(
         &self,
         deadline: tokio::time::Instant,
         topic: String,
-        mut report: DeliveryFuture,
+        mut reports: Reports,
         missing: &mut Vec<String>,
-    ) -> Result<Outcome, (String, DeliveryFuture)> {
-        // `timeout_at` looks at the report before the clock: a report that is there
-        // counts even when the attempt's time is up.
-        let Ok(reported) = tokio::time::timeout_at(deadline, &mut report).await else {
-            return Err((topic, report));
-        };
-        Ok(match reported {
-            Ok(Ok(_)) => Outcome::Delivered,
-            Ok(Err((e, _))) => {
-                if matches!(
-                    e.rdkafka_error_code(),
-                    Some(Code::UnknownTopicOrPartition | Code::UnknownTopic)
-                ) {
-                    missing.push(topic.clone());
+    ) -> Result<Outcome, (String, Reports)> {
+        loop {
+            let slot = if reports.message.is_some() {
+                &mut reports.message
+            } else if reports.tombstone.is_some() {
+                &mut reports.tombstone
+            } else {
+                return Ok(Outcome::Delivered);
+            };
+            let report = slot.as_mut().expect("checked above");
+            // `timeout_at` looks at the report before the clock: a report that is there
+            // counts even when the attempt's time is up.
+            let Ok(reported) = tokio::time::timeout_at(deadline, report).await else {
+                return Err((topic, reports));
+            };
+            *slot = None;
+            match reported {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(Code::UnknownTopicOrPartition | Code::UnknownTopic)
+                    ) {
+                        missing.push(topic.clone());
+                    }
+                    return Ok(self.classify(&topic, &e));
                 }
-                self.classify(&topic, &e)
+                Err(_) => {
+                    return Ok(Outcome::Retry {
+                        error: "the kafka producer was replaced before it reported".into(),
+                        retry_after: None,
+                    });
+                }
             }
-            Err(_) => Outcome::Retry {
-                error: "the kafka producer was replaced before it reported".into(),
-                retry_after: None,
-            },
-        })
+        }
+    }
+
+    /// Sends `event` (not sent before): its message, in the sink's format, and a
+    /// tombstone after it when the format asks for one. `body` is a buffer reused from
+    /// event to event; `now_us` the batch's processing time.
+    async fn send_event(
+        &self,
+        producer: &Producer_,
+        event: &Event,
+        body: &mut Vec<u8>,
+        now_us: u64,
+        deadline: tokio::time::Instant,
+    ) -> Pending {
+        body.clear();
+        let (value, tombstone) = if self.formatter.is_native() {
+            (&event.payload[..], false)
+        } else {
+            match self.formatter.write(event, now_us, body) {
+                Body::Native => (&event.payload[..], false),
+                Body::Skip => return Pending::Answered(Outcome::Skipped),
+                Body::Written { tombstone } => (&body[..], tombstone),
+            }
+        };
+        let (topic, report) = match self.enqueue(producer, event, value, deadline).await {
+            Ok(sent) => sent,
+            Err(outcome) => return Pending::Answered(outcome),
+        };
+        let mut reports = Reports::of(report);
+        if tombstone && let Some(key) = &event.key {
+            match self
+                .enqueue_tombstone(producer, &topic, key, event.timestamp_ms, deadline)
+                .await
+            {
+                Ok(report) => reports.tombstone = Some(report),
+                // The message may still be delivered; the retry sends both again.
+                Err(outcome) => return Pending::Answered(outcome),
+            }
+        }
+        Pending::Sent(topic, reports)
     }
 
     async fn deliver_batch(&self, batch: &[Arc<Event>]) -> Vec<Outcome> {
@@ -544,6 +669,12 @@ impl KafkaSink {
         let current = self.current();
         let held = self.take_held(batch, current.generation);
         let deadline = attempt_deadline(self.timeout);
+        let now_us = if self.formatter.is_native() {
+            0
+        } else {
+            format::now_us()
+        };
+        let mut body = Vec::new();
         let mut pending = Vec::with_capacity(batch.len());
         let mut stopped = false;
         for (event, held) in batch.iter().zip(held) {
@@ -558,13 +689,13 @@ impl KafkaSink {
                     error: "not attempted: an earlier event of the batch failed".into(),
                     retry_after: None,
                 }),
-                None => match self.enqueue(&current.producer, event, deadline).await {
-                    Ok((topic, report)) => Pending::Sent(topic, report),
-                    Err(o) => {
-                        stopped |= matches!(o, Outcome::Retry { .. });
-                        Pending::Answered(o)
-                    }
-                },
+                None => {
+                    let sent = self
+                        .send_event(&current.producer, event, &mut body, now_us, deadline)
+                        .await;
+                    stopped |= matches!(sent, Pending::Answered(Outcome::Retry { .. }));
+                    sent
+                }
             });
         }
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -610,7 +741,7 @@ impl KafkaSink {
                 Outcome::Permanent { error } if failed => {
                     keep.push((event.clone(), State::Refused(error.clone())));
                 }
-                Outcome::Delivered | Outcome::Permanent { .. } => {}
+                Outcome::Delivered | Outcome::Permanent { .. } | Outcome::Skipped => {}
             }
             outcomes.push(outcome);
         }

@@ -1,4 +1,5 @@
-//! Topic templates: `{source}`, `{kind}`, `{table}` filled in per event.
+//! Topic templates: `{source}`, `{kind}`, `{table}` and `{header:NAME}` filled in per
+//! event.
 
 use switchyard_event::Event;
 
@@ -12,6 +13,8 @@ enum Part {
     Source,
     Kind,
     Table,
+    /// The value of the event's first header of this name.
+    Header(String),
 }
 
 /// A parsed `topic` setting.
@@ -35,7 +38,10 @@ impl TopicTemplate {
                 "source" => Some((Part::Source, close)),
                 "kind" => Some((Part::Kind, close)),
                 "table" => Some((Part::Table, close)),
-                _ => None,
+                name => name
+                    .strip_prefix(switchyard_config::KAFKA_TOPIC_HEADER_PLACEHOLDER)
+                    .filter(|header| !header.is_empty())
+                    .map(|header| (Part::Header(header.to_owned()), close)),
             });
             match part {
                 Some((part, close)) => {
@@ -86,6 +92,16 @@ impl TopicTemplate {
                         return Err(format!(
                             "topic {:?} uses {{table}} but event {} (source `{}`) has no `{TABLE_HEADER}` header; \
                              {{table}} is for postgres_cdc events, route others to a sink without it",
+                            self.text, event.id, event.source
+                        ));
+                    }
+                },
+                Part::Header(name) => match event.header(name) {
+                    Some(value) => out.push_str(value),
+                    None => {
+                        return Err(format!(
+                            "topic {:?} uses {{header:{name}}} but event {} (source `{}`) has no `{name}` header; \
+                             set it (e.g. in a transform plugin) or route the event to a sink without it",
                             self.text, event.id, event.source
                         ));
                     }
@@ -146,5 +162,24 @@ mod tests {
     fn unknown_placeholders_stay_text() {
         let t = TopicTemplate::parse("a{b}{source");
         assert_eq!(t.fixed(), Some("a{b}{source"));
+        assert_eq!(
+            TopicTemplate::parse("x{header:}").fixed(),
+            Some("x{header:}")
+        );
+    }
+
+    #[test]
+    fn a_header_names_the_topic() {
+        let t = TopicTemplate::parse("outbox.event.{header:aggregatetype}");
+        assert_eq!(t.fixed(), None);
+        let e = event(&[("aggregatetype", "Order"), ("aggregatetype", "Other")]);
+        assert_eq!(t.render(&e).unwrap(), "outbox.event.Order");
+        let missing = t
+            .render(&event(&[("pg-table", "public.outbox")]))
+            .unwrap_err();
+        assert!(
+            missing.contains("has no `aggregatetype` header"),
+            "{missing}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig};
+use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig, SinkFormat};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_kafka::{KafkaConsumer, KafkaSink};
@@ -22,6 +22,7 @@ fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {
         retry: None,
         create_topics: false,
         partitions: 1,
+        format: SinkFormat::DEFAULT,
     }
 }
 
@@ -52,6 +53,87 @@ fn event(i: usize, key: &str) -> Arc<Event> {
         timestamp_ms: 1_700_000_000_000 + i as u64,
         payload_is_compact_json: false,
     })
+}
+
+/// A Postgres change event as the CDC source makes it.
+fn change(i: usize, kind: &str, record: &str) -> Arc<Event> {
+    Arc::new(Event {
+        id: format!("0/16B3748/{i}"),
+        source: "db".into(),
+        kind: kind.into(),
+        key: (kind != "schema").then(|| br#"{"id":7}"#.to_vec()),
+        payload: record.as_bytes().to_vec(),
+        content_type: "application/json".into(),
+        headers: vec![("pg-table".into(), "public.orders".into())],
+        timestamp_ms: 1_795_600_800_000,
+        payload_is_compact_json: true,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debezium_deletes_are_followed_by_a_tombstone_and_schema_events_skipped() {
+    let broker = Tansu::shared();
+    let topic = unique_name("debezium");
+    broker.create_topic(&topic, 1);
+    let cfg = KafkaSinkConfig {
+        format: SinkFormat::Debezium,
+        ..sink_config(&broker.brokers(), &topic)
+    };
+    let sink = KafkaSink::new("out", &cfg).unwrap();
+    let tx = r#""lsn":"0/16B3748","xid":741,"commit_ts":"2026-11-25T10:00:00Z""#;
+    let batch = [
+        change(
+            0,
+            "schema",
+            r#"{"op":"schema","schema":"public","table":"orders","lsn":"0/16B3748","columns":[],"replica_identity":"default"}"#,
+        ),
+        change(
+            1,
+            "insert",
+            &format!(
+                r#"{{"op":"insert","schema":"public","table":"orders",{tx},"key":{{"id":7}},"before":null,"after":{{"id":7,"status":"paid"}}}}"#
+            ),
+        ),
+        change(
+            2,
+            "delete",
+            &format!(
+                r#"{{"op":"delete","schema":"public","table":"orders",{tx},"key":{{"id":7}},"before":{{"id":7}},"after":null}}"#
+            ),
+        ),
+        event(3, "k"),
+    ];
+    let outcomes = sink.deliver(&batch).await;
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Skipped,
+            Outcome::Delivered,
+            Outcome::Delivered,
+            Outcome::Delivered
+        ]
+    );
+    let brokers = broker.brokers();
+    let records =
+        tokio::task::spawn_blocking(move || read_n(&brokers, &topic, 4, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert_eq!(records.len(), 4, "{records:?}");
+    let value = |i: usize| -> serde_json::Value {
+        serde_json::from_slice(&records[i].payload).expect("a JSON value")
+    };
+    assert_eq!(value(0)["op"], "c");
+    assert_eq!(value(0)["after"]["status"], "paid");
+    assert_eq!(value(1)["op"], "d");
+    assert_eq!(value(1)["source"]["txId"], 741);
+    for record in &records[..3] {
+        assert_eq!(record.key.as_deref(), Some(&br#"{"id":7}"#[..]));
+    }
+    let tombstone = &records[2];
+    assert!(tombstone.payload.is_empty(), "a null value: {tombstone:?}");
+    assert!(tombstone.headers.is_empty(), "{tombstone:?}");
+    assert_eq!(records[1].header("switchyard-id"), Some("0/16B3748/2"));
+    assert_eq!(records[3].payload, b"{\"i\":3}", "a message as it is");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ pub(crate) fn build_sink(
         SinkConfig::Stdout(c) => switchyard_sinks::stdout::build(name, c, ctx),
         SinkConfig::File(c) => switchyard_sinks::file::build(name, c, ctx),
         SinkConfig::Kafka(c) => switchyard_kafka::sink::build(name, c, ctx),
-        SinkConfig::Queue(c) => switchyard_queue::sink::build(c, own.queues),
+        SinkConfig::Queue(c) => switchyard_queue::sink::build(c, own.queues, ctx),
     }
 }
 

@@ -305,12 +305,19 @@ impl Lane {
                 ];
             }
             let mut delivered = 0u64;
+            let mut skipped = 0u64;
             let mut retry = None;
             for outcome in outcomes {
                 match outcome {
                     Outcome::Delivered => {
                         head += 1;
                         delivered += 1;
+                        attempts = 1;
+                    }
+                    // Nothing to write in the sink's format: done, as if delivered.
+                    Outcome::Skipped => {
+                        head += 1;
+                        skipped += 1;
                         attempts = 1;
                     }
                     Outcome::Permanent { error } => {
@@ -327,6 +334,12 @@ impl Lane {
             pending.settle(head);
             if delivered > 0 {
                 self.delivered.inc_by(delivered);
+            }
+            if skipped > 0 {
+                debug!(sink = %self.sink_name, skipped,
+                    "events without a form in the sink's format were skipped (acknowledged, not written)");
+                self.metrics
+                    .sink_outcome(&self.sink_name, "skipped", skipped);
             }
             let Some((error, retry_after)) = retry else {
                 // Every event of this attempt is settled: the next one starts a new
@@ -700,6 +713,58 @@ pub(crate) mod tests {
             error,
             "error sending request for url (https://u:***@h/x?token=***)"
         );
+    }
+
+    /// Writes nothing for events whose payload is `schema`, as a sink whose format has no
+    /// form for them answers.
+    struct SkipsSchemas(Mutex<Vec<String>>);
+
+    impl Sink for SkipsSchemas {
+        fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
+            let mut written = self.0.lock().unwrap();
+            let outcomes = batch
+                .iter()
+                .map(|e| {
+                    if e.payload == b"schema" {
+                        Outcome::Skipped
+                    } else {
+                        written.push(e.id.clone());
+                        Outcome::Delivered
+                    }
+                })
+                .collect();
+            Box::pin(std::future::ready(outcomes))
+        }
+
+        fn max_batch(&self) -> usize {
+            4
+        }
+    }
+
+    #[tokio::test]
+    async fn skipped_events_are_acknowledged_and_counted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = dead_letter_queue(dir.path());
+        let sink = Arc::new(SkipsSchemas(Mutex::new(Vec::new())));
+        let metrics = Arc::new(Metrics::new());
+        let handle = SinkHandle::start("debezium", sink.clone(), metrics.clone());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let events: Vec<Arc<Event>> = (0..6)
+            .map(|i| event(1, i, if i % 3 == 0 { b"schema" } else { b"row" }))
+            .collect();
+        let d = Delivery {
+            ack: AckToken::new(events.len(), 9, tx),
+            events,
+            pipeline: Arc::from("p"),
+            dead_letter: dlq.clone(),
+        };
+        assert!(handle.dispatch(d).await.is_ok());
+        let acked = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        assert_eq!(acked.expect("acknowledged in time"), Some(9));
+        assert_eq!(*sink.0.lock().unwrap(), ["1-1", "1-2", "1-4", "1-5"]);
+        assert_eq!(metrics.sink_counter("debezium", "skipped").get(), 2);
+        assert_eq!(metrics.sink_counter("debezium", "delivered").get(), 4);
+        assert!(dlq.partitions()[0].read(0, 10, 1 << 20).unwrap().is_empty());
     }
 
     #[test]

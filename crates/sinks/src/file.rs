@@ -1,4 +1,5 @@
-//! `type = "file"`: append one JSON wire line per event to a file, fsync'd before ack.
+//! `type = "file"`: append one JSON wire line per event to a file, fsync'd before ack
+//! (with `format = "debezium"`, Postgres changes as Debezium's change events).
 //!
 //! A batch is one `write` followed by `sync_data`; only then are its events delivered.
 //! The file IO runs in [`tokio::task::spawn_blocking`]: fsync can take tens of
@@ -27,7 +28,8 @@ use switchyard_config::FileSinkConfig;
 use switchyard_event::Event;
 
 use crate::SinkError;
-use crate::stdout::wire_lines;
+use crate::stdout::{lines, outcomes};
+use switchyard_connector::format::Formatter;
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, Sink};
 
 /// Events per batch: one write and one fsync for up to this many events.
@@ -40,6 +42,7 @@ pub struct FileSink {
     path: Arc<Path>,
     // std Mutex: only ever locked inside the blocking task, never across an await.
     file: Arc<Mutex<File>>,
+    formatter: Formatter,
 }
 
 impl FileSink {
@@ -77,7 +80,14 @@ impl FileSink {
             name: name.into(),
             path: path.into(),
             file: Arc::new(Mutex::new(file)),
+            formatter: Formatter::new(cfg.format),
         })
+    }
+
+    /// The sink writing each event in `formatter`'s format ([`Self::new`] takes the
+    /// config's `format` without knowing the sources: Debezium's `source.db` is null).
+    pub fn with_formatter(self, formatter: Formatter) -> Self {
+        Self { formatter, ..self }
     }
 
     /// Where events go.
@@ -137,7 +147,7 @@ impl Sink for FileSink {
             if batch.is_empty() {
                 return Vec::new();
             }
-            let buf = wire_lines(batch);
+            let (buf, skipped) = lines(batch, &self.formatter);
             let file = Arc::clone(&self.file);
             let result = tokio::task::spawn_blocking(move || append_durably(&file, &buf)).await;
             let outcome = match result {
@@ -155,7 +165,7 @@ impl Sink for FileSink {
                     retry_after: None,
                 },
             };
-            vec![outcome; batch.len()]
+            outcomes(outcome, batch.len(), skipped)
         })
     }
 
@@ -168,11 +178,12 @@ impl Sink for FileSink {
 pub fn build(
     name: &str,
     cfg: &FileSinkConfig,
-    _ctx: &BuildContext<'_>,
+    ctx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
-    Ok(Arc::new(
-        FileSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?,
-    ))
+    let sink = FileSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?;
+    Ok(Arc::new(sink.with_formatter(Formatter::for_config(
+        cfg.format, ctx.config,
+    ))))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! `type = "webhook"`: one signed HTTP POST per event.
 //!
 //! * **Body**: the event payload with the event's content type; with `envelope = true`
-//!   the JSON wire form (`application/json`).
+//!   the JSON wire form (`application/json`); with `format = "debezium"` a Postgres
+//!   change as Debezium's change event (`application/json`; a schema event is skipped,
+//!   other events are sent as without it).
 //! * **Signing** (when `secret` is set; `webhook-id` and `webhook-timestamp` are sent
 //!   always): [Standard Webhooks] — `webhook-id` is the event
 //!   id (the same on every retry, so receivers deduplicate), `webhook-timestamp` is the
@@ -29,6 +31,7 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use sha2::Sha256;
 use switchyard_config::{WebhookSinkConfig, redact};
+use switchyard_connector::format::{self, Body, Formatter, WRITTEN_CONTENT_TYPE};
 use switchyard_event::Event;
 
 use reqwest::dns::Resolve;
@@ -83,6 +86,7 @@ pub struct WebhookSink {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     name: String,
     url: reqwest::Url,
@@ -93,6 +97,7 @@ struct Inner {
     key: Option<SigningKey>,
     headers: HeaderMap,
     envelope: bool,
+    formatter: Formatter,
     timeout: Duration,
     concurrency: usize,
     retry: RetryPolicy,
@@ -106,6 +111,7 @@ impl std::fmt::Debug for Inner {
             .field("url", &self.shown_url)
             .field("signed", &self.key.is_some())
             .field("envelope", &self.envelope)
+            .field("format", &self.formatter.format())
             .field("timeout", &self.timeout)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
@@ -217,11 +223,22 @@ impl WebhookSink {
                 key,
                 headers,
                 envelope: cfg.envelope,
+                formatter: Formatter::new(cfg.format),
                 timeout: cfg.timeout,
                 concurrency: cfg.concurrency,
                 retry: RetryPolicy::from(&cfg.retry),
             }),
         })
+    }
+
+    /// The sink writing each body in `formatter`'s format ([`Self::new`] takes the
+    /// config's `format` without knowing the sources: Debezium's `source.db` is null).
+    pub fn with_formatter(self, formatter: Formatter) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.formatter = formatter;
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The URL as shown in messages (password and query values masked).
@@ -237,7 +254,19 @@ impl WebhookSink {
     /// One POST of one event.
     async fn deliver_one(&self, event: &Event) -> Outcome {
         let inner = &*self.inner;
-        let (body, content_type) = if inner.envelope {
+        let mut formatted = Vec::new();
+        let native = inner.formatter.is_native()
+            || match inner
+                .formatter
+                .write(event, format::now_us(), &mut formatted)
+            {
+                Body::Native => true,
+                Body::Skip => return Outcome::Skipped,
+                Body::Written { .. } => false,
+            };
+        let (body, content_type) = if !native {
+            (formatted, HeaderValue::from_static(WRITTEN_CONTENT_TYPE))
+        } else if inner.envelope {
             (
                 event.to_wire_line().into_bytes(),
                 HeaderValue::from_static("application/json"),
@@ -515,11 +544,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub fn build(
     name: &str,
     cfg: &WebhookSinkConfig,
-    _ctx: &BuildContext<'_>,
+    ctx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
-    Ok(Arc::new(
-        WebhookSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?,
-    ))
+    let sink = WebhookSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?;
+    Ok(Arc::new(sink.with_formatter(Formatter::for_config(
+        cfg.format, ctx.config,
+    ))))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use switchyard_config::FileSinkConfig;
+use switchyard_config::{FileSinkConfig, SinkFormat};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_sinks::{FileSink, SinkError};
@@ -46,6 +46,7 @@ async fn batches_are_appended_as_lines_that_parse_back() {
     let cfg = FileSinkConfig {
         path: path.to_str().unwrap().to_owned(),
         mode: FileSinkConfig::DEFAULT_MODE,
+        format: SinkFormat::DEFAULT,
     };
     let sink = FileSink::new("archive", &cfg).unwrap();
     assert!(path.exists(), "created with its parent directories");
@@ -76,6 +77,7 @@ async fn works_on_a_current_thread_runtime() {
         &FileSinkConfig {
             path: path.to_str().unwrap().to_owned(),
             mode: FileSinkConfig::DEFAULT_MODE,
+            format: SinkFormat::DEFAULT,
         },
     )
     .unwrap();
@@ -91,6 +93,7 @@ fn a_directory_is_not_a_file() {
         &FileSinkConfig {
             path: dir.path().to_str().unwrap().to_owned(),
             mode: FileSinkConfig::DEFAULT_MODE,
+            format: SinkFormat::DEFAULT,
         },
     )
     .unwrap_err();
@@ -101,6 +104,7 @@ fn a_directory_is_not_a_file() {
         &FileSinkConfig {
             path: String::new(),
             mode: FileSinkConfig::DEFAULT_MODE,
+            format: SinkFormat::DEFAULT,
         },
     )
     .unwrap_err();
@@ -116,6 +120,7 @@ async fn a_full_disk_is_retried() {
         &FileSinkConfig {
             path: "/dev/full".into(),
             mode: FileSinkConfig::DEFAULT_MODE,
+            format: SinkFormat::DEFAULT,
         },
     )
     .unwrap();
@@ -144,6 +149,7 @@ fn new_files_and_directories_get_the_configured_mode() {
         &FileSinkConfig {
             path: private.to_str().unwrap().to_owned(),
             mode: FileSinkConfig::DEFAULT_MODE,
+            format: SinkFormat::DEFAULT,
         },
     )
     .unwrap();
@@ -157,6 +163,7 @@ fn new_files_and_directories_get_the_configured_mode() {
         &FileSinkConfig {
             path: shared.to_str().unwrap().to_owned(),
             mode: 0o640,
+            format: SinkFormat::DEFAULT,
         },
     )
     .unwrap();

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use switchyard_config::{RetryConfig, WebhookSinkConfig};
+use switchyard_config::{RetryConfig, SinkFormat, WebhookSinkConfig};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_sinks::{SinkError, WebhookSink};
@@ -31,6 +31,7 @@ fn config(url: String) -> WebhookSinkConfig {
         headers: BTreeMap::new(),
         envelope: false,
         allow_private: false,
+        format: SinkFormat::DEFAULT,
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use switchyard_config::{RetryConfig, WebhookSinkConfig};
+use switchyard_config::{RetryConfig, SinkFormat, WebhookSinkConfig};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_sinks::{SinkError, WebhookSink};
@@ -23,6 +23,7 @@ fn config(url: String) -> WebhookSinkConfig {
         headers: BTreeMap::new(),
         envelope: false,
         allow_private: false,
+        format: SinkFormat::DEFAULT,
     }
 }
 

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::super::walk::{Ctx, Table, kind};
+use super::format;
 use crate::FileSinkConfig;
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> FileSinkConfig {
@@ -11,6 +12,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> FileSinkConfig {
             .required_string(cx, "path", "the file to append JSON lines to")
             .unwrap_or_default(),
         mode: mode(cx, table).unwrap_or(FileSinkConfig::DEFAULT_MODE),
+        format: format(cx, table),
     }
 }
 

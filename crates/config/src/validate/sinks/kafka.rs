@@ -2,15 +2,15 @@
 
 use super::super::sources::kafka::options;
 use super::super::walk::{Ctx, Table};
-use super::retry;
-use crate::{KAFKA_COMPRESSIONS, KafkaSinkConfig};
+use super::{format, retry};
+use crate::{KAFKA_COMPRESSIONS, KAFKA_TOPIC_HEADER_PLACEHOLDER, KafkaSinkConfig};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
     let topic = table
         .required_string(
             cx,
             "topic",
-            "the topic to produce to; may use {source}, {kind}, {table}",
+            "the topic to produce to; may use {source}, {kind}, {table}, {header:NAME}",
         )
         .unwrap_or_default();
     if let Some(problem) = topic_template_problem(&topic) {
@@ -41,23 +41,30 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
         partitions: table
             .positive_u32(cx, "partitions", "; a topic has at least one partition")
             .unwrap_or(KafkaSinkConfig::DEFAULT_PARTITIONS),
+        format: format(cx, table),
     }
 }
 
 /// What is wrong with a Kafka sink's topic template, if anything: placeholders other
-/// than `{source}`, `{kind}`, `{table}`, or an unclosed `{`.
+/// than `{source}`, `{kind}`, `{table}` and `{header:NAME}`, or an unclosed `{`.
 fn topic_template_problem(topic: &str) -> Option<String> {
     let mut rest = topic;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
             return Some(format!(
-                "topic {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}} and {{table}}"
+                "topic {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}}, {{table}} and {{header:NAME}}"
             ));
         };
         let name = &rest[open + 1..open + close];
-        if !crate::KAFKA_TOPIC_PLACEHOLDERS.contains(&name) {
+        if let Some(header) = name.strip_prefix(KAFKA_TOPIC_HEADER_PLACEHOLDER) {
+            if header.trim().is_empty() {
+                return Some(format!(
+                    "topic {topic:?} uses {{header:}} without a header name; write e.g. {{header:aggregatetype}}"
+                ));
+            }
+        } else if !crate::KAFKA_TOPIC_PLACEHOLDERS.contains(&name) {
             return Some(format!(
-                "topic {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}} or {{table}}"
+                "topic {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}}, {{table}} or {{header:NAME}}"
             ));
         }
         rest = &rest[open + close + 1..];

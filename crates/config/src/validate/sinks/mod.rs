@@ -10,7 +10,7 @@ mod webhook;
 use serde_json::Value;
 
 use super::walk::{Ctx, Table, join};
-use crate::{RetryConfig, SinkConfig, SinkKind};
+use crate::{RetryConfig, SinkConfig, SinkFormat, SinkKind};
 
 pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
     let mut table = Table::open(cx, path, value, &["type"])?;
@@ -26,6 +26,12 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
     };
     table.finish(cx);
     Some(sink)
+}
+
+/// `format = "…"` of any sink: one of [`SinkFormat`]'s values (an unknown one is reported
+/// with the list of them).
+fn format(cx: &mut Ctx<'_>, table: &Table<'_>) -> SinkFormat {
+    table.choice_of(cx, "format").unwrap_or(SinkFormat::DEFAULT)
 }
 
 /// `retry = { … }` of a webhook or Kafka sink.

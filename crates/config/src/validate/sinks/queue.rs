@@ -1,6 +1,7 @@
 //! `type = "queue"`.
 
 use super::super::walk::{Ctx, Table};
+use super::format;
 use crate::QueueSinkConfig;
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> QueueSinkConfig {
@@ -12,5 +13,6 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> QueueSinkConfig {
                 "the name of a [queues.NAME] table to append to",
             )
             .unwrap_or_default(),
+        format: format(cx, table),
     }
 }

@@ -2,8 +2,8 @@
 //! (`crate::outbound::check_webhooks`).
 
 use super::super::walk::{Ctx, Table, join};
-use super::retry;
-use crate::WebhookSinkConfig;
+use super::{format, retry};
+use crate::{SinkFormat, WebhookSinkConfig};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> WebhookSinkConfig {
     let url = table
@@ -41,6 +41,18 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> WebhookSinkConfig {
             );
         }
     }
+    let envelope = table.boolean(cx, "envelope").unwrap_or(false);
+    let format = format(cx, table);
+    if envelope && format != SinkFormat::Switchyard {
+        cx.issue(
+            &table.child("envelope"),
+            format!(
+                "envelope = true sends switchyard's own JSON envelope, and format = \"{}\" \
+                 sends the event in another shape: remove `envelope` (or the `format`)",
+                format.name()
+            ),
+        );
+    }
     WebhookSinkConfig {
         url,
         secret,
@@ -59,7 +71,8 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> WebhookSinkConfig {
             .and_then(|value| retry(cx, &table.child("retry"), value))
             .unwrap_or_default(),
         headers,
-        envelope: table.boolean(cx, "envelope").unwrap_or(false),
+        envelope,
         allow_private: table.boolean(cx, "allow_private").unwrap_or(false),
+        format,
     }
 }
