@@ -172,6 +172,7 @@ fn outbox_rows_become_events_on_a_topic_per_aggregate_type() {
     assert_eq!(updates.len(), 1, "{updates:#?}");
     assert_eq!(updates[0]["payload"]["after"]["status"], "paid");
     let schemas = read_jsonl(&switchyard.dir().join("schemas.jsonl"));
+    assert!(!schemas.is_empty(), "schema events reach their sink");
     assert!(
         schemas.iter().all(|e| e["payload"]["table"] == "orders"),
         "{schemas:#?}"

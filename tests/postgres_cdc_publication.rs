@@ -255,6 +255,10 @@ fn logical_messages_arrive_with_their_prefix_and_only_when_their_transaction_com
          ROLLBACK;
          SELECT pg_logical_emit_message(false, 'app.ping', 'now');
          SELECT pg_logical_emit_message(true, 'app.bin', '\\xff00'::bytea);
+         BEGIN;
+         INSERT INTO t VALUES (3);
+         SELECT pg_logical_emit_message(false, 'app.last', 'just before a commit');
+         COMMIT;
          INSERT INTO t VALUES (2);",
     );
     let got = wait_for(&switchyard, "the second row", |e| {
@@ -283,6 +287,11 @@ fn logical_messages_arrive_with_their_prefix_and_only_when_their_transaction_com
             ),
             ("app.ping".to_owned(), Value::from("now"), false),
             ("app.bin".to_owned(), Value::Null, true),
+            (
+                "app.last".to_owned(),
+                Value::from("just before a commit"),
+                false
+            ),
         ],
         "{messages:?}"
     );
@@ -294,6 +303,13 @@ fn logical_messages_arrive_with_their_prefix_and_only_when_their_transaction_com
     assert!(messages[0]["payload"]["xid"].is_u64());
     assert_eq!(messages[0]["key"], "\"app.audit\"");
     assert!(messages[1]["payload"]["xid"].is_null());
+    // A message written right before a commit record does not share an id with that
+    // transaction's first change.
+    let row3 = rows_of(&got, "t")
+        .into_iter()
+        .find(|r| r["payload"]["after"]["id"] == 3)
+        .expect("row 3");
+    assert_ne!(row3["id"], messages[3]["id"]);
     let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
     let mut unique = ids.clone();
     unique.sort_unstable();

@@ -114,6 +114,24 @@ impl TopicTemplate {
                 self.text, event.id
             ));
         }
+        // Parts of the name come from the event (a header may come from a client): only
+        // what Kafka accepts as a topic name, so no event can name a topic outside the
+        // template's pattern or make the broker refuse it later.
+        if out.len() > 249
+            || !out
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            || out == "."
+            || out == ".."
+        {
+            return Err(format!(
+                "topic {:?} gives {:?} for event {}, which is not a Kafka topic name (1 to \
+                 249 of A-Z a-z 0-9 . _ -)",
+                self.text,
+                out.chars().take(80).collect::<String>(),
+                event.id
+            ));
+        }
         Ok(out)
     }
 }
@@ -121,6 +139,19 @@ impl TopicTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_from_an_event_must_be_a_kafka_topic_name() {
+        let template = TopicTemplate::parse("events.{header:type}");
+        for bad in ["a/b", "x y", "é", &"x".repeat(250)] {
+            let e = event(&[("type", bad)]);
+            assert!(template.render(&e).is_err(), "{bad}");
+        }
+        assert_eq!(
+            template.render(&event(&[("type", "order-1.v2")])).unwrap(),
+            "events.order-1.v2"
+        );
+    }
 
     fn event(headers: &[(&str, &str)]) -> Event {
         Event {

@@ -106,6 +106,8 @@ pub struct ColumnInfo {
     pub type_oid: u32,
     /// SQL type name (`format_type`), for casts in snapshot queries.
     pub type_name: String,
+    /// `atttypmod`, as pgoutput sends it (-1 when there is none).
+    pub type_modifier: i32,
 }
 
 impl TableInfo {
@@ -126,10 +128,11 @@ impl TableInfo {
                 .columns
                 .iter()
                 .map(|c| crate::pgoutput::Column {
-                    key: self.identity_columns.contains(&c.name),
+                    // As pgoutput flags them: every column under REPLICA IDENTITY FULL.
+                    key: self.replica_identity == "full" || self.identity_columns.contains(&c.name),
                     name: c.name.clone(),
                     type_oid: c.type_oid,
-                    type_modifier: -1,
+                    type_modifier: c.type_modifier,
                 })
                 .collect(),
         }
@@ -456,7 +459,8 @@ pub async fn describe_table(
     let partitioned: bool = row.get(2);
     let columns: Vec<ColumnInfo> = client
         .query(
-            "SELECT attname::text, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute \
+            "SELECT attname::text, atttypid, format_type(atttypid, atttypmod), atttypmod \
+             FROM pg_attribute \
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
              ORDER BY attnum",
             &[&oid],
@@ -468,6 +472,7 @@ pub async fn describe_table(
             name: r.get(0),
             type_oid: r.get(1),
             type_name: r.get(2),
+            type_modifier: r.get(3),
         })
         .collect();
     // The primary key, or the index a REPLICA IDENTITY USING INDEX names.

@@ -237,7 +237,7 @@ impl Task {
                     // confirmed with whatever comes next.
                     let record = change::message_record(&prefix, &content, lsn, None);
                     let key = Value::String(prefix);
-                    let event = change::event(
+                    let mut event = change::event(
                         &self.source,
                         lsn,
                         0,
@@ -246,6 +246,10 @@ impl Task {
                         &record,
                         change::pg_now_us(),
                     );
+                    // Its own namespace: the message's LSN (the end of its record) can be
+                    // the LSN of the commit record that follows it, whose transaction's
+                    // ids are `<commit LSN>/<seq>`.
+                    event.id = format!("{}/message", change::lsn_string(lsn));
                     self.emit(event).await?;
                 }
             }
@@ -541,8 +545,9 @@ impl Task {
                 Ok(Ok(info)) => info,
                 Ok(Err(problem)) => {
                     warn!(source = %self.source, table = %qualified, %problem,
-                        "a table added to the publication cannot be captured; its changes are \
-                         not delivered until the problem is fixed and the source restarts");
+                        "a table added to the publication cannot be fully captured: no snapshot \
+                         is taken, and its changes are keyed by what the stream says of it \
+                         until the problem is fixed and the source restarts");
                     self.catalog.refused.insert(qualified);
                     continue;
                 }
@@ -572,6 +577,14 @@ impl Task {
             );
             event.id = format!("{}/schema/{qualified}", change::lsn_string(lsn));
             info!(source = %self.source, table = %qualified, "{}", info.explain());
+            // The stream's first description of the table is then no change.
+            self.catalog.known_schemas.insert(
+                info.oid,
+                KnownRelation {
+                    relation,
+                    table: qualified.clone(),
+                },
+            );
             self.catalog.tables.insert(qualified.clone(), info);
             self.emit(event).await?;
             self.table_added(&qualified).await?;

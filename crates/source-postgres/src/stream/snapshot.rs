@@ -179,6 +179,13 @@ impl Snapshots {
         }
         self.store().await?;
         self.had_state = true;
+        // Cursors start again from the stored progress with a new generation: progress
+        // of chunks read before (acknowledged from now on) is not stored over it.
+        let generations: HashMap<String, u64> = self
+            .cursors
+            .iter()
+            .map(|(t, c)| (t.clone(), c.generation + 1))
+            .collect();
         self.cursors = self
             .state
             .snapshots
@@ -190,7 +197,7 @@ impl Snapshots {
                     Cursor {
                         after: p.after.clone(),
                         done: p.done,
-                        generation: 0,
+                        generation: generations.get(t).copied().unwrap_or(0),
                         rows_emitted: p.rows,
                         rows_acknowledged: p.rows,
                         blocks: FIRST_BLOCKS,
@@ -436,12 +443,15 @@ impl Task {
         let chunk = i64::from(self.cfg.snapshot_chunk.max(1));
         let emit = |edge: &str| {
             format!(
-                "SELECT pg_logical_emit_message(false, '{WATERMARK_PREFIX}', '{edge} {}')",
+                "SELECT pg_catalog.pg_logical_emit_message(false, '{WATERMARK_PREFIX}', '{edge} {}')",
                 id.replace('\'', "''")
             )
         };
         let client = self.sql().await?;
         // A table without a key is read in ranges of its blocks (`ctid`), not in key order.
+        // A filtered chunk of a keyed table ends at the key `chunk` rows on (found first),
+        // so it reads no more of the table than an unfiltered one, however few rows match.
+        let mut upto: Option<Vec<String>> = None;
         let (query, params, block_end, table_blocks) = if info.identity_columns.is_empty() {
             let start = block_cursor(cursor.after.as_deref());
             let end = start.saturating_add(cursor.blocks.max(1));
@@ -462,7 +472,28 @@ impl Task {
                 a.len() == info.identity_columns.len()
                     && a.first().is_none_or(|f| f != BLOCK_CURSOR)
             });
-            let (query, params) = chunk_query(&info, after, chunk, cursor.filter.as_deref());
+            if cursor.filter.is_some() {
+                let (bound, params) = bound_query(&info, after, chunk);
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let row = client.query_opt(&bound, &params).await.map_err(|e| {
+                    CdcError::Transient(format!("snapshot of {table}: {}", describe(&e)))
+                })?;
+                upto = row.map(|r| {
+                    (0..info.identity_columns.len())
+                        .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                        .collect()
+                });
+            }
+            let (query, params) = chunk_query(
+                &info,
+                after,
+                upto.as_deref(),
+                chunk,
+                cursor.filter.as_deref(),
+            );
             (query, params, None, 0)
         };
         client
@@ -480,7 +511,7 @@ impl Task {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await?;
             let seen: String = client
-                .query_one("SELECT txid_current_snapshot()::text", &[])
+                .query_one("SELECT pg_catalog.txid_current_snapshot()::text", &[])
                 .await?
                 .get(0);
             let rows = client.query(&query, &params).await?;
@@ -499,12 +530,19 @@ impl Task {
                 )));
             }
         };
+        if cursor.filter.is_some() {
+            // The condition may have changed settings of this session (set_config);
+            // the watermarks and the next chunk run with the session's own.
+            client.batch_execute("RESET ALL").await.map_err(|e| {
+                CdcError::Transient(format!("snapshot of {table}: {}", describe(&e)))
+            })?;
+        }
         // A message outside a transaction is not flushed by itself: the walsender would
         // see it only at the WAL writer's next round (200 ms), once per chunk. A tiny
         // transaction with an xid commits synchronously and flushes it at once (it
         // changes nothing, so the stream carries nothing of it).
         let high = format!(
-            "BEGIN; SET LOCAL synchronous_commit = on; {}; SELECT txid_current(); COMMIT",
+            "BEGIN; SET LOCAL synchronous_commit = local; {}; SELECT pg_catalog.txid_current(); COMMIT",
             emit("high")
         );
         client
@@ -549,10 +587,17 @@ impl Task {
         if let Some(end) = block_end {
             last_key = Some(vec![BLOCK_CURSOR.to_owned(), end.to_string()]);
         }
+        let filtered = cursor.filter.is_some();
+        if let Some(upto) = &upto {
+            last_key = Some(upto.clone());
+        }
         let last = match block_end {
             Some(end) => end >= table_blocks,
+            // A filtered chunk reached the table's end when no bound was found.
+            None if filtered => upto.is_none(),
             None => (out.len() as i64) < chunk,
         };
+
         if let Some(c) = self.snapshots.cursors.get_mut(&table)
             && block_end.is_some()
         {
@@ -766,48 +811,87 @@ fn block_query(
     )
 }
 
-/// `SELECT` of the next chunk: every column as text, rows after `after` in key order.
+/// `SELECT` of the next chunk: every column as text, rows after `after` (and up to
+/// `upto`, inclusive) in key order.
 fn chunk_query(
     info: &TableInfo,
     after: Option<&[String]>,
+    upto: Option<&[String]>,
     limit: i64,
     filter: Option<&str>,
 ) -> (String, Vec<String>) {
     let columns = select_list(info);
-    // Qualified: the select list's `col::text` outputs carry the column names, and an
-    // unqualified ORDER BY would sort by that text.
-    let keys = info
-        .identity_columns
-        .iter()
-        .map(|k| format!("src.{}", quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = key_list(info);
     let mut sql = format!("SELECT {columns} FROM {} AS src", info.sql_name());
+    let mut conditions = Vec::new();
     let mut params = Vec::new();
     if let Some(after) = after {
-        let casts = info
-            .identity_columns
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let ty = info
-                    .columns
-                    .iter()
-                    .find(|c| &c.name == k)
-                    .map_or("text", |c| c.type_name.as_str());
-                format!("${}::text::{ty}", i + 1)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        sql.push_str(&format!(" WHERE ({keys}) > ({casts})"));
-        params = after.to_vec();
+        conditions.push(format!("({keys}) > ({})", key_casts(info, params.len())));
+        params.extend_from_slice(after);
+    }
+    if let Some(upto) = upto {
+        conditions.push(format!("({keys}) <= ({})", key_casts(info, params.len())));
+        params.extend_from_slice(upto);
     }
     if let Some(filter) = filter {
-        let joint = if params.is_empty() { "WHERE" } else { "AND" };
-        sql.push_str(&format!(" {joint} ({filter})"));
+        conditions.push(format!("({filter})"));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
     }
     sql.push_str(&format!(" ORDER BY {keys} LIMIT {limit}"));
     (sql, params)
+}
+
+/// The key of the `limit`-th row after `after`: the end of a filtered backfill's chunk,
+/// so that a chunk reads at most `limit` rows of the table however few match.
+fn bound_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
+    let keys = key_list(info);
+    let texts = info
+        .identity_columns
+        .iter()
+        .map(|k| format!("src.{}::text", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = format!("SELECT {texts} FROM {} AS src", info.sql_name());
+    let mut params = Vec::new();
+    if let Some(after) = after {
+        sql.push_str(&format!(" WHERE ({keys}) > ({})", key_casts(info, 0)));
+        params.extend_from_slice(after);
+    }
+    sql.push_str(&format!(
+        " ORDER BY {keys} OFFSET {} LIMIT 1",
+        (limit - 1).max(0)
+    ));
+    (sql, params)
+}
+
+/// The key columns, qualified: the select list's `col::text` outputs carry the column
+/// names, and an unqualified ORDER BY would sort by that text.
+fn key_list(info: &TableInfo) -> String {
+    info.identity_columns
+        .iter()
+        .map(|k| format!("src.{}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$n::text::type, …` for the key columns, numbered after `before` parameters.
+fn key_casts(info: &TableInfo, before: usize) -> String {
+    info.identity_columns
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let ty = info
+                .columns
+                .iter()
+                .find(|c| &c.name == k)
+                .map_or("text", |c| c.type_name.as_str());
+            format!("${}::text::{ty}", before + i + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The planner's estimate of the rows a snapshot of `info` (with `filter`) reads.
@@ -845,19 +929,23 @@ pub(super) fn check_filter(filter: &str) -> Result<(), String> {
     if filter.contains('\0') {
         return Err("the condition holds a NUL character".into());
     }
+    // Backslashes change how strings end (E'' strings, standard_conforming_strings off,
+    // continued E'' strings): without them every kind of string ends at its first
+    // unpaired quote, which is what this check reads.
+    if filter.contains('\\') {
+        return Err("the condition holds a backslash; write strings without escapes".into());
+    }
     let bytes = filter.as_bytes();
     let mut depth = 0i32;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\'' => {
-                // E'…' strings take backslash escapes; '' is a quote in any string.
-                let escapes = i > 0 && matches!(bytes[i - 1], b'E' | b'e');
+                // '' is a quote inside any string (no backslashes: see above).
                 i += 1;
                 loop {
                     match bytes.get(i) {
                         None => return Err("a string is not closed".into()),
-                        Some(b'\\') if escapes => i += 2,
                         Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
                         Some(b'\'') => break,
                         Some(_) => i += 1,
@@ -876,20 +964,29 @@ pub(super) fn check_filter(filter: &str) -> Result<(), String> {
                 }
             }
             b'$' => {
-                // A dollar quote: $tag$ … $tag$ (a $1 parameter is not one).
+                // Only a dollar quote with a plain tag, $tag$ … $tag$, that does not end
+                // an identifier (`a$b` is one name): anything else with `$` is refused
+                // rather than guessed at.
+                let after_name = i > 0
+                    && (bytes[i - 1].is_ascii_alphanumeric()
+                        || bytes[i - 1] == b'_'
+                        || bytes[i - 1] >= 0x80);
                 let rest = &filter[i + 1..];
-                if let Some(end) = rest.find('$')
-                    && rest[..end]
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !rest[..end].starts_with(|c: char| c.is_ascii_digit())
-                {
-                    let tag = &filter[i..i + end + 2];
-                    let body = i + tag.len();
-                    match filter[body..].find(tag) {
-                        Some(close) => i = body + close + tag.len() - 1,
-                        None => return Err("a dollar-quoted string is not closed".into()),
-                    }
+                let tag_end = rest.find('$');
+                let plain = tag_end.is_some_and(|end| {
+                    rest[..end]
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                        && !rest[..end].starts_with(|c: char| c.is_ascii_digit())
+                });
+                let (false, true, Some(end)) = (after_name, plain, tag_end) else {
+                    return Err("the condition holds a `$` that is not a plain dollar quote".into());
+                };
+                let tag = &filter[i..i + end + 2];
+                let body = i + tag.len();
+                match filter[body..].find(tag) {
+                    Some(close) => i = body + close + tag.len() - 1,
+                    None => return Err("a dollar-quoted string is not closed".into()),
                 }
             }
             b';' => return Err("the condition holds `;`: give one expression".into()),
@@ -935,16 +1032,19 @@ mod tests {
                     name: "tenant".into(),
                     type_oid: 25,
                     type_name: "text".into(),
+                    type_modifier: -1,
                 },
                 ColumnInfo {
                     name: "id".into(),
                     type_oid: 20,
                     type_name: "bigint".into(),
+                    type_modifier: -1,
                 },
                 ColumnInfo {
                     name: "note".into(),
                     type_oid: 25,
                     type_name: "text".into(),
+                    type_modifier: -1,
                 },
             ],
             partitioned: false,
@@ -953,7 +1053,7 @@ mod tests {
 
     #[test]
     fn the_first_chunk_starts_at_the_beginning_in_key_order() {
-        let (sql, params) = chunk_query(&table(), None, 1024, None);
+        let (sql, params) = chunk_query(&table(), None, None, 1024, None);
         assert_eq!(
             sql,
             "SELECT \"tenant\"::text, \"id\"::text, \"note\"::text FROM \"public\".\"orders\" \
@@ -964,17 +1064,30 @@ mod tests {
 
     #[test]
     fn a_filtered_backfill_adds_its_condition_to_every_chunk() {
-        let (sql, _) = chunk_query(&table(), None, 5, Some("note <> 'x'"));
+        let (sql, _) = chunk_query(&table(), None, None, 5, Some("note <> 'x'"));
         assert!(
             sql.ends_with("AS src WHERE (note <> 'x') ORDER BY src.\"tenant\", src.\"id\" LIMIT 5"),
             "{sql}"
         );
         let after = vec!["acme".to_string(), "42".to_string()];
-        let (sql, _) = chunk_query(&table(), Some(&after), 5, Some("id > 3"));
+        let upto = vec!["acme".to_string(), "99".to_string()];
+        let (sql, params) = chunk_query(&table(), Some(&after), Some(&upto), 5, Some("id > 3"));
         assert!(
-            sql.contains("> ($1::text::text, $2::text::bigint) AND (id > 3) ORDER BY"),
+            sql.contains(
+                "> ($1::text::text, $2::text::bigint) AND (src.\"tenant\", src.\"id\") <= \
+                 ($3::text::text, $4::text::bigint) AND (id > 3) ORDER BY"
+            ),
             "{sql}"
         );
+        assert_eq!(params, ["acme", "42", "acme", "99"]);
+        let (sql, params) = bound_query(&table(), Some(&after), 5);
+        assert_eq!(
+            sql,
+            "SELECT src.\"tenant\"::text, src.\"id\"::text FROM \"public\".\"orders\" AS src \
+             WHERE (src.\"tenant\", src.\"id\") > ($1::text::text, $2::text::bigint) \
+             ORDER BY src.\"tenant\", src.\"id\" OFFSET 4 LIMIT 1"
+        );
+        assert_eq!(params, after);
         let (sql, _) = block_query(&table(), 0, 8, Some("id > 3"));
         assert!(
             sql.ends_with("src.ctid < $2::text::tid AND (id > 3)"),
@@ -987,7 +1100,6 @@ mod tests {
         for good in [
             "created_at > now() - interval '7 days'",
             "note = 'it''s; not -- a comment'",
-            "note = E'a\\' ) '",
             "\"odd;name\" = 1",
             "id IN (SELECT id FROM other WHERE x = $$ ) ; $$)",
             "id = ANY('{1,2}')",
@@ -1003,6 +1115,12 @@ mod tests {
             "(id > 3",
             "note = 'open",
             "note = $$open",
+            // Backslashes and odd dollars change how Postgres ends a string.
+            "id > 0 AND name'\\' <> '') OR true --'",
+            "note = E'x'\n'\\'') OR true --'",
+            "note = $é$ ) $é$",
+            "x$t$ = 1 ) OR ($t$ = 1",
+            "id = $1",
         ] {
             assert!(check_filter(bad).is_err(), "{bad}");
         }
@@ -1012,7 +1130,7 @@ mod tests {
     #[test]
     fn a_later_chunk_starts_after_the_last_key_with_typed_comparisons() {
         let after = vec!["acme".to_string(), "42".to_string()];
-        let (sql, params) = chunk_query(&table(), Some(&after), 10, None);
+        let (sql, params) = chunk_query(&table(), Some(&after), None, 10, None);
         assert!(
             sql.ends_with(
                 "WHERE (src.\"tenant\", src.\"id\") > ($1::text::text, $2::text::bigint) \
