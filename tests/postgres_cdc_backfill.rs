@@ -220,3 +220,93 @@ fn a_snapshot_pauses_across_a_restart_resumes_to_the_end_and_a_cancelled_one_sto
     mark(&pg, &switchyard, 5);
     assert_eq!(read_ids(&switchyard, "t").len(), cancelled_at);
 }
+
+#[test]
+fn a_snapshot_read_in_parallel_ranges_under_concurrent_updates_ends_with_every_rows_newest_state() {
+    let pg = std::sync::Arc::new(PgCluster::start());
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO big SELECT g, 0 FROM generate_series(1, 20000) g;
+         CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE marks (id int PRIMARY KEY);",
+    );
+    let config = config(&dsn)
+        .replace("snapshot = \"never\"", "snapshot = \"initial\"")
+        .replace(
+            "snapshot_chunk = 10",
+            "snapshot_chunk = 100\nsnapshot_parallel = 4",
+        );
+    let switchyard = Switchyard::start(&config);
+    // Updates, deletes and inserts all through the snapshot.
+    let writer = {
+        let pg = pg.clone();
+        std::thread::spawn(move || {
+            for round in 0..40 {
+                pg.sql(
+                    "app",
+                    &format!(
+                        "UPDATE big SET v = v + 1 WHERE id % 37 = {};
+                         DELETE FROM big WHERE id = {};
+                         INSERT INTO big VALUES ({}, -1);",
+                        round % 37,
+                        round * 400 + 7,
+                        30000 + round
+                    ),
+                );
+            }
+        })
+    };
+    writer.join().unwrap();
+    mark(&pg, &switchyard, 1);
+    let done = wait_until(Duration::from_secs(120), || {
+        status(&switchyard).contains("snapshot public.big: done")
+    });
+    assert!(done, "{}", status(&switchyard));
+    mark(&pg, &switchyard, 2);
+    // Fold every event of the table in order: the result is the table.
+    let mut folded = std::collections::BTreeMap::new();
+    for e in read_jsonl(&switchyard.dir().join("out.jsonl")) {
+        if e["payload"]["table"] != "big" {
+            continue;
+        }
+        match e["kind"].as_str().unwrap() {
+            "read" | "insert" | "update" => {
+                let after = &e["payload"]["after"];
+                folded.insert(after["id"].as_i64().unwrap(), after["v"].as_i64().unwrap());
+            }
+            "delete" => {
+                folded.remove(&e["payload"]["before"]["id"].as_i64().unwrap());
+            }
+            _ => {}
+        }
+    }
+    let table: std::collections::BTreeMap<i64, i64> = pg
+        .sql("app", "SELECT id, v FROM big ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (id, v) = l.split_once('|').unwrap();
+            (id.parse().unwrap(), v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(folded.len(), table.len());
+    let differ: Vec<_> = table
+        .iter()
+        .filter(|(id, v)| folded.get(id) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "rows whose last event is not their state: {differ:?}"
+    );
+    // The ranges were read over several connections.
+    let backends: i64 = pg
+        .sql(
+            "app",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' \
+             AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .parse()
+        .unwrap();
+    assert!(backends >= 4, "{backends} connections read the snapshot");
+}

@@ -433,6 +433,9 @@ pub struct PostgresCdcSourceConfig {
     pub snapshot: SnapshotMode,
     /// Rows per snapshot chunk. Default [`Self::DEFAULT_SNAPSHOT_CHUNK`].
     pub snapshot_chunk: u32,
+    /// Chunks of a table with a key read at once, over as many connections sharing one
+    /// snapshot. Default 1, at most [`Self::MAX_SNAPSHOT_PARALLEL`].
+    pub snapshot_parallel: u32,
     /// WAL the slot may hold back before a warning. Default
     /// [`Self::DEFAULT_MAX_SLOT_LAG`].
     pub max_slot_lag: ByteSize,
@@ -451,6 +454,8 @@ impl PostgresCdcSourceConfig {
     pub const DEFAULT_SNAPSHOT: SnapshotMode = SnapshotMode::Initial;
     /// 1024 rows.
     pub const DEFAULT_SNAPSHOT_CHUNK: u32 = 1024;
+    /// Connections a snapshot may use at once.
+    pub const MAX_SNAPSHOT_PARALLEL: u32 = 16;
     /// 10 GiB.
     pub const DEFAULT_MAX_SLOT_LAG: ByteSize = ByteSize(10 << 30);
 
@@ -473,6 +478,7 @@ impl Default for PostgresCdcSourceConfig {
             tables: Vec::new(),
             snapshot: Self::DEFAULT_SNAPSHOT,
             snapshot_chunk: Self::DEFAULT_SNAPSHOT_CHUNK,
+            snapshot_parallel: 1,
             max_slot_lag: Self::DEFAULT_MAX_SLOT_LAG,
             recreate_slot: false,
             key_columns: BTreeMap::new(),

@@ -182,6 +182,7 @@ pub async fn start(
         snapshots: Snapshots::new(state_file, stored),
         streams: spill::Streams::new(state_dir.join("spill")),
         sql: None,
+        snapshot_clients: Vec::new(),
         encoder: change::ChangeEncoder::new(),
     };
     match task.prepare().await {
@@ -304,6 +305,8 @@ struct Task {
     streams: spill::Streams,
     /// Connection for ordinary SQL (snapshots, watermarks, lag).
     sql: Option<Client>,
+    /// More connections for the ranges of a chunk read at once (`snapshot_parallel`).
+    snapshot_clients: Vec<Client>,
     /// Writes the events of row changes, reusing its buffers from row to row.
     encoder: change::ChangeEncoder,
 }
@@ -378,6 +381,7 @@ impl Task {
                     // A lost session loses its open snapshot window; the chunk is redone.
                     self.snapshots.window = None;
                     self.sql = None;
+                    self.snapshot_clients.clear();
                     prepared = false;
                     if self.pause(&mut backoff).await {
                         return;

@@ -447,12 +447,24 @@ impl Task {
                 id.replace('\'', "''")
             )
         };
+        let parallel = i64::from(self.cfg.snapshot_parallel.max(1));
+        let keyed = !info.identity_columns.is_empty();
+        // A keyed table read several chunks at a time, or by a filtered backfill, is read
+        // in ranges whose ends are found first (the key every `chunk` rows on): a range
+        // reads at most `chunk` rows of the table however few match, and the ranges are
+        // read at once over several connections sharing one snapshot.
+        let ranged = keyed && (parallel > 1 || cursor.filter.is_some());
+        let mut helpers = std::mem::take(&mut self.snapshot_clients);
+        if ranged && parallel > 1 {
+            helpers.retain(|c| !c.is_closed());
+            while helpers.len() < usize::try_from(parallel - 1).unwrap_or(0) {
+                helpers.push(crate::setup::connect(&self.cfg.dsn).await?);
+            }
+        }
         let client = self.sql().await?;
-        // A table without a key is read in ranges of its blocks (`ctid`), not in key order.
-        // A filtered chunk of a keyed table ends at the key `chunk` rows on (found first),
-        // so it reads no more of the table than an unfiltered one, however few rows match.
         let mut upto: Option<Vec<String>> = None;
-        let (query, params, block_end, table_blocks) = if info.identity_columns.is_empty() {
+        let (queries, block_end, table_blocks) = if !keyed {
+            // A table without a key is read in ranges of its blocks (`ctid`).
             let start = block_cursor(cursor.after.as_deref());
             let end = start.saturating_add(cursor.blocks.max(1));
             let blocks: i64 = client
@@ -463,8 +475,8 @@ impl Task {
                 .await
                 .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?
                 .get(0);
-            let (query, params) = block_query(&info, start, end, cursor.filter.as_deref());
-            (query, params, Some(end), u64::try_from(blocks).unwrap_or(0))
+            let query = block_query(&info, start, end, cursor.filter.as_deref());
+            (vec![query], Some(end), u64::try_from(blocks).unwrap_or(0))
         } else {
             // A cursor of the other kind, or of another key (the table gained or changed
             // its key since it was stored), starts the table over.
@@ -472,71 +484,65 @@ impl Task {
                 a.len() == info.identity_columns.len()
                     && a.first().is_none_or(|f| f != BLOCK_CURSOR)
             });
-            if cursor.filter.is_some() {
-                let (bound, params) = bound_query(&info, after, chunk);
+            if ranged {
+                let (bounds_sql, params) = bounds_query(&info, after, chunk, parallel);
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
                     .iter()
                     .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
-                let row = client.query_opt(&bound, &params).await.map_err(|e| {
-                    CdcError::Transient(format!("snapshot of {table}: {}", describe(&e)))
-                })?;
-                upto = row.map(|r| {
-                    (0..info.identity_columns.len())
-                        .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
-                        .collect()
-                });
+                let bounds: Vec<Vec<String>> = client
+                    .query(&bounds_sql, &params)
+                    .await
+                    .map_err(|e| {
+                        CdcError::Transient(format!("snapshot of {table}: {}", describe(&e)))
+                    })?
+                    .iter()
+                    .map(|r| {
+                        (0..info.identity_columns.len())
+                            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                            .collect()
+                    })
+                    .collect();
+                let mut queries = Vec::with_capacity(bounds.len() + 1);
+                let mut lo: Option<&[String]> = after;
+                for bound in &bounds {
+                    queries.push(chunk_query(
+                        &info,
+                        lo,
+                        Some(bound),
+                        chunk,
+                        cursor.filter.as_deref(),
+                    ));
+                    lo = Some(bound);
+                }
+                if (bounds.len() as i64) < parallel {
+                    // Fewer rows are left than the ranges would hold: the last range
+                    // reads to the table's end.
+                    queries.push(chunk_query(
+                        &info,
+                        lo,
+                        None,
+                        chunk,
+                        cursor.filter.as_deref(),
+                    ));
+                } else {
+                    upto = bounds.last().cloned();
+                }
+                (queries, None, 0)
+            } else {
+                let query = chunk_query(&info, after, None, chunk, None);
+                (vec![query], None, 0)
             }
-            let (query, params) = chunk_query(
-                &info,
-                after,
-                upto.as_deref(),
-                chunk,
-                cursor.filter.as_deref(),
-            );
-            (query, params, None, 0)
         };
         client
             .batch_execute(&emit("low"))
             .await
             .map_err(|e| CdcError::Transient(format!("snapshot watermark: {}", describe(&e))))?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        // The select and the snapshot it reads share one transaction, so that the
-        // stream can tell which changes the chunk's rows do not hold yet.
-        let selected = async {
-            client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await?;
-            let seen: String = client
-                .query_one("SELECT pg_catalog.txid_current_snapshot()::text", &[])
-                .await?
-                .get(0);
-            let rows = client.query(&query, &params).await?;
-            client.batch_execute("COMMIT").await?;
-            Ok::<_, tokio_postgres::Error>((Visibility::parse(&seen), rows))
-        }
-        .await;
-        let (seen, rows) = match selected {
-            Ok(done) => done,
-            Err(e) => {
-                // Leave the session usable for the next try.
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(CdcError::Transient(format!(
-                    "snapshot of {table}: {}",
-                    describe(&e)
-                )));
-            }
-        };
-        if cursor.filter.is_some() {
-            // The condition may have changed settings of this session (set_config);
-            // the watermarks and the next chunk run with the session's own.
-            client.batch_execute("RESET ALL").await.map_err(|e| {
-                CdcError::Transient(format!("snapshot of {table}: {}", describe(&e)))
-            })?;
-        }
+        let selected = select_chunk(client, &helpers, &queries, cursor.filter.is_some()).await;
+        self.snapshot_clients = helpers;
+        let client = self.sql().await?;
+        let (seen, rows) = selected
+            .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?;
         // A message outside a transaction is not flushed by itself: the walsender would
         // see it only at the WAL writer's next round (200 ms), once per chunk. A tiny
         // transaction with an xid commits synchronously and flushes it at once (it
@@ -587,14 +593,13 @@ impl Task {
         if let Some(end) = block_end {
             last_key = Some(vec![BLOCK_CURSOR.to_owned(), end.to_string()]);
         }
-        let filtered = cursor.filter.is_some();
         if let Some(upto) = &upto {
             last_key = Some(upto.clone());
         }
         let last = match block_end {
             Some(end) => end >= table_blocks,
             // A filtered chunk reached the table's end when no bound was found.
-            None if filtered => upto.is_none(),
+            None if ranged => upto.is_none(),
             None => (out.len() as i64) < chunk,
         };
 
@@ -844,27 +849,131 @@ fn chunk_query(
     (sql, params)
 }
 
-/// The key of the `limit`-th row after `after`: the end of a filtered backfill's chunk,
-/// so that a chunk reads at most `limit` rows of the table however few match.
-fn bound_query(info: &TableInfo, after: Option<&[String]>, limit: i64) -> (String, Vec<String>) {
+/// The keys ending the next `count` ranges of `limit` rows each after `after`, in key
+/// order (fewer when the table ends first). It reads at most `count × limit` keys.
+fn bounds_query(
+    info: &TableInfo,
+    after: Option<&[String]>,
+    limit: i64,
+    count: i64,
+) -> (String, Vec<String>) {
     let keys = key_list(info);
-    let texts = info
+    let names = info
         .identity_columns
         .iter()
-        .map(|k| format!("src.{}::text", quote_ident(k)))
+        .map(|k| format!("b.{}::text", quote_ident(k)))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut sql = format!("SELECT {texts} FROM {} AS src", info.sql_name());
+    let mut inner = format!(
+        "SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS sy_n FROM {} AS src",
+        info.sql_name()
+    );
     let mut params = Vec::new();
     if let Some(after) = after {
-        sql.push_str(&format!(" WHERE ({keys}) > ({})", key_casts(info, 0)));
+        inner.push_str(&format!(" WHERE ({keys}) > ({})", key_casts(info, 0)));
         params.extend_from_slice(after);
     }
-    sql.push_str(&format!(
-        " ORDER BY {keys} OFFSET {} LIMIT 1",
-        (limit - 1).max(0)
-    ));
-    (sql, params)
+    let limit = limit.max(1);
+    inner.push_str(&format!(" ORDER BY {keys} LIMIT {}", limit * count.max(1)));
+    (
+        format!("SELECT {names} FROM ({inner}) AS b WHERE b.sy_n % {limit} = 0 ORDER BY b.sy_n"),
+        params,
+    )
+}
+
+/// Reads a chunk's ranges: one transaction per connection, all on the snapshot of the
+/// first (exported to the others), the ranges at once; rows in range order.
+async fn select_chunk(
+    main: &tokio_postgres::Client,
+    helpers: &[tokio_postgres::Client],
+    queries: &[(String, Vec<String>)],
+    filtered: bool,
+) -> Result<(Visibility, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
+    let opened = async {
+        main.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let seen: String = main
+            .query_one("SELECT pg_catalog.txid_current_snapshot()::text", &[])
+            .await?
+            .get(0);
+        let exported: Option<String> = if queries.len() > 1 {
+            Some(
+                main.query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+                    .await?
+                    .get(0),
+            )
+        } else {
+            None
+        };
+        Ok::<_, tokio_postgres::Error>((seen, exported))
+    }
+    .await;
+    let (seen, exported) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = main.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
+    let reads = queries.iter().enumerate().map(|(i, (query, params))| {
+        let client = if i == 0 { main } else { &helpers[i - 1] };
+        let exported = exported.clone();
+        async move {
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let read = async {
+                if let (true, Some(snapshot)) = (i > 0, &exported) {
+                    client
+                        .batch_execute(&format!(
+                            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                             SET TRANSACTION SNAPSHOT '{}'",
+                            snapshot.replace('\'', "''")
+                        ))
+                        .await?;
+                }
+                let rows = client.query(query, &params).await?;
+                if i > 0 {
+                    client.batch_execute("COMMIT").await?;
+                }
+                Ok::<_, tokio_postgres::Error>(rows)
+            }
+            .await;
+            if i > 0 {
+                if read.is_err() {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+                if filtered {
+                    let _ = client.batch_execute("RESET ALL").await;
+                }
+            }
+            read
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let mut rows = Vec::new();
+    let mut failed = None;
+    for result in results {
+        match result {
+            Ok(r) => rows.extend(r),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        let _ = main.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    if let Err(e) = main.batch_execute("COMMIT").await {
+        let _ = main.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    if filtered {
+        // The condition may have changed settings of the session (set_config); the
+        // watermarks and the next chunk run with the session's own.
+        main.batch_execute("RESET ALL").await?;
+    }
+    Ok((Visibility::parse(&seen), rows))
 }
 
 /// The key columns, qualified: the select list's `col::text` outputs carry the column
@@ -1080,12 +1189,14 @@ mod tests {
             "{sql}"
         );
         assert_eq!(params, ["acme", "42", "acme", "99"]);
-        let (sql, params) = bound_query(&table(), Some(&after), 5);
+        let (sql, params) = bounds_query(&table(), Some(&after), 5, 3);
         assert_eq!(
             sql,
-            "SELECT src.\"tenant\"::text, src.\"id\"::text FROM \"public\".\"orders\" AS src \
-             WHERE (src.\"tenant\", src.\"id\") > ($1::text::text, $2::text::bigint) \
-             ORDER BY src.\"tenant\", src.\"id\" OFFSET 4 LIMIT 1"
+            "SELECT b.\"tenant\"::text, b.\"id\"::text FROM (SELECT src.\"tenant\", src.\"id\", \
+             row_number() OVER (ORDER BY src.\"tenant\", src.\"id\") AS sy_n FROM \
+             \"public\".\"orders\" AS src WHERE (src.\"tenant\", src.\"id\") > \
+             ($1::text::text, $2::text::bigint) ORDER BY src.\"tenant\", src.\"id\" LIMIT 15) AS b \
+             WHERE b.sy_n % 5 = 0 ORDER BY b.sy_n"
         );
         assert_eq!(params, after);
         let (sql, _) = block_query(&table(), 0, 8, Some("id > 3"));

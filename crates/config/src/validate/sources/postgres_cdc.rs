@@ -55,6 +55,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>, name: &str) -> PostgresC
         snapshot_chunk: table
             .positive_u32(cx, "snapshot_chunk", "rows per snapshot chunk")
             .unwrap_or(PostgresCdcSourceConfig::DEFAULT_SNAPSHOT_CHUNK),
+        snapshot_parallel: snapshot_parallel(cx, table),
         max_slot_lag: table
             .size(cx, "max_slot_lag")
             .unwrap_or(PostgresCdcSourceConfig::DEFAULT_MAX_SLOT_LAG),
@@ -182,5 +183,24 @@ fn tls(cx: &mut Ctx<'_>, path: &str, dsn: &str) {
                 );
             }
         }
+    }
+}
+
+/// `snapshot_parallel`: 1 to [`PostgresCdcSourceConfig::MAX_SNAPSHOT_PARALLEL`].
+fn snapshot_parallel(cx: &mut Ctx<'_>, table: &Table<'_>) -> u32 {
+    let max = PostgresCdcSourceConfig::MAX_SNAPSHOT_PARALLEL;
+    match table.positive_u32(cx, "snapshot_parallel", "chunks read at once") {
+        Some(n) if n > max => {
+            cx.issue(
+                &table.child("snapshot_parallel"),
+                format!(
+                    "{n} is too many: at most {max} connections read a snapshot at once (each \
+                     is a Postgres backend); 2 to 4 is plenty for most tables"
+                ),
+            );
+            1
+        }
+        Some(n) => n,
+        None => 1,
     }
 }
