@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchyard_test_support::kafka::{KafkaRecord, Tansu, read_topic};
 use switchyard_test_support::{PgCluster, Switchyard, tail};
-use switchyard_tests::{client, read_jsonl, runtime, wait_until};
+use switchyard_tests::{read_jsonl, wait_until};
 
 const TOPIC: &str = "db.public.orders";
 
@@ -285,16 +285,7 @@ fn postgres_changes_reach_kafka_and_files_as_debezium_change_events() {
     // The schema event of the table was acknowledged without being written, and counted.
     let all = read_jsonl(&switchyard.dir().join("switchyard.jsonl"));
     assert!(all.iter().any(|e| e["kind"] == "schema"), "{all:#?}");
-    let metrics = runtime().block_on(async {
-        client()
-            .get(format!("{}/metrics", switchyard.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let metrics = switchyard_tests::metrics(&switchyard.url());
     for sink in ["topic", "debezium_file"] {
         let line = format!("switchyard_sink_events_total{{sink=\"{sink}\",outcome=\"skipped\"}} ");
         let skipped = metrics

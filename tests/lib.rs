@@ -310,3 +310,42 @@ pub fn write_config(dir: &std::path::Path, template: &str) -> std::path::PathBuf
     .unwrap();
     path
 }
+
+/// `switchyard run -c CONFIG` (the template written by [`write_config`]) for a start
+/// that must fail: waits up to a minute for the exit. Returns whether it exited, its
+/// status and its stdout + stderr; a process still running is killed.
+pub fn run_expecting_exit(template: &str) -> (bool, std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), template);
+    let mut child = switchyard_test_support::switchyard_command()
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (exited, out.status, text)
+}
+
+/// The text of a running switchyard's `/metrics`.
+pub fn metrics(url: &str) -> String {
+    runtime().block_on(async {
+        client()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}

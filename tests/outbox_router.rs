@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchyard_test_support::kafka::{KafkaRecord, Tansu, read_topic, unique_name};
 use switchyard_test_support::{PgCluster, Switchyard, tail};
-use switchyard_tests::{client, read_jsonl, runtime, wait_until};
+use switchyard_tests::{read_jsonl, wait_until};
 
 /// A plugin built by `scripts/build-plugins.sh`.
 fn wasm(name: &str) -> String {
@@ -177,16 +177,7 @@ fn outbox_rows_become_events_on_a_topic_per_aggregate_type() {
         schemas.iter().all(|e| e["payload"]["table"] == "orders"),
         "{schemas:#?}"
     );
-    let metrics = runtime().block_on(async {
-        client()
-            .get(format!("{}/metrics", switchyard.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let metrics = switchyard_tests::metrics(&switchyard.url());
     let counted = |line: &str| -> f64 {
         metrics
             .lines()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use switchyard_test_support::{PgCluster, Switchyard, tail};
-use switchyard_tests::{client, read_jsonl, runtime, wait_until};
+use switchyard_tests::{read_jsonl, wait_until};
 
 fn config(dsn: &str) -> String {
     format!(
@@ -159,18 +159,7 @@ fn a_snapshot_pauses_across_a_restart_resumes_to_the_end_and_a_cancelled_one_sto
     let shown = status(&switchyard);
     assert!(shown.contains("of about 60000"), "{shown}");
     // The metrics are refreshed every few seconds.
-    let metrics = || {
-        runtime().block_on(async {
-            client()
-                .get(format!("{}/metrics", switchyard.url()))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    };
+    let metrics = || switchyard_tests::metrics(&switchyard.url());
     let exported = wait_until(Duration::from_secs(30), || {
         metrics().contains("snapshot_rows_estimate{source=\"db\",table=\"public.big\"} 60000")
     });

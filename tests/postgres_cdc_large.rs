@@ -166,8 +166,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-#[test]
-fn a_two_million_row_transaction_streams_in_commit_order_and_aborted_work_delivers_nothing() {
+/// A cluster that streams any transaction over 1 MB (protocol 2), with the tables of
+/// these tests, and switchyard replicating from it.
+fn streaming() -> (PgCluster, Switchyard) {
     let pg = PgCluster::start();
     let dsn = pg.create_database("app");
     pg.sql(
@@ -178,7 +179,7 @@ fn a_two_million_row_transaction_streams_in_commit_order_and_aborted_work_delive
          ALTER SYSTEM SET logical_decoding_work_mem = '1MB';
          SELECT pg_reload_conf();",
     );
-    let mut switchyard = Switchyard::start(&config(&dsn));
+    let switchyard = Switchyard::start(&config(&dsn));
     assert!(
         wait_until(Duration::from_secs(60), || switchyard
             .logs()
@@ -186,6 +187,12 @@ fn a_two_million_row_transaction_streams_in_commit_order_and_aborted_work_delive
         "replication did not start\n{}",
         tail(&switchyard.logs(), 30)
     );
+    (pg, switchyard)
+}
+
+#[test]
+fn a_two_million_row_transaction_streams_in_commit_order_and_aborted_work_delivers_nothing() {
+    let (pg, mut switchyard) = streaming();
     // The log is coloured: drop the escape sequences before reading fields.
     let plain = |text: String| {
         let mut out = String::new();
@@ -347,24 +354,7 @@ fn a_two_million_row_transaction_streams_in_commit_order_and_aborted_work_delive
 #[test]
 fn a_kill_while_a_spilled_transaction_is_delivered_loses_none_of_it_and_its_file_goes() {
     const ROWS: usize = 600_000;
-    let pg = PgCluster::start();
-    let dsn = pg.create_database("app");
-    pg.sql(
-        "app",
-        "CREATE TABLE big (id int PRIMARY KEY, v int);
-         CREATE TABLE small (id int PRIMARY KEY);
-         CREATE TABLE doomed (id int PRIMARY KEY);
-         ALTER SYSTEM SET logical_decoding_work_mem = '1MB';
-         SELECT pg_reload_conf();",
-    );
-    let mut switchyard = Switchyard::start(&config(&dsn));
-    assert!(
-        wait_until(Duration::from_secs(60), || switchyard
-            .logs()
-            .contains("replication started")),
-        "replication did not start\n{}",
-        tail(&switchyard.logs(), 30)
-    );
+    let (pg, mut switchyard) = streaming();
     pg.sql(
         "app",
         &format!("INSERT INTO big SELECT g, g FROM generate_series(1, {ROWS}) g;"),

@@ -142,26 +142,10 @@ fn an_existing_publication_of_a_partitioned_table_without_via_root_is_refused_wi
          CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100);
          CREATE PUBLICATION mine FOR TABLE m;",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let config = switchyard_tests::write_config(dir.path(), &config(&dsn, "mine", "\"public.m\""));
-    let mut child = switchyard_test_support::switchyard_command()
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_until(Duration::from_secs(60), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let (exited, status, text) =
+        switchyard_tests::run_expecting_exit(&config(&dsn, "mine", "\"public.m\""));
     assert!(exited, "the source retried instead of stopping: {text}");
-    assert!(!out.status.success(), "{text}");
+    assert!(!status.success(), "{text}");
     assert!(
         text.contains("ALTER PUBLICATION \"mine\" SET (publish_via_partition_root = true)"),
         "{text}"

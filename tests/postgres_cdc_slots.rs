@@ -3,11 +3,10 @@
 //! and `recreate_slot = true` starts over with a new slot and a new snapshot; writes in
 //! another database of the cluster do not hold the slot back while its tables are idle.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use switchyard_test_support::{PgCluster, Switchyard, switchyard_command, tail};
-use switchyard_tests::{read_jsonl, wait_until, write_config};
+use switchyard_test_support::{PgCluster, Switchyard, tail};
+use switchyard_tests::{read_jsonl, wait_until};
 
 fn config(dsn: &str, extra: &str) -> String {
     format!(
@@ -83,30 +82,13 @@ fn a_slot_the_server_invalidated_stops_the_source_with_the_fix_and_recreate_slot
     assert!(lost, "the slot was not invalidated");
 
     // The source stops at once with what happened and the fix; it does not retry.
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &config(&dsn, ""));
-    let mut child = switchyard_command()
-        .args(["run", "-c"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_until(Duration::from_secs(60), || {
-        child.try_wait().unwrap().is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (exited, status, text) = switchyard_tests::run_expecting_exit(&config(&dsn, ""));
     assert!(
         exited,
         "the source kept retrying a lost slot: {}",
         tail(&text, 20)
     );
-    assert!(!out.status.success());
+    assert!(!status.success());
     assert!(
         text.contains("was invalidated") && text.contains("recreate_slot = true"),
         "{}",
