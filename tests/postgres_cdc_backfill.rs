@@ -121,6 +121,17 @@ fn a_filtered_backfill_reads_only_the_matching_rows_and_bad_conditions_are_refus
     }
     let count: i64 = pg.sql("app", "SELECT count(*) FROM t").parse().unwrap();
     assert_eq!(count, 1000);
+
+    // A condition the planner accepts but a row makes fail: that snapshot pauses with
+    // the server's reason; the stream goes on.
+    let out = switchyard.cli(&["snapshot", "public.t", "--where", "1 / (id - 500) > 0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stopped = wait_until(Duration::from_secs(60), || {
+        status(&switchyard).contains("division by zero")
+    });
+    assert!(stopped, "{}", status(&switchyard));
+    assert!(status(&switchyard).contains("snapshot public.t: paused"));
+    mark(&pg, &switchyard, 1);
 }
 
 #[test]
@@ -217,7 +228,7 @@ fn a_snapshot_read_in_parallel_ranges_under_concurrent_updates_ends_with_every_r
     pg.sql(
         "app",
         "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL);
-         INSERT INTO big SELECT g, 0 FROM generate_series(1, 20000) g;
+         INSERT INTO big SELECT g * 2, 0 FROM generate_series(1, 20000) g;
          CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE marks (id int PRIMARY KEY);",
     );
     let config = config(&dsn)
@@ -227,7 +238,8 @@ fn a_snapshot_read_in_parallel_ranges_under_concurrent_updates_ends_with_every_r
             "snapshot_chunk = 100\nsnapshot_parallel = 4",
         );
     let switchyard = Switchyard::start(&config);
-    // Updates, deletes and inserts all through the snapshot.
+    // Updates, deletes and inserts all through the snapshot; the inserts land between
+    // existing keys all over the table, inside the ranges being read.
     let writer = {
         let pg = pg.clone();
         std::thread::spawn(move || {
@@ -237,10 +249,11 @@ fn a_snapshot_read_in_parallel_ranges_under_concurrent_updates_ends_with_every_r
                     &format!(
                         "UPDATE big SET v = v + 1 WHERE id % 37 = {};
                          DELETE FROM big WHERE id = {};
-                         INSERT INTO big VALUES ({}, -1);",
+                         INSERT INTO big SELECT g * 2 + 1, -1
+                             FROM generate_series({}, 20000, 997) g;",
                         round % 37,
-                        round * 400 + 7,
-                        30000 + round
+                        round * 800 + 8,
+                        round * 13 + 1
                     ),
                 );
             }

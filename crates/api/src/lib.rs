@@ -597,6 +597,9 @@ pub struct SnapshotProgress {
     /// The condition of a filtered backfill (`switchyard snapshot TABLE --where …`).
     #[serde(default)]
     pub filter: Option<String>,
+    /// Why the snapshot paused on its own: the server refused a chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The body of `POST /admin/sources/{source}/snapshot`.

@@ -302,6 +302,7 @@ fn admin_answers() {
                     rows_per_second: Some(1),
                     eta_seconds: Some(8),
                     filter: Some("id > 1".into()),
+                    error: None,
                 },
             )],
             ..CdcStatus::default()

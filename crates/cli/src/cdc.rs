@@ -204,6 +204,9 @@ pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
                 if let Some(filter) = p.filter {
                     line.push_str(&format!(" where {filter}"));
                 }
+                if let Some(error) = p.error {
+                    line.push_str(&format!("\n    stopped by the server: {error}"));
+                }
                 println!("{line}");
             }
         }

@@ -275,6 +275,7 @@ async fn source_status(
                         rows_per_second: s.rows_per_second,
                         eta_seconds: s.eta_seconds,
                         filter: s.filter,
+                        error: s.error,
                     };
                     (table, progress)
                 })

@@ -475,14 +475,16 @@ pub async fn describe_table(
             type_modifier: r.get(3),
         })
         .collect();
-    // The primary key, or the index a REPLICA IDENTITY USING INDEX names.
+    // The index a REPLICA IDENTITY USING INDEX names, else the primary key: one index,
+    // the one whose columns the stream sends as the old key.
     let key_columns: Vec<String> = client
         .query(
             "SELECT a.attname::text FROM pg_index i \
              JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND (i.indisprimary OR (i.indisreplident AND $2 = 'i')) \
-             ORDER BY i.indisprimary DESC, k.ord",
+             WHERE i.indrelid = $1 \
+               AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END \
+             ORDER BY k.ord",
             &[&oid, &identity],
         )
         .await

@@ -105,6 +105,8 @@ pub struct SnapshotStatus {
     pub eta_seconds: Option<u64>,
     /// The condition of a filtered backfill.
     pub filter: Option<String>,
+    /// Why the snapshot paused on its own (the server refused a chunk).
+    pub error: Option<String>,
 }
 
 /// Shared, cheaply readable status of a source.

@@ -578,13 +578,13 @@ impl Task {
             event.id = format!("{}/schema/{qualified}", change::lsn_string(lsn));
             info!(source = %self.source, table = %qualified, "{}", info.explain());
             // The stream's first description of the table is then no change.
-            self.catalog.known_schemas.insert(
-                info.oid,
-                KnownRelation {
+            self.catalog
+                .known_schemas
+                .entry(info.oid)
+                .or_insert(KnownRelation {
                     relation,
                     table: qualified.clone(),
-                },
-            );
+                });
             self.catalog.tables.insert(qualified.clone(), info);
             self.emit(event).await?;
             self.table_added(&qualified).await?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 use switchyard_config::{PostgresCdcSourceConfig, SnapshotMode};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Action, SessionEnd, SnapshotStatus, Status, Task};
 use crate::change;
@@ -38,6 +38,8 @@ struct Cursor {
     /// When this process started reading the table, and the rows acknowledged then:
     /// the rate and the time left are measured from there.
     started: Option<(std::time::Instant, u64)>,
+    /// Why the snapshot stopped on its own (the server refused a chunk).
+    error: Option<String>,
 }
 
 impl Cursor {
@@ -138,6 +140,9 @@ pub(super) struct Snapshots {
     /// A state file existed at start: the slot is expected to exist.
     pub(super) had_state: bool,
     cursors: BTreeMap<String, Cursor>,
+    /// The last generation handed to a cursor: only ever grows, so progress of an
+    /// earlier pass never matches a later one.
+    generations: u64,
     /// The open chunk; a lost session drops it and the chunk is redone.
     pub(super) window: Option<Window>,
     window_seq: u64,
@@ -151,6 +156,7 @@ impl Snapshots {
             had_state: stored.is_some(),
             state: stored.unwrap_or_default(),
             cursors: BTreeMap::new(),
+            generations: 0,
             window: None,
             window_seq: 0,
         }
@@ -181,11 +187,8 @@ impl Snapshots {
         self.had_state = true;
         // Cursors start again from the stored progress with a new generation: progress
         // of chunks read before (acknowledged from now on) is not stored over it.
-        let generations: HashMap<String, u64> = self
-            .cursors
-            .iter()
-            .map(|(t, c)| (t.clone(), c.generation + 1))
-            .collect();
+        self.generations += 1;
+        let generation = self.generations;
         self.cursors = self
             .state
             .snapshots
@@ -197,7 +200,7 @@ impl Snapshots {
                     Cursor {
                         after: p.after.clone(),
                         done: p.done,
-                        generation: generations.get(t).copied().unwrap_or(0),
+                        generation,
                         rows_emitted: p.rows,
                         rows_acknowledged: p.rows,
                         blocks: FIRST_BLOCKS,
@@ -206,6 +209,7 @@ impl Snapshots {
                         cancelled: p.cancelled,
                         estimate: None,
                         started: None,
+                        error: None,
                     },
                 )
             })
@@ -231,9 +235,10 @@ impl Snapshots {
         table: &str,
         filter: Option<String>,
     ) -> Result<(), CdcError> {
+        self.generations += 1;
         let cursor = self.cursors.entry(table.to_owned()).or_default();
         *cursor = Cursor {
-            generation: cursor.generation + 1,
+            generation: self.generations,
             filter: filter.clone(),
             ..Cursor::default()
         };
@@ -247,6 +252,24 @@ impl Snapshots {
                 ..TableProgress::default()
             },
         );
+        self.store().await
+    }
+
+    /// The server refused a chunk of `table`: its snapshot pauses (stored, so a restart
+    /// does not run into the same refusal) with the reason shown in the status.
+    pub(super) async fn fail(&mut self, table: &str, reason: String) -> Result<(), CdcError> {
+        if let Some(cursor) = self.cursors.get_mut(table) {
+            cursor.paused = true;
+            cursor.error = Some(reason);
+        }
+        if self.window.as_ref().is_some_and(|w| w.table == table) {
+            self.window = None;
+        }
+        self.state
+            .snapshots
+            .entry(table.to_owned())
+            .or_default()
+            .paused = true;
         self.store().await
     }
 
@@ -277,6 +300,7 @@ impl Snapshots {
                 }
                 cursor.paused = false;
                 cursor.started = None;
+                cursor.error = None;
             }
             SnapshotAction::Cancel => {
                 cursor.cancelled = true;
@@ -401,6 +425,7 @@ impl Snapshots {
                         rows_per_second: rate.map(|r| r.round() as u64),
                         eta_seconds: eta,
                         filter: c.filter.clone(),
+                        error: c.error.clone(),
                     },
                 )
             })
@@ -447,7 +472,7 @@ impl Task {
                 id.replace('\'', "''")
             )
         };
-        let parallel = i64::from(self.cfg.snapshot_parallel.max(1));
+        let mut parallel = i64::from(self.cfg.snapshot_parallel.max(1));
         let keyed = !info.identity_columns.is_empty();
         // A keyed table read several chunks at a time, or by a filtered backfill, is read
         // in ranges whose ends are found first (the key every `chunk` rows on): a range
@@ -458,11 +483,22 @@ impl Task {
         if ranged && parallel > 1 {
             helpers.retain(|c| !c.is_closed());
             while helpers.len() < usize::try_from(parallel - 1).unwrap_or(0) {
-                helpers.push(crate::setup::connect(&self.cfg.dsn).await?);
+                match crate::setup::connect(&self.cfg.dsn).await {
+                    Ok(c) => helpers.push(c),
+                    Err(e) => {
+                        // Fewer ranges at once rather than no snapshot.
+                        warn!(source = %self.source, %table, error = %e,
+                            "cannot open another connection for the snapshot; reading fewer \
+                             ranges at once");
+                        break;
+                    }
+                }
             }
+            parallel = i64::try_from(helpers.len()).unwrap_or(0) + 1;
         }
         let client = self.sql().await?;
         let mut upto: Option<Vec<String>> = None;
+        let mut bounds: Option<(Query, Option<Vec<String>>)> = None;
         let (queries, block_end, table_blocks) = if !keyed {
             // A table without a key is read in ranges of its blocks (`ctid`).
             let start = block_cursor(cursor.after.as_deref());
@@ -485,50 +521,13 @@ impl Task {
                     && a.first().is_none_or(|f| f != BLOCK_CURSOR)
             });
             if ranged {
-                let (bounds_sql, params) = bounds_query(&info, after, chunk, parallel);
-                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                let bounds: Vec<Vec<String>> = client
-                    .query(&bounds_sql, &params)
-                    .await
-                    .map_err(|e| {
-                        CdcError::Transient(format!("snapshot of {table}: {}", describe(&e)))
-                    })?
-                    .iter()
-                    .map(|r| {
-                        (0..info.identity_columns.len())
-                            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
-                            .collect()
-                    })
-                    .collect();
-                let mut queries = Vec::with_capacity(bounds.len() + 1);
-                let mut lo: Option<&[String]> = after;
-                for bound in &bounds {
-                    queries.push(chunk_query(
-                        &info,
-                        lo,
-                        Some(bound),
-                        chunk,
-                        cursor.filter.as_deref(),
-                    ));
-                    lo = Some(bound);
-                }
-                if (bounds.len() as i64) < parallel {
-                    // Fewer rows are left than the ranges would hold: the last range
-                    // reads to the table's end.
-                    queries.push(chunk_query(
-                        &info,
-                        lo,
-                        None,
-                        chunk,
-                        cursor.filter.as_deref(),
-                    ));
-                } else {
-                    upto = bounds.last().cloned();
-                }
-                (queries, None, 0)
+                // The ends are found inside the chunk's snapshot (see `select_chunk`), so
+                // each range holds exactly the rows they were counted on.
+                bounds = Some((
+                    bounds_query(&info, after, chunk, parallel),
+                    after.map(<[String]>::to_vec),
+                ));
+                (Vec::new(), None, 0)
             } else {
                 let query = chunk_query(&info, after, None, chunk, None);
                 (vec![query], None, 0)
@@ -538,11 +537,59 @@ impl Task {
             .batch_execute(&emit("low"))
             .await
             .map_err(|e| CdcError::Transient(format!("snapshot watermark: {}", describe(&e))))?;
-        let selected = select_chunk(client, &helpers, &queries, cursor.filter.is_some()).await;
+        let filter = cursor.filter.as_deref();
+        let ranges = |ends: &[Vec<String>], after: Option<&[String]>| {
+            let mut queries = Vec::with_capacity(ends.len() + 1);
+            let mut lo = after;
+            for end in ends {
+                queries.push(chunk_query(&info, lo, Some(end), chunk, filter));
+                lo = Some(end);
+            }
+            if (ends.len() as i64) < parallel {
+                // Fewer rows are left than the ranges would hold: the last range reads
+                // to the table's end.
+                queries.push(chunk_query(&info, lo, None, chunk, filter));
+            }
+            queries
+        };
+        let selected = select_chunk(
+            client,
+            &helpers,
+            Reads {
+                fixed: queries,
+                bounds: bounds.as_ref().map(|(q, after)| (q, after.as_deref())),
+                key_columns: info.identity_columns.len(),
+                ranges: &ranges,
+            },
+            cursor.filter.is_some(),
+        )
+        .await;
         self.snapshot_clients = helpers;
+        let (seen, rows, ends) = match selected {
+            Ok(s) => s,
+            // The server refused the chunk (a condition that fails on some row, a type
+            // that does not cast): that table's snapshot stops with the reason, the
+            // stream and the other tables go on.
+            Err(e) if e.as_db_error().is_some() => {
+                let reason = describe(&e);
+                warn!(source = %self.source, %table, error = %reason,
+                    "the snapshot of the table is paused: the server refused its chunk; fix \
+                     the cause, then `switchyard snapshot TABLE --resume` (or start it again)");
+                self.snapshots.fail(&table, reason).await?;
+                self.snapshots.publish(&self.status);
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(CdcError::Transient(format!(
+                    "snapshot of {table}: {}",
+                    describe(&e)
+                )));
+            }
+        };
+        if bounds.is_some() && ends.len() as i64 == parallel {
+            upto = ends.last().cloned();
+        }
         let client = self.sql().await?;
-        let (seen, rows) = selected
-            .map_err(|e| CdcError::Transient(format!("snapshot of {table}: {}", describe(&e))))?;
         // A message outside a transaction is not flushed by itself: the walsender would
         // see it only at the WAL writer's next round (200 ms), once per chunk. A tiny
         // transaction with an xid commits synchronously and flushes it at once (it
@@ -881,14 +928,31 @@ fn bounds_query(
     )
 }
 
-/// Reads a chunk's ranges: one transaction per connection, all on the snapshot of the
-/// first (exported to the others), the ranges at once; rows in range order.
+/// A query and its text parameters.
+type Query = (String, Vec<String>);
+
+/// The queries of a chunk's ranges, from the ends found and the key before the first.
+type Ranges<'a> = dyn Fn(&[Vec<String>], Option<&[String]>) -> Vec<Query> + Sync + 'a;
+
+/// What a chunk reads: fixed queries, or ranges whose ends a query finds first.
+struct Reads<'a> {
+    fixed: Vec<Query>,
+    /// The ends' query and the key the first range starts after.
+    bounds: Option<(&'a Query, Option<&'a [String]>)>,
+    key_columns: usize,
+    ranges: &'a Ranges<'a>,
+}
+
+/// Reads a chunk: one transaction per connection, all on the snapshot of the first
+/// (exported to the others). The ranges' ends are found in that snapshot first, so each
+/// range holds exactly the rows they were counted on; then the ranges are read at once.
+/// Rows in range order; the ends found.
 async fn select_chunk(
     main: &tokio_postgres::Client,
     helpers: &[tokio_postgres::Client],
-    queries: &[(String, Vec<String>)],
+    reads: Reads<'_>,
     filtered: bool,
-) -> Result<(Visibility, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
+) -> Result<(Visibility, Vec<tokio_postgres::Row>, Vec<Vec<String>>), tokio_postgres::Error> {
     let opened = async {
         main.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
@@ -896,6 +960,26 @@ async fn select_chunk(
             .query_one("SELECT pg_catalog.txid_current_snapshot()::text", &[])
             .await?
             .get(0);
+        let (queries, ends) = match reads.bounds {
+            None => (reads.fixed, Vec::new()),
+            Some(((sql, params), after)) => {
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                let ends: Vec<Vec<String>> = main
+                    .query(sql, &params)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        (0..reads.key_columns)
+                            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                            .collect()
+                    })
+                    .collect();
+                ((reads.ranges)(&ends, after), ends)
+            }
+        };
         let exported: Option<String> = if queries.len() > 1 {
             Some(
                 main.query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
@@ -905,10 +989,10 @@ async fn select_chunk(
         } else {
             None
         };
-        Ok::<_, tokio_postgres::Error>((seen, exported))
+        Ok::<_, tokio_postgres::Error>((seen, exported, queries, ends))
     }
     .await;
-    let (seen, exported) = match opened {
+    let (seen, exported, queries, ends) = match opened {
         Ok(o) => o,
         Err(e) => {
             let _ = main.batch_execute("ROLLBACK").await;
@@ -973,7 +1057,7 @@ async fn select_chunk(
         // watermarks and the next chunk run with the session's own.
         main.batch_execute("RESET ALL").await?;
     }
-    Ok((Visibility::parse(&seen), rows))
+    Ok((Visibility::parse(&seen), rows, ends))
 }
 
 /// The key columns, qualified: the select list's `col::text` outputs carry the column
