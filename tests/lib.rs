@@ -349,3 +349,30 @@ pub fn metrics(url: &str) -> String {
             .unwrap()
     })
 }
+
+/// A config for a `Switchyard`: one `postgres_cdc` source `db` on `dsn` with
+/// `source_keys` (TOML lines after `type` and `dsn`), one pipeline `cdc` and a file sink
+/// `out` writing `{dir}/out.jsonl`.
+pub fn cdc_config(dsn: &str, source_keys: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+admin_token = "admin-secret-0123456789"
+
+[sources.db]
+type = "postgres_cdc"
+dsn = "{dsn}"
+{source_keys}
+
+[pipelines.cdc]
+from = ["db"]
+to = ["out"]
+
+[sinks.out]
+type = "file"
+path = "{{dir}}/out.jsonl"
+"#
+    )
+}

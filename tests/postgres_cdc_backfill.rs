@@ -10,29 +10,12 @@ use switchyard_test_support::{PgCluster, Switchyard, tail};
 use switchyard_tests::{read_jsonl, wait_until};
 
 fn config(dsn: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-data_dir = "{{data_dir}}"
-admin_token = "admin-secret-0123456789"
-
-[sources.db]
-type = "postgres_cdc"
-dsn = "{dsn}"
-slot = "sy_backfill"
-tables = ["public.t", "public.big", "public.marks"]
-snapshot = "never"
-snapshot_chunk = 10
-
-[pipelines.cdc]
-from = ["db"]
-to = ["out"]
-
-[sinks.out]
-type = "file"
-path = "{{dir}}/out.jsonl"
-"#
+    switchyard_tests::cdc_config(
+        dsn,
+        "slot = \"sy_backfill\"
+tables = [\"public.t\", \"public.big\", \"public.marks\"]
+snapshot = \"never\"
+snapshot_chunk = 10",
     )
 }
 

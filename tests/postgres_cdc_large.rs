@@ -23,28 +23,11 @@ const ROLLED_BACK: usize = 50_000;
 const AFTER_SAVEPOINT: usize = 1_000;
 
 fn config(dsn: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-data_dir = "{{data_dir}}"
-admin_token = "admin-secret-0123456789"
-
-[sources.db]
-type = "postgres_cdc"
-dsn = "{dsn}"
-slot = "sy_large"
-tables = ["public.big", "public.small", "public.doomed"]
-snapshot = "never"
-
-[pipelines.cdc]
-from = ["db"]
-to = ["out"]
-
-[sinks.out]
-type = "file"
-path = "{{dir}}/out.jsonl"
-"#
+    switchyard_tests::cdc_config(
+        dsn,
+        "slot = \"sy_large\"
+tables = [\"public.big\", \"public.small\", \"public.doomed\"]
+snapshot = \"never\"",
     )
 }
 

@@ -12,30 +12,15 @@ use switchyard_test_support::{PgCluster, Switchyard, tail};
 use switchyard_tests::{read_jsonl, wait_until};
 
 fn config(dsn: &str, publication: &str, tables: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-data_dir = "{{data_dir}}"
-admin_token = "admin-secret-0123456789"
-
-[sources.db]
-type = "postgres_cdc"
-dsn = "{dsn}"
-slot = "sy_pub"
-publication = "{publication}"
+    switchyard_tests::cdc_config(
+        dsn,
+        &format!(
+            "slot = \"sy_pub\"
+publication = \"{publication}\"
 tables = [{tables}]
-snapshot = "initial"
-snapshot_chunk = 50
-
-[pipelines.cdc]
-from = ["db"]
-to = ["out"]
-
-[sinks.out]
-type = "file"
-path = "{{dir}}/out.jsonl"
-"#
+snapshot = \"initial\"
+snapshot_chunk = 50"
+        ),
     )
 }
 

@@ -8,30 +8,15 @@ use std::time::Duration;
 use switchyard_test_support::{PgCluster, Switchyard, tail};
 use switchyard_tests::{read_jsonl, wait_until};
 
-fn config(dsn: &str, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-data_dir = "{{data_dir}}"
-admin_token = "admin-secret-0123456789"
-
-[sources.db]
-type = "postgres_cdc"
-dsn = "{dsn}"
-slot = "sy_slot"
-tables = ["public.t"]
-snapshot = "initial"
-{extra}
-
-[pipelines.cdc]
-from = ["db"]
-to = ["out"]
-
-[sinks.out]
-type = "file"
-path = "{{dir}}/out.jsonl"
-"#
+fn config(dsn: &str, snapshot: &str, extra: &str) -> String {
+    switchyard_tests::cdc_config(
+        dsn,
+        &format!(
+            "slot = \"sy_slot\"
+tables = [\"public.t\"]
+snapshot = \"{snapshot}\"
+{extra}"
+        ),
     )
 }
 
@@ -57,7 +42,7 @@ fn a_slot_the_server_invalidated_stops_the_source_with_the_fix_and_recreate_slot
          ALTER SYSTEM SET max_slot_wal_keep_size = '1MB';
          SELECT pg_reload_conf();",
     );
-    let mut switchyard = Switchyard::start(&config(&dsn, ""));
+    let mut switchyard = Switchyard::start(&config(&dsn, "initial", ""));
     assert!(
         wait_until(Duration::from_secs(60), || ids(switchyard.dir(), "read")
             .len()
@@ -82,7 +67,7 @@ fn a_slot_the_server_invalidated_stops_the_source_with_the_fix_and_recreate_slot
     assert!(lost, "the slot was not invalidated");
 
     // The source stops at once with what happened and the fix; it does not retry.
-    let (exited, status, text) = switchyard_tests::run_expecting_exit(&config(&dsn, ""));
+    let (exited, status, text) = switchyard_tests::run_expecting_exit(&config(&dsn, "initial", ""));
     assert!(
         exited,
         "the source kept retrying a lost slot: {}",
@@ -96,7 +81,7 @@ fn a_slot_the_server_invalidated_stops_the_source_with_the_fix_and_recreate_slot
     );
 
     // recreate_slot: a new slot, and a new snapshot that has the row written meanwhile.
-    let switchyard = Switchyard::start(&config(&dsn, "recreate_slot = true"));
+    let switchyard = Switchyard::start(&config(&dsn, "initial", "recreate_slot = true"));
     let all = wait_until(Duration::from_secs(60), || {
         ids(switchyard.dir(), "read") == (1..=51).collect::<Vec<_>>()
     });
@@ -125,10 +110,7 @@ fn writes_in_another_database_do_not_hold_the_slot_back_while_its_tables_are_idl
     pg.create_database("elsewhere");
     pg.sql("app", "CREATE TABLE t (id int PRIMARY KEY);");
     pg.sql("elsewhere", "CREATE TABLE busy (id int, pad text);");
-    let switchyard = Switchyard::start(&config(&dsn, "snapshot = \"never\"").replace(
-        "snapshot = \"initial\"\nsnapshot = \"never\"",
-        "snapshot = \"never\"",
-    ));
+    let switchyard = Switchyard::start(&config(&dsn, "never", ""));
     assert!(wait_until(Duration::from_secs(60), || switchyard
         .logs()
         .contains("replication started")));

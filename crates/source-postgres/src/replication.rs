@@ -130,7 +130,7 @@ impl Replication {
             "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{protocol}'{streaming}, \
              publication_names '{}', messages 'true')",
             quote_ident(opts.slot),
-            lsn_text(opts.start_lsn),
+            crate::change::lsn_string(opts.start_lsn),
             quote_literal_body(&quote_ident(opts.publication)),
         );
         conn.send_query(&sql).await?;
@@ -632,11 +632,6 @@ fn quote_literal_body(text: &str) -> String {
     text.replace('\'', "''")
 }
 
-/// An LSN as Postgres writes it: `16/B374D848`.
-fn lsn_text(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,10 +731,8 @@ mod tests {
     }
 
     #[test]
-    fn names_and_positions_are_quoted() {
+    fn names_are_quoted() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal_body("it's"), "it''s");
-        assert_eq!(lsn_text(0x16_B374_D848), "16/B374D848");
-        assert_eq!(lsn_text(0), "0/0");
     }
 }

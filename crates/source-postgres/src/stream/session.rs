@@ -170,11 +170,6 @@ impl Task {
             }
             WalMessage::XLogData { data, .. } => data,
         };
-        let undecodable = |e: pgoutput::DecodeError| {
-            SessionEnd::Error(CdcError::Transient(format!(
-                "undecodable replication message: {e}"
-            )))
-        };
         if self.streams.current.is_some() {
             // Inside a stream block: keep the messages until the transaction ends.
             let (xid, message) = pgoutput::decode_streamed(&data).map_err(undecodable)?;
@@ -314,11 +309,7 @@ impl Task {
             skip,
         });
         while let Some((subxid, data)) = replay.next().await.map_err(SessionEnd::Error)? {
-            let (_, message) = pgoutput::decode_streamed(&data).map_err(|e| {
-                SessionEnd::Error(CdcError::Transient(format!(
-                    "undecodable replication message: {e}"
-                )))
-            })?;
+            let (_, message) = pgoutput::decode_streamed(&data).map_err(undecodable)?;
             // A rolled-back subtransaction's changes are void; the relation and type
             // descriptions it carried still describe what follows.
             if replay.aborted(subxid)
@@ -635,6 +626,13 @@ impl Task {
                  the events are acknowledged (see `switchyard slots list`)");
         }
     }
+}
+
+/// A message the decoder refused ends the session (it is read again after a reconnect).
+fn undecodable(e: pgoutput::DecodeError) -> SessionEnd {
+    SessionEnd::Error(CdcError::Transient(format!(
+        "undecodable replication message: {e}"
+    )))
 }
 
 /// Waits (a little) until the last confirmed position reached the server, then ends the

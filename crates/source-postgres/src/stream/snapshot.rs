@@ -963,10 +963,7 @@ async fn select_chunk(
         let (queries, ends) = match reads.bounds {
             None => (reads.fixed, Vec::new()),
             Some(((sql, params), after)) => {
-                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
+                let params = sql_params(params);
                 let ends: Vec<Vec<String>> = main
                     .query(sql, &params)
                     .await?
@@ -1003,10 +1000,7 @@ async fn select_chunk(
         let client = if i == 0 { main } else { &helpers[i - 1] };
         let exported = exported.clone();
         async move {
-            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
+            let params = sql_params(params);
             let read = async {
                 if let (true, Some(snapshot)) = (i > 0, &exported) {
                     client
@@ -1085,6 +1079,14 @@ fn key_casts(info: &TableInfo, before: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Text parameters as tokio-postgres takes them.
+fn sql_params(params: &[String]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
 }
 
 /// The planner's estimate of the rows a snapshot of `info` (with `filter`) reads.
