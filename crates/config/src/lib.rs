@@ -735,6 +735,12 @@ pub enum SinkFormat {
     /// without schemas), schema events left out; other events as with `switchyard`
     /// (`docs/decisions/0022-debezium-envelope.md`).
     Debezium,
+    /// CloudEvents 1.0: the event's attributes (`id`, `source`, `type`, `subject`,
+    /// `time`, …) beside its data, as headers (binary mode, where the protocol has
+    /// headers) or in one JSON object (structured mode)
+    /// (`docs/decisions/0025-cloudevents.md`).
+    #[serde(rename = "cloudevents")]
+    CloudEvents,
 }
 
 impl SinkFormat {
@@ -746,6 +752,31 @@ impl SinkFormat {
         match self {
             SinkFormat::Switchyard => "switchyard",
             SinkFormat::Debezium => "debezium",
+            SinkFormat::CloudEvents => "cloudevents",
+        }
+    }
+}
+
+/// `cloudevents_mode` of a sink whose protocol has headers (webhook, Kafka): how
+/// `format = "cloudevents"` puts an event on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudEventsMode {
+    /// The attributes as headers (`ce-id`, … over HTTP; `ce_id`, … in Kafka), the data as
+    /// the body with its own content type: receivers that ignore CloudEvents still get
+    /// the payload as it is.
+    #[default]
+    Binary,
+    /// One `application/cloudevents+json` object holding the attributes and the data.
+    Structured,
+}
+
+impl CloudEventsMode {
+    /// The `cloudevents_mode` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CloudEventsMode::Binary => "binary",
+            CloudEventsMode::Structured => "structured",
         }
     }
 }
@@ -812,6 +843,9 @@ pub struct WebhookSinkConfig {
     pub allow_private: bool,
     /// What the body of each request is. Default [`SinkFormat::DEFAULT`].
     pub format: SinkFormat,
+    /// With `format = "cloudevents"`: attributes as `ce-*` headers (binary) or one JSON
+    /// object (structured). Default binary.
+    pub cloudevents_mode: CloudEventsMode,
 }
 
 impl WebhookSinkConfig {
@@ -833,6 +867,7 @@ impl Default for WebhookSinkConfig {
             envelope: false,
             allow_private: false,
             format: SinkFormat::DEFAULT,
+            cloudevents_mode: CloudEventsMode::Binary,
         }
     }
 }
@@ -929,6 +964,9 @@ pub struct KafkaSinkConfig {
     /// What each message's value is (and, for Debezium deletes, the tombstone after it).
     /// Default [`SinkFormat::DEFAULT`].
     pub format: SinkFormat,
+    /// With `format = "cloudevents"`: attributes as `ce_*` headers (binary) or one JSON
+    /// object (structured). Default binary.
+    pub cloudevents_mode: CloudEventsMode,
 }
 
 impl KafkaSinkConfig {
@@ -956,6 +994,7 @@ impl Default for KafkaSinkConfig {
             create_topics: false,
             partitions: Self::DEFAULT_PARTITIONS,
             format: SinkFormat::DEFAULT,
+            cloudevents_mode: CloudEventsMode::Binary,
         }
     }
 }

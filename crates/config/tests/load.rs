@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use switchyard_config::{
-    ByteSize, Config, ConfigError, Issue, LogFormat, OnError, SinkConfig, SinkFormat, SnapshotMode,
-    SourceConfig, load_file, load_file_with_env, load_str_with_env,
+    ByteSize, CloudEventsMode, Config, ConfigError, Issue, LogFormat, OnError, SinkConfig,
+    SinkFormat, SnapshotMode, SourceConfig, load_file, load_file_with_env, load_str_with_env,
 };
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -1159,20 +1159,20 @@ fn every_sink_writes_switchyards_format_unless_told_otherwise() {
 
 #[test]
 fn an_unknown_format_is_refused_with_the_accepted_ones() {
-    let issues = problems(&every_sink_type("format = \"cloudevents\""));
+    let issues = problems(&every_sink_type("format = \"avro\""));
     assert_eq!(issues.len(), 5, "{issues:#?}");
     for sink in ["hook", "queue", "console", "file", "topic"] {
         let issue = at(&issues, &format!("sinks.{sink}.format"));
         assert_eq!(
             issue.message,
-            "unknown value \"cloudevents\", expected one of: switchyard, debezium"
+            "unknown value \"avro\", expected one of: switchyard, debezium, cloudevents"
         );
     }
     let issues = problems(&every_sink_type("format = \"debezum\""));
     assert_mentions(
         at(&issues, "sinks.file.format"),
         &[
-            "expected one of: switchyard, debezium",
+            "expected one of: switchyard, debezium, cloudevents",
             "did you mean `debezium`?",
         ],
     );
@@ -1411,4 +1411,67 @@ fn file_sink_mode() {
         let issues = problems(&sink(bad));
         assert_mentions(at(&issues, "sinks.archive.mode"), words);
     }
+}
+
+#[test]
+fn cloudevents_have_a_mode_where_the_protocol_has_headers() {
+    let config = switchyard_config::load_str(&every_sink_type("format = \"cloudevents\""), false)
+        .expect("every sink type writes CloudEvents");
+    for sink in ["hook", "queue", "console", "file", "topic"] {
+        assert_eq!(format_of(&config, sink), SinkFormat::CloudEvents, "{sink}");
+    }
+    let mode = |config: &Config, sink: &str| match &config.sinks[sink] {
+        SinkConfig::Webhook(c) => c.cloudevents_mode,
+        SinkConfig::Kafka(c) => c.cloudevents_mode,
+        other => panic!("{sink} is {other:?}"),
+    };
+    assert_eq!(mode(&config, "hook"), CloudEventsMode::Binary);
+    assert_eq!(mode(&config, "topic"), CloudEventsMode::Binary);
+
+    let structured = r#"
+[sinks.hook]
+type = "webhook"
+url = "https://hooks.example.com/in"
+format = "cloudevents"
+cloudevents_mode = "structured"
+[sinks.topic]
+type = "kafka"
+brokers = "b:9092"
+topic = "t"
+format = "cloudevents"
+cloudevents_mode = "structured"
+"#;
+    let config = switchyard_config::load_str(structured, false).expect("valid");
+    assert_eq!(mode(&config, "hook"), CloudEventsMode::Structured);
+    assert_eq!(mode(&config, "topic"), CloudEventsMode::Structured);
+    assert_eq!(config.warnings, []);
+
+    // Without the format, the mode does nothing: said, not refused.
+    let ignored = structured.replace("format = \"cloudevents\"\n", "");
+    let config = switchyard_config::load_str(&ignored, false).expect("valid");
+    assert_eq!(config.warnings.len(), 2, "{:#?}", config.warnings);
+    assert_mentions(
+        &config.warnings[0],
+        &[
+            "cloudevents_mode = \"structured\" is ignored",
+            "set format = \"cloudevents\"",
+        ],
+    );
+
+    // Sinks without headers have no mode.
+    let issues = problems(
+        "[queues.q]\n[sinks.console]\ntype = \"stdout\"\nformat = \"cloudevents\"\ncloudevents_mode = \"binary\"\n",
+    );
+    assert_mentions(
+        at(&issues, "sinks.console.cloudevents_mode"),
+        &["unknown key"],
+    );
+    let issues = problems(&every_sink_type("").replace(
+        "topic = \"t\"\n",
+        "topic = \"t\"\nformat = \"cloudevents\"\ncloudevents_mode = \"inline\"\n",
+    ));
+    assert_mentions(
+        at(&issues, "sinks.topic.cloudevents_mode"),
+        &["expected one of: binary, structured"],
+    );
 }

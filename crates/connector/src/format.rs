@@ -10,37 +10,56 @@
 //! answering [`crate::Outcome::Skipped`]; [`Body::Written`] — the bytes appended to the
 //! buffer (as `application/json`), followed in Kafka by a tombstone when asked.
 //!
+//! `format = "cloudevents"` has two modes (`cloudevents_mode`): structured is a body of
+//! its own like any format ([`Formatter::write`], content type
+//! [`Formatter::written_content_type`]); binary keeps the payload as the body and puts the
+//! attributes in headers, which a sink whose protocol has headers asks for first
+//! ([`Formatter::binary_headers`], `Some` only in binary mode). A sink without headers
+//! (stdout, file, queue) never asks: its CloudEvents are structured.
+//!
 //! A new format is a variant of `switchyard_config::SinkFormat`, an encoder in
 //! `switchyard_event::formats` and one arm in [`Formatter::write`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use switchyard_config::{Config, SinkFormat, SourceConfig, postgres_dsn};
+use switchyard_config::{CloudEventsMode, Config, SinkFormat, SourceConfig, postgres_dsn};
 use switchyard_event::Event;
 pub use switchyard_event::formats::Body;
-use switchyard_event::formats::debezium;
-
-/// The content type of what a format writes ([`Body::Written`]).
-pub const WRITTEN_CONTENT_TYPE: &str = "application/json";
+pub use switchyard_event::formats::cloudevents::Binding;
+use switchyard_event::formats::{cloudevents, debezium};
 
 /// A sink's `format` with what its encoder needs.
 #[derive(Clone, Debug, Default)]
 pub struct Formatter {
     format: SinkFormat,
+    cloudevents: CloudEventsMode,
     /// The database each `postgres_cdc` source reads, by source name (Debezium's
     /// `source.db`).
     databases: Arc<BTreeMap<String, String>>,
+    /// The names of the `postgres_cdc` sources (CloudEvents' `type` of their events).
+    cdc_sources: Arc<BTreeSet<String>>,
 }
 
 impl Formatter {
-    /// `format` knowing nothing of the sources (Debezium's `source.db` is null): for a sink
-    /// built outside a config.
+    /// `format` knowing nothing of the sources (Debezium's `source.db` is null; changes
+    /// are recognised by their kind): for a sink built outside a config. CloudEvents in
+    /// binary mode.
     pub fn new(format: SinkFormat) -> Self {
         Self {
             format,
+            cloudevents: CloudEventsMode::Binary,
             databases: Arc::default(),
+            cdc_sources: Arc::default(),
+        }
+    }
+
+    /// The formatter with CloudEvents written in `mode` (the sink's `cloudevents_mode`).
+    pub fn with_cloudevents_mode(self, mode: CloudEventsMode) -> Self {
+        Self {
+            cloudevents: mode,
+            ..self
         }
     }
 
@@ -50,19 +69,23 @@ impl Formatter {
         if format == SinkFormat::Switchyard {
             return Self::new(format);
         }
-        let databases = config
-            .sources
-            .iter()
-            .filter_map(|(name, source)| match source {
-                SourceConfig::PostgresCdc(pg) => {
-                    postgres_dsn::database(&pg.dsn).map(|db| (name.clone(), db))
-                }
-                SourceConfig::Http(_) | SourceConfig::Queue(_) | SourceConfig::Kafka(_) => None,
-            })
+        let cdc = || {
+            config
+                .sources
+                .iter()
+                .filter_map(|(name, source)| match source {
+                    SourceConfig::PostgresCdc(pg) => Some((name, pg)),
+                    SourceConfig::Http(_) | SourceConfig::Queue(_) | SourceConfig::Kafka(_) => None,
+                })
+        };
+        let databases = cdc()
+            .filter_map(|(name, pg)| postgres_dsn::database(&pg.dsn).map(|db| (name.clone(), db)))
             .collect();
         Self {
             format,
+            cloudevents: CloudEventsMode::Binary,
             databases: Arc::new(databases),
+            cdc_sources: Arc::new(cdc().map(|(name, _)| name.clone()).collect()),
         }
     }
 
@@ -76,11 +99,38 @@ impl Formatter {
         self.format == SinkFormat::Switchyard
     }
 
+    /// The content type of what [`Formatter::write`] appends ([`Body::Written`]).
+    pub fn written_content_type(&self) -> &'static str {
+        match self.format {
+            SinkFormat::CloudEvents => cloudevents::STRUCTURED_CONTENT_TYPE,
+            SinkFormat::Switchyard | SinkFormat::Debezium => "application/json",
+        }
+    }
+
+    /// With `format = "cloudevents"` in binary mode: the attribute headers of `event` in
+    /// `binding`; the sink sends the payload as it is, with the event's content type, and
+    /// does not call [`Formatter::write`]. `None` in every other format and mode.
+    pub fn binary_headers(&self, event: &Event, binding: Binding) -> Option<Vec<(String, String)>> {
+        (self.format == SinkFormat::CloudEvents && self.cloudevents == CloudEventsMode::Binary)
+            .then(|| cloudevents::binary_headers(event, &self.cloudevents_context(event), binding))
+    }
+
+    fn cloudevents_context(&self, event: &Event) -> cloudevents::Context {
+        cloudevents::Context {
+            from_cdc: self.cdc_sources.contains(&event.source),
+        }
+    }
+
     /// Appends the body of `event` in this format to `out` when the format has one of its
     /// own ([`Body::Written`]); `now_us` is when the sink processes it ([`now_us`]).
+    /// CloudEvents are written in structured mode here, whatever the sink's mode.
     pub fn write(&self, event: &Event, now_us: u64, out: &mut Vec<u8>) -> Body {
         match self.format {
             SinkFormat::Switchyard => Body::Native,
+            SinkFormat::CloudEvents => {
+                cloudevents::write_structured(event, &self.cloudevents_context(event), out);
+                Body::Written { tombstone: false }
+            }
             SinkFormat::Debezium => {
                 let cx = debezium::Context {
                     database: self.databases.get(&event.source).map(String::as_str),

@@ -11,7 +11,7 @@
 //!   is base64. It is independent of the record encoding.
 //!
 //! [`formats`] holds the other shapes a sink may write an event in (its `format`):
-//! Debezium's change events.
+//! Debezium's change events, CloudEvents.
 //!
 //! Architecture invariant: no IO, no async runtime.
 
@@ -157,8 +157,18 @@ impl Event {
     /// compact. (`write_wire_line` has one shortcut: the same fields, with a payload
     /// marked [`Event::payload_is_compact_json`] copied unchecked.)
     pub fn wire(&self) -> WireEvent<'_> {
+        let payload = self.wire_payload();
+        let mut wire = self.wire_fields(Some(payload));
+        wire.payload_encoding =
+            matches!(wire.payload, Some(WirePayload::Base64(_))).then_some(BASE64);
+        wire
+    }
+
+    /// The payload as the wire form writes it: JSON on one line when it is JSON, else
+    /// base64.
+    pub(crate) fn wire_payload(&self) -> WirePayload<'_> {
         let json = is_json_content_type(&self.content_type);
-        let payload = match json
+        match json
             .then(|| serde_json::from_slice::<&RawValue>(&self.payload).ok())
             .flatten()
         {
@@ -182,11 +192,7 @@ impl Event {
                 Err(_) => WirePayload::Base64(B64.encode(&self.payload)),
             },
             None => WirePayload::Base64(B64.encode(&self.payload)),
-        };
-        let mut wire = self.wire_fields(Some(payload));
-        wire.payload_encoding =
-            matches!(wire.payload, Some(WirePayload::Base64(_))).then_some(BASE64);
-        wire
+        }
     }
 
     /// The wire form with `payload` as given (`None`: left out).
@@ -311,7 +317,7 @@ impl Serialize for WireHeaders<'_> {
 
 #[derive(Serialize)]
 #[serde(untagged)]
-enum WirePayload<'a> {
+pub(crate) enum WirePayload<'a> {
     /// Compact JSON, copied as it is.
     Raw(&'a RawValue),
     /// JSON that spanned lines, its line breaks turned into spaces.

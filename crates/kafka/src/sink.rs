@@ -4,7 +4,10 @@
 //! "debezium"`, a Postgres change's Debezium change event, followed after a delete by a
 //! tombstone of the same key — a null value, no headers — for log compaction; a schema
 //! event is skipped), the `switchyard-*` headers and the event's own. An event with a
-//! tombstone is delivered once both messages are confirmed.
+//! tombstone is delivered once both messages are confirmed. With `format =
+//! "cloudevents"`, CloudEvents' Kafka binding: in binary mode the payload as the value
+//! with `ce_*` attribute headers and `content-type`, in structured mode the
+//! `application/cloudevents+json` object as the value.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -19,10 +22,11 @@ use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode as Code;
-use switchyard_config::KafkaSinkConfig;
-use switchyard_connector::format::{self, Body, Formatter};
+use switchyard_config::{KafkaSinkConfig, SinkFormat};
+use switchyard_connector::format::{self, Binding, Body, Formatter};
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
+use switchyard_event::formats::cloudevents;
 use tracing::{error, info, warn};
 
 use crate::context::LogContext;
@@ -37,13 +41,19 @@ pub fn build(
     ctx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
     let sink = KafkaSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?;
-    let sink = Arc::new(sink.with_formatter(Formatter::for_config(cfg.format, ctx.config)));
+    let sink = Arc::new(sink.with_formatter(
+        Formatter::for_config(cfg.format, ctx.config).with_cloudevents_mode(cfg.cloudevents_mode),
+    ));
     tokio::spawn({
         let sink = sink.clone();
         async move { sink.check_topic().await }
     });
     Ok(sink)
 }
+
+/// The header CloudEvents' Kafka binding gives the content type in: the data's in binary
+/// mode, `application/cloudevents+json` in structured mode.
+const CLOUDEVENTS_CONTENT_TYPE: &str = "content-type";
 
 /// Most events handed to one delivery attempt (one lane).
 const MAX_BATCH: usize = 1000;
@@ -233,7 +243,7 @@ impl KafkaSink {
             creator,
             warned: Mutex::new(HashMap::new()),
             failing_since: Mutex::new(None),
-            formatter: Formatter::new(cfg.format),
+            formatter: Formatter::new(cfg.format).with_cloudevents_mode(cfg.cloudevents_mode),
         })
     }
 
@@ -431,19 +441,21 @@ impl KafkaSink {
     }
 
     /// Queues `event` in the producer with `value`, waiting while its queue is full
-    /// (until the attempt's `deadline`).
+    /// (until the attempt's `deadline`). `cloudevents`: the headers of the CloudEvents
+    /// format (the event's own `ce-*` headers are then not copied: they are in them).
     async fn enqueue(
         &self,
         producer: &Producer_,
         event: &Event,
         value: &[u8],
+        cloudevents: &[(String, String)],
         deadline: tokio::time::Instant,
     ) -> Result<(String, DeliveryFuture), Outcome> {
         let topic = self
             .template
             .render(event)
             .map_err(|error| Outcome::Permanent { error })?;
-        let mut h = OwnedHeaders::new_with_capacity(4 + event.headers.len());
+        let mut h = OwnedHeaders::new_with_capacity(4 + event.headers.len() + cloudevents.len());
         for (name, value) in [
             (headers::ID, event.id.as_str()),
             (headers::SOURCE, event.source.as_str()),
@@ -455,8 +467,16 @@ impl KafkaSink {
                 value: Some(value),
             });
         }
+        let skip_ce = !cloudevents.is_empty();
+        for (name, value) in cloudevents {
+            h = h.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
         for (name, value) in &event.headers {
-            if !headers::ALL.contains(&name.as_str()) {
+            let attribute = skip_ce && name.starts_with(cloudevents::HEADER_PREFIX);
+            if !attribute && !headers::ALL.contains(&name.as_str()) {
                 h = h.insert(Header {
                     key: name,
                     value: Some(value),
@@ -637,16 +657,34 @@ impl KafkaSink {
         deadline: tokio::time::Instant,
     ) -> Pending {
         body.clear();
+        let mut cloudevents = Vec::new();
         let (value, tombstone) = if self.formatter.is_native() {
+            (&event.payload[..], false)
+        } else if let Some(attributes) = self.formatter.binary_headers(event, Binding::Kafka) {
+            // CloudEvents' Kafka binding, binary mode: `ce_*` headers, the payload as it
+            // is with its content type.
+            cloudevents = attributes;
+            cloudevents.push((CLOUDEVENTS_CONTENT_TYPE.into(), event.content_type.clone()));
             (&event.payload[..], false)
         } else {
             match self.formatter.write(event, now_us, body) {
                 Body::Native => (&event.payload[..], false),
                 Body::Skip => return Pending::Answered(Outcome::Skipped),
-                Body::Written { tombstone } => (&body[..], tombstone),
+                Body::Written { tombstone } => {
+                    if self.formatter.format() == SinkFormat::CloudEvents {
+                        cloudevents.push((
+                            CLOUDEVENTS_CONTENT_TYPE.into(),
+                            self.formatter.written_content_type().into(),
+                        ));
+                    }
+                    (&body[..], tombstone)
+                }
             }
         };
-        let (topic, report) = match self.enqueue(producer, event, value, deadline).await {
+        let sent = self
+            .enqueue(producer, event, value, &cloudevents, deadline)
+            .await;
+        let (topic, report) = match sent {
             Ok(sent) => sent,
             Err(outcome) => return Pending::Answered(outcome),
         };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_config::{KafkaSinkConfig, KafkaSourceConfig, SinkFormat};
+use switchyard_config::{CloudEventsMode, KafkaSinkConfig, KafkaSourceConfig, SinkFormat};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_kafka::{KafkaConsumer, KafkaSink};
@@ -23,6 +23,7 @@ fn sink_config(brokers: &str, topic: &str) -> KafkaSinkConfig {
         create_topics: false,
         partitions: 1,
         format: SinkFormat::DEFAULT,
+        cloudevents_mode: CloudEventsMode::Binary,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::QueueSinkConfig;
-use switchyard_connector::format::{self, Body, Formatter, WRITTEN_CONTENT_TYPE};
+use switchyard_connector::format::{self, Body, Formatter};
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
 
@@ -57,7 +57,7 @@ impl QueueSink {
                 Body::Skip => *skipped = true,
                 Body::Written { .. } => events.push(Event {
                     payload: body,
-                    content_type: WRITTEN_CONTENT_TYPE.to_owned(),
+                    content_type: self.formatter.written_content_type().to_owned(),
                     payload_is_compact_json: false,
                     ..(**event).clone()
                 }),

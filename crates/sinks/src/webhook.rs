@@ -31,7 +31,7 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use sha2::Sha256;
 use switchyard_config::{WebhookSinkConfig, redact};
-use switchyard_connector::format::{self, Body, Formatter, WRITTEN_CONTENT_TYPE};
+use switchyard_connector::format::{self, Binding, Body, Formatter};
 use switchyard_event::Event;
 
 use reqwest::dns::Resolve;
@@ -223,7 +223,7 @@ impl WebhookSink {
                 key,
                 headers,
                 envelope: cfg.envelope,
-                formatter: Formatter::new(cfg.format),
+                formatter: Formatter::new(cfg.format).with_cloudevents_mode(cfg.cloudevents_mode),
                 timeout: cfg.timeout,
                 concurrency: cfg.concurrency,
                 retry: RetryPolicy::from(&cfg.retry),
@@ -255,7 +255,10 @@ impl WebhookSink {
     async fn deliver_one(&self, event: &Event) -> Outcome {
         let inner = &*self.inner;
         let mut formatted = Vec::new();
+        // CloudEvents in binary mode: the payload as it is, the attributes as headers.
+        let attributes = inner.formatter.binary_headers(event, Binding::Http);
         let native = inner.formatter.is_native()
+            || attributes.is_some()
             || match inner
                 .formatter
                 .write(event, format::now_us(), &mut formatted)
@@ -265,7 +268,10 @@ impl WebhookSink {
                 Body::Written { .. } => false,
             };
         let (body, content_type) = if !native {
-            (formatted, HeaderValue::from_static(WRITTEN_CONTENT_TYPE))
+            (
+                formatted,
+                HeaderValue::from_static(inner.formatter.written_content_type()),
+            )
         } else if inner.envelope {
             (
                 event.to_wire_line().into_bytes(),
@@ -300,6 +306,15 @@ impl WebhookSink {
             .and_then(|k| std::str::from_utf8(k).ok())
         {
             insert_if_valid(&mut headers, "x-switchyard-key", key);
+        }
+        for (name, value) in attributes.iter().flatten() {
+            // Percent-encoded by the binding: always a valid header value.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
         }
         for name in inner.headers.keys() {
             headers.remove(name);
@@ -547,9 +562,9 @@ pub fn build(
     ctx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
     let sink = WebhookSink::new(name, cfg).map_err(|e| BuildError::from_error(&e))?;
-    Ok(Arc::new(sink.with_formatter(Formatter::for_config(
-        cfg.format, ctx.config,
-    ))))
+    Ok(Arc::new(sink.with_formatter(
+        Formatter::for_config(cfg.format, ctx.config).with_cloudevents_mode(cfg.cloudevents_mode),
+    )))
 }
 
 #[cfg(test)]

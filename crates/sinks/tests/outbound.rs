@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use switchyard_config::{RetryConfig, SinkFormat, WebhookSinkConfig};
+use switchyard_config::{CloudEventsMode, RetryConfig, SinkFormat, WebhookSinkConfig};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_sinks::{SinkError, WebhookSink};
@@ -32,6 +32,7 @@ fn config(url: String) -> WebhookSinkConfig {
         envelope: false,
         allow_private: false,
         format: SinkFormat::DEFAULT,
+        cloudevents_mode: CloudEventsMode::Binary,
     }
 }
 

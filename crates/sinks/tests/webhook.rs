@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use switchyard_config::{RetryConfig, SinkFormat, WebhookSinkConfig};
+use switchyard_config::{CloudEventsMode, RetryConfig, SinkFormat, WebhookSinkConfig};
 use switchyard_connector::{Outcome, Sink};
 use switchyard_event::Event;
 use switchyard_sinks::{SinkError, WebhookSink};
@@ -24,6 +24,7 @@ fn config(url: String) -> WebhookSinkConfig {
         envelope: false,
         allow_private: false,
         format: SinkFormat::DEFAULT,
+        cloudevents_mode: CloudEventsMode::Binary,
     }
 }
 

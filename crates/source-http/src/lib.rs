@@ -3,9 +3,16 @@
 //! A request body becomes events:
 //! * `application/json` (or `+json`): one event whose payload is the body;
 //! * `application/x-ndjson` / `application/jsonl`: one event per non-empty line;
+//! * `application/cloudevents+json`: one CloudEvent in structured mode, and
+//!   `application/cloudevents-batch+json`: a JSON array of them — each event's payload is
+//!   the CloudEvent's data, its content type `datacontenttype`, its attributes kept as
+//!   `ce-*` headers (`ce-id`, `ce-type`, …) so that a sink writing CloudEvents passes
+//!   them on;
+//! * a request with a `ce-specversion` header: one CloudEvent in binary mode, the body
+//!   its data, every `ce-*` header an attribute (percent-decoded);
 //! * anything else: one event with the body as opaque bytes.
 //!
-//! The key comes from the `x-key` header, the id from `Idempotency-Key` (deduplicated
+//! The key comes from the `x-key` header (else a CloudEvent's `partitionkey`), the id from `Idempotency-Key` (deduplicated
 //! by the intake within the source's window: a repeat gets the original ids and is not
 //! appended again; a repeat sent while the first is being stored gets 409) or a fresh
 //! UUIDv7. The answer is 200 with the event ids **only after** the [`Intake`] reports
@@ -35,7 +42,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::value::RawValue;
 use switchyard_config::HttpSourceConfig;
+use switchyard_event::formats::cloudevents;
 use switchyard_event::{Event, KIND_MESSAGE, is_json_content_type};
 
 pub use api_error::ApiError;
@@ -234,8 +243,15 @@ async fn handle(
     }
     // What the events and the answer will hold beside the body.
     let key_len = headers.get("x-key").map_or(0, |v| v.len()) as u64;
+    // A binary-mode CloudEvent's attributes are copied into its event's headers.
+    let attributes_len: usize = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with(cloudevents::HEADER_PREFIX))
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
     let id_len = idempotency_key.map_or(36, |k| k.len() + 8) as u64;
-    let header_len = idempotency_key.map_or(0, |k| k.len() + IDEMPOTENCY_HEADER.len()) as u64;
+    let header_len =
+        (idempotency_key.map_or(0, |k| k.len() + IDEMPOTENCY_HEADER.len()) + attributes_len) as u64;
     let per_event = EVENT_OVERHEAD + key_len + 2 * id_len + header_len + source.name.len() as u64;
     let expanded = body.len() as u64 * 2 + count as u64 * per_event;
     if let Err(refused) = reservation.grow_to(expanded) {
@@ -334,6 +350,11 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
 /// How many events [`parse_events`] would make of this body, without making them.
 pub fn count_events(headers: &HeaderMap, body: &[u8]) -> Result<usize, String> {
     let content_type = header_str(headers, "content-type")?.unwrap_or_default();
+    if is_cloudevents_batch(content_type) {
+        let batch: Vec<serde::de::IgnoredAny> = serde_json::from_slice(body)
+            .map_err(|e| format!("a CloudEvents batch must be a JSON array of CloudEvents: {e}"))?;
+        return Ok(batch.len());
+    }
     if !is_ndjson(content_type) {
         return Ok(1);
     }
@@ -343,8 +364,21 @@ pub fn count_events(headers: &HeaderMap, body: &[u8]) -> Result<usize, String> {
         .count())
 }
 
+/// The media type of `content_type` without its parameters.
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
+fn is_cloudevents_batch(content_type: &str) -> bool {
+    essence(content_type).eq_ignore_ascii_case(cloudevents::BATCH_CONTENT_TYPE)
+}
+
+fn is_cloudevent(content_type: &str) -> bool {
+    essence(content_type).eq_ignore_ascii_case("application/cloudevents+json")
+}
+
 fn is_ndjson(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let essence = essence(content_type);
     [
         "application/x-ndjson",
         "application/jsonl",
@@ -364,11 +398,92 @@ pub fn parse_events(
     let content_type = header_str(headers, "content-type")?
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let key = headers.get("x-key").map(|v| v.as_bytes().to_vec());
+    let x_key = headers.get("x-key").map(|v| v.as_bytes().to_vec());
     let timestamp_ms = now_ms();
-    let headers: Vec<(String, String)> = idempotency_key
+    let mut common: Vec<(String, String)> = idempotency_key
         .map(|k| vec![(IDEMPOTENCY_HEADER.to_owned(), k.to_owned())])
         .unwrap_or_default();
+    let id_for = |n: Option<usize>| match (idempotency_key, n) {
+        (Some(k), None) => k.to_owned(),
+        (Some(k), Some(n)) => format!("{k}-{n}"),
+        (None, _) => uuid::Uuid::now_v7().to_string(),
+    };
+    // The key: `x-key`, else the CloudEvent's `partitionkey`.
+    let key_of = |attributes: &[(String, String)]| {
+        x_key.clone().or_else(|| {
+            attributes
+                .iter()
+                .find(|(name, _)| name == "ce-partitionkey")
+                .map(|(_, key)| key.as_bytes().to_vec())
+        })
+    };
+    let received = |id: String, r: cloudevents::Received| {
+        let key = key_of(&r.headers);
+        let mut headers = common.clone();
+        headers.extend(r.headers);
+        Event {
+            id,
+            source: source.to_owned(),
+            kind: KIND_MESSAGE.to_owned(),
+            key,
+            payload: r.payload,
+            content_type: r.content_type,
+            headers,
+            timestamp_ms,
+            payload_is_compact_json: false,
+        }
+    };
+    if is_cloudevent(&content_type) {
+        let raw: &RawValue = serde_json::from_slice(body).map_err(|e| {
+            format!("invalid JSON: {e}; a structured CloudEvent is one JSON object")
+        })?;
+        let event = cloudevents::parse_structured(raw)?;
+        return Ok(vec![received(id_for(None), event)]);
+    }
+    if is_cloudevents_batch(&content_type) {
+        let batch: Vec<&RawValue> = serde_json::from_slice(body)
+            .map_err(|e| format!("a CloudEvents batch must be a JSON array of CloudEvents: {e}"))?;
+        if batch.is_empty() {
+            return Err("the CloudEvents batch has no events".to_owned());
+        }
+        return batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let event = cloudevents::parse_structured(raw).map_err(|e| {
+                    format!(
+                        "CloudEvent {} of the batch: {e}; nothing from this request was accepted",
+                        i + 1
+                    )
+                })?;
+                Ok(received(id_for(Some(i)), event))
+            })
+            .collect();
+    }
+    let mut attributes = Vec::new();
+    for (name, value) in headers {
+        if !name.as_str().starts_with(cloudevents::HEADER_PREFIX) {
+            continue;
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| format!("header `{name}` is not valid text"))?;
+        if let Some((attribute, value)) = cloudevents::attribute_from_header(name.as_str(), value)?
+        {
+            attributes.push((attribute, value));
+        }
+    }
+    if !attributes.is_empty() {
+        // Binary mode: the body is the data, the `ce-*` headers its attributes.
+        cloudevents::check_required(&attributes)
+            .map_err(|e| format!("{e} (binary mode: `ce-*` headers)"))?;
+        common.extend(
+            attributes
+                .into_iter()
+                .map(|(name, value)| (cloudevents::header_name(&name), value)),
+        );
+    }
+    let key = key_of(&common);
     let make = |id: String, payload: Vec<u8>, content_type: String| Event {
         id,
         source: source.to_owned(),
@@ -376,14 +491,9 @@ pub fn parse_events(
         key: key.clone(),
         payload,
         content_type,
-        headers: headers.clone(),
+        headers: common.clone(),
         timestamp_ms,
         payload_is_compact_json: false,
-    };
-    let id_for = |n: Option<usize>| match (idempotency_key, n) {
-        (Some(k), None) => k.to_owned(),
-        (Some(k), Some(n)) => format!("{k}-{n}"),
-        (None, _) => uuid::Uuid::now_v7().to_string(),
     };
     if is_ndjson(&content_type) {
         let mut events = Vec::new();

@@ -362,3 +362,110 @@ async fn requests_past_the_memory_budget_get_429_or_413() {
         "every reservation was returned"
     );
 }
+
+#[tokio::test]
+async fn a_binary_cloudevent_keeps_its_attributes_as_headers() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let body = r#"{"total":3}"#;
+    let req = post("application/json", body)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "A-1")
+        .header("ce-source", "https://shop.example/orders")
+        .header("CE-Type", "com.example.order.paid")
+        .header("ce-subject", "order%209")
+        .header("ce-partitionkey", "customer-9")
+        .header(
+            "user-agent",
+            HeaderValue::from_bytes(b"\xffnot text").unwrap(),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, answer) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let events = intake.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.payload, body.as_bytes());
+    assert_eq!(e.content_type, "application/json");
+    assert_eq!(e.header("ce-type"), Some("com.example.order.paid"));
+    assert_eq!(e.header("ce-subject"), Some("order 9"), "percent-decoded");
+    assert_eq!(e.header("ce-specversion"), Some("1.0"));
+    assert_eq!(
+        e.key.as_deref(),
+        Some(&b"customer-9"[..]),
+        "partitionkey is the key"
+    );
+}
+
+#[tokio::test]
+async fn an_incomplete_binary_cloudevent_is_400_with_the_missing_attribute() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let req = post("application/json", "{}")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "A-1")
+        .header("ce-source", "s")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, _, answer) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = answer["error"].as_str().unwrap();
+    assert!(
+        message.contains("`type`") && message.contains("ce-*"),
+        "{message}"
+    );
+    assert!(intake.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn structured_cloudevents_one_or_a_batch_become_events() {
+    let (app, intake, observer) = app(HttpSourceConfig::default());
+    let one = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"n":1}}"#;
+    let req = post("application/cloudevents+json; charset=utf-8", one)
+        .header("x-key", "k")
+        .body(Body::from(one))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::OK);
+    let batch = r#"[{"specversion":"1.0","id":"2","source":"s","type":"t","data_base64":"AAE="},
+                    {"specversion":"1.0","id":"3","source":"s","type":"t","datacontenttype":"text/plain","data":"hi"}]"#;
+    let req = post("application/cloudevents-batch+json", batch)
+        .body(Body::from(batch))
+        .unwrap();
+    let (status, _, answer) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["ids"].as_array().unwrap().len(), 2);
+    let events = intake.events.lock().unwrap().clone();
+    let parts: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.payload.clone(),
+                e.content_type.as_str(),
+                e.header("ce-id"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (br#"{"n":1}"#.to_vec(), "application/json", Some("1")),
+            (vec![0, 1], "application/octet-stream", Some("2")),
+            (b"hi".to_vec(), "text/plain", Some("3")),
+        ]
+    );
+    assert_eq!(events[0].key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(observer.0.load(Ordering::SeqCst), 3);
+
+    let bad = r#"[{"specversion":"1.0","id":"4","source":"s","type":"t"},{"id":"5"}]"#;
+    let req = post("application/cloudevents-batch+json", bad)
+        .body(Body::from(bad))
+        .unwrap();
+    let (status, _, answer) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("CloudEvent 2 of the batch"), "{message}");
+    assert_eq!(
+        intake.events.lock().unwrap().len(),
+        3,
+        "nothing of it appended"
+    );
+}

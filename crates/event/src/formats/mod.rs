@@ -11,6 +11,7 @@
 //! Architecture invariant: no IO, no clock. The time a sink processes an event is handed
 //! in by the sink.
 
+pub mod cloudevents;
 pub mod debezium;
 
 /// What a format made of one event.

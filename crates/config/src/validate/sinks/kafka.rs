@@ -2,7 +2,7 @@
 
 use super::super::sources::kafka::options;
 use super::super::walk::{Ctx, Table};
-use super::{format, retry};
+use super::{cloudevents_mode, format, retry};
 use crate::{KAFKA_COMPRESSIONS, KAFKA_TOPIC_HEADER_PLACEHOLDER, KafkaSinkConfig};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
@@ -16,6 +16,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
     if let Some(problem) = topic_template_problem(&topic) {
         cx.issue(&table.child("topic"), problem);
     }
+    let format = format(cx, table);
     KafkaSinkConfig {
         brokers: table
             .required_string(cx, "brokers", "bootstrap servers, e.g. \"127.0.0.1:9092\"")
@@ -41,7 +42,8 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
         partitions: table
             .positive_u32(cx, "partitions", "; a topic has at least one partition")
             .unwrap_or(KafkaSinkConfig::DEFAULT_PARTITIONS),
-        format: format(cx, table),
+        format,
+        cloudevents_mode: cloudevents_mode(cx, table, format),
     }
 }
 

@@ -10,7 +10,7 @@ mod webhook;
 use serde_json::Value;
 
 use super::walk::{Ctx, Table, join};
-use crate::{RetryConfig, SinkConfig, SinkFormat, SinkKind};
+use crate::{CloudEventsMode, RetryConfig, SinkConfig, SinkFormat, SinkKind};
 
 pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
     let mut table = Table::open(cx, path, value, &["type"])?;
@@ -32,6 +32,26 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
 /// with the list of them).
 fn format(cx: &mut Ctx<'_>, table: &Table<'_>) -> SinkFormat {
     table.choice_of(cx, "format").unwrap_or(SinkFormat::DEFAULT)
+}
+
+/// `cloudevents_mode = "…"` of a sink whose protocol has headers; only meaningful with
+/// `format = "cloudevents"`.
+fn cloudevents_mode(cx: &mut Ctx<'_>, table: &Table<'_>, format: SinkFormat) -> CloudEventsMode {
+    let mode = table.choice_of(cx, "cloudevents_mode");
+    if let Some(mode) = mode
+        && format != SinkFormat::CloudEvents
+    {
+        let mode: CloudEventsMode = mode;
+        cx.warn(
+            &table.child("cloudevents_mode"),
+            format!(
+                "cloudevents_mode = \"{}\" is ignored: it applies to format = \"cloudevents\" and this sink's format is \"{}\"; set format = \"cloudevents\" or remove `cloudevents_mode`",
+                mode.name(),
+                format.name()
+            ),
+        );
+    }
+    mode.unwrap_or_default()
 }
 
 /// `retry = { … }` of a webhook or Kafka sink.

@@ -2,7 +2,7 @@
 //! (`crate::outbound::check_webhooks`).
 
 use super::super::walk::{Ctx, Table, join};
-use super::{format, retry};
+use super::{cloudevents_mode, format, retry};
 use crate::{SinkFormat, WebhookSinkConfig};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> WebhookSinkConfig {
@@ -53,6 +53,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> WebhookSinkConfig {
             ),
         );
     }
+    let cloudevents_mode = cloudevents_mode(cx, table, format);
     WebhookSinkConfig {
         url,
         secret,
@@ -74,5 +75,6 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> WebhookSinkConfig {
         envelope,
         allow_private: table.boolean(cx, "allow_private").unwrap_or(false),
         format,
+        cloudevents_mode,
     }
 }
