@@ -738,7 +738,7 @@ pub enum SinkFormat {
     /// CloudEvents 1.0: the event's attributes (`id`, `source`, `type`, `subject`,
     /// `time`, …) beside its data, as headers (binary mode, where the protocol has
     /// headers) or in one JSON object (structured mode)
-    /// (`docs/decisions/0025-cloudevents.md`).
+    /// (`docs/decisions/0029-cloudevents.md`).
     #[serde(rename = "cloudevents")]
     CloudEvents,
 }

@@ -7,7 +7,7 @@
 //! * **structured**: one `application/cloudevents+json` object with the attributes and
 //!   the data (`data` for JSON, `data_base64` for anything else) ([`write_structured`]).
 //!
-//! Attributes of an event (the mapping of `docs/decisions/0025-cloudevents.md`):
+//! Attributes of an event (the mapping of `docs/decisions/0029-cloudevents.md`):
 //!
 //! | attribute | from |
 //! |---|---|
