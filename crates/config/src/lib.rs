@@ -650,16 +650,18 @@ pub enum SinkKind {
     Stdout,
     File,
     Kafka,
+    Null,
 }
 
 impl SinkKind {
     /// Every sink type, in the order messages list them.
-    pub const ALL: [SinkKind; 5] = [
+    pub const ALL: [SinkKind; 6] = [
         SinkKind::Webhook,
         SinkKind::Queue,
         SinkKind::Stdout,
         SinkKind::File,
         SinkKind::Kafka,
+        SinkKind::Null,
     ];
 
     /// The `type` value.
@@ -670,6 +672,7 @@ impl SinkKind {
             SinkKind::Stdout => "stdout",
             SinkKind::File => "file",
             SinkKind::Kafka => "kafka",
+            SinkKind::Null => "null",
         }
     }
 
@@ -686,6 +689,7 @@ impl SinkKind {
             SinkKind::Stdout => schema::fields::<StdoutSinkConfig>(),
             SinkKind::File => schema::fields::<FileSinkConfig>(),
             SinkKind::Kafka => schema::fields::<KafkaSinkConfig>(),
+            SinkKind::Null => schema::fields::<NullSinkConfig>(),
         }
     }
 }
@@ -699,6 +703,7 @@ pub enum SinkConfig {
     Stdout(StdoutSinkConfig),
     File(FileSinkConfig),
     Kafka(KafkaSinkConfig),
+    Null(NullSinkConfig),
 }
 
 impl SinkConfig {
@@ -709,6 +714,7 @@ impl SinkConfig {
             SinkConfig::Stdout(_) => SinkKind::Stdout,
             SinkConfig::File(_) => SinkKind::File,
             SinkConfig::Kafka(_) => SinkKind::Kafka,
+            SinkConfig::Null(_) => SinkKind::Null,
         }
     }
 
@@ -883,6 +889,13 @@ pub struct QueueSinkConfig {
     /// What the payload of each appended message is. Default [`SinkFormat::DEFAULT`].
     pub format: SinkFormat,
 }
+
+/// `type = "null"`: every event is delivered by being discarded (events routed away on
+/// purpose, counted as delivered; the sink of a benchmark that measures a source and its
+/// pipeline). No keys besides `type`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NullSinkConfig {}
 
 /// `type = "stdout"`: one JSON event per line.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

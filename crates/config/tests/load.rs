@@ -1108,6 +1108,7 @@ fn format_of(config: &Config, sink: &str) -> SinkFormat {
         SinkConfig::Stdout(c) => c.format,
         SinkConfig::File(c) => c.format,
         SinkConfig::Kafka(c) => c.format,
+        SinkConfig::Null(_) => panic!("sink {sink} writes nothing"),
     }
 }
 
@@ -1474,4 +1475,13 @@ cloudevents_mode = "structured"
         at(&issues, "sinks.topic.cloudevents_mode"),
         &["expected one of: binary, structured"],
     );
+}
+
+#[test]
+fn a_null_sink_has_no_keys() {
+    let config =
+        switchyard_config::load_str("[sinks.nowhere]\ntype = \"null\"\n", false).expect("valid");
+    assert!(matches!(config.sinks["nowhere"], SinkConfig::Null(_)));
+    let issues = problems("[sinks.nowhere]\ntype = \"null\"\nformat = \"debezium\"\n");
+    assert_mentions(at(&issues, "sinks.nowhere.format"), &["unknown key"]);
 }

@@ -33,6 +33,7 @@ pub(crate) fn build_sink(
         SinkConfig::File(c) => switchyard_sinks::file::build(name, c, ctx),
         SinkConfig::Kafka(c) => switchyard_kafka::sink::build(name, c, ctx),
         SinkConfig::Queue(c) => switchyard_queue::sink::build(c, own.queues, ctx),
+        SinkConfig::Null(c) => switchyard_sinks::null::build(name, c, ctx),
     }
 }
 

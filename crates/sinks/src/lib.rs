@@ -1,4 +1,5 @@
-//! Sinks that deliver events to the outside world: webhook, stdout and file.
+//! Sinks that deliver events to the outside world: webhook, stdout and file; and null,
+//! which discards them.
 //!
 //! Each implements the [`switchyard_connector::Sink`] contract (one attempt, one
 //! [`switchyard_connector::Outcome`] per event) and has a `build(name, &config, &ctx)`
@@ -7,6 +8,7 @@
 //! for free.
 
 pub mod file;
+pub mod null;
 pub mod outbound;
 pub mod stdout;
 pub mod webhook;

@@ -45,10 +45,11 @@ pub struct IngestArgs {
     /// A switchyard binary to use instead of building `switchyard-cli` in release mode.
     #[arg(long, value_name = "PATH")]
     bin: Option<PathBuf>,
-    /// Where switchyard's pipeline delivers: `stdout` (JSON lines, discarded: ingest is
-    /// measured without a sink's own fsync stream, as the baselines have none), `file`
-    /// (JSON lines, fsync'd per batch) or `queue` (an internal durable queue).
-    #[arg(long, value_enum, default_value_t = SinkKind::Stdout)]
+    /// Where switchyard's pipeline delivers: `null` (discarded: ingest is measured
+    /// without a sink of its own, as the baselines have none), `stdout` (JSON lines,
+    /// discarded), `file` (JSON lines, fsync'd per batch) or `queue` (an internal durable
+    /// queue).
+    #[arg(long, value_enum, default_value_t = SinkKind::Null)]
     sink: SinkKind,
     /// Run switchyard alone, without the baselines: a long run to watch its memory
     /// (e.g. `--switchyard-only --seconds 600`). Gives one row with no ratio.
@@ -69,14 +70,21 @@ pub struct IngestArgs {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SinkKind {
+    Null,
     Stdout,
     File,
     Queue,
 }
 
 impl SinkKind {
+    /// The sink adds no fsync stream of its own: ingest is measured as the baselines are.
+    fn without_fsync(self) -> bool {
+        matches!(self, SinkKind::Null | SinkKind::Stdout)
+    }
+
     fn name(self) -> &'static str {
         match self {
+            SinkKind::Null => "null",
             SinkKind::Stdout => "stdout",
             SinkKind::File => "file",
             SinkKind::Queue => "queue",
@@ -137,6 +145,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Vec<Row>> {
             None => "1 intake partition, the default for a new intake".to_owned(),
         },
         match args.sink {
+            SinkKind::Null => "null (discarded)",
             SinkKind::Stdout => "stdout (JSON lines, discarded)",
             SinkKind::File => "file (JSON lines, fsync'd per batch)",
             SinkKind::Queue => "queue (internal durable queue, 1 partition)",
@@ -222,7 +231,7 @@ fn rows(args: &IngestArgs, results: &[Vec<Measurement>]) -> Vec<Row> {
             .note(note.clone());
         // The targets compare ingest alone: a sink with its own fsync stream (file,
         // queue) measures a different pipeline.
-        if args.sink == SinkKind::Stdout {
+        if args.sink.without_fsync() {
             row.target(Target::ratio(Op::AtLeast, target))
         } else {
             row
@@ -314,6 +323,7 @@ fn switchyard_config(
     let partitions = intake_partitions.map_or(String::new(), |n| format!("partitions = {n}\n"));
     let data = dir.join("data");
     let sink = match sink {
+        SinkKind::Null => "type = \"null\"\n".to_owned(),
         SinkKind::Stdout => "type = \"stdout\"\n".to_owned(),
         SinkKind::File => format!(
             "type = \"file\"\npath = {:?}\n",
@@ -403,7 +413,7 @@ fn table(args: &IngestArgs, results: &[Vec<Measurement>]) -> String {
         ),
         ("switchyard / noop req/s", rps[2] / rps[1], TARGET_VS_NOOP),
     ] {
-        let line = if args.sink == SinkKind::Stdout {
+        let line = if args.sink.without_fsync() {
             report::ratio_line(label, ratio, target)
         } else {
             format!(
@@ -423,7 +433,12 @@ mod tests {
     #[test]
     fn generated_configs_pass_switchyard_validation() {
         let dir = Path::new("/tmp/bench");
-        for sink in [SinkKind::Stdout, SinkKind::File, SinkKind::Queue] {
+        for sink in [
+            SinkKind::Null,
+            SinkKind::Stdout,
+            SinkKind::File,
+            SinkKind::Queue,
+        ] {
             for partitions in [None, Some(1)] {
                 let text = switchyard_config(sink, partitions, "127.0.0.1:1", dir);
                 if let Err(e) = switchyard_config::load_str(&text, false) {

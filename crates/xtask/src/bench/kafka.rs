@@ -14,8 +14,8 @@
 //!    target ratio (≥ 0.9, `docs/design.md`, "Benchmarks") is checked on that one;
 //!    the HTTP figure is printed next to it.
 //! 2. consume: a raw rdkafka consumer (a group member, manual commits off) reads the N
-//!    messages back; then switchyard's Kafka source reads them into a stdout sink whose
-//!    output is discarded. Each figure is events/s from the first message to the N-th
+//!    messages back; then switchyard's Kafka source reads them into a `null` sink (the
+//!    raw consumer keeps nothing either). Each figure is events/s from the first message to the N-th
 //!    (switchyard: its pipeline's `completed` counter), so the ~3 s group join of tansu
 //!    is left out of both. Target: ≥ 0.5 of the raw consumer.
 
@@ -36,7 +36,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::load::json_body;
-use super::process::{ServerProcess, free_addr};
+use super::process::{Profile, ServerProcess, free_addr};
 use super::report::{Op, Row, Target};
 use super::{build, procfs, report};
 
@@ -188,7 +188,7 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<Vec<Row>> {
     );
     println!(
         "{:<44} {:>12.0}",
-        "consume  switchyard Kafka source → stdout", sy_consume.rate
+        "consume  switchyard Kafka source → null sink", sy_consume.rate
     );
     println!();
     println!(
@@ -456,7 +456,7 @@ fn switchyard_consume(
             .replace("{listen}", &addr.to_string())
             .replace("{data_dir}", &dir.join("data").display().to_string()),
     )?;
-    // The stdout sink's output is discarded: this measures the source and the pipeline.
+    // A `null` sink: this measures the source and the pipeline.
     let mut child = Command::new(bin)
         .arg("run")
         .arg("-c")
@@ -466,14 +466,21 @@ fn switchyard_consume(
         .stderr(std::fs::File::create(dir.join("switchyard.log"))?)
         .spawn()
         .context("starting switchyard")?;
+    let pid = child.id();
     let result = rt
-        .block_on(rate_from_first(
-            addr,
-            "switchyard_pipeline_events_total",
-            "outcome=\"completed\"",
-            n as f64,
-        ))
-        .map(|rate| SyRun::of(rate, child.id()));
+        .block_on(async {
+            let (metric, label) = ("switchyard_pipeline_events_total", "outcome=\"completed\"");
+            let first = wait_for_counter(addr, metric, label, 1.0).await?;
+            let profile = Profile::start(pid, "kafka-source");
+            let at_first = Instant::now();
+            wait_for_counter(addr, metric, label, n as f64).await?;
+            let rate = (n as f64 - first) / at_first.elapsed().as_secs_f64();
+            if let Some(profile) = profile {
+                profile.stop();
+            }
+            anyhow::Ok(rate)
+        })
+        .map(|rate| SyRun::of(rate, pid));
     let _ = child.kill();
     let _ = child.wait();
     result
@@ -639,7 +646,7 @@ linger = "5ms"
     )
 }
 
-/// Kafka source on `bench-raw` → stdout sink.
+/// Kafka source on `bench-raw` → null sink.
 fn consume_config(brokers: &str) -> String {
     format!(
         r#"
@@ -657,7 +664,7 @@ group = "bench-switchyard-consumer"
 from = ["bench"]
 to = ["null"]
 [sinks.null]
-type = "stdout"
+type = "null"
 "#
     )
 }

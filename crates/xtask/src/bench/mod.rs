@@ -80,8 +80,8 @@ enum Bench {
     ///            includes HTTP ingest with fsync); and switchyard draining a durable
     ///            queue that holds the same events into a Kafka sink, from its first
     ///            delivery to the last (target ≥ 0.9)
-    ///   consume  a raw rdkafka consumer vs switchyard's Kafka source into a discarded
-    ///            stdout sink: events/s from the first message to the N-th (target
+    ///   consume  a raw rdkafka consumer vs switchyard's Kafka source into a `null`
+    ///            sink: events/s from the first message to the N-th (target
     ///            ≥ 0.5)
     ///
     /// It never fails on a ratio; it prints PASS or BELOW.

@@ -122,3 +122,43 @@ fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A `perf record` of one process, started when the measured window opens and stopped
+/// when it closes, when `SWITCHYARD_BENCH_PERF` names a directory: speed work starts from
+/// a profile of exactly the window a figure comes from. The file is
+/// `<dir>/<name>.perf.data`; read it with `perf report -i FILE --no-children`.
+pub struct Profile {
+    perf: Child,
+    path: std::path::PathBuf,
+}
+
+impl Profile {
+    /// Starts recording `pid` (every thread it has now) when the variable is set.
+    pub fn start(pid: u32, name: &str) -> Option<Profile> {
+        let dir = std::env::var_os("SWITCHYARD_BENCH_PERF")?;
+        let path = Path::new(&dir).join(format!("{name}.perf.data"));
+        let _ = std::fs::create_dir_all(&dir);
+        let perf = Command::new("perf")
+            .args(["record", "-F", "1999", "-g", "-p", &pid.to_string(), "-o"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match perf {
+            Ok(perf) => Some(Profile { perf, path }),
+            Err(e) => {
+                eprintln!("SWITCHYARD_BENCH_PERF is set but perf cannot start: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stops the recording (SIGINT, so perf writes its file) and says where it is.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.perf.id() as i32, libc::SIGINT) };
+        let _ = self.perf.wait();
+        eprintln!("profile: {}", self.path.display());
+    }
+}

@@ -10,7 +10,7 @@ mod webhook;
 use serde_json::Value;
 
 use super::walk::{Ctx, Table, join};
-use crate::{CloudEventsMode, RetryConfig, SinkConfig, SinkFormat, SinkKind};
+use crate::{CloudEventsMode, NullSinkConfig, RetryConfig, SinkConfig, SinkFormat, SinkKind};
 
 pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkConfig> {
     let mut table = Table::open(cx, path, value, &["type"])?;
@@ -23,6 +23,8 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
         SinkKind::Stdout => SinkConfig::Stdout(stdout::read(cx, &table)),
         SinkKind::File => SinkConfig::File(file::read(cx, &table)),
         SinkKind::Kafka => SinkConfig::Kafka(kafka::read(cx, &table)),
+        // No keys of its own: anything else is an unknown key.
+        SinkKind::Null => SinkConfig::Null(NullSinkConfig {}),
     };
     table.finish(cx);
     Some(sink)
