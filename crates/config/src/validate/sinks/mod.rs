@@ -3,7 +3,9 @@
 
 mod file;
 mod kafka;
+mod nats;
 mod queue;
+mod redis;
 mod stdout;
 mod webhook;
 
@@ -23,6 +25,8 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
         SinkKind::Stdout => SinkConfig::Stdout(stdout::read(cx, &table)),
         SinkKind::File => SinkConfig::File(file::read(cx, &table)),
         SinkKind::Kafka => SinkConfig::Kafka(kafka::read(cx, &table)),
+        SinkKind::Nats => SinkConfig::Nats(nats::read(cx, &table)),
+        SinkKind::Redis => SinkConfig::Redis(redis::read(cx, &table)),
     };
     table.finish(cx);
     Some(sink)
