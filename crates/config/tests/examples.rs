@@ -80,11 +80,19 @@ fn reference_names_every_source_and_sink_type() {
         .collect();
     sources.sort();
     sources.dedup();
-    assert_eq!(sources, ["http", "kafka", "postgres_cdc", "queue"]);
+    assert_eq!(
+        sources,
+        ["http", "kafka", "nats", "postgres_cdc", "queue", "redis"]
+    );
     let mut sinks: Vec<&str> = config.sinks.values().map(SinkConfig::type_name).collect();
     sinks.sort();
     sinks.dedup();
-    assert_eq!(sinks, ["file", "kafka", "queue", "stdout", "webhook"]);
+    assert_eq!(
+        sinks,
+        [
+            "file", "kafka", "nats", "queue", "redis", "stdout", "webhook"
+        ]
+    );
     assert!(!config.plugins.is_empty());
     assert_eq!(
         config.server.admin_token.as_deref(),

@@ -58,6 +58,11 @@ pub struct NatsSink {
     /// Whether `create` made (or found) the stream.
     stream_ready: tokio::sync::Mutex<bool>,
     warned: Mutex<HashMap<String, Instant>>,
+    /// Set when an attempt had an event refused or unconfirmed: the next attempt first
+    /// publishes one event alone and waits for its PubAck before it sends the rest, so
+    /// that a server still recovering (a restart, a full stream) cannot refuse an event
+    /// and store later ones of its lane ahead of it.
+    probing: std::sync::atomic::AtomicBool,
     retry: RetryPolicy,
     formatter: Formatter,
 }
@@ -85,6 +90,7 @@ impl NatsSink {
             js: OnceCell::new(),
             stream_ready: tokio::sync::Mutex::new(false),
             warned: Mutex::new(HashMap::new()),
+            probing: std::sync::atomic::AtomicBool::new(false),
             retry,
             formatter,
         }
@@ -216,6 +222,30 @@ impl NatsSink {
         )))
     }
 
+    /// The outcome of a publish from its PubAck.
+    async fn confirm(
+        &self,
+        subject: &str,
+        ack: PublishAckFuture,
+        deadline: tokio::time::Instant,
+    ) -> Outcome {
+        match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(Ok(_)) => Outcome::Delivered,
+            Ok(Err(e)) => {
+                if e.kind() == PublishErrorKind::StreamNotFound {
+                    self.warn_no_stream(subject);
+                }
+                // A stream at its limits (discard new), storage that is full, a server
+                // restarting: all of it may clear; the event is retried, never lost.
+                retry(format!("jetstream refused the message on `{subject}`: {e}"))
+            }
+            Err(_) => retry(format!(
+                "no PubAck from jetstream for `{subject}` within {:?}",
+                self.cfg.timeout
+            )),
+        }
+    }
+
     async fn attempt(&self, batch: &[Arc<Event>]) -> Vec<Outcome> {
         let retry_all = |error: String| {
             batch
@@ -240,6 +270,7 @@ impl NatsSink {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut acks: Vec<(usize, String, PublishAckFuture)> = Vec::with_capacity(batch.len());
         let mut stopped: Option<String> = None;
+        let mut probe = self.probing.load(std::sync::atomic::Ordering::Relaxed);
         for (i, event) in batch.iter().enumerate() {
             if let Some(error) = &stopped {
                 outcomes[i] = Some(retry(error.clone()));
@@ -258,6 +289,14 @@ impl NatsSink {
             };
             match tokio::time::timeout_at(deadline, js.send_publish(subject.clone(), message)).await
             {
+                Ok(Ok(ack)) if probe => {
+                    probe = false;
+                    let outcome = self.confirm(&subject, ack, deadline).await;
+                    if let Outcome::Retry { error, .. } = &outcome {
+                        stopped = Some(error.clone());
+                    }
+                    outcomes[i] = Some(outcome);
+                }
                 Ok(Ok(ack)) => acks.push((i, subject, ack)),
                 Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                     outcomes[i] = Some(Outcome::Permanent {
@@ -282,24 +321,13 @@ impl NatsSink {
             }
         }
         for (i, subject, ack) in acks {
-            outcomes[i] = Some(
-                match tokio::time::timeout_at(deadline, ack.into_future()).await {
-                    Ok(Ok(_)) => Outcome::Delivered,
-                    Ok(Err(e)) => {
-                        if e.kind() == PublishErrorKind::StreamNotFound {
-                            self.warn_no_stream(&subject);
-                        }
-                        // A stream at its limits (discard new), storage that is full, a server
-                        // restarting: all of it may clear; the event is retried, never lost.
-                        retry(format!("jetstream refused the message on `{subject}`: {e}"))
-                    }
-                    Err(_) => retry(format!(
-                        "no PubAck from jetstream for `{subject}` within {:?}",
-                        self.cfg.timeout
-                    )),
-                },
-            );
+            outcomes[i] = Some(self.confirm(&subject, ack, deadline).await);
         }
+        let failed = outcomes
+            .iter()
+            .any(|o| matches!(o, Some(Outcome::Retry { .. })));
+        self.probing
+            .store(failed, std::sync::atomic::Ordering::Relaxed);
         outcomes
             .into_iter()
             .map(|o| o.expect("every event answered"))

@@ -87,6 +87,7 @@ impl Source for NatsSource {
                 floor_file: self.state_dir.join("floor"),
                 state_dir: self.state_dir.clone(),
                 reader: None,
+                setting_up: None,
                 in_flight: BTreeMap::new(),
                 last: 0,
                 committed: 0,
@@ -113,6 +114,9 @@ pub struct NatsFeed {
     /// Where the acknowledged floor is kept while the consumer is recreated.
     floor_file: PathBuf,
     reader: Option<Reader>,
+    /// The set-up in progress: a task, so a `next` the reader drops (it does on every
+    /// tick of its commit timer) does not start it over.
+    setting_up: Option<tokio::task::JoinHandle<Result<Reader, FeedError>>>,
     /// Handed out and not yet committed: stream sequence → how to acknowledge it. At
     /// most `max_ack_pending` entries (the server sends no more).
     in_flight: BTreeMap<u64, Acker>,
@@ -124,9 +128,18 @@ pub struct NatsFeed {
     pending: u64,
 }
 
-impl NatsFeed {
+/// What setting the consumer up needs, owned so it can run as a task.
+struct Setup {
+    name: String,
+    cfg: NatsSourceConfig,
+    servers: Vec<ServerAddr>,
+    state_dir: PathBuf,
+    floor_file: PathBuf,
+}
+
+impl Setup {
     /// Connects and recreates the consumer from its acknowledged floor.
-    async fn setup(&mut self) -> Result<Reader, FeedError> {
+    async fn run(self) -> Result<Reader, FeedError> {
         let transient = FeedError::Transient;
         let client = crate::connect(
             "source",
@@ -256,6 +269,31 @@ impl NatsFeed {
             ))),
         }
     }
+}
+
+impl NatsFeed {
+    /// The reader, once the set-up task (started on the first call) has made it.
+    async fn reader(&mut self) -> Result<&mut Reader, FeedError> {
+        if self.reader.is_none() {
+            let task = self.setting_up.get_or_insert_with(|| {
+                let setup = Setup {
+                    name: self.name.clone(),
+                    cfg: self.cfg.clone(),
+                    servers: self.servers.clone(),
+                    state_dir: self.state_dir.clone(),
+                    floor_file: self.floor_file.clone(),
+                };
+                tokio::spawn(async move { setup.run().await })
+            });
+            let done = task.await;
+            self.setting_up = None;
+            let reader = done.map_err(|e| {
+                FeedError::Transient(format!("source `{}`: set-up task failed: {e}", self.name))
+            })??;
+            self.reader = Some(reader);
+        }
+        Ok(self.reader.as_mut().expect("set up"))
+    }
 
     /// Takes `message` into `batch` unless it was handed out already.
     fn take(&mut self, message: jetstream::Message, batch: &mut Batch) -> Result<(), FeedError> {
@@ -378,9 +416,7 @@ impl Feed for NatsFeed {
 
     fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
         Box::pin(async move {
-            if self.reader.is_none() {
-                self.reader = Some(self.setup().await?);
-            }
+            self.reader().await?;
             let mut batch = Batch::with_capacity(max.min(PULL_BATCH));
             while batch.is_empty() {
                 // Waiting for the first message is the only await: a call dropped here

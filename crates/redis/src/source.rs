@@ -83,12 +83,74 @@ impl Source for RedisSource {
                 next_position: 1,
                 in_flight: BTreeMap::new(),
                 held: HashSet::new(),
+                reading: None,
             }) as Box<dyn Feed>])
         })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// Which read comes next.
+enum Read {
+    /// This member's own pending entries after this id.
+    History(String),
+    /// Idle entries of the group from this cursor.
+    Claim(String),
+    /// New entries.
+    New,
+}
+
+enum Reply {
+    History(Result<StreamReadReply, RedisError>),
+    Claim(Result<StreamAutoClaimReply, RedisError>),
+    New(Result<StreamReadReply, RedisError>),
+}
+
+async fn read(
+    mut c: MultiplexedConnection,
+    cfg: RedisSourceConfig,
+    kind: Read,
+    count: usize,
+) -> Reply {
+    let group = |cmd: &mut redis::Cmd| {
+        cmd.arg("GROUP")
+            .arg(&cfg.group)
+            .arg(&cfg.consumer)
+            .arg("COUNT")
+            .arg(count);
+    };
+    match kind {
+        Read::History(after) => {
+            let mut cmd = redis::cmd("XREADGROUP");
+            group(&mut cmd);
+            cmd.arg("STREAMS").arg(&cfg.stream).arg(after);
+            Reply::History(cmd.query_async(&mut c).await)
+        }
+        Read::Claim(cursor) => Reply::Claim(
+            redis::cmd("XAUTOCLAIM")
+                .arg(&cfg.stream)
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg(u64::try_from(cfg.claim_idle.as_millis()).unwrap_or(u64::MAX))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut c)
+                .await,
+        ),
+        Read::New => {
+            let mut cmd = redis::cmd("XREADGROUP");
+            group(&mut cmd);
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(1000))
+                .arg("STREAMS")
+                .arg(&cfg.stream)
+                .arg(">");
+            Reply::New(cmd.query_async(&mut c).await)
+        }
     }
 }
 
@@ -108,6 +170,8 @@ pub struct RedisFeed {
     in_flight: BTreeMap<Position, String>,
     /// The entry ids of `in_flight`, so a claimed entry is not handed out twice.
     held: HashSet<String>,
+    /// The read in progress.
+    reading: Option<tokio::task::JoinHandle<Reply>>,
 }
 
 impl RedisFeed {
@@ -182,75 +246,62 @@ impl RedisFeed {
         }
     }
 
-    async fn read(&mut self, max: usize) -> Result<Batch, FeedError> {
-        let mut c = self.connection().await?;
-        self.ensure_group(&mut c).await?;
+    /// Starts the next read as a task: the reader drops a `next` on every tick of its
+    /// commit timer, and a dropped XREADGROUP would leave its entries pending to this
+    /// member until they are claimed back; a task's reply is kept for the next call.
+    fn start_read(&mut self, c: MultiplexedConnection, max: usize) {
         let count = max.clamp(1, MAX_READ);
-        let mut batch = Batch::with_capacity(count);
-        if let Some(after) = self.history.clone() {
-            let reply: Result<StreamReadReply, RedisError> = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(&self.cfg.group)
-                .arg(&self.cfg.consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("STREAMS")
-                .arg(&self.cfg.stream)
-                .arg(&after)
-                .query_async(&mut c)
-                .await;
-            let entries = self.entries(reply)?;
-            match entries.last() {
-                Some(last) => self.history = Some(last.id.clone()),
-                None => self.history = None,
-            }
-            self.take(entries, &mut batch);
-            return Ok(batch);
+        let cfg = self.cfg.clone();
+        let kind = if let Some(after) = self.history.clone() {
+            Read::History(after)
+        } else if Instant::now() >= self.next_claim {
+            Read::Claim(self.claim_cursor.clone())
+        } else {
+            Read::New
+        };
+        self.reading = Some(tokio::spawn(read(c, cfg, kind, count)));
+    }
+
+    async fn read(&mut self, max: usize) -> Result<Batch, FeedError> {
+        if self.reading.is_none() {
+            let mut c = self.connection().await?;
+            self.ensure_group(&mut c).await?;
+            self.start_read(c, max);
         }
-        if Instant::now() >= self.next_claim {
-            let reply: Result<StreamAutoClaimReply, RedisError> = redis::cmd("XAUTOCLAIM")
-                .arg(&self.cfg.stream)
-                .arg(&self.cfg.group)
-                .arg(&self.cfg.consumer)
-                .arg(u64::try_from(self.cfg.claim_idle.as_millis()).unwrap_or(u64::MAX))
-                .arg(&self.claim_cursor)
-                .arg("COUNT")
-                .arg(count)
-                .query_async(&mut c)
-                .await;
-            let reply = match reply {
-                Ok(r) => r,
-                Err(e) if e.code() == Some("NOGROUP") => return Err(self.no_group()),
-                Err(e) => return Err(self.error("XAUTOCLAIM failed", &e)),
-            };
-            if reply.next_stream_id == "0-0" {
-                self.next_claim = Instant::now() + self.cfg.claim_idle / 2;
+        let task = self.reading.as_mut().expect("started");
+        let done = task.await;
+        self.reading = None;
+        let reply = done.map_err(|e| {
+            FeedError::Transient(format!("source `{}`: read task failed: {e}", self.name))
+        })?;
+        let mut batch = Batch::with_capacity(max.clamp(1, MAX_READ));
+        match reply {
+            Reply::History(entries) => {
+                let entries = self.entries(entries)?;
+                self.history = entries.last().map(|last| last.id.clone());
+                self.take(entries, &mut batch);
             }
-            self.claim_cursor = reply.next_stream_id;
-            if !reply.claimed.is_empty() {
-                info!(source = %self.name, entries = reply.claimed.len(),
-                    "claimed redis entries idle for claim_idle");
+            Reply::Claim(claimed) => {
+                let reply = match claimed {
+                    Ok(r) => r,
+                    Err(e) if e.code() == Some("NOGROUP") => return Err(self.no_group()),
+                    Err(e) => return Err(self.error("XAUTOCLAIM failed", &e)),
+                };
+                if reply.next_stream_id == "0-0" {
+                    self.next_claim = Instant::now() + self.cfg.claim_idle / 2;
+                }
+                self.claim_cursor = reply.next_stream_id;
+                self.take(reply.claimed, &mut batch);
+                if !batch.is_empty() {
+                    info!(source = %self.name, entries = batch.len(),
+                        "claimed redis entries left idle for claim_idle");
+                }
             }
-            self.take(reply.claimed, &mut batch);
-            if !batch.is_empty() {
-                return Ok(batch);
+            Reply::New(entries) => {
+                let entries = self.entries(entries)?;
+                self.take(entries, &mut batch);
             }
         }
-        let reply: Result<StreamReadReply, RedisError> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.cfg.group)
-            .arg(&self.cfg.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(1000))
-            .arg("STREAMS")
-            .arg(&self.cfg.stream)
-            .arg(">")
-            .query_async(&mut c)
-            .await;
-        let entries = self.entries(reply)?;
-        self.take(entries, &mut batch);
         Ok(batch)
     }
 
@@ -363,8 +414,6 @@ impl Feed for RedisFeed {
     fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
         Box::pin(async move {
             loop {
-                // A read dropped mid-way leaves its entries pending to this member: the
-                // next claim (after claim_idle) hands them out.
                 let batch = self.read(max).await?;
                 if !batch.is_empty() {
                     return Ok(Some(batch));
