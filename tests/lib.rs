@@ -376,3 +376,125 @@ path = "{{dir}}/out.jsonl"
 "#
     )
 }
+
+/// Posts `seqs` of `key` as one NDJSON request with `Idempotency-Key: ikey`, again (50 ms
+/// apart) until it is accepted; panics after 2 minutes. Returns the accepted events.
+pub async fn post_until_accepted(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ikey: &str,
+    seqs: &[u64],
+) -> Vec<Tracked> {
+    let body: String = seqs
+        .iter()
+        .map(|s| format!("{{\"key\":\"{key}\",\"seq\":{s}}}\n"))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = client
+            .post(format!("{base}/ingest/api"))
+            .header("content-type", "application/x-ndjson")
+            .header("x-key", key)
+            .header("idempotency-key", ikey)
+            .body(body.clone())
+            .send()
+            .await;
+        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "batch {ikey} not accepted: {r:?}"
+        );
+        // Back off before retrying a refused request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seqs.iter()
+        .enumerate()
+        .map(|(n, s)| Tracked::new(format!("{ikey}-{n}"), key, *s))
+        .collect()
+}
+
+/// Sends `per_key` events for each of `keys` keys (`<prefix>k000`, …) as NDJSON batches
+/// of `batch` events (one key per request, so per-key order is the order of the lines),
+/// each batch retried with the same `Idempotency-Key` until accepted. Returns what was
+/// accepted.
+pub fn send_batches(
+    base: &str,
+    prefix: &str,
+    keys: usize,
+    per_key: u64,
+    batch: u64,
+) -> Vec<Tracked> {
+    let rt = runtime();
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    rt.block_on(async {
+        let client = client();
+        let mut tasks = Vec::new();
+        for k in 0..keys {
+            let (client, base) = (client.clone(), base.to_owned());
+            let prefix = prefix.to_owned();
+            let accepted = accepted.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("{prefix}k{k:03}");
+                for first in (0..per_key).step_by(batch as usize) {
+                    let seqs: Vec<u64> = (first..(first + batch).min(per_key)).collect();
+                    let ikey = format!("{key}-b{first}");
+                    let sent = post_until_accepted(&client, &base, &key, &ikey, &seqs).await;
+                    accepted.lock().unwrap().extend(sent);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer task");
+        }
+    });
+    accepted.lock().unwrap().clone()
+}
+
+/// Like [`send_batches`], but each key's producer goes on sending batches of `batch`
+/// events, `pause` apart (a steady load, not a race to the end), until `stop` is set
+/// (then sends one more), or `max_per_key` events. For a fault injected while producers
+/// are certainly still sending.
+pub fn send_until(
+    base: &str,
+    keys: usize,
+    batch: u64,
+    pause: Duration,
+    max_per_key: u64,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+) -> Vec<Tracked> {
+    let rt = runtime();
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    rt.block_on(async {
+        let client = client();
+        let mut tasks = Vec::new();
+        for k in 0..keys {
+            let (client, base) = (client.clone(), base.to_owned());
+            let (accepted, stop, count) = (accepted.clone(), stop.clone(), count.clone());
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{k:03}");
+                let mut first = 0;
+                while first < max_per_key {
+                    let last_one = stop.load(Ordering::SeqCst);
+                    let seqs: Vec<u64> = (first..(first + batch).min(max_per_key)).collect();
+                    let ikey = format!("{key}-b{first}");
+                    let sent = post_until_accepted(&client, &base, &key, &ikey, &seqs).await;
+                    count.fetch_add(sent.len(), Ordering::SeqCst);
+                    accepted.lock().unwrap().extend(sent);
+                    first += batch;
+                    if last_one {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer task");
+        }
+    });
+    accepted.lock().unwrap().clone()
+}

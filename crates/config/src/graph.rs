@@ -104,6 +104,20 @@ fn one_reader_per_slot(cx: &mut Ctx<'_>, config: &Config) {
                  own `group` for the other pipeline",
                 kafka.group
             ),
+            SourceConfig::Nats(nats) => format!(
+                "nats source `{name}` is read by pipelines {readers}: its durable consumer `{}` \
+                 hands each message to one reader, so each pipeline would get only part of the \
+                 stream; route its events from one pipeline (a router plugin or several sinks \
+                 in `to`), or declare a second nats source with its own `consumer`",
+                nats.consumer
+            ),
+            SourceConfig::Redis(redis) => format!(
+                "redis source `{name}` is read by pipelines {readers}: its consumer group `{}` \
+                 hands each entry to one member, so each pipeline would get only part of the \
+                 stream; route its events from one pipeline (a router plugin or several sinks \
+                 in `to`), or declare a second redis source with its own `group`",
+                redis.group
+            ),
             // Several pipelines may read an http or queue source.
             SourceConfig::Http(_) | SourceConfig::Queue(_) => continue,
         };

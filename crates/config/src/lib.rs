@@ -287,15 +287,19 @@ pub enum SourceKind {
     Queue,
     PostgresCdc,
     Kafka,
+    Nats,
+    Redis,
 }
 
 impl SourceKind {
     /// Every source type, in the order messages list them.
-    pub const ALL: [SourceKind; 4] = [
+    pub const ALL: [SourceKind; 6] = [
         SourceKind::Http,
         SourceKind::Queue,
         SourceKind::PostgresCdc,
         SourceKind::Kafka,
+        SourceKind::Nats,
+        SourceKind::Redis,
     ];
 
     /// The `type` value.
@@ -305,6 +309,8 @@ impl SourceKind {
             SourceKind::Queue => "queue",
             SourceKind::PostgresCdc => "postgres_cdc",
             SourceKind::Kafka => "kafka",
+            SourceKind::Nats => "nats",
+            SourceKind::Redis => "redis",
         }
     }
 
@@ -320,6 +326,8 @@ impl SourceKind {
             SourceKind::Queue => schema::fields::<QueueSourceConfig>(),
             SourceKind::PostgresCdc => schema::fields::<PostgresCdcSourceConfig>(),
             SourceKind::Kafka => schema::fields::<KafkaSourceConfig>(),
+            SourceKind::Nats => schema::fields::<NatsSourceConfig>(),
+            SourceKind::Redis => schema::fields::<RedisSourceConfig>(),
         }
     }
 }
@@ -332,6 +340,8 @@ pub enum SourceConfig {
     Queue(QueueSourceConfig),
     PostgresCdc(PostgresCdcSourceConfig),
     Kafka(KafkaSourceConfig),
+    Nats(NatsSourceConfig),
+    Redis(RedisSourceConfig),
 }
 
 impl SourceConfig {
@@ -341,6 +351,8 @@ impl SourceConfig {
             SourceConfig::Queue(_) => SourceKind::Queue,
             SourceConfig::PostgresCdc(_) => SourceKind::PostgresCdc,
             SourceConfig::Kafka(_) => SourceKind::Kafka,
+            SourceConfig::Nats(_) => SourceKind::Nats,
+            SourceConfig::Redis(_) => SourceKind::Redis,
         }
     }
 
@@ -525,6 +537,118 @@ impl Default for KafkaSourceConfig {
     }
 }
 
+/// TLS to a broker (NATS, Redis): PEM files, each optional. A `tls://` / `rediss://` URL
+/// (or a server that requires TLS) turns TLS on; `tls_ca` trusts a private CA besides the
+/// system's roots; `tls_cert` with `tls_key` is the client certificate of mutual TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerTlsConfig {
+    /// CA certificate(s) to trust.
+    pub ca: Option<String>,
+    /// Client certificate chain (with `key`).
+    pub cert: Option<String>,
+    /// Client private key (with `cert`).
+    pub key: Option<String>,
+}
+
+/// `type = "nats"` source: a durable JetStream pull consumer with explicit acks.
+///
+/// `Default` leaves the required `url` and `stream` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSourceConfig {
+    /// Server URL(s), comma-separated; user and password or a token may be in it
+    /// (`nats://user:pass@host:4222`). Required.
+    pub url: String,
+    /// The JetStream stream to read. Required.
+    pub stream: String,
+    /// The durable consumer's name; the source owns it (it recreates it at each start
+    /// from its acknowledged floor). Default [`Self::DEFAULT_CONSUMER`].
+    pub consumer: String,
+    /// Only messages of this subject (wildcards allowed). Default: every subject.
+    pub filter_subject: Option<String>,
+    /// How long the server waits for an ack before it sends a message again. Default
+    /// [`Self::DEFAULT_ACK_WAIT`].
+    #[serde(with = "crate::units::duration")]
+    pub ack_wait: Duration,
+    /// Messages delivered and not yet acknowledged, at most. Default
+    /// [`Self::DEFAULT_MAX_ACK_PENDING`].
+    pub max_ack_pending: u32,
+    /// TLS files.
+    pub tls: BrokerTlsConfig,
+}
+
+impl NatsSourceConfig {
+    /// `switchyard`.
+    pub const DEFAULT_CONSUMER: &'static str = "switchyard";
+    /// 30 seconds.
+    pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+    /// 10 000 messages.
+    pub const DEFAULT_MAX_ACK_PENDING: u32 = 10_000;
+}
+
+impl Default for NatsSourceConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            stream: String::new(),
+            consumer: Self::DEFAULT_CONSUMER.into(),
+            filter_subject: None,
+            ack_wait: Self::DEFAULT_ACK_WAIT,
+            max_ack_pending: Self::DEFAULT_MAX_ACK_PENDING,
+            tls: BrokerTlsConfig::default(),
+        }
+    }
+}
+
+/// `type = "redis"` source: a member of a Redis Streams consumer group.
+///
+/// `Default` leaves the required `url` and `stream` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSourceConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. Required.
+    pub url: String,
+    /// The stream key to read. Required.
+    pub stream: String,
+    /// Consumer group. Default [`Self::DEFAULT_GROUP`].
+    pub group: String,
+    /// This member's name in the group. Default [`Self::DEFAULT_CONSUMER`].
+    pub consumer: String,
+    /// Create the group (and the stream) when missing, reading from the stream's start.
+    /// Default false: a missing group is an error naming the command that creates it.
+    pub create: bool,
+    /// Entries another member of the group took and has not acknowledged for this long
+    /// are claimed (XAUTOCLAIM) and read here. Default [`Self::DEFAULT_CLAIM_IDLE`].
+    #[serde(with = "crate::units::duration")]
+    pub claim_idle: Duration,
+    /// TLS files (with a `rediss://` URL).
+    pub tls: BrokerTlsConfig,
+}
+
+impl RedisSourceConfig {
+    /// `switchyard`.
+    pub const DEFAULT_GROUP: &'static str = "switchyard";
+    /// `switchyard`.
+    pub const DEFAULT_CONSUMER: &'static str = "switchyard";
+    /// 60 seconds.
+    pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
+}
+
+impl Default for RedisSourceConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            stream: String::new(),
+            group: Self::DEFAULT_GROUP.into(),
+            consumer: Self::DEFAULT_CONSUMER.into(),
+            create: false,
+            claim_idle: Self::DEFAULT_CLAIM_IDLE,
+            tls: BrokerTlsConfig::default(),
+        }
+    }
+}
+
 /// `[plugins.NAME]`: a WebAssembly component used as a filter, transform or router.
 ///
 /// `Default` leaves the required `path` empty: the loader reports it missing.
@@ -651,17 +775,21 @@ pub enum SinkKind {
     File,
     Kafka,
     Null,
+    Nats,
+    Redis,
 }
 
 impl SinkKind {
     /// Every sink type, in the order messages list them.
-    pub const ALL: [SinkKind; 6] = [
+    pub const ALL: [SinkKind; 8] = [
         SinkKind::Webhook,
         SinkKind::Queue,
         SinkKind::Stdout,
         SinkKind::File,
         SinkKind::Kafka,
         SinkKind::Null,
+        SinkKind::Nats,
+        SinkKind::Redis,
     ];
 
     /// The `type` value.
@@ -673,6 +801,8 @@ impl SinkKind {
             SinkKind::File => "file",
             SinkKind::Kafka => "kafka",
             SinkKind::Null => "null",
+            SinkKind::Nats => "nats",
+            SinkKind::Redis => "redis",
         }
     }
 
@@ -690,6 +820,8 @@ impl SinkKind {
             SinkKind::File => schema::fields::<FileSinkConfig>(),
             SinkKind::Kafka => schema::fields::<KafkaSinkConfig>(),
             SinkKind::Null => schema::fields::<NullSinkConfig>(),
+            SinkKind::Nats => schema::fields::<NatsSinkConfig>(),
+            SinkKind::Redis => schema::fields::<RedisSinkConfig>(),
         }
     }
 }
@@ -704,6 +836,8 @@ pub enum SinkConfig {
     File(FileSinkConfig),
     Kafka(KafkaSinkConfig),
     Null(NullSinkConfig),
+    Nats(NatsSinkConfig),
+    Redis(RedisSinkConfig),
 }
 
 impl SinkConfig {
@@ -715,6 +849,8 @@ impl SinkConfig {
             SinkConfig::File(_) => SinkKind::File,
             SinkConfig::Kafka(_) => SinkKind::Kafka,
             SinkConfig::Null(_) => SinkKind::Null,
+            SinkConfig::Nats(_) => SinkKind::Nats,
+            SinkConfig::Redis(_) => SinkKind::Redis,
         }
     }
 
@@ -1008,6 +1144,119 @@ impl Default for KafkaSinkConfig {
             partitions: Self::DEFAULT_PARTITIONS,
             format: SinkFormat::DEFAULT,
             cloudevents_mode: CloudEventsMode::Binary,
+        }
+    }
+}
+
+/// `type = "nats"` sink: JetStream publishes, each delivered on its PubAck.
+///
+/// `Default` leaves the required `url` and `subject` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Server URL(s), comma-separated; user and password or a token may be in it. Required.
+    pub url: String,
+    /// May use `{source}`, `{kind}`, `{table}` and `{header:NAME}` like a Kafka topic.
+    /// Required.
+    pub subject: String,
+    /// With `create`: the stream made for `subject` when no stream holds it.
+    pub stream: Option<String>,
+    /// Create `stream` (file storage, the subjects of `subject`) when it does not exist.
+    /// Default false: a subject no stream holds is retried, with the command to create
+    /// it logged.
+    pub create: bool,
+    /// How long one attempt waits for its PubAcks. Default [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// Ordering lanes delivering at once. Default [`Self::DEFAULT_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Retries of failed attempts. `None`: retry without limit.
+    pub retry: Option<RetryConfig>,
+    /// What each message's payload is. Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
+    /// TLS files.
+    pub tls: BrokerTlsConfig,
+}
+
+impl NatsSinkConfig {
+    /// The subject filter of the stream `create = true` makes for `subject`: the subject
+    /// itself without placeholders, else its tokens before the first placeholder followed
+    /// by `>`. `None` when the first token already has one (a stream of every subject is
+    /// never made).
+    pub fn created_subjects(subject: &str) -> Option<String> {
+        let Some(open) = subject.find('{') else {
+            return Some(subject.to_owned());
+        };
+        let cut = subject[..open].rfind('.')?;
+        Some(format!("{}.>", &subject[..cut]))
+    }
+
+    /// 10 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 8 lanes.
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+}
+
+impl Default for NatsSinkConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            subject: String::new(),
+            stream: None,
+            create: false,
+            timeout: Self::DEFAULT_TIMEOUT,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            retry: None,
+            format: SinkFormat::DEFAULT,
+            tls: BrokerTlsConfig::default(),
+        }
+    }
+}
+
+/// `type = "redis"` sink: XADD to a stream, each delivered on its reply (the entry id).
+///
+/// `Default` leaves the required `url` and `stream` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. Required.
+    pub url: String,
+    /// The stream key; may use `{source}`, `{kind}`, `{table}` and `{header:NAME}`.
+    /// Required.
+    pub stream: String,
+    /// Trim each stream to about this many entries (`MAXLEN ~`). Default: never trim.
+    pub maxlen: Option<u64>,
+    /// How long one attempt waits for Redis' replies. Default [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// Ordering lanes delivering at once. Default [`Self::DEFAULT_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Retries of failed attempts. `None`: retry without limit.
+    pub retry: Option<RetryConfig>,
+    /// What each entry's `payload` field is. Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
+    /// TLS files (with a `rediss://` URL).
+    pub tls: BrokerTlsConfig,
+}
+
+impl RedisSinkConfig {
+    /// 10 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// 8 lanes.
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+}
+
+impl Default for RedisSinkConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            stream: String::new(),
+            maxlen: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            retry: None,
+            format: SinkFormat::DEFAULT,
+            tls: BrokerTlsConfig::default(),
         }
     }
 }

@@ -1109,6 +1109,8 @@ fn format_of(config: &Config, sink: &str) -> SinkFormat {
         SinkConfig::File(c) => c.format,
         SinkConfig::Kafka(c) => c.format,
         SinkConfig::Null(_) => panic!("sink {sink} writes nothing"),
+        SinkConfig::Nats(c) => c.format,
+        SinkConfig::Redis(c) => c.format,
     }
 }
 
@@ -1137,13 +1139,25 @@ type = "kafka"
 brokers = "b:9092"
 topic = "t"
 {extra}
+[sinks.subject]
+type = "nats"
+url = "nats://127.0.0.1:4222"
+subject = "events.{{source}}"
+{extra}
+[sinks.entries]
+type = "redis"
+url = "redis://127.0.0.1:6379"
+stream = "events:{{source}}"
+{extra}
 "#
     )
 }
 
 #[test]
 fn every_sink_writes_switchyards_format_unless_told_otherwise() {
-    let sinks = ["hook", "queue", "console", "file", "topic"];
+    let sinks = [
+        "hook", "queue", "console", "file", "topic", "subject", "entries",
+    ];
     let config = load(&every_sink_type("")).unwrap();
     for sink in sinks {
         assert_eq!(format_of(&config, sink), SinkFormat::Switchyard, "{sink}");
@@ -1161,8 +1175,10 @@ fn every_sink_writes_switchyards_format_unless_told_otherwise() {
 #[test]
 fn an_unknown_format_is_refused_with_the_accepted_ones() {
     let issues = problems(&every_sink_type("format = \"avro\""));
-    assert_eq!(issues.len(), 5, "{issues:#?}");
-    for sink in ["hook", "queue", "console", "file", "topic"] {
+    assert_eq!(issues.len(), 7, "{issues:#?}");
+    for sink in [
+        "hook", "queue", "console", "file", "topic", "subject", "entries",
+    ] {
         let issue = at(&issues, &format!("sinks.{sink}.format"));
         assert_eq!(
             issue.message,
@@ -1484,4 +1500,27 @@ fn a_null_sink_has_no_keys() {
     assert!(matches!(config.sinks["nowhere"], SinkConfig::Null(_)));
     let issues = problems("[sinks.nowhere]\ntype = \"null\"\nformat = \"debezium\"\n");
     assert_mentions(at(&issues, "sinks.nowhere.format"), &["unknown key"]);
+}
+fn nats_and_redis_keys_are_checked_with_their_fixes() {
+    let issues = problems(
+        "[sinks.n]\ntype = \"nats\"\nurl = \"http://127.0.0.1:4222\"\nsubject = \"e.{nope}\"\ncreate = true\n\
+         [sinks.r]\ntype = \"redis\"\nurl = \"127.0.0.1:6379\"\nstream = \"s\"\nmaxlen = 0\n\
+         [sources.s]\ntype = \"redis\"\nurl = \"redis://u:hunter2@h:6379\"\nstream = \"s\"\ntls = { cert = \"c.pem\" }\n",
+    );
+    assert_mentions(
+        at(&issues, "sinks.n.url"),
+        &["must start with nats:// or tls://"],
+    );
+    assert_mentions(
+        at(&issues, "sinks.n.subject"),
+        &["unknown placeholder {nope}"],
+    );
+    assert_mentions(at(&issues, "sinks.n.create"), &["stream = \"EVENTS\""]);
+    assert_mentions(at(&issues, "sinks.r.url"), &["redis:// or rediss://"]);
+    assert_mentions(at(&issues, "sinks.r.maxlen"), &["at least 1"]);
+    assert_mentions(at(&issues, "sources.s.tls"), &["both `cert`", "`key`"]);
+    assert!(
+        issues.iter().all(|i| !i.message.contains("hunter2")),
+        "{issues:#?}"
+    );
 }

@@ -75,7 +75,11 @@ impl Formatter {
                 .iter()
                 .filter_map(|(name, source)| match source {
                     SourceConfig::PostgresCdc(pg) => Some((name, pg)),
-                    SourceConfig::Http(_) | SourceConfig::Queue(_) | SourceConfig::Kafka(_) => None,
+                    SourceConfig::Http(_)
+                    | SourceConfig::Queue(_)
+                    | SourceConfig::Kafka(_)
+                    | SourceConfig::Nats(_)
+                    | SourceConfig::Redis(_) => None,
                 })
         };
         let databases = cdc()

@@ -32,6 +32,8 @@ pub(crate) fn build_sink(
         SinkConfig::Stdout(c) => switchyard_sinks::stdout::build(name, c, ctx),
         SinkConfig::File(c) => switchyard_sinks::file::build(name, c, ctx),
         SinkConfig::Kafka(c) => switchyard_kafka::sink::build(name, c, ctx),
+        SinkConfig::Nats(c) => switchyard_nats::sink::build(name, c, ctx),
+        SinkConfig::Redis(c) => switchyard_redis::sink::build(name, c, ctx),
         SinkConfig::Queue(c) => switchyard_queue::sink::build(c, own.queues, ctx),
         SinkConfig::Null(c) => switchyard_sinks::null::build(name, c, ctx),
     }
@@ -49,5 +51,7 @@ pub(crate) fn build_source(
         SourceConfig::Queue(c) => switchyard_queue::feed::build(name, c, own.queues),
         SourceConfig::PostgresCdc(c) => switchyard_source_postgres::build(name, c, ctx),
         SourceConfig::Kafka(c) => switchyard_kafka::source::build(name, c, ctx),
+        SourceConfig::Nats(c) => switchyard_nats::source::build(name, c, ctx),
+        SourceConfig::Redis(c) => switchyard_redis::source::build(name, c, ctx),
     }
 }

@@ -105,7 +105,7 @@ impl Shared {
 /// also holds other things (`data_dir = "."`, a shared path) is left alone, with a warning.
 fn restrict_data_dir(data_dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    const OWN_ENTRIES: &[&str] = &["intake", "queues", "cdc", PLUGIN_CACHE_DIR];
+    const OWN_ENTRIES: &[&str] = &["intake", "queues", "cdc", "nats", PLUGIN_CACHE_DIR];
     let Ok(meta) = std::fs::metadata(data_dir) else {
         return;
     };

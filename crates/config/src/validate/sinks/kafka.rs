@@ -13,7 +13,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
             "the topic to produce to; may use {source}, {kind}, {table}, {header:NAME}",
         )
         .unwrap_or_default();
-    if let Some(problem) = topic_template_problem(&topic) {
+    if let Some(problem) = template_problem("topic", &topic) {
         cx.issue(&table.child("topic"), problem);
     }
     let format = format(cx, table);
@@ -47,26 +47,27 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
     }
 }
 
-/// What is wrong with a Kafka sink's topic template, if anything: placeholders other
-/// than `{source}`, `{kind}`, `{table}` and `{header:NAME}`, or an unclosed `{`.
-fn topic_template_problem(topic: &str) -> Option<String> {
+/// What is wrong with a sink's `key` template (a Kafka topic, a NATS subject, a Redis
+/// stream), if anything: placeholders other than `{source}`, `{kind}`, `{table}` and
+/// `{header:NAME}`, or an unclosed `{`.
+pub(super) fn template_problem(key: &str, topic: &str) -> Option<String> {
     let mut rest = topic;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
             return Some(format!(
-                "topic {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}}, {{table}} and {{header:NAME}}"
+                "{key} {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}}, {{table}} and {{header:NAME}}"
             ));
         };
         let name = &rest[open + 1..open + close];
         if let Some(header) = name.strip_prefix(KAFKA_TOPIC_HEADER_PLACEHOLDER) {
             if header.trim().is_empty() {
                 return Some(format!(
-                    "topic {topic:?} uses {{header:}} without a header name; write e.g. {{header:aggregatetype}}"
+                    "{key} {topic:?} uses {{header:}} without a header name; write e.g. {{header:aggregatetype}}"
                 ));
             }
         } else if !crate::KAFKA_TOPIC_PLACEHOLDERS.contains(&name) {
             return Some(format!(
-                "topic {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}}, {{table}} or {{header:NAME}}"
+                "{key} {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}}, {{table}} or {{header:NAME}}"
             ));
         }
         rest = &rest[open + close + 1..];

@@ -3,7 +3,9 @@
 
 mod file;
 mod kafka;
+mod nats;
 mod queue;
+mod redis;
 mod stdout;
 mod webhook;
 
@@ -25,6 +27,8 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
         SinkKind::Kafka => SinkConfig::Kafka(kafka::read(cx, &table)),
         // No keys of its own: anything else is an unknown key.
         SinkKind::Null => SinkConfig::Null(NullSinkConfig {}),
+        SinkKind::Nats => SinkConfig::Nats(nats::read(cx, &table)),
+        SinkKind::Redis => SinkConfig::Redis(redis::read(cx, &table)),
     };
     table.finish(cx);
     Some(sink)

@@ -1,10 +1,13 @@
 //! `[sources.NAME]`: `type` picks the [`SourceKind`], then the table is read as that
 //! type's struct, with that type's keys known.
 
+pub(super) mod broker;
 mod http;
 pub(super) mod kafka;
+pub(super) mod nats;
 mod postgres_cdc;
 mod queue;
+pub(super) mod redis;
 
 use serde_json::Value;
 
@@ -26,6 +29,8 @@ pub(super) fn source(
         SourceKind::Queue => SourceConfig::Queue(queue::read(cx, &table, name)),
         SourceKind::PostgresCdc => SourceConfig::PostgresCdc(postgres_cdc::read(cx, &table, name)),
         SourceKind::Kafka => SourceConfig::Kafka(kafka::read(cx, &table)),
+        SourceKind::Nats => SourceConfig::Nats(nats::read(cx, &table)),
+        SourceKind::Redis => SourceConfig::Redis(redis::read(cx, &table)),
     };
     table.finish(cx);
     Some(source)

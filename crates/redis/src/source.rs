@@ -1,0 +1,462 @@
+//! `type = "redis"` source: one member of a consumer group per source.
+//!
+//! Positions are sequential per run (from 1); the feed keeps, for every entry handed out
+//! and not yet committed, its entry id (at most what the reader holds in flight), and a
+//! commit acknowledges (XACK) exactly the entries below the reader's low watermark.
+//!
+//! A feed first reads its own pending entries (those a previous run took and did not
+//! acknowledge: after a crash they come again, in stream order), then new ones. Every
+//! `claim_idle / 2` it claims (XAUTOCLAIM) entries of the group idle for `claim_idle` —
+//! a dead member's, or its own that a cancelled read left behind — and hands out those
+//! it does not already hold.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{Client, RedisError, Value};
+use switchyard_config::RedisSourceConfig;
+use switchyard_connector::{
+    Batch, BoxFuture, BuildContext, BuildError, Feed, FeedError, Position, Source,
+};
+use switchyard_event::Event;
+use tracing::info;
+
+use crate::fields;
+
+/// Kind of the events the source makes, unless the entry says otherwise.
+const KIND_MESSAGE: &str = "message";
+/// How long one XREADGROUP waits for new entries before the feed looks again.
+const BLOCK: Duration = Duration::from_secs(1);
+/// Replies and connects wait at most this long (a blocked read adds [`BLOCK`]).
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Most entries one read asks for.
+const MAX_READ: usize = 1000;
+/// Most fields of an entry copied into its event.
+const MAX_FIELDS: usize = 256;
+
+/// A configured `redis` source.
+pub struct RedisSource {
+    name: String,
+    cfg: RedisSourceConfig,
+    client: Client,
+}
+
+/// Builds the `redis` source `name`: the runtime's registration calls this. The URL and
+/// TLS files are checked now; nothing connects before the feed is first read.
+pub fn build(
+    name: &str,
+    cfg: &RedisSourceConfig,
+    ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Source>, BuildError> {
+    let readers = ctx.readers_of(name);
+    if readers.len() > 1 {
+        return Err(BuildError::new(format!(
+            "redis source `{name}` is read by {} pipelines, but its consumer group `{}` hands each entry to one member; declare one redis source (with its own group) per pipeline",
+            readers.len(),
+            cfg.group
+        )));
+    }
+    Ok(Box::new(RedisSource {
+        name: name.to_owned(),
+        cfg: cfg.clone(),
+        client: crate::client("source", name, &cfg.url, &cfg.tls)?,
+    }))
+}
+
+impl Source for RedisSource {
+    fn open<'a>(
+        &'a self,
+        _pipeline: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn Feed>>, BuildError>> {
+        Box::pin(async move {
+            Ok(vec![Box::new(RedisFeed {
+                name: self.name.clone(),
+                cfg: self.cfg.clone(),
+                client: self.client.clone(),
+                connection: None,
+                group_checked: false,
+                history: Some("0".to_owned()),
+                claim_cursor: "0-0".to_owned(),
+                next_claim: Instant::now(),
+                next_position: 1,
+                in_flight: BTreeMap::new(),
+                held: HashSet::new(),
+                reading: None,
+            }) as Box<dyn Feed>])
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Which read comes next.
+enum Read {
+    /// This member's own pending entries after this id.
+    History(String),
+    /// Idle entries of the group from this cursor.
+    Claim(String),
+    /// New entries.
+    New,
+}
+
+enum Reply {
+    History(Result<StreamReadReply, RedisError>),
+    Claim(Result<StreamAutoClaimReply, RedisError>),
+    New(Result<StreamReadReply, RedisError>),
+}
+
+async fn read(
+    mut c: MultiplexedConnection,
+    cfg: RedisSourceConfig,
+    kind: Read,
+    count: usize,
+) -> Reply {
+    let group = |cmd: &mut redis::Cmd| {
+        cmd.arg("GROUP")
+            .arg(&cfg.group)
+            .arg(&cfg.consumer)
+            .arg("COUNT")
+            .arg(count);
+    };
+    match kind {
+        Read::History(after) => {
+            let mut cmd = redis::cmd("XREADGROUP");
+            group(&mut cmd);
+            cmd.arg("STREAMS").arg(&cfg.stream).arg(after);
+            Reply::History(cmd.query_async(&mut c).await)
+        }
+        Read::Claim(cursor) => Reply::Claim(
+            redis::cmd("XAUTOCLAIM")
+                .arg(&cfg.stream)
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg(u64::try_from(cfg.claim_idle.as_millis()).unwrap_or(u64::MAX))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut c)
+                .await,
+        ),
+        Read::New => {
+            let mut cmd = redis::cmd("XREADGROUP");
+            group(&mut cmd);
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(1000))
+                .arg("STREAMS")
+                .arg(&cfg.stream)
+                .arg(">");
+            Reply::New(cmd.query_async(&mut c).await)
+        }
+    }
+}
+
+/// The group member as a pipeline reader's [`Feed`].
+pub struct RedisFeed {
+    name: String,
+    cfg: RedisSourceConfig,
+    client: Client,
+    connection: Option<MultiplexedConnection>,
+    group_checked: bool,
+    /// While reading this member's own pending entries: the id after which to read on.
+    history: Option<String>,
+    claim_cursor: String,
+    next_claim: Instant,
+    next_position: Position,
+    /// Handed out, not yet committed: position → entry id.
+    in_flight: BTreeMap<Position, String>,
+    /// The entry ids of `in_flight`, so a claimed entry is not handed out twice.
+    held: HashSet<String>,
+    /// The read in progress.
+    reading: Option<tokio::task::JoinHandle<Reply>>,
+}
+
+impl RedisFeed {
+    fn error(&mut self, what: &str, e: &RedisError) -> FeedError {
+        if crate::connection_lost(e) {
+            self.connection = None;
+        }
+        FeedError::Transient(format!("source `{}`: {what}: {e}", self.name))
+    }
+
+    async fn connection(&mut self) -> Result<MultiplexedConnection, FeedError> {
+        if let Some(c) = &self.connection {
+            return Ok(c.clone());
+        }
+        let c = crate::connect(&self.client, TIMEOUT + BLOCK)
+            .await
+            .map_err(|e| {
+                FeedError::Transient(format!(
+                    "source `{}`: cannot connect to redis at {}: {e}",
+                    self.name,
+                    switchyard_config::redact::url(&self.cfg.url)
+                ))
+            })?;
+        self.connection = Some(c.clone());
+        Ok(c)
+    }
+
+    /// With `create`: makes the group (and the stream) reading from the start; an
+    /// existing group is kept.
+    async fn ensure_group(&mut self, c: &mut MultiplexedConnection) -> Result<(), FeedError> {
+        if self.group_checked || !self.cfg.create {
+            return Ok(());
+        }
+        let created: Result<Value, RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.cfg.stream)
+            .arg(&self.cfg.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(c)
+            .await;
+        match created {
+            Ok(_) => info!(source = %self.name, stream = %self.cfg.stream, group = %self.cfg.group,
+                "created redis consumer group (create = true)"),
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(self.error("cannot create the consumer group", &e)),
+        }
+        self.group_checked = true;
+        Ok(())
+    }
+
+    fn no_group(&self) -> FeedError {
+        FeedError::Transient(format!(
+            "source `{}`: redis stream `{}` has no consumer group `{}`; create it with \
+             `redis-cli XGROUP CREATE {} {} 0 MKSTREAM`, or set create = true",
+            self.name, self.cfg.stream, self.cfg.group, self.cfg.stream, self.cfg.group
+        ))
+    }
+
+    /// Hands out `entries` not already held.
+    fn take(&mut self, entries: Vec<StreamId>, batch: &mut Batch) {
+        for entry in entries {
+            if self.held.contains(&entry.id) {
+                continue;
+            }
+            let position = self.next_position;
+            self.next_position += 1;
+            let event = to_event(&self.name, &self.cfg.stream, &entry);
+            self.held.insert(entry.id.clone());
+            self.in_flight.insert(position, entry.id);
+            batch.push(position, event);
+        }
+    }
+
+    /// Starts the next read as a task: the reader drops a `next` on every tick of its
+    /// commit timer, and a dropped XREADGROUP would leave its entries pending to this
+    /// member until they are claimed back; a task's reply is kept for the next call.
+    fn start_read(&mut self, c: MultiplexedConnection, max: usize) {
+        let count = max.clamp(1, MAX_READ);
+        let cfg = self.cfg.clone();
+        let kind = if let Some(after) = self.history.clone() {
+            Read::History(after)
+        } else if Instant::now() >= self.next_claim {
+            Read::Claim(self.claim_cursor.clone())
+        } else {
+            Read::New
+        };
+        self.reading = Some(tokio::spawn(read(c, cfg, kind, count)));
+    }
+
+    async fn read(&mut self, max: usize) -> Result<Batch, FeedError> {
+        if self.reading.is_none() {
+            let mut c = self.connection().await?;
+            self.ensure_group(&mut c).await?;
+            self.start_read(c, max);
+        }
+        let task = self.reading.as_mut().expect("started");
+        let done = task.await;
+        self.reading = None;
+        let reply = done.map_err(|e| {
+            FeedError::Transient(format!("source `{}`: read task failed: {e}", self.name))
+        })?;
+        let mut batch = Batch::with_capacity(max.clamp(1, MAX_READ));
+        match reply {
+            Reply::History(entries) => {
+                let entries = self.entries(entries)?;
+                self.history = entries.last().map(|last| last.id.clone());
+                self.take(entries, &mut batch);
+            }
+            Reply::Claim(claimed) => {
+                let reply = match claimed {
+                    Ok(r) => r,
+                    Err(e) if e.code() == Some("NOGROUP") => return Err(self.no_group()),
+                    Err(e) => return Err(self.error("XAUTOCLAIM failed", &e)),
+                };
+                if reply.next_stream_id == "0-0" {
+                    self.next_claim = Instant::now() + self.cfg.claim_idle / 2;
+                }
+                self.claim_cursor = reply.next_stream_id;
+                self.take(reply.claimed, &mut batch);
+                if !batch.is_empty() {
+                    info!(source = %self.name, entries = batch.len(),
+                        "claimed redis entries left idle for claim_idle");
+                }
+            }
+            Reply::New(entries) => {
+                let entries = self.entries(entries)?;
+                self.take(entries, &mut batch);
+            }
+        }
+        Ok(batch)
+    }
+
+    fn entries(
+        &mut self,
+        reply: Result<StreamReadReply, RedisError>,
+    ) -> Result<Vec<StreamId>, FeedError> {
+        match reply {
+            Ok(r) => Ok(r.keys.into_iter().flat_map(|k| k.ids).collect()),
+            Err(e) if e.code() == Some("NOGROUP") => Err(self.no_group()),
+            Err(e) => Err(self.error("XREADGROUP failed", &e)),
+        }
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).unwrap_or_default().into_bytes(),
+    }
+}
+
+/// The event of an entry: what a switchyard `redis` sink wrote is mapped back (id, kind,
+/// key, content type, payload, headers); an entry without a `payload` field becomes a
+/// JSON object of its fields.
+fn to_event(source: &str, stream: &str, entry: &StreamId) -> Event {
+    let map = &entry.map;
+    let header_fields: BTreeMap<&str, String> = map
+        .iter()
+        .filter_map(|(name, value)| {
+            name.strip_prefix(fields::HEADER_PREFIX)
+                .map(|n| (n, text(value).unwrap_or_default()))
+        })
+        .take(MAX_FIELDS)
+        .collect();
+    let mut headers: Vec<(String, String)> = header_fields
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+    headers.push((fields::ENTRY_ID_HEADER.to_owned(), entry.id.clone()));
+    let (payload, content_type) = match map.get(fields::PAYLOAD) {
+        Some(p) => (
+            bytes(p),
+            map.get(fields::CONTENT_TYPE)
+                .and_then(text)
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        ),
+        None => {
+            let object: serde_json::Map<String, serde_json::Value> = map
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::Value::String(text(v).unwrap_or_default()),
+                    )
+                })
+                .collect::<HashMap<_, _>>()
+                .into_iter()
+                .collect();
+            (
+                serde_json::to_vec(&object).unwrap_or_default(),
+                "application/json".into(),
+            )
+        }
+    };
+    let timestamp_ms = entry
+        .id
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
+    Event {
+        id: map
+            .get(fields::ID)
+            .and_then(text)
+            .unwrap_or_else(|| format!("{stream}/{}", entry.id)),
+        source: source.to_owned(),
+        kind: map
+            .get(fields::KIND)
+            .and_then(text)
+            .unwrap_or_else(|| KIND_MESSAGE.to_owned()),
+        key: map.get(fields::KEY).map(bytes),
+        payload,
+        content_type,
+        headers,
+        timestamp_ms,
+        payload_is_compact_json: false,
+    }
+}
+
+impl Feed for RedisFeed {
+    fn start(&self) -> Position {
+        1
+    }
+
+    fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
+        Box::pin(async move {
+            loop {
+                let batch = self.read(max).await?;
+                if !batch.is_empty() {
+                    return Ok(Some(batch));
+                }
+            }
+        })
+    }
+
+    fn commit(&mut self, low: Position) -> BoxFuture<'_, Result<(), FeedError>> {
+        Box::pin(async move {
+            let done: Vec<(Position, String)> = self
+                .in_flight
+                .range(..low)
+                .map(|(p, id)| (*p, id.clone()))
+                .collect();
+            if done.is_empty() {
+                return Ok(());
+            }
+            let mut c = self.connection().await?;
+            for chunk in done.chunks(MAX_READ) {
+                let acked: Result<u64, RedisError> = redis::cmd("XACK")
+                    .arg(&self.cfg.stream)
+                    .arg(&self.cfg.group)
+                    .arg(chunk.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>())
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = acked {
+                    return Err(self.error("XACK failed", &e));
+                }
+                for (position, id) in chunk {
+                    self.in_flight.remove(position);
+                    self.held.remove(id);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn lag(&self, low: Position) -> u64 {
+        self.in_flight.range(low..).count() as u64
+    }
+
+    fn partition(&self) -> u32 {
+        0
+    }
+}
