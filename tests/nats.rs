@@ -516,3 +516,29 @@ fn nats_source_killed_mid_stream_loses_nothing() {
     println!("nats_source_killed_mid_stream: {report}");
     assert_eq!(report.lost, 0, "{report}");
 }
+
+#[test]
+fn nats_server_restarted_while_the_source_reads_loses_nothing() {
+    let mut server = PrivateNats::start();
+    let name = unique("sy_srcrestart");
+    let _stream = TestStream::create(&server.url(), &name, None);
+    let acked = publish(&server.url(), &format!("{name}.in"), 20_000, 20);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&nats_to_webhook(
+        &server.url(),
+        &name,
+        "sy",
+        &receiver.url(),
+    ));
+    assert!(wait_until(Duration::from_secs(60), || receiver.count() >= 3_000));
+    server.kill();
+    server.spawn();
+    assert!(
+        wait_for_all_delivered(&receiver, &acked, Duration::from_secs(180)),
+        "{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&acked, &deliveries(&receiver));
+    println!("nats_server_restarted_while_the_source_reads: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+}

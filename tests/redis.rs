@@ -494,3 +494,28 @@ fn redis_source_killed_mid_stream_loses_nothing() {
     println!("redis_source_killed_mid_stream: {report}");
     assert_eq!(report.lost, 0, "{report}");
 }
+
+#[test]
+fn redis_server_restarted_while_the_source_reads_loses_nothing() {
+    let mut server = PrivateRedis::start(None);
+    let key = unique("srcrestart");
+    let acked = add_entries(&server.url(), &key, 20_000, 20);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&redis_to_webhook(
+        &server.url(),
+        &key,
+        "sy",
+        &receiver.url(),
+    ));
+    assert!(wait_until(Duration::from_secs(60), || receiver.count() >= 3_000));
+    server.kill();
+    server.spawn();
+    assert!(
+        wait_for_all_delivered(&receiver, &acked, Duration::from_secs(180)),
+        "{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&acked, &deliveries(&receiver));
+    println!("redis_server_restarted_while_the_source_reads: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+}
