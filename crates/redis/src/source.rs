@@ -460,3 +460,64 @@ impl Feed for RedisFeed {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: id.into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        }
+    }
+
+    #[test]
+    fn what_a_redis_sink_wrote_comes_back_as_the_event() {
+        let e = to_event(
+            "src",
+            "s",
+            &entry(
+                "1700000000000-3",
+                &[
+                    ("id", "e-1"),
+                    ("source", "api"),
+                    ("kind", "insert"),
+                    ("content-type", "application/json"),
+                    ("key", "k1"),
+                    ("payload", "{\"a\":1}"),
+                    ("header:trace", "t1"),
+                ],
+            ),
+        );
+        assert_eq!(e.id, "e-1");
+        assert_eq!(e.source, "src", "the event is this source's");
+        assert_eq!(e.kind, "insert");
+        assert_eq!(e.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(e.payload, b"{\"a\":1}");
+        assert_eq!(e.content_type, "application/json");
+        assert_eq!(e.header("trace"), Some("t1"));
+        assert_eq!(e.header("redis-entry-id"), Some("1700000000000-3"));
+        assert_eq!(e.timestamp_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn an_entry_of_another_writer_becomes_a_json_object_of_its_fields() {
+        let e = to_event(
+            "src",
+            "orders",
+            &entry("5-0", &[("order", "7"), ("status", "paid")]),
+        );
+        assert_eq!(e.id, "orders/5-0");
+        assert_eq!(e.kind, "message");
+        assert_eq!(e.key, None);
+        assert_eq!(e.content_type, "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        assert_eq!(body, serde_json::json!({"order": "7", "status": "paid"}));
+    }
+}
