@@ -519,6 +519,7 @@ fn redis_server_restarted_while_the_source_reads_loses_nothing() {
     let report = check(&acked, &deliveries(&receiver));
     println!("redis_server_restarted_while_the_source_reads: {report}");
     assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
 }
 
 #[test]

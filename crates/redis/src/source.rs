@@ -5,7 +5,9 @@
 //! commit acknowledges (XACK) exactly the entries below the reader's low watermark.
 //!
 //! A feed first reads its own pending entries (those a previous run took and did not
-//! acknowledge: after a crash they come again, in stream order), then new ones. Every
+//! acknowledge: after a crash they come again, in stream order), then new ones; after a
+//! lost connection it reads its pending entries again first (a read whose reply was lost
+//! left them pending to it). Every
 //! `claim_idle / 2` it claims (XAUTOCLAIM) entries of the group idle for `claim_idle` —
 //! a dead member's, or its own that a cancelled read left behind — and hands out those
 //! it does not already hold.
@@ -84,6 +86,7 @@ impl Source for RedisSource {
                 in_flight: BTreeMap::new(),
                 held: HashSet::new(),
                 reading: None,
+                gone: Vec::new(),
             }) as Box<dyn Feed>])
         })
     }
@@ -172,12 +175,18 @@ pub struct RedisFeed {
     held: HashSet<String>,
     /// The read in progress.
     reading: Option<tokio::task::JoinHandle<Reply>>,
+    /// Pending entries that were trimmed from the stream, to acknowledge.
+    gone: Vec<String>,
 }
 
 impl RedisFeed {
     fn error(&mut self, what: &str, e: &RedisError) -> FeedError {
         if crate::connection_lost(e) {
             self.connection = None;
+            // A read whose reply was lost left its entries pending to this member: read
+            // the member's pending entries again first (those it holds are skipped), so
+            // they come before newer ones instead of after `claim_idle`.
+            self.history = Some("0".to_owned());
         }
         FeedError::Transient(format!("source `{}`: {what}: {e}", self.name))
     }
@@ -235,6 +244,12 @@ impl RedisFeed {
     fn take(&mut self, entries: Vec<StreamId>, batch: &mut Batch) {
         for entry in entries {
             if self.held.contains(&entry.id) {
+                continue;
+            }
+            if entry.map.is_empty() {
+                // Pending, but trimmed from the stream (XTRIM, MAXLEN): nothing to hand
+                // out; acknowledged with the next commit.
+                self.gone.push(entry.id);
                 continue;
             }
             let position = self.next_position;
@@ -429,10 +444,22 @@ impl Feed for RedisFeed {
                 .range(..low)
                 .map(|(p, id)| (*p, id.clone()))
                 .collect();
-            if done.is_empty() {
+            if done.is_empty() && self.gone.is_empty() {
                 return Ok(());
             }
             let mut c = self.connection().await?;
+            if !self.gone.is_empty() {
+                let acked: Result<u64, RedisError> = redis::cmd("XACK")
+                    .arg(&self.cfg.stream)
+                    .arg(&self.cfg.group)
+                    .arg(&self.gone)
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = acked {
+                    return Err(self.error("XACK failed", &e));
+                }
+                self.gone.clear();
+            }
             for chunk in done.chunks(MAX_READ) {
                 let acked: Result<u64, RedisError> = redis::cmd("XACK")
                     .arg(&self.cfg.stream)
