@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt as _;
+use switchyard_test_support::kafka::TlsProxy;
 use switchyard_test_support::{
     Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
@@ -175,14 +176,21 @@ timeout = "2s"
 struct PrivateNats {
     port: u16,
     dir: tempfile::TempDir,
+    /// Certificate and key: the server requires TLS.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     child: Option<Child>,
 }
 
 impl PrivateNats {
     fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    fn start_with_tls(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
         let mut server = Self {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
+            tls,
             child: None,
         };
         server.spawn();
@@ -190,7 +198,8 @@ impl PrivateNats {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        command
             .args([
                 "-js",
                 "-a",
@@ -199,16 +208,25 @@ impl PrivateNats {
                 &self.port.to_string(),
                 "-sd",
             ])
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        if let Some((cert, key)) = &self.tls {
+            command
+                .arg("--tls")
+                .arg("--tlscert")
+                .arg(cert)
+                .arg("--tlskey")
+                .arg(key);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server is installed");
         self.child = Some(child);
-        let url = self.url();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         assert!(
             wait_until(Duration::from_secs(20), || {
-                runtime().block_on(async { async_nats::connect(&url).await.is_ok() })
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             }),
             "private nats-server did not start"
         );
@@ -515,4 +533,97 @@ fn nats_source_killed_mid_stream_loses_nothing() {
     let report = check(&acked, &deliveries(&receiver));
     println!("nats_source_killed_mid_stream: {report}");
     assert_eq!(report.lost, 0, "{report}");
+}
+
+#[test]
+fn nats_server_restarted_while_the_source_reads_loses_nothing() {
+    let mut server = PrivateNats::start();
+    let name = unique("sy_srcrestart");
+    let _stream = TestStream::create(&server.url(), &name, None);
+    let acked = publish(&server.url(), &format!("{name}.in"), 20_000, 20);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&nats_to_webhook(
+        &server.url(),
+        &name,
+        "sy",
+        &receiver.url(),
+    ));
+    assert!(wait_until(Duration::from_secs(60), || receiver.count() >= 3_000));
+    server.kill();
+    server.spawn();
+    assert!(
+        wait_for_all_delivered(&receiver, &acked, Duration::from_secs(180)),
+        "{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&acked, &deliveries(&receiver));
+    println!("nats_server_restarted_while_the_source_reads: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn nats_sink_over_tls_trusts_the_configured_ca() {
+    // The proxy only makes the certificates; the server terminates TLS itself.
+    let certs = TlsProxy::start(free_port(), "127.0.0.1:9");
+    let dir = certs.ca_file().parent().unwrap().to_owned();
+    let server =
+        PrivateNats::start_with_tls(Some((dir.join("server.pem"), dir.join("server.key"))));
+    let name = unique("sy_tls");
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    runtime().block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .add_root_certificates(certs.ca_file())
+            .connect(&url)
+            .await
+            .expect("tls connect");
+        jetstream::new(client)
+            .create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .expect("create stream");
+    });
+    let config = http_to_nats(&url, &format!("{name}.{{source}}")).replace(
+        "timeout = \"2s\"",
+        &format!(
+            "timeout = \"2s\"\ntls = {{ ca = \"{}\" }}",
+            certs.ca_file().display()
+        ),
+    );
+    let switchyard = Switchyard::start(&config);
+    let acked = send_batches(&switchyard.url(), "", 4, 250, 50);
+    let delivered = runtime().block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .add_root_certificates(certs.ca_file())
+            .connect(&url)
+            .await
+            .expect("tls connect");
+        let js = jetstream::new(client);
+        let stream = js.get_stream(&name).await.expect("stream");
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .expect("ordered consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while out.len() < acked.len() {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(Ok(m))) => out.extend(tracked(&m)),
+                _ => break,
+            }
+        }
+        out
+    });
+    let report = check(&acked, &delivered);
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 20)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::streams::StreamRangeReply;
+use switchyard_test_support::kafka::TlsProxy;
 use switchyard_test_support::{
     Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
@@ -493,4 +494,68 @@ fn redis_source_killed_mid_stream_loses_nothing() {
     let report = check(&acked, &deliveries(&receiver));
     println!("redis_source_killed_mid_stream: {report}");
     assert_eq!(report.lost, 0, "{report}");
+}
+
+#[test]
+fn redis_server_restarted_while_the_source_reads_loses_nothing() {
+    let mut server = PrivateRedis::start(None);
+    let key = unique("srcrestart");
+    let acked = add_entries(&server.url(), &key, 20_000, 20);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&redis_to_webhook(
+        &server.url(),
+        &key,
+        "sy",
+        &receiver.url(),
+    ));
+    assert!(wait_until(Duration::from_secs(60), || receiver.count() >= 3_000));
+    server.kill();
+    server.spawn();
+    assert!(
+        wait_for_all_delivered(&receiver, &acked, Duration::from_secs(180)),
+        "{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&acked, &deliveries(&receiver));
+    println!("redis_server_restarted_while_the_source_reads: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn redis_sink_over_tls_trusts_the_configured_ca_only() {
+    let proxy = TlsProxy::start(free_port(), "127.0.0.1:6379");
+    let url = format!("rediss://{}", proxy.brokers());
+    let key = unique("tls");
+    let _cleanup = TestKey {
+        url: SHARED.into(),
+        key: key.clone(),
+    };
+    let with_ca = |ca: &std::path::Path| {
+        http_to_redis(&url, &key).replace(
+            "timeout = \"2s\"",
+            &format!("timeout = \"2s\"\ntls = {{ ca = \"{}\" }}", ca.display()),
+        )
+    };
+    // A CA that signed nothing: the handshake fails, events wait and are retried.
+    let wrong = Switchyard::start(&with_ca(&proxy.wrong_ca_file()));
+    send_batches(&wrong.url(), "w", 1, 10, 10);
+    assert!(
+        wait_until(Duration::from_secs(30), || retried(&wrong.url(), "out")
+            > 0.0),
+        "{}",
+        tail(&wrong.stderr(), 20)
+    );
+    assert!(read_stream(SHARED, &key, Duration::ZERO, |_| true).is_empty());
+    drop(wrong);
+    let switchyard = Switchyard::start(&with_ca(&proxy.ca_file()));
+    let acked = send_batches(&switchyard.url(), "", 4, 250, 50);
+    let report = read_back(SHARED, &key, &acked, Duration::from_secs(60));
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 20)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
 }

@@ -1277,6 +1277,16 @@ mod tests {
     /// The kind lists are complete and spelled as serde spells the variants, and each
     /// `type` value reads as the variant of that kind.
     #[test]
+    fn a_created_nats_stream_holds_the_subjects_of_the_template() {
+        let subjects = NatsSinkConfig::created_subjects;
+        assert_eq!(subjects("events.{source}").as_deref(), Some("events.>"));
+        assert_eq!(subjects("a.b.x{kind}.c").as_deref(), Some("a.b.>"));
+        assert_eq!(subjects("orders").as_deref(), Some("orders"));
+        assert_eq!(subjects("{source}.events"), None);
+        assert_eq!(subjects("ev{source}"), None);
+    }
+
+    #[test]
     fn kinds_match_the_serde_variants() {
         let names = SourceKind::ALL.map(SourceKind::name);
         assert_eq!(schema::variants::<SourceKind>(), names);

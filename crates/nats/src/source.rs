@@ -424,7 +424,16 @@ impl Feed for NatsFeed {
                 let reader = self.reader.as_mut().expect("set up");
                 let first = reader.messages.next().await;
                 let message = match first {
-                    None => return Ok(None),
+                    None => {
+                        // The pull stream gave up (the server went away for longer than
+                        // it waits): set the consumer up again. What is in flight comes
+                        // back at or below `last` and is not handed out twice.
+                        self.reader = None;
+                        return Err(FeedError::Transient(format!(
+                            "source `{}`: the nats pull stream ended; setting it up again",
+                            self.name
+                        )));
+                    }
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         return Err(FeedError::Transient(format!(

@@ -5,7 +5,9 @@
 //! commit acknowledges (XACK) exactly the entries below the reader's low watermark.
 //!
 //! A feed first reads its own pending entries (those a previous run took and did not
-//! acknowledge: after a crash they come again, in stream order), then new ones. Every
+//! acknowledge: after a crash they come again, in stream order), then new ones; after a
+//! lost connection it reads its pending entries again first (a read whose reply was lost
+//! left them pending to it). Every
 //! `claim_idle / 2` it claims (XAUTOCLAIM) entries of the group idle for `claim_idle` —
 //! a dead member's, or its own that a cancelled read left behind — and hands out those
 //! it does not already hold.
@@ -84,6 +86,7 @@ impl Source for RedisSource {
                 in_flight: BTreeMap::new(),
                 held: HashSet::new(),
                 reading: None,
+                gone: Vec::new(),
             }) as Box<dyn Feed>])
         })
     }
@@ -172,12 +175,18 @@ pub struct RedisFeed {
     held: HashSet<String>,
     /// The read in progress.
     reading: Option<tokio::task::JoinHandle<Reply>>,
+    /// Pending entries that were trimmed from the stream, to acknowledge.
+    gone: Vec<String>,
 }
 
 impl RedisFeed {
     fn error(&mut self, what: &str, e: &RedisError) -> FeedError {
         if crate::connection_lost(e) {
             self.connection = None;
+            // A read whose reply was lost left its entries pending to this member: read
+            // the member's pending entries again first (those it holds are skipped), so
+            // they come before newer ones instead of after `claim_idle`.
+            self.history = Some("0".to_owned());
         }
         FeedError::Transient(format!("source `{}`: {what}: {e}", self.name))
     }
@@ -235,6 +244,12 @@ impl RedisFeed {
     fn take(&mut self, entries: Vec<StreamId>, batch: &mut Batch) {
         for entry in entries {
             if self.held.contains(&entry.id) {
+                continue;
+            }
+            if entry.map.is_empty() {
+                // Pending, but trimmed from the stream (XTRIM, MAXLEN): nothing to hand
+                // out; acknowledged with the next commit.
+                self.gone.push(entry.id);
                 continue;
             }
             let position = self.next_position;
@@ -429,10 +444,22 @@ impl Feed for RedisFeed {
                 .range(..low)
                 .map(|(p, id)| (*p, id.clone()))
                 .collect();
-            if done.is_empty() {
+            if done.is_empty() && self.gone.is_empty() {
                 return Ok(());
             }
             let mut c = self.connection().await?;
+            if !self.gone.is_empty() {
+                let acked: Result<u64, RedisError> = redis::cmd("XACK")
+                    .arg(&self.cfg.stream)
+                    .arg(&self.cfg.group)
+                    .arg(&self.gone)
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = acked {
+                    return Err(self.error("XACK failed", &e));
+                }
+                self.gone.clear();
+            }
             for chunk in done.chunks(MAX_READ) {
                 let acked: Result<u64, RedisError> = redis::cmd("XACK")
                     .arg(&self.cfg.stream)
@@ -458,5 +485,66 @@ impl Feed for RedisFeed {
 
     fn partition(&self) -> u32 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: id.into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        }
+    }
+
+    #[test]
+    fn what_a_redis_sink_wrote_comes_back_as_the_event() {
+        let e = to_event(
+            "src",
+            "s",
+            &entry(
+                "1700000000000-3",
+                &[
+                    ("id", "e-1"),
+                    ("source", "api"),
+                    ("kind", "insert"),
+                    ("content-type", "application/json"),
+                    ("key", "k1"),
+                    ("payload", "{\"a\":1}"),
+                    ("header:trace", "t1"),
+                ],
+            ),
+        );
+        assert_eq!(e.id, "e-1");
+        assert_eq!(e.source, "src", "the event is this source's");
+        assert_eq!(e.kind, "insert");
+        assert_eq!(e.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(e.payload, b"{\"a\":1}");
+        assert_eq!(e.content_type, "application/json");
+        assert_eq!(e.header("trace"), Some("t1"));
+        assert_eq!(e.header("redis-entry-id"), Some("1700000000000-3"));
+        assert_eq!(e.timestamp_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn an_entry_of_another_writer_becomes_a_json_object_of_its_fields() {
+        let e = to_event(
+            "src",
+            "orders",
+            &entry("5-0", &[("order", "7"), ("status", "paid")]),
+        );
+        assert_eq!(e.id, "orders/5-0");
+        assert_eq!(e.kind, "message");
+        assert_eq!(e.key, None);
+        assert_eq!(e.content_type, "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        assert_eq!(body, serde_json::json!({"order": "7", "status": "paid"}));
     }
 }
