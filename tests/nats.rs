@@ -17,8 +17,8 @@ use switchyard_test_support::{
     Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
 use switchyard_tests::{
-    WEBHOOK_SECRET, deliveries, metrics, runtime, send_batches, send_until, wait_for_all_delivered,
-    wait_until,
+    WEBHOOK_SECRET, client, deliveries, metrics, runtime, send_batches, send_until,
+    wait_for_all_delivered, wait_until,
 };
 
 const SHARED: &str = "nats://127.0.0.1:4222";
@@ -626,4 +626,59 @@ fn nats_sink_over_tls_trusts_the_configured_ca() {
         tail(&switchyard.stderr(), 20)
     );
     assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn nats_sink_writes_cloudevents_with_ce_headers() {
+    let name = unique("sy_ce");
+    let stream = TestStream::create(SHARED, &name, None);
+    let config = http_to_nats(SHARED, &format!("{name}.{{source}}")).replace(
+        "timeout = \"2s\"\n",
+        "timeout = \"2s\"\nformat = \"cloudevents\"\n",
+    );
+    let switchyard = Switchyard::start(&config);
+    let answer = runtime().block_on(async {
+        client()
+            .post(format!("{}/ingest/api", switchyard.url()))
+            .header("content-type", "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", "order-1")
+            .header("ce-source", "https://shop.example/orders")
+            .header("ce-type", "com.example.order.paid")
+            .header("ce-subject", "order%201")
+            .body(r#"{"order":1}"#)
+            .send()
+            .await
+            .expect("switchyard answers")
+            .status()
+    });
+    assert_eq!(answer, 200);
+    let message = runtime().block_on(async {
+        let js = jetstream::new(async_nats::connect(SHARED).await.expect("nats"));
+        let consumer = js
+            .get_stream(&name)
+            .await
+            .expect("stream")
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .expect("ordered consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .expect("a message within 30 s")
+            .expect("a message")
+            .expect("no error")
+    });
+    let headers = message.headers.as_ref().expect("headers");
+    let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(&message.payload[..], br#"{"order":1}"#, "the data as it is");
+    assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(header("ce-id").as_deref(), Some("order-1"));
+    assert_eq!(header("ce-type").as_deref(), Some("com.example.order.paid"));
+    assert_eq!(header("ce-subject").as_deref(), Some("order%201"));
+    assert_eq!(
+        header("switchyard-content-type").as_deref(),
+        Some("application/json")
+    );
+    drop(stream);
 }

@@ -1174,6 +1174,9 @@ pub struct NatsSinkConfig {
     pub retry: Option<RetryConfig>,
     /// What each message's payload is. Default [`SinkFormat::DEFAULT`].
     pub format: SinkFormat,
+    /// With `format = "cloudevents"`: attributes as `ce-*` headers (binary) or one JSON
+    /// object (structured). Default binary.
+    pub cloudevents_mode: CloudEventsMode,
     /// TLS files.
     pub tls: BrokerTlsConfig,
 }
@@ -1208,6 +1211,7 @@ impl Default for NatsSinkConfig {
             concurrency: Self::DEFAULT_CONCURRENCY,
             retry: None,
             format: SinkFormat::DEFAULT,
+            cloudevents_mode: CloudEventsMode::Binary,
             tls: BrokerTlsConfig::default(),
         }
     }

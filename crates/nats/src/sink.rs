@@ -18,10 +18,11 @@ use async_nats::{HeaderMap, ServerAddr};
 use base64::Engine as _;
 use bytes::Bytes;
 use switchyard_config::NatsSinkConfig;
-use switchyard_connector::format::{self, Body, Formatter};
+use switchyard_connector::format::{self, Binding, Body, Formatter};
 use switchyard_connector::template::NameTemplate;
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
+use switchyard_event::formats::cloudevents;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
@@ -44,7 +45,7 @@ pub fn build(
         name,
         cfg,
         servers,
-        Formatter::for_config(cfg.format, ctx.config),
+        Formatter::for_config(cfg.format, ctx.config).with_cloudevents_mode(cfg.cloudevents_mode),
     )))
 }
 
@@ -175,7 +176,10 @@ impl NatsSink {
         let subject = self.template.render(event).map_err(permanent)?;
         check_subject(&self.template, &subject, &event.id).map_err(permanent)?;
         buf.clear();
-        let (payload, content_type) = if self.formatter.is_native() {
+        // CloudEvents in binary mode: the payload as it is, the attributes as `ce-*`
+        // headers (NATS headers are HTTP-style: the HTTP binding's encoding).
+        let attributes = self.formatter.binary_headers(event, Binding::Http);
+        let (payload, content_type) = if self.formatter.is_native() || attributes.is_some() {
             (
                 Bytes::copy_from_slice(&event.payload),
                 event.content_type.as_str(),
@@ -214,8 +218,14 @@ impl NatsSink {
                 }
             }
         }
+        for (name, value) in attributes.iter().flatten() {
+            insert(&mut h, name, value, &event.id).map_err(permanent)?;
+        }
+        let received_attributes = attributes.is_some();
         for (name, value) in &event.headers {
-            if !headers::ALL.contains(&name.as_str()) {
+            // The event's own `ce-*` headers are in the attributes above.
+            let attribute = received_attributes && name.starts_with(cloudevents::HEADER_PREFIX);
+            if !attribute && !headers::ALL.contains(&name.as_str()) {
                 insert(&mut h, name, value, &event.id).map_err(permanent)?;
             }
         }

@@ -4,7 +4,7 @@ use super::super::sources::broker;
 use super::super::sources::nats::NATS_SCHEMES;
 use super::super::walk::{Ctx, Table};
 use super::kafka::template_problem;
-use super::{format, retry};
+use super::{cloudevents_mode, format, retry};
 use crate::NatsSinkConfig;
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> NatsSinkConfig {
@@ -37,6 +37,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> NatsSinkConfig {
             ),
         );
     }
+    let format = format(cx, table);
     NatsSinkConfig {
         url: broker::url(cx, table, NATS_SCHEMES, "nats://127.0.0.1:4222"),
         subject,
@@ -51,7 +52,8 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> NatsSinkConfig {
         retry: table
             .get("retry")
             .and_then(|value| retry(cx, &table.child("retry"), value)),
-        format: format(cx, table),
+        format,
+        cloudevents_mode: cloudevents_mode(cx, table, format),
         tls: broker::tls(cx, table),
     }
 }
