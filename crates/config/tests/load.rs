@@ -1501,6 +1501,7 @@ fn a_null_sink_has_no_keys() {
     let issues = problems("[sinks.nowhere]\ntype = \"null\"\nformat = \"debezium\"\n");
     assert_mentions(at(&issues, "sinks.nowhere.format"), &["unknown key"]);
 }
+
 #[test]
 fn nats_and_redis_keys_are_checked_with_their_fixes() {
     let issues = problems(
