@@ -71,21 +71,21 @@ pub struct KafkaArgs {
     keep: bool,
 }
 
-struct Message {
-    key: String,
-    payload: Bytes,
+pub(super) struct Message {
+    pub(super) key: String,
+    pub(super) payload: Bytes,
 }
 
 /// One switchyard measurement: events/s, and the CPU seconds and peak RSS of the process.
 #[derive(Clone, Copy)]
-struct SyRun {
-    rate: f64,
-    cpu_s: f64,
-    peak_rss_kib: u64,
+pub(super) struct SyRun {
+    pub(super) rate: f64,
+    pub(super) cpu_s: f64,
+    pub(super) peak_rss_kib: u64,
 }
 
 impl SyRun {
-    fn of(rate: f64, pid: u32) -> Self {
+    pub(super) fn of(rate: f64, pid: u32) -> Self {
         Self {
             rate,
             cpu_s: procfs::cpu_seconds(pid).unwrap_or(f64::NAN),
@@ -335,7 +335,7 @@ fn raw_consumer(brokers: &str, n: usize) -> anyhow::Result<f64> {
     Ok((n - 1) as f64 / elapsed.as_secs_f64())
 }
 
-fn start_switchyard(
+pub(super) fn start_switchyard(
     bin: &Path,
     dir: &Path,
     config: &str,
@@ -404,7 +404,10 @@ fn switchyard_queue_produce(
 /// Sends `messages` to the HTTP source `bench` (one NDJSON body per run of one key's
 /// events, in order, over [`CONNECTIONS`] connections) and waits until its sink counted
 /// every one delivered.
-async fn ingest_until_delivered(addr: SocketAddr, messages: &[Message]) -> anyhow::Result<()> {
+pub(super) async fn ingest_until_delivered(
+    addr: SocketAddr,
+    messages: &[Message],
+) -> anyhow::Result<()> {
     let mut by_key: std::collections::BTreeMap<&str, Vec<&Message>> = Default::default();
     for m in messages {
         by_key.entry(m.key.as_str()).or_default().push(m);
@@ -518,7 +521,7 @@ async fn send_all(addr: SocketAddr, bodies: Vec<(String, Bytes)>) -> anyhow::Res
 
 /// Events/s of a counter from the first time it is seen above zero until it reaches `n`
 /// (what was counted before that first look is left out of both sides of the rate).
-async fn rate_from_first(
+pub(super) async fn rate_from_first(
     addr: SocketAddr,
     metric: &str,
     label: &str,
@@ -532,7 +535,7 @@ async fn rate_from_first(
 
 /// Polls `/metrics` until the sum of `metric` lines containing `label` reaches `at_least`
 /// (5-minute deadline); returns the value seen.
-async fn wait_for_counter(
+pub(super) async fn wait_for_counter(
     addr: SocketAddr,
     metric: &str,
     label: &str,
@@ -597,7 +600,7 @@ linger = "5ms"
 }
 
 /// HTTP source → the durable queue `backlog` (the fill run of the queue → Kafka phase).
-fn queue_fill_config() -> String {
+pub(super) fn queue_fill_config() -> String {
     r#"
 [server]
 listen = "{listen}"

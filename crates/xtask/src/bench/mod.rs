@@ -9,6 +9,8 @@
 mod all;
 mod build;
 mod cdc;
+#[cfg(feature = "peers")]
+mod connectors;
 mod ingest;
 mod kafka;
 mod load;
@@ -143,6 +145,22 @@ enum Bench {
     /// builds its release self with it.
     #[command(verbatim_doc_comment)]
     Queue(queue::QueueArgs),
+    /// Broker connectors (NATS JetStream, Redis Streams) next to each broker's own client.
+    ///
+    /// Per broker, on the machine's own server, with the same N keyed 200-byte JSON
+    /// messages:
+    ///
+    ///   sink    the raw client publishing them (4 tasks × 256 unconfirmed: PubAcks,
+    ///           pipelined XADD replies) vs switchyard draining a durable queue that
+    ///           holds them into its sink, first delivery to last (target ≥ 0.8)
+    ///   source  the raw client reading what it published (a pull consumer acking per
+    ///           batch; XREADGROUP + XACK per batch) vs switchyard's source into a `null`
+    ///           sink, first event to the N-th (no target)
+    ///
+    /// Builds its release self with the `peers` feature (the brokers' clients).
+    #[cfg(feature = "peers")]
+    #[command(verbatim_doc_comment)]
+    Connectors(connectors::ConnectorsArgs),
     /// Every benchmark in one run, and one table of every figure against its target.
     ///
     /// Runs ingest, cdc, kafka, queue and plugin one after the other (switchyard built
@@ -171,6 +189,8 @@ impl Bench {
             Bench::Kafka(_) => "kafka",
             Bench::Cdc(_) => "cdc",
             Bench::Queue(_) => "queue",
+            #[cfg(feature = "peers")]
+            Bench::Connectors(_) => "connectors",
             Bench::All(_) => "all",
         }
     }
@@ -181,6 +201,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // (xtask's `peers` feature); the other benches keep the release xtask they always had.
     let features: &[&str] = match args.which {
         Bench::Queue(_) | Bench::All(_) => &["peers"],
+        #[cfg(feature = "peers")]
+        Bench::Connectors(_) => &["peers"],
         _ => &[],
     };
     build::reexec_release_if_debug(features)?;
@@ -195,6 +217,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Bench::Kafka(a) => kafka::run(a),
         Bench::Cdc(a) => cdc::run(a),
         Bench::Queue(a) => queue::run(a),
+        #[cfg(feature = "peers")]
+        Bench::Connectors(a) => connectors::run(a),
         Bench::All(_) => unreachable!("run above"),
     });
     let dir = bench_dir()?;
