@@ -26,7 +26,8 @@ mod topic;
 
 pub use consumer::{KafkaConsumer, message_event_id};
 pub use sink::KafkaSink;
-pub use topic::{TABLE_HEADER, TopicTemplate};
+pub use switchyard_connector::template::TABLE_HEADER;
+pub use topic::TopicTemplate;
 
 /// Message headers the sink sets from the event's fields (the event's own headers
 /// follow them). The consumer maps them back: `switchyard-id` becomes the event id,

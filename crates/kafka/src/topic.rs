@@ -1,117 +1,34 @@
-//! Topic templates: `{source}`, `{kind}`, `{table}` and `{header:NAME}` filled in per
-//! event.
+//! Topic templates: the connectors' name templates (`{source}`, `{kind}`, `{table}` and
+//! `{header:NAME}`, `switchyard_connector::template`), with what Kafka accepts as a topic
+//! name checked on every name filled in.
 
+use switchyard_connector::template::NameTemplate;
 use switchyard_event::Event;
-
-/// The event header `{table}` comes from. The Postgres CDC source sets it to
-/// `schema.table`.
-pub const TABLE_HEADER: &str = "pg-table";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Source,
-    Kind,
-    Table,
-    /// The value of the event's first header of this name.
-    Header(String),
-}
 
 /// A parsed `topic` setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicTemplate {
-    text: String,
-    parts: Vec<Part>,
-}
+pub struct TopicTemplate(NameTemplate);
 
 impl TopicTemplate {
     /// Parses `text`. Unknown placeholders and an unclosed `{` are kept as text (config
     /// validation reports them before this runs).
     pub fn parse(text: &str) -> Self {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        let mut literal = String::new();
-        while let Some(open) = rest.find('{') {
-            literal.push_str(&rest[..open]);
-            let after = &rest[open..];
-            let part = after.find('}').and_then(|close| match &after[1..close] {
-                "source" => Some((Part::Source, close)),
-                "kind" => Some((Part::Kind, close)),
-                "table" => Some((Part::Table, close)),
-                name => name
-                    .strip_prefix(switchyard_config::KAFKA_TOPIC_HEADER_PLACEHOLDER)
-                    .filter(|header| !header.is_empty())
-                    .map(|header| (Part::Header(header.to_owned()), close)),
-            });
-            match part {
-                Some((part, close)) => {
-                    if !literal.is_empty() {
-                        parts.push(Part::Text(std::mem::take(&mut literal)));
-                    }
-                    parts.push(part);
-                    rest = &after[close + 1..];
-                }
-                None => {
-                    literal.push('{');
-                    rest = &after[1..];
-                }
-            }
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            parts.push(Part::Text(literal));
-        }
-        Self {
-            text: text.to_owned(),
-            parts,
-        }
+        Self(NameTemplate::parse("topic", text))
     }
 
     /// The topic when it has no placeholder.
     pub fn fixed(&self) -> Option<&str> {
-        match self.parts.as_slice() {
-            [Part::Text(t)] => Some(t),
-            _ => None,
-        }
+        self.0.fixed()
     }
 
     /// The topic of `event`, or why it has none (a permanent problem of the event).
     pub fn render(&self, event: &Event) -> Result<String, String> {
-        if let Some(t) = self.fixed() {
-            return Ok(t.to_owned());
-        }
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Source => out.push_str(&event.source),
-                Part::Kind => out.push_str(&event.kind),
-                Part::Table => match event.header(TABLE_HEADER) {
-                    Some(table) => out.push_str(table),
-                    None => {
-                        return Err(format!(
-                            "topic {:?} uses {{table}} but event {} (source `{}`) has no `{TABLE_HEADER}` header; \
-                             {{table}} is for postgres_cdc events, route others to a sink without it",
-                            self.text, event.id, event.source
-                        ));
-                    }
-                },
-                Part::Header(name) => match event.header(name) {
-                    Some(value) => out.push_str(value),
-                    None => {
-                        return Err(format!(
-                            "topic {:?} uses {{header:{name}}} but event {} (source `{}`) has no `{name}` header; \
-                             set it (e.g. in a transform plugin) or route the event to a sink without it",
-                            self.text, event.id, event.source
-                        ));
-                    }
-                },
-            }
-        }
+        let out = self.0.render(event)?;
+        let text = self.0.text();
         if out.is_empty() {
             return Err(format!(
-                "topic {:?} gives an empty topic name for event {}",
-                self.text, event.id
+                "topic {text:?} gives an empty topic name for event {}",
+                event.id
             ));
         }
         // Parts of the name come from the event (a header may come from a client): only
@@ -125,9 +42,8 @@ impl TopicTemplate {
             || out == ".."
         {
             return Err(format!(
-                "topic {:?} gives {:?} for event {}, which is not a Kafka topic name (1 to \
+                "topic {text:?} gives {:?} for event {}, which is not a Kafka topic name (1 to \
                  249 of A-Z a-z 0-9 . _ -)",
-                self.text,
                 out.chars().take(80).collect::<String>(),
                 event.id
             ));
