@@ -376,3 +376,82 @@ path = "{{dir}}/out.jsonl"
 "#
     )
 }
+
+/// Sends `per_key` events for each of `keys` keys (`<prefix>k000`, …) to the `http`
+/// source `source` as NDJSON requests of `batch` events (one key per request, so a key's
+/// order is the order of the lines), each retried with the same `Idempotency-Key` until
+/// accepted (2 minutes at most). Returns what was accepted; event `n` of a request has
+/// the id `<idempotency key>-<n>`.
+pub fn send_ndjson(
+    base: &str,
+    source: &str,
+    prefix: &str,
+    keys: usize,
+    per_key: u64,
+    batch: u64,
+) -> Vec<Tracked> {
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    runtime().block_on(async {
+        let client = client();
+        let mut tasks = Vec::new();
+        for k in 0..keys {
+            let (client, base, source) = (client.clone(), base.to_owned(), source.to_owned());
+            let key = format!("{prefix}k{k:03}");
+            let accepted = accepted.clone();
+            tasks.push(tokio::spawn(async move {
+                for first in (0..per_key).step_by(batch as usize) {
+                    let seqs: Vec<u64> = (first..(first + batch).min(per_key)).collect();
+                    let ikey = format!("{key}-b{first}");
+                    let body: String = seqs
+                        .iter()
+                        .map(|s| format!("{{\"key\":\"{key}\",\"seq\":{s}}}\n"))
+                        .collect();
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let r = client
+                            .post(format!("{base}/ingest/{source}"))
+                            .header("content-type", "application/x-ndjson")
+                            .header("x-key", &key)
+                            .header("idempotency-key", &ikey)
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "batch {ikey} not accepted: {r:?}"
+                        );
+                        // Back off before retrying a refused request.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let sent = seqs
+                        .iter()
+                        .enumerate()
+                        .map(|(n, s)| Tracked::new(format!("{ikey}-{n}"), key.clone(), *s));
+                    accepted.lock().expect("accepted lock").extend(sent);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer task");
+        }
+    });
+    let accepted = accepted.lock().expect("accepted lock").clone();
+    accepted
+}
+
+/// A name no other test (or run) uses: `prefix` and a random suffix.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        std::process::id() as u64 * 1_000_003 ^ nanos()
+    )
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos().into())
+}

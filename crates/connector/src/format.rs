@@ -57,7 +57,11 @@ impl Formatter {
                 SourceConfig::PostgresCdc(pg) => {
                     postgres_dsn::database(&pg.dsn).map(|db| (name.clone(), db))
                 }
-                SourceConfig::Http(_) | SourceConfig::Queue(_) | SourceConfig::Kafka(_) => None,
+                SourceConfig::Http(_)
+                | SourceConfig::Queue(_)
+                | SourceConfig::Kafka(_)
+                | SourceConfig::Rabbitmq(_)
+                | SourceConfig::Mqtt(_) => None,
             })
             .collect();
         Self {

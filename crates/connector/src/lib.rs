@@ -19,6 +19,7 @@
 //!   equal jitter, capped), used by sink retries and by sources that reconnect.
 //! - [`format::Formatter`]: a sink's `format`, mapped to its encoder (Debezium's change
 //!   events); every sink with a body writes through it.
+//! - [`template::Template`]: a broker sink's routing key or topic, filled in per event.
 //!
 //! The contracts are synchronous traits returning boxed futures, so they can live
 //! behind `dyn` and the crate needs no async runtime. Architecture invariant: this
@@ -31,6 +32,7 @@ mod feed;
 pub mod format;
 mod intake;
 mod sink;
+pub mod template;
 
 use std::future::Future;
 use std::pin::Pin;

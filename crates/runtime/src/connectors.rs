@@ -33,6 +33,8 @@ pub(crate) fn build_sink(
         SinkConfig::File(c) => switchyard_sinks::file::build(name, c, ctx),
         SinkConfig::Kafka(c) => switchyard_kafka::sink::build(name, c, ctx),
         SinkConfig::Queue(c) => switchyard_queue::sink::build(c, own.queues, ctx),
+        SinkConfig::Rabbitmq(c) => switchyard_rabbitmq::sink::build(name, c, ctx),
+        SinkConfig::Mqtt(c) => switchyard_mqtt::sink::build(name, c, ctx),
     }
 }
 
@@ -48,5 +50,6 @@ pub(crate) fn build_source(
         SourceConfig::Queue(c) => switchyard_queue::feed::build(name, c, own.queues),
         SourceConfig::PostgresCdc(c) => switchyard_source_postgres::build(name, c, ctx),
         SourceConfig::Kafka(c) => switchyard_kafka::source::build(name, c, ctx),
+        SourceConfig::Rabbitmq(_) | SourceConfig::Mqtt(_) => Err(BuildError::new("not yet")),
     }
 }

@@ -3,7 +3,9 @@
 
 mod file;
 mod kafka;
+pub(super) mod mqtt;
 mod queue;
+pub(super) mod rabbitmq;
 mod stdout;
 mod webhook;
 
@@ -23,6 +25,8 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
         SinkKind::Stdout => SinkConfig::Stdout(stdout::read(cx, &table)),
         SinkKind::File => SinkConfig::File(file::read(cx, &table)),
         SinkKind::Kafka => SinkConfig::Kafka(kafka::read(cx, &table)),
+        SinkKind::Rabbitmq => SinkConfig::Rabbitmq(rabbitmq::read(cx, &table)),
+        SinkKind::Mqtt => SinkConfig::Mqtt(mqtt::read(cx, &table)),
     };
     table.finish(cx);
     Some(sink)

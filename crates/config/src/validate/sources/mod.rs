@@ -3,8 +3,10 @@
 
 mod http;
 pub(super) mod kafka;
+mod mqtt;
 mod postgres_cdc;
 mod queue;
+mod rabbitmq;
 
 use serde_json::Value;
 
@@ -26,6 +28,8 @@ pub(super) fn source(
         SourceKind::Queue => SourceConfig::Queue(queue::read(cx, &table, name)),
         SourceKind::PostgresCdc => SourceConfig::PostgresCdc(postgres_cdc::read(cx, &table, name)),
         SourceKind::Kafka => SourceConfig::Kafka(kafka::read(cx, &table)),
+        SourceKind::Rabbitmq => SourceConfig::Rabbitmq(rabbitmq::read(cx, &table)),
+        SourceKind::Mqtt => SourceConfig::Mqtt(mqtt::read(cx, &table)),
     };
     table.finish(cx);
     Some(source)

@@ -1,0 +1,280 @@
+//! RabbitMQ end to end, against the broker on 127.0.0.1:5672 (guest/guest): the real
+//! binary publishes to an exchange made for the test, and what arrives in the queue bound
+//! to it is read back with lapin. Each test declares its own exchange and queue (a random
+//! name) and deletes them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use switchyard_test_support::{Report, Switchyard, Tracked, check, tail};
+use switchyard_tests::{runtime, send_ndjson, unique};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// An exchange and a queue bound to it with `#`, deleted on drop.
+struct Topology {
+    exchange: String,
+    queue: String,
+}
+
+async fn channel() -> (Connection, Channel) {
+    let connection = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("the test broker at 127.0.0.1:5672");
+    let channel = connection.create_channel().await.expect("a channel");
+    (connection, channel)
+}
+
+impl Topology {
+    /// Declares them; `queue_arguments` e.g. a length limit.
+    fn declare(test: &str, queue_arguments: FieldTable) -> Self {
+        let exchange = unique(&format!("{test}-x"));
+        let queue = unique(&format!("{test}-q"));
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            ch.exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declaring the exchange");
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                queue_arguments,
+            )
+            .await
+            .expect("declaring the queue");
+            ch.queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("binding the queue");
+        });
+        Self { exchange, queue }
+    }
+
+    /// Reads the queue (acking) until every id of `acked` arrived or `within` passed.
+    fn read_back(&self, acked: &[Tracked], within: Duration) -> Report {
+        let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
+        let delivered = runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            let mut consumer = ch
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    "read-back".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consuming");
+            let mut delivered = Vec::new();
+            let mut seen = HashSet::new();
+            let deadline = tokio::time::Instant::now() + within;
+            while !wanted.iter().all(|id| seen.contains(*id)) {
+                let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await
+                else {
+                    break;
+                };
+                let headers = d.properties.headers().clone().unwrap_or_default();
+                let id = match headers.inner().get("switchyard-id") {
+                    Some(AMQPValue::LongString(s)) => s.to_string(),
+                    other => panic!("no switchyard-id header: {other:?}"),
+                };
+                assert_eq!(
+                    d.properties.message_id().as_ref().map(|m| m.to_string()),
+                    Some(id.clone())
+                );
+                assert_eq!(d.properties.delivery_mode(), &Some(2), "persistent");
+                let body: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+                seen.insert(id.clone());
+                delivered.push(Tracked::new(
+                    id,
+                    body["key"].as_str().expect("key"),
+                    body["seq"].as_u64().expect("seq"),
+                ));
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+            delivered
+        });
+        check(acked, &delivered)
+    }
+
+    /// Messages ready in the queue now.
+    fn ready(&self) -> u32 {
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            ch.queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue")
+            .message_count()
+        })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            let _ = ch
+                .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = ch
+                .exchange_delete(
+                    self.exchange.as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        });
+    }
+}
+
+/// An HTTP source `api` (4 partitions) piped into a RabbitMQ sink `out`.
+fn http_to_rabbitmq(exchange: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.api]
+type = "http"
+partitions = 4
+
+[pipelines.to_rabbit]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "rabbitmq"
+url = "{URL}"
+exchange = "{exchange}"
+routing_key = "{{source}}.{{kind}}.{{key}}"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn rabbitmq_http_to_rabbitmq_50k_events_arrive_in_per_key_order() {
+    let topology = Topology::declare("sink50k", FieldTable::default());
+    let switchyard = Switchyard::start(&http_to_rabbitmq(&topology.exchange, ""));
+    let acked = send_ndjson(&switchyard.url(), "api", "", 20, 2_500, 250);
+    assert_eq!(acked.len(), 50_000);
+    let report = topology.read_back(&acked, Duration::from_secs(300));
+    println!("rabbitmq_http_to_rabbitmq: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+}
+
+#[test]
+fn rabbitmq_full_queue_that_rejects_publishes_is_retried_until_there_is_room() {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(100));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let topology = Topology::declare("full", arguments);
+    let switchyard = Switchyard::start(&http_to_rabbitmq(
+        &topology.exchange,
+        "retry = { max_attempts = 1000, initial = \"20ms\", max = \"200ms\" }",
+    ));
+    let acked = send_ndjson(&switchyard.url(), "api", "", 4, 100, 100);
+    assert_eq!(acked.len(), 400);
+    // The queue takes 100; the rest is nacked and retried, not dead-lettered.
+    assert!(
+        switchyard_tests::wait_until(Duration::from_secs(60), || topology.ready() >= 100),
+        "the queue did not fill: {}",
+        topology.ready()
+    );
+    let report = topology.read_back(&acked, Duration::from_secs(120));
+    println!("rabbitmq_full_queue: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let metrics = switchyard_tests::metrics(&switchyard.url());
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_sink_events_total")
+                && l.contains("outcome=\"dead_lettered\"")
+                && !l.ends_with(" 0")),
+        "nothing is dead-lettered for a full queue:\n{metrics}"
+    );
+}
+
+#[test]
+fn rabbitmq_unroutable_event_is_dead_lettered_with_the_brokers_reason() {
+    let topology = Topology::declare("unroutable", FieldTable::default());
+    // No queue is bound for this exchange.
+    let lonely = unique("lonely-x");
+    runtime().block_on(async {
+        let (_c, ch) = channel().await;
+        ch.exchange_declare(
+            lonely.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declaring");
+    });
+    let switchyard = Switchyard::start(&http_to_rabbitmq(&lonely, ""));
+    let acked = send_ndjson(&switchyard.url(), "api", "", 1, 3, 3);
+    assert_eq!(acked.len(), 3);
+    assert!(
+        switchyard_tests::wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("unroutable")),
+        "the returned message was not reported:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        switchyard.stderr().contains("bind a queue"),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    runtime().block_on(async {
+        let (_c, ch) = channel().await;
+        let _ = ch
+            .exchange_delete(lonely.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    });
+    drop(topology);
+}
