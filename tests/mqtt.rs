@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-use switchyard_test_support::{Report, Switchyard, Tracked, check, free_port, tail};
-use switchyard_tests::{runtime, send_ndjson, wait_until};
+use switchyard_test_support::{
+    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
+};
+use switchyard_tests::{WEBHOOK_SECRET, runtime, send_ndjson, wait_until};
 
 /// A mosquitto of this test only, stopped on drop.
 struct Mosquitto {
@@ -261,4 +263,121 @@ fn mqtt_broker_restarted_mid_stream_loses_nothing() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// An MQTT source `sensors` subscribed to `filter`, piped into a signed webhook.
+fn mqtt_to_webhook(url: &str, filter: &str, hook: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.sensors]
+type = "mqtt"
+url = "{url}"
+topics = ["{filter}"]
+client_id = "switchyard-e2e-sensors"
+
+[pipelines.deliver]
+from = ["sensors"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{hook}"
+secret = "{WEBHOOK_SECRET}"
+concurrency = 8
+retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
+"#
+    )
+}
+
+#[test]
+fn mqtt_source_killed_mid_stream_delivers_every_message() {
+    let broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::FailFraction {
+        fraction: 0.05,
+        seed: 11,
+    });
+    let mut switchyard = Switchyard::start(&mqtt_to_webhook(
+        &broker.url(),
+        "sensors/#",
+        &receiver.url(),
+    ));
+    // The session exists once switchyard has subscribed; from then on the broker keeps
+    // what it does not get acknowledged.
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("connected to the mqtt broker")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let total = 10_000u64;
+    let rt = runtime();
+    rt.block_on(async {
+        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", broker.port);
+        options.set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                let key = format!("k{:02}", i % 20);
+                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
+                client
+                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publishing");
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < total {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                acked += 1;
+            }
+        }
+        publisher.await.expect("publisher");
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 2_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    let at_kill = receiver.count();
+    switchyard.restart();
+    let received = || -> Vec<Tracked> {
+        switchyard_tests::deliveries(&receiver)
+            .into_iter()
+            .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+            .collect()
+    };
+    let distinct = || {
+        received()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = received();
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("mqtt_source_kill9: {report} ({at_kill} delivered before the kill)");
+    assert_eq!(acked.len(), total as usize);
+    assert_eq!(report.reordered, 0, "{report}");
 }

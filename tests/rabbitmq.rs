@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use switchyard_test_support::{Report, Switchyard, Tracked, check, tail};
-use switchyard_tests::{runtime, send_ndjson, unique};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use switchyard_test_support::{
+    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, tail,
+};
+use switchyard_tests::{WEBHOOK_SECRET, deliveries, runtime, send_ndjson, unique, wait_until};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -277,4 +280,140 @@ fn rabbitmq_unroutable_event_is_dead_lettered_with_the_brokers_reason() {
             .await;
     });
     drop(topology);
+}
+
+/// A RabbitMQ source `jobs` on `queue` piped into a signed webhook.
+fn rabbitmq_to_webhook(queue: &str, url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.jobs]
+type = "rabbitmq"
+url = "{URL}"
+queue = "{queue}"
+prefetch = 500
+
+[pipelines.deliver]
+from = ["jobs"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{url}"
+secret = "{WEBHOOK_SECRET}"
+concurrency = 8
+retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
+"#
+    )
+}
+
+/// What the webhook got, one record per request: the id from the key and sequence in the
+/// payload (a redelivered message is the same record again).
+fn received(receiver: &WebhookReceiver) -> Vec<Tracked> {
+    deliveries(receiver)
+        .into_iter()
+        .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+        .collect()
+}
+
+#[test]
+fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delivered_ones() {
+    let topology = Topology::declare("source", FieldTable::default());
+    let total = 20_000u64;
+    runtime().block_on(async {
+        let (_c, ch) = channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let mut confirms = Vec::new();
+        for i in 0..total {
+            let key = format!("k{:02}", i % 40);
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "switchyard-key".into(),
+                AMQPValue::LongString(key.as_str().into()),
+            );
+            headers.insert(
+                "trace-id".into(),
+                AMQPValue::LongString(format!("t{i}").into()),
+            );
+            let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 40);
+            confirms.push(
+                ch.basic_publish(
+                    "".into(),
+                    topology.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(format!("m{i}").into())
+                        .with_content_type("application/json".into())
+                        .with_headers(headers),
+                )
+                .await
+                .expect("publishing"),
+            );
+        }
+        for c in confirms {
+            assert!(c.await.expect("confirm").is_ack());
+        }
+    });
+    let receiver = WebhookReceiver::start(Behaviour::FailFraction {
+        fraction: 0.05,
+        seed: 7,
+    });
+    let mut switchyard = Switchyard::start(&rabbitmq_to_webhook(&topology.queue, &receiver.url()));
+    assert!(
+        wait_until(Duration::from_secs(120), || receiver.count() >= 5_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    let at_kill = receiver.count();
+    switchyard.restart();
+    let distinct = || {
+        received(&receiver)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = received(&receiver);
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("rabbitmq_source_kill9: {report} ({at_kill} delivered before the kill)");
+    assert_eq!(acked.len(), total as usize);
+    assert_eq!(report.reordered, 0, "{report}");
+    // Everything delivered is acknowledged: the queue empties (nothing left unacked
+    // once switchyard stops).
+    switchyard.terminate();
+    assert!(
+        wait_until(Duration::from_secs(30), || topology.ready() == 0),
+        "{} messages left in the queue",
+        topology.ready()
+    );
+    // AMQP headers became event headers, the message id the event id.
+    let one = receiver
+        .accepted()
+        .into_iter()
+        .find(|r| r.body.starts_with(b"{\"key\":\"k07\",\"seq\":3}"))
+        .expect("k07 seq 3 arrived");
+    assert_eq!(one.header("webhook-id"), Some("m127"));
 }

@@ -13,6 +13,7 @@
 //! [`Outcome::Delivered`]: switchyard_connector::Outcome::Delivered
 
 pub mod sink;
+pub mod source;
 
 use std::time::Duration;
 

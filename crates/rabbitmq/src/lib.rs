@@ -14,6 +14,7 @@
 //! [`Outcome::Delivered`]: switchyard_connector::Outcome::Delivered
 
 pub mod sink;
+pub mod source;
 
 use lapin::tcp::OwnedTLSConfig;
 use lapin::{Connection, ConnectionProperties};

@@ -50,6 +50,7 @@ pub(crate) fn build_source(
         SourceConfig::Queue(c) => switchyard_queue::feed::build(name, c, own.queues),
         SourceConfig::PostgresCdc(c) => switchyard_source_postgres::build(name, c, ctx),
         SourceConfig::Kafka(c) => switchyard_kafka::source::build(name, c, ctx),
-        SourceConfig::Rabbitmq(_) | SourceConfig::Mqtt(_) => Err(BuildError::new("not yet")),
+        SourceConfig::Rabbitmq(c) => switchyard_rabbitmq::source::build(name, c, ctx),
+        SourceConfig::Mqtt(c) => switchyard_mqtt::source::build(name, c, ctx),
     }
 }
