@@ -363,9 +363,14 @@ fn mqtt_source_killed_mid_stream_delivers_every_message() {
     };
     assert!(
         wait_until(Duration::from_secs(180), || distinct() >= total as usize),
-        "only {} of {total} messages delivered after the restart\n{}",
+        "only {} of {total} messages delivered after the restart\n{}\n{}",
         distinct(),
-        tail(&switchyard.stderr(), 40)
+        tail(&switchyard.stderr(), 40),
+        switchyard_tests::metrics(&switchyard.url())
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("sensors") || l.contains("hook")))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let delivered = received();
     let acked: Vec<Tracked> = {

@@ -68,7 +68,9 @@ impl Source for MqttSource {
             )
             .map_err(BuildError::new)?;
             options.set_clean_session(false).set_manual_acks(true);
-            let (client, mut eventloop) = AsyncClient::new(options, READ_AHEAD);
+            // Room for the acks of every message the reader can hold, so they rarely wait
+            // for the next commit (the queue is not allocated up front).
+            let (client, mut eventloop) = AsyncClient::new(options, usize::from(u16::MAX));
             let (tx, rx) = mpsc::channel(READ_AHEAD);
             let (name, url) = (self.name.clone(), self.config.url.clone());
             let topics = self.config.topics.clone();
@@ -206,21 +208,22 @@ impl Feed for MqttFeed {
         Box::pin(self.read(max))
     }
 
+    /// Queues the PUBACK of every message below `low`. Never waits for room in the
+    /// client's request queue: while the event loop is held up handing messages to a
+    /// reader that is not reading (it waits for this very commit), waiting would never
+    /// end. What does not fit is acknowledged by the next commit.
     fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
-        Box::pin(async move {
-            while let Some((position, _)) = self.handed.front()
-                && *position < low
+        while let Some((position, publish)) = self.handed.front()
+            && *position < low
+        {
+            if let Some(p) = publish
+                && self.client.try_ack(p).is_err()
             {
-                let (_, publish) = self.handed.pop_front().expect("checked above");
-                if let Some(p) = publish {
-                    self.client
-                        .ack(&p)
-                        .await
-                        .map_err(|e| FeedError::Transient(format!("acking on MQTT: {e}")))?;
-                }
+                break;
             }
-            Ok(())
-        })
+            self.handed.pop_front();
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn lag(&self, low: u64) -> u64 {
