@@ -27,6 +27,8 @@ fn example_env() -> HashMap<String, String> {
         ("AUDIT_TOKEN", "audit-secret"),
         ("INGEST_TOKEN", "ingest-secret-0123456789"),
         ("METRICS_TOKEN", "metrics-secret-0123456789"),
+        ("RABBIT_PASSWORD", "rabbit-secret"),
+        ("MQTT_PASSWORD", "mqtt-secret"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -80,11 +82,19 @@ fn reference_names_every_source_and_sink_type() {
         .collect();
     sources.sort();
     sources.dedup();
-    assert_eq!(sources, ["http", "kafka", "postgres_cdc", "queue"]);
+    assert_eq!(
+        sources,
+        ["http", "kafka", "mqtt", "postgres_cdc", "queue", "rabbitmq"]
+    );
     let mut sinks: Vec<&str> = config.sinks.values().map(SinkConfig::type_name).collect();
     sinks.sort();
     sinks.dedup();
-    assert_eq!(sinks, ["file", "kafka", "queue", "stdout", "webhook"]);
+    assert_eq!(
+        sinks,
+        [
+            "file", "kafka", "mqtt", "queue", "rabbitmq", "stdout", "webhook"
+        ]
+    );
     assert!(!config.plugins.is_empty());
     assert_eq!(
         config.server.admin_token.as_deref(),

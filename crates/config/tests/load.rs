@@ -1108,6 +1108,8 @@ fn format_of(config: &Config, sink: &str) -> SinkFormat {
         SinkConfig::Stdout(c) => c.format,
         SinkConfig::File(c) => c.format,
         SinkConfig::Kafka(c) => c.format,
+        SinkConfig::Rabbitmq(c) => c.format,
+        SinkConfig::Mqtt(c) => c.format,
     }
 }
 
@@ -1136,13 +1138,25 @@ type = "kafka"
 brokers = "b:9092"
 topic = "t"
 {extra}
+[sinks.rabbit]
+type = "rabbitmq"
+url = "amqp://127.0.0.1:5672/%2f"
+exchange = "events"
+{extra}
+[sinks.mqtt]
+type = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+topic = "events/{{source}}"
+{extra}
 "#
     )
 }
 
 #[test]
 fn every_sink_writes_switchyards_format_unless_told_otherwise() {
-    let sinks = ["hook", "queue", "console", "file", "topic"];
+    let sinks = [
+        "hook", "queue", "console", "file", "topic", "rabbit", "mqtt",
+    ];
     let config = load(&every_sink_type("")).unwrap();
     for sink in sinks {
         assert_eq!(format_of(&config, sink), SinkFormat::Switchyard, "{sink}");
@@ -1160,8 +1174,10 @@ fn every_sink_writes_switchyards_format_unless_told_otherwise() {
 #[test]
 fn an_unknown_format_is_refused_with_the_accepted_ones() {
     let issues = problems(&every_sink_type("format = \"cloudevents\""));
-    assert_eq!(issues.len(), 5, "{issues:#?}");
-    for sink in ["hook", "queue", "console", "file", "topic"] {
+    assert_eq!(issues.len(), 7, "{issues:#?}");
+    for sink in [
+        "hook", "queue", "console", "file", "topic", "rabbit", "mqtt",
+    ] {
         let issue = at(&issues, &format!("sinks.{sink}.format"));
         assert_eq!(
             issue.message,
@@ -1411,4 +1427,72 @@ fn file_sink_mode() {
         let issues = problems(&sink(bad));
         assert_mentions(at(&issues, "sinks.archive.mode"), words);
     }
+}
+
+#[test]
+fn broker_connectors_report_bad_urls_templates_and_missing_keys_with_fixes() {
+    let error = load(
+        r#"
+[sources.jobs]
+type = "rabbitmq"
+url = "http://guest:hunter2@h:5672/"
+[sources.sensors]
+type = "mqtt"
+url = "mqtt://h"
+topics = []
+[pipelines.p]
+from = ["jobs", "sensors"]
+to = ["rabbit", "mqtt"]
+[sinks.rabbit]
+type = "rabbitmq"
+url = "amqp://h/%2f"
+routing_key = "{source}.{sauce}"
+[sinks.mqtt]
+type = "mqtt"
+url = "mqtts://h:8883"
+topic = "events/+/{source}"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "sources.jobs.url: invalid url",
+        "it must start with amqp:// (or amqps:// for TLS)",
+        "missing required key `queue`",
+        "sources.sensors.url: invalid url",
+        "write mqtt://host:port",
+        "`topics` is empty",
+        "missing required key `exchange`",
+        "unknown placeholder {sauce}",
+        "has a wildcard",
+    ] {
+        assert!(error.contains(expected), "{expected:?} not in:\n{error}");
+    }
+    assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[test]
+fn a_rabbitmq_or_mqtt_source_read_by_two_pipelines_is_refused() {
+    let error = load(
+        r#"
+[sources.jobs]
+type = "rabbitmq"
+url = "amqp://h:5672/%2f"
+queue = "jobs"
+[pipelines.a]
+from = ["jobs"]
+to = ["out"]
+[pipelines.b]
+from = ["jobs"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("consumers of queue `jobs` share its messages"),
+        "{error}"
+    );
 }

@@ -34,6 +34,19 @@ pub mod headers {
 /// unbounded size out of many small headers.
 pub const MAX_HEADERS: usize = 64;
 
+/// Checks that `ca_file` (when given) can be read, so a wrong path stops the start.
+pub(crate) fn check_ca_file(ca_file: Option<&str>) -> Result<(), switchyard_connector::BuildError> {
+    match ca_file {
+        Some(path) => std::fs::read_to_string(path).map(drop).map_err(|e| {
+            switchyard_connector::BuildError::new(format!(
+                "cannot read ca_file {path:?}: {e}; give the PEM file of the CA that signed the \
+                 broker's certificate, or leave ca_file out to use the system's roots"
+            ))
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Connects to `url`, trusting the CA in the PEM file `ca_file` (for `amqps://`) when
 /// given. The error says what failed, with the URL's password masked.
 pub(crate) async fn connect(

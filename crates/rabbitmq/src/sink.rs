@@ -37,6 +37,7 @@ pub fn build(
 ) -> Result<Arc<dyn Sink>, BuildError> {
     let template = Template::parse(&cfg.routing_key)
         .map_err(|e| BuildError::new(format!("routing_key {e}")))?;
+    crate::check_ca_file(cfg.ca_file.as_deref())?;
     let sink = Arc::new(RabbitmqSink {
         name: name.to_owned(),
         url: cfg.url.clone(),

@@ -34,6 +34,7 @@ pub fn build(
     cfg: &RabbitmqSourceConfig,
     _ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Source>, BuildError> {
+    crate::check_ca_file(cfg.ca_file.as_deref())?;
     Ok(Box::new(RabbitmqSource {
         name: name.to_owned(),
         config: cfg.clone(),
