@@ -438,20 +438,18 @@ pub fn send_ndjson(
             t.await.expect("producer task");
         }
     });
-    let accepted = accepted.lock().expect("accepted lock").clone();
-    accepted
+    accepted.lock().expect("accepted lock").clone()
 }
 
-/// A name no other test (or run) uses: `prefix` and a random suffix.
+/// A name no other test (or run) uses: `prefix`, the process id and a counter.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        std::process::id() as u64 * 1_000_003 ^ nanos()
-    )
-}
-
-fn nanos() -> u64 {
-    std::time::SystemTime::now()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos().into())
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }

@@ -15,6 +15,9 @@ use switchyard_test_support::{
 };
 use switchyard_tests::{WEBHOOK_SECRET, runtime, send_ndjson, wait_until};
 
+/// What a subscriber got: (topic, payload), in arrival order.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A mosquitto of this test only, stopped on drop.
 struct Mosquitto {
     port: u16,
@@ -104,11 +107,7 @@ impl Drop for Mosquitto {
 
 /// A QoS 1 subscriber to `filter`, collecting the payloads it gets, in order. Runs on
 /// `rt` until dropped with it.
-fn subscribe(
-    rt: &tokio::runtime::Runtime,
-    port: u16,
-    filter: &str,
-) -> Arc<Mutex<Vec<(String, Vec<u8>)>>> {
+fn subscribe(rt: &tokio::runtime::Runtime, port: u16, filter: &str) -> Received {
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut options = MqttOptions::new(format!("reader-{port}"), "127.0.0.1", port);
     options
@@ -165,12 +164,7 @@ fn tracked(got: &[(String, Vec<u8>)], batch: u64) -> Vec<Tracked> {
 }
 
 /// Waits until every id of `acked` arrived (or `within` passed) and checks.
-fn read_back(
-    got: &Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-    acked: &[Tracked],
-    batch: u64,
-    within: Duration,
-) -> Report {
+fn read_back(got: &Received, acked: &[Tracked], batch: u64, within: Duration) -> Report {
     let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
     wait_until(within, || {
         let have: HashSet<String> = tracked(&got.lock().unwrap(), batch)
