@@ -380,3 +380,32 @@ fn mqtt_source_killed_mid_stream_delivers_every_message() {
     assert_eq!(acked.len(), total as usize);
     assert_eq!(report.reordered, 0, "{report}");
 }
+
+#[test]
+fn mqtt_sink_switchyard_killed_mid_stream_loses_nothing() {
+    let broker = Mosquitto::start();
+    let rt = runtime();
+    let got = subscribe(&rt, broker.port, "events/#");
+    let mut switchyard = Switchyard::start(&http_to_mqtt(&broker.url(), ""));
+    let base = switchyard.url();
+    let producer = std::thread::spawn(move || send_ndjson(&base, "api", "", 10, 2_000, 50));
+    assert!(
+        wait_until(Duration::from_secs(60), || got.lock().unwrap().len()
+            >= 3_000),
+        "deliveries did not start\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    switchyard.restart();
+    let acked = producer.join().expect("producer");
+    assert_eq!(acked.len(), 20_000);
+    let report = read_back(&got, &acked, 50, Duration::from_secs(240));
+    println!("mqtt_sink_kill9: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+}

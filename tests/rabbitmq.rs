@@ -417,3 +417,29 @@ fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delive
         .expect("k07 seq 3 arrived");
     assert_eq!(one.header("webhook-id"), Some("m127"));
 }
+
+#[test]
+fn rabbitmq_sink_switchyard_killed_mid_stream_loses_nothing() {
+    let topology = Topology::declare("sinkkill", FieldTable::default());
+    let mut switchyard = Switchyard::start(&http_to_rabbitmq(&topology.exchange, ""));
+    let base = switchyard.url();
+    let producer = std::thread::spawn(move || send_ndjson(&base, "api", "", 10, 2_000, 50));
+    assert!(
+        wait_until(Duration::from_secs(60), || topology.ready() >= 3_000),
+        "deliveries did not start\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    switchyard.restart();
+    let acked = producer.join().expect("producer");
+    assert_eq!(acked.len(), 20_000);
+    let report = topology.read_back(&acked, Duration::from_secs(240));
+    println!("rabbitmq_sink_kill9: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+}
