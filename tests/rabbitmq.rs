@@ -218,10 +218,21 @@ fn rabbitmq_full_queue_that_rejects_publishes_is_retried_until_there_is_room() {
     let acked = send_ndjson(&switchyard.url(), "api", "", 4, 100, 100);
     assert_eq!(acked.len(), 400);
     // The queue takes 100; the rest is nacked and retried, not dead-lettered.
+    let retried = || {
+        switchyard_tests::metrics(&switchyard.url())
+            .lines()
+            .filter(|l| {
+                l.starts_with("switchyard_sink_events_total{") && l.contains("outcome=\"retried\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
     assert!(
-        switchyard_tests::wait_until(Duration::from_secs(60), || topology.ready() >= 100),
-        "the queue did not fill: {}",
-        topology.ready()
+        wait_until(Duration::from_secs(60), || topology.ready() >= 100
+            && retried() > 0.0),
+        "the queue did not fill and refuse: {} ready, {} retried",
+        topology.ready(),
+        retried()
     );
     let report = topology.read_back(&acked, Duration::from_secs(120));
     println!("rabbitmq_full_queue: {report}");

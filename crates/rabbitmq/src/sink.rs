@@ -7,6 +7,7 @@
 //! and then waits for each confirm: an event is delivered when the broker has confirmed
 //! it (for a durable queue: written to disk).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ pub fn build(
         formatter: Formatter::for_config(cfg.format, ctx.config),
         connection: tokio::sync::Mutex::new(None),
         idle: Mutex::new(Vec::new()),
+        careful: AtomicBool::new(false),
     });
     tokio::spawn({
         let sink = sink.clone();
@@ -80,6 +82,8 @@ pub struct RabbitmqSink {
     connection: tokio::sync::Mutex<Option<Connection>>,
     /// Channels in confirm mode no lane is using.
     idle: Mutex<Vec<Channel>>,
+    /// Set by a nack: attempts publish one event at a time until one goes through.
+    careful: AtomicBool,
 }
 
 /// One event of an attempt, between publishing and answering.
@@ -281,6 +285,63 @@ impl RabbitmqSink {
         }
     }
 
+    /// Waits (until `deadline`) for the confirm of one publish: its outcome. A channel
+    /// error or a timeout sets `broken` (the channel is not used again).
+    async fn confirmed(
+        &self,
+        confirm: lapin::PublisherConfirm,
+        deadline: tokio::time::Instant,
+        broken: &mut Option<String>,
+    ) -> Outcome {
+        match tokio::time::timeout_at(deadline, confirm).await {
+            Ok(Ok(Confirmation::Ack(None))) => Outcome::Delivered,
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => Outcome::Permanent {
+                error: format!(
+                    "rabbitmq returned the message as unroutable ({} {}): exchange `{}` has no \
+                     queue bound for routing key `{}`; bind a queue that matches it",
+                    returned.reply_code,
+                    returned.reply_text,
+                    self.exchange,
+                    returned.delivery.routing_key
+                ),
+            },
+            Ok(Ok(Confirmation::Nack(_))) => {
+                // Later publishes of this attempt may be confirmed before this one is
+                // retried; publish one at a time until an attempt goes through.
+                self.careful.store(true, Ordering::Relaxed);
+                Outcome::Retry {
+                    error: "rabbitmq refused the message (nack): a queue it routes to is full \
+                            (x-overflow = reject-publish) or the broker is out of memory or \
+                            disk; retried"
+                        .into(),
+                    retry_after: None,
+                }
+            }
+            Ok(Ok(Confirmation::NotRequested)) => Outcome::Retry {
+                error: "the channel was not in confirm mode".into(),
+                retry_after: None,
+            },
+            Ok(Err(e)) => {
+                let error = self.failure(&e.to_string());
+                broken.get_or_insert_with(|| error.clone());
+                Outcome::Retry {
+                    error,
+                    retry_after: None,
+                }
+            }
+            Err(_) => {
+                broken.get_or_insert_with(|| "confirm timed out".into());
+                Outcome::Retry {
+                    error: format!(
+                        "rabbitmq did not confirm the event within {:?}; retried",
+                        self.timeout
+                    ),
+                    retry_after: None,
+                }
+            }
+        }
+    }
+
     async fn deliver_batch(&self, batch: &[Arc<Event>]) -> Vec<Outcome> {
         let retry_all = |error: String| {
             batch
@@ -304,6 +365,9 @@ impl RabbitmqSink {
         let mut body = Vec::new();
         let mut pending = Vec::with_capacity(batch.len());
         let mut broken = None;
+        // After a nack, one publish at a time (each confirmed before the next), so that a
+        // refused event cannot be overtaken by a later one of its key.
+        let careful = self.careful.load(Ordering::Relaxed);
         for event in batch {
             if let Some(error) = &broken {
                 // Publishing later events after one could not be would put them ahead
@@ -315,6 +379,13 @@ impl RabbitmqSink {
                 continue;
             }
             match self.publish(&channel, event, &mut body, now_us).await {
+                Ok(Pending::Published(confirm)) if careful => {
+                    let outcome = self.confirmed(confirm, deadline, &mut broken).await;
+                    if let Outcome::Retry { error, .. } = &outcome {
+                        broken.get_or_insert_with(|| error.clone());
+                    }
+                    pending.push(Pending::Answered(outcome));
+                }
                 Ok(p) => pending.push(p),
                 Err(error) => {
                     pending.push(Pending::Answered(Outcome::Retry {
@@ -329,53 +400,12 @@ impl RabbitmqSink {
         for p in pending {
             let outcome = match p {
                 Pending::Answered(outcome) => outcome,
-                Pending::Published(confirm) => {
-                    match tokio::time::timeout_at(deadline, confirm).await {
-                        Ok(Ok(Confirmation::Ack(None))) => Outcome::Delivered,
-                        Ok(Ok(Confirmation::Ack(Some(returned)))) => Outcome::Permanent {
-                            error: format!(
-                                "rabbitmq returned the message as unroutable ({} {}): exchange \
-                                 `{}` has no queue bound for routing key `{}`; bind a queue that \
-                                 matches it",
-                                returned.reply_code,
-                                returned.reply_text,
-                                self.exchange,
-                                returned.delivery.routing_key
-                            ),
-                        },
-                        Ok(Ok(Confirmation::Nack(_))) => Outcome::Retry {
-                            error: "rabbitmq refused the message (nack): a queue it routes to is \
-                                    full (x-overflow = reject-publish) or the broker is out of \
-                                    memory or disk; retried"
-                                .into(),
-                            retry_after: None,
-                        },
-                        Ok(Ok(Confirmation::NotRequested)) => Outcome::Retry {
-                            error: "the channel was not in confirm mode".into(),
-                            retry_after: None,
-                        },
-                        Ok(Err(e)) => {
-                            let error = self.failure(&e.to_string());
-                            broken.get_or_insert_with(|| error.clone());
-                            Outcome::Retry {
-                                error,
-                                retry_after: None,
-                            }
-                        }
-                        Err(_) => {
-                            broken.get_or_insert_with(|| "confirm timed out".into());
-                            Outcome::Retry {
-                                error: format!(
-                                    "rabbitmq did not confirm the event within {:?}; retried",
-                                    self.timeout
-                                ),
-                                retry_after: None,
-                            }
-                        }
-                    }
-                }
+                Pending::Published(confirm) => self.confirmed(confirm, deadline, &mut broken).await,
             };
             outcomes.push(outcome);
+        }
+        if careful && !outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
+            self.careful.store(false, Ordering::Relaxed);
         }
         // A channel with a confirm still to come would answer it to the next attempt's
         // publish: only a channel whose every confirm came goes back to the pool.
