@@ -409,3 +409,86 @@ fn mqtt_sink_switchyard_killed_mid_stream_loses_nothing() {
     );
     assert_eq!(report.reordered, 0, "{report}");
 }
+
+#[test]
+fn mqtt_source_broker_restarted_mid_stream_delivers_every_message() {
+    let mut broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&mqtt_to_webhook(
+        &broker.url(),
+        "sensors/#",
+        &receiver.url(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("connected to the mqtt broker")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let total = 10_000u64;
+    // Published with QoS 1 and confirmed by the broker before the restart: the broker
+    // keeps them for the session (it saves its state when it stops).
+    runtime().block_on(async {
+        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", broker.port);
+        options.set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                let key = format!("k{:02}", i % 20);
+                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
+                client
+                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publishing");
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < total {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                acked += 1;
+            }
+        }
+        publisher.await.expect("publisher");
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 1_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    broker.restart();
+    let at_restart = receiver.count();
+    let received = || -> Vec<Tracked> {
+        switchyard_tests::deliveries(&receiver)
+            .into_iter()
+            .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+            .collect()
+    };
+    let distinct = || {
+        received()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the broker restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = received();
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("mqtt_source_broker_restart: {report} ({at_restart} delivered before the restart)");
+    assert_eq!(acked.len(), total as usize);
+}
