@@ -54,7 +54,12 @@ impl Mosquitto {
     }
 
     fn run(&mut self) {
-        let child = Command::new("mosquitto")
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .unwrap_or("mosquitto");
+        let child = Command::new(bin)
             .arg("-c")
             .arg(self.config())
             .stdout(Stdio::null())
