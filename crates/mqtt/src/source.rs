@@ -4,10 +4,13 @@
 //! clean session is off, so the broker keeps the subscriptions and every QoS 1 message
 //! not acknowledged while switchyard is away. rumqttc's manual acks hold each message's
 //! PUBACK until `commit(low)` passes it. After a reconnect the broker sends again what
-//! the old connection had not acknowledged, so those old deliveries are never acked
-//! (their packet ids now belong to the resent copies): they come again, as duplicates.
+//! the old connection had not acknowledged, so deliveries of an earlier connection are
+//! never acked (the event loop numbers its connections, and each message carries the
+//! number it came on): their resent copies are, and they come again as duplicates.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, Event, Incoming, Publish, QoS};
@@ -46,12 +49,8 @@ pub fn build(
     }))
 }
 
-/// What the event loop hands the feed.
-enum Delivered {
-    Message(Publish),
-    /// A new connection: what was handed out before will come again.
-    Reconnected,
-}
+/// A message and the number of the connection it came on.
+type Delivered = (Publish, u64);
 
 impl Source for MqttSource {
     /// Starts the session's event loop (a broker that is down is waited for) and
@@ -71,25 +70,26 @@ impl Source for MqttSource {
             // Room for the acks of every message the reader can hold, so they rarely wait
             // for the next commit (the queue is not allocated up front).
             let (client, mut eventloop) = AsyncClient::new(options, usize::from(u16::MAX));
-            let (tx, rx) = mpsc::channel(READ_AHEAD);
+            let (tx, rx) = mpsc::channel::<Delivered>(READ_AHEAD);
+            let connection = Arc::new(AtomicU64::new(0));
+            let current = connection.clone();
             let (name, url) = (self.name.clone(), self.config.url.clone());
             let topics = self.config.topics.clone();
             let subscriber = client.clone();
             tokio::spawn(async move {
-                let mut connected_once = false;
                 loop {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(Incoming::Publish(p))) => {
-                            if tx.send(Delivered::Message(p)).await.is_err() {
+                            let number = current.load(Ordering::SeqCst);
+                            if tx.send((p, number)).await.is_err() {
                                 return;
                             }
                         }
                         Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                             info!(source = %name, session_present = ack.session_present, "connected to the mqtt broker");
-                            if connected_once && tx.send(Delivered::Reconnected).await.is_err() {
-                                return;
-                            }
-                            connected_once = true;
+                            // From now on, acks of earlier connections' messages are not
+                            // sent: the broker sends those messages again.
+                            current.fetch_add(1, Ordering::SeqCst);
                             if !ack.session_present {
                                 let filters = topics.iter().map(|t| {
                                     rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)
@@ -110,6 +110,7 @@ impl Source for MqttSource {
                         }
                         Ok(_) => {}
                         Err(e) => {
+                            current.fetch_add(1, Ordering::SeqCst);
                             warn!(source = %name, "{}; reconnecting", crate::connection_error(&url, &e));
                             if tx.is_closed() {
                                 return;
@@ -122,6 +123,7 @@ impl Source for MqttSource {
             Ok(vec![Box::new(MqttFeed {
                 client,
                 rx,
+                connection,
                 name: self.name.clone(),
                 last: 0,
                 handed: VecDeque::new(),
@@ -138,12 +140,14 @@ impl Source for MqttSource {
 pub struct MqttFeed {
     client: AsyncClient,
     rx: mpsc::Receiver<Delivered>,
+    /// The number of the event loop's connection (changed on every loss and connect).
+    connection: Arc<AtomicU64>,
     name: String,
     /// The last position handed out.
     last: u64,
-    /// Positions handed out and not committed, with the message to acknowledge (`None`
-    /// when it belongs to an earlier connection).
-    handed: VecDeque<(u64, Option<Publish>)>,
+    /// Positions handed out and not committed, with the message to acknowledge and the
+    /// connection it came on.
+    handed: VecDeque<(u64, Delivered)>,
 }
 
 impl MqttFeed {
@@ -167,18 +171,9 @@ impl MqttFeed {
     }
 
     fn take(&mut self, delivered: Delivered, batch: &mut Batch) {
-        match delivered {
-            Delivered::Message(p) => {
-                self.last += 1;
-                batch.push(self.last, self.event(&p));
-                self.handed.push_back((self.last, Some(p)));
-            }
-            Delivered::Reconnected => {
-                for (_, p) in &mut self.handed {
-                    *p = None;
-                }
-            }
-        }
+        self.last += 1;
+        batch.push(self.last, self.event(&delivered.0));
+        self.handed.push_back((self.last, delivered));
     }
 
     async fn read(&mut self, max: usize) -> Result<Option<Batch>, FeedError> {
@@ -213,12 +208,14 @@ impl Feed for MqttFeed {
     /// reader that is not reading (it waits for this very commit), waiting would never
     /// end. What does not fit is acknowledged by the next commit.
     fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
-        while let Some((position, publish)) = self.handed.front()
+        let current = self.connection.load(Ordering::SeqCst);
+        while let Some((position, (publish, connection))) = self.handed.front()
             && *position < low
         {
-            if let Some(p) = publish
-                && self.client.try_ack(p).is_err()
-            {
+            // A message of an earlier connection comes again under the same packet id:
+            // its copy is acked, never the original (a second ack could hit a new
+            // message that reuses the id).
+            if *connection == current && self.client.try_ack(publish).is_err() {
                 break;
             }
             self.handed.pop_front();
