@@ -22,13 +22,15 @@ fi
 
 # Build requirement: rdkafka's `ssl` feature links the system OpenSSL (headers and
 # pkg-config file from libssl-dev). The Kafka TLS tests put a socat TLS proxy in front of
-# the broker, with certificates made by the openssl command.
+# the broker, with certificates made by the openssl command. The MQTT tests start a
+# private mosquitto per test (tests/mqtt.rs).
 missing=()
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev pkg-config)
 have socat || missing+=(socat)
 have openssl || missing+=(openssl)
+have mosquitto || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
 if (( ${#missing[@]} )); then
-    echo "==> installing ${missing[*]} (OpenSSL for rdkafka's TLS; the Kafka TLS tests' proxy)"
+    echo "==> installing ${missing[*]} (OpenSSL for rdkafka's TLS; the Kafka TLS tests' proxy; the MQTT tests' broker)"
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 

@@ -118,6 +118,18 @@ fn one_reader_per_slot(cx: &mut Ctx<'_>, config: &Config) {
                  in `to`), or declare a second redis source with its own `group`",
                 redis.group
             ),
+            SourceConfig::Rabbitmq(rabbit) => format!(
+                "rabbitmq source `{name}` is read by pipelines {readers}: consumers of queue `{}` \
+                 share its messages, so each pipeline would get only part of them; route its \
+                 events from one pipeline (a router plugin or several sinks in `to`), or bind a \
+                 second queue to the same exchange and read it with a second rabbitmq source",
+                rabbit.queue
+            ),
+            SourceConfig::Mqtt(_) => format!(
+                "mqtt source `{name}` is read by pipelines {readers}: its session (one client id) \
+                 can be connected once; route its events from one pipeline (a router plugin or \
+                 several sinks in `to`), or declare a second mqtt source with its own `client_id`"
+            ),
             // Several pipelines may read an http or queue source.
             SourceConfig::Http(_) | SourceConfig::Queue(_) => continue,
         };

@@ -21,6 +21,7 @@
 mod graph;
 pub mod load;
 mod locate;
+pub mod name_template;
 pub mod outbound;
 pub mod postgres_dsn;
 pub mod redact;
@@ -289,17 +290,21 @@ pub enum SourceKind {
     Kafka,
     Nats,
     Redis,
+    Rabbitmq,
+    Mqtt,
 }
 
 impl SourceKind {
     /// Every source type, in the order messages list them.
-    pub const ALL: [SourceKind; 6] = [
+    pub const ALL: [SourceKind; 8] = [
         SourceKind::Http,
         SourceKind::Queue,
         SourceKind::PostgresCdc,
         SourceKind::Kafka,
         SourceKind::Nats,
         SourceKind::Redis,
+        SourceKind::Rabbitmq,
+        SourceKind::Mqtt,
     ];
 
     /// The `type` value.
@@ -311,6 +316,8 @@ impl SourceKind {
             SourceKind::Kafka => "kafka",
             SourceKind::Nats => "nats",
             SourceKind::Redis => "redis",
+            SourceKind::Rabbitmq => "rabbitmq",
+            SourceKind::Mqtt => "mqtt",
         }
     }
 
@@ -328,6 +335,8 @@ impl SourceKind {
             SourceKind::Kafka => schema::fields::<KafkaSourceConfig>(),
             SourceKind::Nats => schema::fields::<NatsSourceConfig>(),
             SourceKind::Redis => schema::fields::<RedisSourceConfig>(),
+            SourceKind::Rabbitmq => schema::fields::<RabbitmqSourceConfig>(),
+            SourceKind::Mqtt => schema::fields::<MqttSourceConfig>(),
         }
     }
 }
@@ -342,6 +351,8 @@ pub enum SourceConfig {
     Kafka(KafkaSourceConfig),
     Nats(NatsSourceConfig),
     Redis(RedisSourceConfig),
+    Rabbitmq(RabbitmqSourceConfig),
+    Mqtt(MqttSourceConfig),
 }
 
 impl SourceConfig {
@@ -353,6 +364,8 @@ impl SourceConfig {
             SourceConfig::Kafka(_) => SourceKind::Kafka,
             SourceConfig::Nats(_) => SourceKind::Nats,
             SourceConfig::Redis(_) => SourceKind::Redis,
+            SourceConfig::Rabbitmq(_) => SourceKind::Rabbitmq,
+            SourceConfig::Mqtt(_) => SourceKind::Mqtt,
         }
     }
 
@@ -777,11 +790,13 @@ pub enum SinkKind {
     Null,
     Nats,
     Redis,
+    Rabbitmq,
+    Mqtt,
 }
 
 impl SinkKind {
     /// Every sink type, in the order messages list them.
-    pub const ALL: [SinkKind; 8] = [
+    pub const ALL: [SinkKind; 10] = [
         SinkKind::Webhook,
         SinkKind::Queue,
         SinkKind::Stdout,
@@ -790,6 +805,8 @@ impl SinkKind {
         SinkKind::Null,
         SinkKind::Nats,
         SinkKind::Redis,
+        SinkKind::Rabbitmq,
+        SinkKind::Mqtt,
     ];
 
     /// The `type` value.
@@ -803,6 +820,8 @@ impl SinkKind {
             SinkKind::Null => "null",
             SinkKind::Nats => "nats",
             SinkKind::Redis => "redis",
+            SinkKind::Rabbitmq => "rabbitmq",
+            SinkKind::Mqtt => "mqtt",
         }
     }
 
@@ -822,6 +841,8 @@ impl SinkKind {
             SinkKind::Null => schema::fields::<NullSinkConfig>(),
             SinkKind::Nats => schema::fields::<NatsSinkConfig>(),
             SinkKind::Redis => schema::fields::<RedisSinkConfig>(),
+            SinkKind::Rabbitmq => schema::fields::<RabbitmqSinkConfig>(),
+            SinkKind::Mqtt => schema::fields::<MqttSinkConfig>(),
         }
     }
 }
@@ -838,6 +859,8 @@ pub enum SinkConfig {
     Null(NullSinkConfig),
     Nats(NatsSinkConfig),
     Redis(RedisSinkConfig),
+    Rabbitmq(RabbitmqSinkConfig),
+    Mqtt(MqttSinkConfig),
 }
 
 impl SinkConfig {
@@ -851,6 +874,8 @@ impl SinkConfig {
             SinkConfig::Null(_) => SinkKind::Null,
             SinkConfig::Nats(_) => SinkKind::Nats,
             SinkConfig::Redis(_) => SinkKind::Redis,
+            SinkConfig::Rabbitmq(_) => SinkKind::Rabbitmq,
+            SinkConfig::Mqtt(_) => SinkKind::Mqtt,
         }
     }
 
@@ -1263,6 +1288,167 @@ impl Default for RedisSinkConfig {
             tls: BrokerTlsConfig::default(),
         }
     }
+}
+
+/// `type = "rabbitmq"` sink: persistent messages published to an exchange with publisher
+/// confirms; an event is acknowledged on its confirm.
+///
+/// `Default` leaves the required `url` and `exchange` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RabbitmqSinkConfig {
+    /// `amqp://user:password@host:port/vhost` or `amqps://…` (TLS). Required.
+    pub url: String,
+    /// The exchange to publish to (`""`: the default exchange, which routes by queue
+    /// name). Required.
+    pub exchange: String,
+    /// May use the placeholders of [`name_template::PLACEHOLDERS`]. Default
+    /// [`Self::DEFAULT_ROUTING_KEY`].
+    pub routing_key: String,
+    /// A PEM file of the CA that signed the broker's certificate (`amqps://`); without it
+    /// the system's roots are used.
+    pub ca_file: Option<String>,
+    /// How long one delivery attempt waits for the broker's confirms. Default
+    /// [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// Ordering lanes delivering at once, one channel each. Default
+    /// [`Self::DEFAULT_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Retries of failed attempts. `None`: retry without limit.
+    pub retry: Option<RetryConfig>,
+    /// What each message's body is. Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
+}
+
+impl RabbitmqSinkConfig {
+    /// `{source}.{kind}`.
+    pub const DEFAULT_ROUTING_KEY: &'static str = "{source}.{kind}";
+    /// 30 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 4 lanes.
+    pub const DEFAULT_CONCURRENCY: usize = 4;
+}
+
+impl Default for RabbitmqSinkConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            exchange: String::new(),
+            routing_key: Self::DEFAULT_ROUTING_KEY.into(),
+            ca_file: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            retry: None,
+            format: SinkFormat::DEFAULT,
+        }
+    }
+}
+
+/// `type = "rabbitmq"` source: a consumer of one queue with manual acks.
+///
+/// `Default` leaves the required `url` and `queue` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RabbitmqSourceConfig {
+    /// As the sink's. Required.
+    pub url: String,
+    /// The queue to consume. Required; it must exist.
+    pub queue: String,
+    /// Unacknowledged messages the broker hands out at once. Default
+    /// [`Self::DEFAULT_PREFETCH`].
+    pub prefetch: u16,
+    /// As the sink's.
+    pub ca_file: Option<String>,
+}
+
+impl RabbitmqSourceConfig {
+    /// 1000 messages.
+    pub const DEFAULT_PREFETCH: u16 = 1000;
+}
+
+impl Default for RabbitmqSourceConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            queue: String::new(),
+            prefetch: Self::DEFAULT_PREFETCH,
+            ca_file: None,
+        }
+    }
+}
+
+/// `type = "mqtt"` sink: QoS 1 publishes (MQTT 3.1.1); an event is acknowledged on its
+/// PUBACK.
+///
+/// `Default` leaves the required `url` and `topic` empty: the loader reports them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSinkConfig {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS), with `user:password@` for
+    /// authentication. Required.
+    pub url: String,
+    /// May use the placeholders of [`name_template::PLACEHOLDERS`]. Required.
+    pub topic: String,
+    /// Default: `switchyard-<sink name>`.
+    pub client_id: Option<String>,
+    /// As the RabbitMQ sink's.
+    pub ca_file: Option<String>,
+    /// Publishes waiting for their PUBACK at once. Default [`Self::DEFAULT_INFLIGHT`].
+    pub inflight: u16,
+    /// How long one delivery attempt waits for PUBACKs. Default [`Self::DEFAULT_TIMEOUT`].
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// Ordering lanes delivering at once, over the sink's one connection. Default
+    /// [`Self::DEFAULT_CONCURRENCY`].
+    pub concurrency: usize,
+    /// Retries of failed attempts. `None`: retry without limit.
+    pub retry: Option<RetryConfig>,
+    /// What each message's payload is. Default [`SinkFormat::DEFAULT`].
+    pub format: SinkFormat,
+}
+
+impl MqttSinkConfig {
+    /// 100 publishes.
+    pub const DEFAULT_INFLIGHT: u16 = 100;
+    /// 30 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// 4 lanes.
+    pub const DEFAULT_CONCURRENCY: usize = 4;
+}
+
+impl Default for MqttSinkConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            topic: String::new(),
+            client_id: None,
+            ca_file: None,
+            inflight: Self::DEFAULT_INFLIGHT,
+            timeout: Self::DEFAULT_TIMEOUT,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            retry: None,
+            format: SinkFormat::DEFAULT,
+        }
+    }
+}
+
+/// `type = "mqtt"` source: QoS 1 subscriptions in a persistent session, acknowledged
+/// only once delivered.
+///
+/// `Default` leaves the required `url` and `topics` empty: the loader reports them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// As the sink's. Required.
+    pub url: String,
+    /// Topic filters (`+` and `#` allowed), at least one. Required.
+    pub topics: Vec<String>,
+    /// The session's id: the broker keeps the session (and what it did not get acked)
+    /// under it. Default: `switchyard-<source name>`.
+    pub client_id: Option<String>,
+    /// As the sink's.
+    pub ca_file: Option<String>,
 }
 
 /// Placeholders a Kafka sink's `topic` may use, besides [`KAFKA_TOPIC_HEADER_PLACEHOLDER`].

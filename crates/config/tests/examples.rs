@@ -27,6 +27,8 @@ fn example_env() -> HashMap<String, String> {
         ("AUDIT_TOKEN", "audit-secret"),
         ("INGEST_TOKEN", "ingest-secret-0123456789"),
         ("METRICS_TOKEN", "metrics-secret-0123456789"),
+        ("RABBIT_PASSWORD", "rabbit-secret"),
+        ("MQTT_PASSWORD", "mqtt-secret"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

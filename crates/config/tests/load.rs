@@ -1111,6 +1111,8 @@ fn format_of(config: &Config, sink: &str) -> SinkFormat {
         SinkConfig::Null(_) => panic!("sink {sink} writes nothing"),
         SinkConfig::Nats(c) => c.format,
         SinkConfig::Redis(c) => c.format,
+        SinkConfig::Rabbitmq(c) => c.format,
+        SinkConfig::Mqtt(c) => c.format,
     }
 }
 
@@ -1149,6 +1151,16 @@ type = "redis"
 url = "redis://127.0.0.1:6379"
 stream = "events:{{source}}"
 {extra}
+[sinks.rabbit]
+type = "rabbitmq"
+url = "amqp://127.0.0.1:5672/%2f"
+exchange = "events"
+{extra}
+[sinks.mqtt]
+type = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+topic = "events/{{source}}"
+{extra}
 "#
     )
 }
@@ -1156,7 +1168,7 @@ stream = "events:{{source}}"
 #[test]
 fn every_sink_writes_switchyards_format_unless_told_otherwise() {
     let sinks = [
-        "hook", "queue", "console", "file", "topic", "subject", "entries",
+        "hook", "queue", "console", "file", "topic", "subject", "entries", "rabbit", "mqtt",
     ];
     let config = load(&every_sink_type("")).unwrap();
     for sink in sinks {
@@ -1175,9 +1187,9 @@ fn every_sink_writes_switchyards_format_unless_told_otherwise() {
 #[test]
 fn an_unknown_format_is_refused_with_the_accepted_ones() {
     let issues = problems(&every_sink_type("format = \"avro\""));
-    assert_eq!(issues.len(), 7, "{issues:#?}");
+    assert_eq!(issues.len(), 9, "{issues:#?}");
     for sink in [
-        "hook", "queue", "console", "file", "topic", "subject", "entries",
+        "hook", "queue", "console", "file", "topic", "subject", "entries", "rabbit", "mqtt",
     ] {
         let issue = at(&issues, &format!("sinks.{sink}.format"));
         assert_eq!(
@@ -1524,5 +1536,73 @@ fn nats_and_redis_keys_are_checked_with_their_fixes() {
     assert!(
         issues.iter().all(|i| !i.message.contains("hunter2")),
         "{issues:#?}"
+    );
+}
+
+#[test]
+fn broker_connectors_report_bad_urls_templates_and_missing_keys_with_fixes() {
+    let error = load(
+        r#"
+[sources.jobs]
+type = "rabbitmq"
+url = "http://guest:hunter2@h:5672/"
+[sources.sensors]
+type = "mqtt"
+url = "mqtt://h"
+topics = []
+[pipelines.p]
+from = ["jobs", "sensors"]
+to = ["rabbit", "mqtt"]
+[sinks.rabbit]
+type = "rabbitmq"
+url = "amqp://h/%2f"
+routing_key = "{source}.{sauce}"
+[sinks.mqtt]
+type = "mqtt"
+url = "mqtts://h:8883"
+topic = "events/+/{source}"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "sources.jobs.url: invalid url",
+        "it must start with amqp:// (or amqps:// for TLS)",
+        "missing required key `queue`",
+        "sources.sensors.url: invalid url",
+        "write mqtt://host:port",
+        "`topics` is empty",
+        "missing required key `exchange`",
+        "unknown placeholder {sauce}",
+        "has a wildcard",
+    ] {
+        assert!(error.contains(expected), "{expected:?} not in:\n{error}");
+    }
+    assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[test]
+fn a_rabbitmq_or_mqtt_source_read_by_two_pipelines_is_refused() {
+    let error = load(
+        r#"
+[sources.jobs]
+type = "rabbitmq"
+url = "amqp://h:5672/%2f"
+queue = "jobs"
+[pipelines.a]
+from = ["jobs"]
+to = ["out"]
+[pipelines.b]
+from = ["jobs"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("consumers of queue `jobs` share its messages"),
+        "{error}"
     );
 }

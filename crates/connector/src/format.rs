@@ -79,7 +79,9 @@ impl Formatter {
                     | SourceConfig::Queue(_)
                     | SourceConfig::Kafka(_)
                     | SourceConfig::Nats(_)
-                    | SourceConfig::Redis(_) => None,
+                    | SourceConfig::Redis(_)
+                    | SourceConfig::Rabbitmq(_)
+                    | SourceConfig::Mqtt(_) => None,
                 })
         };
         let databases = cdc()

@@ -21,6 +21,7 @@
 //!   events); every sink with a body writes through it.
 //! - [`template::NameTemplate`]: a broker sink's per-event name (a NATS subject, a Redis
 //!   stream key) from `{source}`, `{kind}`, `{table}` and `{header:NAME}`.
+//! - [`template::Template`]: a broker sink's routing key or topic, filled in per event.
 //!
 //! The contracts are synchronous traits returning boxed futures, so they can live
 //! behind `dyn` and the crate needs no async runtime. Architecture invariant: this

@@ -36,6 +36,8 @@ pub(crate) fn build_sink(
         SinkConfig::Redis(c) => switchyard_redis::sink::build(name, c, ctx),
         SinkConfig::Queue(c) => switchyard_queue::sink::build(c, own.queues, ctx),
         SinkConfig::Null(c) => switchyard_sinks::null::build(name, c, ctx),
+        SinkConfig::Rabbitmq(c) => switchyard_rabbitmq::sink::build(name, c, ctx),
+        SinkConfig::Mqtt(c) => switchyard_mqtt::sink::build(name, c, ctx),
     }
 }
 
@@ -53,5 +55,7 @@ pub(crate) fn build_source(
         SourceConfig::Kafka(c) => switchyard_kafka::source::build(name, c, ctx),
         SourceConfig::Nats(c) => switchyard_nats::source::build(name, c, ctx),
         SourceConfig::Redis(c) => switchyard_redis::source::build(name, c, ctx),
+        SourceConfig::Rabbitmq(c) => switchyard_rabbitmq::source::build(name, c, ctx),
+        SourceConfig::Mqtt(c) => switchyard_mqtt::source::build(name, c, ctx),
     }
 }

@@ -3,8 +3,10 @@
 
 mod file;
 mod kafka;
+pub(super) mod mqtt;
 mod nats;
 mod queue;
+pub(super) mod rabbitmq;
 mod redis;
 mod stdout;
 mod webhook;
@@ -29,6 +31,8 @@ pub(super) fn sink(cx: &mut Ctx<'_>, path: &str, value: &Value) -> Option<SinkCo
         SinkKind::Null => SinkConfig::Null(NullSinkConfig {}),
         SinkKind::Nats => SinkConfig::Nats(nats::read(cx, &table)),
         SinkKind::Redis => SinkConfig::Redis(redis::read(cx, &table)),
+        SinkKind::Rabbitmq => SinkConfig::Rabbitmq(rabbitmq::read(cx, &table)),
+        SinkKind::Mqtt => SinkConfig::Mqtt(mqtt::read(cx, &table)),
     };
     table.finish(cx);
     Some(sink)

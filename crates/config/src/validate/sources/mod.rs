@@ -4,9 +4,11 @@
 pub(super) mod broker;
 mod http;
 pub(super) mod kafka;
+mod mqtt;
 pub(super) mod nats;
 mod postgres_cdc;
 mod queue;
+mod rabbitmq;
 pub(super) mod redis;
 
 use serde_json::Value;
@@ -31,6 +33,8 @@ pub(super) fn source(
         SourceKind::Kafka => SourceConfig::Kafka(kafka::read(cx, &table)),
         SourceKind::Nats => SourceConfig::Nats(nats::read(cx, &table)),
         SourceKind::Redis => SourceConfig::Redis(redis::read(cx, &table)),
+        SourceKind::Rabbitmq => SourceConfig::Rabbitmq(rabbitmq::read(cx, &table)),
+        SourceKind::Mqtt => SourceConfig::Mqtt(mqtt::read(cx, &table)),
     };
     table.finish(cx);
     Some(source)

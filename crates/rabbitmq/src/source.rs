@@ -1,0 +1,272 @@
+//! The `rabbitmq` source: one consumer of a queue per pipeline reader.
+//!
+//! A delivery's position is its delivery tag plus the last position of the channels
+//! before it, so positions keep increasing when a broken connection is replaced (the
+//! broker hands the new channel what the old one had not acknowledged, from tag 1).
+//! `commit(low)` acknowledges, with one `multiple` ack, every delivery of the current
+//! channel below `low`; nothing at or above it is acknowledged, nothing is ever nacked,
+//! so what a crash or a lost connection interrupts is redelivered by the broker.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::{FutureExt as _, StreamExt as _};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection};
+use switchyard_config::RabbitmqSourceConfig;
+use switchyard_connector::{Batch, BoxFuture, BuildContext, BuildError, Feed, FeedError, Source};
+use switchyard_event::Event;
+
+use crate::{MAX_HEADERS, headers};
+
+/// A configured `rabbitmq` source.
+pub struct RabbitmqSource {
+    name: String,
+    config: RabbitmqSourceConfig,
+}
+
+/// Builds the `rabbitmq` source `name`: the runtime's registration calls this. Nothing
+/// connects before [`Source::open`].
+pub fn build(
+    name: &str,
+    cfg: &RabbitmqSourceConfig,
+    _ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Source>, BuildError> {
+    crate::check_ca_file(cfg.ca_file.as_deref())?;
+    Ok(Box::new(RabbitmqSource {
+        name: name.to_owned(),
+        config: cfg.clone(),
+    }))
+}
+
+impl Source for RabbitmqSource {
+    /// One feed; it connects on its first read (a broker that is down is waited for).
+    fn open<'a>(
+        &'a self,
+        _pipeline: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn Feed>>, BuildError>> {
+        Box::pin(async move {
+            Ok(vec![Box::new(RabbitmqFeed {
+                name: self.name.clone(),
+                config: self.config.clone(),
+                live: None,
+                last: 0,
+                handed: VecDeque::new(),
+            }) as Box<dyn Feed>])
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The connection a feed reads from.
+struct Live {
+    _connection: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    /// Added to this channel's delivery tags to make positions.
+    base: u64,
+}
+
+/// A queue consumer as a pipeline reader's [`Feed`].
+pub struct RabbitmqFeed {
+    name: String,
+    config: RabbitmqSourceConfig,
+    live: Option<Live>,
+    /// The last position handed out.
+    last: u64,
+    /// Positions and delivery tags of the current channel handed out and not acked.
+    handed: VecDeque<(u64, u64)>,
+}
+
+impl RabbitmqFeed {
+    async fn connect(&mut self) -> Result<(), FeedError> {
+        let cfg = &self.config;
+        let connection = crate::connect(&cfg.url, cfg.ca_file.as_deref(), &self.name)
+            .await
+            .map_err(FeedError::Transient)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| FeedError::Transient(format!("cannot open a RabbitMQ channel: {e}")))?;
+        channel
+            .basic_qos(cfg.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| FeedError::Transient(format!("cannot set the prefetch: {e}")))?;
+        let consumer = channel
+            .basic_consume(
+                cfg.queue.as_str().into(),
+                format!("switchyard-{}", self.name).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                let e = e.to_string();
+                FeedError::Transient(if e.contains("NOT_FOUND") || e.contains("404") {
+                    format!(
+                        "rabbitmq queue `{}` does not exist on {}: declare it, e.g. \
+                         `rabbitmqadmin declare queue name={} durable=true`, and bind it to an \
+                         exchange; waiting for it",
+                        cfg.queue,
+                        switchyard_config::redact::url(&cfg.url),
+                        cfg.queue
+                    )
+                } else {
+                    format!("cannot consume queue `{}`: {e}", cfg.queue)
+                })
+            })?;
+        // What the old channel had not acknowledged comes again on this one.
+        self.handed.clear();
+        self.live = Some(Live {
+            _connection: connection,
+            channel,
+            consumer,
+            base: self.last,
+        });
+        Ok(())
+    }
+
+    fn event(&self, d: &Delivery) -> Event {
+        let header = |table: &FieldTable, name: &str| -> Option<Vec<u8>> {
+            match table.inner().get(name)? {
+                AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+                AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+                AMQPValue::ByteArray(b) => Some(b.as_slice().to_vec()),
+                _ => None,
+            }
+        };
+        let empty = FieldTable::default();
+        let table = d.properties.headers().as_ref().unwrap_or(&empty);
+        let text =
+            |name: &str| header(table, name).map(|b| String::from_utf8_lossy(&b).into_owned());
+        let id = text(headers::ID)
+            .or_else(|| d.properties.message_id().as_ref().map(|m| m.to_string()))
+            .unwrap_or_else(|| format!("{}/{}", self.config.queue, uuid::Uuid::now_v7()));
+        let mut event_headers = Vec::new();
+        for (name, value) in table.inner() {
+            if event_headers.len() >= MAX_HEADERS {
+                break;
+            }
+            let name = name.as_str();
+            if headers::ALL.contains(&name) {
+                continue;
+            }
+            let value = match value {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.to_string(),
+                AMQPValue::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into_owned(),
+                AMQPValue::Boolean(b) => b.to_string(),
+                AMQPValue::LongLongInt(n) => n.to_string(),
+                AMQPValue::LongInt(n) => n.to_string(),
+                AMQPValue::LongUInt(n) => n.to_string(),
+                AMQPValue::ShortInt(n) => n.to_string(),
+                AMQPValue::Timestamp(n) => n.to_string(),
+                // Nested tables, arrays and floats have no one text form: left out.
+                _ => continue,
+            };
+            event_headers.push((name.to_owned(), value));
+        }
+        event_headers.push(("amqp-routing-key".to_owned(), d.routing_key.to_string()));
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        Event {
+            id,
+            source: self.name.clone(),
+            kind: text(headers::KIND).unwrap_or_else(|| "message".to_owned()),
+            key: header(table, headers::KEY),
+            payload: d.data.clone(),
+            content_type: d
+                .properties
+                .content_type()
+                .as_ref()
+                .map_or_else(|| "application/octet-stream".to_owned(), |c| c.to_string()),
+            headers: event_headers,
+            timestamp_ms: d
+                .properties
+                .timestamp()
+                .map_or(now_ms, |s| s.saturating_mul(1000)),
+            payload_is_compact_json: false,
+        }
+    }
+
+    async fn read(&mut self, max: usize) -> Result<Option<Batch>, FeedError> {
+        if self.live.is_none() {
+            self.connect().await?;
+        }
+        let live = self.live.as_mut().expect("connected above");
+        let mut deliveries = Vec::new();
+        let queue = &self.config.queue;
+        let lost = |e: String| FeedError::Transient(format!("rabbitmq consumer of `{queue}`: {e}"));
+        match live.consumer.next().await {
+            Some(Ok(d)) => deliveries.push(d),
+            Some(Err(e)) => {
+                self.live = None;
+                return Err(lost(e.to_string()));
+            }
+            None => {
+                self.live = None;
+                return Err(lost(
+                    "the broker cancelled the consumer (the queue was deleted?)".into(),
+                ));
+            }
+        }
+        while deliveries.len() < max {
+            match live.consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => deliveries.push(d),
+                _ => break,
+            }
+        }
+        let base = live.base;
+        let mut batch = Batch::with_capacity(deliveries.len());
+        for d in &deliveries {
+            let position = base + d.delivery_tag;
+            self.handed.push_back((position, d.delivery_tag));
+            self.last = position;
+            batch.push(position, self.event(d));
+        }
+        Ok(Some(batch))
+    }
+}
+
+impl Feed for RabbitmqFeed {
+    fn start(&self) -> u64 {
+        1
+    }
+
+    fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
+        Box::pin(self.read(max))
+    }
+
+    fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
+        Box::pin(async move {
+            let mut tag = None;
+            while let Some(&(position, t)) = self.handed.front()
+                && position < low
+            {
+                tag = Some(t);
+                self.handed.pop_front();
+            }
+            let (Some(tag), Some(live)) = (tag, &self.live) else {
+                return Ok(());
+            };
+            live.channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| FeedError::Transient(format!("acking on RabbitMQ: {e}")))
+        })
+    }
+
+    fn lag(&self, low: u64) -> u64 {
+        (self.last + 1).saturating_sub(low)
+    }
+
+    fn partition(&self) -> u32 {
+        0
+    }
+}

@@ -1,0 +1,499 @@
+//! MQTT end to end, against a private mosquitto per test (a free port, its own data
+//! directory, no limit on the messages it queues for a subscriber, so the broker itself
+//! drops nothing): the real binary publishes to it, and a subscriber made with rumqttc
+//! before the start reads everything back.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use switchyard_test_support::{
+    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
+};
+use switchyard_tests::{WEBHOOK_SECRET, runtime, send_batches, wait_until};
+
+/// What a subscriber got: (topic, payload), in arrival order.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A mosquitto of this test only, stopped on drop.
+struct Mosquitto {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut broker = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        broker.run();
+        broker
+    }
+
+    fn config(&self) -> PathBuf {
+        let path = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {data}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
+                 log_dest file {data}/mosquitto.log\n",
+                port = self.port,
+                data = self.dir.path().display()
+            ),
+        )
+        .expect("writing the mosquitto config");
+        path
+    }
+
+    fn run(&mut self) {
+        // Debian installs it in /usr/sbin, which a user's PATH may lack.
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .unwrap_or("mosquitto");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(self.config())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "mosquitto did not listen on {port}"
+        );
+    }
+
+    /// SIGTERM (it saves its sessions and queued messages), then starts it again.
+    fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: a plain signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+        self.run();
+    }
+
+    /// The end of the broker's log.
+    fn log(&self) -> String {
+        tail(
+            &std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default(),
+            30,
+        )
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A QoS 1 subscriber to `filter`, collecting the payloads it gets, in order. Runs on
+/// `rt` until dropped with it.
+fn subscribe(rt: &tokio::runtime::Runtime, port: u16, filter: &str) -> Received {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut options = MqttOptions::new(format!("reader-{port}"), "127.0.0.1", port);
+    options
+        .set_clean_session(false)
+        .set_max_packet_size(1 << 24, 1 << 24);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
+    let filter = filter.to_owned();
+    let sink = got.clone();
+    rt.spawn(async move {
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribing");
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    sink.lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                // The broker restarting: the session resumes on reconnect.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    subscribed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the subscription was acknowledged");
+    got
+}
+
+/// What arrived as checker records. MQTT 3.1.1 has no headers: the id is the one
+/// [`send_batches`] gave the event, rebuilt from its key and sequence (requests of
+/// `batch` events).
+fn tracked(got: &[(String, Vec<u8>)], batch: u64) -> Vec<Tracked> {
+    got.iter()
+        .map(|(_, payload)| {
+            let body: serde_json::Value = serde_json::from_slice(payload).expect("json");
+            let key = body["key"].as_str().expect("key");
+            let seq = body["seq"].as_u64().expect("seq");
+            Tracked::new(
+                format!("{key}-b{}-{}", seq - seq % batch, seq % batch),
+                key,
+                seq,
+            )
+        })
+        .collect()
+}
+
+/// Waits until every id of `acked` arrived (or `within` passed) and checks.
+fn read_back(got: &Received, acked: &[Tracked], batch: u64, within: Duration) -> Report {
+    let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
+    wait_until(within, || {
+        let have: HashSet<String> = tracked(&got.lock().unwrap(), batch)
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        wanted.iter().all(|id| have.contains(*id))
+    });
+    check(acked, &tracked(&got.lock().unwrap(), batch))
+}
+
+/// An HTTP source `api` (4 partitions) piped into an MQTT sink `out`.
+fn http_to_mqtt(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.api]
+type = "http"
+partitions = 4
+
+[pipelines.to_mqtt]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "mqtt"
+url = "{url}"
+topic = "events/{{source}}/{{key}}"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn mqtt_http_to_mqtt_50k_events_arrive_in_per_key_order() {
+    let broker = Mosquitto::start();
+    let rt = runtime();
+    let got = subscribe(&rt, broker.port, "events/#");
+    let switchyard = Switchyard::start(&http_to_mqtt(&broker.url(), ""));
+    let acked = send_batches(&switchyard.url(), "", 20, 2_500, 250);
+    assert_eq!(acked.len(), 50_000);
+    let report = read_back(&got, &acked, 250, Duration::from_secs(300));
+    println!("mqtt_http_to_mqtt: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+    let topics: HashSet<String> = got.lock().unwrap().iter().map(|(t, _)| t.clone()).collect();
+    assert!(topics.contains("events/api/k007"), "{topics:?}");
+}
+
+#[test]
+fn mqtt_broker_restarted_mid_stream_loses_nothing() {
+    let mut broker = Mosquitto::start();
+    let rt = runtime();
+    let got = subscribe(&rt, broker.port, "events/#");
+    let switchyard = Switchyard::start(&http_to_mqtt(
+        &broker.url(),
+        "timeout = \"2s\"\nretry = { max_attempts = 1000, initial = \"50ms\", max = \"500ms\" }",
+    ));
+    let base = switchyard.url();
+    let producer = std::thread::spawn(move || send_batches(&base, "", 10, 2_000, 100));
+    assert!(
+        wait_until(Duration::from_secs(60), || got.lock().unwrap().len()
+            >= 2_000),
+        "deliveries did not start\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    broker.restart();
+    let acked = producer.join().expect("producer");
+    assert_eq!(acked.len(), 20_000);
+    let report = read_back(&got, &acked, 100, Duration::from_secs(240));
+    println!("mqtt_broker_restart: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}\nbroker:\n{}\n{}",
+        tail(&switchyard.stderr(), 40),
+        broker.log(),
+        switchyard_tests::metrics(&switchyard.url())
+            .lines()
+            .filter(|l| l.starts_with("switchyard_sink_events_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// An MQTT source `sensors` subscribed to `filter`, piped into a signed webhook.
+fn mqtt_to_webhook(url: &str, filter: &str, hook: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.sensors]
+type = "mqtt"
+url = "{url}"
+topics = ["{filter}"]
+client_id = "switchyard-e2e-sensors"
+
+[pipelines.deliver]
+from = ["sensors"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{hook}"
+secret = "{WEBHOOK_SECRET}"
+concurrency = 8
+retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
+"#
+    )
+}
+
+#[test]
+fn mqtt_source_killed_mid_stream_delivers_every_message() {
+    let broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::FailFraction {
+        fraction: 0.05,
+        seed: 11,
+    });
+    let mut switchyard = Switchyard::start(&mqtt_to_webhook(
+        &broker.url(),
+        "sensors/#",
+        &receiver.url(),
+    ));
+    // The session exists once switchyard has subscribed; from then on the broker keeps
+    // what it does not get acknowledged.
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("connected to the mqtt broker")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let total = 10_000u64;
+    let rt = runtime();
+    rt.block_on(async {
+        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", broker.port);
+        options.set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                let key = format!("k{:02}", i % 20);
+                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
+                client
+                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publishing");
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < total {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                acked += 1;
+            }
+        }
+        publisher.await.expect("publisher");
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 2_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    let at_kill = receiver.count();
+    switchyard.restart();
+    let received = || -> Vec<Tracked> {
+        switchyard_tests::deliveries(&receiver)
+            .into_iter()
+            .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+            .collect()
+    };
+    let distinct = || {
+        received()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the restart\n{}\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40),
+        switchyard_tests::metrics(&switchyard.url())
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("sensors") || l.contains("hook")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let delivered = received();
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("mqtt_source_kill9: {report} ({at_kill} delivered before the kill)");
+    assert_eq!(acked.len(), total as usize);
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn mqtt_sink_switchyard_killed_mid_stream_loses_nothing() {
+    let broker = Mosquitto::start();
+    let rt = runtime();
+    let got = subscribe(&rt, broker.port, "events/#");
+    let mut switchyard = Switchyard::start(&http_to_mqtt(&broker.url(), ""));
+    let base = switchyard.url();
+    let producer = std::thread::spawn(move || send_batches(&base, "", 10, 2_000, 50));
+    assert!(
+        wait_until(Duration::from_secs(60), || got.lock().unwrap().len()
+            >= 3_000),
+        "deliveries did not start\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    switchyard.restart();
+    let acked = producer.join().expect("producer");
+    assert_eq!(acked.len(), 20_000);
+    let report = read_back(&got, &acked, 50, Duration::from_secs(240));
+    println!("mqtt_sink_kill9: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn mqtt_source_broker_restarted_mid_stream_delivers_every_message() {
+    let mut broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&mqtt_to_webhook(
+        &broker.url(),
+        "sensors/#",
+        &receiver.url(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("connected to the mqtt broker")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let total = 10_000u64;
+    // Published with QoS 1 and confirmed by the broker before the restart: the broker
+    // keeps them for the session (it saves its state when it stops).
+    runtime().block_on(async {
+        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", broker.port);
+        options.set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                let key = format!("k{:02}", i % 20);
+                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
+                client
+                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publishing");
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < total {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                acked += 1;
+            }
+        }
+        publisher.await.expect("publisher");
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 1_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    broker.restart();
+    let at_restart = receiver.count();
+    let received = || -> Vec<Tracked> {
+        switchyard_tests::deliveries(&receiver)
+            .into_iter()
+            .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+            .collect()
+    };
+    let distinct = || {
+        received()
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the broker restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = received();
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("mqtt_source_broker_restart: {report} ({at_restart} delivered before the restart)");
+    assert_eq!(acked.len(), total as usize);
+}

@@ -1,0 +1,456 @@
+//! RabbitMQ end to end, against the broker on 127.0.0.1:5672 (guest/guest): the real
+//! binary publishes to an exchange made for the test, and what arrives in the queue bound
+//! to it is read back with lapin. Each test declares its own exchange and queue (a random
+//! name) and deletes them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use switchyard_test_support::{
+    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, tail,
+};
+use switchyard_tests::{WEBHOOK_SECRET, deliveries, runtime, send_batches, unique, wait_until};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// An exchange and a queue bound to it with `#`, deleted on drop.
+struct Topology {
+    exchange: String,
+    queue: String,
+}
+
+async fn channel() -> (Connection, Channel) {
+    let connection = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .expect("the test broker at 127.0.0.1:5672");
+    let channel = connection.create_channel().await.expect("a channel");
+    (connection, channel)
+}
+
+impl Topology {
+    /// Declares them; `queue_arguments` e.g. a length limit.
+    fn declare(test: &str, queue_arguments: FieldTable) -> Self {
+        let exchange = unique(&format!("{test}-x"));
+        let queue = unique(&format!("{test}-q"));
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            ch.exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declaring the exchange");
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                queue_arguments,
+            )
+            .await
+            .expect("declaring the queue");
+            ch.queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("binding the queue");
+        });
+        Self { exchange, queue }
+    }
+
+    /// Reads the queue (acking) until every id of `acked` arrived or `within` passed.
+    fn read_back(&self, acked: &[Tracked], within: Duration) -> Report {
+        let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
+        let delivered = runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            let mut consumer = ch
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    "read-back".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consuming");
+            let mut delivered = Vec::new();
+            let mut seen = HashSet::new();
+            let deadline = tokio::time::Instant::now() + within;
+            while !wanted.iter().all(|id| seen.contains(*id)) {
+                let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await
+                else {
+                    break;
+                };
+                let headers = d.properties.headers().clone().unwrap_or_default();
+                let id = match headers.inner().get("switchyard-id") {
+                    Some(AMQPValue::LongString(s)) => s.to_string(),
+                    other => panic!("no switchyard-id header: {other:?}"),
+                };
+                assert_eq!(
+                    d.properties.message_id().as_ref().map(|m| m.to_string()),
+                    Some(id.clone())
+                );
+                assert_eq!(d.properties.delivery_mode(), &Some(2), "persistent");
+                let body: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+                seen.insert(id.clone());
+                delivered.push(Tracked::new(
+                    id,
+                    body["key"].as_str().expect("key"),
+                    body["seq"].as_u64().expect("seq"),
+                ));
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+            delivered
+        });
+        check(acked, &delivered)
+    }
+
+    /// Messages ready in the queue now.
+    fn ready(&self) -> u32 {
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            ch.queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue")
+            .message_count()
+        })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            let _ = ch
+                .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = ch
+                .exchange_delete(
+                    self.exchange.as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        });
+    }
+}
+
+/// An HTTP source `api` (4 partitions) piped into a RabbitMQ sink `out`.
+fn http_to_rabbitmq(exchange: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.api]
+type = "http"
+partitions = 4
+
+[pipelines.to_rabbit]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "rabbitmq"
+url = "{URL}"
+exchange = "{exchange}"
+routing_key = "{{source}}.{{kind}}.{{key}}"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn rabbitmq_http_to_rabbitmq_50k_events_arrive_in_per_key_order() {
+    let topology = Topology::declare("sink50k", FieldTable::default());
+    let switchyard = Switchyard::start(&http_to_rabbitmq(&topology.exchange, ""));
+    let acked = send_batches(&switchyard.url(), "", 20, 2_500, 250);
+    assert_eq!(acked.len(), 50_000);
+    let report = topology.read_back(&acked, Duration::from_secs(300));
+    println!("rabbitmq_http_to_rabbitmq: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+}
+
+#[test]
+fn rabbitmq_full_queue_that_rejects_publishes_is_retried_until_there_is_room() {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(100));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let topology = Topology::declare("full", arguments);
+    let switchyard = Switchyard::start(&http_to_rabbitmq(
+        &topology.exchange,
+        "retry = { max_attempts = 1000, initial = \"20ms\", max = \"200ms\" }",
+    ));
+    let acked = send_batches(&switchyard.url(), "", 4, 100, 100);
+    assert_eq!(acked.len(), 400);
+    // The queue takes 100; the rest is nacked and retried, not dead-lettered.
+    let retried = || {
+        switchyard_tests::metrics(&switchyard.url())
+            .lines()
+            .filter(|l| {
+                l.starts_with("switchyard_sink_events_total{") && l.contains("outcome=\"retried\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || topology.ready() >= 100
+            && retried() > 0.0),
+        "the queue did not fill and refuse: {} ready, {} retried",
+        topology.ready(),
+        retried()
+    );
+    let report = topology.read_back(&acked, Duration::from_secs(120));
+    println!("rabbitmq_full_queue: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let metrics = switchyard_tests::metrics(&switchyard.url());
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_sink_events_total")
+                && l.contains("outcome=\"dead_lettered\"")
+                && !l.ends_with(" 0")),
+        "nothing is dead-lettered for a full queue:\n{metrics}"
+    );
+}
+
+#[test]
+fn rabbitmq_unroutable_event_is_dead_lettered_with_the_brokers_reason() {
+    let topology = Topology::declare("unroutable", FieldTable::default());
+    // No queue is bound for this exchange.
+    let lonely = unique("lonely-x");
+    runtime().block_on(async {
+        let (_c, ch) = channel().await;
+        ch.exchange_declare(
+            lonely.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declaring");
+    });
+    let switchyard = Switchyard::start(&http_to_rabbitmq(&lonely, ""));
+    let acked = send_batches(&switchyard.url(), "", 1, 3, 3);
+    assert_eq!(acked.len(), 3);
+    assert!(
+        switchyard_tests::wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("unroutable")),
+        "the returned message was not reported:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        switchyard.stderr().contains("bind a queue"),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    runtime().block_on(async {
+        let (_c, ch) = channel().await;
+        let _ = ch
+            .exchange_delete(lonely.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    });
+    drop(topology);
+}
+
+/// A RabbitMQ source `jobs` on `queue` piped into a signed webhook.
+fn rabbitmq_to_webhook(queue: &str, url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.jobs]
+type = "rabbitmq"
+url = "{URL}"
+queue = "{queue}"
+prefetch = 500
+
+[pipelines.deliver]
+from = ["jobs"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{url}"
+secret = "{WEBHOOK_SECRET}"
+concurrency = 8
+retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
+"#
+    )
+}
+
+/// What the webhook got, one record per request: the id from the key and sequence in the
+/// payload (a redelivered message is the same record again).
+fn received(receiver: &WebhookReceiver) -> Vec<Tracked> {
+    deliveries(receiver)
+        .into_iter()
+        .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+        .collect()
+}
+
+#[test]
+fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delivered_ones() {
+    let topology = Topology::declare("source", FieldTable::default());
+    let total = 20_000u64;
+    runtime().block_on(async {
+        let (_c, ch) = channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let mut confirms = Vec::new();
+        for i in 0..total {
+            let key = format!("k{:02}", i % 40);
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "switchyard-key".into(),
+                AMQPValue::LongString(key.as_str().into()),
+            );
+            headers.insert(
+                "trace-id".into(),
+                AMQPValue::LongString(format!("t{i}").into()),
+            );
+            let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 40);
+            confirms.push(
+                ch.basic_publish(
+                    "".into(),
+                    topology.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(format!("m{i}").into())
+                        .with_content_type("application/json".into())
+                        .with_headers(headers),
+                )
+                .await
+                .expect("publishing"),
+            );
+        }
+        for c in confirms {
+            assert!(c.await.expect("confirm").is_ack());
+        }
+    });
+    let receiver = WebhookReceiver::start(Behaviour::FailFraction {
+        fraction: 0.05,
+        seed: 7,
+    });
+    let mut switchyard = Switchyard::start(&rabbitmq_to_webhook(&topology.queue, &receiver.url()));
+    assert!(
+        wait_until(Duration::from_secs(120), || receiver.count() >= 5_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    let at_kill = receiver.count();
+    switchyard.restart();
+    let distinct = || {
+        received(&receiver)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = received(&receiver);
+    let acked: Vec<Tracked> = {
+        let mut seen = HashSet::new();
+        delivered
+            .iter()
+            .filter(|t| seen.insert(t.id.clone()))
+            .cloned()
+            .collect()
+    };
+    let report = check(&acked, &delivered);
+    println!("rabbitmq_source_kill9: {report} ({at_kill} delivered before the kill)");
+    assert_eq!(acked.len(), total as usize);
+    assert_eq!(report.reordered, 0, "{report}");
+    // Everything delivered is acknowledged: the queue empties (nothing left unacked
+    // once switchyard stops).
+    switchyard.terminate();
+    assert!(
+        wait_until(Duration::from_secs(30), || topology.ready() == 0),
+        "{} messages left in the queue",
+        topology.ready()
+    );
+    // AMQP headers became event headers, the message id the event id.
+    let one = receiver
+        .accepted()
+        .into_iter()
+        .find(|r| r.body.starts_with(b"{\"key\":\"k07\",\"seq\":3}"))
+        .expect("k07 seq 3 arrived");
+    assert_eq!(one.header("webhook-id"), Some("m127"));
+}
+
+#[test]
+fn rabbitmq_sink_switchyard_killed_mid_stream_loses_nothing() {
+    let topology = Topology::declare("sinkkill", FieldTable::default());
+    let mut switchyard = Switchyard::start(&http_to_rabbitmq(&topology.exchange, ""));
+    let base = switchyard.url();
+    let producer = std::thread::spawn(move || send_batches(&base, "", 10, 2_000, 50));
+    assert!(
+        wait_until(Duration::from_secs(60), || topology.ready() >= 3_000),
+        "deliveries did not start\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    switchyard.restart();
+    let acked = producer.join().expect("producer");
+    assert_eq!(acked.len(), 20_000);
+    let report = topology.read_back(&acked, Duration::from_secs(240));
+    println!("rabbitmq_sink_kill9: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+}
