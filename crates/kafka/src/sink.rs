@@ -475,7 +475,12 @@ impl KafkaSink {
             });
         }
         for (name, value) in &event.headers {
-            let attribute = skip_ce && name.starts_with(cloudevents::HEADER_PREFIX);
+            // The attributes and content type written above, also in the forms another
+            // CloudEvents sink or source may have left on the event.
+            let attribute = skip_ce
+                && (name.starts_with(cloudevents::HEADER_PREFIX)
+                    || name.starts_with("ce_")
+                    || name.eq_ignore_ascii_case(CLOUDEVENTS_CONTENT_TYPE));
             if !attribute && !headers::ALL.contains(&name.as_str()) {
                 h = h.insert(Header {
                     key: name,

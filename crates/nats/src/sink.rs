@@ -198,8 +198,11 @@ impl NatsSink {
             }
         };
         let mut h = HeaderMap::new();
+        // The stream's duplicate window is per stream, and ids are unique per source
+        // only (two Postgres sources of one database share commit LSNs).
+        let msg_id = format!("{}/{}", event.source, event.id);
         for (name, value) in [
-            (headers::MSG_ID, event.id.as_str()),
+            (headers::MSG_ID, msg_id.as_str()),
             (headers::ID, event.id.as_str()),
             (headers::SOURCE, event.source.as_str()),
             (headers::KIND, event.kind.as_str()),
@@ -225,7 +228,12 @@ impl NatsSink {
         for (name, value) in &event.headers {
             // The event's own `ce-*` headers are in the attributes above.
             let attribute = received_attributes && name.starts_with(cloudevents::HEADER_PREFIX);
-            if !attribute && !headers::ALL.contains(&name.as_str()) {
+            // `Nats-*` headers are instructions to JetStream (expected sequences, rollups,
+            // TTLs), never copied from an event that may come from anyone.
+            let instruction = name
+                .get(..5)
+                .is_some_and(|p| p.eq_ignore_ascii_case("nats-"));
+            if !attribute && !instruction && !headers::ALL.contains(&name.as_str()) {
                 insert(&mut h, name, value, &event.id).map_err(permanent)?;
             }
         }
@@ -388,6 +396,20 @@ fn check_subject(template: &NameTemplate, subject: &str, id: &str) -> Result<(),
                     .bytes()
                     .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         });
+    // `$JS.API.…`, `$KV.…`, `_INBOX.…` are the server's own: an event must not turn a
+    // publish into a JetStream API request or a reply to someone else's request.
+    let first = subject.split('.').next().unwrap_or_default();
+    let reserved =
+        (first.starts_with('$') || first == "_INBOX") && !template.text().starts_with(first);
+    if reserved {
+        return Err(format!(
+            "subject {:?} gives {:?} for event {id}: subjects starting with `$` or `_INBOX` \
+             belong to the server (JetStream's API, replies); start the template with a \
+             fixed token",
+            template.text(),
+            subject.chars().take(80).collect::<String>()
+        ));
+    }
     if ok {
         Ok(())
     } else {
@@ -432,6 +454,21 @@ mod tests {
             );
         }
         assert!(check_subject(&t, "events.orders.v1", "e").is_ok());
+    }
+
+    #[test]
+    fn an_event_cannot_name_a_subject_of_the_server() {
+        let t = NameTemplate::parse("subject", "{header:ce-type}");
+        for reserved in ["$JS.API.STREAM.DELETE.ORDERS", "$KV.b.k", "_INBOX.abc"] {
+            let e = check_subject(&t, reserved, "e").unwrap_err();
+            assert!(e.contains("belong to the server"), "{e}");
+        }
+        assert!(check_subject(&t, "com.example.paid", "e").is_ok());
+        let own = NameTemplate::parse("subject", "$MY.{source}");
+        assert!(
+            check_subject(&own, "$MY.api", "e").is_ok(),
+            "the template's own"
+        );
     }
 
     #[test]

@@ -253,7 +253,17 @@ async fn handle(
     let header_len =
         (idempotency_key.map_or(0, |k| k.len() + IDEMPOTENCY_HEADER.len()) + attributes_len) as u64;
     let per_event = EVENT_OVERHEAD + key_len + 2 * id_len + header_len + source.name.len() as u64;
-    let expanded = body.len() as u64 * 2 + count as u64 * per_event;
+    // Structured CloudEvents become events and headers worth more than their text.
+    let structured = header_str(headers, "content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|c| is_cloudevent(c) || is_cloudevents_batch(c));
+    let per_byte = if structured {
+        cloudevents::STRUCTURED_EXPANSION
+    } else {
+        2
+    };
+    let expanded = body.len() as u64 * per_byte + count as u64 * per_event;
     if let Err(refused) = reservation.grow_to(expanded) {
         return (over_budget(refused), 0);
     }
@@ -472,6 +482,13 @@ pub fn parse_events(
         {
             attributes.push((attribute, value));
         }
+    }
+    if !attributes.is_empty() && is_ndjson(&content_type) {
+        return Err(
+            "a CloudEvent in binary mode (`ce-*` headers) is one event: send several as \
+             application/cloudevents-batch+json, each with its own id"
+                .to_owned(),
+        );
     }
     if !attributes.is_empty() {
         // Binary mode: the body is the data, the `ce-*` headers its attributes.

@@ -469,3 +469,51 @@ async fn structured_cloudevents_one_or_a_batch_become_events() {
         "nothing of it appended"
     );
 }
+
+#[tokio::test]
+async fn a_binary_cloudevent_is_one_event_not_an_ndjson_batch() {
+    let (app, intake, _) = app(HttpSourceConfig::default());
+    let body = "{\"n\":1}\n{\"n\":2}\n";
+    let req = post("application/x-ndjson", body)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "A-1")
+        .header("ce-source", "s")
+        .header("ce-type", "t")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, answer) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("cloudevents-batch+json"), "{message}");
+    assert!(intake.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn structured_cloudevents_reserve_what_their_attributes_cost() {
+    const BUDGET: u64 = 128 << 10;
+    let config = HttpSourceConfig::default();
+    let intake = Arc::new(MemoryIntake::default());
+    let source = Arc::new(HttpSource::new("api", config, intake.clone()));
+    // Room for a body read twice, not for what 20 times its size would cost.
+    let app = router(
+        vec![source],
+        Arc::new(CountingObserver::default()),
+        MemoryBudget::new(BUDGET),
+    );
+    let attributes: String = (0..60).map(|i| format!(",\"x{i}\":1")).collect();
+    let one = format!(r#"{{"specversion":"1.0","id":"1","source":"s","type":"t"{attributes}}}"#);
+    let batch = format!("[{}]", vec![one; 20].join(","));
+    let body = batch.len() as u64;
+    assert!(body * 4 < BUDGET && BUDGET < body * 20, "{body}");
+    let req = Request::post("/ingest/api")
+        .header("content-type", "application/cloudevents-batch+json")
+        .header("content-length", batch.len().to_string())
+        .body(Body::from(batch))
+        .unwrap();
+    let (status, _, answer) = send(&app, req).await;
+    assert!(
+        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::PAYLOAD_TOO_LARGE,
+        "{status} {answer}"
+    );
+    assert!(intake.events.lock().unwrap().is_empty());
+}

@@ -322,60 +322,92 @@ pub fn check_required(headers: &[(String, String)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses one CloudEvent in structured mode (a JSON object). Errors say what is wrong,
-/// for a 400 answer.
-pub fn parse_structured(json: &RawValue) -> Result<Received, String> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json.get())
-        .map_err(|e| format!("a structured CloudEvent must be a JSON object: {e}"))?;
-    let data: Option<&RawValue> = {
-        #[derive(serde::Deserialize)]
-        struct Data<'a> {
-            #[serde(borrow, default)]
-            data: Option<&'a RawValue>,
+/// Most attributes one received CloudEvent may have (the required ones, the optional
+/// ones and extensions together): each becomes an event header.
+pub const MAX_ATTRIBUTES: usize = 64;
+
+/// How much memory parsing structured CloudEvents may take per byte of the request body,
+/// at most: an attribute costs an event header (two strings and their pair, about 110
+/// bytes) for as little as 6 bytes of JSON (`"a":0,`). The http source reserves this
+/// much before it parses.
+pub const STRUCTURED_EXPANSION: u64 = 20;
+
+/// The members of one JSON object, their values as raw JSON text, read without building
+/// a tree and refused past [`MAX_ATTRIBUTES`] + 2 (`data` or `data_base64` beside them).
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    if members.len() > MAX_ATTRIBUTES + 1 {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_ATTRIBUTES} attributes"
+                        )));
+                    }
+                    members.push((name, value));
+                }
+                Ok(Members(members))
+            }
         }
-        serde_json::from_str::<Data<'_>>(json.get())
-            .map_err(|e| format!("invalid CloudEvent: {e}"))?
-            .data
-    };
-    let mut attributes = Vec::with_capacity(object.len());
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Parses one CloudEvent in structured mode (a JSON object). Errors say what is wrong,
+/// for a 400 answer. No JSON tree is built: `data` is copied as its text, attributes
+/// are read one by one, at most [`MAX_ATTRIBUTES`].
+pub fn parse_structured(json: &RawValue) -> Result<Received, String> {
+    let Members(members) = serde_json::from_str(json.get())
+        .map_err(|e| format!("a structured CloudEvent must be a JSON object: {e}"))?;
+    let mut attributes: Vec<(String, String)> = Vec::with_capacity(members.len());
+    let mut data: Option<&RawValue> = None;
     let mut data_base64 = None;
     let mut content_type = None;
-    for (name, value) in &object {
-        match name.as_str() {
-            "data" => {}
+    let text = |name: &str, raw: &RawValue| -> Result<String, String> {
+        serde_json::from_str::<String>(raw.get()).map_err(|_| format!("`{name}` must be a string"))
+    };
+    for (name, raw) in members {
+        // A name given twice counts once, with its last value (as JSON objects read).
+        attributes.retain(|(n, _)| *n != name);
+        match name.as_ref() {
+            "data" => data = Some(raw),
             "data_base64" => {
-                let text = value.as_str().ok_or("`data_base64` must be a string")?;
                 data_base64 = Some(
-                    B64.decode(text)
+                    B64.decode(text("data_base64", raw)?)
                         .map_err(|e| format!("`data_base64` is not base64: {e}"))?,
                 );
             }
-            "datacontenttype" => {
-                content_type = Some(
-                    value
-                        .as_str()
-                        .ok_or("`datacontenttype` must be a string")?
-                        .to_owned(),
-                );
-            }
+            "datacontenttype" => content_type = Some(text("datacontenttype", raw)?),
             other => {
                 if !is_attribute_name(other) {
                     return Err(format!(
-                        "`{other}` is not a CloudEvents attribute name: use 1 to {MAX_ATTRIBUTE_NAME} lowercase letters and digits"
+                        "`{other}` is not a CloudEvents attribute name: use 1 to {MAX_ATTRIBUTES} lowercase letters and digits"
                     ));
                 }
-                let text = match value {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Number(n) => n.to_string(),
-                    serde_json::Value::Bool(b) => b.to_string(),
-                    serde_json::Value::Null => continue,
+                let value = raw.get();
+                let value = match value.as_bytes().first() {
+                    Some(b'"') => text(other, raw)?,
+                    // Numbers and booleans in their JSON text.
+                    Some(b'-' | b'0'..=b'9' | b't' | b'f') => value.to_owned(),
+                    Some(b'n') => continue,
                     _ => {
                         return Err(format!(
                             "attribute `{other}` must be a string, a number or a boolean"
                         ));
                     }
                 };
-                attributes.push((other.to_owned(), text));
+                attributes.push((other.to_owned(), value));
             }
         }
     }
@@ -386,8 +418,8 @@ pub fn parse_structured(json: &RawValue) -> Result<Received, String> {
         }
         (Some(data), None) => {
             // Text data of a non-JSON content type is the string itself.
-            let payload = match (&content_type, serde_json::from_str::<&str>(data.get())) {
-                (Some(ct), Ok(text)) if !is_json_content_type(ct) => text.as_bytes().to_vec(),
+            let payload = match (&content_type, serde_json::from_str::<String>(data.get())) {
+                (Some(ct), Ok(text)) if !is_json_content_type(ct) => text.into_bytes(),
                 _ => data.get().as_bytes().to_vec(),
             };
             (
@@ -606,6 +638,15 @@ mod tests {
             let error = parse_structured(&raw).expect_err(json);
             assert!(error.contains(expected), "{json}: {error}");
         }
+        let many: String = (0..=MAX_ATTRIBUTES)
+            .map(|i| format!(",\"x{i}\":1"))
+            .collect();
+        let raw: Box<RawValue> = serde_json::from_str(&format!(
+            r#"{{"specversion":"1.0","id":"1","source":"s","type":"t"{many}}}"#
+        ))
+        .unwrap();
+        let error = parse_structured(&raw).unwrap_err();
+        assert!(error.contains("more than 64 attributes"), "{error}");
         assert!(attribute_from_header("ce-a_b", "x").is_err());
         assert!(attribute_from_header("ce-x", "%FF").is_err());
         assert_eq!(attribute_from_header("x-key", "k").unwrap(), None);
