@@ -29,7 +29,7 @@ use switchyard_connector::{
     Batch, BoxFuture, BuildContext, BuildError, Feed, FeedError, Position, Source,
 };
 use switchyard_event::Event;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::headers;
 
@@ -103,6 +103,13 @@ impl Source for NatsSource {
 
 struct Reader {
     messages: pull::Stream,
+    /// The consumer sequence of the last delivery taken: deliveries are numbered without
+    /// gaps, so a jump means one was sent and lost on the way (a dropped connection).
+    /// With AckPolicy::All the next ack would cover it: the reader is set up again
+    /// instead, from the acknowledged floor, and the lost delivery comes again.
+    consumer_seq: Option<u64>,
+    /// A jump was seen: the reader is set up again before anything else is taken.
+    gap: bool,
 }
 
 /// The consumer as a pipeline reader's [`Feed`].
@@ -228,7 +235,11 @@ impl Setup {
             })?;
         info!(source = %self.name, stream = %stream_name, consumer = %consumer_name,
             from = floor.map_or(1, |f| f + 1), "reading nats stream");
-        Ok(Reader { messages })
+        Ok(Reader {
+            messages,
+            consumer_seq: None,
+            gap: false,
+        })
     }
 
     fn write_floor(&self, floor: u64) -> Result<(), FeedError> {
@@ -304,6 +315,17 @@ impl NatsFeed {
             ))
         })?;
         let seq = info.stream_sequence;
+        let reader = self.reader.as_mut().expect("set up");
+        if reader
+            .consumer_seq
+            .is_some_and(|last| info.consumer_sequence != last + 1)
+        {
+            warn!(source = %self.name, after = ?reader.consumer_seq, got = info.consumer_sequence,
+                "a nats delivery did not arrive; setting the consumer up again from its acknowledged floor");
+            reader.gap = true;
+            return Ok(());
+        }
+        reader.consumer_seq = Some(info.consumer_sequence);
         let delivered = info.delivered;
         let published = info.published;
         self.pending = info.pending;
@@ -416,9 +438,16 @@ impl Feed for NatsFeed {
 
     fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
         Box::pin(async move {
+            if self.reader.as_ref().is_some_and(|r| r.gap) {
+                self.reader = None;
+                return Err(FeedError::Transient(format!(
+                    "source `{}`: a delivery did not arrive; setting the consumer up again",
+                    self.name
+                )));
+            }
             self.reader().await?;
             let mut batch = Batch::with_capacity(max.min(PULL_BATCH));
-            while batch.is_empty() {
+            while batch.is_empty() && !self.reader.as_ref().is_some_and(|r| r.gap) {
                 // Waiting for the first message is the only await: a call dropped here
                 // loses nothing (the pull stream keeps what it received).
                 let reader = self.reader.as_mut().expect("set up");
@@ -445,12 +474,23 @@ impl Feed for NatsFeed {
                 self.take(message, &mut batch)?;
                 while batch.len() < max {
                     let reader = self.reader.as_mut().expect("set up");
+                    if reader.gap {
+                        break;
+                    }
                     match reader.messages.next().now_or_never() {
                         Some(Some(Ok(m))) => self.take(m, &mut batch)?,
                         // An error or the end is answered by the next call.
                         _ => break,
                     }
                 }
+            }
+            if batch.is_empty() {
+                // The first delivery taken showed a gap.
+                self.reader = None;
+                return Err(FeedError::Transient(format!(
+                    "source `{}`: a delivery did not arrive; setting the consumer up again",
+                    self.name
+                )));
             }
             Ok(Some(batch))
         })
