@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId};
 use redis::{Client, RedisError, Value};
 use switchyard_config::RedisSourceConfig;
 use switchyard_connector::{
@@ -107,9 +107,9 @@ enum Read {
 }
 
 enum Reply {
-    History(Result<StreamReadReply, RedisError>),
-    Claim(Result<StreamAutoClaimReply, RedisError>),
-    New(Result<StreamReadReply, RedisError>),
+    History(Result<Value, RedisError>),
+    Claim(Result<Value, RedisError>),
+    New(Result<Value, RedisError>),
 }
 
 async fn read(
@@ -298,7 +298,7 @@ impl RedisFeed {
             }
             Reply::Claim(claimed) => {
                 let reply = match claimed {
-                    Ok(r) => r,
+                    Ok(r) => claim_reply(&r),
                     Err(e) if e.code() == Some("NOGROUP") => return Err(self.no_group()),
                     Err(e) => return Err(self.error("XAUTOCLAIM failed", &e)),
                 };
@@ -320,16 +320,83 @@ impl RedisFeed {
         Ok(batch)
     }
 
-    fn entries(
-        &mut self,
-        reply: Result<StreamReadReply, RedisError>,
-    ) -> Result<Vec<StreamId>, FeedError> {
+    fn entries(&mut self, reply: Result<Value, RedisError>) -> Result<Vec<StreamId>, FeedError> {
         match reply {
-            Ok(r) => Ok(r.keys.into_iter().flat_map(|k| k.ids).collect()),
+            Ok(r) => Ok(read_reply(&r)),
             Err(e) if e.code() == Some("NOGROUP") => Err(self.no_group()),
             Err(e) => Err(self.error("XREADGROUP failed", &e)),
         }
     }
+}
+
+/// The entries of an XREADGROUP reply (one stream), read from the raw reply rather than
+/// redis-rs's typed one: an entry whose field names are not UTF-8 would make the typed
+/// parse fail the whole reply — read again after the error, failing again, forever.
+/// Here such names are taken lossily, like values.
+fn read_reply(value: &Value) -> Vec<StreamId> {
+    match value {
+        // RESP2: [[key, entries], …]
+        Value::Array(streams) => streams
+            .iter()
+            .flat_map(|stream| match stream {
+                Value::Array(pair) => pair.get(1).map(entry_list).unwrap_or_default(),
+                _ => Vec::new(),
+            })
+            .collect(),
+        // RESP3: {key: entries, …}
+        Value::Map(streams) => streams.iter().flat_map(|(_, e)| entry_list(e)).collect(),
+        // Nil: BLOCK timed out.
+        _ => Vec::new(),
+    }
+}
+
+/// An XAUTOCLAIM reply: [next cursor, entries, deleted ids].
+fn claim_reply(value: &Value) -> StreamAutoClaimReply {
+    let Value::Array(parts) = value else {
+        return StreamAutoClaimReply::default();
+    };
+    StreamAutoClaimReply {
+        next_stream_id: parts.first().and_then(text).unwrap_or_else(|| "0-0".into()),
+        claimed: parts.get(1).map(entry_list).unwrap_or_default(),
+        deleted_ids: match parts.get(2) {
+            Some(Value::Array(ids)) => ids.iter().filter_map(text).collect(),
+            _ => Vec::new(),
+        },
+        ..Default::default()
+    }
+}
+
+/// `[[id, [field, value, …]], …]`; an entry trimmed from the stream comes as `[id, nil]`
+/// (no fields).
+fn entry_list(value: &Value) -> Vec<StreamId> {
+    let Value::Array(entries) = value else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(pair) = entry else {
+                return None;
+            };
+            let id = text(pair.first()?)?;
+            let map = match pair.get(1) {
+                Some(Value::Array(fields)) => fields
+                    .chunks_exact(2)
+                    .filter_map(|kv| Some((text(&kv[0])?, kv[1].clone())))
+                    .collect(),
+                Some(Value::Map(fields)) => fields
+                    .iter()
+                    .filter_map(|(k, v)| Some((text(k)?, v.clone())))
+                    .collect(),
+                _ => HashMap::new(),
+            };
+            Some(StreamId {
+                id,
+                map,
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -546,5 +613,40 @@ mod tests {
         assert_eq!(e.content_type, "application/json");
         let body: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
         assert_eq!(body, serde_json::json!({"order": "7", "status": "paid"}));
+    }
+
+    #[test]
+    fn a_field_name_that_is_not_utf8_does_not_fail_the_reply() {
+        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
+        let entry = |id: &str, fields: Vec<Value>| {
+            Value::Array(vec![bulk(id.as_bytes()), Value::Array(fields)])
+        };
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk(b"s"),
+            Value::Array(vec![
+                entry("1-0", vec![bulk(b"\xffname"), bulk(b"x")]),
+                Value::Array(vec![bulk(b"2-0"), Value::Nil]),
+                entry("3-0", vec![bulk(b"payload"), bulk(b"{}")]),
+            ]),
+        ])]);
+        let entries = read_reply(&reply);
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["1-0", "2-0", "3-0"]);
+        assert!(
+            entries[0].map.contains_key("\u{fffd}name"),
+            "{:?}",
+            entries[0].map
+        );
+        assert!(entries[1].map.is_empty(), "a trimmed entry has no fields");
+        assert!(read_reply(&Value::Nil).is_empty());
+
+        let claimed = claim_reply(&Value::Array(vec![
+            bulk(b"5-0"),
+            Value::Array(vec![entry("4-0", vec![bulk(b"\xfe"), bulk(b"y")])]),
+            Value::Array(vec![bulk(b"0-1")]),
+        ]));
+        assert_eq!(claimed.next_stream_id, "5-0");
+        assert_eq!(claimed.claimed.len(), 1);
+        assert_eq!(claimed.deleted_ids, ["0-1"]);
     }
 }
