@@ -214,6 +214,8 @@ fn the_example_configs_validate() {
         ("AUDIT_TOKEN", "audit-secret"),
         ("INGEST_TOKEN", "ingest-secret-0123456789"),
         ("METRICS_TOKEN", "metrics-secret-0123456789"),
+        ("RABBIT_PASSWORD", "rabbit-secret"),
+        ("MQTT_PASSWORD", "mqtt-secret"),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(config_dir()).expect("config/ exists") {
