@@ -21,7 +21,7 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
 
 use super::kafka::{
-    Message, SyRun, ingest_until_delivered, queue_fill_config, rate_from_first, start_switchyard,
+    Message, SyRun, queue_drain, rate_from_first, source_to_null_config, start_switchyard,
 };
 use super::load::json_body;
 use super::report::{Op, Row, Target};
@@ -208,75 +208,6 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}{nanos}", std::process::id())
 }
 
-/// The drain run's config: the queue filled by [`queue_fill_config`] into `sink`.
-fn drain_config(sink: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-data_dir = "{{data_dir}}"
-[log]
-level = "warn"
-[queues.backlog]
-partitions = 4
-[sources.from_backlog]
-type = "queue"
-queue = "backlog"
-group = "to-broker"
-[pipelines.drain]
-from = ["from_backlog"]
-to = ["out"]
-[sinks.out]
-{sink}
-"#
-    )
-}
-
-/// `source` (a `[sources.bench]` table body) into a null sink.
-fn source_config(source: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-data_dir = "{{data_dir}}"
-[log]
-level = "warn"
-[sources.bench]
-{source}
-[pipelines.read]
-from = ["bench"]
-to = ["null"]
-[sinks.null]
-type = "null"
-"#
-    )
-}
-
-/// switchyard draining a queue holding `messages` into the sink of `sink` (events/s from
-/// its first delivery to the last).
-fn sy_sink(
-    rt: &tokio::runtime::Runtime,
-    bin: &Path,
-    dir: &Path,
-    sink: &str,
-    messages: &[Message],
-) -> anyhow::Result<SyRun> {
-    let dir = dir.join("sink");
-    let (process, addr) = start_switchyard(bin, &dir, &queue_fill_config())?;
-    rt.block_on(ingest_until_delivered(addr, messages))?;
-    process.stop(Duration::from_secs(10))?;
-    let (process, addr) = start_switchyard(bin, &dir, &drain_config(sink))?;
-    let rate = rt.block_on(rate_from_first(
-        addr,
-        "switchyard_sink_events_total",
-        "outcome=\"delivered\"",
-        messages.len() as f64,
-    ))?;
-    let run = SyRun::of(rate, process.pid());
-    process.stop(Duration::from_secs(10))?;
-    Ok(run)
-}
-
 /// switchyard's source of `source` into a null sink, `n` events (events/s from the first
 /// completed to the n-th).
 fn sy_source(
@@ -286,7 +217,8 @@ fn sy_source(
     source: &str,
     n: usize,
 ) -> anyhow::Result<SyRun> {
-    let (process, addr) = start_switchyard(bin, &dir.join("source"), &source_config(source))?;
+    let (process, addr) =
+        start_switchyard(bin, &dir.join("source"), &source_to_null_config(source))?;
     let rate = rt.block_on(rate_from_first(
         addr,
         "switchyard_pipeline_events_total",
@@ -329,7 +261,7 @@ fn nats(
     let measured = (|| {
         let raw_publish = rt.block_on(nats_publish(url, &format!("{raw}.bench"), messages))?;
         let sink = format!("type = \"nats\"\nurl = \"{url}\"\nsubject = \"{sy}.{{source}}\"\n");
-        let sy_sink = sy_sink(rt, bin, dir, &sink, messages)?;
+        let sy_sink = queue_drain(rt, bin, &dir.join("sink"), &sink, messages)?;
         let raw_read = rt.block_on(nats_read(&js, &raw, messages.len()))?;
         let source = format!(
             "type = \"nats\"\nurl = \"{url}\"\nstream = \"{raw}\"\nconsumer = \"switchyard\"\n"
@@ -443,7 +375,7 @@ fn redis_streams(
     let measured = (|| {
         let raw_publish = rt.block_on(redis_publish(&client, &raw, messages))?;
         let sink = format!("type = \"redis\"\nurl = \"{url}\"\nstream = \"{sy}\"\n");
-        let sy_sink = sy_sink(rt, bin, dir, &sink, messages)?;
+        let sy_sink = queue_drain(rt, bin, &dir.join("sink"), &sink, messages)?;
         let raw_read = rt.block_on(redis_read(&client, &raw, messages.len()))?;
         let source = format!(
             "type = \"redis\"\nurl = \"{url}\"\nstream = \"{raw}\"\ngroup = \"switchyard\"\ncreate = true\n"

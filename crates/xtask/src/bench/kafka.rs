@@ -374,8 +374,7 @@ fn switchyard_produce(
 }
 
 /// Events/s of switchyard draining a queue that holds `messages` into a Kafka sink
-/// (from its first delivery to the last). A first run puts them into the queue over
-/// HTTP; the second, on the same data directory, reads the queue into the sink.
+/// (from its first delivery to the last).
 fn switchyard_queue_produce(
     rt: &tokio::runtime::Runtime,
     bin: &Path,
@@ -383,12 +382,28 @@ fn switchyard_queue_produce(
     brokers: &str,
     messages: &[Message],
 ) -> anyhow::Result<SyRun> {
-    let dir = root.join("queue-produce");
-    let (process, addr) = start_switchyard(bin, &dir, &queue_fill_config())?;
+    let sink = format!(
+        "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"bench-switchyard-queue\"\nlinger = \"5ms\"\n"
+    );
+    queue_drain(rt, bin, &root.join("queue-produce"), &sink, messages)
+}
+
+/// Events/s of switchyard draining a queue that holds `messages` into the sink whose
+/// table is `sink` (from its first delivery to the last). A first run puts them into
+/// the queue over HTTP; the second, on the same data directory, reads the queue into
+/// the sink.
+pub(super) fn queue_drain(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    dir: &Path,
+    sink: &str,
+    messages: &[Message],
+) -> anyhow::Result<SyRun> {
+    let (process, addr) = start_switchyard(bin, dir, &queue_fill_config())?;
     rt.block_on(ingest_until_delivered(addr, messages))?;
     process.stop(Duration::from_secs(10))?;
 
-    let (process, addr) = start_switchyard(bin, &dir, &queue_drain_config(brokers))?;
+    let (process, addr) = start_switchyard(bin, dir, &queue_drain_config(sink))?;
     let n = messages.len() as f64;
     let rate = rt.block_on(rate_from_first(
         addr,
@@ -600,7 +615,7 @@ linger = "5ms"
 }
 
 /// HTTP source → the durable queue `backlog` (the fill run of the queue → Kafka phase).
-pub(super) fn queue_fill_config() -> String {
+fn queue_fill_config() -> String {
     r#"
 [server]
 listen = "{listen}"
@@ -621,9 +636,8 @@ queue = "backlog"
     .to_owned()
 }
 
-/// The queue `backlog`, read by a consumer group → Kafka sink on
-/// `bench-switchyard-queue`.
-fn queue_drain_config(brokers: &str) -> String {
+/// The queue `backlog`, read by a consumer group → the sink whose table is `sink`.
+fn queue_drain_config(sink: &str) -> String {
     format!(
         r#"
 [server]
@@ -636,21 +650,25 @@ partitions = 4
 [sources.from_backlog]
 type = "queue"
 queue = "backlog"
-group = "to-kafka"
+group = "to-sink"
 [pipelines.drain]
 from = ["from_backlog"]
 to = ["out"]
 [sinks.out]
-type = "kafka"
-brokers = "{brokers}"
-topic = "bench-switchyard-queue"
-linger = "5ms"
+{sink}
 "#
     )
 }
 
 /// Kafka source on `bench-raw` → null sink.
 fn consume_config(brokers: &str) -> String {
+    source_to_null_config(&format!(
+        "type = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"bench-raw\"]\ngroup = \"bench-switchyard-consumer\"\n"
+    ))
+}
+
+/// The source whose table is `source`, named `bench`, → a null sink.
+pub(super) fn source_to_null_config(source: &str) -> String {
     format!(
         r#"
 [server]
@@ -659,11 +677,8 @@ data_dir = "{{data_dir}}"
 [log]
 level = "warn"
 [sources.bench]
-type = "kafka"
-brokers = "{brokers}"
-topics = ["bench-raw"]
-group = "bench-switchyard-consumer"
-[pipelines.from_kafka]
+{source}
+[pipelines.read]
 from = ["bench"]
 to = ["null"]
 [sinks.null]
@@ -681,7 +696,7 @@ mod tests {
         for text in [
             produce_config("127.0.0.1:9092"),
             queue_fill_config(),
-            queue_drain_config("127.0.0.1:9092"),
+            queue_drain_config("type = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\n"),
             consume_config("127.0.0.1:9092"),
         ] {
             let text = text
