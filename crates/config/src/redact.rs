@@ -49,6 +49,10 @@ pub fn is_secret_name(name: &str) -> bool {
     .any(|word| name.contains(word))
 }
 
+/// Schemes whose userinfo without a `:` is a secret token, not a user name
+/// (`nats://TOKEN@host:4222`).
+pub const TOKEN_SCHEMES: &[&str] = &["nats://", "tls://", "ws://", "wss://"];
+
 /// `value` when `name` is not a secret's name, else [`MASK`].
 pub fn header_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
     if is_secret_name(name) {
@@ -59,7 +63,8 @@ pub fn header_value<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
 }
 
 /// The safe form of a URL (also of one that does not parse): userinfo password → `***`
-/// (the user name stays), every query and fragment value → `***` (names stay).
+/// (the user name stays), every query and fragment value → `***` (names stay). In the
+/// schemes of [`TOKEN_SCHEMES`] a user name alone is a token and is masked too.
 ///
 /// `https://user:pw@example.com/hook?token=abc&v=1` →
 /// `https://user:***@example.com/hook?token=***&v=***`.
@@ -89,6 +94,7 @@ pub fn url(text: &str) -> String {
                             out.push(':');
                             out.push_str(MASK);
                         }
+                        None if TOKEN_SCHEMES.contains(&scheme) => out.push_str(MASK),
                         None => out.push_str(userinfo),
                     }
                     out.push('@');
@@ -267,6 +273,12 @@ mod tests {
         );
         // A user name alone stays; a password with `@` and `/` in it goes entirely.
         assert_eq!(url("https://bot@example.com/"), "https://bot@example.com/");
+        // ... but where a user name alone is a token, it goes.
+        assert_eq!(
+            url("nats://s3cr3t-token@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222"
+        );
+        assert_eq!(url("tls://tok@nats.example"), "tls://***@nats.example");
         assert_eq!(
             url("postgres://app:p@ss@db:5432/shop"),
             "postgres://app:***@db:5432/shop"

@@ -138,6 +138,15 @@ pub trait Feed: Send + 'static {
 
     /// Partition label of the metrics (0 for a feed without partitions).
     fn partition(&self) -> u32;
+
+    /// Commit as soon as the low watermark is this many positions past the last commit,
+    /// instead of at the reader's next tick (a few times a second). For a broker that
+    /// hands out only a window of unacknowledged messages (a prefetch, an in-flight
+    /// limit): without acks it sends nothing more, and a window acked a few times a
+    /// second caps the rate at a few windows a second. `None` (the default): on the tick.
+    fn commit_after(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A configured source: what pipelines read.

@@ -230,4 +230,10 @@ impl Feed for MqttFeed {
     fn partition(&self) -> u32 {
         0
     }
+
+    /// A broker keeps only a few QoS 1 messages in flight per session (mosquitto: 20 by
+    /// default) and sends the next one for each PUBACK: ack whatever is complete at once.
+    fn commit_after(&self) -> Option<u64> {
+        Some(1)
+    }
 }

@@ -6,7 +6,7 @@
 //! is delivered once its PubAck says the stream stored it (or already had it: a duplicate
 //! inside the stream's duplicate window, after a retry or a restart).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ use crate::headers;
 
 /// Most events handed to one delivery attempt (one lane).
 const MAX_BATCH: usize = 500;
+/// Failed attempts whose retry is remembered (more than the sink's lanes ever are).
+const MAX_REFUSED: usize = 1024;
 /// How often the same "no stream holds this subject" warning is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -59,11 +61,14 @@ pub struct NatsSink {
     /// Whether `create` made (or found) the stream.
     stream_ready: tokio::sync::Mutex<bool>,
     warned: Mutex<HashMap<String, Instant>>,
-    /// Set when an attempt had an event refused or unconfirmed: the next attempt first
-    /// publishes one event alone and waits for its PubAck before it sends the rest, so
-    /// that a server still recovering (a restart, a full stream) cannot refuse an event
-    /// and store later ones of its lane ahead of it.
-    probing: std::sync::atomic::AtomicBool,
+    /// The first event to retry of each attempt that had an event refused or
+    /// unconfirmed (at most [`MAX_REFUSED`], the oldest forgotten). The attempt that
+    /// starts with one of them is that lane's retry: it first publishes that event alone
+    /// and waits for its PubAck before it sends the rest, so that a server still
+    /// recovering (a restart, a full stream) cannot refuse it again and store later
+    /// events of the lane ahead of it. Kept per event, not per sink: lanes fail and
+    /// retry independently, and one lane's success must not cancel another's probe.
+    refused: Mutex<VecDeque<String>>,
     retry: RetryPolicy,
     formatter: Formatter,
 }
@@ -91,7 +96,7 @@ impl NatsSink {
             js: OnceCell::new(),
             stream_ready: tokio::sync::Mutex::new(false),
             warned: Mutex::new(HashMap::new()),
-            probing: std::sync::atomic::AtomicBool::new(false),
+            refused: Mutex::new(VecDeque::new()),
             retry,
             formatter,
         }
@@ -291,7 +296,7 @@ impl NatsSink {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut acks: Vec<(usize, String, PublishAckFuture)> = Vec::with_capacity(batch.len());
         let mut stopped: Option<String> = None;
-        let mut probe = self.probing.load(std::sync::atomic::Ordering::Relaxed);
+        let mut probe = batch.first().is_some_and(|e| self.take_refused(&e.id));
         for (i, event) in batch.iter().enumerate() {
             if let Some(error) = &stopped {
                 outcomes[i] = Some(retry(error.clone()));
@@ -344,15 +349,38 @@ impl NatsSink {
         for (i, subject, ack) in acks {
             outcomes[i] = Some(self.confirm(&subject, ack, deadline).await);
         }
-        let failed = outcomes
+        let first_retry = outcomes
             .iter()
-            .any(|o| matches!(o, Some(Outcome::Retry { .. })));
-        self.probing
-            .store(failed, std::sync::atomic::Ordering::Relaxed);
+            .position(|o| matches!(o, Some(Outcome::Retry { .. })));
+        if let Some(i) = first_retry {
+            self.remember_refused(&batch[i].id);
+        }
         outcomes
             .into_iter()
             .map(|o| o.expect("every event answered"))
             .collect()
+    }
+}
+
+impl NatsSink {
+    /// Whether `id` starts a lane's retry after a refusal (and forgets it).
+    fn take_refused(&self, id: &str) -> bool {
+        let mut refused = self.refused.lock().expect("refused lock");
+        match refused.iter().position(|r| r == id) {
+            Some(i) => {
+                refused.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember_refused(&self, id: &str) {
+        let mut refused = self.refused.lock().expect("refused lock");
+        if refused.len() >= MAX_REFUSED {
+            refused.pop_front();
+        }
+        refused.push_back(id.to_owned());
     }
 }
 

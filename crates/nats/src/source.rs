@@ -37,6 +37,12 @@ use crate::headers;
 const KIND_MESSAGE: &str = "message";
 /// Most messages one pull request asks for.
 const PULL_BATCH: usize = 500;
+/// Most bytes one pull request asks for, unless the server's `max_payload` is larger (a
+/// pull must fit one message of it, or the server never sends that message): with
+/// messages of up to `max_payload` (1 MiB by default, up to 64 MiB), a pull of
+/// [`PULL_BATCH`] could otherwise bring hundreds of MiB at once. The client keeps about
+/// two pulls buffered.
+const PULL_BYTES: usize = 8 << 20;
 /// Headers of a message copied into its event, at most (a message is bounded by the
 /// server's `max_payload`; this bounds the per-event work on top).
 const MAX_HEADERS: usize = 128;
@@ -157,6 +163,7 @@ impl Setup {
         )
         .await
         .map_err(transient)?;
+        let pull_bytes = PULL_BYTES.max(client.server_info().max_payload + 4096);
         let js = jetstream::new(client);
         let stream_name = &self.cfg.stream;
         let stream = js.get_stream(stream_name).await.map_err(|e| match e.kind() {
@@ -223,6 +230,7 @@ impl Setup {
         let messages = consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH.min(self.cfg.max_ack_pending as usize))
+            .max_bytes_per_batch(pull_bytes)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -521,5 +529,12 @@ impl Feed for NatsFeed {
 
     fn partition(&self) -> u32 {
         0
+    }
+
+    /// The server sends nothing past `max_ack_pending` unacknowledged messages: ack
+    /// every half of it (positions are stream sequences, so gaps count too, which only
+    /// acks sooner).
+    fn commit_after(&self) -> Option<u64> {
+        Some(u64::from(self.cfg.max_ack_pending / 2))
     }
 }

@@ -269,4 +269,10 @@ impl Feed for RabbitmqFeed {
     fn partition(&self) -> u32 {
         0
     }
+
+    /// The broker sends no more than `prefetch` unacknowledged deliveries: ack every
+    /// half of it.
+    fn commit_after(&self) -> Option<u64> {
+        Some(u64::from(self.config.prefetch / 2))
+    }
 }

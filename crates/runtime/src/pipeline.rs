@@ -166,6 +166,11 @@ impl Reader {
                     while let Ok(p) = ack_rx.try_recv() {
                         this.complete(&mut mark, p);
                     }
+                    if let Some(after) = feed.commit_after()
+                        && mark.low_watermark().saturating_sub(committed) >= after.max(1)
+                    {
+                        committed = this.commit(&mut feed, &mark, committed).await;
+                    }
                 }
                 _ = stop.changed(), if !stop_heard => {
                     stop_heard = true;
@@ -412,6 +417,12 @@ mod tests {
         commits: Arc<Mutex<Vec<u64>>>,
         /// The `max` of every `next` call.
         asked: Arc<Mutex<Vec<usize>>>,
+        /// Like a broker with a prefetch: hands out nothing more while this many
+        /// positions past the last commit are out (`None`: no limit), and asks for a
+        /// commit after as many.
+        window: Option<u64>,
+        handed: u64,
+        committed: watch::Sender<u64>,
     }
 
     impl Feed for ScriptedFeed {
@@ -422,14 +433,28 @@ mod tests {
         fn next(&mut self, max: usize) -> BoxFuture<'_, Result<Option<Batch>, FeedError>> {
             // Cancel-safe like every feed: the step is taken only when the call completes.
             Box::pin(async move {
+                if let Some(window) = self.window {
+                    let handed = self.handed;
+                    let mut committed = self.committed.subscribe();
+                    let _ = committed.wait_for(|&c| handed - c < window).await;
+                }
                 self.asked.lock().unwrap().push(max);
-                self.script.pop_front().transpose()
+                let step = self.script.pop_front().transpose();
+                if let Ok(Some(batch)) = &step {
+                    self.handed = batch.positions().last().map_or(self.handed, |p| p + 1);
+                }
+                step
             })
         }
 
         fn commit(&mut self, low: u64) -> BoxFuture<'_, Result<(), FeedError>> {
             self.commits.lock().unwrap().push(low);
+            self.committed.send_replace(low);
             Box::pin(std::future::ready(Ok(())))
+        }
+
+        fn commit_after(&self) -> Option<u64> {
+            self.window
         }
 
         fn lag(&self, _low: u64) -> u64 {
@@ -473,7 +498,7 @@ mod tests {
     }
 
     async fn read(script: Vec<Result<Batch, FeedError>>) -> (Vec<String>, Vec<u64>) {
-        let (seen, commits, _) = read_with(script, 64).await;
+        let (seen, commits, _) = read_with(script, 64, None).await;
         (seen, commits)
     }
 
@@ -481,6 +506,7 @@ mod tests {
     async fn read_with(
         script: Vec<Result<Batch, FeedError>>,
         max_in_flight: usize,
+        window: Option<u64>,
     ) -> (Vec<String>, Vec<u64>, Vec<usize>) {
         let dir = tempfile::tempdir().unwrap();
         let dead_letter = crate::delivery::tests::dead_letter_queue(dir.path());
@@ -506,6 +532,9 @@ mod tests {
                 script: script.into(),
                 commits: commits.clone(),
                 asked: asked.clone(),
+                window,
+                handed: 0,
+                committed: watch::channel(0).0,
             }),
             metrics,
         };
@@ -527,17 +556,39 @@ mod tests {
         let (seen, _, asked) = read_with(
             vec![Ok(batch(0, &["a", "b"])), Ok(batch(2, &["c"]))],
             100_000,
+            None,
         )
         .await;
         assert_eq!(seen, ["a", "b", "c"]);
         assert_eq!(asked.first(), Some(&MAX_READ), "{asked:?}");
         assert!(asked.iter().all(|&m| m <= MAX_READ), "{asked:?}");
 
-        let (_, _, asked) = read_with(vec![Ok(batch(0, &["a"]))], 10).await;
+        let (_, _, asked) = read_with(vec![Ok(batch(0, &["a"]))], 10, None).await;
         assert_eq!(
             asked.first(),
             Some(&10),
             "a smaller max_in_flight bounds the read"
+        );
+    }
+
+    /// A feed whose broker sends nothing more until it gets acks is committed as soon as
+    /// its window is complete, not at the next tick: on a paused clock, which moves only
+    /// when every task waits for a timer, no time passes at all.
+    #[tokio::test(start_paused = true)]
+    async fn a_feed_with_a_window_is_committed_as_soon_as_the_window_is_complete() {
+        let start = tokio::time::Instant::now();
+        let script = vec![
+            Ok(batch(0, &["a", "b"])),
+            Ok(batch(2, &["c", "d"])),
+            Ok(batch(4, &["e", "f"])),
+        ];
+        let (seen, commits, _) = read_with(script, 64, Some(2)).await;
+        assert_eq!(seen, ["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(commits, [2, 4, 6]);
+        assert!(
+            start.elapsed() < COMMIT_INTERVAL,
+            "the reader waited for its tick to commit: {:?}",
+            start.elapsed()
         );
     }
 

@@ -1,13 +1,16 @@
 //! `bench connectors`: each broker connector next to the broker's own client crate, on the
 //! same broker, with the same N keyed JSON messages.
 //!
-//! Per broker (NATS JetStream, Redis Streams):
+//! Per broker (NATS JetStream, Redis Streams, RabbitMQ, MQTT):
 //! 1. sink: the raw client publishes the N messages (4 tasks, up to 256 unconfirmed each:
-//!    JetStream PubAcks / pipelined XADD replies) vs switchyard draining a durable queue
+//!    JetStream PubAcks / pipelined XADD replies / publisher confirms; MQTT: one
+//!    connection with 100 QoS 1 publishes awaiting their PUBACK, as the sink) vs switchyard draining a durable queue
 //!    that already holds the same messages into the sink (from its first delivery to the
 //!    last, as `bench kafka` does). Target ≥ 0.8 of the raw client.
 //! 2. source: the raw client reads the N messages the raw publisher wrote (a JetStream
-//!    pull consumer acking each batch, XREADGROUP + XACK per batch) vs switchyard's source
+//!    pull consumer acking each batch, XREADGROUP + XACK per batch, a RabbitMQ consumer
+//!    with a prefetch of 1000 acking every 500, an MQTT persistent session acking each
+//!    message) vs switchyard's source
 //!    into a `null` sink (from the first completed event to the N-th). No target.
 
 use std::collections::VecDeque;
@@ -27,6 +30,9 @@ use super::load::json_body;
 use super::report::{Op, Row, Target};
 use super::{build, report};
 
+mod mqtt;
+mod rabbitmq;
+
 /// switchyard's queue → sink / the raw client publishing the same messages.
 const TARGET_SINK: f64 = 0.8;
 /// Tasks publishing at once, for the raw clients (the sinks' default concurrency is 8
@@ -41,6 +47,8 @@ const READ_BATCH: usize = 1000;
 pub enum Broker {
     Nats,
     Redis,
+    Rabbitmq,
+    Mqtt,
 }
 
 impl Broker {
@@ -48,6 +56,18 @@ impl Broker {
         match self {
             Broker::Nats => "NATS",
             Broker::Redis => "Redis",
+            Broker::Rabbitmq => "RabbitMQ",
+            Broker::Mqtt => "MQTT",
+        }
+    }
+
+    /// The client crate of the raw side.
+    fn client(self) -> &'static str {
+        match self {
+            Broker::Nats => "async-nats",
+            Broker::Redis => "redis-rs",
+            Broker::Rabbitmq => "lapin",
+            Broker::Mqtt => "rumqttc",
         }
     }
 }
@@ -73,6 +93,9 @@ pub struct ConnectorsArgs {
     /// Redis server.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// RabbitMQ server (AMQP 0-9-1). MQTT runs on a private mosquitto started for the run.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    rabbitmq_url: String,
     /// A switchyard binary to use instead of building `switchyard-cli` in release mode.
     #[arg(long, value_name = "PATH")]
     bin: Option<std::path::PathBuf>,
@@ -127,6 +150,8 @@ pub fn run(args: ConnectorsArgs) -> anyhow::Result<Vec<Row>> {
         let measured = match broker {
             Broker::Nats => nats(&rt, &args, &switchyard, &dir, &messages),
             Broker::Redis => redis_streams(&rt, &args, &switchyard, &dir, &messages),
+            Broker::Rabbitmq => rabbitmq::measure(&rt, &args, &switchyard, &dir, &messages),
+            Broker::Mqtt => mqtt::measure(&rt, &switchyard, &dir, &messages),
         };
         let name = broker.name();
         let m = match measured {
@@ -180,10 +205,7 @@ pub fn run(args: ConnectorsArgs) -> anyhow::Result<Vec<Row>> {
                 .rss_kib(sy.peak_rss_kib)
                 .note(note.clone())
         };
-        let client = match broker {
-            Broker::Nats => "async-nats",
-            Broker::Redis => "redis-rs",
-        };
+        let client = broker.client();
         rows.push(
             row(format!("queue → {name} sink events/s"), m.sy_sink)
                 .baseline(&format!("raw {client} publisher"), m.raw_publish)

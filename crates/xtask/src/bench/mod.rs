@@ -145,17 +145,22 @@ enum Bench {
     /// builds its release self with it.
     #[command(verbatim_doc_comment)]
     Queue(queue::QueueArgs),
-    /// Broker connectors (NATS JetStream, Redis Streams) next to each broker's own client.
+    /// Broker connectors (NATS JetStream, Redis Streams, RabbitMQ, MQTT) next to each
+    /// broker's own client.
     ///
-    /// Per broker, on the machine's own server, with the same N keyed 200-byte JSON
-    /// messages:
+    /// Per broker, on the machine's own server (MQTT: a private mosquitto started for the
+    /// run, which queues without limit), with the same N keyed 200-byte JSON messages:
     ///
     ///   sink    the raw client publishing them (4 tasks × 256 unconfirmed: PubAcks,
-    ///           pipelined XADD replies) vs switchyard draining a durable queue that
-    ///           holds them into its sink, first delivery to last (target ≥ 0.8)
+    ///           pipelined XADD replies, publisher confirms; MQTT: one connection with
+    ///           100 QoS 1 publishes awaiting PUBACK) vs switchyard draining a durable
+    ///           queue that holds them into its sink, first delivery to last (target ≥ 0.8)
     ///   source  the raw client reading what it published (a pull consumer acking per
-    ///           batch; XREADGROUP + XACK per batch) vs switchyard's source into a `null`
+    ///           batch; XREADGROUP + XACK per batch; a RabbitMQ consumer with prefetch
+    ///           1000; an MQTT persistent session) vs switchyard's source into a `null`
     ///           sink, first event to the N-th (no target)
+    ///
+    ///   --only nats,redis,rabbitmq,mqtt   a subset
     ///
     /// Builds its release self with the `peers` feature (the brokers' clients).
     #[cfg(feature = "peers")]
