@@ -73,15 +73,18 @@ impl Samples {
         }
     }
 
-    /// The change of series `name` over the last `n` samples and `now`.
-    fn recent_change(&self, name: &str, now: u64) -> u64 {
-        let Some(values) = self.series.get(name) else {
-            return now;
-        };
-        let from = values.len().saturating_sub(RECENT);
-        values
-            .get(from)
-            .map_or(now, |then| now.saturating_sub(*then))
+    /// How many samples ago series `name` last rose, looking back [`RECENT`] samples
+    /// from `now` (0: it rose since the last sample); `None` when it did not.
+    fn last_rise(&self, name: &str, now: u64) -> Option<usize> {
+        let values = self.series.get(name)?;
+        let mut later = now;
+        for (age, value) in values.iter().rev().take(RECENT).enumerate() {
+            if later > *value {
+                return Some(age);
+            }
+            later = *value;
+        }
+        None
     }
 }
 
@@ -333,16 +336,17 @@ fn sink_nodes(shared: &Shared) -> Vec<SinkNode> {
                 dead_lettered: count(name, "dead_lettered"),
                 errors: 0,
             };
-            let recent = |field: &str, now: u64| {
-                samples.recent_change(&format!("sinks.{name}.{field}"), now)
-            };
+            let rose =
+                |field: &str, now: u64| samples.last_rise(&format!("sinks.{name}.{field}"), now);
+            let failed = [
+                rose("retried", counters.retried),
+                rose("dead_lettered", counters.dead_lettered),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let stopped = shared.sinks.get(name).is_none_or(|s| s.is_stopped());
-            let state = sink_state(
-                stopped,
-                recent("delivered", counters.delivered),
-                recent("retried", counters.retried),
-                recent("dead_lettered", counters.dead_lettered),
-            );
+            let state = sink_state(stopped, rose("delivered", counters.delivered), failed);
             SinkNode {
                 name: name.clone(),
                 kind: cfg.type_name().to_owned(),
@@ -353,16 +357,15 @@ fn sink_nodes(shared: &Shared) -> Vec<SinkNode> {
         .collect()
 }
 
-/// A sink's state from what it did over the last [`RECENT`] samples.
-fn sink_state(stopped: bool, delivered: u64, retried: u64, dead_lettered: u64) -> &'static str {
-    if stopped {
-        "stopped"
-    } else if (retried > 0 || dead_lettered > 0) && delivered == 0 {
-        "failing"
-    } else if retried > 0 {
-        "retrying"
-    } else {
-        "running"
+/// A sink's state from how many samples ago it last delivered and last failed (a retry
+/// or a dead letter), within the last [`RECENT`] samples: `failing` when nothing was
+/// delivered since the last failure, `retrying` when deliveries go on between failures.
+fn sink_state(stopped: bool, delivered: Option<usize>, failed: Option<usize>) -> &'static str {
+    match (stopped, delivered, failed) {
+        (true, _, _) => "stopped",
+        (false, _, None) => "running",
+        (false, Some(d), Some(f)) if d <= f => "retrying",
+        (false, _, Some(_)) => "failing",
     }
 }
 
@@ -534,19 +537,40 @@ mod tests {
         let delivered = &samples.series["sinks.hook.delivered"];
         assert_eq!(delivered.len(), CAPACITY);
         assert_eq!(delivered.front(), Some(&10));
-        assert_eq!(
-            samples.recent_change("sinks.hook.delivered", 2 * (CAPACITY as u64 + 5)),
-            2 * RECENT as u64
-        );
     }
 
     #[test]
-    fn a_sink_state_follows_what_it_did_recently() {
-        assert_eq!(sink_state(false, 5, 0, 0), "running");
-        assert_eq!(sink_state(false, 0, 0, 0), "running");
-        assert_eq!(sink_state(false, 5, 2, 0), "retrying");
-        assert_eq!(sink_state(false, 0, 2, 0), "failing");
-        assert_eq!(sink_state(false, 0, 0, 1), "failing");
-        assert_eq!(sink_state(true, 5, 0, 0), "stopped");
+    fn the_last_rise_of_a_series_is_found_within_the_recent_samples() {
+        let mut samples = Samples::default();
+        for (i, delivered) in [0, 3, 3, 3].into_iter().enumerate() {
+            samples.push(&state_with_sink(delivered, i as u64));
+        }
+        let name = "sinks.hook.delivered";
+        assert_eq!(
+            samples.last_rise(name, 4),
+            Some(0),
+            "rose since the last sample"
+        );
+        assert_eq!(
+            samples.last_rise(name, 3),
+            Some(3),
+            "between the first and second sample"
+        );
+        for i in 4..(4 + RECENT as u64) {
+            samples.push(&state_with_sink(3, i));
+        }
+        assert_eq!(samples.last_rise(name, 3), None, "too long ago");
+        assert_eq!(samples.last_rise("sinks.other.delivered", 3), None);
+    }
+
+    #[test]
+    fn a_sink_state_follows_what_it_did_last() {
+        assert_eq!(sink_state(false, Some(0), None), "running");
+        assert_eq!(sink_state(false, None, None), "running");
+        assert_eq!(sink_state(false, Some(0), Some(2)), "retrying");
+        assert_eq!(sink_state(false, Some(1), Some(1)), "retrying");
+        assert_eq!(sink_state(false, Some(3), Some(1)), "failing");
+        assert_eq!(sink_state(false, None, Some(0)), "failing");
+        assert_eq!(sink_state(true, Some(0), None), "stopped");
     }
 }

@@ -26,11 +26,16 @@ function h(tag, attrs, ...children) {
     else if (k === "class") el.className = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
+}
+
+// Replaces the children of `el` (arrays flattened, absent values left out).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== undefined && c !== null && c !== false));
 }
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -99,7 +104,7 @@ function showLogin(message) {
   $("logout").hidden = true;
   $("live").hidden = true;
   $("banner").hidden = true;
-  $("app").replaceChildren();
+  fill($("app"));
   const err = $("login-error");
   err.hidden = !message;
   err.textContent = message || "";
@@ -304,7 +309,7 @@ function route() {
     if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   const app = $("app");
-  app.replaceChildren();
+  fill(app);
   for (const [re, page] of routes) {
     const m = hash.match(re);
     if (m) {
@@ -346,7 +351,7 @@ async function overviewPage(app) {
         ["retried", fmtNum(n.counters.retried)],
         ["dead-lettered", fmtNum(n.counters.dead_lettered)],
       ])));
-    graph.replaceChildren(sources, pipelines, sinks);
+    fill(graph, sources, pipelines, sinks);
     drawEdges(graph, state);
   };
   if (live.state) draw(live.state);
@@ -390,8 +395,8 @@ async function pipelinePage(app, name) {
   app.append(body);
   const draw = (state) => {
     const p = state.pipelines.find((x) => x.name === name);
-    if (!p) { body.replaceChildren(h("p", { class: "error" }, `No pipeline named ${name}.`)); return; }
-    body.replaceChildren(
+    if (!p) { fill(body, h("p", { class: "error" }, `No pipeline named ${name}.`)); return; }
+    fill(body,
       h("p", {}, `Reads ${p.sources.join(", ")}; delivers to ${p.sinks.join(", ") || "what its router chooses"}; dead letters go to `,
         h("a", { href: "#/dead-letters" }, p.dead_letter), "."),
       p.plugins.length ? h("ul", { class: "chips", "aria-label": "Plugins" }, p.plugins.map((x) => h("li", {}, x))) : null,
@@ -438,7 +443,7 @@ async function queuesPage(app) {
   const peek = h("section", { "aria-live": "polite" });
   app.append(table, peek);
   const draw = (state) => {
-    table.replaceChildren(h("table", {},
+    fill(table, h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "Role"), h("th", { class: "num" }, "Depth"),
         h("th", { class: "num wide" }, "Size"), h("th", {}, "Work groups (depth / in flight / oldest)"), h("th", {}, ""))),
       h("tbody", {}, state.queues.map((q) => h("tr", {},
@@ -453,7 +458,7 @@ async function queuesPage(app) {
 
 async function peekAt(queue, into) {
   const answer = await api(`/admin/queues/${encodeURIComponent(queue)}/messages?limit=20`);
-  into.replaceChildren(h("h2", {}, `First messages of ${queue}`),
+  fill(into, h("h2", {}, `First messages of ${queue}`),
     answer.messages.length ? answer.messages.map((m) => eventView(m)) : h("p", { class: "muted" }, "The queue holds no messages."));
 }
 
@@ -495,7 +500,7 @@ async function deadLettersPage(app) {
     const answer = await api(`/admin/dlq/${encodeURIComponent(select.value)}?limit=200`);
     const rows = answer.dead_letters;
     const now = Date.now();
-    list.replaceChildren(rows.length ? h("table", { id: "dead-letters" },
+    fill(list, rows.length ? h("table", { id: "dead-letters" },
       h("thead", {}, h("tr", {}, h("th", {}, h("span", { class: "muted" }, "Pick")), h("th", {}, "Event"), h("th", {}, "Sink"),
         h("th", {}, "Reason"), h("th", { class: "num" }, "Attempts"), h("th", { class: "num wide" }, "Age"), h("th", {}, ""))),
       h("tbody", {}, rows.map((r) => {
@@ -510,11 +515,11 @@ async function deadLettersPage(app) {
           h("td", { class: "num wide" }, at ? fmtAge(now - at) : "–"),
           h("td", {}, h("button", { type: "button", onclick: () => replay({ ids: [e.id] }, e.id) }, "Replay")));
       }))) : h("p", { class: "muted" }, "No dead letters."));
-    detail.replaceChildren();
+    fill(detail);
     return rows.length;
   };
   const show = (r) => {
-    detail.replaceChildren(h("h2", {}, `Dead letter ${r.event.id}`),
+    fill(detail, h("h2", {}, `Dead letter ${r.event.id}`),
       h("h3", {}, "Headers"),
       h("pre", { class: "headers" }, Object.entries(r.event.headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n") || "(none)"),
       h("h3", {}, "Payload"),
@@ -569,7 +574,7 @@ async function drawSource(panel, name) {
     await drawSource(panel, name);
   };
   const tables = st.snapshot || {};
-  panel.replaceChildren(
+  fill(panel,
     h("h2", {}, name),
     h("p", {}, `slot ${st.slot} · ${st.connected ? "connected" : "not connected"} · slot lag ${fmtBytes(st.slot_lag_bytes)} · confirmed ${st.confirmed_lsn} · ${fmtNum(st.events)} events · ${fmtNum(st.reconnects)} reconnects`),
     st.last_error ? h("p", { class: "reason" }, st.last_error) : null,
@@ -602,15 +607,15 @@ async function configPage(app) {
   const text = h("textarea", { id: "config-text", spellcheck: "false", "aria-label": "Config to validate (TOML)" });
   const result = h("div", { id: "validate-result", role: "status" });
   const validate = async () => {
-    result.replaceChildren("Validating…");
+    fill(result, "Validating…");
     try {
       const a = await post("/admin/config/validate", text.value, "application/toml");
-      result.replaceChildren(
+      fill(result,
         a.ok ? h("p", { class: "ok" }, "Valid: switchyard would start with this config (nothing was applied).") : h("p", { class: "error" }, `${a.issues.length} problem(s):`),
         h("ul", { class: "issues" }, a.issues.map(issueItem)),
         a.warnings.length ? [h("p", {}, "Warnings:"), h("ul", { class: "warnings" }, a.warnings.map(issueItem))] : null);
     } catch (e) {
-      if (!(e instanceof Refused)) result.replaceChildren(h("p", { class: "error" }, e.message));
+      if (!(e instanceof Refused)) fill(result, h("p", { class: "error" }, e.message));
     }
   };
   app.append(
@@ -639,7 +644,7 @@ async function start() {
     receive(await api("/admin/state"));
   } catch (e) {
     if (e instanceof Refused) return;
-    $("app").replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
+    fill($("app"), h("p", { class: "error", role: "alert" }, e.message));
     return;
   }
   openStream();

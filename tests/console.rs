@@ -1,0 +1,231 @@
+//! The operator console in a real browser: `tests/console/console.spec.mjs` drives the
+//! system chromium (playwright-core) against the real binary, and asks this test, line by
+//! line, to do what a browser cannot: send events, make the webhook fail and heal, and
+//! check what the webhook received. It logs in (a wrong token is refused first), sees the
+//! graph and its counts move, sees dead letters, replays one, purges another, and saves a
+//! screenshot of each page in `target/console-screenshots/`.
+//!
+//! Needs `/usr/bin/chromium` and `tests/console/node_modules` (`scripts/install-browser.sh`,
+//! run by `scripts/install-test-tools.sh`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use switchyard_test_support::{Behaviour, Switchyard, WebhookReceiver, tail};
+use switchyard_tests::{client, runtime, wait_until};
+
+const TOKEN: &str = "console-admin-token-0123456789";
+/// The whole browser run, from launch to the last screenshot.
+const BROWSER_RUN: Duration = Duration::from_secs(120);
+
+fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require_browser() {
+    let playwright = tests_dir().join("console/node_modules/playwright-core/package.json");
+    assert!(
+        Path::new("/usr/bin/chromium").is_file() && playwright.is_file(),
+        "the console's browser test needs /usr/bin/chromium and {}: run scripts/install-browser.sh",
+        playwright.display()
+    );
+}
+
+/// What the browser asks for, and how this side answers.
+struct Steps<'a> {
+    switchyard: &'a Switchyard,
+    receiver: &'a WebhookReceiver,
+    sent: u64,
+}
+
+impl Steps<'_> {
+    fn ingest(&self, id: &str, body: serde_json::Value) {
+        let url = format!("{}/ingest/api", self.switchyard.url());
+        let status = runtime().block_on(async {
+            client()
+                .post(url)
+                .header("idempotency-key", id)
+                .json(&body)
+                .send()
+                .await
+                .expect("ingest answers")
+                .status()
+        });
+        assert_eq!(status, 200, "ingest of {id}");
+    }
+
+    /// The sink's dead-lettered count as `/admin/state` gives it.
+    fn dead_lettered(&self) -> u64 {
+        let url = format!("{}/admin/state", self.switchyard.url());
+        let state: serde_json::Value = runtime().block_on(async {
+            client()
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("state answers")
+                .json()
+                .await
+                .expect("state is JSON")
+        });
+        state["sinks"][0]["counters"]["dead_lettered"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Sends an event while the webhook answers 500: retried, then dead-lettered.
+    fn dead_letter(&self, id: &str) -> Result<(), String> {
+        let before = self.dead_lettered();
+        self.receiver.set_behaviour(Behaviour::Status(500));
+        self.ingest(id, serde_json::json!({ "poison": true, "id": id }));
+        let done = wait_until(Duration::from_secs(20), || self.dead_lettered() > before);
+        self.receiver.set_behaviour(Behaviour::Ok);
+        done.then_some(())
+            .ok_or_else(|| format!("{id} was not dead-lettered"))
+    }
+
+    fn answer(&mut self, step: &str) -> Result<String, String> {
+        match step.split_once(' ').unwrap_or((step, "")) {
+            ("send-events", _) => {
+                for n in 0..5 {
+                    self.ingest(&format!("console-{n}"), serde_json::json!({ "n": n }));
+                    self.sent += 1;
+                }
+                let sent = self.sent as usize;
+                if !self.receiver.wait_for_count(sent, Duration::from_secs(20)) {
+                    return Err(format!("{} of {sent} delivered", self.receiver.count()));
+                }
+                Ok("5".into())
+            }
+            ("fail-webhook", _) => self
+                .dead_letter("console-poison")
+                .map(|()| "console-poison".into()),
+            ("heal-webhook", _) => {
+                self.receiver.set_behaviour(Behaviour::Ok);
+                Ok(String::new())
+            }
+            ("check-replayed", id) => {
+                let delivered = wait_until(Duration::from_secs(10), || {
+                    self.receiver
+                        .accepted()
+                        .iter()
+                        .any(|r| r.header("webhook-id") == Some(id))
+                });
+                delivered
+                    .then(String::new)
+                    .ok_or_else(|| format!("the webhook did not receive {id} after the replay"))
+            }
+            ("dead-letter-another", _) => self
+                .dead_letter("console-poison-2")
+                .map(|()| "console-poison-2".into()),
+            (other, _) => Err(format!("unknown step {other}")),
+        }
+    }
+}
+
+fn start_browser(switchyard: &Switchyard) -> Child {
+    let screenshots = tests_dir().join("../target/console-screenshots");
+    Command::new("node")
+        .arg("console/console.spec.mjs")
+        .current_dir(tests_dir())
+        .env("SWITCHYARD_URL", switchyard.url())
+        .env("SWITCHYARD_TOKEN", TOKEN)
+        .env("SCREENSHOTS", &screenshots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting node (install nodejs, then run scripts/install-browser.sh)")
+}
+
+fn reply(stdin: &mut ChildStdin, answer: Result<String, String>) {
+    let line = match answer {
+        Ok(value) => format!("ok {value}\n"),
+        Err(why) => format!("fail {why}\n"),
+    };
+    // The script may have ended already; its exit status tells why.
+    let _ = stdin.write_all(line.as_bytes());
+}
+
+#[test]
+fn the_console_shows_the_graph_live_and_replays_and_purges_dead_letters() {
+    require_browser();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+admin_token = "{TOKEN}"
+
+[sources.api]
+type = "http"
+
+[pipelines.deliver]
+from = ["api"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{url}"
+allow_private = true
+retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
+"#,
+        url = receiver.url()
+    ));
+
+    let mut browser = start_browser(&switchyard);
+    let mut stdin = browser.stdin.take().expect("piped stdin");
+    let (lines, asked) = mpsc::channel();
+    let stdout = browser.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut steps = Steps {
+        switchyard: &switchyard,
+        receiver: &receiver,
+        sent: 0,
+    };
+    let deadline = Instant::now() + BROWSER_RUN;
+    let status = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match asked.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(line) => match line.strip_prefix("STEP ") {
+                Some(step) => {
+                    let answer = steps.answer(step);
+                    reply(&mut stdin, answer);
+                }
+                None => println!("browser: {line}"),
+            },
+            Err(e) => {
+                if e == mpsc::RecvTimeoutError::Disconnected {
+                    // Its stdout closed: poll for its exit at a modest pace.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if let Some(status) = browser.try_wait().expect("waiting for node") {
+                    break status;
+                }
+                if left.is_zero() {
+                    let _ = browser.kill();
+                    let _ = browser.wait();
+                    panic!(
+                        "the browser run took longer than {BROWSER_RUN:?}\n{}",
+                        tail(&switchyard.stderr(), 30)
+                    );
+                }
+            }
+        }
+    };
+    assert!(
+        status.success(),
+        "the browser run failed ({status}); its output is above\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+}
