@@ -229,3 +229,153 @@ retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
         tail(&switchyard.stderr(), 30)
     );
 }
+
+/// The console's files need no token and carry their security headers; every admin
+/// endpoint behind them does; the history and the validator answer what they say; the
+/// event streams are bounded and end at shutdown.
+#[test]
+fn the_console_api_needs_the_admin_token_and_bounds_its_event_streams() {
+    let mut switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+admin_token = "{TOKEN}"
+shutdown_timeout = "30s"
+# An event stream is a request in progress, not an idle connection.
+idle_timeout = "1s"
+
+[sources.api]
+type = "http"
+
+[pipelines.deliver]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "null"
+"#
+    ));
+    let base = switchyard.url();
+    let client = client();
+    let rt = runtime();
+    let streams = rt.block_on(async {
+        // The page and its files: no token, and headers that keep them to themselves.
+        let page = client.get(format!("{base}/console")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let h = page.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(page.text().await.unwrap().contains("/console/console.js"));
+        let script = client.get(format!("{base}/console/console.js")).send().await.unwrap();
+        assert_eq!(script.status(), 200);
+        assert!(script.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+        let missing = client.get(format!("{base}/console/nothing.js")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+
+        // Every data endpoint wants the admin token.
+        for path in ["/admin/state", "/admin/history", "/admin/events", "/admin/config"] {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} without a token");
+            let r = client.get(format!("{base}{path}")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} with a wrong token");
+        }
+        let r = client.post(format!("{base}/admin/config/validate")).body("[server]\n").send().await.unwrap();
+        assert_eq!(r.status(), 401, "validate without a token");
+
+        // The state names the graph; the history grows one sample a second, every series
+        // as long as the times.
+        let state: serde_json::Value = client.get(format!("{base}/admin/state")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        assert_eq!(state["ready"]["ready"], true, "{state}");
+        assert_eq!(state["sources"][0]["name"], "api");
+        assert_eq!(state["pipelines"][0]["sinks"][0], "out");
+        assert_eq!(state["sinks"][0]["type"], "null");
+        let history = |client: reqwest::Client| {
+            let url = format!("{base}/admin/history");
+            async move {
+                let h: serde_json::Value = client.get(url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+                h
+            }
+        };
+        let grew = switchyard_tests::wait_until_async(Duration::from_secs(10), || {
+            let client = client.clone();
+            let history = history.clone();
+            async move { history(client).await["times"].as_array().unwrap().len() >= 2 }
+        })
+        .await;
+        assert!(grew, "the history did not grow");
+        let h = history(client.clone()).await;
+        let times = h["times"].as_array().unwrap().len();
+        assert_eq!(h["capacity"], 900);
+        for (name, values) in h["series"].as_object().unwrap() {
+            assert_eq!(values.as_array().unwrap().len(), times, "{name}");
+        }
+        assert!(h["series"].get("sinks.out.delivered").is_some(), "{h}");
+
+        // The running config hides the token; the validator answers for an edited one.
+        let config = client.get(format!("{base}/admin/config")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        assert!(!config.contains(TOKEN), "{config}");
+        assert!(config.contains("\"admin_token\":\"***\""), "{config}");
+        let validate = |body: &'static str| {
+            let r = client.post(format!("{base}/admin/config/validate")).bearer_auth(TOKEN).header("content-type", "application/toml").body(body).send();
+            async move {
+                let v: serde_json::Value = r.await.unwrap().json().await.unwrap();
+                v
+            }
+        };
+        let good = validate("[sources.a]\ntype = \"http\"\n[pipelines.p]\nfrom = [\"a\"]\nto = [\"s\"]\n[sinks.s]\ntype = \"null\"\n").await;
+        assert_eq!(good["ok"], true, "{good}");
+        let bad = validate("[pipelines.p]\nfrom = [\"nowhere\"]\nto = [\"s\"]\n[sinks.s]\ntype = \"null\"\n").await;
+        assert_eq!(bad["ok"], false, "{bad}");
+        assert!(bad["issues"][0]["path"].as_str().unwrap().starts_with("pipelines.p"), "{bad}");
+
+        // At most 16 event streams; the next one is refused with Retry-After.
+        let mut open = Vec::new();
+        for _ in 0..16 {
+            let mut r = client.get(format!("{base}/admin/events")).bearer_auth(TOKEN).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["content-type"], "text/event-stream");
+            let first = r.chunk().await.unwrap().expect("a first event");
+            assert!(String::from_utf8_lossy(&first).starts_with("event: state\ndata: {"), "{first:?}");
+            open.push(r);
+        }
+        let refused = client.get(format!("{base}/admin/events")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(refused.status(), 429);
+        assert!(refused.headers().contains_key("retry-after"));
+        // A closed stream frees its place (the server notices at its next event).
+        drop(open.pop());
+        let reopened = switchyard_tests::wait_until_async(Duration::from_secs(10), || {
+            let r = client.get(format!("{base}/admin/events")).bearer_auth(TOKEN).send();
+            async move { r.await.unwrap().status() == 200 }
+        })
+        .await;
+        assert!(reopened, "a closed stream kept its place");
+        // A stream outlives `server.idle_timeout`: it keeps streaming past it.
+        let mut last = open.pop().unwrap();
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut events = 0;
+        while Instant::now() < until {
+            match tokio::time::timeout(Duration::from_secs(3), last.chunk()).await {
+                Ok(Ok(Some(_))) => events += 1,
+                other => panic!("the stream stopped after {events} events: {other:?}"),
+            }
+        }
+        assert!(events >= 2, "{events} events in 2.5 s");
+        open.push(last);
+        open
+    });
+
+    // Open streams end at shutdown rather than hold it for `shutdown_timeout`.
+    let started = Instant::now();
+    let status = switchyard.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with event streams open",
+        started.elapsed()
+    );
+    drop(streams);
+}

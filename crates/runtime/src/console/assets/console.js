@@ -420,9 +420,11 @@ function chart(title, lines) {
   const max = Math.max(1, ...data.flatMap(([, v]) => v));
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": `${title}: events per second` });
   svg.append(s("line", { class: "axis", x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }));
+  // At least a minute wide, so that a young history does not stretch over the chart.
+  const span = Math.max(60, ...data.map(([, v]) => v.length));
+  const step = W / (span - 1);
   for (const [cls, v] of data) {
     if (v.length < 2) continue;
-    const step = W / (HISTORY_CAP - 1);
     const x0 = W - (v.length - 1) * step;
     const pts = v.map((y, i) => `${(x0 + i * step).toFixed(1)},${(H - 2 - (y / max) * (H - 6)).toFixed(1)}`);
     svg.append(s("polyline", { class: `line ${cls}`, points: pts.join(" ") }));
@@ -433,7 +435,7 @@ function chart(title, lines) {
     svg,
     h("figcaption", { class: "legend" },
       lines.map(([cls, name]) => h("span", { class: cls }, `${cls.replace("_", "-")} ${now(name)}/s`)),
-      h("span", { class: "muted" }, `max ${fmtNum(max)}/s`)));
+      h("span", { class: "muted" }, `last ${fmtAge(span * 1000)} · max ${fmtNum(max)}/s`)));
 }
 
 // Queues: depth, size and work groups; peek at stored messages.
