@@ -302,7 +302,7 @@ type = "null"
         };
         let grew = switchyard_tests::wait_until_async(Duration::from_secs(10), || {
             let client = client.clone();
-            let history = history.clone();
+            let history = &history;
             async move { history(client).await["times"].as_array().unwrap().len() >= 2 }
         })
         .await;

@@ -515,10 +515,12 @@ async fn replay(
                 continue;
             };
             let sink_name = event.header(dlq_headers::SINK).map(str::to_owned);
+            // Not chosen by id: skipped like a dead letter of another sink.
+            let chosen = req.ids.is_empty() || req.ids.contains(&event.id);
             let origin = event
                 .header(dlq_headers::QUEUE)
                 .filter(|_| sink_name.is_none() && req.sink.is_none())
-                .filter(|_| req.ids.is_empty() || req.ids.contains(&event.id))
+                .filter(|_| chosen)
                 .and_then(|q| shared.queue(q))
                 .cloned();
             if let Some(origin) = origin {
@@ -541,7 +543,6 @@ async fn replay(
                 .header(dlq_headers::PIPELINE)
                 .unwrap_or("replay")
                 .to_owned();
-            let chosen = req.ids.is_empty() || req.ids.iter().any(|id| *id == event.id);
             let target = sink_name.as_deref().filter(|_| chosen).and_then(|s| {
                 let wanted = req.sink.as_deref().is_none_or(|w| w == s);
                 shared.sinks.get(s).filter(|_| wanted)
