@@ -10,11 +10,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use switchyard_test_support::{Behaviour, Switchyard, WebhookReceiver, tail};
+use switchyard_test_support::{Behaviour, PgCluster, Switchyard, WebhookReceiver, tail};
 use switchyard_tests::{client, runtime, wait_until};
 
 const TOKEN: &str = "console-admin-token-0123456789";
@@ -126,19 +126,69 @@ impl Steps<'_> {
     }
 }
 
-fn start_browser(switchyard: &Switchyard) -> Child {
+/// Runs the browser script's `scenario` against `switchyard`, answering each step it
+/// asks for with `answer`, and panics unless it passes within [`BROWSER_RUN`].
+fn run_browser(
+    switchyard: &Switchyard,
+    scenario: &str,
+    mut answer: impl FnMut(&str) -> Result<String, String>,
+) {
+    require_browser();
     let screenshots = tests_dir().join("../target/console-screenshots");
-    Command::new("node")
+    let mut browser = Command::new("node")
         .arg("console/console.spec.mjs")
         .current_dir(tests_dir())
         .env("SWITCHYARD_URL", switchyard.url())
         .env("SWITCHYARD_TOKEN", TOKEN)
         .env("SCREENSHOTS", &screenshots)
+        .env("SCENARIO", scenario)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("starting node (install nodejs, then run scripts/install-browser.sh)")
+        .expect("starting node (install nodejs, then run scripts/install-browser.sh)");
+    let mut stdin = browser.stdin.take().expect("piped stdin");
+    let (lines, asked) = mpsc::channel();
+    let stdout = browser.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + BROWSER_RUN;
+    let status = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match asked.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(line) => match line.strip_prefix("STEP ") {
+                Some(step) => reply(&mut stdin, answer(step)),
+                None => println!("browser: {line}"),
+            },
+            Err(e) => {
+                if e == mpsc::RecvTimeoutError::Disconnected {
+                    // Its stdout closed: poll for its exit at a modest pace.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if let Some(status) = browser.try_wait().expect("waiting for node") {
+                    break status;
+                }
+                if left.is_zero() {
+                    let _ = browser.kill();
+                    let _ = browser.wait();
+                    panic!(
+                        "the browser run took longer than {BROWSER_RUN:?}\n{}",
+                        tail(&switchyard.stderr(), 30)
+                    );
+                }
+            }
+        }
+    };
+    assert!(
+        status.success(),
+        "the browser run failed ({status}); its output is above\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
 }
 
 fn reply(stdin: &mut ChildStdin, answer: Result<String, String>) {
@@ -176,58 +226,43 @@ retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
 "#,
         url = receiver.url()
     ));
-
-    let mut browser = start_browser(&switchyard);
-    let mut stdin = browser.stdin.take().expect("piped stdin");
-    let (lines, asked) = mpsc::channel();
-    let stdout = browser.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let mut steps = Steps {
         switchyard: &switchyard,
         receiver: &receiver,
         sent: 0,
     };
-    let deadline = Instant::now() + BROWSER_RUN;
-    let status = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match asked.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(line) => match line.strip_prefix("STEP ") {
-                Some(step) => {
-                    let answer = steps.answer(step);
-                    reply(&mut stdin, answer);
-                }
-                None => println!("browser: {line}"),
-            },
-            Err(e) => {
-                if e == mpsc::RecvTimeoutError::Disconnected {
-                    // Its stdout closed: poll for its exit at a modest pace.
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if let Some(status) = browser.try_wait().expect("waiting for node") {
-                    break status;
-                }
-                if left.is_zero() {
-                    let _ = browser.kill();
-                    let _ = browser.wait();
-                    panic!(
-                        "the browser run took longer than {BROWSER_RUN:?}\n{}",
-                        tail(&switchyard.stderr(), 30)
-                    );
-                }
-            }
-        }
-    };
-    assert!(
-        status.success(),
-        "the browser run failed ({status}); its output is above\n{}",
-        tail(&switchyard.stderr(), 30)
+    run_browser(&switchyard, "main", |step| steps.answer(step));
+}
+
+/// The Postgres sources page: a table's snapshot started, paused, resumed and cancelled
+/// from the page, slowly enough (10 rows a chunk) to catch it running.
+#[test]
+fn the_console_starts_pauses_resumes_and_cancels_a_snapshot() {
+    require_browser();
+    let pg = PgCluster::start();
+    let dsn = pg.create_database("app");
+    pg.sql(
+        "app",
+        "CREATE TABLE big (id int PRIMARY KEY);
+         INSERT INTO big SELECT g FROM generate_series(1, 200000) g;
+         ANALYZE big;",
     );
+    let config = switchyard_tests::cdc_config(
+        &dsn,
+        "slot = \"sy_console\"\ntables = [\"public.big\"]\nsnapshot = \"never\"\nsnapshot_chunk = 10",
+    )
+    .replace("admin-secret-0123456789", TOKEN);
+    let switchyard = Switchyard::start(&config);
+    run_browser(&switchyard, "postgres", |step| match step {
+        "check-cancelled" => {
+            let out = switchyard.cli(&["cdc", "status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("snapshot public.big: cancelled")
+                .then(String::new)
+                .ok_or_else(|| format!("cdc status says: {text}"))
+        }
+        other => Err(format!("unknown step {other}")),
+    });
 }
 
 /// The console's files need no token and carry their security headers; every admin

@@ -555,29 +555,56 @@ function confirmDialog(text, ok) {
   return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
 }
 
-// Postgres sources: replication status, slot lag, snapshot progress and actions.
+// Postgres sources: replication status, slot lag, snapshot progress and actions. The
+// status is fetched again with each state the stream brings (once a second).
 async function sourcesPage(app) {
   app.append(h("h1", {}, "Postgres sources"));
   const names = (live.state ? live.state.sources : []).filter((x) => x.type === "postgres_cdc").map((x) => x.name);
   if (!names.length) { app.append(h("p", { class: "muted" }, "No postgres_cdc source in this config.")); return; }
+  const panels = [];
   for (const name of names) {
-    const panel = h("section", { class: "panel" });
-    app.append(panel);
-    await drawSource(panel, name);
+    const status = h("div", {});
+    const message = h("p", { role: "status" });
+    const table = h("input", { id: `snapshot-table-${name}`, name: "table", placeholder: "schema.table", required: true });
+    const form = h("form", { class: "toolbar" },
+      h("label", { for: `snapshot-table-${name}` }, "Snapshot a table"), table,
+      h("button", { type: "submit" }, "Start snapshot"));
+    const panel = { name, status, message };
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      snapshotAction(panel, table.value.trim(), "start");
+    });
+    app.append(h("section", { class: "panel", id: `source-${name}` }, h("h2", {}, name), status, form, message));
+    panels.push(panel);
   }
+  const refresh = () => Promise.all(panels.map((p) => drawSource(p).catch((e) => {
+    if (!(e instanceof Refused)) p.message.textContent = e.message;
+  })));
+  await refresh();
+  let busy = false;
+  live.listeners.add(async () => {
+    if (busy) return;
+    busy = true;
+    try { await refresh(); } finally { busy = false; }
+  });
 }
 
-async function drawSource(panel, name) {
-  const st = (await api(`/admin/sources/${encodeURIComponent(name)}/status`)).status;
-  const act = (table, action) => async () => {
-    try {
-      await post(`/admin/sources/${encodeURIComponent(name)}/snapshot`, action === "start" ? { table } : { table, action });
-    } catch (e) { if (!(e instanceof Refused)) alert(e.message); }
-    await drawSource(panel, name);
-  };
+async function snapshotAction(panel, table, action) {
+  try {
+    const body = action === "start" ? { table } : { table, action };
+    const a = await post(`/admin/sources/${encodeURIComponent(panel.name)}/snapshot`, body);
+    panel.message.textContent = `Snapshot of ${a.table}: ${a.snapshot}.`;
+  } catch (e) {
+    if (!(e instanceof Refused)) panel.message.textContent = e.message;
+  }
+  await drawSource(panel);
+}
+
+async function drawSource(panel) {
+  const st = (await api(`/admin/sources/${encodeURIComponent(panel.name)}/status`)).status;
+  const act = (table, action) => () => snapshotAction(panel, table, action);
   const tables = st.snapshot || {};
-  fill(panel,
-    h("h2", {}, name),
+  fill(panel.status,
     h("p", {}, `slot ${st.slot} · ${st.connected ? "connected" : "not connected"} · slot lag ${fmtBytes(st.slot_lag_bytes)} · confirmed ${st.confirmed_lsn} · ${fmtNum(st.events)} events · ${fmtNum(st.reconnects)} reconnects`),
     st.last_error ? h("p", { class: "reason" }, st.last_error) : null,
     h("h3", {}, "Snapshots"),
@@ -587,19 +614,18 @@ async function drawSource(panel, name) {
         const pct = p.rows_estimate ? Math.min(100, Math.round((p.rows_acknowledged / Math.max(1, p.rows_estimate)) * 100)) : (p.state === "done" ? 100 : 0);
         const bar = h("span", {});
         bar.style.width = `${pct}%`;
-        return h("tr", {},
+        return h("tr", { "data-table": table, "data-state": p.state },
           h("td", {}, table, p.filter ? h("div", { class: "muted" }, `where ${p.filter}`) : null),
           h("td", {}, p.state, p.error ? h("div", { class: "reason" }, p.error) : null),
-          h("td", {}, h("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, bar)),
+          h("td", {}, h("div", { class: "progress", role: "progressbar", "aria-label": `${table} snapshot`, "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, bar)),
           h("td", { class: "num" }, `${fmtNum(p.rows_acknowledged)}${p.rows_estimate ? ` / ~${fmtNum(p.rows_estimate)}` : ""}`),
           h("td", { class: "num wide" }, p.eta_seconds !== null && p.eta_seconds !== undefined ? fmtAge(p.eta_seconds * 1000) : "–"),
           h("td", {}, h("div", { class: "toolbar" },
             p.state === "running" ? h("button", { type: "button", class: "quiet", onclick: act(table, "pause") }, "Pause") : null,
             p.state === "paused" ? h("button", { type: "button", class: "quiet", onclick: act(table, "resume") }, "Resume") : null,
             ["running", "paused", "pending"].includes(p.state) ? h("button", { type: "button", class: "quiet", onclick: act(table, "cancel") }, "Cancel") : null,
-            h("button", { type: "button", class: "quiet", onclick: act(table, "start") }, "Snapshot again"))));
-      }))) : h("p", { class: "muted" }, "No snapshot."),
-    h("button", { type: "button", class: "quiet", onclick: () => drawSource(panel, name) }, "Refresh"));
+            ["done", "cancelled"].includes(p.state) ? h("button", { type: "button", class: "quiet", onclick: act(table, "start") }, "Snapshot again") : null)));
+      }))) : h("p", { class: "muted" }, "No snapshot."));
 }
 
 // Config: the running config (secrets masked) and a validator for an edited one.
