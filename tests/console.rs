@@ -118,9 +118,21 @@ impl Steps<'_> {
                     .then(String::new)
                     .ok_or_else(|| format!("the webhook did not receive {id} after the replay"))
             }
-            ("dead-letter-another", _) => self
-                .dead_letter("console-poison-2")
-                .map(|()| "console-poison-2".into()),
+            ("dead-letter-two", _) => {
+                self.dead_letter("console-poison-2")?;
+                self.dead_letter("console-poison-3")?;
+                Ok("console-poison-2 console-poison-3".into())
+            }
+            ("check-not-delivered", id) => {
+                let delivered = self
+                    .receiver
+                    .accepted()
+                    .iter()
+                    .any(|r| r.header("webhook-id") == Some(id));
+                (!delivered)
+                    .then(String::new)
+                    .ok_or_else(|| format!("{id} was delivered although it was not picked"))
+            }
             (other, _) => Err(format!("unknown step {other}")),
         }
     }

@@ -137,15 +137,25 @@ async function mainScenario() {
   await page.waitForSelector(row, { state: "detached" });
   await step(`check-replayed ${poison}`);
 
-  // Purge asks first, then drops what is listed.
-  const second = await step("dead-letter-another");
+  // Two more dead letters; the second one picked and replayed: only it is delivered,
+  // the first stays (and so does the picked one, behind it: the replay position stops
+  // at the first one skipped).
+  const [second, third] = (await step("dead-letter-two")).split(" ");
   await page.click('button:text("Refresh")');
+  await page.waitForSelector(`#dead-letters tr[data-id="${third}"]`);
+  await page.check(`#dead-letters tr[data-id="${third}"] input[type=checkbox]`);
+  await page.click('button:text("Replay selected")');
+  await page.waitForFunction(() => /Replayed 1, 1 skipped/.test(document.getElementById("dlq-status").textContent));
+  await step(`check-replayed ${third}`);
+  await step(`check-not-delivered ${second}`);
   await page.waitForSelector(`#dead-letters tr[data-id="${second}"]`);
+
+  // Purge asks first, then drops what is listed.
   await page.click('button:text("Purge…")');
   await page.waitForSelector("#confirm[open]");
   await page.screenshot({ path: join(shots, "purge-confirm.png") });
   await page.click("#confirm-ok");
-  await page.waitForFunction(() => /Purged 1/.test(document.getElementById("dlq-status").textContent));
+  await page.waitForFunction(() => /Purged 2/.test(document.getElementById("dlq-status").textContent));
   await page.waitForSelector("#dead-letters", { state: "detached" });
 
   // Queues: depth per queue, and a peek at the dead-letter queue's messages.
