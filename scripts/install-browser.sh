@@ -17,9 +17,12 @@ if ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 
-if [[ ! -f "$root/tests/console/node_modules/playwright-core/package.json" ]]; then
-    echo "==> installing playwright-core into tests/console/node_modules"
+dir="$root/tests/console"
+wanted=$(node -p "require('$dir/package.json').dependencies['playwright-core']")
+installed=$(node -p "require('$dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [[ "$installed" != "$wanted" ]]; then
+    echo "==> installing playwright-core $wanted into tests/console/node_modules"
     # Playwright must not fetch browsers of its own: the system chromium is used.
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$root/tests/console" \
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$dir" \
         --no-audit --no-fund --ignore-scripts
 fi

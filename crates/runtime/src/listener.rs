@@ -461,7 +461,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
                     .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
             });
             if streaming {
-                return response.map(|r| r.map(|body| Body::new(HoldsFinished { body, finished })));
+                return response.map(|r| {
+                    r.map(|body| {
+                        Body::new(HoldsFinished {
+                            body,
+                            _finished: finished,
+                        })
+                    })
+                });
             }
             drop(finished);
             response
@@ -472,8 +479,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 /// A response body that keeps its request counted as in flight until it ends.
 struct HoldsFinished {
     body: Body,
-    #[allow(dead_code)] // held for its `Drop`
-    finished: Finished,
+    /// Held for its `Drop`, when the body ends or the connection goes.
+    _finished: Finished,
 }
 
 impl http_body::Body for HoldsFinished {

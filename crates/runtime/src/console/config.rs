@@ -49,12 +49,7 @@ fn redacted(value: Value) -> Value {
 
 /// Validates the body, a config in TOML (or YAML with a `yaml` content type), with the
 /// process environment, as `switchyard validate` would on this machine.
-pub(super) async fn validate(
-    State(_shared): State<Arc<Shared>>,
-    _: Admin,
-    headers: HeaderMap,
-    body: String,
-) -> Json<ValidateAnswer> {
+pub(super) async fn validate(_: Admin, headers: HeaderMap, body: String) -> Json<ValidateAnswer> {
     let yaml = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
