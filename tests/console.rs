@@ -340,6 +340,25 @@ type = "null"
         assert_eq!(state["sources"][0]["name"], "api");
         assert_eq!(state["pipelines"][0]["sinks"][0], "out");
         assert_eq!(state["sinks"][0]["type"], "null");
+        // A refused ingest request counts as an error of its source.
+        let refused = client
+            .post(format!("{base}/ingest/api"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400);
+        let state: serde_json::Value = client
+            .get(format!("{base}/admin/state"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(state["sources"][0]["counters"]["errors"], 1, "{state}");
         let history = |client: reqwest::Client| {
             let url = format!("{base}/admin/history");
             async move {
