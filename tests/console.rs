@@ -247,9 +247,10 @@ retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
 }
 
 /// The Postgres sources page: a table's snapshot started, paused, resumed and cancelled
-/// from the page, slowly enough (10 rows a chunk) to catch it running.
+/// from the page, slowly enough (10 rows a chunk) to catch it running. Then the slot is
+/// dropped: the overview shows the source stopped and a banner with `/readyz`'s reason.
 #[test]
-fn the_console_starts_pauses_resumes_and_cancels_a_snapshot() {
+fn the_console_drives_a_snapshot_and_shows_a_stopped_source() {
     require_browser();
     let pg = PgCluster::start();
     let dsn = pg.create_database("app");
@@ -272,6 +273,29 @@ fn the_console_starts_pauses_resumes_and_cancels_a_snapshot() {
             text.contains("snapshot public.big: cancelled")
                 .then(String::new)
                 .ok_or_else(|| format!("cdc status says: {text}"))
+        }
+        "drop-slot" => {
+            // Ends the replication session and drops the slot before it reconnects.
+            pg.sql(
+                "app",
+                r#"
+                DO $$
+                BEGIN
+                  FOR i IN 1..500 LOOP
+                    PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots
+                      WHERE slot_name = 'sy_console' AND active_pid IS NOT NULL;
+                    BEGIN
+                      PERFORM pg_drop_replication_slot('sy_console');
+                      RETURN;
+                    EXCEPTION WHEN object_in_use THEN
+                      PERFORM pg_sleep(0.01);
+                    END;
+                  END LOOP;
+                  RAISE 'could not drop the slot';
+                END $$;
+                "#,
+            );
+            Ok(String::new())
         }
         other => Err(format!("unknown step {other}")),
     });

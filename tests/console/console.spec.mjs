@@ -74,6 +74,16 @@ async function postgresScenario() {
   await page.waitForSelector(`${row}[data-state="cancelled"]`);
   await page.screenshot({ path: join(shots, "sources.png"), fullPage: true });
   await step("check-cancelled");
+
+  // The slot is dropped behind switchyard's back: the source stops, and the overview
+  // says switchyard is not ready, and why.
+  await page.click('#nav a[href="#/overview"]');
+  await step("drop-slot");
+  await page.waitForSelector("#banner:not([hidden])");
+  const banner = await page.textContent("#banner");
+  check(/Not ready: sources stopped: db/.test(banner), `the banner says: ${banner}`);
+  await page.waitForSelector("#node-sources-db.stopped");
+  await page.screenshot({ path: join(shots, "overview-not-ready.png"), fullPage: true });
 }
 
 // Log in, the live graph, dead letters, every page, keyboard and phone width.
