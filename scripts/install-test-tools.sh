@@ -40,3 +40,7 @@ fi
 # The toolchains that build JavaScript and Python plugins (into .tools, gitignored); the
 # tests that go from `plugin new --lang js|python` to a running pipeline use them.
 "$(dirname "$0")/install-plugin-toolchains.sh"
+
+# The console's browser test: the system chromium and playwright-core (into
+# tests/console/node_modules, gitignored).
+"$(dirname "$0")/install-browser.sh"

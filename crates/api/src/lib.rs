@@ -508,6 +508,10 @@ pub struct ReplayRequest {
     /// At most this many (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Only the dead letters with these event ids (others are skipped over and stay
+    /// listed, like those of another sink).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
 }
 
 impl ReplayRequest {
@@ -623,6 +627,178 @@ pub struct SnapshotStarted {
     pub source: String,
     pub table: String,
     pub snapshot: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator console: GET /admin/state, /admin/events, /admin/history, /admin/config,
+// POST /admin/config/validate
+
+/// `200` to `GET /admin/state`, and each `state` event of `GET /admin/events`: the graph
+/// of sources, pipelines and sinks with their counters (totals since the start), and
+/// what `/readyz` says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminState {
+    /// When the state was taken, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub time_ms: u64,
+    #[serde(default)]
+    pub ready: Readiness,
+    #[serde(default)]
+    pub sources: Vec<SourceNode>,
+    #[serde(default)]
+    pub pipelines: Vec<PipelineNode>,
+    #[serde(default)]
+    pub sinks: Vec<SinkNode>,
+    #[serde(default)]
+    pub queues: Vec<QueueNode>,
+}
+
+/// What `/readyz` answers: `ready`, or why not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Counters of one node, totals since the start (a rate is the difference of two).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Events in: accepted by a source, read by a pipeline, handed to a sink.
+    #[serde(default)]
+    pub events_in: u64,
+    #[serde(default)]
+    pub delivered: u64,
+    #[serde(default)]
+    pub retried: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Refused requests (sources), failed plugin calls (pipelines).
+    #[serde(default)]
+    pub errors: u64,
+}
+
+/// A source: its name, `type` and state (`running`, `disconnected`, `stopped`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceNode {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub state: String,
+    /// Why it is not running, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub counters: NodeCounters,
+}
+
+/// A pipeline: where it reads, its plugins in order, where it delivers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineNode {
+    pub name: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Filters, then transforms, then the router, each `kind:name` (`filter:only-paid`).
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    #[serde(default)]
+    pub dead_letter: String,
+    /// `running`, or `stopped` when one of its readers stopped.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub counters: NodeCounters,
+}
+
+/// A sink: its name, `type` and state: `running`, `retrying` (retries recently, and
+/// deliveries too), `failing` (retries or dead letters recently, no delivery) or
+/// `stopped`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkNode {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub counters: NodeCounters,
+}
+
+/// A queue (declared, dead-letter, or a source's intake) and its work groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueNode {
+    pub name: String,
+    /// `queue`, `dead_letter` or `intake`.
+    #[serde(default)]
+    pub role: String,
+    /// Records not yet consumed by the slowest consumer group.
+    #[serde(default)]
+    pub depth: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub groups: Vec<GroupNode>,
+}
+
+/// A work group of a queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupNode {
+    pub name: String,
+    #[serde(default)]
+    pub depth: u64,
+    #[serde(default)]
+    pub in_flight: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Age of the oldest unfinished message, in milliseconds, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ms: Option<u64>,
+}
+
+/// `200` to `GET /admin/history`: one sample per `interval_ms` of every counter, the
+/// oldest first, at most `capacity` samples. Series are named `sources.NAME.events_in`,
+/// `pipelines.NAME.delivered`, `sinks.NAME.retried`, …; each has one value per time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default)]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub capacity: usize,
+    /// Milliseconds since the Unix epoch of each sample.
+    #[serde(default)]
+    pub times: Vec<u64>,
+    #[serde(default)]
+    pub series: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
+/// `200` to `POST /admin/config/validate`: `ok`, or every problem found (nothing is
+/// applied either way).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateAnswer {
+    #[serde(default)]
+    pub ok: bool,
+    #[serde(default)]
+    pub issues: Vec<ConfigIssue>,
+    /// Problems that do not stop a start.
+    #[serde(default)]
+    pub warnings: Vec<ConfigIssue>,
+}
+
+/// One problem of a configuration: its key path (empty for the file as a whole), the
+/// message, and where in the text when known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigIssue {
+    #[serde(default)]
+    pub path: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
 }
 
 /// Any value, `null` included: the field was present.

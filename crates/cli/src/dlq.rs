@@ -126,6 +126,7 @@ async fn run_async(command: DlqCommand) -> anyhow::Result<ExitCode> {
             let request = ReplayRequest {
                 sink,
                 limit: Some(limit),
+                ids: Vec::new(),
             };
             let body: ReplayAnswer = admin
                 .post(&format!("/admin/dlq/{queue}/replay"), &request)

@@ -147,6 +147,11 @@ impl SinkHandle {
         })
     }
 
+    /// Whether every lane has ended (the sink stopped; at shutdown).
+    pub fn is_stopped(&self) -> bool {
+        self.lanes.iter().all(|lane| lane.is_closed())
+    }
+
     /// Queues the run's events on their keys' lanes, in order, waiting while a lane is
     /// full (backpressure). Events with the same key share a lane, so they reach the
     /// sink in the order given; keyless events are spread over the lanes. On `Err` the

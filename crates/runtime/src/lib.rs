@@ -10,6 +10,7 @@
 //! * every buffer is bounded: a slow sink slows its readers, which stop reading.
 
 mod connectors;
+mod console;
 pub mod delivery;
 mod listener;
 pub mod metrics;
@@ -87,6 +88,8 @@ pub struct Shared {
     pub cdc: BTreeMap<String, CdcControl>,
     /// What the queue API and the broker's loops see: the config and the same `queues`.
     pub broker: Arc<Broker>,
+    /// The sampled state and history the console reads.
+    pub(crate) monitor: Arc<console::Monitor>,
 }
 
 /// What the admin API and housekeeping see of a running Postgres source.
@@ -267,8 +270,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stopped_readers,
         cdc,
         broker,
+        monitor: console::Monitor::new(stop_rx.clone()),
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
+    let sampler = tokio::spawn(console::sampler(shared.clone()));
 
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -299,6 +304,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     while readers.join_next().await.is_some() {}
     housekeeping.abort();
+    sampler.abort();
     dead_letters.abort();
     idle_groups.abort();
     for reloader in reloaders {

@@ -452,9 +452,54 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         let app = self.app.clone();
         Box::pin(async move {
             let response = app.oneshot(request).await;
+            // An event stream (`/admin/events`) is answered by the handler at once and
+            // then written for as long as it is open: the connection stays busy (not idle,
+            // so not closed at `server.idle_timeout`) until its body ends.
+            let streaming = response.as_ref().is_ok_and(|r| {
+                r.headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
+            });
+            if streaming {
+                return response.map(|r| {
+                    r.map(|body| {
+                        Body::new(HoldsFinished {
+                            body,
+                            _finished: finished,
+                        })
+                    })
+                });
+            }
             drop(finished);
             response
         })
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it ends.
+struct HoldsFinished {
+    body: Body,
+    /// Held for its `Drop`, when the body ends or the connection goes.
+    _finished: Finished,
+}
+
+impl http_body::Body for HoldsFinished {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

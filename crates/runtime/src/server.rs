@@ -84,6 +84,7 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         .route("/admin/dlq/{queue}/purge", post(purge))
         .route("/admin/sources/{source}/status", get(source_status))
         .route("/admin/sources/{source}/snapshot", post(source_snapshot))
+        .merge(crate::console::admin_routes())
         .merge(switchyard_queue::routes().with_state(shared.broker.clone()))
         .layer(axum::middleware::from_fn_with_state(
             (shared.clone(), budget),
@@ -91,7 +92,7 @@ pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared);
-    ingest.merge(ops)
+    ingest.merge(ops).merge(crate::console::asset_routes())
 }
 
 /// The largest body the admin and queue APIs read (JSON requests; a produce batch).
@@ -148,6 +149,14 @@ async fn reserve_body(
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match readiness(&shared) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
+    }
+}
+
+/// Whether switchyard is ready (`/readyz`, the console's banner); `Err` says why not.
+pub(crate) fn readiness(shared: &Shared) -> Result<(), String> {
     let broken: Vec<_> = shared
         .queues
         .values()
@@ -156,13 +165,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         .map(|q| q.name.clone())
         .collect();
     if !broken.is_empty() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "queues refuse writes after an fsync failure: {}; restart switchyard",
-                broken.join(", ")
-            ),
-        );
+        return Err(format!(
+            "queues refuse writes after an fsync failure: {}; restart switchyard",
+            broken.join(", ")
+        ));
     }
     let stopped: Vec<String> = shared
         .sources
@@ -170,22 +176,16 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         .filter_map(|(name, source)| source.stopped().map(|why| format!("{name}: {why}")))
         .collect();
     if !stopped.is_empty() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("sources stopped: {}", stopped.join("; ")),
-        );
+        return Err(format!("sources stopped: {}", stopped.join("; ")));
     }
     let readers = shared.stopped_readers.list();
     if !readers.is_empty() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "pipeline readers stopped (they resume after a restart): {}",
-                readers.join("; ")
-            ),
-        );
+        return Err(format!(
+            "pipeline readers stopped (they resume after a restart): {}",
+            readers.join("; ")
+        ));
     }
-    (StatusCode::OK, "ready\n").into_response()
+    Ok(())
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -515,9 +515,12 @@ async fn replay(
                 continue;
             };
             let sink_name = event.header(dlq_headers::SINK).map(str::to_owned);
+            // Not chosen by id: skipped like a dead letter of another sink.
+            let chosen = req.ids.is_empty() || req.ids.contains(&event.id);
             let origin = event
                 .header(dlq_headers::QUEUE)
                 .filter(|_| sink_name.is_none() && req.sink.is_none())
+                .filter(|_| chosen)
                 .and_then(|q| shared.queue(q))
                 .cloned();
             if let Some(origin) = origin {
@@ -540,7 +543,7 @@ async fn replay(
                 .header(dlq_headers::PIPELINE)
                 .unwrap_or("replay")
                 .to_owned();
-            let target = sink_name.as_deref().and_then(|s| {
+            let target = sink_name.as_deref().filter(|_| chosen).and_then(|s| {
                 let wanted = req.sink.as_deref().is_none_or(|w| w == s);
                 shared.sinks.get(s).filter(|_| wanted)
             });
