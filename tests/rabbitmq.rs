@@ -122,6 +122,38 @@ impl Topology {
         check(acked, &delivered)
     }
 
+    /// The next `n` messages of the queue as they arrived (acked): headers, content
+    /// type and body.
+    fn read_raw(&self, n: usize) -> Vec<(FieldTable, Option<String>, Vec<u8>)> {
+        runtime().block_on(async {
+            let (_c, ch) = channel().await;
+            let mut consumer = ch
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    "read-raw".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consuming");
+            let mut out = Vec::new();
+            while out.len() < n {
+                let d = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+                    .await
+                    .expect("a message within 60 s")
+                    .expect("the consumer")
+                    .expect("a delivery");
+                out.push((
+                    d.properties.headers().clone().unwrap_or_default(),
+                    d.properties.content_type().as_ref().map(|c| c.to_string()),
+                    d.data.clone(),
+                ));
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+            out
+        })
+    }
+
     /// Messages ready in the queue now.
     fn ready(&self) -> u32 {
         runtime().block_on(async {
@@ -200,6 +232,68 @@ fn rabbitmq_http_to_rabbitmq_50k_events_arrive_in_per_key_order() {
     );
     assert_eq!(report.reordered, 0, "{report}");
     assert_eq!(report.unacked, 0, "{report}");
+}
+
+fn text(headers: &FieldTable, name: &str) -> Option<String> {
+    match headers.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// `format = "cloudevents"`: binary mode (the default) leaves the payload as it is and
+/// writes the attributes as `cloudEvents_*` headers; structured mode writes one
+/// `application/cloudevents+json` object.
+#[test]
+fn rabbitmq_cloudevents_binary_headers_and_structured_body() {
+    for mode in ["binary", "structured"] {
+        let topology = Topology::declare(&format!("ce-{mode}"), FieldTable::default());
+        let extra = format!("format = \"cloudevents\"\ncloudevents_mode = \"{mode}\"");
+        let switchyard = Switchyard::start(&http_to_rabbitmq(&topology.exchange, &extra));
+        let acked = send_batches(&switchyard.url(), "", 1, 3, 3);
+        let messages = topology.read_raw(acked.len());
+        for ((headers, content_type, body), sent) in messages.iter().zip(&acked) {
+            let id = text(headers, "switchyard-id").expect("switchyard-id");
+            assert_eq!(id, sent.id, "{mode}: in order");
+            match mode {
+                "binary" => {
+                    assert_eq!(text(headers, "cloudEvents_id"), Some(id.clone()));
+                    assert_eq!(
+                        text(headers, "cloudEvents_specversion").as_deref(),
+                        Some("1.0")
+                    );
+                    assert_eq!(
+                        text(headers, "cloudEvents_source").as_deref(),
+                        Some("/switchyard/api")
+                    );
+                    assert_eq!(
+                        text(headers, "cloudEvents_type").as_deref(),
+                        Some("switchyard.message")
+                    );
+                    assert_eq!(content_type.as_deref(), Some("application/json"));
+                    let payload: serde_json::Value =
+                        serde_json::from_slice(body).expect("the payload as sent");
+                    assert_eq!(payload["seq"].as_u64(), Some(sent.seq), "{payload}");
+                }
+                _ => {
+                    assert_eq!(
+                        text(headers, "cloudEvents_id"),
+                        None,
+                        "no attribute headers"
+                    );
+                    assert_eq!(
+                        content_type.as_deref(),
+                        Some("application/cloudevents+json")
+                    );
+                    let event: serde_json::Value =
+                        serde_json::from_slice(body).expect("a CloudEvent");
+                    assert_eq!(event["id"], id.as_str(), "{event}");
+                    assert_eq!(event["specversion"], "1.0", "{event}");
+                    assert_eq!(event["data"]["seq"].as_u64(), Some(sent.seq), "{event}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

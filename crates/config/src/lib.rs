@@ -1319,6 +1319,9 @@ pub struct RabbitmqSinkConfig {
     pub retry: Option<RetryConfig>,
     /// What each message's body is. Default [`SinkFormat::DEFAULT`].
     pub format: SinkFormat,
+    /// With `format = "cloudevents"`: attributes as `cloudEvents_*` message headers
+    /// (binary) or one JSON object (structured). Default binary.
+    pub cloudevents_mode: CloudEventsMode,
 }
 
 impl RabbitmqSinkConfig {
@@ -1341,6 +1344,7 @@ impl Default for RabbitmqSinkConfig {
             concurrency: Self::DEFAULT_CONCURRENCY,
             retry: None,
             format: SinkFormat::DEFAULT,
+            cloudevents_mode: CloudEventsMode::Binary,
         }
     }
 }

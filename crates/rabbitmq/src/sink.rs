@@ -6,6 +6,11 @@
 //! headers and the event's own. A lane publishes its batch on a channel in confirm mode
 //! and then waits for each confirm: an event is delivered when the broker has confirmed
 //! it (for a durable queue: written to disk).
+//!
+//! With `format = "cloudevents"` in binary mode (the default `cloudevents_mode`) the
+//! payload goes as it is, with its content type, and the attributes as
+//! `cloudEvents_<name>` headers, as CloudEvents' AMQP binding names them; in structured
+//! mode the body is one `application/cloudevents+json` object.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +20,11 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use switchyard_config::RabbitmqSinkConfig;
-use switchyard_connector::format::{self, Body, Formatter};
+use switchyard_connector::format::{self, Binding, Body, Formatter};
 use switchyard_connector::template::Template;
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
+use switchyard_event::formats::cloudevents;
 use tracing::{info, warn};
 
 use crate::headers;
@@ -55,7 +61,8 @@ pub fn build(
             },
             RetryPolicy::from,
         ),
-        formatter: Formatter::for_config(cfg.format, ctx.config),
+        formatter: Formatter::for_config(cfg.format, ctx.config)
+            .with_cloudevents_mode(cfg.cloudevents_mode),
         connection: tokio::sync::Mutex::new(None),
         idle: Mutex::new(Vec::new()),
         careful: AtomicBool::new(false),
@@ -179,8 +186,13 @@ impl RabbitmqSink {
         Ok(channel)
     }
 
-    /// The message properties of `event`, with `content_type` for its body.
-    fn properties(event: &Event, content_type: &str) -> BasicProperties {
+    /// The message properties of `event`, with `content_type` for its body and, for
+    /// CloudEvents in binary mode, the `cloudEvents_*` attribute headers.
+    fn properties(
+        event: &Event,
+        content_type: &str,
+        attributes: Option<Vec<(String, String)>>,
+    ) -> BasicProperties {
         let mut table = FieldTable::default();
         for (name, value) in [
             (headers::ID, event.id.as_str()),
@@ -195,12 +207,25 @@ impl RabbitmqSink {
                 AMQPValue::LongString(key.as_slice().into()),
             );
         }
+        let binary = attributes.is_some();
         for (name, value) in &event.headers {
-            if !headers::ALL.contains(&name.as_str()) && name.len() <= 255 {
+            // In binary mode the attributes are written below, under the binding's
+            // names: the forms a CloudEvents source or sink may have left on the event
+            // are not written twice.
+            let attribute = binary
+                && (name.starts_with(cloudevents::HEADER_PREFIX)
+                    || name.starts_with("ce_")
+                    || name.starts_with(Binding::Amqp.prefix()));
+            if !attribute && !headers::ALL.contains(&name.as_str()) && name.len() <= 255 {
                 table.insert(
                     name.as_str().into(),
                     AMQPValue::LongString(value.as_str().into()),
                 );
+            }
+        }
+        for (name, value) in attributes.into_iter().flatten() {
+            if name.len() <= 255 {
+                table.insert(name.into(), AMQPValue::LongString(value.into()));
             }
         }
         let mut properties = BasicProperties::default()
@@ -247,7 +272,9 @@ impl RabbitmqSink {
             }
         };
         body.clear();
-        let (payload, content_type) = if self.formatter.is_native() {
+        // CloudEvents in binary mode: the payload as it is, the attributes as headers.
+        let attributes = self.formatter.binary_headers(event, Binding::Amqp);
+        let (payload, content_type) = if self.formatter.is_native() || attributes.is_some() {
             (&event.payload[..], event.content_type.as_str())
         } else {
             match self.formatter.write(event, now_us, body) {
@@ -265,7 +292,7 @@ impl RabbitmqSink {
                     ..BasicPublishOptions::default()
                 },
                 payload,
-                Self::properties(event, content_type),
+                Self::properties(event, content_type, attributes),
             )
             .await
             .map_err(|e| self.failure(&e.to_string()))?;

@@ -72,6 +72,9 @@ pub enum Binding {
     Http,
     /// Kafka: `ce_<name>`, values as UTF-8 as they are.
     Kafka,
+    /// AMQP: `cloudEvents_<name>` application properties (message headers), values as
+    /// UTF-8 as they are, as the AMQP binding writes them.
+    Amqp,
 }
 
 impl Binding {
@@ -79,6 +82,7 @@ impl Binding {
         match self {
             Binding::Http => "ce-",
             Binding::Kafka => "ce_",
+            Binding::Amqp => "cloudEvents_",
         }
     }
 }
@@ -181,7 +185,7 @@ pub fn binary_headers(event: &Event, cx: &Context, binding: Binding) -> Vec<(Str
     let prefix = binding.prefix();
     let encode = |value: &str| match binding {
         Binding::Http => utf8_percent_encode(value, HEADER_UNSAFE).to_string(),
-        Binding::Kafka => value.to_owned(),
+        Binding::Kafka | Binding::Amqp => value.to_owned(),
     };
     let mut headers = Vec::with_capacity(6 + a.others.len());
     let mut push =

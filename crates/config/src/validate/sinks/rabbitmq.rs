@@ -1,7 +1,7 @@
 //! `type = "rabbitmq"`, and the URL and CA file checks its source shares.
 
 use super::super::walk::{Ctx, Table};
-use super::{format, retry};
+use super::{cloudevents_mode, format, retry};
 use crate::{RabbitmqSinkConfig, name_template, redact};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> RabbitmqSinkConfig {
@@ -25,6 +25,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> RabbitmqSinkConfig {
             format!("routing_key {problem}"),
         );
     }
+    let format = format(cx, table);
     RabbitmqSinkConfig {
         url: amqp_url(cx, table),
         exchange,
@@ -39,7 +40,8 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> RabbitmqSinkConfig {
         retry: table
             .get("retry")
             .and_then(|value| retry(cx, &table.child("retry"), value)),
-        format: format(cx, table),
+        format,
+        cloudevents_mode: cloudevents_mode(cx, table, format),
     }
 }
 
