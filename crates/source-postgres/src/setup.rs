@@ -41,7 +41,7 @@ impl CdcError {
     }
 }
 
-fn transient(context: &str, e: tokio_postgres::Error) -> CdcError {
+pub(crate) fn transient(context: &str, e: tokio_postgres::Error) -> CdcError {
     CdcError::Transient(format!("{context}: {}", describe(&e)))
 }
 

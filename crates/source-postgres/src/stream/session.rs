@@ -75,7 +75,7 @@ impl Task {
             slot: &self.cfg.slot,
             publication: &self.cfg.publication,
             start_lsn: confirmed,
-            session_options: setup::SESSION_OPTIONS,
+            session_options: &self.replication_options,
         };
         let mut conn = match Replication::start(&target, &options).await {
             Ok(c) => c,
