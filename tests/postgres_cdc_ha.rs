@@ -9,7 +9,9 @@
 //!   never sees two readers of the slot;
 //! * the leader's connections to Postgres are cut (a proxy that stops forwarding and
 //!   keeps the sockets open): it reports standby before the other instance leads, and
-//!   nothing is lost.
+//!   nothing is lost;
+//! * a standby that takes over a half-done snapshot resumes it from the progress the
+//!   leader stored in the source database (`switchyard.cdc_state`), not from its start.
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
@@ -458,5 +460,116 @@ fn a_leader_cut_off_from_postgres_steps_down_before_another_instance_leads() {
     assert!(
         !is_leader(&cut_one),
         "the cut instance stays a standby while it cannot reach Postgres"
+    );
+}
+
+fn snapshot_config(dsn: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+shutdown_timeout = "2s"
+
+[sources.db]
+type = "postgres_cdc"
+dsn = "{dsn}"
+slot = "{SLOT}"
+tables = ["public.big"]
+snapshot = "initial"
+snapshot_chunk = 500
+
+[pipelines.cdc]
+from = ["db"]
+to = ["out"]
+max_in_flight = 1024
+
+[sinks.out]
+type = "file"
+path = "{{dir}}/out.jsonl"
+"#
+    )
+}
+
+/// The ids of the snapshot rows an instance's file sink wrote (duplicates included).
+fn snapshot_reads(s: &Switchyard) -> Vec<u64> {
+    switchyard_tests::read_jsonl(&s.dir().join("out.jsonl"))
+        .iter()
+        .filter(|e| e["kind"] == "read")
+        .filter_map(|e| e["payload"]["after"]["id"].as_u64())
+        .collect()
+}
+
+#[test]
+fn a_standby_resumes_the_half_done_snapshot_of_the_leader_it_replaces() {
+    const ROWS: u64 = 30_000;
+    let (pg, dsn) = cluster();
+    pg.sql(
+        "app",
+        &format!(
+            "CREATE TABLE big (id int PRIMARY KEY, pad text);
+             INSERT INTO big SELECT g, repeat('x', 50) FROM generate_series(1, {ROWS}) g;"
+        ),
+    );
+    // The first instance leads (it starts alone), the second waits.
+    let mut first = Switchyard::start(&snapshot_config(&dsn));
+    let second = Switchyard::start_with(
+        &snapshot_config(&dsn),
+        Options {
+            ready_path: Some("/healthz"),
+            ..Options::default()
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || is_standby(&second)),
+        "the second instance is not a standby\n{}",
+        tail(&second.logs(), 30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(120), || snapshot_reads(&first).len()
+            >= 12_000),
+        "the snapshot does not progress\n{}",
+        tail(&first.logs(), 30)
+    );
+    let stored = pg.sql(
+        "app",
+        &format!(
+            "SELECT state->'snapshots'->'public.big'->>'rows' FROM switchyard.cdc_state \
+             WHERE slot = '{SLOT}'"
+        ),
+    );
+    first.kill9();
+    let before_kill = snapshot_reads(&first).len() as u64;
+    let all = wait_until(Duration::from_secs(120), || {
+        let mut ids: HashSet<u64> = snapshot_reads(&first).into_iter().collect();
+        ids.extend(snapshot_reads(&second));
+        ids.len() as u64 == ROWS
+    });
+    let from_second = snapshot_reads(&second).len() as u64;
+    let duplicates = before_kill + from_second - ROWS;
+    println!(
+        "postgres HA, snapshot taken over: {before_kill} rows read by the first leader \
+         (progress stored in the database then: {stored}), {from_second} by the second, \
+         {duplicates} read twice"
+    );
+    assert!(all, "rows are missing\n{}", tail(&second.logs(), 30));
+    // Started over, the second leader would read every row the first one had read again.
+    assert!(
+        duplicates < before_kill / 2,
+        "the second leader took the snapshot again from its start: {duplicates} rows read twice"
+    );
+    let progress = || {
+        pg.sql(
+            "app",
+            &format!(
+                "SELECT state->'snapshots'->'public.big'->>'done' FROM switchyard.cdc_state \
+                 WHERE slot = '{SLOT}'"
+            ),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || progress() == "true"),
+        "the database's progress does not say done: {}",
+        progress()
     );
 }

@@ -57,6 +57,8 @@ pub struct Lease {
     pub key: i64,
     /// `server_version_num` of the server.
     pub server_version: u32,
+    /// The backend pid of the lock session (the holder in `pg_locks`).
+    pub holder: i32,
 }
 
 impl Drop for Lease {
@@ -96,13 +98,15 @@ impl Lease {
         let client = connect(dsn, timings).await?;
         let row = client
             .query_one(
-                "SELECT current_database()::text, current_setting('server_version_num')::int",
+                "SELECT current_database()::text, current_setting('server_version_num')::int, \
+                 pg_backend_pid()",
                 &[],
             )
             .await
             .map_err(|e| setup::transient("reading the database name", e))?;
         let database: String = row.get(0);
         let server_version = u32::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+        let holder: i32 = row.get(2);
         // Older servers lack these settings; keepalives alone must do there.
         if server_version >= 140_000 {
             let release_ms = timings.release.as_millis();
@@ -129,6 +133,7 @@ impl Lease {
             checker,
             key,
             server_version,
+            holder,
         }))
     }
 
@@ -154,7 +159,7 @@ async fn connect(dsn: &str, timings: Timings) -> Result<Client, CdcError> {
     // Keepalives start after half the release time and give up after as long again.
     let idle = release.div_ceil(2);
     let probes = u32::try_from(idle).unwrap_or(u32::MAX);
-    target.config.options(&format!(
+    target.config.options(format!(
         "{} -c tcp_keepalives_idle={idle} -c tcp_keepalives_interval=1 -c tcp_keepalives_count={probes}",
         setup::SESSION_OPTIONS
     ));

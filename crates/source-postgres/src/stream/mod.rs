@@ -203,6 +203,7 @@ pub async fn start(
         snapshot_clients: Vec::new(),
         encoder: change::ChangeEncoder::new(),
         replication_options: setup::SESSION_OPTIONS.to_owned(),
+        fence: None,
     };
     // Only the leader sets up the database: a standby checks nothing until it leads.
     let lease = match task.try_lead().await {
@@ -344,17 +345,20 @@ struct Task {
     encoder: change::ChangeEncoder,
     /// Backend options of the replication session (with the leader's timeouts).
     replication_options: String,
+    /// The leader lock held (key and holder), while leading.
+    fence: Option<crate::state::Fence>,
 }
 
 impl Task {
     /// Runs set-up and loads the snapshot plan.
     async fn prepare(&mut self) -> Result<(), CdcError> {
+        self.share_state().await?;
         let create = !self.snapshots.had_state || self.cfg.recreate_slot;
         let prepared = setup::prepare(&self.source, &self.cfg, create, self.cfg.recreate_slot)
             .await
             .map_err(|e| match e {
                 CdcError::SlotMissing(msg) => CdcError::SlotLost(format!(
-                    "{msg}; it existed before (see {}): changes made while it was gone are \
+                    "{msg}; it existed before (see switchyard.cdc_state in the database, or {}): changes made while it was gone are \
                      lost. Set recreate_slot = true on sources.{} to create it again and take \
                      a new snapshot",
                     self.snapshots.file.path().display(),
@@ -376,6 +380,37 @@ impl Task {
         self.status
             .update(|s| s.confirmed_lsn = change::lsn_string(confirmed));
         self.snapshots.publish(&self.status);
+        Ok(())
+    }
+
+    /// Takes up the snapshot progress the database keeps for the slot (the last leader's,
+    /// which may be this instance's own) and keeps writing it there while leading.
+    /// Without the right to create the `switchyard` schema the progress stays local,
+    /// with a warning that says how to share it.
+    async fn share_state(&mut self) -> Result<(), CdcError> {
+        self.snapshots.shared = None;
+        let Some(fence) = self.fence else {
+            return Ok(());
+        };
+        let client = setup::connect(&self.cfg.dsn).await?;
+        if let Err(e) = crate::state::ensure_table(&client).await {
+            warn!(source = %self.source, error = %setup::describe(&e),
+                "cannot create the switchyard schema in the source database: snapshot progress \
+                 stays in this instance's data directory, and another instance taking over \
+                 takes the snapshot again from its start. Run once as a user who may: {}",
+                crate::state::CREATE_SQL);
+            return Ok(());
+        }
+        match crate::state::load_shared(&client, &self.cfg.slot).await {
+            Ok(Some(shared)) => self.snapshots.adopt(shared),
+            Ok(None) => {}
+            Err(e) => return Err(CdcError::Config(e)),
+        }
+        self.snapshots.shared = Some(snapshot::SharedState {
+            client,
+            fence,
+            timeout: self.cfg.leader_release,
+        });
         Ok(())
     }
 
@@ -468,6 +503,10 @@ impl Task {
                 info!(source = %self.source, slot = %self.cfg.slot, lock_key = lease.key,
                     "leader: this instance holds the slot's lock and reads it");
                 self.replication_options = replication_options(&self.cfg, lease.server_version);
+                self.fence = Some(crate::state::Fence {
+                    key: lease.key,
+                    holder: lease.holder,
+                });
                 let key = lease.key;
                 self.status.update(|s| {
                     s.role = ROLE_LEADER;
@@ -496,6 +535,9 @@ impl Task {
     /// Waits as a standby until this instance holds the slot's lock; `None` when the
     /// runtime went away meanwhile.
     async fn standby(&mut self) -> Option<Lease> {
+        // Progress is the next leader's to write now.
+        self.fence = None;
+        self.snapshots.shared = None;
         self.status.update(|s| {
             s.connected = false;
             if s.role == ROLE_LEADER {
