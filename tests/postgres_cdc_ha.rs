@@ -37,6 +37,7 @@ fn config(dsn: &str, url: &str) -> String {
 listen = "{{listen}}"
 data_dir = "{{data_dir}}"
 shutdown_timeout = "2s"
+admin_token = "admin-secret-0123456789"
 
 [sources.db]
 type = "postgres_cdc"
@@ -383,6 +384,27 @@ fn a_leader_cut_off_from_postgres_steps_down_before_another_instance_leads() {
         "the second instance is not a standby\n{}",
         tail(&other.logs(), 30)
     );
+    // What each instance says of itself: health, metrics, `cdc status`.
+    assert_eq!(get(other.addr(), "/healthz").map(|(s, _)| s), Some(200));
+    let gauge = |s: &Switchyard, value: u8| {
+        get(s.addr(), "/metrics").is_some_and(|(_, body)| {
+            body.contains(&format!("switchyard_cdc_leader{{source=\"db\"}} {value}"))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || gauge(&cut_one, 1) && gauge(&other, 0)),
+        "switchyard_cdc_leader is 1 on the leader, 0 on the standby"
+    );
+    let status = |s: &Switchyard| {
+        let out = s.cli(&["cdc", "status"]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(status(&cut_one).contains("connected, leader"), "{}", status(&cut_one));
+    assert!(status(&other).contains("STANDBY"), "{}", status(&other));
     let stop_writer = AtomicBool::new(false);
     let stop_watch = AtomicBool::new(false);
     let committed = AtomicUsize::new(0);

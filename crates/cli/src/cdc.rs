@@ -163,14 +163,14 @@ pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
             let body: SourceStatus = admin.get(&format!("/admin/sources/{name}/status")).await?;
             let s = body.status;
             println!(
-                "source {name}: slot {} {} {} — confirmed {}, slot holds {} of WAL, {} events{}",
+                "source {name}: slot {} {}, {} — confirmed {}, slot holds {} of WAL, {} events{}",
                 s.slot,
-                role_text(&s.role, s.lock_key),
                 if s.connected {
                     "connected"
                 } else {
                     "NOT connected"
                 },
+                role_text(&s.role, s.lock_key),
                 s.confirmed_lsn,
                 human_bytes(s.slot_lag_bytes),
                 s.events,

@@ -7,7 +7,8 @@
 //! * [`setup`] checks the database and creates the publication and slot;
 //! * [`leader`] elects one reader per slot among instances: an advisory lock in the
 //!   source database;
-//! * [`state`] keeps snapshot progress in the data directory;
+//! * [`state`] keeps snapshot progress in the source database (`switchyard.cdc_state`)
+//!   and the data directory;
 //! * [`tls`] connects both connections with the dsn's `sslmode`/`sslrootcert`;
 //! * [`replication`] speaks the streaming replication protocol (startup, auth,
 //!   CopyData both ways, status updates);
