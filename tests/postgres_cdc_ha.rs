@@ -124,6 +124,18 @@ fn slot_reader(pg: &PgCluster) -> Option<u32> {
     .ok()
 }
 
+/// Sets its flags when dropped: a failed assertion inside a thread scope still stops the
+/// writer and the watcher, so the scope ends and the failure shows.
+struct StopOnDrop<'a>(&'a [&'a AtomicBool]);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        for flag in self.0 {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Polls `pg_stat_replication` until `stop`: the most walsenders streaming at once.
 fn watch_readers(pg: &PgCluster, stop: &AtomicBool, most: &AtomicUsize) {
     while !stop.load(Ordering::SeqCst) {
@@ -220,6 +232,8 @@ fn three_instances_one_reader_the_leader_killed_ten_times_loses_nothing() {
     let most_readers = AtomicUsize::new(0);
     let mut takeovers = Vec::new();
     let expected = std::thread::scope(|scope| {
+        let flags = [&stop_writer, &stop_watch];
+        let _stop = StopOnDrop(&flags);
         let writer = scope.spawn(|| write_load(&pg, &stop_writer, &committed));
         let watcher = scope.spawn(|| watch_readers(&pg, &stop_watch, &most_readers));
         for round in 0..10 {
@@ -392,7 +406,8 @@ fn a_leader_cut_off_from_postgres_steps_down_before_another_instance_leads() {
         })
     };
     assert!(
-        wait_until(Duration::from_secs(30), || gauge(&cut_one, 1) && gauge(&other, 0)),
+        wait_until(Duration::from_secs(30), || gauge(&cut_one, 1)
+            && gauge(&other, 0)),
         "switchyard_cdc_leader is 1 on the leader, 0 on the standby"
     );
     let status = |s: &Switchyard| {
@@ -403,13 +418,19 @@ fn a_leader_cut_off_from_postgres_steps_down_before_another_instance_leads() {
             String::from_utf8_lossy(&out.stderr)
         )
     };
-    assert!(status(&cut_one).contains("connected, leader"), "{}", status(&cut_one));
+    assert!(
+        status(&cut_one).contains("connected, leader"),
+        "{}",
+        status(&cut_one)
+    );
     assert!(status(&other).contains("STANDBY"), "{}", status(&other));
     let stop_writer = AtomicBool::new(false);
     let stop_watch = AtomicBool::new(false);
     let committed = AtomicUsize::new(0);
     let most_readers = AtomicUsize::new(0);
     let (expected, stepped_down, took_over) = std::thread::scope(|scope| {
+        let flags = [&stop_writer, &stop_watch];
+        let _stop = StopOnDrop(&flags);
         let writer = scope.spawn(|| write_load(&pg, &stop_writer, &committed));
         let watcher = scope.spawn(|| watch_readers(&pg, &stop_watch, &most_readers));
         assert!(

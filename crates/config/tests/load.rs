@@ -1321,7 +1321,8 @@ type = "stdout"
     let issues = problems(&text);
     let release = at(&issues, "sources.db.leader_release");
     assert!(
-        release.message.contains("3 × leader_check") && release.message.contains("raise leader_release"),
+        release.message.contains("3 × leader_check")
+            && release.message.contains("raise leader_release"),
         "{release:?}"
     );
     at(&issues, "sources.db.standby_retry");
@@ -1332,7 +1333,11 @@ type = "stdout"
         "dsn = \"postgres://u@h/app\"\nleader_check = \"200ms\"\nleader_release = \"1500ms\"",
     );
     let issues = problems(&text);
-    assert!(at(&issues, "sources.db.leader_release").message.contains("whole seconds"));
+    assert!(
+        at(&issues, "sources.db.leader_release")
+            .message
+            .contains("whole seconds")
+    );
 }
 
 #[test]

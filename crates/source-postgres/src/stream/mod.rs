@@ -544,13 +544,22 @@ impl Task {
                 s.role = ROLE_STANDBY;
             }
         });
+        // A database that does not answer is retried with the backoff, a lock held by
+        // another instance every `standby_retry`.
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
         loop {
-            match self.try_lead().await {
+            let delay = match self.try_lead().await {
                 Ok(Some(lease)) => return Some(lease),
-                Ok(None) => {}
-                Err(e) => self.note_error(&e),
-            }
-            if self.wait(self.cfg.standby_retry).await {
+                Ok(None) => {
+                    backoff.reset();
+                    self.cfg.standby_retry
+                }
+                Err(e) => {
+                    self.note_error(&e);
+                    backoff.next_delay().max(self.cfg.standby_retry)
+                }
+            };
+            if self.wait(delay).await {
                 return None;
             }
         }
