@@ -545,7 +545,7 @@ fn snapshot_reads(s: &Switchyard) -> Vec<u64> {
 
 #[test]
 fn a_standby_resumes_the_half_done_snapshot_of_the_leader_it_replaces() {
-    const ROWS: u64 = 30_000;
+    const ROWS: u64 = 100_000;
     let (pg, dsn) = cluster();
     pg.sql(
         "app",
@@ -570,10 +570,17 @@ fn a_standby_resumes_the_half_done_snapshot_of_the_leader_it_replaces() {
     );
     assert!(
         wait_until(Duration::from_secs(120), || snapshot_reads(&first).len()
-            >= 12_000),
+            >= 10_000),
         "the snapshot does not progress\n{}",
         tail(&first.logs(), 30)
     );
+    first.kill9();
+    let before_kill = snapshot_reads(&first).len() as u64;
+    assert!(
+        before_kill < ROWS,
+        "the snapshot ended before the leader was killed: nothing to take over"
+    );
+    // Read right after the kill: the first leader's progress, or already the second's.
     let stored = pg.sql(
         "app",
         &format!(
@@ -581,8 +588,6 @@ fn a_standby_resumes_the_half_done_snapshot_of_the_leader_it_replaces() {
              WHERE slot = '{SLOT}'"
         ),
     );
-    first.kill9();
-    let before_kill = snapshot_reads(&first).len() as u64;
     let all = wait_until(Duration::from_secs(120), || {
         let mut ids: HashSet<u64> = snapshot_reads(&first).into_iter().collect();
         ids.extend(snapshot_reads(&second));
@@ -592,7 +597,7 @@ fn a_standby_resumes_the_half_done_snapshot_of_the_leader_it_replaces() {
     let duplicates = before_kill + from_second - ROWS;
     println!(
         "postgres HA, snapshot taken over: {before_kill} rows read by the first leader \
-         (progress stored in the database then: {stored}), {from_second} by the second, \
+         (progress in the database after the kill: {stored}), {from_second} by the second, \
          {duplicates} read twice"
     );
     assert!(all, "rows are missing\n{}", tail(&second.logs(), 30));

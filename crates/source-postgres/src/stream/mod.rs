@@ -480,7 +480,16 @@ impl Task {
                         // Straight back to standby: another instance may lead by now.
                         continue;
                     }
-                    if self.pause(&mut backoff).await {
+                    // The last leader's walsender has not ended yet (the server frees the
+                    // slot within `leader_release`): try again soon, not after a long
+                    // backoff.
+                    let slot_busy = e.to_string().contains("is active for PID");
+                    let gone = if slot_busy {
+                        self.wait(self.cfg.standby_retry).await
+                    } else {
+                        self.pause(&mut backoff).await
+                    };
+                    if gone {
                         return;
                     }
                 }
