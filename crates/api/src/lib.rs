@@ -548,6 +548,13 @@ pub struct SourceStatus {
 pub struct CdcStatus {
     #[serde(default)]
     pub slot: String,
+    /// `leader` (this instance reads the slot), `standby` (another one does) or
+    /// `starting`.
+    #[serde(default)]
+    pub role: String,
+    /// The slot's advisory lock key in the source database (held by the leader).
+    #[serde(default)]
+    pub lock_key: i64,
     #[serde(default)]
     pub connected: bool,
     /// The LSN last confirmed to the server.

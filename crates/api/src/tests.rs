@@ -310,7 +310,7 @@ fn admin_answers() {
     };
     assert_eq!(
         text(&status),
-        r#"{"source":"pg","status":{"slot":"s","connected":false,"confirmed_lsn":"","slot_lag_bytes":0,"events":0,"streaming_transactions":0,"streaming_buffered_bytes":0,"spilled_bytes":0,"last_error":null,"stopped":false,"reconnects":0,"snapshot":{"public.t":{"state":"running","rows_emitted":2,"rows_acknowledged":2,"rows_estimate":10,"rows_per_second":1,"eta_seconds":8,"filter":"id > 1"}}}}"#
+        r#"{"source":"pg","status":{"slot":"s","role":"","lock_key":0,"connected":false,"confirmed_lsn":"","slot_lag_bytes":0,"events":0,"streaming_transactions":0,"streaming_buffered_bytes":0,"spilled_bytes":0,"last_error":null,"stopped":false,"reconnects":0,"snapshot":{"public.t":{"state":"running","rows_emitted":2,"rows_acknowledged":2,"rows_estimate":10,"rows_per_second":1,"eta_seconds":8,"filter":"id > 1"}}}}"#
     );
     // Older clients send only the table; `where` is the JSON name of the filter.
     let request: SnapshotRequest = serde_json::from_str(r#"{"table":"t"}"#).unwrap();

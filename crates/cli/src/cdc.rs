@@ -163,13 +163,14 @@ pub fn run_status(command: CdcCommand) -> anyhow::Result<ExitCode> {
             let body: SourceStatus = admin.get(&format!("/admin/sources/{name}/status")).await?;
             let s = body.status;
             println!(
-                "source {name}: slot {} {} — confirmed {}, slot holds {} of WAL, {} events{}",
+                "source {name}: slot {} {}, {} — confirmed {}, slot holds {} of WAL, {} events{}",
                 s.slot,
                 if s.connected {
                     "connected"
                 } else {
                     "NOT connected"
                 },
+                role_text(&s.role, s.lock_key),
                 s.confirmed_lsn,
                 human_bytes(s.slot_lag_bytes),
                 s.events,
@@ -307,5 +308,15 @@ fn human_bytes(n: i64) -> String {
         format!("{n} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The instance's role for a source, as `switchyard cdc status` prints it.
+fn role_text(role: &str, lock_key: i64) -> String {
+    match role {
+        "leader" => format!("leader (holds lock {lock_key})"),
+        "standby" => format!("STANDBY (another instance holds lock {lock_key} and reads the slot)"),
+        "" => "unknown role".into(),
+        other => other.to_owned(),
     }
 }

@@ -472,9 +472,33 @@ pub struct PostgresCdcSourceConfig {
     /// its replica identity index); a table without one has the key `null`, or with
     /// `REPLICA IDENTITY FULL` the whole row.
     pub key_columns: BTreeMap<String, Vec<String>>,
+    /// How often a standby (an instance whose peer holds the source's leader lock) tries
+    /// to take the lock. Default [`Self::DEFAULT_STANDBY_RETRY`].
+    #[serde(with = "crate::units::duration")]
+    pub standby_retry: Duration,
+    /// How often the leader checks its lock connection; a check unanswered for as long
+    /// ends its leadership. Default [`Self::DEFAULT_LEADER_CHECK`].
+    #[serde(with = "crate::units::duration")]
+    pub leader_check: Duration,
+    /// How long the server keeps the lock of a leader it no longer hears from (the lock
+    /// session's idle and TCP timeouts; the replication session's `wal_sender_timeout`).
+    /// At least [`Self::LEADER_RELEASE_CHECKS`] × `leader_check`, so that a cut-off
+    /// leader always stops reading before the lock is free. Default
+    /// [`Self::DEFAULT_LEADER_RELEASE`].
+    #[serde(with = "crate::units::duration")]
+    pub leader_release: Duration,
 }
 
 impl PostgresCdcSourceConfig {
+    /// 1 second.
+    pub const DEFAULT_STANDBY_RETRY: Duration = Duration::from_secs(1);
+    /// 1 second.
+    pub const DEFAULT_LEADER_CHECK: Duration = Duration::from_secs(1);
+    /// 5 seconds.
+    pub const DEFAULT_LEADER_RELEASE: Duration = Duration::from_secs(5);
+    /// A leader gives up at most two checks after its last answered one; the server
+    /// frees its lock no sooner than `leader_release` after it: one check of margin.
+    pub const LEADER_RELEASE_CHECKS: u32 = 3;
     /// Copy the tables' rows first, then stream changes.
     pub const DEFAULT_SNAPSHOT: SnapshotMode = SnapshotMode::Initial;
     /// 1024 rows.
@@ -507,6 +531,9 @@ impl Default for PostgresCdcSourceConfig {
             max_slot_lag: Self::DEFAULT_MAX_SLOT_LAG,
             recreate_slot: false,
             key_columns: BTreeMap::new(),
+            standby_retry: Self::DEFAULT_STANDBY_RETRY,
+            leader_check: Self::DEFAULT_LEADER_CHECK,
+            leader_release: Self::DEFAULT_LEADER_RELEASE,
         }
     }
 }

@@ -1295,6 +1295,52 @@ type = "stdout"
 }
 
 #[test]
+fn postgres_leader_timings_default_and_a_release_shorter_than_three_checks_is_refused() {
+    let base = r#"
+[sources.db]
+type = "postgres_cdc"
+dsn = "postgres://u@h/app"
+[pipelines.a]
+from = ["db"]
+to = ["out"]
+[sinks.out]
+type = "stdout"
+"#;
+    let config = load(base).unwrap();
+    let SourceConfig::PostgresCdc(db) = &config.sources["db"] else {
+        panic!("a postgres_cdc source");
+    };
+    assert_eq!(db.standby_retry, Duration::from_secs(1));
+    assert_eq!(db.leader_check, Duration::from_secs(1));
+    assert_eq!(db.leader_release, Duration::from_secs(5));
+
+    let text = base.replace(
+        "dsn = \"postgres://u@h/app\"",
+        "dsn = \"postgres://u@h/app\"\nleader_check = \"2s\"\nleader_release = \"5s\"\nstandby_retry = \"0s\"",
+    );
+    let issues = problems(&text);
+    let release = at(&issues, "sources.db.leader_release");
+    assert!(
+        release.message.contains("3 × leader_check")
+            && release.message.contains("raise leader_release"),
+        "{release:?}"
+    );
+    at(&issues, "sources.db.standby_retry");
+    assert_eq!(issues.len(), 2, "{issues:#?}");
+
+    let text = base.replace(
+        "dsn = \"postgres://u@h/app\"",
+        "dsn = \"postgres://u@h/app\"\nleader_check = \"200ms\"\nleader_release = \"1500ms\"",
+    );
+    let issues = problems(&text);
+    assert!(
+        at(&issues, "sources.db.leader_release")
+            .message
+            .contains("whole seconds")
+    );
+}
+
+#[test]
 fn postgres_tls_settings_in_the_dsn_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");

@@ -549,6 +549,13 @@ async fn housekeeping(shared: Arc<Shared>) {
                 .set(i64::from(view.connected));
             shared
                 .metrics
+                .cdc_leader
+                .get_or_create(&labels)
+                .set(i64::from(
+                    view.role == switchyard_source_postgres::stream::ROLE_LEADER,
+                ));
+            shared
+                .metrics
                 .replication_streaming_bytes
                 .get_or_create(&labels)
                 .set(i64::try_from(view.streaming_buffered_bytes).unwrap_or(i64::MAX));

@@ -115,6 +115,9 @@ pub struct Metrics {
     pub slot_lag_bytes: Family<SourceLabels, Gauge>,
     /// Whether a Postgres source's replication session is up (1) or not (0).
     pub replication_connected: Family<SourceLabels, Gauge>,
+    /// Whether this instance leads a Postgres source (holds its slot's lock: 1) or waits
+    /// as a standby (0).
+    pub cdc_leader: Family<SourceLabels, Gauge>,
     /// Bytes of large in-progress transactions a Postgres source holds in memory.
     pub replication_streaming_bytes: Family<SourceLabels, Gauge>,
     /// Bytes a Postgres source wrote to spill files since the start.
@@ -220,6 +223,13 @@ impl Metrics {
             "1 while a Postgres source's replication session is up",
             replication_connected.clone(),
         );
+        let cdc_leader = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "cdc_leader",
+            "1 while this instance holds a Postgres source's leader lock and reads its slot, 0 \
+             as a standby",
+            cdc_leader.clone(),
+        );
         let replication_streaming_bytes = Family::<SourceLabels, Gauge>::default();
         registry.register(
             "replication_streaming_buffered_bytes",
@@ -317,6 +327,7 @@ impl Metrics {
             checkpoint_lag,
             slot_lag_bytes,
             replication_connected,
+            cdc_leader,
             replication_streaming_bytes,
             replication_spilled_bytes,
             snapshot_rows,

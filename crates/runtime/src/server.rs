@@ -178,6 +178,23 @@ pub(crate) fn readiness(shared: &Shared) -> Result<(), String> {
     if !stopped.is_empty() {
         return Err(format!("sources stopped: {}", stopped.join("; ")));
     }
+    // A standby is alive (/healthz) but not ready: a readiness probe tells the leader.
+    let standby: Vec<String> = shared
+        .cdc
+        .iter()
+        .filter_map(|(name, control)| {
+            let view = control.status.view();
+            (view.role == switchyard_source_postgres::stream::ROLE_STANDBY).then(|| {
+                format!(
+                    "standby: another instance reads slot {} (source {name}, lock key {})",
+                    view.slot, view.lock_key
+                )
+            })
+        })
+        .collect();
+    if !standby.is_empty() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, &standby.join("; "));
+    }
     let readers = shared.stopped_readers.list();
     if !readers.is_empty() {
         return Err(format!(
@@ -253,6 +270,8 @@ async fn source_status(
         source: name,
         status: CdcStatus {
             slot: view.slot,
+            role: view.role.to_owned(),
+            lock_key: view.lock_key,
             connected: view.connected,
             confirmed_lsn: view.confirmed_lsn,
             slot_lag_bytes: view.slot_lag_bytes,

@@ -5,7 +5,10 @@
 //! * [`values`] maps Postgres text values to JSON (pure);
 //! * [`change`] builds the CDC event payloads and ids (pure);
 //! * [`setup`] checks the database and creates the publication and slot;
-//! * [`state`] keeps snapshot progress in the data directory;
+//! * [`leader`] elects one reader per slot among instances: an advisory lock in the
+//!   source database;
+//! * [`state`] keeps snapshot progress in the source database (`switchyard.cdc_state`)
+//!   and the data directory;
 //! * [`tls`] connects both connections with the dsn's `sslmode`/`sslrootcert`;
 //! * [`replication`] speaks the streaming replication protocol (startup, auth,
 //!   CopyData both ways, status updates);
@@ -17,6 +20,7 @@
 //!   `switchyard_connector::Source` whose feed is the replication stream.
 
 pub mod change;
+pub mod leader;
 pub mod pgoutput;
 pub mod replication;
 pub mod setup;

@@ -41,7 +41,7 @@ impl CdcError {
     }
 }
 
-fn transient(context: &str, e: tokio_postgres::Error) -> CdcError {
+pub(crate) fn transient(context: &str, e: tokio_postgres::Error) -> CdcError {
     CdcError::Transient(format!("{context}: {}", describe(&e)))
 }
 
@@ -363,7 +363,10 @@ pub(crate) async fn publication_tables(
 ) -> Result<Vec<(String, String)>, CdcError> {
     Ok(client
         .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            // The source's own state table is never captured (a publication FOR ALL TABLES
+            // would otherwise turn every progress write into an event).
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
+             WHERE pubname = $1 AND schemaname <> 'switchyard'",
             &[&publication],
         )
         .await

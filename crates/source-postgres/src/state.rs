@@ -1,6 +1,13 @@
-//! What a Postgres source keeps in the data directory: snapshot progress per table.
-//! The stream position itself lives in the replication slot (its confirmed flush LSN).
+//! Snapshot progress per table, kept in the source database (the `switchyard` schema, so
+//! that whichever instance leads next resumes it) and in the data directory. The stream
+//! position itself lives in the replication slot (its confirmed flush LSN).
 //!
+//! In the database: one row per slot in `switchyard.cdc_state`, created by set-up
+//! ([`ensure_table`]), written only by the holder of the slot's leader lock
+//! ([`store_shared`] checks the lock in the same statement), read by a new leader
+//! ([`load_shared`]).
+//!
+//! In the data directory:
 //! Written atomically: a temporary file, fsync, rename, fsync of the directory. It is
 //! written only after every event before the recorded point was acknowledged. Like the
 //! rest of the data directory it is the owner's only: the file `0600`, the directory
@@ -100,6 +107,91 @@ impl StateFile {
         }
         Ok(())
     }
+}
+
+/// The schema of what a source keeps in its database.
+pub const SCHEMA: &str = "switchyard";
+
+/// The SQL that creates the shared state table (run by set-up; a user without `CREATE` on
+/// the database can run it once instead).
+pub const CREATE_SQL: &str = "CREATE SCHEMA IF NOT EXISTS switchyard; \
+     CREATE TABLE IF NOT EXISTS switchyard.cdc_state (slot text PRIMARY KEY, state jsonb NOT NULL, \
+     updated_at timestamptz NOT NULL DEFAULT now())";
+
+/// Creates the `switchyard` schema and its state table when missing.
+pub async fn ensure_table(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('switchyard.cdc_state') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        client.batch_execute(CREATE_SQL).await?;
+    }
+    Ok(())
+}
+
+/// The progress stored in the database for `slot`, if any.
+pub async fn load_shared(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<State>, String> {
+    let row = client
+        .query_opt(
+            "SELECT state::text FROM switchyard.cdc_state WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| crate::setup::describe(&e))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let text: String = row.get(0);
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        format!(
+            "switchyard.cdc_state holds no valid state for slot {slot} ({e}); delete its row \
+             (DELETE FROM switchyard.cdc_state WHERE slot = '{slot}') to take a new snapshot"
+        )
+    })
+}
+
+/// Who may write the shared state: the session holding the leader lock `key`.
+#[derive(Clone, Copy, Debug)]
+pub struct Fence {
+    pub key: i64,
+    /// The backend pid of the lock session.
+    pub holder: i32,
+}
+
+/// Stores `state` for its slot — only while the lock session `fence.holder` still holds
+/// the lock `fence.key` (checked in the same statement), so an instance that lost the
+/// leadership cannot write over its successor's progress.
+pub async fn store_shared(
+    client: &tokio_postgres::Client,
+    state: &State,
+    fence: Fence,
+) -> Result<(), String> {
+    let json = serde_json::to_string(state).expect("state serializes");
+    let written = client
+        .execute(
+            "INSERT INTO switchyard.cdc_state (slot, state, updated_at) \
+             SELECT $1, $2::text::jsonb, now() \
+             WHERE EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND pid = $3 AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $4) \
+             ON CONFLICT (slot) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+            &[&state.slot, &json, &fence.holder, &fence.key],
+        )
+        .await
+        .map_err(|e| crate::setup::describe(&e))?;
+    if written == 0 {
+        return Err(format!(
+            "not stored in switchyard.cdc_state: this instance no longer holds the leader lock {} (its successor keeps the progress)",
+            fence.key
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ pub struct Switchyard {
     open_file_limit: Option<u64>,
     tls: bool,
     ready_timeout: Duration,
+    ready_path: &'static str,
     child: Option<Child>,
     runs: u32,
 }
@@ -121,6 +122,10 @@ pub struct Options {
     /// How long a start may take before the test fails (default 60 s): more for a start
     /// that compiles a big plugin with the debug build's compiler.
     pub ready_timeout: Option<Duration>,
+    /// The path that must answer 200 for a start to count (default `/readyz`):
+    /// `/healthz` for an instance that may start as a standby, which is alive but not
+    /// ready.
+    pub ready_path: Option<&'static str>,
 }
 
 impl Switchyard {
@@ -161,6 +166,7 @@ impl Switchyard {
                 open_file_limit: options.open_file_limit,
                 tls: options.tls,
                 ready_timeout: options.ready_timeout.unwrap_or(READY_TIMEOUT),
+                ready_path: options.ready_path.unwrap_or("/readyz"),
                 child: None,
                 runs: 0,
             };
@@ -272,7 +278,7 @@ impl Switchyard {
             let ready = if self.tls {
                 self.stderr_of_run().contains("switchyard is listening")
             } else {
-                http_status(self.addr, "/readyz") == Some(200)
+                http_status(self.addr, self.ready_path) == Some(200)
             };
             if ready {
                 return Ok(());
@@ -282,7 +288,8 @@ impl Switchyard {
                 let _ = self.child.as_mut().map(Child::wait);
                 self.child = None;
                 return Err(StartError::Failed(format!(
-                    "switchyard did not answer 200 on /readyz within {:?} (run {}):\n{}",
+                    "switchyard did not answer 200 on {} within {:?} (run {}):\n{}",
+                    self.ready_path,
                     self.ready_timeout,
                     self.runs,
                     self.stderr_of_run()

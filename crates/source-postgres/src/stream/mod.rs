@@ -45,6 +45,7 @@ use tokio_postgres::Client;
 use tracing::{debug, error, info, warn};
 
 use crate::change;
+use crate::leader::{self, Lease};
 use crate::pgoutput::Relation;
 use crate::replication::FeedbackHandle;
 use crate::setup::{self, CdcError, TableInfo};
@@ -69,6 +70,13 @@ const CHANNEL: usize = 4096;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatusView {
     pub slot: String,
+    /// `leader` (holds the slot's lock and reads it), `standby` (another instance holds
+    /// it; retried every `standby_retry`) or `starting` (the lock was not tried yet, or
+    /// the database did not answer).
+    pub role: &'static str,
+    /// The advisory lock key of the slot (0 until known), to find the holder in
+    /// `pg_locks`.
+    pub lock_key: i64,
     pub connected: bool,
     /// The LSN last confirmed to the server (everything before it is acknowledged).
     pub confirmed_lsn: String,
@@ -108,6 +116,11 @@ pub struct SnapshotStatus {
     /// Why the snapshot paused on its own (the server refused a chunk).
     pub error: Option<String>,
 }
+
+/// [`StatusView::role`] values.
+pub const ROLE_LEADER: &str = "leader";
+pub const ROLE_STANDBY: &str = "standby";
+pub const ROLE_STARTING: &str = "starting";
 
 /// Shared, cheaply readable status of a source.
 #[derive(Default)]
@@ -166,7 +179,10 @@ pub async fn start(
     let (complete_tx, complete_rx) = watch::channel(0);
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let status = Arc::new(Status::default());
-    status.update(|s| s.slot = cfg.slot.clone());
+    status.update(|s| {
+        s.slot = cfg.slot.clone();
+        s.role = ROLE_STARTING;
+    });
     let mut task = Task {
         source: source.to_owned(),
         cfg,
@@ -186,16 +202,30 @@ pub async fn start(
         sql: None,
         snapshot_clients: Vec::new(),
         encoder: change::ChangeEncoder::new(),
+        replication_options: setup::SESSION_OPTIONS.to_owned(),
+        fence: None,
     };
-    match task.prepare().await {
-        Ok(()) => {}
-        Err(e) if e.is_transient() => {
+    // Only the leader sets up the database: a standby checks nothing until it leads.
+    let lease = match task.try_lead().await {
+        Ok(lease) => lease,
+        Err(e) if !e.is_transient() => return Err(e),
+        Err(e) => {
             warn!(source, error = %e, "postgres is not reachable yet; retrying in the background");
             task.status.update(|s| s.last_error = Some(e.to_string()));
+            None
         }
-        Err(e) => return Err(e),
+    };
+    if lease.is_some() {
+        match task.prepare().await {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => {
+                warn!(source, error = %e, "postgres is not reachable yet; retrying in the background");
+                task.status.update(|s| s.last_error = Some(e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    tokio::spawn(task.run());
+    tokio::spawn(task.run(lease));
     Ok(CdcHandle {
         events: rx,
         complete: complete_tx,
@@ -247,13 +277,15 @@ impl Positions {
     }
 
     /// Hands `event` to the reader with the next position; `Err` when the reader is gone.
+    ///
+    /// Cancel-safe: the position is taken only once the channel has room, so a session
+    /// dropped while waiting (its leadership lost) leaves no gap in the positions.
     async fn send(&mut self, event: Event) -> Result<(), SessionEnd> {
+        let permit = self.tx.reserve().await.map_err(|_| SessionEnd::Closed)?;
         let position = self.next;
         self.next += 1;
-        self.tx
-            .send(Ok((position, event)))
-            .await
-            .map_err(|_| SessionEnd::Closed)
+        permit.send(Ok((position, event)));
+        Ok(())
     }
 
     /// Takes every action whose position is complete by now.
@@ -311,17 +343,22 @@ struct Task {
     snapshot_clients: Vec<Client>,
     /// Writes the events of row changes, reusing its buffers from row to row.
     encoder: change::ChangeEncoder,
+    /// Backend options of the replication session (with the leader's timeouts).
+    replication_options: String,
+    /// The leader lock held (key and holder), while leading.
+    fence: Option<crate::state::Fence>,
 }
 
 impl Task {
     /// Runs set-up and loads the snapshot plan.
     async fn prepare(&mut self) -> Result<(), CdcError> {
+        self.share_state().await?;
         let create = !self.snapshots.had_state || self.cfg.recreate_slot;
         let prepared = setup::prepare(&self.source, &self.cfg, create, self.cfg.recreate_slot)
             .await
             .map_err(|e| match e {
                 CdcError::SlotMissing(msg) => CdcError::SlotLost(format!(
-                    "{msg}; it existed before (see {}): changes made while it was gone are \
+                    "{msg}; it existed before (see switchyard.cdc_state in the database, or {}): changes made while it was gone are \
                      lost. Set recreate_slot = true on sources.{} to create it again and take \
                      a new snapshot",
                     self.snapshots.file.path().display(),
@@ -346,18 +383,66 @@ impl Task {
         Ok(())
     }
 
+    /// Takes up the snapshot progress the database keeps for the slot (the last leader's,
+    /// which may be this instance's own) and keeps writing it there while leading.
+    /// Without the right to create the `switchyard` schema the progress stays local,
+    /// with a warning that says how to share it.
+    async fn share_state(&mut self) -> Result<(), CdcError> {
+        self.snapshots.shared = None;
+        let Some(fence) = self.fence else {
+            return Ok(());
+        };
+        let client = setup::connect(&self.cfg.dsn).await?;
+        if let Err(e) = crate::state::ensure_table(&client).await {
+            warn!(source = %self.source, error = %setup::describe(&e),
+                "cannot create the switchyard schema in the source database: snapshot progress \
+                 stays in this instance's data directory, and another instance taking over \
+                 takes the snapshot again from its start. Run once as a user who may: {}",
+                crate::state::CREATE_SQL);
+            return Ok(());
+        }
+        match crate::state::load_shared(&client, &self.cfg.slot).await {
+            Ok(Some(shared)) => self.snapshots.adopt(shared),
+            Ok(None) => {}
+            Err(e) => return Err(CdcError::Config(e)),
+        }
+        self.snapshots.shared = Some(snapshot::SharedState {
+            client,
+            fence,
+            timeout: self.cfg.leader_release,
+        });
+        Ok(())
+    }
+
     /// Sessions one after another, with a backoff between them, until the runtime goes
-    /// away or a problem the user must fix stops the source.
-    async fn run(mut self) {
+    /// away or a problem the user must fix stops the source. Every session runs under
+    /// the slot's leader lock: without it the source waits as a standby.
+    async fn run(mut self, mut lease: Option<Lease>) {
         let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
-        let mut prepared = !self.catalog.tables.is_empty();
+        let mut prepared = lease.is_some() && !self.catalog.tables.is_empty();
         loop {
+            if lease.as_ref().is_none_or(Lease::is_lost) {
+                if lease.take().is_some() {
+                    prepared = false;
+                }
+                lease = match self.standby().await {
+                    Some(l) => Some(l),
+                    None => return,
+                };
+            }
+            let held = lease.as_mut().expect("leading");
             if !prepared {
-                match self.prepare().await {
+                let result = tokio::select! {
+                    result = self.prepare() => result,
+                    why = held.lost() => Err(lost(&self.cfg.slot, &why)),
+                };
+                match result {
                     Ok(()) => {}
                     Err(e) if e.is_transient() => {
                         self.note_error(&e);
-                        if self.pause(&mut backoff).await {
+                        if !lease.as_ref().is_some_and(Lease::is_lost)
+                            && self.pause(&mut backoff).await
+                        {
                             return;
                         }
                         continue;
@@ -369,7 +454,13 @@ impl Task {
                 }
             }
             let started = Instant::now();
-            match self.session().await {
+            // The replication connection lives inside the session: a lost lock drops it
+            // at once, whatever the session was waiting for.
+            let end = tokio::select! {
+                end = self.session() => end,
+                why = held.lost() => SessionEnd::Error(lost(&self.cfg.slot, &why)),
+            };
+            match end {
                 SessionEnd::Closed => return,
                 SessionEnd::Error(e) if e.is_transient() => {
                     self.note_error(&e);
@@ -385,7 +476,20 @@ impl Task {
                     self.sql = None;
                     self.snapshot_clients.clear();
                     prepared = false;
-                    if self.pause(&mut backoff).await {
+                    if lease.as_ref().is_some_and(Lease::is_lost) {
+                        // Straight back to standby: another instance may lead by now.
+                        continue;
+                    }
+                    // The last leader's walsender has not ended yet (the server frees the
+                    // slot within `leader_release`): try again soon, not after a long
+                    // backoff.
+                    let slot_busy = e.to_string().contains("is active for PID");
+                    let gone = if slot_busy {
+                        self.wait(self.cfg.standby_retry).await
+                    } else {
+                        self.pause(&mut backoff).await
+                    };
+                    if gone {
                         return;
                     }
                 }
@@ -397,6 +501,78 @@ impl Task {
         }
     }
 
+    /// Tries once to take the slot's leader lock: `None` when another instance holds it.
+    async fn try_lead(&mut self) -> Result<Option<Lease>, CdcError> {
+        let timings = leader::Timings {
+            check: self.cfg.leader_check,
+            release: self.cfg.leader_release,
+        };
+        match Lease::try_take(&self.cfg.dsn, &self.cfg.slot, timings).await? {
+            Ok(lease) => {
+                info!(source = %self.source, slot = %self.cfg.slot, lock_key = lease.key,
+                    "leader: this instance holds the slot's lock and reads it");
+                self.replication_options = replication_options(&self.cfg, lease.server_version);
+                self.fence = Some(crate::state::Fence {
+                    key: lease.key,
+                    holder: lease.holder,
+                });
+                let key = lease.key;
+                self.status.update(|s| {
+                    s.role = ROLE_LEADER;
+                    s.lock_key = key;
+                    s.last_error = None;
+                });
+                Ok(Some(lease))
+            }
+            Err(held) => {
+                let was = self.status.view().role;
+                if was != ROLE_STANDBY {
+                    info!(source = %self.source, slot = %self.cfg.slot, lock_key = held.key,
+                        "standby: another instance holds the slot's lock; trying again every {:?}",
+                        self.cfg.standby_retry);
+                }
+                self.status.update(|s| {
+                    s.role = ROLE_STANDBY;
+                    s.lock_key = held.key;
+                    s.connected = false;
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits as a standby until this instance holds the slot's lock; `None` when the
+    /// runtime went away meanwhile.
+    async fn standby(&mut self) -> Option<Lease> {
+        // Progress is the next leader's to write now.
+        self.fence = None;
+        self.snapshots.shared = None;
+        self.status.update(|s| {
+            s.connected = false;
+            if s.role == ROLE_LEADER {
+                s.role = ROLE_STANDBY;
+            }
+        });
+        // A database that does not answer is retried with the backoff, a lock held by
+        // another instance every `standby_retry`.
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+        loop {
+            let delay = match self.try_lead().await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => {
+                    backoff.reset();
+                    self.cfg.standby_retry
+                }
+                Err(e) => {
+                    self.note_error(&e);
+                    backoff.next_delay().max(self.cfg.standby_retry)
+                }
+            };
+            if self.wait(delay).await {
+                return None;
+            }
+        }
+    }
     fn note_error(&self, e: &CdcError) {
         warn!(source = %self.source, error = %e, "postgres source: retrying");
         self.status.update(|s| s.last_error = Some(e.to_string()));
@@ -416,7 +592,12 @@ impl Task {
     /// Waits the next backoff pause, applying completions meanwhile; true when the
     /// runtime went away.
     async fn pause(&mut self, backoff: &mut Backoff) -> bool {
-        let sleep = tokio::time::sleep(backoff.next_delay());
+        self.wait(backoff.next_delay()).await
+    }
+
+    /// Waits `delay`, applying completions meanwhile; true when the runtime went away.
+    async fn wait(&mut self, delay: std::time::Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
@@ -537,5 +718,28 @@ impl Task {
             .restart(table, filter)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The error that ends a session whose leadership was lost.
+fn lost(slot: &str, why: &str) -> CdcError {
+    CdcError::Transient(format!(
+        "lost the leader lock of slot `{slot}` ({why}); stopped reading, back to standby"
+    ))
+}
+
+/// Backend options of the replication session: the output settings, and (Postgres 12
+/// and later, where a session may set it) a `wal_sender_timeout` of `leader_release`, so
+/// that the server ends the session of a leader cut off from it — and frees the slot for
+/// the next leader — as soon as it frees the lock.
+fn replication_options(cfg: &PostgresCdcSourceConfig, server_version: u32) -> String {
+    if server_version >= 120_000 {
+        format!(
+            "{} -c wal_sender_timeout={}",
+            setup::SESSION_OPTIONS,
+            cfg.leader_release.as_millis()
+        )
+    } else {
+        setup::SESSION_OPTIONS.to_owned()
     }
 }

@@ -75,7 +75,7 @@ impl Task {
             slot: &self.cfg.slot,
             publication: &self.cfg.publication,
             start_lsn: confirmed,
-            session_options: setup::SESSION_OPTIONS,
+            session_options: &self.replication_options,
         };
         let mut conn = match Replication::start(&target, &options).await {
             Ok(c) => c,
@@ -358,7 +358,10 @@ impl Task {
                         table: rel.qualified_name(),
                     },
                 );
-                if changed && !t.skip {
+                // The source's own state table (a publication FOR ALL TABLES has it) is
+                // not captured.
+                let own = rel.schema() == crate::state::SCHEMA;
+                if changed && !t.skip && !own {
                     // The catalog may have changed too (ALTER TABLE): read it again.
                     self.refresh_table(&rel).await?;
                     let key_columns = self
@@ -410,6 +413,9 @@ impl Task {
                         "a change of relation {relation} came before its description"
                     ))));
                 };
+                if rel.schema() == crate::state::SCHEMA {
+                    return Ok(());
+                }
                 let info = self.catalog.tables.get(table);
                 let key = info.map_or(KeySpec::Identity, TableInfo::key_spec);
                 let event = self
@@ -474,6 +480,7 @@ impl Task {
                         .known_schemas
                         .get(&oid)
                         .map(|known| known.relation.clone())
+                        .filter(|rel| rel.schema() != crate::state::SCHEMA)
                     else {
                         continue;
                     };

@@ -125,6 +125,15 @@ impl Visibility {
     }
 }
 
+/// The database's copy of the snapshot progress: a connection of its own, and the lock
+/// that allows writing it.
+pub(super) struct SharedState {
+    pub(super) client: tokio_postgres::Client,
+    pub(super) fence: crate::state::Fence,
+    /// Bound of a write (a database that stopped answering must not hold the source).
+    pub(super) timeout: std::time::Duration,
+}
+
 /// Snapshot progress of a table to store once every event before it is complete.
 pub(super) struct Progress {
     table: String,
@@ -136,6 +145,8 @@ pub(super) struct Progress {
 /// chunk between its watermarks.
 pub(super) struct Snapshots {
     pub(super) file: StateFile,
+    /// The copy in the source database, while this instance leads.
+    pub(super) shared: Option<SharedState>,
     state: State,
     /// A state file existed at start: the slot is expected to exist.
     pub(super) had_state: bool,
@@ -153,6 +164,7 @@ impl Snapshots {
     pub(super) fn new(file: StateFile, stored: Option<State>) -> Self {
         Self {
             file,
+            shared: None,
             had_state: stored.is_some(),
             state: stored.unwrap_or_default(),
             cursors: BTreeMap::new(),
@@ -217,7 +229,14 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Writes the state file.
+    /// Takes up the progress stored in the source database (by whichever instance led
+    /// before): it replaces this instance's own.
+    pub(super) fn adopt(&mut self, shared: State) {
+        self.state = shared;
+        self.had_state = true;
+    }
+
+    /// Writes the state file, and the database's copy while leading.
     pub(super) async fn store(&self) -> Result<(), CdcError> {
         let state = self.state.clone();
         let file = self.file.clone();
@@ -226,7 +245,21 @@ impl Snapshots {
             .expect("state store task")
             .map_err(|e| {
                 CdcError::Config(format!("cannot store {}: {e}", self.file.path().display()))
-            })
+            })?;
+        if let Some(shared) = &self.shared {
+            let stored = tokio::time::timeout(
+                shared.timeout,
+                crate::state::store_shared(&shared.client, &self.state, shared.fence),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", shared.timeout)));
+            stored.map_err(|e| {
+                CdcError::Transient(format!(
+                    "cannot store snapshot progress in the database: {e}"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// Takes the snapshot of `table` again from its start; stores the reset progress.

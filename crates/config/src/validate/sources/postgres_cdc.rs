@@ -1,6 +1,7 @@
 //! `type = "postgres_cdc"`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -45,6 +46,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>, name: &str) -> PostgresC
     if !dsn.is_empty() {
         tls(cx, &table.child("dsn"), &dsn);
     }
+    let (leader_check, leader_release) = leader_timings(cx, table);
     PostgresCdcSourceConfig {
         dsn,
         publication: table
@@ -62,7 +64,40 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>, name: &str) -> PostgresC
         recreate_slot: table.boolean(cx, "recreate_slot").unwrap_or(false),
         key_columns: key_columns(cx, table, &tables),
         tables,
+        standby_retry: table
+            .duration(cx, "standby_retry", false)
+            .unwrap_or(PostgresCdcSourceConfig::DEFAULT_STANDBY_RETRY),
+        leader_check,
+        leader_release,
     }
+}
+
+/// `leader_check` and `leader_release`: the release must leave a cut-off leader time
+/// to notice and stop before the server frees its lock for another instance.
+fn leader_timings(cx: &mut Ctx<'_>, table: &Table<'_>) -> (Duration, Duration) {
+    let check = table
+        .duration(cx, "leader_check", false)
+        .unwrap_or(PostgresCdcSourceConfig::DEFAULT_LEADER_CHECK);
+    let release = table
+        .duration(cx, "leader_release", false)
+        .unwrap_or(PostgresCdcSourceConfig::DEFAULT_LEADER_RELEASE);
+    let least = check * PostgresCdcSourceConfig::LEADER_RELEASE_CHECKS;
+    if release < least {
+        cx.issue(
+            &table.child("leader_release"),
+            format!(
+                "must be at least {} × leader_check ({least:?}): a leader cut off from the database stops within two checks, and the lock must not be free before; raise leader_release or lower leader_check",
+                PostgresCdcSourceConfig::LEADER_RELEASE_CHECKS
+            ),
+        );
+    }
+    if release < Duration::from_secs(1) || release.subsec_millis() != 0 {
+        cx.issue(
+            &table.child("leader_release"),
+            "must be whole seconds, at least \"1s\" (the server's TCP keepalive settings are in seconds)",
+        );
+    }
+    (check, release)
 }
 
 /// `key_columns = { "schema.table" = ["column", …] }`: every entry names a captured
