@@ -90,6 +90,10 @@ pub struct Shared {
     pub broker: Arc<Broker>,
     /// The sampled state and history the console reads.
     pub(crate) monitor: Arc<console::Monitor>,
+    /// Held by a dead-letter replay or purge: one at a time, so that two replays (a
+    /// double click, a second tab) never send the same dead letters twice, and a replay
+    /// that commits its position late cannot undo a purge.
+    pub(crate) dead_letter_ops: tokio::sync::Mutex<()>,
 }
 
 /// What the admin API and housekeeping see of a running Postgres source.
@@ -271,6 +275,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         cdc,
         broker,
         monitor: console::Monitor::new(stop_rx.clone()),
+        dead_letter_ops: tokio::sync::Mutex::new(()),
     });
     let housekeeping = tokio::spawn(housekeeping(shared.clone()));
     let sampler = tokio::spawn(console::sampler(shared.clone()));

@@ -470,6 +470,7 @@ async fn purge(
     _: Admin,
 ) -> Result<Json<PurgeAnswer>, ApiError> {
     let queue = find_queue(&shared, &name)?;
+    let _one_at_a_time = dead_letter_op(&shared)?;
     let mut purged = 0;
     let mut ends = Vec::new();
     for (p, log) in queue.partitions().iter().enumerate() {
@@ -487,6 +488,18 @@ async fn purge(
         queue: name,
         purged,
     }))
+}
+
+/// Most event ids one replay request may pick.
+const MAX_REPLAY_IDS: usize = 10_000;
+
+/// The dead-letter lock, or 409 while another replay or purge runs.
+fn dead_letter_op(shared: &Shared) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
+    shared.dead_letter_ops.try_lock().map_err(|_| {
+        ApiError::conflict(
+            "another dead-letter replay or purge is running; try again when it has answered",
+        )
+    })
 }
 
 /// Sends dead letters back to the sink that failed them, and moves the queue's replay
@@ -510,6 +523,14 @@ async fn replay(
         })?
     };
     let queue = find_queue(&shared, &name)?;
+    if req.ids.len() > MAX_REPLAY_IDS {
+        return Err(ApiError::bad_request(format!(
+            "{} ids: at most {MAX_REPLAY_IDS} at once; replay the rest in another request",
+            req.ids.len()
+        )));
+    }
+    let ids: std::collections::HashSet<&str> = req.ids.iter().map(String::as_str).collect();
+    let _one_at_a_time = dead_letter_op(&shared)?;
     let mut replayed = 0u64;
     let mut skipped = 0u64;
     let mut budget = req.limit.unwrap_or(ReplayRequest::DEFAULT_LIMIT);
@@ -529,13 +550,17 @@ async fn replay(
         for r in &records {
             mark.track(r.offset).expect("offsets increase");
             let Ok(mut event) = Event::decode_record(&r.payload) else {
-                let _ = tx.send(r.offset);
+                // Undecodable: nothing can replay it. A replay of everything moves past
+                // it; a replay of picked ids leaves it for the operator to purge.
+                if ids.is_empty() {
+                    let _ = tx.send(r.offset);
+                }
                 skipped += 1;
                 continue;
             };
             let sink_name = event.header(dlq_headers::SINK).map(str::to_owned);
             // Not chosen by id: skipped like a dead letter of another sink.
-            let chosen = req.ids.is_empty() || req.ids.contains(&event.id);
+            let chosen = ids.is_empty() || ids.contains(event.id.as_str());
             let origin = event
                 .header(dlq_headers::QUEUE)
                 .filter(|_| sink_name.is_none() && req.sink.is_none())
