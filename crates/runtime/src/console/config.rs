@@ -152,7 +152,7 @@ mod tests {
         }
         for kept in [
             "127.0.0.1:8080",
-            "example.com/hook",
+            "user:***@example.com/***",
             "client.id",
             "\"me\"",
             "null",
