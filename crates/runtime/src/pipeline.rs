@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -138,6 +139,9 @@ impl Reader {
                 partition,
             })
             .clone();
+        let progress = this
+            .metrics
+            .reader_progress(&this.plan.name, &this.source, partition);
         // `reading`: more events may be read. It turns false at shutdown, when the feed
         // ends, and when the reader stops itself (a permanent feed error, a plugin with
         // `on_error = "stop"`); the shutdown signal is heard in every case, so its drain
@@ -188,7 +192,13 @@ impl Reader {
                 }
                 _ = tick.tick() => {
                     committed = this.commit(&mut feed, &mark, committed).await;
-                    lag.set(feed.lag(mark.low_watermark()) as i64);
+                    let low = mark.low_watermark();
+                    let behind = feed.lag(low);
+                    lag.set(behind as i64);
+                    progress.checkpoint.store(low, Ordering::Relaxed);
+                    progress.committed.store(committed, Ordering::Relaxed);
+                    progress.in_flight.store(mark.held() as u64, Ordering::Relaxed);
+                    progress.lag.store(behind, Ordering::Relaxed);
                 }
                 read = feed.next(budget), if can_read => {
                     let records = match read {

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,16 +19,20 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use http::{HeaderValue, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use switchyard_api::{
-    AdminState, GroupNode, History, NodeCounters, PipelineNode, QueueNode, Readiness, SinkNode,
-    SourceNode,
+    AdminState, GroupNode, History, NodeCounters, PipelineNode, PluginStats, QueueNode, ReaderNode,
+    Readiness, SinkNode, SourceNode,
 };
 use switchyard_config::SourceConfig;
 use switchyard_source_http::{Admin, ApiError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::Shared;
-use crate::metrics::{PipelineLabels, PluginOutcomeLabels, SinkLabels, SourceLabels};
+use crate::metrics::{
+    PipelineLabels, PluginLabels, PluginOutcomeLabels, SinkLabels, SinkNameLabels, SourceLabels,
+};
 
 /// How often the state is sampled and streamed.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -111,6 +116,21 @@ fn series_of(state: &AdminState) -> Vec<(String, u64)> {
     for s in &state.sinks {
         add("sinks", &s.name, &s.counters);
     }
+    for s in &state.sinks {
+        out.push((format!("sinks.{}.latency_sum_us", s.name), s.latency_sum_us));
+        out.push((format!("sinks.{}.latency_count", s.name), s.latency_count));
+    }
+    for s in &state.sources {
+        if let Some(lag) = s.slot_lag_bytes {
+            out.push((
+                format!("sources.{}.slot_lag_bytes", s.name),
+                lag.max(0) as u64,
+            ));
+        }
+    }
+    for q in &state.queues {
+        out.push((format!("queues.{}.produced", q.name), q.produced));
+    }
     out
 }
 
@@ -190,8 +210,14 @@ fn source_nodes(shared: &Shared) -> Vec<SourceNode> {
                 counters.events_in = m.source_events.get(&labels).map_or(0, |c| c.get());
                 counters.errors = refused_requests(shared, name);
             }
+            let mut slot_lag_bytes = None;
+            let mut max_slot_lag_bytes = None;
+            if let SourceConfig::PostgresCdc(pg) = cfg {
+                max_slot_lag_bytes = Some(pg.max_slot_lag.as_u64());
+            }
             if let Some(cdc) = shared.cdc.get(name) {
                 let view = cdc.status.view();
+                slot_lag_bytes = Some(view.slot_lag_bytes);
                 counters.events_in = view.events;
                 if view.stopped {
                     state = "stopped";
@@ -210,6 +236,8 @@ fn source_nodes(shared: &Shared) -> Vec<SourceNode> {
                 state: state.to_owned(),
                 reason,
                 counters,
+                slot_lag_bytes,
+                max_slot_lag_bytes,
             }
         })
         .collect()
@@ -232,6 +260,7 @@ fn refused_requests(shared: &Shared, source: &str) -> u64 {
 fn pipeline_nodes(shared: &Shared) -> Vec<PipelineNode> {
     let m = &shared.metrics;
     let stopped = shared.stopped_readers.list();
+    let readers = m.readers.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let count = |pipeline: &str, outcome: &'static str| {
         let labels = PipelineLabels {
             pipeline: pipeline.to_owned(),
@@ -251,12 +280,19 @@ fn pipeline_nodes(shared: &Shared) -> Vec<PipelineNode> {
                 .chain(p.transforms.iter().map(|t| format!("transform:{t}")))
                 .chain(p.router.iter().map(|r| format!("router:{r}")))
                 .collect();
-            let errors = p
+            let plugin_stats: Vec<PluginStats> = p
                 .filters
                 .iter()
-                .chain(&p.transforms)
-                .chain(&p.router)
-                .map(|plugin| plugin_errors(shared, plugin))
+                .map(|f| ("filter", f))
+                .chain(p.transforms.iter().map(|t| ("transform", t)))
+                .chain(p.router.iter().map(|r| ("router", r)))
+                .map(|(kind, plugin)| plugin_stats(shared, kind, plugin))
+                .collect();
+            let errors = plugin_stats
+                .iter()
+                .flat_map(|s| s.errors.iter())
+                .filter(|(cause, _)| *cause != "split")
+                .map(|(_, n)| n)
                 .sum();
             let prefix = format!("pipeline `{name}` ");
             PipelineNode {
@@ -280,13 +316,28 @@ fn pipeline_nodes(shared: &Shared) -> Vec<PipelineNode> {
                     errors,
                     ..NodeCounters::default()
                 },
+                readers: readers
+                    .range((name.clone(), String::new(), 0)..)
+                    .take_while(|((pipeline, _, _), _)| pipeline == name)
+                    .map(|((_, source, partition), r)| ReaderNode {
+                        source: source.clone(),
+                        partition: *partition,
+                        checkpoint: r.checkpoint.load(Ordering::Relaxed),
+                        committed: r.committed.load(Ordering::Relaxed),
+                        in_flight: r.in_flight.load(Ordering::Relaxed),
+                        lag: r.lag.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+                plugin_stats,
             }
         })
         .collect()
 }
 
-fn plugin_errors(shared: &Shared, plugin: &str) -> u64 {
-    // The causes `switchyard_plugin_errors` counts (crate::plugins).
+/// What plugin `name` did, from its metrics; `errors` holds the causes that happened.
+fn plugin_stats(shared: &Shared, kind: &str, name: &str) -> PluginStats {
+    // The causes `switchyard_plugin_errors` counts (crate::plugins); `split` is a batch
+    // that ran out of a limit and was tried again as two halves, not a failure.
     const CAUSES: &[&str] = &[
         "trap",
         "fuel",
@@ -294,17 +345,34 @@ fn plugin_errors(shared: &Shared, plugin: &str) -> u64 {
         "memory",
         "returned_error",
         "wrong_decision_count",
+        "split",
     ];
-    CAUSES
-        .iter()
-        .filter_map(|kind| {
-            let labels = PluginOutcomeLabels {
-                plugin: plugin.to_owned(),
-                kind,
-            };
-            shared.metrics.plugin_errors.get(&labels).map(|c| c.get())
-        })
-        .sum()
+    let m = &shared.metrics;
+    let labels = PluginLabels {
+        plugin: name.to_owned(),
+    };
+    let counter = |f: &Family<PluginLabels, Counter>| f.get(&labels).map_or(0, |c| c.get());
+    PluginStats {
+        plugin: format!("{kind}:{name}"),
+        calls: counter(&m.plugin_calls),
+        events: counter(&m.plugin_events),
+        fuel: m.plugin_fuel.get(&labels).map_or(0, |h| h.sum() as u64),
+        time_us: m
+            .plugin_seconds
+            .get(&labels)
+            .map_or(0, |h| (h.sum() * 1e6) as u64),
+        errors: CAUSES
+            .iter()
+            .filter_map(|kind| {
+                let labels = PluginOutcomeLabels {
+                    plugin: name.to_owned(),
+                    kind,
+                };
+                let n = m.plugin_errors.get(&labels).map(|c| c.get())?;
+                (n > 0).then(|| ((*kind).to_owned(), n))
+            })
+            .collect(),
+    }
 }
 
 fn sink_nodes(shared: &Shared) -> Vec<SinkNode> {
@@ -345,11 +413,18 @@ fn sink_nodes(shared: &Shared) -> Vec<SinkNode> {
             .min();
             let stopped = shared.sinks.get(name).is_none_or(|s| s.is_stopped());
             let state = sink_state(stopped, rose("delivered", counters.delivered), failed);
+            let (latency_sum_us, latency_count) = shared
+                .metrics
+                .sink_latency
+                .get(&SinkNameLabels { sink: name.clone() })
+                .map_or((0, 0), |h| ((h.sum() * 1e6) as u64, h.count()));
             SinkNode {
                 name: name.clone(),
                 kind: cfg.type_name().to_owned(),
                 state: state.to_owned(),
                 counters,
+                latency_sum_us,
+                latency_count,
             }
         })
         .collect()
@@ -388,6 +463,7 @@ fn queue_nodes(shared: &Shared) -> Vec<QueueNode> {
         role: role.to_owned(),
         depth: q.depth(),
         bytes: q.size_bytes(),
+        produced: q.partitions().iter().map(|p| p.durable_end()).sum(),
         groups: q
             .work_groups()
             .iter()
@@ -397,6 +473,7 @@ fn queue_nodes(shared: &Shared) -> Vec<QueueNode> {
                     name: g.name().to_owned(),
                     depth: stats.depth,
                     in_flight: stats.in_flight,
+                    delayed: stats.delayed,
                     dead_lettered: stats.dead_lettered,
                     oldest_ms: stats.oldest_age_ms,
                 }
