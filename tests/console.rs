@@ -258,11 +258,14 @@ fn the_console_drives_a_snapshot_and_shows_a_stopped_source() {
         "app",
         "CREATE TABLE big (id int PRIMARY KEY);
          INSERT INTO big SELECT g FROM generate_series(1, 200000) g;
-         ANALYZE big;",
+         ANALYZE big;
+         CREATE TABLE small (id int PRIMARY KEY);
+         INSERT INTO small SELECT g FROM generate_series(1, 100) g;",
     );
     let config = switchyard_tests::cdc_config(
         &dsn,
-        "slot = \"sy_console\"\ntables = [\"public.big\"]\nsnapshot = \"never\"\nsnapshot_chunk = 10",
+        "slot = \"sy_console\"\ntables = [\"public.big\", \"public.small\"]\nsnapshot = \"never\"\nsnapshot_chunk = 10\n\
+         max_slot_lag = \"1GiB\"",
     )
     .replace("admin-secret-0123456789", TOKEN);
     let switchyard = Switchyard::start(&config);
@@ -271,6 +274,14 @@ fn the_console_drives_a_snapshot_and_shows_a_stopped_source() {
             let out = switchyard.cli(&["cdc", "status"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.contains("snapshot public.big: cancelled")
+                .then(String::new)
+                .ok_or_else(|| format!("cdc status says: {text}"))
+        }
+        "check-filtered" => {
+            // The filtered snapshot completed, as the CLI sees it too.
+            let out = switchyard.cli(&["cdc", "status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("snapshot public.small: done")
                 .then(String::new)
                 .ok_or_else(|| format!("cdc status says: {text}"))
         }

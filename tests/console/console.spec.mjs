@@ -72,8 +72,28 @@ async function postgresScenario() {
   await page.waitForSelector(`${row}[data-state="running"]`);
   await page.click(`${row} button:text("Cancel")`);
   await page.waitForSelector(`${row}[data-state="cancelled"]`);
-  await page.screenshot({ path: join(shots, "sources.png"), fullPage: true });
   await step("check-cancelled");
+
+  // "Snapshot again" fills in the form; a snapshot of the rows a condition picks (of a
+  // smaller table: a filtered snapshot still walks the whole table) completes, and its
+  // row shows the condition.
+  await page.click(`${row} button:text("Snapshot again…")`);
+  check(await page.inputValue("#snapshot-table-db") === "public.big", "snapshot again fills in the table");
+  await page.fill("#snapshot-table-db", "public.small");
+  await page.fill("#snapshot-where-db", "id <= 50");
+  await page.click('#source-db button:text("Start snapshot")');
+  const small = '#source-db tr[data-table="public.small"]';
+  await page.waitForSelector(`${small}[data-state="done"]`);
+  check((await page.textContent(small)).includes("where id <= 50"), "the row shows the snapshot's condition");
+  await step("check-filtered");
+
+  // The slot's lag over time, against the source's max_slot_lag, and the replication
+  // state.
+  await page.waitForSelector("#lag-db line.limit", { state: "attached" });
+  await page.waitForSelector("#lag-db polyline.lag", { state: "attached" });
+  check(/max_slot_lag 1\.0 GiB/.test(await page.textContent("#lag-db")), "the chart names the limit");
+  await page.waitForSelector('#source-db .replication[data-state="streaming"]');
+  await page.screenshot({ path: join(shots, "sources.png"), fullPage: true });
 
   // The slot is dropped behind switchyard's back: the source stops, and the overview
   // says switchyard is not ready, and why.
@@ -123,10 +143,20 @@ async function mainScenario() {
   await page.waitForSelector("#node-sinks-hook.failing");
   await page.screenshot({ path: join(shots, "overview-failing.png"), fullPage: true });
 
-  // Pipeline detail: a chart per sink from the history.
+  // Pipeline detail: a chart per sink from the history, the reader's checkpoint past
+  // every event sent (all of them completed: delivered or dead-lettered), the sink's
+  // delivery latency, and no plugin.
   await page.click('#node-pipelines-deliver a[href="#/pipelines/deliver"]');
   await page.waitForSelector("figure.chart polyline.delivered");
   check((await page.$$("figure.chart")).length >= 2, "a chart for the pipeline and one for its sink");
+  await page.waitForFunction(
+    ([want]) => Number(document.querySelector('#readers tr[data-source="api"] td[data-stat="checkpoint"]')?.textContent.replace(/,/g, "")) >= want,
+    [sent + 1]);
+  await page.waitForFunction(() => document.querySelector('#readers tr[data-source="api"] td[data-stat="in-flight"]')?.textContent === "0");
+  await page.waitForSelector("figure.chart :is(polyline, circle).latency", { state: "attached" });
+  const latency = await page.textContent("figure.chart .legend .latency");
+  check(/mean ([\d.]+ (µs|ms|s)|–)/.test(latency), `the latency legend says: ${latency}`);
+  check(/runs no plugin/.test(await page.textContent("#plugins")), "a pipeline without plugins says so");
   await page.screenshot({ path: join(shots, "pipeline.png"), fullPage: true });
 
   // Dead letters: the one the webhook refused, its payload and headers; replayed after

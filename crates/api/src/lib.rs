@@ -697,7 +697,7 @@ pub struct SourceNode {
     /// Postgres sources: bytes of WAL the slot holds back, as last measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_lag_bytes: Option<i64>,
-    /// Postgres sources: the `max_slot_lag` the source stops at, in bytes.
+    /// Postgres sources: `max_slot_lag` in bytes, beyond which the source warns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_slot_lag_bytes: Option<u64>,
 }

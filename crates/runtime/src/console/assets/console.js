@@ -721,7 +721,7 @@ async function sourcesPage(app) {
   });
 }
 
-// The slot's lag over the history, against the `max_slot_lag` the source stops at.
+// The slot's lag over the history, against the source's `max_slot_lag` (it warns beyond).
 function drawLag(panel) {
   const node = (live.state ? live.state.sources : []).find((x) => x.name === panel.name);
   if (!node) return;
