@@ -71,8 +71,10 @@ impl Steps<'_> {
                 .await
                 .expect("state is JSON")
         });
-        state["sinks"][0]["counters"]["dead_lettered"]
-            .as_u64()
+        state["sinks"]
+            .as_array()
+            .and_then(|sinks| sinks.iter().find(|s| s["name"] == "hook"))
+            .and_then(|hook| hook["counters"]["dead_lettered"].as_u64())
             .unwrap_or(0)
     }
 
@@ -230,11 +232,19 @@ type = "http"
 from = ["api"]
 to = ["hook"]
 
+[pipelines.audit]
+from = ["api"]
+to = ["archive"]
+
 [sinks.hook]
 type = "webhook"
 url = "{url}"
 allow_private = true
 retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
+
+[sinks.archive]
+type = "file"
+path = "{{dir}}/archive.jsonl"
 "#,
         url = receiver.url()
     ));

@@ -556,7 +556,7 @@ function chart(title, lines) {
     h("h3", {}, title),
     svg,
     h("figcaption", { class: "legend" },
-      lines.map(([cls, name]) => h("span", { class: cls }, `${cls.replace("_", "-")} ${now(name)}/s`)),
+      lines.map(([cls, name, label]) => h("span", { class: cls }, `${label || cls.replace("_", "-")} ${now(name)}/s`)),
       h("span", { class: "muted" }, `last ${fmtAge(span * 1000)} · max ${fmtNum(max)}/s`)));
 }
 
@@ -578,7 +578,7 @@ async function queuesPage(app) {
         h("td", { class: "num", "data-stat": "in/s" }, fmtNum(rate(`queues.${q.name}.produced`))),
         h("td", {}, q.groups.length ? q.groups.map((g) => h("div", { "data-group": g.name }, `${g.name}: ${fmtNum(g.depth)} / ${fmtNum(g.in_flight)} / ${fmtNum(g.delayed)} / ${fmtAge(g.oldest_ms)}`)) : h("span", { class: "muted" }, "none")),
         h("td", {}, q.role === "intake" ? null : h("button", { type: "button", class: "quiet", onclick: () => peekAt(q.name, peek) }, `Peek ${q.name}`)))))));
-    fill(charts, state.queues.map((q) => chart(`queue ${q.name}`, [["events_in", `queues.${q.name}.produced`]])));
+    fill(charts, state.queues.map((q) => chart(`queue ${q.name}`, [["events_in", `queues.${q.name}.produced`, "in"]])));
   };
   if (live.state) draw(live.state);
   live.listeners.add(draw);
