@@ -639,6 +639,47 @@ mod tests {
     }
 
     #[test]
+    fn the_history_keeps_latency_sums_slot_lags_and_records_in() {
+        let state = AdminState {
+            sources: vec![
+                SourceNode {
+                    name: "db".into(),
+                    slot_lag_bytes: Some(-5),
+                    ..SourceNode::default()
+                },
+                SourceNode {
+                    name: "api".into(),
+                    ..SourceNode::default()
+                },
+            ],
+            sinks: vec![SinkNode {
+                name: "hook".into(),
+                latency_sum_us: 1500,
+                latency_count: 3,
+                ..SinkNode::default()
+            }],
+            queues: vec![QueueNode {
+                name: "jobs".into(),
+                produced: 7,
+                ..QueueNode::default()
+            }],
+            ..AdminState::default()
+        };
+        let series: BTreeMap<String, u64> = series_of(&state).into_iter().collect();
+        assert_eq!(series["sinks.hook.latency_sum_us"], 1500);
+        assert_eq!(series["sinks.hook.latency_count"], 3);
+        assert_eq!(
+            series["sources.db.slot_lag_bytes"], 0,
+            "a negative lag is none"
+        );
+        assert!(
+            !series.contains_key("sources.api.slot_lag_bytes"),
+            "a source without a slot has no lag series"
+        );
+        assert_eq!(series["queues.jobs.produced"], 7);
+    }
+
+    #[test]
     fn a_sink_state_follows_what_it_did_last() {
         assert_eq!(sink_state(false, Some(0), None), "running");
         assert_eq!(sink_state(false, None, None), "running");
