@@ -78,6 +78,22 @@ impl Steps<'_> {
             .unwrap_or(0)
     }
 
+    /// A queue API call with the admin token; its JSON answer.
+    fn queue_call(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.switchyard.url());
+        runtime().block_on(async {
+            let r = client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("the queue API answers");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json().await.expect("a JSON answer")
+        })
+    }
+
     /// Sends an event while the webhook answers 500: retried, then dead-lettered.
     fn dead_letter(&self, id: &str) -> Result<(), String> {
         let before = self.dead_lettered();
@@ -105,6 +121,30 @@ impl Steps<'_> {
             ("fail-webhook", _) => self
                 .dead_letter("console-poison")
                 .map(|()| "console-poison".into()),
+            ("queue-work", _) => {
+                // Three messages, one of them delayed; the group `workers` receives the
+                // two that are due and acks one.
+                self.queue_call(
+                    "/queues/jobs/messages",
+                    serde_json::json!({ "messages": [
+                        { "payload": { "n": 1 } },
+                        { "payload": { "n": 2 } },
+                        { "payload": { "n": 3 }, "delay": "10m" },
+                    ] }),
+                );
+                let got = self.queue_call(
+                    "/queues/jobs/groups/workers/receive",
+                    serde_json::json!({ "max": 1, "wait": "5s" }),
+                );
+                let receipt = got["messages"][0]["receipt"].clone();
+                let acked = self.queue_call(
+                    "/queues/jobs/groups/workers/ack",
+                    serde_json::json!({ "receipts": [receipt] }),
+                );
+                (acked["acked"] == 1)
+                    .then(String::new)
+                    .ok_or_else(|| format!("the ack answered {acked}"))
+            }
             ("heal-webhook", _) => {
                 self.receiver.set_behaviour(Behaviour::Ok);
                 Ok(String::new())
@@ -245,6 +285,8 @@ retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
 [sinks.archive]
 type = "file"
 path = "{{dir}}/archive.jsonl"
+
+[queues.jobs]
 "#,
         url = receiver.url()
     ));

@@ -198,8 +198,15 @@ async function mainScenario() {
   await page.waitForFunction(() => /Purged 2/.test(document.getElementById("dlq-status").textContent));
   await page.waitForSelector("#dead-letters", { state: "detached" });
 
-  // Queues: depth per queue, and a peek at the dead-letter queue's messages.
+  // Queues: depth per queue, records in per second, a work group's delayed message and
+  // its acks, and a peek at the dead-letter queue's messages.
   await page.click('#nav a[href="#/queues"]');
+  await step("queue-work");
+  const group = '#app tr[data-queue="jobs"] [data-group="workers"]';
+  await page.waitForFunction((sel) => /^workers: 2 \/ 0 \/ 1 \//.test(document.querySelector(sel)?.textContent || ""), group);
+  await page.waitForSelector('#app figure.chart polyline.delivered', { state: "attached" });
+  check(/acked by workers/.test(await page.textContent("#app .charts")), "the queue's chart shows the group's acks");
+  check(await page.$('#app tr[data-queue="intake.api"] td[data-stat="in/s"]') !== null, "records in per second per queue");
   await page.click('button:text("Peek dead-letters")');
   await page.waitForSelector("details.panel summary");
   await page.click("details.panel summary");

@@ -825,6 +825,11 @@ pub struct GroupNode {
     pub delayed: u64,
     #[serde(default)]
     pub dead_lettered: u64,
+    /// A counter whose difference between two samples is the messages the group acked
+    /// in between: the queue's `produced` less the group's `depth` and `dead_lettered`
+    /// (its value also counts what was in the queue before the group began).
+    #[serde(default)]
+    pub acked: u64,
     /// Age of the oldest unfinished message, in milliseconds, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_ms: Option<u64>,

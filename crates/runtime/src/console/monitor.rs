@@ -130,6 +130,12 @@ fn series_of(state: &AdminState) -> Vec<(String, u64)> {
     }
     for q in &state.queues {
         out.push((format!("queues.{}.produced", q.name), q.produced));
+        for g in &q.groups {
+            out.push((
+                format!("queues.{}.groups.{}.acked", q.name, g.name),
+                g.acked,
+            ));
+        }
     }
     out
 }
@@ -458,27 +464,32 @@ fn queue_nodes(shared: &Shared) -> Vec<QueueNode> {
         .chain(std::iter::once(shared.config.server.dead_letter.as_str()))
         .collect();
     let now = switchyard_queue::now_ms();
-    let node = |name: &str, role: &str, q: &switchyard_queue::QueueHandle| QueueNode {
-        name: name.to_owned(),
-        role: role.to_owned(),
-        depth: q.depth(),
-        bytes: q.size_bytes(),
-        produced: q.partitions().iter().map(|p| p.durable_end()).sum(),
-        groups: q
-            .work_groups()
-            .iter()
-            .map(|g| {
-                let stats = g.stats(now);
-                GroupNode {
-                    name: g.name().to_owned(),
-                    depth: stats.depth,
-                    in_flight: stats.in_flight,
-                    delayed: stats.delayed,
-                    dead_lettered: stats.dead_lettered,
-                    oldest_ms: stats.oldest_age_ms,
-                }
-            })
-            .collect(),
+    let node = |name: &str, role: &str, q: &switchyard_queue::QueueHandle| {
+        // Records appended: the durable end of every partition (the log keeps it anyway).
+        let produced: u64 = q.partitions().iter().map(|p| p.durable_end()).sum();
+        QueueNode {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            depth: q.depth(),
+            bytes: q.size_bytes(),
+            produced,
+            groups: q
+                .work_groups()
+                .iter()
+                .map(|g| {
+                    let stats = g.stats(now);
+                    GroupNode {
+                        name: g.name().to_owned(),
+                        depth: stats.depth,
+                        in_flight: stats.in_flight,
+                        delayed: stats.delayed,
+                        dead_lettered: stats.dead_lettered,
+                        acked: acked(produced, stats.depth, stats.dead_lettered),
+                        oldest_ms: stats.oldest_age_ms,
+                    }
+                })
+                .collect(),
+        }
     };
     let queues = shared.queues.iter().map(|(name, q)| {
         let role = if dead_letters.contains(name.as_str()) {
@@ -493,6 +504,13 @@ fn queue_nodes(shared: &Shared) -> Vec<QueueNode> {
         .iter()
         .map(|(name, q)| node(&format!("intake.{name}"), "intake", q));
     queues.chain(intakes).collect()
+}
+
+/// A counter of a work group's acks: every record appended is unfinished (`depth`),
+/// dead-lettered, acked, or was there before the group began (a constant, gone from any
+/// difference of two samples).
+fn acked(produced: u64, depth: u64, dead_lettered: u64) -> u64 {
+    produced.saturating_sub(depth).saturating_sub(dead_lettered)
 }
 
 /// `GET /admin/state`
@@ -661,6 +679,11 @@ mod tests {
             queues: vec![QueueNode {
                 name: "jobs".into(),
                 produced: 7,
+                groups: vec![GroupNode {
+                    name: "workers".into(),
+                    acked: 4,
+                    ..GroupNode::default()
+                }],
                 ..QueueNode::default()
             }],
             ..AdminState::default()
@@ -677,6 +700,18 @@ mod tests {
             "a source without a slot has no lag series"
         );
         assert_eq!(series["queues.jobs.produced"], 7);
+        assert_eq!(series["queues.jobs.groups.workers.acked"], 4);
+    }
+
+    #[test]
+    fn a_groups_acks_are_what_was_appended_less_what_is_unfinished_or_dead_lettered() {
+        // 10 appended, 3 unfinished, 1 dead-lettered: 6 acked (or there before).
+        assert_eq!(acked(10, 3, 1), 6);
+        // Two more appended; of the five unfinished, two remain and one is dead-lettered:
+        // two acked.
+        assert_eq!(acked(12, 2, 2) - acked(10, 3, 1), 2);
+        assert_eq!(acked(0, 0, 0), 0);
+        assert_eq!(acked(1, 5, 0), 0, "never below zero");
     }
 
     #[test]

@@ -166,7 +166,10 @@ function pushSample(state) {
   for (const n of state.sources) {
     if (n.slot_lag_bytes !== undefined && n.slot_lag_bytes !== null) counters.push([`sources.${n.name}.slot_lag_bytes`, Math.max(0, n.slot_lag_bytes)]);
   }
-  for (const q of state.queues) counters.push([`queues.${q.name}.produced`, q.produced || 0]);
+  for (const q of state.queues) {
+    counters.push([`queues.${q.name}.produced`, q.produced || 0]);
+    for (const g of q.groups) counters.push([`queues.${q.name}.groups.${g.name}.acked`, g.acked || 0]);
+  }
   const last = live.times[live.times.length - 1];
   if (last !== undefined && state.time_ms <= last) return;
   if (live.times.length >= HISTORY_CAP) {
@@ -566,19 +569,22 @@ async function queuesPage(app) {
   const table = h("div", { class: "panel" });
   const charts = h("div", { class: "charts" });
   const peek = h("section", { "aria-live": "polite" });
-  app.append(table, h("h2", {}, "Records in per second (last 15 minutes)"), charts, peek);
+  app.append(table, h("h2", {}, "Records in and acked per second (last 15 minutes)"), charts, peek);
   const draw = (state) => {
     fill(table, h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "Role"), h("th", { class: "num" }, "Depth"),
         h("th", { class: "num wide" }, "Size"), h("th", { class: "num" }, "In/s"),
-        h("th", {}, "Work groups (depth / in flight / delayed / oldest)"), h("th", {}, ""))),
+        h("th", {}, "Work groups (depth / in flight / delayed / oldest · acked/s)"), h("th", {}, ""))),
       h("tbody", {}, state.queues.map((q) => h("tr", { "data-queue": q.name },
         h("td", {}, q.name), h("td", {}, q.role.replace("_", " ")), h("td", { class: "num" }, fmtNum(q.depth)),
         h("td", { class: "num wide" }, fmtBytes(q.bytes)),
         h("td", { class: "num", "data-stat": "in/s" }, fmtNum(rate(`queues.${q.name}.produced`))),
-        h("td", {}, q.groups.length ? q.groups.map((g) => h("div", { "data-group": g.name }, `${g.name}: ${fmtNum(g.depth)} / ${fmtNum(g.in_flight)} / ${fmtNum(g.delayed)} / ${fmtAge(g.oldest_ms)}`)) : h("span", { class: "muted" }, "none")),
+        h("td", {}, q.groups.length ? q.groups.map((g) => h("div", { "data-group": g.name }, `${g.name}: ${fmtNum(g.depth)} / ${fmtNum(g.in_flight)} / ${fmtNum(g.delayed)} / ${fmtAge(g.oldest_ms)} · ${fmtNum(rate(`queues.${q.name}.groups.${g.name}.acked`))}`)) : h("span", { class: "muted" }, "none")),
         h("td", {}, q.role === "intake" ? null : h("button", { type: "button", class: "quiet", onclick: () => peekAt(q.name, peek) }, `Peek ${q.name}`)))))));
-    fill(charts, state.queues.map((q) => chart(`queue ${q.name}`, [["events_in", `queues.${q.name}.produced`, "in"]])));
+    fill(charts, state.queues.map((q) => chart(`queue ${q.name}`, [
+      ["events_in", `queues.${q.name}.produced`, "in"],
+      ...q.groups.map((g) => ["delivered", `queues.${q.name}.groups.${g.name}.acked`, `acked by ${g.name}`]),
+    ])));
   };
   if (live.state) draw(live.state);
   live.listeners.add(draw);
