@@ -6,7 +6,8 @@
 //! screenshot of each page in `target/console-screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` and `tests/console/node_modules` (`scripts/install-browser.sh`,
-//! run by `scripts/install-test-tools.sh`).
+//! run by `scripts/install-test-tools.sh`), and the example plugins
+//! (`scripts/build-plugins.sh`, run by `scripts/test.sh`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,19 @@ const BROWSER_RUN: Duration = Duration::from_secs(120);
 
 fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A plugin built by `scripts/build-plugins.sh`.
+fn wasm(name: &str) -> String {
+    let path = tests_dir()
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path.canonicalize().unwrap().display().to_string()
 }
 
 fn require_browser() {
@@ -274,7 +288,12 @@ to = ["hook"]
 
 [pipelines.audit]
 from = ["api"]
+filters = ["numbered"]
 to = ["archive"]
+
+[plugins.numbered]
+path = "{filter}"
+config = {{ field = "n", exists = true }}
 
 [sinks.hook]
 type = "webhook"
@@ -288,7 +307,8 @@ path = "{{dir}}/archive.jsonl"
 
 [queues.jobs]
 "#,
-        url = receiver.url()
+        url = receiver.url(),
+        filter = wasm("filter_by_field"),
     ));
     let mut steps = Steps {
         switchyard: &switchyard,

@@ -157,6 +157,13 @@ async function mainScenario() {
   const latency = await page.textContent("figure.chart .legend .latency");
   check(/mean ([\d.]+ (µs|ms|s)|–)/.test(latency), `the latency legend says: ${latency}`);
   check(/runs no plugin/.test(await page.textContent("#plugins")), "a pipeline without plugins says so");
+
+  // A pipeline with a filter: its calls and how long they took, no failure.
+  await page.goto(`${url}/console#/pipelines/audit`);
+  const plugin = '#plugins tr[data-plugin="filter:numbered"]';
+  await page.waitForFunction((sel) => Number(document.querySelector(`${sel} td[data-stat="calls"]`)?.textContent.replace(/,/g, "")) > 0, plugin);
+  check((await page.textContent(`${plugin} td[data-stat="errors"]`)) === "none", "the filter failed no call");
+  await page.screenshot({ path: join(shots, "pipeline-plugin.png"), fullPage: true });
   await page.screenshot({ path: join(shots, "pipeline.png"), fullPage: true });
 
   // Dead letters: the one the webhook refused, its payload and headers; replayed after
