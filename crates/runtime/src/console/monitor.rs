@@ -71,9 +71,10 @@ impl Samples {
         let len = self.times.len();
         for (name, value) in series_of(state) {
             let values = self.series.entry(name).or_default();
-            // A series seen for the first time starts at zero for the earlier samples, so
-            // that every series has one value per time.
-            values.resize(len - 1, 0);
+            // A series seen for the first time (a work group created since) takes its
+            // first value for the earlier samples, so that every series has one value per
+            // time and a rate does not leap from zero.
+            values.resize(len - 1, value);
             values.push_back(value);
         }
     }
@@ -701,6 +702,28 @@ mod tests {
         );
         assert_eq!(series["queues.jobs.produced"], 7);
         assert_eq!(series["queues.jobs.groups.workers.acked"], 4);
+    }
+
+    #[test]
+    fn a_series_seen_late_takes_its_first_value_for_the_earlier_samples() {
+        let mut samples = Samples::default();
+        samples.push(&state_with_sink(1, 1));
+        let mut later = state_with_sink(2, 2);
+        later.queues = vec![QueueNode {
+            name: "jobs".into(),
+            groups: vec![GroupNode {
+                name: "workers".into(),
+                acked: 40,
+                ..GroupNode::default()
+            }],
+            ..QueueNode::default()
+        }];
+        samples.push(&later);
+        let acked: Vec<u64> = samples.series["queues.jobs.groups.workers.acked"]
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(acked, [40, 40], "no leap from zero");
     }
 
     #[test]

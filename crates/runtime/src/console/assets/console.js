@@ -179,7 +179,9 @@ function pushSample(state) {
   live.times.push(state.time_ms);
   for (const [name, v] of counters) {
     let values = live.series.get(name);
-    if (!values) { values = new Array(live.times.length - 1).fill(0); live.series.set(name, values); }
+    // A series seen for the first time takes its first value for the earlier samples
+    // (as on the server), so that a rate does not leap from zero.
+    if (!values) { values = new Array(live.times.length - 1).fill(v); live.series.set(name, values); }
     values.push(v);
   }
 }
