@@ -786,7 +786,8 @@ async function drawSource(panel) {
     Object.keys(tables).length ? h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Table"), h("th", {}, "State"), h("th", {}, "Progress"), h("th", { class: "num" }, "Rows"), h("th", { class: "num wide" }, "ETA"), h("th", {}, "Actions"))),
       h("tbody", {}, Object.entries(tables).map(([table, p]) => {
-        const pct = p.rows_estimate ? Math.min(100, Math.round((p.rows_acknowledged / Math.max(1, p.rows_estimate)) * 100)) : (p.state === "done" ? 100 : 0);
+        // Done is 100% whatever the planner estimated (a filtered estimate can be far off).
+        const pct = p.state === "done" ? 100 : p.rows_estimate ? Math.min(100, Math.round((p.rows_acknowledged / Math.max(1, p.rows_estimate)) * 100)) : 0;
         const bar = h("span", {});
         bar.style.width = `${pct}%`;
         return h("tr", { "data-table": table, "data-state": p.state },
