@@ -6,7 +6,8 @@
 //! screenshot of each page in `target/console-screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` and `tests/console/node_modules` (`scripts/install-browser.sh`,
-//! run by `scripts/install-test-tools.sh`).
+//! run by `scripts/install-test-tools.sh`), and the example plugins
+//! (`scripts/build-plugins.sh`, run by `scripts/test.sh`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,19 @@ const BROWSER_RUN: Duration = Duration::from_secs(120);
 
 fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A plugin built by `scripts/build-plugins.sh`.
+fn wasm(name: &str) -> String {
+    let path = tests_dir()
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path.canonicalize().unwrap().display().to_string()
 }
 
 fn require_browser() {
@@ -71,9 +85,27 @@ impl Steps<'_> {
                 .await
                 .expect("state is JSON")
         });
-        state["sinks"][0]["counters"]["dead_lettered"]
-            .as_u64()
+        state["sinks"]
+            .as_array()
+            .and_then(|sinks| sinks.iter().find(|s| s["name"] == "hook"))
+            .and_then(|hook| hook["counters"]["dead_lettered"].as_u64())
             .unwrap_or(0)
+    }
+
+    /// A queue API call with the admin token; its JSON answer.
+    fn queue_call(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.switchyard.url());
+        runtime().block_on(async {
+            let r = client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("the queue API answers");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json().await.expect("a JSON answer")
+        })
     }
 
     /// Sends an event while the webhook answers 500: retried, then dead-lettered.
@@ -103,6 +135,30 @@ impl Steps<'_> {
             ("fail-webhook", _) => self
                 .dead_letter("console-poison")
                 .map(|()| "console-poison".into()),
+            ("queue-work", _) => {
+                // Three messages, one of them delayed; the group `workers` receives the
+                // two that are due and acks one.
+                self.queue_call(
+                    "/queues/jobs/messages",
+                    serde_json::json!({ "messages": [
+                        { "payload": { "n": 1 } },
+                        { "payload": { "n": 2 } },
+                        { "payload": { "n": 3 }, "delay": "10m" },
+                    ] }),
+                );
+                let got = self.queue_call(
+                    "/queues/jobs/groups/workers/receive",
+                    serde_json::json!({ "max": 1, "wait": "5s" }),
+                );
+                let receipt = got["messages"][0]["receipt"].clone();
+                let acked = self.queue_call(
+                    "/queues/jobs/groups/workers/ack",
+                    serde_json::json!({ "receipts": [receipt] }),
+                );
+                (acked["acked"] == 1)
+                    .then(String::new)
+                    .ok_or_else(|| format!("the ack answered {acked}"))
+            }
             ("heal-webhook", _) => {
                 self.receiver.set_behaviour(Behaviour::Ok);
                 Ok(String::new())
@@ -230,13 +286,29 @@ type = "http"
 from = ["api"]
 to = ["hook"]
 
+[pipelines.audit]
+from = ["api"]
+filters = ["numbered"]
+to = ["archive"]
+
+[plugins.numbered]
+path = "{filter}"
+config = {{ field = "n", exists = true }}
+
 [sinks.hook]
 type = "webhook"
 url = "{url}"
 allow_private = true
 retry = {{ max_attempts = 3, initial = "10ms", max = "50ms" }}
+
+[sinks.archive]
+type = "file"
+path = "{{dir}}/archive.jsonl"
+
+[queues.jobs]
 "#,
-        url = receiver.url()
+        url = receiver.url(),
+        filter = wasm("filter_by_field"),
     ));
     let mut steps = Steps {
         switchyard: &switchyard,
@@ -258,11 +330,14 @@ fn the_console_drives_a_snapshot_and_shows_a_stopped_source() {
         "app",
         "CREATE TABLE big (id int PRIMARY KEY);
          INSERT INTO big SELECT g FROM generate_series(1, 200000) g;
-         ANALYZE big;",
+         ANALYZE big;
+         CREATE TABLE small (id int PRIMARY KEY);
+         INSERT INTO small SELECT g FROM generate_series(1, 100) g;",
     );
     let config = switchyard_tests::cdc_config(
         &dsn,
-        "slot = \"sy_console\"\ntables = [\"public.big\"]\nsnapshot = \"never\"\nsnapshot_chunk = 10",
+        "slot = \"sy_console\"\ntables = [\"public.big\", \"public.small\"]\nsnapshot = \"never\"\nsnapshot_chunk = 10\n\
+         max_slot_lag = \"1GiB\"",
     )
     .replace("admin-secret-0123456789", TOKEN);
     let switchyard = Switchyard::start(&config);
@@ -271,6 +346,14 @@ fn the_console_drives_a_snapshot_and_shows_a_stopped_source() {
             let out = switchyard.cli(&["cdc", "status"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.contains("snapshot public.big: cancelled")
+                .then(String::new)
+                .ok_or_else(|| format!("cdc status says: {text}"))
+        }
+        "check-filtered" => {
+            // The filtered snapshot completed, as the CLI sees it too.
+            let out = switchyard.cli(&["cdc", "status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("snapshot public.small: done")
                 .then(String::new)
                 .ok_or_else(|| format!("cdc status says: {text}"))
         }

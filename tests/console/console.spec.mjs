@@ -72,8 +72,28 @@ async function postgresScenario() {
   await page.waitForSelector(`${row}[data-state="running"]`);
   await page.click(`${row} button:text("Cancel")`);
   await page.waitForSelector(`${row}[data-state="cancelled"]`);
-  await page.screenshot({ path: join(shots, "sources.png"), fullPage: true });
   await step("check-cancelled");
+
+  // "Snapshot again" fills in the form; a snapshot of the rows a condition picks (of a
+  // smaller table: a filtered snapshot still walks the whole table) completes, and its
+  // row shows the condition.
+  await page.click(`${row} button:text("Snapshot again…")`);
+  check(await page.inputValue("#snapshot-table-db") === "public.big", "snapshot again fills in the table");
+  await page.fill("#snapshot-table-db", "public.small");
+  await page.fill("#snapshot-where-db", "id <= 50");
+  await page.click('#source-db button:text("Start snapshot")');
+  const small = '#source-db tr[data-table="public.small"]';
+  await page.waitForSelector(`${small}[data-state="done"]`);
+  check((await page.textContent(small)).includes("where id <= 50"), "the row shows the snapshot's condition");
+  await step("check-filtered");
+
+  // The slot's lag over time, against the source's max_slot_lag, and the replication
+  // state.
+  await page.waitForSelector("#lag-db line.limit", { state: "attached" });
+  await page.waitForSelector("#lag-db polyline.lag", { state: "attached" });
+  check(/max_slot_lag 1\.0 GiB/.test(await page.textContent("#lag-db")), "the chart names the limit");
+  await page.waitForSelector('#source-db .replication[data-state="streaming"]');
+  await page.screenshot({ path: join(shots, "sources.png"), fullPage: true });
 
   // The slot is dropped behind switchyard's back: the source stops, and the overview
   // says switchyard is not ready, and why.
@@ -123,10 +143,27 @@ async function mainScenario() {
   await page.waitForSelector("#node-sinks-hook.failing");
   await page.screenshot({ path: join(shots, "overview-failing.png"), fullPage: true });
 
-  // Pipeline detail: a chart per sink from the history.
+  // Pipeline detail: a chart per sink from the history, the reader's checkpoint past
+  // every event sent (all of them completed: delivered or dead-lettered), the sink's
+  // delivery latency, and no plugin.
   await page.click('#node-pipelines-deliver a[href="#/pipelines/deliver"]');
   await page.waitForSelector("figure.chart polyline.delivered");
   check((await page.$$("figure.chart")).length >= 2, "a chart for the pipeline and one for its sink");
+  await page.waitForFunction(
+    ([want]) => Number(document.querySelector('#readers tr[data-source="api"] td[data-stat="checkpoint"]')?.textContent.replace(/,/g, "")) >= want,
+    [sent + 1]);
+  await page.waitForFunction(() => document.querySelector('#readers tr[data-source="api"] td[data-stat="in-flight"]')?.textContent === "0");
+  await page.waitForSelector("figure.chart :is(polyline, circle).latency", { state: "attached" });
+  const latency = await page.textContent("figure.chart .legend .latency");
+  check(/mean ([\d.]+ (µs|ms|s)|–)/.test(latency), `the latency legend says: ${latency}`);
+  check(/runs no plugin/.test(await page.textContent("#plugins")), "a pipeline without plugins says so");
+
+  // A pipeline with a filter: its calls and how long they took, no failure.
+  await page.goto(`${url}/console#/pipelines/audit`);
+  const plugin = '#plugins tr[data-plugin="filter:numbered"]';
+  await page.waitForFunction((sel) => Number(document.querySelector(`${sel} td[data-stat="calls"]`)?.textContent.replace(/,/g, "")) > 0, plugin);
+  check((await page.textContent(`${plugin} td[data-stat="errors"]`)) === "none", "the filter failed no call");
+  await page.screenshot({ path: join(shots, "pipeline-plugin.png"), fullPage: true });
   await page.screenshot({ path: join(shots, "pipeline.png"), fullPage: true });
 
   // Dead letters: the one the webhook refused, its payload and headers; replayed after
@@ -168,8 +205,15 @@ async function mainScenario() {
   await page.waitForFunction(() => /Purged 2/.test(document.getElementById("dlq-status").textContent));
   await page.waitForSelector("#dead-letters", { state: "detached" });
 
-  // Queues: depth per queue, and a peek at the dead-letter queue's messages.
+  // Queues: depth per queue, records in per second, a work group's delayed message and
+  // its acks, and a peek at the dead-letter queue's messages.
   await page.click('#nav a[href="#/queues"]');
+  await step("queue-work");
+  const group = '#app tr[data-queue="jobs"] [data-group="workers"]';
+  await page.waitForFunction((sel) => /^workers: 2 \/ 0 \/ 1 \//.test(document.querySelector(sel)?.textContent || ""), group);
+  await page.waitForSelector('#app figure.chart polyline.delivered', { state: "attached" });
+  check(/acked by workers/.test(await page.textContent("#app .charts")), "the queue's chart shows the group's acks");
+  check(await page.$('#app tr[data-queue="intake.api"] td[data-stat="in/s"]') !== null, "records in per second per queue");
   await page.click('button:text("Peek dead-letters")');
   await page.waitForSelector("details.panel summary");
   await page.click("details.panel summary");

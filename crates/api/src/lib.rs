@@ -23,6 +23,8 @@
 //! ([`EventOut`]); clients read the same fields back ([`EventView`], [`ReceivedMessage`]),
 //! with the payload kept as JSON (or as a type of the client's choice).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_event::WireEvent;
@@ -699,6 +701,12 @@ pub struct SourceNode {
     pub reason: Option<String>,
     #[serde(default)]
     pub counters: NodeCounters,
+    /// Postgres sources: bytes of WAL the slot holds back, as last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_lag_bytes: Option<i64>,
+    /// Postgres sources: `max_slot_lag` in bytes, beyond which the source warns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_slot_lag_bytes: Option<u64>,
 }
 
 /// A pipeline: where it reads, its plugins in order, where it delivers.
@@ -719,6 +727,56 @@ pub struct PipelineNode {
     pub state: String,
     #[serde(default)]
     pub counters: NodeCounters,
+    /// One per source partition the pipeline reads: its checkpoint and what is in flight.
+    #[serde(default)]
+    pub readers: Vec<ReaderNode>,
+    /// What each of its plugins did, in the order of `plugins` (totals since the start).
+    #[serde(default)]
+    pub plugin_stats: Vec<PluginStats>,
+}
+
+/// A pipeline's reader of one source partition, as it was at its last commit tick (every
+/// 200 ms).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderNode {
+    pub source: String,
+    #[serde(default)]
+    pub partition: u32,
+    /// The low watermark: every position before it completed (delivered, dropped or
+    /// dead-lettered).
+    #[serde(default)]
+    pub checkpoint: u64,
+    /// The checkpoint the feed last stored: a restart reads again from here.
+    #[serde(default)]
+    pub committed: u64,
+    /// Events read and not yet completed, or completed after an earlier one that is not.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// Events the source holds beyond the checkpoint, where the feed can tell.
+    #[serde(default)]
+    pub lag: u64,
+}
+
+/// What one plugin did (totals since the start; a plugin shared by pipelines counts for
+/// all of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStats {
+    /// `kind:name`, as in `plugins`.
+    pub plugin: String,
+    #[serde(default)]
+    pub calls: u64,
+    #[serde(default)]
+    pub events: u64,
+    /// Fuel burnt by all calls.
+    #[serde(default)]
+    pub fuel: u64,
+    /// Time spent in calls, in microseconds.
+    #[serde(default)]
+    pub time_us: u64,
+    /// Failed calls by cause (`trap`, `fuel`, `timeout`, `memory`, `returned_error`,
+    /// `wrong_decision_count`); causes that never happened are left out.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// A sink: its name, `type` and state: `running`, `retrying` (retries recently, and
@@ -733,6 +791,13 @@ pub struct SinkNode {
     pub state: String,
     #[serde(default)]
     pub counters: NodeCounters,
+    /// The sum of the delivery latencies of its batches, in microseconds: with
+    /// `latency_count`, the mean latency between two samples.
+    #[serde(default)]
+    pub latency_sum_us: u64,
+    /// Deliveries whose latency was measured.
+    #[serde(default)]
+    pub latency_count: u64,
 }
 
 /// A queue (declared, dead-letter, or a source's intake) and its work groups.
@@ -747,6 +812,9 @@ pub struct QueueNode {
     pub depth: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// Records appended since the queue was created (a rate is the difference of two).
+    #[serde(default)]
+    pub produced: u64,
     #[serde(default)]
     pub groups: Vec<GroupNode>,
 }
@@ -759,8 +827,16 @@ pub struct GroupNode {
     pub depth: u64,
     #[serde(default)]
     pub in_flight: u64,
+    /// Messages waiting for their delay (`delay`, `not_before`, a nack with a delay).
+    #[serde(default)]
+    pub delayed: u64,
     #[serde(default)]
     pub dead_lettered: u64,
+    /// A counter whose difference between two samples is the messages the group acked
+    /// in between: the queue's `produced` less the group's `depth` and `dead_lettered`
+    /// (its value also counts what was in the queue before the group began).
+    #[serde(default)]
+    pub acked: u64,
     /// Age of the oldest unfinished message, in milliseconds, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_ms: Option<u64>,

@@ -4,6 +4,10 @@
 //! plugins) and table names, never a URL, a DSN or an error message: a scrape is often
 //! less protected than the admin API, so nothing that may carry a credential goes there.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,9 +93,26 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// Where a pipeline's reader of one source partition stands, written by the reader at
+/// each commit tick (not per event) and read by the console's sampler.
+#[derive(Debug, Default)]
+pub struct ReaderProgress {
+    /// The low watermark of completed positions.
+    pub checkpoint: AtomicU64,
+    /// The checkpoint the feed last stored.
+    pub committed: AtomicU64,
+    /// Events held: read and not completed, or completed after one that is not.
+    pub in_flight: AtomicU64,
+    /// What `checkpoint_lag` shows.
+    pub lag: AtomicU64,
+}
+
 /// Every metric switchyard exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every reader's progress, by (pipeline, source, partition): not exported, read by
+    /// the console.
+    pub readers: Mutex<BTreeMap<(String, String, u32), Arc<ReaderProgress>>>,
     /// Events accepted durably per source.
     pub source_events: Family<SourceLabels, Counter>,
     /// HTTP ingest answers per source and status.
@@ -308,6 +329,7 @@ impl Metrics {
         );
         Self {
             registry,
+            readers: Mutex::default(),
             plugin_calls,
             plugin_events,
             plugin_decisions,
@@ -343,6 +365,21 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing metrics into a String");
         out
+    }
+
+    /// The progress of a reader, registered once when it starts.
+    pub fn reader_progress(
+        &self,
+        pipeline: &str,
+        source: &str,
+        partition: u32,
+    ) -> Arc<ReaderProgress> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((pipeline.to_owned(), source.to_owned(), partition))
+            .or_default()
+            .clone()
     }
 
     pub fn sink_outcome(&self, sink: &str, outcome: &'static str, n: u64) {

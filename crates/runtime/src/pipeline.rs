@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -138,6 +139,9 @@ impl Reader {
                 partition,
             })
             .clone();
+        let progress = this
+            .metrics
+            .reader_progress(&this.plan.name, &this.source, partition);
         // `reading`: more events may be read. It turns false at shutdown, when the feed
         // ends, and when the reader stops itself (a permanent feed error, a plugin with
         // `on_error = "stop"`); the shutdown signal is heard in every case, so its drain
@@ -188,7 +192,13 @@ impl Reader {
                 }
                 _ = tick.tick() => {
                     committed = this.commit(&mut feed, &mark, committed).await;
-                    lag.set(feed.lag(mark.low_watermark()) as i64);
+                    let low = mark.low_watermark();
+                    let behind = feed.lag(low);
+                    lag.set(behind as i64);
+                    progress.checkpoint.store(low, Ordering::Relaxed);
+                    progress.committed.store(committed, Ordering::Relaxed);
+                    progress.in_flight.store(mark.held() as u64, Ordering::Relaxed);
+                    progress.lag.store(behind, Ordering::Relaxed);
                 }
                 read = feed.next(budget), if can_read => {
                     let records = match read {
@@ -258,7 +268,14 @@ impl Reader {
                 }
             }
         }
-        this.commit(&mut feed, &mark, committed).await;
+        let committed = this.commit(&mut feed, &mark, committed).await;
+        progress
+            .checkpoint
+            .store(mark.low_watermark(), Ordering::Relaxed);
+        progress.committed.store(committed, Ordering::Relaxed);
+        progress
+            .in_flight
+            .store(mark.held() as u64, Ordering::Relaxed);
         info!(pipeline = %this.plan.name, source = %this.source, partition,
             checkpoint = mark.low_watermark(), "reader stopped");
     }
@@ -508,9 +525,18 @@ mod tests {
         max_in_flight: usize,
         window: Option<u64>,
     ) -> (Vec<String>, Vec<u64>, Vec<usize>) {
+        read_into(script, max_in_flight, window, Arc::new(Metrics::new())).await
+    }
+
+    /// [`read_with`], counting into `metrics`.
+    async fn read_into(
+        script: Vec<Result<Batch, FeedError>>,
+        max_in_flight: usize,
+        window: Option<u64>,
+        metrics: Arc<Metrics>,
+    ) -> (Vec<String>, Vec<u64>, Vec<usize>) {
         let dir = tempfile::tempdir().unwrap();
         let dead_letter = crate::delivery::tests::dead_letter_queue(dir.path());
-        let metrics = Arc::new(Metrics::new());
         let sink = Arc::new(RecordingSink(Mutex::new(Vec::new())));
         let handle = SinkHandle::start("rec", sink.clone(), metrics.clone());
         let plan = Arc::new(PipelinePlan {
@@ -569,6 +595,21 @@ mod tests {
             Some(&10),
             "a smaller max_in_flight bounds the read"
         );
+    }
+
+    /// The console reads where a reader stands from its progress, which the reader
+    /// writes at its ticks and when it ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_publishes_its_checkpoint_and_what_it_holds() {
+        let metrics = Arc::new(Metrics::new());
+        let script = vec![Ok(batch(0, &["a", "b"])), Ok(batch(2, &["c"]))];
+        let (seen, _, _) = read_into(script, 64, None, metrics.clone()).await;
+        assert_eq!(seen, ["a", "b", "c"]);
+        let progress = metrics.reader_progress("p", "s", 0);
+        assert_eq!(progress.checkpoint.load(Ordering::Relaxed), 3);
+        assert_eq!(progress.committed.load(Ordering::Relaxed), 3);
+        assert_eq!(progress.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.readers.lock().unwrap().len(), 1);
     }
 
     /// A feed whose broker sends nothing more until it gets acks is committed as soon as

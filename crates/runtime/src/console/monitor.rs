@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,16 +19,20 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use http::{HeaderValue, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use switchyard_api::{
-    AdminState, GroupNode, History, NodeCounters, PipelineNode, QueueNode, Readiness, SinkNode,
-    SourceNode,
+    AdminState, GroupNode, History, NodeCounters, PipelineNode, PluginStats, QueueNode, ReaderNode,
+    Readiness, SinkNode, SourceNode,
 };
 use switchyard_config::SourceConfig;
 use switchyard_source_http::{Admin, ApiError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::Shared;
-use crate::metrics::{PipelineLabels, PluginOutcomeLabels, SinkLabels, SourceLabels};
+use crate::metrics::{
+    PipelineLabels, PluginLabels, PluginOutcomeLabels, SinkLabels, SinkNameLabels, SourceLabels,
+};
 
 /// How often the state is sampled and streamed.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -66,9 +71,10 @@ impl Samples {
         let len = self.times.len();
         for (name, value) in series_of(state) {
             let values = self.series.entry(name).or_default();
-            // A series seen for the first time starts at zero for the earlier samples, so
-            // that every series has one value per time.
-            values.resize(len - 1, 0);
+            // A series seen for the first time (a work group created since) takes its
+            // first value for the earlier samples, so that every series has one value per
+            // time and a rate does not leap from zero.
+            values.resize(len - 1, value);
             values.push_back(value);
         }
     }
@@ -110,6 +116,27 @@ fn series_of(state: &AdminState) -> Vec<(String, u64)> {
     }
     for s in &state.sinks {
         add("sinks", &s.name, &s.counters);
+    }
+    for s in &state.sinks {
+        out.push((format!("sinks.{}.latency_sum_us", s.name), s.latency_sum_us));
+        out.push((format!("sinks.{}.latency_count", s.name), s.latency_count));
+    }
+    for s in &state.sources {
+        if let Some(lag) = s.slot_lag_bytes {
+            out.push((
+                format!("sources.{}.slot_lag_bytes", s.name),
+                lag.max(0) as u64,
+            ));
+        }
+    }
+    for q in &state.queues {
+        out.push((format!("queues.{}.produced", q.name), q.produced));
+        for g in &q.groups {
+            out.push((
+                format!("queues.{}.groups.{}.acked", q.name, g.name),
+                g.acked,
+            ));
+        }
     }
     out
 }
@@ -190,8 +217,14 @@ fn source_nodes(shared: &Shared) -> Vec<SourceNode> {
                 counters.events_in = m.source_events.get(&labels).map_or(0, |c| c.get());
                 counters.errors = refused_requests(shared, name);
             }
+            let mut slot_lag_bytes = None;
+            let mut max_slot_lag_bytes = None;
+            if let SourceConfig::PostgresCdc(pg) = cfg {
+                max_slot_lag_bytes = Some(pg.max_slot_lag.as_u64());
+            }
             if let Some(cdc) = shared.cdc.get(name) {
                 let view = cdc.status.view();
+                slot_lag_bytes = Some(view.slot_lag_bytes);
                 counters.events_in = view.events;
                 if view.stopped {
                     state = "stopped";
@@ -210,6 +243,8 @@ fn source_nodes(shared: &Shared) -> Vec<SourceNode> {
                 state: state.to_owned(),
                 reason,
                 counters,
+                slot_lag_bytes,
+                max_slot_lag_bytes,
             }
         })
         .collect()
@@ -232,6 +267,7 @@ fn refused_requests(shared: &Shared, source: &str) -> u64 {
 fn pipeline_nodes(shared: &Shared) -> Vec<PipelineNode> {
     let m = &shared.metrics;
     let stopped = shared.stopped_readers.list();
+    let readers = m.readers.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let count = |pipeline: &str, outcome: &'static str| {
         let labels = PipelineLabels {
             pipeline: pipeline.to_owned(),
@@ -251,12 +287,19 @@ fn pipeline_nodes(shared: &Shared) -> Vec<PipelineNode> {
                 .chain(p.transforms.iter().map(|t| format!("transform:{t}")))
                 .chain(p.router.iter().map(|r| format!("router:{r}")))
                 .collect();
-            let errors = p
+            let plugin_stats: Vec<PluginStats> = p
                 .filters
                 .iter()
-                .chain(&p.transforms)
-                .chain(&p.router)
-                .map(|plugin| plugin_errors(shared, plugin))
+                .map(|f| ("filter", f))
+                .chain(p.transforms.iter().map(|t| ("transform", t)))
+                .chain(p.router.iter().map(|r| ("router", r)))
+                .map(|(kind, plugin)| plugin_stats(shared, kind, plugin))
+                .collect();
+            let errors = plugin_stats
+                .iter()
+                .flat_map(|s| s.errors.iter())
+                .filter(|(cause, _)| *cause != "split")
+                .map(|(_, n)| n)
                 .sum();
             let prefix = format!("pipeline `{name}` ");
             PipelineNode {
@@ -280,13 +323,28 @@ fn pipeline_nodes(shared: &Shared) -> Vec<PipelineNode> {
                     errors,
                     ..NodeCounters::default()
                 },
+                readers: readers
+                    .range((name.clone(), String::new(), 0)..)
+                    .take_while(|((pipeline, _, _), _)| pipeline == name)
+                    .map(|((_, source, partition), r)| ReaderNode {
+                        source: source.clone(),
+                        partition: *partition,
+                        checkpoint: r.checkpoint.load(Ordering::Relaxed),
+                        committed: r.committed.load(Ordering::Relaxed),
+                        in_flight: r.in_flight.load(Ordering::Relaxed),
+                        lag: r.lag.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+                plugin_stats,
             }
         })
         .collect()
 }
 
-fn plugin_errors(shared: &Shared, plugin: &str) -> u64 {
-    // The causes `switchyard_plugin_errors` counts (crate::plugins).
+/// What plugin `name` did, from its metrics; `errors` holds the causes that happened.
+fn plugin_stats(shared: &Shared, kind: &str, name: &str) -> PluginStats {
+    // The causes `switchyard_plugin_errors` counts (crate::plugins); `split` is a batch
+    // that ran out of a limit and was tried again as two halves, not a failure.
     const CAUSES: &[&str] = &[
         "trap",
         "fuel",
@@ -294,17 +352,34 @@ fn plugin_errors(shared: &Shared, plugin: &str) -> u64 {
         "memory",
         "returned_error",
         "wrong_decision_count",
+        "split",
     ];
-    CAUSES
-        .iter()
-        .filter_map(|kind| {
-            let labels = PluginOutcomeLabels {
-                plugin: plugin.to_owned(),
-                kind,
-            };
-            shared.metrics.plugin_errors.get(&labels).map(|c| c.get())
-        })
-        .sum()
+    let m = &shared.metrics;
+    let labels = PluginLabels {
+        plugin: name.to_owned(),
+    };
+    let counter = |f: &Family<PluginLabels, Counter>| f.get(&labels).map_or(0, |c| c.get());
+    PluginStats {
+        plugin: format!("{kind}:{name}"),
+        calls: counter(&m.plugin_calls),
+        events: counter(&m.plugin_events),
+        fuel: m.plugin_fuel.get(&labels).map_or(0, |h| h.sum() as u64),
+        time_us: m
+            .plugin_seconds
+            .get(&labels)
+            .map_or(0, |h| (h.sum() * 1e6) as u64),
+        errors: CAUSES
+            .iter()
+            .filter_map(|kind| {
+                let labels = PluginOutcomeLabels {
+                    plugin: name.to_owned(),
+                    kind,
+                };
+                let n = m.plugin_errors.get(&labels).map(|c| c.get())?;
+                (n > 0).then(|| ((*kind).to_owned(), n))
+            })
+            .collect(),
+    }
 }
 
 fn sink_nodes(shared: &Shared) -> Vec<SinkNode> {
@@ -345,11 +420,18 @@ fn sink_nodes(shared: &Shared) -> Vec<SinkNode> {
             .min();
             let stopped = shared.sinks.get(name).is_none_or(|s| s.is_stopped());
             let state = sink_state(stopped, rose("delivered", counters.delivered), failed);
+            let (latency_sum_us, latency_count) = shared
+                .metrics
+                .sink_latency
+                .get(&SinkNameLabels { sink: name.clone() })
+                .map_or((0, 0), |h| ((h.sum() * 1e6) as u64, h.count()));
             SinkNode {
                 name: name.clone(),
                 kind: cfg.type_name().to_owned(),
                 state: state.to_owned(),
                 counters,
+                latency_sum_us,
+                latency_count,
             }
         })
         .collect()
@@ -383,25 +465,32 @@ fn queue_nodes(shared: &Shared) -> Vec<QueueNode> {
         .chain(std::iter::once(shared.config.server.dead_letter.as_str()))
         .collect();
     let now = switchyard_queue::now_ms();
-    let node = |name: &str, role: &str, q: &switchyard_queue::QueueHandle| QueueNode {
-        name: name.to_owned(),
-        role: role.to_owned(),
-        depth: q.depth(),
-        bytes: q.size_bytes(),
-        groups: q
-            .work_groups()
-            .iter()
-            .map(|g| {
-                let stats = g.stats(now);
-                GroupNode {
-                    name: g.name().to_owned(),
-                    depth: stats.depth,
-                    in_flight: stats.in_flight,
-                    dead_lettered: stats.dead_lettered,
-                    oldest_ms: stats.oldest_age_ms,
-                }
-            })
-            .collect(),
+    let node = |name: &str, role: &str, q: &switchyard_queue::QueueHandle| {
+        // Records appended: the durable end of every partition (the log keeps it anyway).
+        let produced: u64 = q.partitions().iter().map(|p| p.durable_end()).sum();
+        QueueNode {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            depth: q.depth(),
+            bytes: q.size_bytes(),
+            produced,
+            groups: q
+                .work_groups()
+                .iter()
+                .map(|g| {
+                    let stats = g.stats(now);
+                    GroupNode {
+                        name: g.name().to_owned(),
+                        depth: stats.depth,
+                        in_flight: stats.in_flight,
+                        delayed: stats.delayed,
+                        dead_lettered: stats.dead_lettered,
+                        acked: acked(produced, stats.depth, stats.dead_lettered),
+                        oldest_ms: stats.oldest_age_ms,
+                    }
+                })
+                .collect(),
+        }
     };
     let queues = shared.queues.iter().map(|(name, q)| {
         let role = if dead_letters.contains(name.as_str()) {
@@ -416,6 +505,13 @@ fn queue_nodes(shared: &Shared) -> Vec<QueueNode> {
         .iter()
         .map(|(name, q)| node(&format!("intake.{name}"), "intake", q));
     queues.chain(intakes).collect()
+}
+
+/// A counter of a work group's acks: every record appended is unfinished (`depth`),
+/// dead-lettered, acked, or was there before the group began (a constant, gone from any
+/// difference of two samples).
+fn acked(produced: u64, depth: u64, dead_lettered: u64) -> u64 {
+    produced.saturating_sub(depth).saturating_sub(dead_lettered)
 }
 
 /// `GET /admin/state`
@@ -559,6 +655,86 @@ mod tests {
         }
         assert_eq!(samples.last_rise(name, 3), None, "too long ago");
         assert_eq!(samples.last_rise("sinks.other.delivered", 3), None);
+    }
+
+    #[test]
+    fn the_history_keeps_latency_sums_slot_lags_and_records_in() {
+        let state = AdminState {
+            sources: vec![
+                SourceNode {
+                    name: "db".into(),
+                    slot_lag_bytes: Some(-5),
+                    ..SourceNode::default()
+                },
+                SourceNode {
+                    name: "api".into(),
+                    ..SourceNode::default()
+                },
+            ],
+            sinks: vec![SinkNode {
+                name: "hook".into(),
+                latency_sum_us: 1500,
+                latency_count: 3,
+                ..SinkNode::default()
+            }],
+            queues: vec![QueueNode {
+                name: "jobs".into(),
+                produced: 7,
+                groups: vec![GroupNode {
+                    name: "workers".into(),
+                    acked: 4,
+                    ..GroupNode::default()
+                }],
+                ..QueueNode::default()
+            }],
+            ..AdminState::default()
+        };
+        let series: BTreeMap<String, u64> = series_of(&state).into_iter().collect();
+        assert_eq!(series["sinks.hook.latency_sum_us"], 1500);
+        assert_eq!(series["sinks.hook.latency_count"], 3);
+        assert_eq!(
+            series["sources.db.slot_lag_bytes"], 0,
+            "a negative lag is none"
+        );
+        assert!(
+            !series.contains_key("sources.api.slot_lag_bytes"),
+            "a source without a slot has no lag series"
+        );
+        assert_eq!(series["queues.jobs.produced"], 7);
+        assert_eq!(series["queues.jobs.groups.workers.acked"], 4);
+    }
+
+    #[test]
+    fn a_series_seen_late_takes_its_first_value_for_the_earlier_samples() {
+        let mut samples = Samples::default();
+        samples.push(&state_with_sink(1, 1));
+        let mut later = state_with_sink(2, 2);
+        later.queues = vec![QueueNode {
+            name: "jobs".into(),
+            groups: vec![GroupNode {
+                name: "workers".into(),
+                acked: 40,
+                ..GroupNode::default()
+            }],
+            ..QueueNode::default()
+        }];
+        samples.push(&later);
+        let acked: Vec<u64> = samples.series["queues.jobs.groups.workers.acked"]
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(acked, [40, 40], "no leap from zero");
+    }
+
+    #[test]
+    fn a_groups_acks_are_what_was_appended_less_what_is_unfinished_or_dead_lettered() {
+        // 10 appended, 3 unfinished, 1 dead-lettered: 6 acked (or there before).
+        assert_eq!(acked(10, 3, 1), 6);
+        // Two more appended; of the five unfinished, two remain and one is dead-lettered:
+        // two acked.
+        assert_eq!(acked(12, 2, 2) - acked(10, 3, 1), 2);
+        assert_eq!(acked(0, 0, 0), 0);
+        assert_eq!(acked(1, 5, 0), 0, "never below zero");
     }
 
     #[test]

@@ -159,6 +159,17 @@ function pushSample(state) {
       for (const [field, v] of Object.entries(n.counters)) counters.push([`${kind}.${n.name}.${field}`, v]);
     }
   }
+  // The other series the server keeps (crates/runtime/src/console/monitor.rs, series_of).
+  for (const n of state.sinks) {
+    counters.push([`sinks.${n.name}.latency_sum_us`, n.latency_sum_us || 0], [`sinks.${n.name}.latency_count`, n.latency_count || 0]);
+  }
+  for (const n of state.sources) {
+    if (n.slot_lag_bytes !== undefined && n.slot_lag_bytes !== null) counters.push([`sources.${n.name}.slot_lag_bytes`, Math.max(0, n.slot_lag_bytes)]);
+  }
+  for (const q of state.queues) {
+    counters.push([`queues.${q.name}.produced`, q.produced || 0]);
+    for (const g of q.groups) counters.push([`queues.${q.name}.groups.${g.name}.acked`, g.acked || 0]);
+  }
   const last = live.times[live.times.length - 1];
   if (last !== undefined && state.time_ms <= last) return;
   if (live.times.length >= HISTORY_CAP) {
@@ -168,7 +179,9 @@ function pushSample(state) {
   live.times.push(state.time_ms);
   for (const [name, v] of counters) {
     let values = live.series.get(name);
-    if (!values) { values = new Array(live.times.length - 1).fill(0); live.series.set(name, values); }
+    // A series seen for the first time takes its first value for the earlier samples
+    // (as on the server), so that a rate does not leap from zero.
+    if (!values) { values = new Array(live.times.length - 1).fill(v); live.series.set(name, values); }
     values.push(v);
   }
 }
@@ -288,6 +301,34 @@ function rates(name) {
   return out;
 }
 
+// Mean of a sum over a count between samples (the delivery latency of a sink), per
+// sample; null where nothing was counted.
+function means(sumName, countName) {
+  const sum = seriesOf(sumName), count = seriesOf(countName);
+  const out = [];
+  for (let i = 1; i < sum.length; i++) {
+    const n = count[i] - count[i - 1];
+    out.push(n > 0 ? Math.max(0, sum[i] - sum[i - 1]) / n : null);
+  }
+  return out;
+}
+
+// The mean of `sumName / countName` over the last `window` samples, or null.
+function recentMean(sumName, countName, window = 5) {
+  const sum = seriesOf(sumName), count = seriesOf(countName);
+  const n = Math.min(window, sum.length - 1);
+  if (n < 1) return null;
+  const dc = count[count.length - 1] - count[count.length - 1 - n];
+  return dc > 0 ? (sum[sum.length - 1] - sum[sum.length - 1 - n]) / dc : null;
+}
+
+function fmtMicros(us) {
+  if (us === undefined || us === null) return "–";
+  if (us < 1000) return `${Math.round(us)} µs`;
+  if (us < 1e6) return `${(us / 1000).toFixed(us < 1e4 ? 2 : 1)} ms`;
+  return `${(us / 1e6).toFixed(2)} s`;
+}
+
 // ---------------------------------------------------------------------------------
 // Pages
 
@@ -400,6 +441,8 @@ async function pipelinePage(app, name) {
       h("p", {}, `Reads ${p.sources.join(", ")}; delivers to ${p.sinks.join(", ") || "what its router chooses"}; dead letters go to `,
         h("a", { href: "#/dead-letters" }, p.dead_letter), "."),
       p.plugins.length ? h("ul", { class: "chips", "aria-label": "Plugins" }, p.plugins.map((x) => h("li", {}, x))) : null,
+      h("h2", {}, "Checkpoints"),
+      readersTable(p),
       h("h2", {}, "Events per second (last 15 minutes)"),
       h("div", { class: "charts" },
         chart(`pipeline ${name}`, [["events_in", `pipelines.${name}.events_in`], ["delivered", `pipelines.${name}.delivered`]]),
@@ -407,10 +450,94 @@ async function pipelinePage(app, name) {
           ["delivered", `sinks.${sink}.delivered`],
           ["retried", `sinks.${sink}.retried`],
           ["dead_lettered", `sinks.${sink}.dead_lettered`],
-        ]))));
+        ]))),
+      h("h2", {}, "Delivery latency (mean per second, last 15 minutes)"),
+      h("div", { class: "charts" }, p.sinks.map((sink) => latencyChart(sink))),
+      h("h2", {}, "Plugins"),
+      pluginsTable(p));
   };
   if (live.state) draw(live.state);
   live.listeners.add(draw);
+}
+
+// Where each reader of the pipeline stands: one row per source partition.
+function readersTable(p) {
+  const readers = p.readers || [];
+  if (!readers.length) return h("p", { class: "muted", id: "readers" }, "No reader has started yet.");
+  return h("div", { class: "panel" }, h("table", { id: "readers" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Source"), h("th", { class: "num" }, "Partition"),
+      h("th", { class: "num" }, "Checkpoint (low watermark)"), h("th", { class: "num wide" }, "Stored"),
+      h("th", { class: "num" }, "In flight"), h("th", { class: "num wide" }, "Behind"))),
+    h("tbody", {}, readers.map((r) => h("tr", { "data-source": r.source, "data-partition": r.partition },
+      h("td", {}, r.source), h("td", { class: "num" }, r.partition),
+      h("td", { class: "num", "data-stat": "checkpoint" }, fmtNum(r.checkpoint)),
+      h("td", { class: "num wide" }, fmtNum(r.committed)),
+      h("td", { class: "num", "data-stat": "in-flight" }, fmtNum(r.in_flight)),
+      h("td", { class: "num wide" }, fmtNum(r.lag)))))));
+}
+
+// What each plugin of the pipeline did: calls, events, fuel and time per call, failures
+// by cause.
+function pluginsTable(p) {
+  const stats = p.plugin_stats || [];
+  if (!stats.length) return h("p", { class: "muted", id: "plugins" }, "This pipeline runs no plugin.");
+  return h("div", { class: "panel" }, h("table", { id: "plugins" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Plugin"), h("th", { class: "num" }, "Calls"), h("th", { class: "num wide" }, "Events"),
+      h("th", { class: "num" }, "Fuel / call"), h("th", { class: "num" }, "Time / call"), h("th", { class: "num wide" }, "Time in all"), h("th", {}, "Errors by cause"))),
+    h("tbody", {}, stats.map((x) => {
+      const per = (v) => (x.calls ? v / x.calls : null);
+      const errors = Object.entries(x.errors || {});
+      return h("tr", { "data-plugin": x.plugin },
+        h("td", {}, x.plugin),
+        h("td", { class: "num", "data-stat": "calls" }, fmtNum(x.calls)),
+        h("td", { class: "num wide" }, fmtNum(x.events)),
+        h("td", { class: "num" }, x.calls ? fmtNum(Math.round(per(x.fuel))) : "–"),
+        h("td", { class: "num" }, fmtMicros(per(x.time_us))),
+        h("td", { class: "num wide" }, fmtMicros(x.time_us)),
+        h("td", { "data-stat": "errors" }, errors.length ? errors.map(([cause, n]) => h("div", { class: cause === "split" ? "muted" : "reason" }, `${cause.replace(/_/g, " ")}: ${fmtNum(n)}`)) : h("span", { class: "muted" }, "none")));
+    }))));
+}
+
+// The mean delivery latency of a sink, per second, over the history.
+function latencyChart(sink) {
+  const sum = `sinks.${sink}.latency_sum_us`, count = `sinks.${sink}.latency_count`;
+  const now = recentMean(sum, count);
+  return lineChart(`latency ${sink}`, [["latency", means(sum, count)]], {
+    format: fmtMicros,
+    label: `${sink}: mean delivery latency`,
+    legend: [h("span", { class: "latency" }, `mean ${now === null ? "–" : fmtMicros(now)}`)],
+  });
+}
+
+// A small line chart of some series (null: no value at that sample), newest at the
+// right; `limit` draws a dashed line at that value.
+function lineChart(title, data, { format = fmtNum, label = title, legend = [], limit = null, id } = {}) {
+  const W = 300, H = 80;
+  const values = data.flatMap(([, v]) => v).filter((y) => y !== null);
+  const max = Math.max(limit === null ? 1 : limit * 1.1, ...values, 1e-9);
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": label });
+  svg.append(s("line", { class: "axis", x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }));
+  const y = (v) => (H - 2 - (v / max) * (H - 6)).toFixed(1);
+  if (limit !== null) svg.append(s("line", { class: "limit", x1: 0, y1: y(limit), x2: W, y2: y(limit) }));
+  const span = Math.max(60, ...data.map(([, v]) => v.length));
+  const step = W / (span - 1);
+  for (const [cls, v] of data) {
+    const x0 = W - (v.length - 1) * step;
+    // A gap where a value is missing: one polyline per run of values.
+    let run = [];
+    const flush = () => {
+      if (run.length >= 2) svg.append(s("polyline", { class: `line ${cls}`, points: run.join(" ") }));
+      else if (run.length === 1) { const [cx, cy] = run[0].split(","); svg.append(s("circle", { class: `dot ${cls}`, cx, cy, r: 1.6 })); }
+      run = [];
+    };
+    v.forEach((val, i) => { if (val === null) flush(); else run.push(`${(x0 + i * step).toFixed(1)},${y(val)}`); });
+    flush();
+  }
+  return h("figure", { class: "chart", id },
+    h("h3", {}, title),
+    svg,
+    h("figcaption", { class: "legend" }, legend,
+      h("span", { class: "muted" }, `last ${fmtAge(span * 1000)} · top ${format(max)}`)));
 }
 
 // A small line chart of the per-second rates of some counters.
@@ -434,7 +561,7 @@ function chart(title, lines) {
     h("h3", {}, title),
     svg,
     h("figcaption", { class: "legend" },
-      lines.map(([cls, name]) => h("span", { class: cls }, `${cls.replace("_", "-")} ${now(name)}/s`)),
+      lines.map(([cls, name, label]) => h("span", { class: cls }, `${label || cls.replace("_", "-")} ${now(name)}/s`)),
       h("span", { class: "muted" }, `last ${fmtAge(span * 1000)} · max ${fmtNum(max)}/s`)));
 }
 
@@ -442,17 +569,24 @@ function chart(title, lines) {
 async function queuesPage(app) {
   app.append(h("h1", {}, "Queues"));
   const table = h("div", { class: "panel" });
+  const charts = h("div", { class: "charts" });
   const peek = h("section", { "aria-live": "polite" });
-  app.append(table, peek);
+  app.append(table, h("h2", {}, "Records in and acked per second (last 15 minutes)"), charts, peek);
   const draw = (state) => {
     fill(table, h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "Role"), h("th", { class: "num" }, "Depth"),
-        h("th", { class: "num wide" }, "Size"), h("th", {}, "Work groups (depth / in flight / oldest)"), h("th", {}, ""))),
-      h("tbody", {}, state.queues.map((q) => h("tr", {},
+        h("th", { class: "num wide" }, "Size"), h("th", { class: "num" }, "In/s"),
+        h("th", {}, "Work groups (depth / in flight / delayed / oldest · acked/s)"), h("th", {}, ""))),
+      h("tbody", {}, state.queues.map((q) => h("tr", { "data-queue": q.name },
         h("td", {}, q.name), h("td", {}, q.role.replace("_", " ")), h("td", { class: "num" }, fmtNum(q.depth)),
         h("td", { class: "num wide" }, fmtBytes(q.bytes)),
-        h("td", {}, q.groups.length ? q.groups.map((g) => h("div", {}, `${g.name}: ${fmtNum(g.depth)} / ${fmtNum(g.in_flight)} / ${fmtAge(g.oldest_ms)}`)) : h("span", { class: "muted" }, "none")),
+        h("td", { class: "num", "data-stat": "in/s" }, fmtNum(rate(`queues.${q.name}.produced`))),
+        h("td", {}, q.groups.length ? q.groups.map((g) => h("div", { "data-group": g.name }, `${g.name}: ${fmtNum(g.depth)} / ${fmtNum(g.in_flight)} / ${fmtNum(g.delayed)} / ${fmtAge(g.oldest_ms)} · ${fmtNum(rate(`queues.${q.name}.groups.${g.name}.acked`))}`)) : h("span", { class: "muted" }, "none")),
         h("td", {}, q.role === "intake" ? null : h("button", { type: "button", class: "quiet", onclick: () => peekAt(q.name, peek) }, `Peek ${q.name}`)))))));
+    fill(charts, state.queues.map((q) => chart(`queue ${q.name}`, [
+      ["events_in", `queues.${q.name}.produced`, "in"],
+      ...q.groups.map((g) => ["delivered", `queues.${q.name}.groups.${g.name}.acked`, `acked by ${g.name}`]),
+    ])));
   };
   if (live.state) draw(live.state);
   live.listeners.add(draw);
@@ -564,22 +698,28 @@ async function sourcesPage(app) {
   const panels = [];
   for (const name of names) {
     const status = h("div", {});
+    const lag = h("div", { class: "charts" });
     const message = h("p", { role: "status" });
     const table = h("input", { id: `snapshot-table-${name}`, name: "table", placeholder: "schema.table", required: true });
+    const where = h("input", { id: `snapshot-where-${name}`, name: "where", placeholder: "optional SQL condition, e.g. created_at > now() - interval '1 day'", class: "where" });
     const form = h("form", { class: "toolbar" },
       h("label", { for: `snapshot-table-${name}` }, "Snapshot a table"), table,
+      h("label", { for: `snapshot-where-${name}` }, "where"), where,
       h("button", { type: "submit" }, "Start snapshot"));
-    const panel = { name, status, message };
+    const panel = { name, status, lag, message, table, where };
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      snapshotAction(panel, table.value.trim(), "start");
+      snapshotAction(panel, table.value.trim(), "start", where.value.trim());
     });
-    app.append(h("section", { class: "panel", id: `source-${name}` }, h("h2", {}, name), status, form, message));
+    app.append(h("section", { class: "panel", id: `source-${name}` }, h("h2", {}, name), status, lag, form, message));
     panels.push(panel);
   }
-  const refresh = () => Promise.all(panels.map((p) => drawSource(p).catch((e) => {
-    if (!(e instanceof Refused)) p.message.textContent = e.message;
-  })));
+  const refresh = () => Promise.all(panels.map((p) => {
+    drawLag(p);
+    return drawSource(p).catch((e) => {
+      if (!(e instanceof Refused)) p.message.textContent = e.message;
+    });
+  }));
   await refresh();
   let busy = false;
   live.listeners.add(async () => {
@@ -589,9 +729,28 @@ async function sourcesPage(app) {
   });
 }
 
-async function snapshotAction(panel, table, action) {
+// The slot's lag over the history, against the source's `max_slot_lag` (it warns beyond).
+function drawLag(panel) {
+  const node = (live.state ? live.state.sources : []).find((x) => x.name === panel.name);
+  if (!node) return;
+  const limit = node.max_slot_lag_bytes ?? null;
+  const values = seriesOf(`sources.${panel.name}.slot_lag_bytes`);
+  const now = node.slot_lag_bytes ?? null;
+  fill(panel.lag, lineChart(`slot lag ${panel.name}`, [["lag", values]], {
+    id: `lag-${panel.name}`,
+    format: fmtBytes,
+    limit,
+    label: `${panel.name}: replication slot lag in bytes, limit ${limit === null ? "none" : fmtBytes(limit)}`,
+    legend: [
+      h("span", { class: "lag" }, `lag ${now === null ? "–" : fmtBytes(Math.max(0, now))}`),
+      limit !== null ? h("span", { class: "limit" }, `max_slot_lag ${fmtBytes(limit)}`) : null,
+    ],
+  }));
+}
+
+async function snapshotAction(panel, table, action, filter = "") {
   try {
-    const body = action === "start" ? { table } : { table, action };
+    const body = action === "start" ? (filter ? { table, where: filter } : { table }) : { table, action };
     const a = await post(`/admin/sources/${encodeURIComponent(panel.name)}/snapshot`, body);
     panel.message.textContent = `Snapshot of ${a.table}: ${a.snapshot}.`;
   } catch (e) {
@@ -600,18 +759,35 @@ async function snapshotAction(panel, table, action) {
   await drawSource(panel);
 }
 
+function replicationState(st) {
+  if (st.stopped) return "stopped";
+  if (!st.connected) return st.last_error ? "reconnecting" : "connecting";
+  return "streaming";
+}
+
 async function drawSource(panel) {
   const st = (await api(`/admin/sources/${encodeURIComponent(panel.name)}/status`)).status;
   const act = (table, action) => () => snapshotAction(panel, table, action);
+  // Fills the form with the table and its last filter, to change or clear before starting.
+  const again = (table, filter) => {
+    panel.table.value = table;
+    panel.where.value = filter || "";
+    panel.where.focus();
+    panel.message.textContent = `Start snapshot of ${table} again, with this condition or none.`;
+  };
   const tables = st.snapshot || {};
   fill(panel.status,
-    h("p", {}, `slot ${st.slot} · ${st.connected ? "connected" : "not connected"} · slot lag ${fmtBytes(st.slot_lag_bytes)} · confirmed ${st.confirmed_lsn} · ${fmtNum(st.events)} events · ${fmtNum(st.reconnects)} reconnects`),
+    h("p", {}, `slot ${st.slot} · ${st.connected ? "connected" : "not connected"} · slot lag ${fmtBytes(Math.max(0, st.slot_lag_bytes))} · confirmed ${st.confirmed_lsn} · ${fmtNum(st.events)} events · ${fmtNum(st.reconnects)} reconnects`),
+    h("p", { class: "replication", "data-state": replicationState(st) }, `Replication: ${replicationState(st)}`,
+      st.streaming_transactions ? ` · ${fmtNum(st.streaming_transactions)} large transactions streaming (${fmtBytes(st.streaming_buffered_bytes)} buffered)` : "",
+      st.spilled_bytes ? ` · ${fmtBytes(st.spilled_bytes)} spilled to disk` : ""),
     st.last_error ? h("p", { class: "reason" }, st.last_error) : null,
     h("h3", {}, "Snapshots"),
     Object.keys(tables).length ? h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Table"), h("th", {}, "State"), h("th", {}, "Progress"), h("th", { class: "num" }, "Rows"), h("th", { class: "num wide" }, "ETA"), h("th", {}, "Actions"))),
       h("tbody", {}, Object.entries(tables).map(([table, p]) => {
-        const pct = p.rows_estimate ? Math.min(100, Math.round((p.rows_acknowledged / Math.max(1, p.rows_estimate)) * 100)) : (p.state === "done" ? 100 : 0);
+        // Done is 100% whatever the planner estimated (a filtered estimate can be far off).
+        const pct = p.state === "done" ? 100 : p.rows_estimate ? Math.min(100, Math.round((p.rows_acknowledged / Math.max(1, p.rows_estimate)) * 100)) : 0;
         const bar = h("span", {});
         bar.style.width = `${pct}%`;
         return h("tr", { "data-table": table, "data-state": p.state },
@@ -624,7 +800,7 @@ async function drawSource(panel) {
             p.state === "running" ? h("button", { type: "button", class: "quiet", onclick: act(table, "pause") }, "Pause") : null,
             p.state === "paused" ? h("button", { type: "button", class: "quiet", onclick: act(table, "resume") }, "Resume") : null,
             ["running", "paused", "pending"].includes(p.state) ? h("button", { type: "button", class: "quiet", onclick: act(table, "cancel") }, "Cancel") : null,
-            ["done", "cancelled"].includes(p.state) ? h("button", { type: "button", class: "quiet", onclick: act(table, "start") }, "Snapshot again") : null)));
+            ["done", "cancelled"].includes(p.state) ? h("button", { type: "button", class: "quiet", onclick: () => again(table, p.filter) }, "Snapshot again…") : null)));
       }))) : h("p", { class: "muted" }, "No snapshot."));
 }
 
