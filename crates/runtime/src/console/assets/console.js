@@ -354,7 +354,7 @@ function route() {
   for (const [re, page] of routes) {
     const m = hash.match(re);
     if (m) {
-      page(app, ...m.slice(1).map(decodeURIComponent)).catch((e) => {
+      page(app, ...m.slice(1).map(decodedOrAsIs)).catch((e) => {
         if (!(e instanceof Refused)) app.append(h("p", { class: "error", role: "alert" }, e.message));
       });
       return;
@@ -616,6 +616,12 @@ function prettyEvent(e) {
   return `id: ${e.id}\nsource: ${e.source}\nkind: ${e.kind}\nkey: ${e.key ?? "–"}\ncontent-type: ${e.content_type}\n\n${headers}\n\n${prettyPayload(e)}`;
 }
 
+// A part of the address as written when it is not valid percent-encoding (a hand-typed
+// `%`), instead of a blank page.
+function decodedOrAsIs(part) {
+  try { return decodeURIComponent(part); } catch { return part; }
+}
+
 // Dead letters: list, show one, replay one / the selected / all, purge.
 async function deadLettersPage(app) {
   app.append(h("h1", {}, "Dead letters"));
@@ -626,12 +632,22 @@ async function deadLettersPage(app) {
   const list = h("div", { class: "panel" });
   const detail = h("section", { id: "dlq-detail" });
   const selected = () => [...list.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
-  const replay = async (body, what) => {
+  // One replay or purge at a time (the server answers 409 to a second one): the
+  // buttons do nothing while one runs.
+  let busy = false;
+  const exclusive = async (f) => {
+    if (busy) { status.textContent = "A replay or purge is running; wait for its answer."; return; }
+    busy = true;
+    try { await f(); } finally { busy = false; }
+  };
+  const replay = (body, what) => exclusive(async () => {
     status.textContent = `Replaying ${what}…`;
     const a = await post(`/admin/dlq/${encodeURIComponent(select.value)}/replay`, body);
-    status.textContent = `Replayed ${a.replayed}${a.skipped ? `, ${a.skipped} skipped (they stay listed)` : ""}.`;
+    status.textContent = `Replayed ${a.replayed}` + (a.skipped
+      ? `, ${a.skipped} skipped. Skipped ones stay listed, and so do replayed ones listed after the first skipped one: replaying those again sends them again.`
+      : ".");
     await load();
-  };
+  });
   const load = async () => {
     const answer = await api(`/admin/dlq/${encodeURIComponent(select.value)}?limit=200`);
     const rows = answer.dead_letters;
@@ -649,7 +665,7 @@ async function deadLettersPage(app) {
           h("td", {}, hd["x-switchyard-dead-letter-error"] || e.decode_error || "–"),
           h("td", { class: "num" }, hd["x-switchyard-dead-letter-attempts"] || "–"),
           h("td", { class: "num wide" }, at ? fmtAge(now - at) : "–"),
-          h("td", {}, h("button", { type: "button", onclick: () => replay({ ids: [e.id] }, e.id) }, "Replay")));
+          h("td", {}, e.id ? h("button", { type: "button", onclick: guard(() => replay({ ids: [e.id] }, e.id)) }, "Replay") : ""));
       }))) : h("p", { class: "muted" }, "No dead letters."));
     fill(detail);
     return rows.length;
@@ -662,12 +678,12 @@ async function deadLettersPage(app) {
       h("pre", { class: "payload" }, r.event.decode_error || prettyPayload(r.event)));
     detail.scrollIntoView({ block: "nearest" });
   };
-  const purge = async () => {
-    if (!(await confirmDialog(`Drop every dead letter of ${select.value}? They cannot be replayed afterwards.`, "Purge"))) return;
+  const purge = () => exclusive(async () => {
+    if (!(await confirmDialog(`Drop every dead letter of ${select.value}, also any that arrived since this list was loaded? They cannot be replayed afterwards.`, "Purge"))) return;
     const a = await post(`/admin/dlq/${encodeURIComponent(select.value)}/purge`);
     status.textContent = `Purged ${a.purged}.`;
     await load();
-  };
+  });
   const guard = (f) => () => f().catch((e) => { if (!(e instanceof Refused)) status.textContent = e.message; });
   app.append(h("div", { class: "toolbar" },
     h("label", { for: "dlq" }, "Queue"), select,
