@@ -193,7 +193,7 @@ pub(crate) fn readiness(shared: &Shared) -> Result<(), String> {
         })
         .collect();
     if !standby.is_empty() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, &standby.join("; "));
+        return Err(standby.join("; "));
     }
     let readers = shared.stopped_readers.list();
     if !readers.is_empty() {
