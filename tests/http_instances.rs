@@ -151,7 +151,7 @@ struct Routed {
 #[test]
 fn http_two_instances_behind_a_key_hashing_proxy_one_killed_loses_nothing() {
     let receiver = WebhookReceiver::start(Behaviour::Ok);
-    let mut instances = vec![
+    let mut instances = [
         Switchyard::start(&instance(&receiver.url(), "0")),
         Switchyard::start(&instance(&receiver.url(), "1")),
     ];
