@@ -163,6 +163,7 @@ fn kafka_group_of_three_instances_one_killed_and_restarted_loses_nothing() {
 
     // It comes back on the same data directory and port, and rejoins the group: the
     // survivors give partitions up and commit what they delivered.
+    let at_restart = receiver.count();
     instances[0].restart();
     let rejoined = wait_until(Duration::from_secs(90), || {
         let n = receiver.count();
@@ -191,6 +192,27 @@ fn kafka_group_of_three_instances_one_killed_and_restarted_loses_nothing() {
     });
     let delivered: Vec<Tracked> = receiver.accepted().iter().filter_map(as_produced).collect();
     let report = check(&wanted, &delivered);
+    // Duplicates by phase: the kill (what the killed member had delivered but not
+    // committed) and the rejoin (what the survivors had in flight when they gave
+    // partitions up; what they had acknowledged was committed on revoke).
+    let seen_before_restart: HashSet<&str> = delivered
+        .iter()
+        .take(at_restart)
+        .map(|t| t.id.as_str())
+        .collect();
+    let mut seen_after: HashSet<&str> = HashSet::new();
+    let (mut dup_of_earlier, mut dup_within_after) = (0, 0);
+    for t in delivered.iter().skip(at_restart) {
+        if seen_before_restart.contains(t.id.as_str()) {
+            dup_of_earlier += 1;
+        } else if !seen_after.insert(t.id.as_str()) {
+            dup_within_after += 1;
+        }
+    }
+    println!(
+        "kafka_group: after the restart, {dup_of_earlier} deliveries repeated messages \
+         delivered before it, {dup_within_after} repeated messages first delivered after it"
+    );
     let mut by_instance: HashMap<String, usize> = HashMap::new();
     for r in receiver.accepted() {
         *by_instance
@@ -224,6 +246,14 @@ fn kafka_group_of_three_instances_one_killed_and_restarted_loses_nothing() {
         rejoined,
         "the restarted member got no partitions back\na: {}",
         tail(&instances[0].stderr(), 30)
+    );
+    // Everything delivered before the restart was acknowledged long before the
+    // survivors gave partitions up, so it was committed on revoke: the new owners start
+    // after it.
+    assert_eq!(
+        dup_of_earlier, 0,
+        "messages delivered before the rejoin were read again after it: the offsets \
+         acknowledged were not committed when partitions were revoked"
     );
     assert!(
         revoke_commits > 0,
