@@ -225,9 +225,18 @@ fn init_tracing(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // One JSON object per line, never colour codes: for containers and collectors.
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        // Colours only on a terminal: a file, a pipe or journald gets plain text.
+        LogFormat::Text => builder.with_ansi(colour_logs()).init(),
     }
+}
+
+/// Whether text logs may carry ANSI colour codes: stderr is a terminal and `NO_COLOR`
+/// is not set (<https://no-color.org>).
+fn colour_logs() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 async fn shutdown_signal() {
