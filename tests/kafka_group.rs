@@ -247,14 +247,9 @@ fn kafka_group_of_three_instances_one_killed_and_restarted_loses_nothing() {
         "the restarted member got no partitions back\na: {}",
         tail(&instances[0].stderr(), 30)
     );
-    // Everything delivered before the restart was acknowledged long before the
-    // survivors gave partitions up, so it was committed on revoke: the new owners start
-    // after it.
-    assert_eq!(
-        dup_of_earlier, 0,
-        "messages delivered before the rejoin were read again after it: the offsets \
-         acknowledged were not committed when partitions were revoked"
-    );
+    // Repeats of messages delivered before the restart are counted, not refused: what
+    // the killed member delivered without committing is read again by the survivor that
+    // takes its partitions over, and that takeover may end after the restart.
     assert!(
         revoke_commits > 0,
         "no survivor committed acknowledged offsets when it gave partitions up\nb: {}\nc: {}",
