@@ -384,6 +384,55 @@ fn the_console_drives_a_snapshot_and_shows_a_stopped_source() {
     });
 }
 
+/// Without `server.admin_token` (the quickstart), a run makes its own token and keeps it
+/// in the data directory, readable by its user only: the console and the admin API work
+/// with it, and with nothing else.
+#[test]
+fn a_run_without_an_admin_token_keeps_its_own_in_the_data_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let switchyard = Switchyard::start(
+        r#"
+[server]
+listen = "{listen}"
+data_dir = "{data_dir}"
+
+[sources.api]
+type = "http"
+
+[pipelines.deliver]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "null"
+"#,
+    );
+    let file = switchyard.data_dir().join("admin-token");
+    let mode = std::fs::metadata(&file)
+        .expect("the run's token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64, "{token:?}");
+    let base = switchyard.url();
+    let client = client();
+    runtime().block_on(async {
+        let state = |token: String| {
+            client
+                .get(format!("{base}/admin/state"))
+                .bearer_auth(token)
+                .send()
+        };
+        assert_eq!(state(token.clone()).await.unwrap().status(), 200);
+        assert_eq!(state("0".repeat(64)).await.unwrap().status(), 401);
+    });
+    assert!(
+        !switchyard.stderr().contains(&token),
+        "the token itself is never logged"
+    );
+}
+
 /// The console's files need no token and carry their security headers; every admin
 /// endpoint behind them does; the history and the validator answer what they say; the
 /// event streams are bounded and end at shutdown.

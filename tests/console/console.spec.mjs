@@ -251,9 +251,19 @@ async function mainScenario() {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 0, `the overview is ${overflow}px wider than a phone`);
   await page.screenshot({ path: join(shots, "overview-phone.png"), fullPage: true });
+  const widerThanAPhone = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   await page.click('#nav a[href="#/dead-letters"]');
   await page.waitForSelector("#dlq-status", { state: "attached" });
+  check((await widerThanAPhone()) <= 0, "the dead letters page is wider than a phone");
   await page.screenshot({ path: join(shots, "dead-letters-phone.png"), fullPage: true });
+  for (const [hash, name] of [["#/pipelines/deliver", "pipeline"], ["#/queues", "queues"], ["#/config", "config"]]) {
+    await page.goto(`${url}/console${hash}`);
+    await page.waitForSelector("#app h1");
+    await page.waitForFunction(() => document.getElementById("app").children.length > 1);
+    const wider = await widerThanAPhone();
+    check(wider <= 0, `the ${name} page is ${wider}px wider than a phone`);
+    await page.screenshot({ path: join(shots, `${name}-phone.png`), fullPage: true });
+  }
 }
 
 try {

@@ -167,10 +167,24 @@ impl Admin {
         cfg: &switchyard_config::Config,
         path: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let Some(token) = cfg.server.admin_token.clone() else {
+        // Without a configured token, the running switchyard made one for this run and
+        // keeps it in its data directory.
+        let run_token = || {
+            let file = std::path::Path::new(&cfg.server.data_dir)
+                .join(switchyard_runtime::RUN_ADMIN_TOKEN_FILE);
+            std::fs::read_to_string(file)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        };
+        let Some(token) = cfg.server.admin_token.clone().or_else(run_token) else {
             bail!(
-                "server.admin_token is not set in {}: the admin API is disabled",
-                path.display()
+                "server.admin_token is not set in {} and the data directory {} holds no \
+                 token of a running switchyard ({}): start switchyard with this config, or \
+                 set server.admin_token",
+                path.display(),
+                cfg.server.data_dir,
+                switchyard_runtime::RUN_ADMIN_TOKEN_FILE
             );
         };
         Ok(Admin {

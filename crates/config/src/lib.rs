@@ -67,7 +67,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Internal log, checkpoints and dead letters. Default [`Self::DEFAULT_DATA_DIR`].
     pub data_dir: String,
-    /// Bearer token for admin and queue-consume endpoints. `None` disables them.
+    /// Bearer token for admin and queue-consume endpoints. `None`: each run makes a random
+    /// one and keeps it in `<data_dir>/admin-token` (mode 0600).
     pub admin_token: Option<String>,
     /// How long shutdown waits for in-flight deliveries. Default
     /// [`Self::DEFAULT_SHUTDOWN_TIMEOUT`].

@@ -106,13 +106,48 @@ impl Shared {
     }
 }
 
+/// Where a run without `server.admin_token` keeps the token it made for itself, in the
+/// data directory (which only its owner may enter), so that the console and the admin
+/// API work out of the box for whoever runs switchyard — and for nobody else. The CLI's
+/// admin commands read it too.
+pub const RUN_ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// A new random admin token (32 bytes from the system's random source, as hex), written
+/// to [`RUN_ADMIN_TOKEN_FILE`] with mode 0600.
+fn run_admin_token(data_dir: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = data_dir.join(RUN_ADMIN_TOKEN_FILE);
+    // A file left by an earlier run is replaced: each run has its own token.
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(token)
+}
+
 /// The data directory holds every event: only its owner may enter it. It is created
 /// 0700; an existing one that others may enter (made by an older version, or by hand) is
 /// tightened to 0700 when it holds nothing but switchyard's own entries: a directory that
 /// also holds other things (`data_dir = "."`, a shared path) is left alone, with a warning.
 fn restrict_data_dir(data_dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    const OWN_ENTRIES: &[&str] = &["intake", "queues", "cdc", "nats", PLUGIN_CACHE_DIR];
+    const OWN_ENTRIES: &[&str] = &[
+        "intake",
+        "queues",
+        "cdc",
+        "nats",
+        PLUGIN_CACHE_DIR,
+        RUN_ADMIN_TOKEN_FILE,
+    ];
     let Ok(meta) = std::fs::metadata(data_dir) else {
         return;
     };
@@ -144,7 +179,10 @@ fn restrict_data_dir(data_dir: &std::path::Path) {
 
 /// Runs `config` until `shutdown` resolves, then drains in-flight deliveries (up to
 /// `server.shutdown_timeout`) and stores the final checkpoints.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+pub async fn run(
+    mut config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
     let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
     let data_dir = PathBuf::from(&config.server.data_dir);
     storage
@@ -154,6 +192,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             source,
         })?;
     restrict_data_dir(&data_dir);
+    if config.server.admin_token.is_none() {
+        let token = run_admin_token(&data_dir).map_err(|source| RuntimeError::DataDir {
+            path: data_dir.join(RUN_ADMIN_TOKEN_FILE),
+            source,
+        })?;
+        info!(
+            console = %format!("http://{}/console", config.server.listen),
+            token_file = %data_dir.join(RUN_ADMIN_TOKEN_FILE).display(),
+            "server.admin_token is not set: this run's admin token (for the console and the \
+             admin API) is in token_file, readable by this user only; set server.admin_token \
+             to choose one"
+        );
+        config.server.admin_token = Some(token);
+    }
     let metrics = Arc::new(Metrics::new());
     let queues = open_queues(&config, &storage, &data_dir)?;
     let intakes = open_intakes(&config, &storage, &data_dir)?;
