@@ -52,6 +52,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the same poll error is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
+/// A message as the poller thread copied it out of librdkafka: an [`Event`] whose `id`
+/// (without a `switchyard-id` header), `source`, `kind` and `content_type` (without a
+/// content-type header) are still empty. The reader fills them in ([`finish`]), off the
+/// poller thread, which is the consumer's bottleneck.
 struct Fetched {
     tp: TopicPartition,
     offset: i64,
@@ -281,8 +285,9 @@ impl KafkaConsumer {
                 // Fetched before a rebalance took the partition: its next owner (maybe
                 // this consumer again) reads it from the committed offset.
                 if tracker.is_current(&f.tp, f.epoch) {
+                    let event = finish(f.event, &self.name, &f.tp, f.offset);
                     let position = tracker.track(f.tp, f.offset, f.epoch);
-                    out.push((position, f.event));
+                    out.push((position, event));
                 }
             }
             if !out.is_empty() {
@@ -526,7 +531,7 @@ impl Poller {
             .expect("tracker lock")
             .epoch(&tp)?;
         Some(Fetched {
-            event: to_event(&self.name, m),
+            event: copied(m),
             tp,
             offset: m.offset(),
             epoch,
@@ -544,7 +549,8 @@ pub fn message_event_id(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}/{partition}/{offset}")
 }
 
-fn to_event(source: &str, m: &BorrowedMessage<'_>) -> Event {
+/// What only the message's bytes give: the rest is left to [`finish`].
+fn copied(m: &BorrowedMessage<'_>) -> Event {
     let mut id = None;
     let mut content_type = None;
     let mut event_headers = Vec::new();
@@ -566,13 +572,6 @@ fn to_event(source: &str, m: &BorrowedMessage<'_>) -> Event {
         }
     }
     let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-    let content_type = content_type.unwrap_or_else(|| {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok() {
-            "application/json".into()
-        } else {
-            "application/octet-stream".into()
-        }
-    });
     let timestamp_ms = m
         .timestamp()
         .to_millis()
@@ -583,14 +582,35 @@ fn to_event(source: &str, m: &BorrowedMessage<'_>) -> Event {
                 .map_or(0, |d| d.as_millis() as u64)
         });
     Event {
-        id: id.unwrap_or_else(|| message_event_id(m.topic(), m.partition(), m.offset())),
-        source: source.to_owned(),
-        kind: KIND_MESSAGE.to_owned(),
+        id: id.unwrap_or_default(),
+        source: String::new(),
+        kind: String::new(),
         key: m.key().map(<[u8]>::to_vec),
         payload,
-        content_type,
+        content_type: content_type.unwrap_or_default(),
         headers: event_headers,
         timestamp_ms,
         payload_is_compact_json: false,
     }
+}
+
+/// The event of a [`copied`] message: its source and kind, its id when no header gave
+/// one (`topic/partition/offset`), and its content type when no header gave one (JSON
+/// when the payload parses as JSON).
+fn finish(mut event: Event, source: &str, tp: &TopicPartition, offset: i64) -> Event {
+    if event.id.is_empty() {
+        event.id = message_event_id(&tp.0, tp.1, offset);
+    }
+    event.source = source.to_owned();
+    event.kind = KIND_MESSAGE.to_owned();
+    if event.content_type.is_empty() {
+        let json = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).is_ok();
+        event.content_type = if json {
+            "application/json"
+        } else {
+            "application/octet-stream"
+        }
+        .to_owned();
+    }
+    event
 }
