@@ -166,13 +166,16 @@ fn created_concurrently(e: &tokio_postgres::Error) -> bool {
 pub async fn ensure_table(client: &tokio_postgres::Client) -> Result<Access<()>, CdcError> {
     const ATTEMPTS: usize = 3;
     for _ in 0..ATTEMPTS {
-        let exists = client
+        let exists = match client
             .query_one(
                 "SELECT to_regclass('switchyard.cdc_state') IS NOT NULL",
                 &[],
             )
             .await
-            .map_err(|e| crate::setup::transient("looking for switchyard.cdc_state", e))?;
+        {
+            Ok(row) => row,
+            Err(e) => return access_error("looking for switchyard.cdc_state", &e),
+        };
         if exists.get(0) {
             return Ok(Access::Granted(()));
         }
