@@ -11,7 +11,9 @@
 //!   keeps the sockets open): it reports standby before the other instance leads, and
 //!   nothing is lost;
 //! * a standby that takes over a half-done snapshot resumes it from the progress the
-//!   leader stored in the source database (`switchyard.cdc_state`), not from its start.
+//!   leader stored in the source database (`switchyard.cdc_state`), not from its start;
+//! * a snapshot request sent to a standby is answered at once that it goes to the leader
+//!   (it is not kept to run when the standby leads, much later).
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
@@ -80,6 +82,31 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// `POST path` with the admin token and a JSON body: the status and the body (`None`
+/// when there is no answer within `timeout`).
+fn admin_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer admin-secret-0123456789\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut text = String::new();
@@ -504,6 +531,50 @@ fn a_leader_cut_off_from_postgres_steps_down_before_another_instance_leads() {
         !is_leader(&cut_one),
         "the cut instance stays a standby while it cannot reach Postgres"
     );
+}
+
+#[test]
+fn a_snapshot_request_to_a_standby_is_refused_at_once_and_not_kept() {
+    let (_pg, dsn) = cluster();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let first = Switchyard::start(&config(&dsn, &receiver.url()));
+    let second = start_instance(&dsn, &receiver.url());
+    assert!(
+        wait_until(Duration::from_secs(30), || is_standby(&second)),
+        "the second instance is not a standby\n{}",
+        tail(&second.logs(), 30)
+    );
+    let request = r#"{"table": "public.t"}"#;
+    // A standby's answer comes without waiting for the lock: well within the deadline.
+    let answer = admin_post(
+        second.addr(),
+        "/admin/sources/db/snapshot",
+        request,
+        Duration::from_secs(10),
+    );
+    let (status, body) = answer.unwrap_or_else(|| {
+        panic!(
+            "the standby did not answer a snapshot request\n{}",
+            tail(&second.logs(), 30)
+        )
+    });
+    assert!(
+        !(200..300).contains(&status),
+        "a standby took a snapshot request: {status} {body}"
+    );
+    assert!(
+        body.contains("standby") && body.contains(SLOT) && body.contains("/readyz"),
+        "the answer does not send the request to the leader: {status} {body}"
+    );
+    // The leader takes it.
+    let (status, body) = admin_post(
+        first.addr(),
+        "/admin/sources/db/snapshot",
+        request,
+        Duration::from_secs(30),
+    )
+    .expect("the leader answers a snapshot request");
+    assert_eq!(status, 200, "the leader refused a snapshot request: {body}");
 }
 
 fn snapshot_config(dsn: &str) -> String {

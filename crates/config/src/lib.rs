@@ -477,8 +477,9 @@ pub struct PostgresCdcSourceConfig {
     /// to take the lock. Default [`Self::DEFAULT_STANDBY_RETRY`].
     #[serde(with = "crate::units::duration")]
     pub standby_retry: Duration,
-    /// How often the leader checks its lock connection; a check unanswered for as long
-    /// ends its leadership. Default [`Self::DEFAULT_LEADER_CHECK`].
+    /// How often the leader checks its lock connection; a check failed, or unanswered for
+    /// `leader_release − 2 × leader_check`, ends its leadership, and so does the end of
+    /// the connection. Default [`Self::DEFAULT_LEADER_CHECK`].
     #[serde(with = "crate::units::duration")]
     pub leader_check: Duration,
     /// How long the server keeps the lock of a leader it no longer hears from (the lock
@@ -497,8 +498,9 @@ impl PostgresCdcSourceConfig {
     pub const DEFAULT_LEADER_CHECK: Duration = Duration::from_secs(1);
     /// 5 seconds.
     pub const DEFAULT_LEADER_RELEASE: Duration = Duration::from_secs(5);
-    /// A leader gives up at most two checks after its last answered one; the server
-    /// frees its lock no sooner than `leader_release` after it: one check of margin.
+    /// A leader stops sending and gives up at most `leader_release − leader_check` after
+    /// its last answered check; the server frees its lock no sooner than
+    /// `leader_release` after it: one check of margin.
     pub const LEADER_RELEASE_CHECKS: u32 = 3;
     /// Copy the tables' rows first, then stream changes.
     pub const DEFAULT_SNAPSHOT: SnapshotMode = SnapshotMode::Initial;

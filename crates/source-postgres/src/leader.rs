@@ -7,18 +7,23 @@
 //!   `pg_try_advisory_lock` (never waiting for it); the connection lives as long as the
 //!   leadership;
 //! * while held, a task checks the connection every `leader_check` with `SELECT 1`; an
-//!   error, a closed connection or a check unanswered within `leader_check` ends the
-//!   leadership ([`Lease::lost`]), and the stream stops at once.
+//!   error, or a check unanswered within `leader_release − 2 × leader_check` (a slow but
+//!   healthy database does not end it) ends the leadership ([`Lease::lost`]), and the
+//!   stream stops at once. The end of the lock connection ends it at once, without
+//!   waiting for the next check; and no event is sent once the last answered check is
+//!   older than `leader_release − leader_check` ([`Freshness`]).
 //!
 //! The lock session is set up so that the server frees the lock of a leader it no longer
 //! hears from after about `leader_release`: `idle_session_timeout` (Postgres 14 and
 //! later; the leader's checks keep a healthy session busy) and TCP keepalives and
-//! `tcp_user_timeout` (a dead peer). A leader gives up at most two checks after its last
-//! answered one, and `leader_release` is at least three checks: it has stopped before
-//! another instance can take the lock. A killed process's lock is freed at once (its
+//! `tcp_user_timeout` (a dead peer). A leader stops sending and gives up at most
+//! `leader_release − leader_check` after its last answered check, and `leader_release`
+//! is at least three checks: it has stopped a check before another instance can take
+//! the lock. A killed process's lock is freed at once (its
 //! socket is closed by its kernel).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,6 +58,7 @@ pub struct Timings {
 pub struct Lease {
     lost: watch::Receiver<Option<String>>,
     checker: JoinHandle<()>,
+    fresh: Freshness,
     /// The lock's key (for status and messages).
     pub key: i64,
     /// `server_version_num` of the server.
@@ -64,6 +70,44 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.checker.abort();
+    }
+}
+
+/// When the lock was last known held: the time of the last answered check. Events are
+/// handed out only while it is fresh, i.e. younger than `leader_release − leader_check`:
+/// a leader cut off from the database stops sending before the server can free its lock
+/// for another instance.
+#[derive(Clone, Debug)]
+pub struct Freshness {
+    last_ok: Arc<Mutex<Instant>>,
+    limit: Duration,
+}
+
+impl Freshness {
+    fn new(timings: Timings) -> Self {
+        Self {
+            last_ok: Arc::new(Mutex::new(Instant::now())),
+            limit: timings.release.saturating_sub(timings.check),
+        }
+    }
+
+    /// A lease last confirmed at `last_ok`, stale after `limit`.
+    #[cfg(test)]
+    pub(crate) fn at(last_ok: Instant, limit: Duration) -> Self {
+        Self {
+            last_ok: Arc::new(Mutex::new(last_ok)),
+            limit,
+        }
+    }
+
+    fn renew(&self) {
+        *self.last_ok.lock().expect("lease time lock") = Instant::now();
+    }
+
+    /// `Err(age)` when the last answered check is older than the limit.
+    pub fn check(&self) -> Result<(), Duration> {
+        let age = self.last_ok.lock().expect("lease time lock").elapsed();
+        if age > self.limit { Err(age) } else { Ok(()) }
     }
 }
 
@@ -95,7 +139,7 @@ impl Lease {
         slot: &str,
         timings: Timings,
     ) -> Result<Result<Lease, Held>, CdcError> {
-        let client = connect(dsn, timings).await?;
+        let (client, ended) = connect(dsn, timings).await?;
         let row = client
             .query_one(
                 "SELECT current_database()::text, current_setting('server_version_num')::int, \
@@ -127,10 +171,12 @@ impl Lease {
             return Ok(Err(Held { key }));
         }
         let (lost_tx, lost) = watch::channel(None);
-        let checker = tokio::spawn(check(client, timings.check, lost_tx));
+        let fresh = Freshness::new(timings);
+        let checker = tokio::spawn(check(client, ended, timings, lost_tx, fresh.clone()));
         Ok(Ok(Lease {
             lost,
             checker,
+            fresh,
             key,
             server_version,
             holder,
@@ -145,15 +191,25 @@ impl Lease {
         }
     }
 
-    /// Lost already (without waiting).
+    /// Lost already (without waiting), or no check answered for too long to be sure of
+    /// it ([`Freshness`]).
     pub fn is_lost(&self) -> bool {
-        self.lost.borrow().is_some() || self.checker.is_finished()
+        self.lost.borrow().is_some() || self.checker.is_finished() || self.fresh.check().is_err()
+    }
+
+    /// The time of the last answered check, to gate sending on.
+    pub fn freshness(&self) -> Freshness {
+        self.fresh.clone()
     }
 }
 
 /// The lock connection: the dsn's TLS settings, short TCP keepalives on both ends so a
-/// dead peer is noticed within about `timings.release`.
-async fn connect(dsn: &str, timings: Timings) -> Result<Client, CdcError> {
+/// dead peer is noticed within about `timings.release`. With it, a receiver that gets why
+/// the connection ended, as soon as it does.
+async fn connect(
+    dsn: &str,
+    timings: Timings,
+) -> Result<(Client, tokio::sync::oneshot::Receiver<String>), CdcError> {
     let mut target = Target::parse(dsn)?;
     let release = timings.release.as_secs().max(1);
     // Keepalives start after half the release time and give up after as long again.
@@ -172,30 +228,66 @@ async fn connect(dsn: &str, timings: Timings) -> Result<Client, CdcError> {
         .keepalives_retries(probes)
         .tcp_user_timeout(timings.release);
     let (client, connection) = target.connect_sql().await?;
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            warn!(error = %describe(&e), "leader lock connection closed");
-        }
+        let why = match connection.await {
+            Ok(()) => "the lock connection closed".to_string(),
+            Err(e) => {
+                warn!(error = %describe(&e), "leader lock connection closed");
+                format!("the lock connection failed: {}", describe(&e))
+            }
+        };
+        let _ = ended_tx.send(why);
     });
-    Ok(client)
+    Ok((client, ended))
 }
 
-/// Checks the lock connection every `every` until a check fails or goes unanswered for
-/// `every`; then reports why and drops the connection (freeing the lock if the server
-/// still hears it).
-async fn check(client: Client, every: Duration, lost: watch::Sender<Option<String>>) {
+/// How long one check may go unanswered: `leader_release − 2 × leader_check` (at least
+/// one check). The check is sent about one `leader_check` after the last answered one,
+/// so it gives up when the lease stops being fresh, still a check before the server may
+/// free the lock.
+fn check_timeout(timings: Timings) -> Duration {
+    timings
+        .release
+        .saturating_sub(timings.check * 2)
+        .max(timings.check)
+}
+
+/// Checks the lock connection every `leader_check` until a check fails, goes unanswered
+/// for [`check_timeout`], or the connection ends (noticed at once); then reports why and
+/// drops the connection (freeing the lock if the server still hears it).
+async fn check(
+    client: Client,
+    mut ended: tokio::sync::oneshot::Receiver<String>,
+    timings: Timings,
+    lost: watch::Sender<Option<String>>,
+    fresh: Freshness,
+) {
+    let every = timings.check;
+    let limit = check_timeout(timings);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let why = loop {
-        tick.tick().await;
+        tokio::select! {
+            why = &mut ended => {
+                break why.unwrap_or_else(|_| "the lock connection closed".to_string());
+            }
+            _ = tick.tick() => {}
+        }
         if client.is_closed() {
             break "the lock connection closed".to_string();
         }
-        match tokio::time::timeout(every, client.simple_query("SELECT 1")).await {
-            Ok(Ok(_)) => {}
+        let answer = tokio::select! {
+            why = &mut ended => {
+                break why.unwrap_or_else(|_| "the lock connection closed".to_string());
+            }
+            answer = tokio::time::timeout(limit, client.simple_query("SELECT 1")) => answer,
+        };
+        match answer {
+            Ok(Ok(_)) => fresh.renew(),
             Ok(Err(e)) => break format!("the lock connection failed: {}", describe(&e)),
-            Err(_) => break format!("the lock connection did not answer within {every:?}"),
+            Err(_) => break format!("the lock connection did not answer within {limit:?}"),
         }
     };
     lost.send_replace(Some(why));
@@ -205,6 +297,25 @@ async fn check(client: Client, every: Duration, lost: watch::Sender<Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_may_take_the_release_time_less_two_checks() {
+        let timings = |check, release| Timings {
+            check: Duration::from_millis(check),
+            release: Duration::from_millis(release),
+        };
+        assert_eq!(check_timeout(timings(1000, 5000)), Duration::from_secs(3));
+        // At the least release (three checks): one check.
+        assert_eq!(check_timeout(timings(1000, 3000)), Duration::from_secs(1));
+        assert_eq!(check_timeout(timings(1000, 1000)), Duration::from_secs(1));
+        // Sending stops when a check has gone unanswered that long after its tick.
+        let t = timings(1000, 5000);
+        assert_eq!(
+            Freshness::new(t).limit,
+            t.check + check_timeout(t),
+            "the lease goes stale when the check gives up"
+        );
+    }
 
     #[test]
     fn the_lock_key_is_stable_and_names_database_and_slot() {

@@ -2,14 +2,14 @@
 //! stream into a pipeline reader's [`Feed`].
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use switchyard_config::PostgresCdcSourceConfig;
 use switchyard_connector::{Batch, BoxFuture, BuildContext, BuildError, Feed, FeedError, Source};
-use switchyard_event::Event;
 use tokio::sync::{mpsc, watch};
 
-use crate::stream::{CdcHandle, Command, Status};
+use crate::stream::{CdcHandle, Command, Sent, Status};
 
 /// A configured `postgres_cdc` source.
 pub struct PostgresSource {
@@ -95,8 +95,13 @@ impl Source for PostgresSource {
 /// A replication stream as a pipeline reader's feed. Positions are handed out by the
 /// stream in order; the low watermark goes back to it, and it confirms the slot's flush
 /// LSN up to the commits entirely below it.
+///
+/// Events of an older leadership term (this instance lost the slot's lock after sending
+/// them) are dropped here and never reported complete: the stream confirms nothing from
+/// them on, and the slot sends them again to the next leader.
 pub struct CdcFeed {
-    events: mpsc::Receiver<Result<(u64, Event), String>>,
+    events: mpsc::Receiver<Sent>,
+    term: Arc<AtomicU64>,
     complete: watch::Sender<u64>,
     /// Position after the last event handed out.
     handed_out: u64,
@@ -107,6 +112,7 @@ impl CdcFeed {
     pub fn new(handle: CdcHandle) -> Self {
         Self {
             events: handle.events,
+            term: handle.term,
             complete: handle.complete,
             handed_out: 0,
             failed: None,
@@ -117,18 +123,29 @@ impl CdcFeed {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        // The stream reconnects by itself: what reaches the feed is final.
-        let (position, event) = match self.events.recv().await {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(FeedError::Permanent(e)),
-            Some(Ok(first)) => first,
+        // The stream reconnects by itself: what reaches the feed is final, but for events
+        // of a term that ended.
+        let (position, event) = loop {
+            match self.events.recv().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(FeedError::Permanent(e)),
+                Some(Ok((term, position, event))) => {
+                    if self.current(term) {
+                        break (position, event);
+                    }
+                }
+            }
         };
         // Nothing below awaits, so a dropped call loses nothing.
         let mut out = Batch::with_capacity(max.clamp(1, 1024));
         out.push(position, event);
         while out.len() < max.max(1) {
             match self.events.try_recv() {
-                Ok(Ok((position, event))) => out.push(position, event),
+                Ok(Ok((term, position, event))) => {
+                    if self.current(term) {
+                        out.push(position, event);
+                    }
+                }
                 Ok(Err(e)) => {
                     self.failed = Some(FeedError::Permanent(e));
                     break;
@@ -138,6 +155,11 @@ impl CdcFeed {
         }
         self.handed_out = out.end().unwrap_or(self.handed_out);
         Ok(Some(out))
+    }
+
+    /// Whether an event of `term` may still be handed out.
+    fn current(&self, term: u64) -> bool {
+        term >= self.term.load(Ordering::Acquire)
     }
 }
 
@@ -161,5 +183,47 @@ impl Feed for CdcFeed {
 
     fn partition(&self) -> u32 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_event::Event;
+
+    fn event(n: u32) -> Event {
+        crate::change::event("db", 1, n, "insert", None, &serde_json::json!({}), 0)
+    }
+
+    #[tokio::test]
+    async fn events_of_an_ended_term_are_dropped_and_never_reported_complete() {
+        let (tx, events) = mpsc::channel(16);
+        let (complete, mut low) = watch::channel(0);
+        let term = Arc::new(AtomicU64::new(0));
+        let mut feed = CdcFeed::new(CdcHandle {
+            events,
+            term: term.clone(),
+            complete,
+            status: Arc::new(Status::default()),
+            commands: mpsc::channel(1).0,
+        });
+        tx.send(Ok((0, 0, event(0)))).await.unwrap();
+        let first = feed.next_batch(1).await.unwrap().unwrap();
+        assert_eq!(first.positions(), &[0]);
+        // Two more of term 0 queued, then the lock is lost and term 1 starts.
+        tx.send(Ok((0, 1, event(1)))).await.unwrap();
+        tx.send(Ok((0, 2, event(2)))).await.unwrap();
+        term.store(1, Ordering::Release);
+        tx.send(Ok((1, 3, event(3)))).await.unwrap();
+        tx.send(Ok((1, 4, event(4)))).await.unwrap();
+        let next = feed.next_batch(10).await.unwrap().unwrap();
+        assert_eq!(next.positions(), &[3, 4]);
+        assert_eq!(next.events()[0], event(3));
+        // Only what was handed out is reported back by the pipeline; the dropped
+        // positions never were, and the feed reports nothing by itself.
+        assert!(!low.has_changed().unwrap());
+        assert_eq!(*low.borrow_and_update(), 0);
+        // Dropped ones do not count as lag either.
+        assert_eq!(feed.lag(3), 2);
     }
 }

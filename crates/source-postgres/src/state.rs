@@ -19,6 +19,9 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+
+use crate::setup::{CdcError, describe, quote_ident};
 
 /// Snapshot progress of one table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,43 +121,103 @@ pub const CREATE_SQL: &str = "CREATE SCHEMA IF NOT EXISTS switchyard; \
      CREATE TABLE IF NOT EXISTS switchyard.cdc_state (slot text PRIMARY KEY, state jsonb NOT NULL, \
      updated_at timestamptz NOT NULL DEFAULT now())";
 
-/// Creates the `switchyard` schema and its state table when missing.
-pub async fn ensure_table(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-    let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('switchyard.cdc_state') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
-    if !exists {
-        client.batch_execute(CREATE_SQL).await?;
-    }
-    Ok(())
+/// The SQL that a user who may creates the shared state for `user` with: [`CREATE_SQL`]
+/// and the rights `user` needs on it.
+pub fn grant_sql(user: &str) -> String {
+    let user = quote_ident(user);
+    format!(
+        "{CREATE_SQL}; GRANT USAGE ON SCHEMA switchyard TO {user}; \
+         GRANT SELECT, INSERT, UPDATE ON switchyard.cdc_state TO {user};"
+    )
 }
 
-/// The progress stored in the database for `slot`, if any.
+/// Whether the source's user may use the shared state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access<T> {
+    Granted(T),
+    /// Refused for lack of a privilege (SQLSTATE 42501): the server's message.
+    Denied(String),
+}
+
+/// What a failed statement on the shared state means: a missing privilege is the user's
+/// to grant (the progress stays local meanwhile); anything else — a dropped connection,
+/// a server shutting down — is retried.
+fn access_error<T>(context: &str, e: &tokio_postgres::Error) -> Result<Access<T>, CdcError> {
+    if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        Ok(Access::Denied(describe(e)))
+    } else {
+        Err(CdcError::Transient(format!("{context}: {}", describe(e))))
+    }
+}
+
+/// Another session created the schema or the table at the same moment.
+fn created_concurrently(e: &tokio_postgres::Error) -> bool {
+    [
+        SqlState::UNIQUE_VIOLATION,
+        SqlState::DUPLICATE_SCHEMA,
+        SqlState::DUPLICATE_TABLE,
+    ]
+    .iter()
+    .any(|code| e.code() == Some(code))
+}
+
+/// Creates the `switchyard` schema and its state table when missing. Another instance
+/// creating them at the same moment is no error: the table is checked again and used.
+pub async fn ensure_table(client: &tokio_postgres::Client) -> Result<Access<()>, CdcError> {
+    const ATTEMPTS: usize = 3;
+    for _ in 0..ATTEMPTS {
+        let exists = match client
+            .query_one(
+                "SELECT to_regclass('switchyard.cdc_state') IS NOT NULL",
+                &[],
+            )
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => return access_error("looking for switchyard.cdc_state", &e),
+        };
+        if exists.get(0) {
+            return Ok(Access::Granted(()));
+        }
+        match client.batch_execute(CREATE_SQL).await {
+            Ok(()) => return Ok(Access::Granted(())),
+            Err(e) if created_concurrently(&e) => continue,
+            Err(e) => return access_error("creating switchyard.cdc_state", &e),
+        }
+    }
+    Err(CdcError::Transient(
+        "creating switchyard.cdc_state: other sessions kept creating it at the same time".into(),
+    ))
+}
+
+/// The progress stored in the database for `slot`, if any. A row that is not a valid
+/// state must be fixed by the user; a failed query is retried.
 pub async fn load_shared(
     client: &tokio_postgres::Client,
     slot: &str,
-) -> Result<Option<State>, String> {
-    let row = client
+) -> Result<Access<Option<State>>, CdcError> {
+    let row = match client
         .query_opt(
             "SELECT state::text FROM switchyard.cdc_state WHERE slot = $1",
             &[&slot],
         )
         .await
-        .map_err(|e| crate::setup::describe(&e))?;
+    {
+        Ok(row) => row,
+        Err(e) => return access_error("reading switchyard.cdc_state", &e),
+    };
     let Some(row) = row else {
-        return Ok(None);
+        return Ok(Access::Granted(None));
     };
     let text: String = row.get(0);
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        format!(
-            "switchyard.cdc_state holds no valid state for slot {slot} ({e}); delete its row \
-             (DELETE FROM switchyard.cdc_state WHERE slot = '{slot}') to take a new snapshot"
-        )
-    })
+    serde_json::from_str(&text)
+        .map(|state| Access::Granted(Some(state)))
+        .map_err(|e| {
+            CdcError::Config(format!(
+                "switchyard.cdc_state holds no valid state for slot {slot} ({e}); delete its row \
+                 (DELETE FROM switchyard.cdc_state WHERE slot = '{slot}') to take a new snapshot"
+            ))
+        })
 }
 
 /// Who may write the shared state: the session holding the leader lock `key`.
@@ -232,6 +295,19 @@ mod tests {
         assert_eq!(mode(file.path()), 0o600);
         assert_eq!(mode(&dir.path().join("cdc/db")), 0o700);
         assert_eq!(mode(&dir.path().join("cdc")), 0o700);
+    }
+
+    #[test]
+    fn the_sql_for_an_administrator_grants_the_sources_user() {
+        let sql = grant_sql("cdc user");
+        assert!(sql.starts_with(CREATE_SQL), "{sql}");
+        assert!(
+            sql.contains("GRANT USAGE ON SCHEMA switchyard TO \"cdc user\"")
+                && sql.contains(
+                    "GRANT SELECT, INSERT, UPDATE ON switchyard.cdc_state TO \"cdc user\""
+                ),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod spill;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -147,10 +148,20 @@ pub enum Command {
     },
 }
 
+/// An event as the stream hands it to the feed: its leadership term, its position, the
+/// event; or why the source stopped for good.
+pub type Sent = Result<(u64, u64, Event), String>;
+
 /// The runtime's side of a running source.
 pub struct CdcHandle {
-    /// Events with their positions, in order; closed when the source stopped for good.
-    pub events: mpsc::Receiver<Result<(u64, Event), String>>,
+    /// Events with their terms and positions, in order; closed when the source stopped
+    /// for good.
+    pub events: mpsc::Receiver<Sent>,
+    /// The current leadership term: bumped whenever this instance loses the slot's lock.
+    /// Events of an older term still queued are dropped by the feed, never reported
+    /// complete: nothing from them on is confirmed, and the slot sends them again to
+    /// whichever instance leads next.
+    pub term: Arc<AtomicU64>,
     /// The reader's low watermark: every position below it is complete.
     pub complete: watch::Sender<u64>,
     pub status: Arc<Status>,
@@ -176,6 +187,7 @@ pub async fn start(
     // replaced CA file is read again).
     crate::tls::Target::parse(&cfg.dsn)?;
     let (tx, rx) = mpsc::channel(CHANNEL);
+    let term = Arc::new(AtomicU64::new(0));
     let (complete_tx, complete_rx) = watch::channel(0);
     let (cmd_tx, cmd_rx) = mpsc::channel(8);
     let status = Arc::new(Status::default());
@@ -190,6 +202,8 @@ pub async fn start(
         status: status.clone(),
         positions: Positions {
             tx,
+            term: term.clone(),
+            fresh: None,
             complete: complete_rx,
             next: 0,
             actions: VecDeque::new(),
@@ -204,6 +218,8 @@ pub async fn start(
         encoder: change::ChangeEncoder::new(),
         replication_options: setup::SESSION_OPTIONS.to_owned(),
         fence: None,
+        other_leader_seen: false,
+        progress_term: None,
     };
     // Only the leader sets up the database: a standby checks nothing until it leads.
     let lease = match task.try_lead().await {
@@ -228,6 +244,7 @@ pub async fn start(
     tokio::spawn(task.run(lease));
     Ok(CdcHandle {
         events: rx,
+        term,
         complete: complete_tx,
         status,
         commands: cmd_tx,
@@ -243,7 +260,11 @@ enum Action {
 /// The events' way out and the completions' way back: positions handed out, the actions
 /// waiting for them, and the LSNs confirmed and emitted so far.
 struct Positions {
-    tx: mpsc::Sender<Result<(u64, Event), String>>,
+    tx: mpsc::Sender<Sent>,
+    /// The leadership term the events sent now belong to (shared with the feed).
+    term: Arc<AtomicU64>,
+    /// The lease's last answered check, while leading: nothing is sent once it is stale.
+    fresh: Option<leader::Freshness>,
     /// The reader's low watermark.
     complete: watch::Receiver<u64>,
     /// The position of the next event.
@@ -280,12 +301,39 @@ impl Positions {
     ///
     /// Cancel-safe: the position is taken only once the channel has room, so a session
     /// dropped while waiting (its leadership lost) leaves no gap in the positions.
+    ///
+    /// Nothing is sent once the leader lock's last answered check is older than
+    /// `leader_release − leader_check` (checked after waiting for room, too): the session
+    /// ends, and the lease counts as lost.
     async fn send(&mut self, event: Event) -> Result<(), SessionEnd> {
+        self.check_fresh()?;
         let permit = self.tx.reserve().await.map_err(|_| SessionEnd::Closed)?;
+        self.check_fresh()?;
         let position = self.next;
         self.next += 1;
-        permit.send(Ok((position, event)));
+        permit.send(Ok((self.term.load(Ordering::Acquire), position, event)));
         Ok(())
+    }
+
+    fn check_fresh(&self) -> Result<(), SessionEnd> {
+        match self.fresh.as_ref().map(leader::Freshness::check) {
+            Some(Err(age)) => Err(SessionEnd::Error(CdcError::Transient(format!(
+                "the leader lock was last confirmed {age:?} ago: stopped sending until it is \
+                 confirmed again"
+            )))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The leadership was lost: a new term starts. Events of the old term still queued
+    /// are dropped by the feed and never complete, so nothing waiting for them is done
+    /// (no confirmation, no snapshot progress); transactions they held are read again
+    /// rather than skipped as emitted.
+    fn depose(&mut self) {
+        self.term.fetch_add(1, Ordering::AcqRel);
+        self.fresh = None;
+        self.actions.clear();
+        self.emitted_upto = 0;
     }
 
     /// Takes every action whose position is complete by now.
@@ -347,6 +395,12 @@ struct Task {
     replication_options: String,
     /// The leader lock held (key and holder), while leading.
     fence: Option<crate::state::Fence>,
+    /// This process saw another instance hold the lock (or lost it itself): its local
+    /// snapshot progress may be older than the slot's stream.
+    other_leader_seen: bool,
+    /// The term whose snapshot progress was taken up already (a reconnect inside one term
+    /// keeps it).
+    progress_term: Option<u64>,
 }
 
 impl Task {
@@ -385,29 +439,57 @@ impl Task {
 
     /// Takes up the snapshot progress the database keeps for the slot (the last leader's,
     /// which may be this instance's own) and keeps writing it there while leading.
-    /// Without the right to create the `switchyard` schema the progress stays local,
-    /// with a warning that says how to share it.
+    /// Without the privilege to create or use the `switchyard` schema (SQLSTATE 42501)
+    /// the progress stays local, with a warning that gives the SQL to share it; any other
+    /// failure (a lost connection) is retried.
     async fn share_state(&mut self) -> Result<(), CdcError> {
+        use crate::state::Access;
         self.snapshots.shared = None;
         let Some(fence) = self.fence else {
             return Ok(());
         };
         let client = setup::connect(&self.cfg.dsn).await?;
-        if let Err(e) = crate::state::ensure_table(&client).await {
-            warn!(source = %self.source, error = %setup::describe(&e),
-                "cannot create the switchyard schema in the source database: snapshot progress \
+        let denied = match crate::state::ensure_table(&client).await? {
+            Access::Denied(why) => Some(why),
+            Access::Granted(()) => {
+                match crate::state::load_shared(&client, &self.cfg.slot).await? {
+                    Access::Denied(why) => Some(why),
+                    Access::Granted(shared) => {
+                        if let Some(shared) = shared {
+                            self.snapshots.adopt(shared);
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let term = self.positions.term.load(Ordering::Acquire);
+        let new_term = self.progress_term.replace(term) != Some(term);
+        if let Some(why) = denied {
+            if new_term && self.other_leader_seen {
+                // Another instance may have led since this one stored its progress (and
+                // started a table over, or left it undone): the local copy could skip rows.
+                warn!(source = %self.source,
+                    "snapshot progress is kept locally only, and another instance may have \
+                     led since it was stored: snapshots of this slot start again from their \
+                     start");
+                self.snapshots.forget_progress();
+            }
+            let user: String = client
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .map_err(|e| setup::transient("reading the user's name", e))?
+                .get(0);
+            warn!(source = %self.source, error = %why,
+                "cannot use the switchyard schema in the source database: snapshot progress \
                  stays in this instance's data directory, and another instance taking over \
                  takes the snapshot again from its start. Run once as a user who may: {}",
-                crate::state::CREATE_SQL);
+                crate::state::grant_sql(&user));
             return Ok(());
         }
-        match crate::state::load_shared(&client, &self.cfg.slot).await {
-            Ok(Some(shared)) => self.snapshots.adopt(shared),
-            Ok(None) => {}
-            Err(e) => return Err(CdcError::Config(e)),
-        }
         self.snapshots.shared = Some(snapshot::SharedState {
-            client,
+            client: tokio::sync::Mutex::new(client),
+            dsn: self.cfg.dsn.clone(),
             fence,
             timeout: self.cfg.leader_release,
         });
@@ -423,6 +505,8 @@ impl Task {
         loop {
             if lease.as_ref().is_none_or(Lease::is_lost) {
                 if lease.take().is_some() {
+                    self.positions.depose();
+                    self.other_leader_seen = true;
                     prepared = false;
                 }
                 lease = match self.standby().await {
@@ -431,6 +515,7 @@ impl Task {
                 };
             }
             let held = lease.as_mut().expect("leading");
+            self.positions.fresh = Some(held.freshness());
             if !prepared {
                 let result = tokio::select! {
                     result = self.prepare() => result,
@@ -483,8 +568,7 @@ impl Task {
                     // The last leader's walsender has not ended yet (the server frees the
                     // slot within `leader_release`): try again soon, not after a long
                     // backoff.
-                    let slot_busy = e.to_string().contains("is active for PID");
-                    let gone = if slot_busy {
+                    let gone = if slot_busy(&e) {
                         self.wait(self.cfg.standby_retry).await
                     } else {
                         self.pause(&mut backoff).await
@@ -525,6 +609,7 @@ impl Task {
                 Ok(Some(lease))
             }
             Err(held) => {
+                self.other_leader_seen = true;
                 let was = self.status.view().role;
                 if was != ROLE_STANDBY {
                     info!(source = %self.source, slot = %self.cfg.slot, lock_key = held.key,
@@ -557,6 +642,7 @@ impl Task {
         // another instance every `standby_retry`.
         let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
         loop {
+            self.refuse_queued_commands();
             let delay = match self.try_lead().await {
                 Ok(Some(lease)) => return Some(lease),
                 Ok(None) => {
@@ -573,6 +659,31 @@ impl Task {
             }
         }
     }
+
+    /// The answer to a command sent to an instance that does not lead.
+    fn not_leading(&self) -> String {
+        format!(
+            "standby: this instance does not read slot `{}`; send it to the leader (the \
+             instance whose /readyz is 200)",
+            self.cfg.slot
+        )
+    }
+
+    /// Answers every command waiting, without leading: they are not kept for later.
+    fn refuse_queued_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.refuse(cmd);
+        }
+    }
+
+    fn refuse(&self, cmd: Command) {
+        match cmd {
+            Command::Snapshot { reply, .. } => {
+                let _ = reply.send(Err(self.not_leading()));
+            }
+        }
+    }
+
     fn note_error(&self, e: &CdcError) {
         warn!(source = %self.source, error = %e, "postgres source: retrying");
         self.status.update(|s| s.last_error = Some(e.to_string()));
@@ -596,12 +707,16 @@ impl Task {
     }
 
     /// Waits `delay`, applying completions meanwhile; true when the runtime went away.
+    /// Without the leader lock, commands are answered at once that this instance does
+    /// not lead.
     async fn wait(&mut self, delay: std::time::Duration) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
+            let leading = self.fence.is_some();
             tokio::select! {
                 _ = &mut sleep => return self.positions.tx.is_closed(),
+                Some(cmd) = self.commands.recv(), if !leading => self.refuse(cmd),
                 changed = self.positions.complete.changed() => {
                     if changed.is_err() {
                         return true;
@@ -721,6 +836,15 @@ impl Task {
     }
 }
 
+/// The slot is still read by another session (`object_in_use`, SQLSTATE 55006: the last
+/// leader's walsender has not ended yet). Replication errors read `SEVERITY CODE:
+/// message`; servers in another language word the message differently, the code is
+/// the same.
+fn slot_busy(e: &CdcError) -> bool {
+    let text = e.to_string();
+    text.contains(" 55006:") || text.contains("is active for PID")
+}
+
 /// The error that ends a session whose leadership was lost.
 fn lost(slot: &str, why: &str) -> CdcError {
     CdcError::Transient(format!(
@@ -741,5 +865,92 @@ fn replication_options(cfg: &PostgresCdcSourceConfig, server_version: u32) -> St
         )
     } else {
         setup::SESSION_OPTIONS.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions() -> (Positions, mpsc::Receiver<Sent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let (_, complete) = watch::channel(0);
+        let positions = Positions {
+            tx,
+            term: Arc::new(AtomicU64::new(0)),
+            fresh: None,
+            complete,
+            next: 0,
+            actions: VecDeque::new(),
+            confirmed: 0,
+            emitted_upto: 0,
+        };
+        (positions, rx)
+    }
+
+    fn event() -> Event {
+        change::event("db", 1, 0, "insert", None, &serde_json::json!({}), 0)
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_starts_a_new_term_and_forgets_what_waited_for_the_old_one() {
+        let (mut positions, mut rx) = positions();
+        positions.send(event()).await.ok().unwrap();
+        positions.emitted_upto = 100;
+        positions.push_action(Action::Confirm(100));
+        positions.depose();
+        assert!(
+            positions.actions.is_empty(),
+            "a confirmation of the old term is kept"
+        );
+        assert_eq!(
+            positions.emitted_upto, 0,
+            "the old term's transactions would be skipped"
+        );
+        positions.send(event()).await.ok().unwrap();
+        let first = rx.recv().await.unwrap().unwrap();
+        let second = rx.recv().await.unwrap().unwrap();
+        assert_eq!((first.0, first.1), (0, 0));
+        assert_eq!((second.0, second.1), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_on_a_stale_lease() {
+        let (mut positions, mut rx) = positions();
+        let long_ago = Instant::now()
+            .checked_sub(std::time::Duration::from_secs(10))
+            .unwrap();
+        positions.fresh = Some(leader::Freshness::at(
+            long_ago,
+            std::time::Duration::from_secs(4),
+        ));
+        let sent = positions.send(event()).await;
+        assert!(
+            matches!(&sent, Err(SessionEnd::Error(e)) if e.is_transient()),
+            "an event was sent on a stale lease"
+        );
+        assert_eq!(positions.next, 0, "a position was taken");
+        assert!(rx.try_recv().is_err());
+        positions.fresh = Some(leader::Freshness::at(
+            Instant::now(),
+            std::time::Duration::from_secs(4),
+        ));
+        positions.send(event()).await.ok().unwrap();
+        assert_eq!(rx.try_recv().unwrap().unwrap().1, 0);
+    }
+
+    #[test]
+    fn a_busy_slot_is_told_by_its_sqlstate_in_any_language() {
+        let english = CdcError::Transient(
+            "replication: ERROR 55006: replication slot \"s\" is active for PID 42".into(),
+        );
+        let german = CdcError::Transient(
+            "replication: FEHLER 55006: Replikations-Slot »s« ist aktiv für PID 42".into(),
+        );
+        assert!(slot_busy(&english));
+        assert!(slot_busy(&german));
+        assert!(!slot_busy(&CdcError::Transient(
+            "replication: ERROR 57P01: terminating connection".into()
+        )));
     }
 }

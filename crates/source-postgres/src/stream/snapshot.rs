@@ -125,13 +125,27 @@ impl Visibility {
     }
 }
 
-/// The database's copy of the snapshot progress: a connection of its own, and the lock
-/// that allows writing it.
+/// The database's copy of the snapshot progress: a connection of its own (connected
+/// again when it was lost), and the lock that allows writing it.
 pub(super) struct SharedState {
-    pub(super) client: tokio_postgres::Client,
+    pub(super) client: tokio::sync::Mutex<tokio_postgres::Client>,
+    pub(super) dsn: String,
     pub(super) fence: crate::state::Fence,
     /// Bound of a write (a database that stopped answering must not hold the source).
     pub(super) timeout: std::time::Duration,
+}
+
+impl SharedState {
+    /// Stores `state`, on a new connection when the last one was closed.
+    async fn store(&self, state: &State) -> Result<(), String> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            *client = crate::setup::connect(&self.dsn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        crate::state::store_shared(&client, state, self.fence).await
+    }
 }
 
 /// Snapshot progress of a table to store once every event before it is complete.
@@ -236,6 +250,12 @@ impl Snapshots {
         self.had_state = true;
     }
 
+    /// Forgets the progress of every table (kept locally only, it may be stale): the
+    /// next plan takes the snapshots again from their start.
+    pub(super) fn forget_progress(&mut self) {
+        self.state.snapshots.clear();
+    }
+
     /// Writes the state file, and the database's copy while leading.
     pub(super) async fn store(&self) -> Result<(), CdcError> {
         let state = self.state.clone();
@@ -247,12 +267,9 @@ impl Snapshots {
                 CdcError::Config(format!("cannot store {}: {e}", self.file.path().display()))
             })?;
         if let Some(shared) = &self.shared {
-            let stored = tokio::time::timeout(
-                shared.timeout,
-                crate::state::store_shared(&shared.client, &self.state, shared.fence),
-            )
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", shared.timeout)));
+            let stored = tokio::time::timeout(shared.timeout, shared.store(&self.state))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {:?}", shared.timeout)));
             stored.map_err(|e| {
                 CdcError::Transient(format!(
                     "cannot store snapshot progress in the database: {e}"
@@ -492,12 +509,7 @@ impl Task {
             }
         }
         self.snapshots.window_seq += 1;
-        let id = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            self.snapshots.window_seq,
-            table
-        );
+        let id = window_id(process_nonce(), self.snapshots.window_seq, &table);
         let chunk = i64::from(self.cfg.snapshot_chunk.max(1));
         let emit = |edge: &str| {
             format!(
@@ -1241,9 +1253,48 @@ pub(super) fn check_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A number of this process, to tell its snapshot windows from other processes' in the
+/// slot's stream: the window sequence starts again in every process, and instances in
+/// containers often all run as pid 1. Hashed from the process id, the clock and the
+/// standard library's per-process random hash keys.
+fn process_nonce() -> u64 {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(new_nonce)
+}
+
+fn new_nonce() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.finish()
+}
+
+/// The id of a snapshot window, in its watermark messages.
+fn window_id(nonce: u64, seq: u64, table: &str) -> String {
+    format!("{nonce:016x}-{seq}-{table}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_ids_of_two_processes_differ_even_with_the_same_pid_and_sequence() {
+        // Two processes: the same pid (1 in containers), each with its own nonce.
+        let (a, b) = (new_nonce(), new_nonce());
+        assert_ne!(a, b);
+        assert_ne!(window_id(a, 1, "public.t"), window_id(b, 1, "public.t"));
+        // Within one process the nonce is fixed: only the sequence tells windows apart.
+        assert_eq!(process_nonce(), process_nonce());
+        assert_ne!(
+            window_id(process_nonce(), 1, "public.t"),
+            window_id(process_nonce(), 2, "public.t")
+        );
+    }
     use crate::setup::ColumnInfo;
 
     fn table() -> TableInfo {
