@@ -11,11 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-
-/// mimalloc instead of the system's malloc: events are made on one thread and freed on
-/// another, which glibc's allocator handles slowly (docs/decisions/0032-allocator.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use switchyard_config::{Config, LogFormat};
 
