@@ -285,13 +285,20 @@ impl KafkaConsumer {
                 // Fetched before a rebalance took the partition: its next owner (maybe
                 // this consumer again) reads it from the committed offset.
                 if tracker.is_current(&f.tp, f.epoch) {
-                    let event = finish(f.event, &self.name, &f.tp, f.offset);
-                    let position = tracker.track(f.tp, f.offset, f.epoch);
-                    out.push((position, event));
+                    let position = tracker.track(f.tp.clone(), f.offset, f.epoch);
+                    out.push((position, f));
                 }
             }
+            // Filled in after the tracker is released: the poller thread takes it for
+            // every message it fetches.
+            drop(tracker);
             if !out.is_empty() {
-                return Ok(Some(out));
+                let name = &self.name;
+                return Ok(Some(
+                    out.into_iter()
+                        .map(|(position, f)| (position, finish(f.event, name, &f.tp, f.offset)))
+                        .collect(),
+                ));
             }
         }
     }
