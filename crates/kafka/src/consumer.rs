@@ -10,7 +10,7 @@
 //! partitions are revoked and at the end.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,15 +52,35 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the same poll error is logged.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
-/// A message as the poller thread copied it out of librdkafka: an [`Event`] whose `id`
-/// (without a `switchyard-id` header), `source`, `kind` and `content_type` (without a
-/// content-type header) are still empty. The reader fills them in ([`finish`]), off the
-/// poller thread, which is the consumer's bottleneck.
+/// Messages as the poller thread copied them out of librdkafka: the bytes of their keys,
+/// payloads and headers back to back in one buffer, and where each lies. The poller
+/// thread is the consumer's bottleneck, so it only copies (one growing buffer per chunk,
+/// no allocation per message); the reader builds the events ([`Chunk::event`]).
+#[derive(Default)]
+struct Chunk {
+    data: Vec<u8>,
+    messages: Vec<Fetched>,
+    headers: Vec<RawHeader>,
+    /// Where the reader goes on from (messages before it were handed out).
+    next: usize,
+}
+
+/// One message of a [`Chunk`]; byte ranges index its `data`.
 struct Fetched {
     tp: TopicPartition,
     offset: i64,
     epoch: u32,
-    event: Event,
+    timestamp_ms: Option<i64>,
+    key: Option<(u32, u32)>,
+    payload: (u32, u32),
+    /// Its headers: a range of the chunk's `headers`.
+    headers: (u32, u32),
+}
+
+/// A header of a [`Fetched`] message: its name and value as ranges of the chunk's data.
+struct RawHeader {
+    name: (u32, u32),
+    value: Option<(u32, u32)>,
 }
 
 #[derive(Default)]
@@ -70,6 +90,9 @@ struct Shared {
     commit_error: Mutex<Option<String>>,
     /// Set on every assignment, so a paused consumer pauses the new partitions too.
     assigned: AtomicBool,
+    /// Bumped on every assignment and revocation: an epoch the poller thread looked up
+    /// before is current while this has not moved.
+    generation: AtomicU64,
     /// Why the polling thread stopped, when it stopped on its own.
     fatal: Mutex<Option<String>>,
 }
@@ -118,6 +141,7 @@ impl ConsumerContext for GroupContext {
                     .expect("tracker lock")
                     .assign(tps);
                 self.shared.assigned.store(true, Ordering::SeqCst);
+                self.shared.generation.fetch_add(1, Ordering::SeqCst);
             }
             Rebalance::Revoke(tpl) => {
                 let tps = partitions(tpl);
@@ -127,6 +151,7 @@ impl ConsumerContext for GroupContext {
                     .lock()
                     .expect("tracker lock")
                     .revoke(tps.clone());
+                self.shared.generation.fetch_add(1, Ordering::SeqCst);
                 if !commits.is_empty() {
                     match consumer.commit(&list(&commits), CommitMode::Sync) {
                         Ok(()) => info!(source = %name, offsets = ?commits,
@@ -168,9 +193,10 @@ impl ConsumerContext for GroupContext {
 /// see the module docs.
 pub struct KafkaConsumer {
     name: String,
-    rx: mpsc::Receiver<Vec<Fetched>>,
-    /// The rest of a chunk that did not fit in the last [`KafkaConsumer::next`].
-    leftover: VecDeque<Fetched>,
+    rx: mpsc::Receiver<Chunk>,
+    /// The chunk being handed out: the rest of it did not fit in the last
+    /// [`KafkaConsumer::next`].
+    current: Option<Chunk>,
     shared: Arc<Shared>,
     consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     stop: Arc<AtomicBool>,
@@ -247,7 +273,7 @@ impl KafkaConsumer {
         Ok(Self {
             name: source.to_owned(),
             rx,
-            leftover: VecDeque::new(),
+            current: None,
             shared,
             consumer: Some(consumer),
             stop,
@@ -260,45 +286,53 @@ impl KafkaConsumer {
     pub async fn next(&mut self, max: usize) -> Result<Option<Vec<(u64, Event)>>, String> {
         let max = max.max(1);
         loop {
-            if self.leftover.is_empty() {
-                let Some(chunk) = self.rx.recv().await else {
-                    return match self.shared.fatal.lock().expect("fatal lock").take() {
-                        Some(e) => Err(e),
-                        None => Ok(None),
+            let mut chunk = match self.current.take() {
+                Some(chunk) => chunk,
+                None => match self.rx.recv().await {
+                    Some(chunk) => chunk,
+                    None => {
+                        return match self.shared.fatal.lock().expect("fatal lock").take() {
+                            Some(e) => Err(e),
+                            None => Ok(None),
+                        };
+                    }
+                },
+            };
+            let mut out = Vec::with_capacity(max.min(chunk.messages.len() - chunk.next));
+            {
+                let mut tracker = self.shared.tracker.lock().expect("tracker lock");
+                // Messages come in runs of one partition: the answer for the message
+                // before serves while the partition and epoch are the same.
+                let mut last: Option<(&TopicPartition, u32, bool)> = None;
+                while out.len() < max && chunk.next < chunk.messages.len() {
+                    let f = &chunk.messages[chunk.next];
+                    chunk.next += 1;
+                    let current = match last {
+                        Some((tp, epoch, current)) if *tp == f.tp && epoch == f.epoch => current,
+                        _ => tracker.is_current(&f.tp, f.epoch),
                     };
-                };
-                self.leftover.extend(chunk);
-            }
-            let mut tracker = self.shared.tracker.lock().expect("tracker lock");
-            let mut out = Vec::with_capacity(max.min(self.leftover.len()));
-            while out.len() < max {
-                let f = match self.leftover.pop_front() {
-                    Some(f) => f,
-                    None => match self.rx.try_recv() {
-                        Ok(chunk) => {
-                            self.leftover.extend(chunk);
-                            continue;
-                        }
-                        Err(_) => break,
-                    },
-                };
-                // Fetched before a rebalance took the partition: its next owner (maybe
-                // this consumer again) reads it from the committed offset.
-                if tracker.is_current(&f.tp, f.epoch) {
-                    let position = tracker.track(f.tp.clone(), f.offset, f.epoch);
-                    out.push((position, f));
+                    last = Some((&f.tp, f.epoch, current));
+                    // Fetched before a rebalance took the partition: its next owner
+                    // (maybe this consumer again) reads it from the committed offset.
+                    if current {
+                        out.push((
+                            tracker.track(f.tp.clone(), f.offset, f.epoch),
+                            chunk.next - 1,
+                        ));
+                    }
                 }
             }
-            // Filled in after the tracker is released: the poller thread takes it for
-            // every message it fetches.
-            drop(tracker);
-            if !out.is_empty() {
-                let name = &self.name;
-                return Ok(Some(
-                    out.into_iter()
-                        .map(|(position, f)| (position, finish(f.event, name, &f.tp, f.offset)))
-                        .collect(),
-                ));
+            // The events are built after the tracker is released: the poller thread
+            // takes it too.
+            let events = out
+                .into_iter()
+                .map(|(position, i)| (position, chunk.event(i, &self.name)))
+                .collect::<Vec<_>>();
+            if chunk.next < chunk.messages.len() {
+                self.current = Some(chunk);
+            }
+            if !events.is_empty() {
+                return Ok(Some(events));
             }
         }
     }
@@ -379,20 +413,22 @@ struct Poller {
     consumer: Arc<BaseConsumer<GroupContext>>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    tx: mpsc::Sender<Vec<Fetched>>,
+    tx: mpsc::Sender<Chunk>,
 }
 
 impl Poller {
     fn run(self) {
-        let mut held: VecDeque<Vec<Fetched>> = VecDeque::new();
+        let mut held: VecDeque<Chunk> = VecDeque::new();
         let (mut held_messages, mut held_bytes) = (0usize, 0usize);
         let mut paused = false;
         let mut last_recommit = Instant::now();
         let mut last_warn: Option<(String, Instant)> = None;
-        let mut topic: Option<Arc<str>> = None;
+        let mut last = LastPartition::default();
+        // Sized by the chunk before, so a steady stream grows no buffer.
+        let mut reserve = (0usize, 0usize);
         while !self.stop.load(Ordering::SeqCst) {
             while let Some(chunk) = held.pop_front() {
-                let (messages, bytes) = (chunk.len(), chunk_bytes(&chunk));
+                let (messages, bytes) = (chunk.messages.len(), chunk.data.len());
                 match self.tx.try_send(chunk) {
                     Ok(()) => {
                         held_messages -= messages;
@@ -428,14 +464,16 @@ impl Poller {
             };
             // Gather a chunk: wait for the first message, then take what librdkafka
             // already has without waiting.
-            let mut chunk = Vec::new();
-            let mut bytes = 0;
-            while chunk.len() < CHUNK && bytes < CHUNK_BYTES {
+            let mut chunk = Chunk {
+                data: Vec::with_capacity(reserve.0),
+                messages: Vec::with_capacity(reserve.1),
+                ..Chunk::default()
+            };
+            while chunk.messages.len() < CHUNK && chunk.data.len() < CHUNK_BYTES {
                 match self.consumer.poll(timeout) {
                     Some(Ok(m)) => {
-                        if let Some(f) = self.fetched(&m, &mut topic) {
-                            bytes += f.event.payload.len();
-                            chunk.push(f);
+                        if let Some((tp, epoch)) = self.assigned(&m, &mut last) {
+                            chunk.copy(&m, tp, epoch);
                         }
                         timeout = Duration::ZERO;
                     }
@@ -448,9 +486,10 @@ impl Poller {
                     None => break,
                 }
             }
-            if !chunk.is_empty() {
-                held_messages += chunk.len();
-                held_bytes += chunk_bytes(&chunk);
+            if !chunk.messages.is_empty() {
+                reserve = (chunk.data.len(), chunk.messages.len());
+                held_messages += chunk.messages.len();
+                held_bytes += chunk.data.len();
                 held.push_back(chunk);
             }
             if last_recommit.elapsed() >= RECOMMIT_EVERY {
@@ -523,101 +562,144 @@ impl Poller {
         false
     }
 
-    /// The message as a [`Fetched`], when its partition is assigned. `topic` keeps the
-    /// last topic name, shared by the messages of that topic.
-    fn fetched(&self, m: &BorrowedMessage<'_>, topic: &mut Option<Arc<str>>) -> Option<Fetched> {
-        let name = match topic {
-            Some(t) if &**t == m.topic() => t.clone(),
-            _ => topic.insert(Arc::from(m.topic())).clone(),
+    /// The partition of `m` and the epoch it was fetched in, when it is assigned.
+    /// `last` keeps the answer for the partition of the message before: messages come in
+    /// runs of one partition, and the assignment changes only inside `poll` (the
+    /// rebalance callbacks run on this thread), which bumps the generation it checks.
+    fn assigned(
+        &self,
+        m: &BorrowedMessage<'_>,
+        last: &mut LastPartition,
+    ) -> Option<(TopicPartition, u32)> {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        if let Some((tp, epoch)) = &last.tp
+            && last.generation == generation
+            && tp.1 == m.partition()
+            && &*tp.0 == m.topic()
+        {
+            return epoch.map(|epoch| (tp.clone(), epoch));
+        }
+        let name = match &last.tp {
+            Some((tp, _)) if &*tp.0 == m.topic() => tp.0.clone(),
+            _ => Arc::from(m.topic()),
         };
         let tp: TopicPartition = (name, m.partition());
-        let epoch = self
-            .shared
-            .tracker
-            .lock()
-            .expect("tracker lock")
-            .epoch(&tp)?;
-        Some(Fetched {
-            event: copied(m),
-            tp,
-            offset: m.offset(),
-            epoch,
-        })
+        let epoch = self.shared.tracker.lock().expect("tracker lock").epoch(&tp);
+        *last = LastPartition {
+            tp: Some((tp.clone(), epoch)),
+            generation,
+        };
+        epoch.map(|epoch| (tp, epoch))
     }
 }
 
-fn chunk_bytes(chunk: &[Fetched]) -> usize {
-    chunk.iter().map(|f| f.event.payload.len()).sum()
+/// The partition of the message polled before, and its epoch then (`None`: not
+/// assigned), as of an assignment generation.
+#[derive(Default)]
+struct LastPartition {
+    tp: Option<(TopicPartition, Option<u32>)>,
+    generation: u64,
+}
+
+impl Chunk {
+    /// Appends `bytes` to the data; returns their range.
+    fn push(&mut self, bytes: &[u8]) -> (u32, u32) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        // A chunk ends past CHUNK_BYTES of data, and librdkafka's messages are far
+        // below 4 GiB (`message.max.bytes` is at most 1 GB).
+        (start as u32, self.data.len() as u32)
+    }
+
+    fn bytes(&self, (start, end): (u32, u32)) -> &[u8] {
+        &self.data[start as usize..end as usize]
+    }
+
+    /// Copies what the event of `m` needs.
+    fn copy(&mut self, m: &BorrowedMessage<'_>, tp: TopicPartition, epoch: u32) {
+        let key = m.key().map(|k| self.push(k));
+        let payload = self.push(m.payload().unwrap_or_default());
+        let first = self.headers.len() as u32;
+        if let Some(h) = m.headers() {
+            for h in h.iter() {
+                let name = self.push(h.key.as_bytes());
+                let value = h.value.map(|v| self.push(v));
+                self.headers.push(RawHeader { name, value });
+            }
+        }
+        self.messages.push(Fetched {
+            tp,
+            offset: m.offset(),
+            epoch,
+            timestamp_ms: m.timestamp().to_millis(),
+            key,
+            payload,
+            headers: (first, self.headers.len() as u32),
+        });
+    }
+
+    /// The event of message `i`, read by source `source`: its id from the
+    /// `switchyard-id` header or else `topic/partition/offset`; its content type from
+    /// the `switchyard-content-type` or `content-type` header, or else JSON when the
+    /// payload parses as JSON.
+    fn event(&self, i: usize, source: &str) -> Event {
+        let f = &self.messages[i];
+        let mut id = None;
+        let mut content_type = None;
+        let mut event_headers = Vec::new();
+        for h in &self.headers[f.headers.0 as usize..f.headers.1 as usize] {
+            let name = self.bytes(h.name);
+            let value =
+                || String::from_utf8_lossy(h.value.map_or(&[][..], |v| self.bytes(v))).into_owned();
+            // Copied from a `&str`: valid UTF-8.
+            let owned_name = || String::from_utf8_lossy(name).into_owned();
+            match name {
+                n if n == headers::ID.as_bytes() => id = Some(value()),
+                n if n == headers::CONTENT_TYPE.as_bytes() => content_type = Some(value()),
+                b"content-type" if content_type.is_none() => {
+                    let value = value();
+                    content_type = Some(value.clone());
+                    event_headers.push((owned_name(), value));
+                }
+                // Written by a switchyard Kafka sink; the event gets this source's own.
+                n if n == headers::SOURCE.as_bytes() || n == headers::KIND.as_bytes() => {}
+                _ => event_headers.push((owned_name(), value())),
+            }
+        }
+        let payload = self.bytes(f.payload).to_vec();
+        let content_type = content_type.unwrap_or_else(|| {
+            let json = serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok();
+            if json {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            }
+            .to_owned()
+        });
+        let timestamp_ms = f
+            .timestamp_ms
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            });
+        Event {
+            id: id.unwrap_or_else(|| message_event_id(&f.tp.0, f.tp.1, f.offset)),
+            source: source.to_owned(),
+            kind: KIND_MESSAGE.to_owned(),
+            key: f.key.map(|k| self.bytes(k).to_vec()),
+            payload,
+            content_type,
+            headers: event_headers,
+            timestamp_ms,
+            payload_is_compact_json: false,
+        }
+    }
 }
 
 /// The id of a message without a `switchyard-id` header: `topic/partition/offset`,
 /// the same every time the message is read.
 pub fn message_event_id(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}/{partition}/{offset}")
-}
-
-/// What only the message's bytes give: the rest is left to [`finish`].
-fn copied(m: &BorrowedMessage<'_>) -> Event {
-    let mut id = None;
-    let mut content_type = None;
-    let mut event_headers = Vec::new();
-    if let Some(h) = m.headers() {
-        for h in h.iter() {
-            let value = || String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-            match h.key {
-                headers::ID => id = Some(value()),
-                headers::CONTENT_TYPE => content_type = Some(value()),
-                "content-type" if content_type.is_none() => {
-                    let value = value();
-                    content_type = Some(value.clone());
-                    event_headers.push((h.key.to_owned(), value));
-                }
-                // Written by a switchyard Kafka sink; the event gets this source's own.
-                headers::SOURCE | headers::KIND => {}
-                _ => event_headers.push((h.key.to_owned(), value())),
-            }
-        }
-    }
-    let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
-    let timestamp_ms = m
-        .timestamp()
-        .to_millis()
-        .and_then(|t| u64::try_from(t).ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        });
-    Event {
-        id: id.unwrap_or_default(),
-        source: String::new(),
-        kind: String::new(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload,
-        content_type: content_type.unwrap_or_default(),
-        headers: event_headers,
-        timestamp_ms,
-        payload_is_compact_json: false,
-    }
-}
-
-/// The event of a [`copied`] message: its source and kind, its id when no header gave
-/// one (`topic/partition/offset`), and its content type when no header gave one (JSON
-/// when the payload parses as JSON).
-fn finish(mut event: Event, source: &str, tp: &TopicPartition, offset: i64) -> Event {
-    if event.id.is_empty() {
-        event.id = message_event_id(&tp.0, tp.1, offset);
-    }
-    event.source = source.to_owned();
-    event.kind = KIND_MESSAGE.to_owned();
-    if event.content_type.is_empty() {
-        let json = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).is_ok();
-        event.content_type = if json {
-            "application/json"
-        } else {
-            "application/octet-stream"
-        }
-        .to_owned();
-    }
-    event
 }

@@ -113,6 +113,9 @@ impl OffsetTracker {
 
     /// Every position below `low` is complete.
     pub fn complete_below(&mut self, low: u64) {
+        // Entries come in runs of one partition and epoch: each run's highest offset is
+        // recorded once, when the run ends.
+        let mut run: Option<(TopicPartition, u32, i64)> = None;
         while self.base < low {
             let Some((tp, offset, epoch)) = self.entries.pop_front() else {
                 // `low` past what was handed out: nothing more to learn.
@@ -120,12 +123,29 @@ impl OffsetTracker {
                 break;
             };
             self.base += 1;
-            if let Some(state) = self.partitions.get_mut(&tp)
-                && state.assigned
-                && state.epoch == epoch
-            {
-                state.complete = Some(state.complete.map_or(offset + 1, |c| c.max(offset + 1)));
+            match &mut run {
+                Some((run_tp, run_epoch, high)) if *run_tp == tp && *run_epoch == epoch => {
+                    *high = (*high).max(offset);
+                }
+                _ => {
+                    if let Some(done) = run.replace((tp, epoch, offset)) {
+                        self.complete_run(done);
+                    }
+                }
             }
+        }
+        if let Some(done) = run {
+            self.complete_run(done);
+        }
+    }
+
+    /// The messages of `tp` fetched in `epoch` up to `offset` are complete.
+    fn complete_run(&mut self, (tp, epoch, offset): (TopicPartition, u32, i64)) {
+        if let Some(state) = self.partitions.get_mut(&tp)
+            && state.assigned
+            && state.epoch == epoch
+        {
+            state.complete = Some(state.complete.map_or(offset + 1, |c| c.max(offset + 1)));
         }
     }
 
