@@ -123,7 +123,7 @@ impl Formatter {
 
     fn cloudevents_context(&self, event: &Event) -> cloudevents::Context {
         cloudevents::Context {
-            from_cdc: self.cdc_sources.contains(&event.source),
+            from_cdc: self.cdc_sources.contains(event.source.as_str()),
         }
     }
 
@@ -139,7 +139,10 @@ impl Formatter {
             }
             SinkFormat::Debezium => {
                 let cx = debezium::Context {
-                    database: self.databases.get(&event.source).map(String::as_str),
+                    database: self
+                        .databases
+                        .get(event.source.as_str())
+                        .map(String::as_str),
                     now_us,
                 };
                 debezium::write(event, &cx, out)

@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode as Code;
 use switchyard_config::KafkaSourceConfig;
-use switchyard_event::{Event, KIND_MESSAGE};
+use switchyard_event::{CompactString, Event, KIND_MESSAGE};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -649,17 +649,17 @@ impl Chunk {
         let mut event_headers = Vec::new();
         for h in &self.headers[f.headers.0 as usize..f.headers.1 as usize] {
             let name = self.bytes(h.name);
-            let value =
-                || String::from_utf8_lossy(h.value.map_or(&[][..], |v| self.bytes(v))).into_owned();
+            let bytes = h.value.map_or(&[][..], |v| self.bytes(v));
+            let value = || String::from_utf8_lossy(bytes).into_owned();
+            let text = || CompactString::from_utf8_lossy(bytes);
             // Copied from a `&str`: valid UTF-8.
             let owned_name = || String::from_utf8_lossy(name).into_owned();
             match name {
-                n if n == headers::ID.as_bytes() => id = Some(value()),
-                n if n == headers::CONTENT_TYPE.as_bytes() => content_type = Some(value()),
+                n if n == headers::ID.as_bytes() => id = Some(text()),
+                n if n == headers::CONTENT_TYPE.as_bytes() => content_type = Some(text()),
                 b"content-type" if content_type.is_none() => {
-                    let value = value();
-                    content_type = Some(value.clone());
-                    event_headers.push((owned_name(), value));
+                    content_type = Some(text());
+                    event_headers.push((owned_name(), value()));
                 }
                 // Written by a switchyard Kafka sink; the event gets this source's own.
                 n if n == headers::SOURCE.as_bytes() || n == headers::KIND.as_bytes() => {}
@@ -674,7 +674,7 @@ impl Chunk {
             } else {
                 "application/octet-stream"
             }
-            .to_owned()
+            .into()
         });
         let timestamp_ms = f
             .timestamp_ms
@@ -686,8 +686,8 @@ impl Chunk {
             });
         Event {
             id: id.unwrap_or_else(|| message_event_id(&f.tp.0, f.tp.1, f.offset)),
-            source: source.to_owned(),
-            kind: KIND_MESSAGE.to_owned(),
+            source: source.into(),
+            kind: KIND_MESSAGE.into(),
             key: f.key.map(|k| self.bytes(k).to_vec()),
             payload,
             content_type,
@@ -700,6 +700,6 @@ impl Chunk {
 
 /// The id of a message without a `switchyard-id` header: `topic/partition/offset`,
 /// the same every time the message is read.
-pub fn message_event_id(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}/{partition}/{offset}")
+pub fn message_event_id(topic: &str, partition: i32, offset: i64) -> CompactString {
+    switchyard_event::format_compact!("{topic}/{partition}/{offset}")
 }

@@ -669,7 +669,10 @@ impl KafkaSink {
             // CloudEvents' Kafka binding, binary mode: `ce_*` headers, the payload as it
             // is with its content type.
             cloudevents = attributes;
-            cloudevents.push((CLOUDEVENTS_CONTENT_TYPE.into(), event.content_type.clone()));
+            cloudevents.push((
+                CLOUDEVENTS_CONTENT_TYPE.into(),
+                event.content_type.to_string(),
+            ));
             (&event.payload[..], false)
         } else {
             match self.formatter.write(event, now_us, body) {

@@ -44,7 +44,7 @@ fn source_config(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
 
 fn event(i: usize, key: &str) -> Arc<Event> {
     Arc::new(Event {
-        id: format!("ev-{i}"),
+        id: format!("ev-{i}").into(),
         source: "api".into(),
         kind: "message".into(),
         key: Some(key.as_bytes().to_vec()),
@@ -59,7 +59,7 @@ fn event(i: usize, key: &str) -> Arc<Event> {
 /// A Postgres change event as the CDC source makes it.
 fn change(i: usize, kind: &str, record: &str) -> Arc<Event> {
     Arc::new(Event {
-        id: format!("0/16B3748/{i}"),
+        id: format!("0/16B3748/{i}").into(),
         source: "db".into(),
         kind: kind.into(),
         key: (kind != "schema").then(|| br#"{"id":7}"#.to_vec()),
@@ -286,7 +286,7 @@ async fn kafka_consumer_commits_only_below_the_low_watermark_and_resumes_there()
     // Complete the first 100 positions only, then leave.
     consumer.commit(100).unwrap();
     let consumed_before: std::collections::HashSet<String> =
-        got[..100].iter().map(|(_, e)| e.id.clone()).collect();
+        got[..100].iter().map(|(_, e)| e.id.to_string()).collect();
     drop(consumer);
 
     // The same group resumes after what was complete: exactly the other 200 come.
@@ -302,7 +302,7 @@ async fn kafka_consumer_commits_only_below_the_low_watermark_and_resumes_there()
     }
     let redelivered = again
         .iter()
-        .filter(|(_, e)| consumed_before.contains(&e.id))
+        .filter(|(_, e)| consumed_before.contains(e.id.as_str()))
         .count();
     assert_eq!(redelivered, 0, "nothing below the watermark comes again");
     assert_eq!(again.len(), 200);

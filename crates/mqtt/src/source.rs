@@ -157,13 +157,13 @@ impl MqttFeed {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         SyEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: self.name.clone(),
-            kind: "message".to_owned(),
+            id: uuid::Uuid::now_v7().to_string().into(),
+            source: self.name.clone().into(),
+            kind: "message".into(),
             // MQTT keeps order per topic.
             key: Some(topic.clone().into_bytes()),
             payload: p.payload.to_vec(),
-            content_type: "application/octet-stream".to_owned(),
+            content_type: "application/octet-stream".into(),
             headers: vec![("mqtt-topic".to_owned(), topic)],
             timestamp_ms: now_ms,
             payload_is_compact_json: false,

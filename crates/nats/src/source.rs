@@ -427,12 +427,12 @@ fn to_event(
         }
     });
     Event {
-        id: id.unwrap_or_else(|| format!("{stream}/{seq}")),
-        source: source.to_owned(),
-        kind: kind.unwrap_or_else(|| KIND_MESSAGE.to_owned()),
+        id: id.unwrap_or_else(|| format!("{stream}/{seq}")).into(),
+        source: source.into(),
+        kind: kind.unwrap_or_else(|| KIND_MESSAGE.to_owned()).into(),
         key,
         payload,
-        content_type,
+        content_type: content_type.into(),
         headers: event_headers,
         timestamp_ms,
         payload_is_compact_json: false,

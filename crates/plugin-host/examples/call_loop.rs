@@ -24,7 +24,7 @@ fn main() {
 
     let events: Vec<Event> = (0..4096)
         .map(|i| Event {
-            id: format!("bench-{i}"),
+            id: format!("bench-{i}").into(),
             source: "bench".into(),
             kind: "message".into(),
             key: Some(format!("key-{:05}", i % 1024).into_bytes()),

@@ -568,12 +568,12 @@ pub(crate) fn start_error(plugin: &str, cause: ErrorCause) -> LoadError {
 
 fn from_wit(e: WitEvent) -> Event {
     Event {
-        id: e.id,
-        source: e.source,
-        kind: e.kind,
+        id: e.id.into(),
+        source: e.source.into(),
+        kind: e.kind.into(),
         key: e.key,
         payload: e.payload,
-        content_type: e.content_type,
+        content_type: e.content_type.into(),
         headers: e.headers.into_iter().map(|h| (h.name, h.value)).collect(),
         timestamp_ms: e.timestamp_ms,
         payload_is_compact_json: false,

@@ -35,7 +35,7 @@ fn granted_environment_variables_are_visible_and_only_those() {
         )
         .expect("a plugin granted PATH loads");
     let mut kept = event("e1", "{}");
-    kept.source = path;
+    kept.source = path.into();
     let dropped = event("e2", "{}");
     let call = plugin.filter(&[kept, dropped]).expect("call");
     assert_eq!(call.output, vec![true, false]);

@@ -75,7 +75,7 @@ fn every_field_of_every_event_reaches_the_plugin_intact() {
     let mut odd = event("é-1", "");
     odd.payload = vec![0, 0xff, b'\n', 0x80];
     odd.key = None;
-    odd.source = String::new();
+    odd.source = String::new().into();
     odd.headers = vec![
         ("tag".into(), "a".into()),
         ("tag".into(), "b".into()),

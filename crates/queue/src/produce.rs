@@ -108,10 +108,12 @@ impl QueueHandle {
             if answers[i].is_some() {
                 continue;
             }
-            let ids = s
-                .key
-                .as_ref()
-                .map(|_| s.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
+            let ids = s.key.as_ref().map(|_| {
+                s.events
+                    .iter()
+                    .map(|e| e.id.to_string())
+                    .collect::<Vec<_>>()
+            });
             stored.push((i, s.key, ids, s.events.len()));
             events.extend(s.events);
         }
@@ -194,7 +196,7 @@ impl QueueHandle {
                             .entry(key.to_owned())
                             .or_insert((r.timestamp_ms, Vec::new()));
                         entry.0 = entry.0.min(r.timestamp_ms);
-                        entry.1.push(event.id.clone());
+                        entry.1.push(event.id.to_string());
                     }
                 }
             }
@@ -291,7 +293,7 @@ mod tests {
 
     fn event(id: &str, key: Option<&str>) -> Event {
         Event {
-            id: id.to_owned(),
+            id: id.into(),
             source: "q".into(),
             kind: "message".into(),
             key: None,

@@ -477,12 +477,12 @@ fn parse_message(
         headers.push((IDEMPOTENCY_HEADER.to_owned(), k.clone()));
     }
     let event = Event {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: queue.to_owned(),
-        kind: KIND_MESSAGE.to_owned(),
+        id: uuid::Uuid::now_v7().to_string().into(),
+        source: queue.into(),
+        kind: KIND_MESSAGE.into(),
         key: key.map(String::into_bytes),
         payload,
-        content_type,
+        content_type: content_type.into(),
         headers,
         timestamp_ms: now,
         payload_is_compact_json: false,
@@ -554,7 +554,7 @@ async fn produce(
 
     // Deduplicate: answered keys get their first id; keys being stored by another request
     // right now are refused (the client retries and then gets the stored answer).
-    let ids: Vec<String> = parsed.iter().map(|(e, _)| e.id.clone()).collect();
+    let ids: Vec<String> = parsed.iter().map(|(e, _)| e.id.to_string()).collect();
     let submissions = parsed
         .into_iter()
         .map(|(event, key)| Submission {
@@ -995,9 +995,14 @@ pub async fn dead_letter_loop(shared: Arc<Shared>) {
                 for x in &exhausted {
                     let mut event =
                         Event::decode_record(&x.record.payload).unwrap_or_else(|e| Event {
-                            id: format!("{}/{}/{}", queue.name, x.partition, x.offset),
-                            source: queue.name.clone(),
-                            kind: KIND_MESSAGE.to_owned(),
+                            id: switchyard_event::format_compact!(
+                                "{}/{}/{}",
+                                queue.name,
+                                x.partition,
+                                x.offset
+                            ),
+                            source: queue.name.clone().into(),
+                            kind: KIND_MESSAGE.into(),
                             key: None,
                             payload: x.record.payload.clone(),
                             content_type: "application/octet-stream".into(),

@@ -176,16 +176,19 @@ impl RabbitmqFeed {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         Event {
-            id,
-            source: self.name.clone(),
-            kind: text(headers::KIND).unwrap_or_else(|| "message".to_owned()),
+            id: id.into(),
+            source: self.name.clone().into(),
+            kind: text(headers::KIND)
+                .unwrap_or_else(|| "message".to_owned())
+                .into(),
             key: header(table, headers::KEY),
             payload: d.data.clone(),
             content_type: d
                 .properties
                 .content_type()
                 .as_ref()
-                .map_or_else(|| "application/octet-stream".to_owned(), |c| c.to_string()),
+                .map_or_else(|| "application/octet-stream".to_owned(), |c| c.to_string())
+                .into(),
             headers: event_headers,
             timestamp_ms: d
                 .properties

@@ -113,11 +113,11 @@ impl RedisSink {
         }
         cmd.arg("*")
             .arg(fields::ID)
-            .arg(&event.id)
+            .arg(&*event.id)
             .arg(fields::SOURCE)
-            .arg(&event.source)
+            .arg(&*event.source)
             .arg(fields::KIND)
-            .arg(&event.kind)
+            .arg(&*event.kind)
             .arg(fields::CONTENT_TYPE)
             .arg(content_type);
         if let Some(k) = &event.key {

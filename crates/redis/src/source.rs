@@ -473,15 +473,17 @@ fn to_event(source: &str, stream: &str, entry: &StreamId) -> Event {
         id: map
             .get(fields::ID)
             .and_then(text)
-            .unwrap_or_else(|| format!("{stream}/{}", entry.id)),
-        source: source.to_owned(),
+            .unwrap_or_else(|| format!("{stream}/{}", entry.id))
+            .into(),
+        source: source.into(),
         kind: map
             .get(fields::KIND)
             .and_then(text)
-            .unwrap_or_else(|| KIND_MESSAGE.to_owned()),
+            .unwrap_or_else(|| KIND_MESSAGE.to_owned())
+            .into(),
         key: map.get(fields::KEY).map(bytes),
         payload,
-        content_type,
+        content_type: content_type.into(),
         headers,
         timestamp_ms,
         payload_is_compact_json: false,

@@ -452,7 +452,7 @@ pub(crate) mod tests {
 
     fn event(key: u32, seq: u32, payload: &[u8]) -> Arc<Event> {
         Arc::new(Event {
-            id: format!("{key}-{seq}"),
+            id: switchyard_event::format_compact!("{key}-{seq}"),
             source: "test".into(),
             kind: "message".into(),
             key: Some(format!("k{key}").into_bytes()),
@@ -577,7 +577,7 @@ pub(crate) mod tests {
                     event(seq % keys, seq, payload)
                 })
                 .collect();
-            ids_of.insert(first, events.iter().map(|e| e.id.clone()).collect());
+            ids_of.insert(first, events.iter().map(|e| e.id.to_string()).collect());
             let d = Delivery {
                 ack: AckToken::new(events.len(), first, tx.clone()),
                 events,
@@ -599,7 +599,7 @@ pub(crate) mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|e| e.id.clone())
+                .map(|e| e.id.to_string())
                 .collect();
             for id in &ids_of[&first] {
                 let poison = id.ends_with("-333");
@@ -628,7 +628,7 @@ pub(crate) mod tests {
     impl Sink for SecondTimeLucky {
         fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
             let mut tries = self.0.lock().unwrap();
-            let n = tries.entry(batch[0].id.clone()).or_default();
+            let n = tries.entry(batch[0].id.to_string()).or_default();
             *n += 1;
             let outcome = if *n == 1 {
                 Outcome::Retry {
@@ -733,7 +733,7 @@ pub(crate) mod tests {
                     if e.payload == b"schema" {
                         Outcome::Skipped
                     } else {
-                        written.push(e.id.clone());
+                        written.push(e.id.to_string());
                         Outcome::Delivered
                     }
                 })

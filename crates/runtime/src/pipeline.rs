@@ -488,7 +488,7 @@ mod tests {
     impl Sink for RecordingSink {
         fn deliver<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Vec<Outcome>> {
             let mut seen = self.0.lock().unwrap();
-            seen.extend(batch.iter().map(|e| e.id.clone()));
+            seen.extend(batch.iter().map(|e| e.id.to_string()));
             Box::pin(std::future::ready(vec![Outcome::Delivered; batch.len()]))
         }
     }

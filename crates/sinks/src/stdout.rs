@@ -181,7 +181,7 @@ mod tests {
 
     fn event(n: u32) -> Arc<Event> {
         Arc::new(Event {
-            id: format!("ev-{n}"),
+            id: switchyard_event::format_compact!("ev-{n}"),
             source: "api".into(),
             kind: "message".into(),
             key: Some(b"k".to_vec()),
@@ -213,7 +213,7 @@ mod tests {
 
     fn change(n: u32, kind: &str, record: &str) -> Arc<Event> {
         Arc::new(Event {
-            id: format!("0/1/{n}"),
+            id: switchyard_event::format_compact!("0/1/{n}"),
             source: "db".into(),
             kind: kind.into(),
             key: Some(br#"{"id":1}"#.to_vec()),

@@ -9,7 +9,7 @@ use switchyard_sinks::{FileSink, SinkError};
 
 fn event(n: u32) -> Arc<Event> {
     Arc::new(Event {
-        id: format!("ev-{n}"),
+        id: format!("ev-{n}").into(),
         source: "db".into(),
         kind: "insert".into(),
         key: Some(format!(r#"{{"id":{n}}}"#).into_bytes()),

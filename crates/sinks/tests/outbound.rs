@@ -68,7 +68,7 @@ impl Resolve for MapResolver {
 
 fn event(id: &str) -> Arc<Event> {
     Arc::new(Event {
-        id: id.to_owned(),
+        id: id.to_owned().into(),
         source: "api".into(),
         kind: "message".into(),
         key: Some(b"k".to_vec()),

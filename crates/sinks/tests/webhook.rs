@@ -30,7 +30,7 @@ fn config(url: String) -> WebhookSinkConfig {
 
 fn order_event(id: &str) -> Arc<Event> {
     Arc::new(Event {
-        id: id.to_owned(),
+        id: id.to_owned().into(),
         source: "api".into(),
         kind: "message".into(),
         key: Some(b"customer-7".to_vec()),

@@ -273,7 +273,7 @@ async fn handle(
     };
     let body_len = body.len();
     drop(body);
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let count = events.len();
     match source
         .intake
@@ -432,12 +432,12 @@ pub fn parse_events(
         let mut headers = common.clone();
         headers.extend(r.headers);
         Event {
-            id,
-            source: source.to_owned(),
-            kind: KIND_MESSAGE.to_owned(),
+            id: id.into(),
+            source: source.into(),
+            kind: KIND_MESSAGE.into(),
             key,
             payload: r.payload,
-            content_type: r.content_type,
+            content_type: r.content_type.into(),
             headers,
             timestamp_ms,
             payload_is_compact_json: false,
@@ -502,12 +502,12 @@ pub fn parse_events(
     }
     let key = key_of(&common);
     let make = |id: String, payload: Vec<u8>, content_type: String| Event {
-        id,
-        source: source.to_owned(),
-        kind: KIND_MESSAGE.to_owned(),
+        id: id.into(),
+        source: source.into(),
+        kind: KIND_MESSAGE.into(),
         key: key.clone(),
         payload,
-        content_type,
+        content_type: content_type.into(),
         headers: common.clone(),
         timestamp_ms,
         payload_is_compact_json: false,

@@ -35,7 +35,7 @@ impl Intake for MemoryIntake {
                 if let Some(seen) = self.seen(&key) {
                     return Ok(Appended::Duplicate(seen));
                 }
-                let ids = events.iter().map(|e| e.id.clone()).collect();
+                let ids = events.iter().map(|e| e.id.to_string()).collect();
                 self.keys.lock().unwrap().insert(key, ids);
             }
             self.events.lock().unwrap().extend(events);

@@ -223,12 +223,12 @@ impl ChangeEncoder {
         table.push_str(&relation.name);
         let key = &self.record[key];
         Ok(Event {
-            id,
-            source: source.to_owned(),
-            kind: change.op().to_owned(),
+            id: id.into(),
+            source: source.into(),
+            kind: change.op().to_owned().into(),
             key: (key != b"null").then(|| key.to_vec()),
             payload: self.record.clone(),
-            content_type: "application/json".to_owned(),
+            content_type: "application/json".into(),
             headers: vec![
                 ("pg-table".to_owned(), table),
                 ("pg-lsn".to_owned(), lsn.clone()),
@@ -571,14 +571,14 @@ pub fn event(
     }
     headers.push(("pg-lsn".to_owned(), lsn.clone()));
     Event {
-        id: format!("{lsn}/{seq}"),
-        source: source.to_owned(),
-        kind: kind.to_owned(),
+        id: switchyard_event::format_compact!("{lsn}/{seq}"),
+        source: source.into(),
+        kind: kind.into(),
         key: key
             .filter(|k| !k.is_null())
             .map(|k| k.to_string().into_bytes()),
         payload: record.to_string().into_bytes(),
-        content_type: "application/json".to_owned(),
+        content_type: "application/json".into(),
         headers,
         timestamp_ms: timestamp_ms(commit_ts_us),
         // `Value`'s `to_string` is compact JSON on one line.

@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(received.content_type, "application/json");
         let mut e = event("message", None, "", "");
         e.payload = received.payload;
-        e.content_type = received.content_type;
+        e.content_type = received.content_type.into();
         e.headers = received.headers;
         let v = structured(&e, &Context::default());
         assert_eq!(v["id"], "A-1");

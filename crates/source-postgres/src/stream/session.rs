@@ -244,7 +244,8 @@ impl Task {
                     // Its own namespace: the message's LSN (the end of its record) can be
                     // the LSN of the commit record that follows it, whose transaction's
                     // ids are `<commit LSN>/<seq>`.
-                    event.id = format!("{}/message", change::lsn_string(lsn));
+                    event.id =
+                        switchyard_event::format_compact!("{}/message", change::lsn_string(lsn));
                     self.emit(event).await?;
                 }
             }
@@ -573,7 +574,8 @@ impl Task {
                 &record,
                 change::pg_now_us(),
             );
-            event.id = format!("{}/schema/{qualified}", change::lsn_string(lsn));
+            event.id =
+                switchyard_event::format_compact!("{}/schema/{qualified}", change::lsn_string(lsn));
             info!(source = %self.source, table = %qualified, "{}", info.explain());
             // The stream's first description of the table is then no change.
             self.catalog

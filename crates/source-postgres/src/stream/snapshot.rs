@@ -773,7 +773,8 @@ impl Task {
                 "after": Value::Object(after),
             });
             let mut event = change::event(&self.source, lsn, 0, "read", Some(&key), &record, ts_us);
-            event.id = format!("{}/snapshot/{n}", change::lsn_string(lsn));
+            event.id =
+                switchyard_event::format_compact!("{}/snapshot/{n}", change::lsn_string(lsn));
             self.emit(event).await?;
             emitted += 1;
         }

@@ -408,7 +408,7 @@ fn plugins_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
 fn bench_events(body_bytes: usize) -> Vec<Event> {
     (0..EVENTS)
         .map(|i| Event {
-            id: format!("bench-{i}"),
+            id: switchyard_event::format_compact!("bench-{i}"),
             source: "bench".into(),
             kind: KIND_MESSAGE.into(),
             key: Some(format!("key-{:05}", i % 1024).into_bytes()),
