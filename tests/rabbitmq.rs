@@ -1,9 +1,13 @@
-//! RabbitMQ end to end, against the broker on 127.0.0.1:5672 (guest/guest): the real
-//! binary publishes to an exchange made for the test, and what arrives in the queue bound
-//! to it is read back with lapin. Each test declares its own exchange and queue (a random
-//! name) and deletes them.
+//! RabbitMQ end to end, against the broker on 127.0.0.1:5672 (guest/guest) and, for
+//! the tests that stop and restart the broker, a private node of the test's own
+//! ([`RabbitNode`]: free ports, its own database): the real binary publishes to an
+//! exchange made for the test, and what arrives in the queue bound to it is read back
+//! with lapin. Each test declares its own exchange and queue (a random name) and deletes
+//! them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -15,33 +19,41 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use switchyard_test_support::{
-    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, tail,
+    Behaviour, RabbitNode, Report, Switchyard, Tracked, WebhookReceiver, check, tail,
 };
-use switchyard_tests::{WEBHOOK_SECRET, deliveries, runtime, send_batches, unique, wait_until};
+use switchyard_tests::{
+    WEBHOOK_SECRET, deliveries, runtime, send_batches, send_until, unique, wait_until,
+};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// An exchange and a queue bound to it with `#`, deleted on drop.
+/// An exchange and a queue bound to it with `#` on the broker at `url`, deleted on drop.
 struct Topology {
+    url: String,
     exchange: String,
     queue: String,
 }
 
-async fn channel() -> (Connection, Channel) {
-    let connection = Connection::connect(URL, ConnectionProperties::default())
+async fn channel(url: &str) -> (Connection, Channel) {
+    let connection = Connection::connect(url, ConnectionProperties::default())
         .await
-        .expect("the test broker at 127.0.0.1:5672");
+        .unwrap_or_else(|e| panic!("the test broker at {url}: {e}"));
     let channel = connection.create_channel().await.expect("a channel");
     (connection, channel)
 }
 
 impl Topology {
-    /// Declares them; `queue_arguments` e.g. a length limit.
+    /// Declares them on the machine's broker; `queue_arguments` e.g. a length limit.
     fn declare(test: &str, queue_arguments: FieldTable) -> Self {
+        Self::declare_on(URL, test, queue_arguments)
+    }
+
+    /// Declares them (durable) on the broker at `url`.
+    fn declare_on(url: &str, test: &str, queue_arguments: FieldTable) -> Self {
         let exchange = unique(&format!("{test}-x"));
         let queue = unique(&format!("{test}-q"));
         runtime().block_on(async {
-            let (_c, ch) = channel().await;
+            let (_c, ch) = channel(url).await;
             ch.exchange_declare(
                 exchange.as_str().into(),
                 ExchangeKind::Topic,
@@ -73,14 +85,18 @@ impl Topology {
             .await
             .expect("binding the queue");
         });
-        Self { exchange, queue }
+        Self {
+            url: url.to_owned(),
+            exchange,
+            queue,
+        }
     }
 
     /// Reads the queue (acking) until every id of `acked` arrived or `within` passed.
     fn read_back(&self, acked: &[Tracked], within: Duration) -> Report {
         let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
         let delivered = runtime().block_on(async {
-            let (_c, ch) = channel().await;
+            let (_c, ch) = channel(&self.url).await;
             let mut consumer = ch
                 .basic_consume(
                     self.queue.as_str().into(),
@@ -126,7 +142,7 @@ impl Topology {
     /// type and body.
     fn read_raw(&self, n: usize) -> Vec<(FieldTable, Option<String>, Vec<u8>)> {
         runtime().block_on(async {
-            let (_c, ch) = channel().await;
+            let (_c, ch) = channel(&self.url).await;
             let mut consumer = ch
                 .basic_consume(
                     self.queue.as_str().into(),
@@ -157,7 +173,7 @@ impl Topology {
     /// Messages ready in the queue now.
     fn ready(&self) -> u32 {
         runtime().block_on(async {
-            let (_c, ch) = channel().await;
+            let (_c, ch) = channel(&self.url).await;
             ch.queue_declare(
                 self.queue.as_str().into(),
                 QueueDeclareOptions {
@@ -176,7 +192,14 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         runtime().block_on(async {
-            let (_c, ch) = channel().await;
+            // A private node may be gone already (a failed test): nothing to delete.
+            let Ok(c) = Connection::connect(&self.url, ConnectionProperties::default()).await
+            else {
+                return;
+            };
+            let Ok(ch) = c.create_channel().await else {
+                return;
+            };
             let _ = ch
                 .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
@@ -190,8 +213,14 @@ impl Drop for Topology {
     }
 }
 
-/// An HTTP source `api` (4 partitions) piped into a RabbitMQ sink `out`.
+/// An HTTP source `api` (4 partitions) piped into a RabbitMQ sink `out` on the machine's
+/// broker.
 fn http_to_rabbitmq(exchange: &str, extra: &str) -> String {
+    http_to_rabbitmq_at(URL, exchange, extra)
+}
+
+/// [`http_to_rabbitmq`] for the broker at `url`.
+fn http_to_rabbitmq_at(url: &str, exchange: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -208,7 +237,7 @@ to = ["out"]
 
 [sinks.out]
 type = "rabbitmq"
-url = "{URL}"
+url = "{url}"
 exchange = "{exchange}"
 routing_key = "{{source}}.{{kind}}.{{key}}"
 {extra}
@@ -355,7 +384,7 @@ fn rabbitmq_unroutable_event_is_dead_lettered_with_the_brokers_reason() {
     // No queue is bound for this exchange.
     let lonely = unique("lonely-x");
     runtime().block_on(async {
-        let (_c, ch) = channel().await;
+        let (_c, ch) = channel(URL).await;
         ch.exchange_declare(
             lonely.as_str().into(),
             ExchangeKind::Topic,
@@ -381,7 +410,7 @@ fn rabbitmq_unroutable_event_is_dead_lettered_with_the_brokers_reason() {
         tail(&switchyard.stderr(), 30)
     );
     runtime().block_on(async {
-        let (_c, ch) = channel().await;
+        let (_c, ch) = channel(URL).await;
         let _ = ch
             .exchange_delete(lonely.as_str().into(), ExchangeDeleteOptions::default())
             .await;
@@ -389,8 +418,14 @@ fn rabbitmq_unroutable_event_is_dead_lettered_with_the_brokers_reason() {
     drop(topology);
 }
 
-/// A RabbitMQ source `jobs` on `queue` piped into a signed webhook.
+/// A RabbitMQ source `jobs` on `queue` of the machine's broker piped into a signed
+/// webhook.
 fn rabbitmq_to_webhook(queue: &str, url: &str) -> String {
+    rabbitmq_at_to_webhook(URL, queue, url)
+}
+
+/// [`rabbitmq_to_webhook`] for the broker at `broker`.
+fn rabbitmq_at_to_webhook(broker: &str, queue: &str, url: &str) -> String {
     format!(
         r#"
 [server]
@@ -399,7 +434,7 @@ data_dir = "{{data_dir}}"
 
 [sources.jobs]
 type = "rabbitmq"
-url = "{URL}"
+url = "{broker}"
 queue = "{queue}"
 prefetch = 500
 
@@ -426,12 +461,12 @@ fn received(receiver: &WebhookReceiver) -> Vec<Tracked> {
         .collect()
 }
 
-#[test]
-fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delivered_ones() {
-    let topology = Topology::declare("source", FieldTable::default());
-    let total = 20_000u64;
+/// Publishes `total` persistent messages to `queue` (through the default exchange) on
+/// the broker at `url`, confirmed: message `m<i>` has key `k<i % 40>` (header
+/// `switchyard-key`), a `trace-id` header and the body `{"key":…,"seq":i/40}`.
+fn publish_jobs(url: &str, queue: &str, total: u64) {
     runtime().block_on(async {
-        let (_c, ch) = channel().await;
+        let (_c, ch) = channel(url).await;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirms");
@@ -451,7 +486,7 @@ fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delive
             confirms.push(
                 ch.basic_publish(
                     "".into(),
-                    topology.queue.as_str().into(),
+                    queue.into(),
                     BasicPublishOptions::default(),
                     body.as_bytes(),
                     BasicProperties::default()
@@ -468,6 +503,13 @@ fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delive
             assert!(c.await.expect("confirm").is_ack());
         }
     });
+}
+
+#[test]
+fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delivered_ones() {
+    let topology = Topology::declare("source", FieldTable::default());
+    let total = 20_000u64;
+    publish_jobs(URL, &topology.queue, total);
     let receiver = WebhookReceiver::start(Behaviour::FailFraction {
         fraction: 0.05,
         seed: 7,
@@ -549,4 +591,164 @@ fn rabbitmq_sink_switchyard_killed_mid_stream_loses_nothing() {
         tail(&switchyard.stderr(), 40)
     );
     assert_eq!(report.reordered, 0, "{report}");
+}
+
+/// The broker is shut down while switchyard publishes to it, and started again on the
+/// same database. Switchyard keeps accepting events meanwhile (its queue is durable),
+/// says that RabbitMQ is unreachable, reconnects and publishes again what was not
+/// confirmed: nothing acknowledged to a producer is lost and each key keeps its order
+/// (the queue has no length limit, so the broker never nacks); what the broker had
+/// stored without confirming it comes twice and is counted as duplicates.
+#[test]
+fn rabbitmq_node_restarted_mid_stream_the_sink_loses_nothing() {
+    let mut node = RabbitNode::start();
+    let topology = Topology::declare_on(&node.url(), "restart", FieldTable::default());
+    // The sink's default retry: without limit, backing off to 10 s.
+    let switchyard = Switchyard::start(&http_to_rabbitmq_at(&node.url(), &topology.exchange, ""));
+    let (stop, count) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let producer = {
+        let (base, stop, count) = (switchyard.url(), stop.clone(), count.clone());
+        // A steady load (under 800 events/s) rather than a race: what piles up while
+        // the broker is down is published within the read-back's minute.
+        std::thread::spawn(move || {
+            send_until(&base, 8, 10, Duration::from_millis(100), 5_000, stop, count)
+        })
+    };
+    let accepted = || count.load(Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(60), || accepted() >= 2_000
+            && topology.ready() >= 1_000),
+        "publishing did not start: {} accepted, {} in the queue\n{}",
+        accepted(),
+        topology.ready(),
+        tail(&switchyard.stderr(), 30)
+    );
+    let stopped_in = node.stop();
+    let at_stop = accepted();
+    assert!(
+        wait_until(Duration::from_secs(30), || accepted() >= at_stop + 1_000),
+        "switchyard stopped accepting while the broker was down: {} accepted",
+        accepted()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("rabbitmq unreachable")),
+        "the lost connection was not logged:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    node.start_again();
+    let at_start = accepted();
+    assert!(
+        wait_until(Duration::from_secs(60), || switchyard
+            .stderr()
+            .contains("reconnected to rabbitmq")),
+        "no reconnect after the broker came back:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || accepted() >= at_start + 1_000),
+        "producers stalled after the restart: {} accepted",
+        accepted()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let acked = producer.join().expect("producer");
+    let report = topology.read_back(&acked, Duration::from_secs(60));
+    println!(
+        "rabbitmq_node_restarted_mid_stream (sink): {report}; {at_stop} accepted before the \
+         stop, {at_start} before the start; node boots {:?}, stop {stopped_in:?}",
+        node.boot_times()
+    );
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+}
+
+/// The broker is shut down while the source reads a durable queue of persistent
+/// messages, and started again on the same database. The source reconnects and consumes
+/// again: every message reaches the webhook (the ones delivered but not yet acknowledged
+/// at the stop come again, counted as duplicates), each key's first deliveries keep
+/// their order, and every message is acknowledged in the end (the queue is empty).
+#[test]
+fn rabbitmq_node_restarted_while_the_source_reads_delivers_every_message() {
+    let mut node = RabbitNode::start();
+    let topology = Topology::declare_on(&node.url(), "srcrestart", FieldTable::default());
+    let total = 20_000u64;
+    publish_jobs(&node.url(), &topology.queue, total);
+    // A little slow, so that the stop lands while most messages wait in the queue.
+    let receiver = WebhookReceiver::start(Behaviour::Slow(Duration::from_millis(2)));
+    let mut switchyard = Switchyard::start(&rabbitmq_at_to_webhook(
+        &node.url(),
+        &topology.queue,
+        &receiver.url(),
+    ));
+    let distinct = || {
+        received(&receiver)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 2_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    let stopped_in = node.stop();
+    let at_stop = distinct();
+    assert!(
+        at_stop < total as usize,
+        "every message was delivered before the stop: nothing was read across the restart"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("lost the rabbitmq consumer")),
+        "the lost consumer was not logged:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    node.start_again();
+    assert!(
+        wait_until(Duration::from_secs(60), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    assert!(
+        switchyard.stderr().contains("reconnected to rabbitmq"),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    // Every message published, as `received` names them.
+    let published: Vec<Tracked> = (0..total)
+        .map(|i| {
+            let key = format!("k{:02}", i % 40);
+            Tracked::new(format!("{key}-{}", i / 40), key, i / 40)
+        })
+        .collect();
+    let report = check(&published, &received(&receiver));
+    println!(
+        "rabbitmq_node_restarted_mid_stream (source): {report} ({at_stop} delivered before \
+         the stop); node boots {:?}, stop {stopped_in:?}",
+        node.boot_times()
+    );
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+    // Acks on the new connection work: once switchyard stops, nothing is left.
+    switchyard.terminate();
+    assert!(
+        wait_until(Duration::from_secs(30), || topology.ready() == 0),
+        "{} messages left in the queue",
+        topology.ready()
+    );
 }

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -25,7 +25,7 @@ use switchyard_connector::template::Template;
 use switchyard_connector::{BoxFuture, BuildContext, BuildError, Outcome, RetryPolicy, Sink};
 use switchyard_event::Event;
 use switchyard_event::formats::cloudevents;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::headers;
 
@@ -66,6 +66,8 @@ pub fn build(
         connection: tokio::sync::Mutex::new(None),
         idle: Mutex::new(Vec::new()),
         careful: AtomicBool::new(false),
+        down_since: Mutex::new(None),
+        last_failure: Mutex::new(None),
     });
     tokio::spawn({
         let sink = sink.clone();
@@ -91,6 +93,11 @@ pub struct RabbitmqSink {
     idle: Mutex<Vec<Channel>>,
     /// Set by a nack: attempts publish one event at a time until one goes through.
     careful: AtomicBool,
+    /// Since when the broker is unreachable (a lost connection, a failed reconnect): the
+    /// loss and the recovery are logged once each, not once per lane and attempt.
+    down_since: Mutex<Option<Instant>>,
+    /// The error of the last failed attempt, which names the cause of a lost connection.
+    last_failure: Mutex<Option<String>>,
 }
 
 /// One event of an attempt, between publishing and answering.
@@ -106,12 +113,9 @@ impl RabbitmqSink {
         if self.exchange.is_empty() {
             return;
         }
-        let channel = match self.channel().await {
-            Ok(channel) => channel,
-            Err(e) => {
-                warn!(sink = %self.name, "{e}; deliveries are retried until it answers");
-                return;
-            }
+        // A broker that does not answer was logged by `channel`.
+        let Ok(channel) = self.channel().await else {
+            return;
         };
         let passive = ExchangeDeclareOptions {
             passive: true,
@@ -150,29 +154,50 @@ impl RabbitmqSink {
         }
     }
 
-    /// An idle channel in confirm mode, or a new one (connecting when needed).
+    /// An idle channel in confirm mode, or a new one (connecting when needed). Making
+    /// one is bounded by `timeout`: a broker that accepts the TCP connection but does not
+    /// answer (still booting, shutting down) cannot hold every lane.
     async fn channel(&self) -> Result<Channel, String> {
-        if let Some(channel) = self.idle.lock().expect("idle lock").pop()
-            && channel.status().connected()
-        {
-            return Ok(channel);
+        loop {
+            let idle = self.idle.lock().expect("idle lock").pop();
+            match idle {
+                Some(channel) if channel.status().connected() => return Ok(channel),
+                // A channel of a connection that broke: dropped, try the next.
+                Some(_) => continue,
+                None => break,
+            }
         }
-        let mut connection = self.connection.lock().await;
-        if !connection.as_ref().is_some_and(|c| c.status().connected()) {
-            *connection = None;
-            let made = tokio::time::timeout(
-                self.timeout,
-                crate::connect(&self.url, self.ca_file.as_deref(), &self.name),
-            )
-            .await
-            .map_err(|_| {
-                format!(
-                    "connecting to RabbitMQ at {} took longer than {:?}",
+        match tokio::time::timeout(self.timeout, self.open_channel()).await {
+            Ok(made) => made,
+            Err(_) => {
+                let error = format!(
+                    "opening a channel to RabbitMQ at {} took longer than {:?}",
                     switchyard_config::redact::url(&self.url),
                     self.timeout
-                )
-            })??;
+                );
+                self.note_down(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// A new channel in confirm mode on the sink's connection, connecting first when
+    /// there is none or it broke.
+    async fn open_channel(&self) -> Result<Channel, String> {
+        let mut connection = self.connection.lock().await;
+        if !connection.as_ref().is_some_and(|c| c.status().connected()) {
+            if connection.take().is_some() {
+                let why = self.last_failure.lock().expect("failure lock").take();
+                self.note_down(why.as_deref().unwrap_or("the connection was closed"));
+            }
+            let made = crate::connect(&self.url, self.ca_file.as_deref(), &self.name)
+                .await
+                .inspect_err(|e| self.note_down(e))?;
             *connection = Some(made);
+            if self.down_since.lock().expect("down lock").is_none() {
+                info!(sink = %self.name, url = %switchyard_config::redact::url(&self.url),
+                    "connected to rabbitmq");
+            }
         }
         let conn = connection.as_ref().expect("connected above");
         let channel = conn
@@ -183,7 +208,32 @@ impl RabbitmqSink {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| format!("cannot enable publisher confirms: {e}"))?;
+        self.note_up();
         Ok(channel)
+    }
+
+    /// Records that the broker cannot be reached: the first time since it last could,
+    /// a warning saying why and what happens to the events.
+    fn note_down(&self, error: &str) {
+        let mut down_since = self.down_since.lock().expect("down lock");
+        if down_since.is_none() {
+            *down_since = Some(Instant::now());
+            warn!(sink = %self.name, url = %switchyard_config::redact::url(&self.url),
+                error = %switchyard_config::redact::text(error),
+                "rabbitmq unreachable; reconnecting with backoff, and the events it did not \
+                 confirm are published again once it answers (duplicates possible, never loss)");
+        } else {
+            debug!(sink = %self.name, error = %switchyard_config::redact::text(error),
+                "rabbitmq still unreachable");
+        }
+    }
+
+    /// Records a new channel: after an outage, says how long it lasted.
+    fn note_up(&self) {
+        if let Some(since) = self.down_since.lock().expect("down lock").take() {
+            info!(sink = %self.name, url = %switchyard_config::redact::url(&self.url),
+                down_for = ?since.elapsed(), "reconnected to rabbitmq; publishing again");
+        }
     }
 
     /// The message properties of `event`, with `content_type` for its body and, for
@@ -439,6 +489,10 @@ impl RabbitmqSink {
         if broken.is_none() && channel.status().connected() {
             self.idle.lock().expect("idle lock").push(channel);
         } else {
+            // Why, for the log line when this turns out to be a lost connection.
+            if let Some(error) = broken {
+                *self.last_failure.lock().expect("failure lock") = Some(error);
+            }
             let closing = channel.close(200, "switchyard: attempt failed".into());
             let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
         }

@@ -8,7 +8,7 @@
 //! so what a crash or a lost connection interrupts is redelivered by the broker.
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
@@ -18,8 +18,13 @@ use lapin::{Channel, Connection};
 use switchyard_config::RabbitmqSourceConfig;
 use switchyard_connector::{Batch, BoxFuture, BuildContext, BuildError, Feed, FeedError, Source};
 use switchyard_event::Event;
+use tracing::{debug, info, warn};
 
 use crate::{MAX_HEADERS, headers};
+
+/// How long connecting and starting the consumer may take: a broker that accepts the
+/// TCP connection but does not answer (booting, shutting down) is tried again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A configured `rabbitmq` source.
 pub struct RabbitmqSource {
@@ -54,6 +59,7 @@ impl Source for RabbitmqSource {
                 live: None,
                 last: 0,
                 handed: VecDeque::new(),
+                lost_at: None,
             }) as Box<dyn Feed>])
         })
     }
@@ -81,10 +87,44 @@ pub struct RabbitmqFeed {
     last: u64,
     /// Positions and delivery tags of the current channel handed out and not acked.
     handed: VecDeque<(u64, u64)>,
+    /// When the last connection was lost (`None` before the first and once replaced).
+    lost_at: Option<Instant>,
 }
 
 impl RabbitmqFeed {
+    /// Connects and starts consuming, within [`CONNECT_TIMEOUT`].
     async fn connect(&mut self) -> Result<(), FeedError> {
+        let shown = switchyard_config::redact::url(&self.config.url);
+        let (connection, channel, consumer) = tokio::time::timeout(CONNECT_TIMEOUT, self.consume())
+            .await
+            .map_err(|_| {
+                FeedError::Transient(format!(
+                    "connecting to RabbitMQ at {shown} and consuming queue `{}` took \
+                         longer than {CONNECT_TIMEOUT:?}",
+                    self.config.queue
+                ))
+            })??;
+        // What the old channel had not acknowledged comes again on this one.
+        let again = self.handed.len();
+        self.handed.clear();
+        match self.lost_at.take() {
+            Some(lost) => info!(source = %self.name, url = %shown, queue = %self.config.queue,
+                down_for = ?lost.elapsed(), unacked_handed_out = again,
+                "reconnected to rabbitmq; consuming again (what was not acknowledged comes again)"),
+            None => info!(source = %self.name, url = %shown, queue = %self.config.queue,
+                "consuming rabbitmq queue"),
+        }
+        self.live = Some(Live {
+            _connection: connection,
+            channel,
+            consumer,
+            base: self.last,
+        });
+        Ok(())
+    }
+
+    /// A connection, a channel with the prefetch set and a consumer of the queue.
+    async fn consume(&self) -> Result<(Connection, Channel, lapin::Consumer), FeedError> {
         let cfg = &self.config;
         let connection = crate::connect(&cfg.url, cfg.ca_file.as_deref(), &self.name)
             .await
@@ -120,15 +160,19 @@ impl RabbitmqFeed {
                     format!("cannot consume queue `{}`: {e}", cfg.queue)
                 })
             })?;
-        // What the old channel had not acknowledged comes again on this one.
-        self.handed.clear();
-        self.live = Some(Live {
-            _connection: connection,
-            channel,
-            consumer,
-            base: self.last,
-        });
-        Ok(())
+        Ok((connection, channel, consumer))
+    }
+
+    /// Drops the broken connection, saying why once.
+    fn lose(&mut self, error: &str) {
+        self.live = None;
+        if self.lost_at.is_none() {
+            self.lost_at = Some(Instant::now());
+            warn!(source = %self.name, queue = %self.config.queue,
+                error = %switchyard_config::redact::text(error),
+                "lost the rabbitmq consumer; reconnecting with backoff (deliveries not \
+                 acknowledged are redelivered by the broker)");
+        }
     }
 
     fn event(&self, d: &Delivery) -> Event {
@@ -209,14 +253,18 @@ impl RabbitmqFeed {
         match live.consumer.next().await {
             Some(Ok(d)) => deliveries.push(d),
             Some(Err(e)) => {
-                self.live = None;
-                return Err(lost(e.to_string()));
+                let error = lost(e.to_string());
+                self.lose(&error.to_string());
+                return Err(error);
             }
             None => {
-                self.live = None;
-                return Err(lost(
-                    "the broker cancelled the consumer (the queue was deleted?)".into(),
-                ));
+                let error = lost(
+                    "the broker cancelled the consumer (the queue was deleted, or the \
+                     connection closed)"
+                        .into(),
+                );
+                self.lose(&error.to_string());
+                return Err(error);
             }
         }
         while deliveries.len() < max {
@@ -258,6 +306,12 @@ impl Feed for RabbitmqFeed {
             let (Some(tag), Some(live)) = (tag, &self.live) else {
                 return Ok(());
             };
+            if !live.channel.status().connected() {
+                // The broker requeued this channel's deliveries when it closed; they come
+                // again on the next channel and are acknowledged there.
+                debug!(source = %self.name, tag, "not acking on a closed channel");
+                return Ok(());
+            }
             live.channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await

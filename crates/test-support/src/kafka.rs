@@ -24,10 +24,9 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -36,7 +35,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::process::free_port;
+use crate::process::{free_port, spawn_tied_to_this_process};
 
 /// How long a broker may take to answer after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -238,7 +237,7 @@ impl Tansu {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log);
-        let child = spawn_tied_to_this_process(cmd);
+        let child = spawn_tied_to_this_process(cmd, libc::SIGKILL);
         *self.child.lock().expect("tansu lock") = Some(child);
         *self.runs.lock().expect("tansu lock") += 1;
         self.wait_ready();
@@ -400,52 +399,6 @@ impl Drop for Tansu {
             );
         }
     }
-}
-
-/// Spawns `cmd` from a thread that lives as long as the process, with
-/// `PR_SET_PDEATHSIG = SIGKILL`: the child dies when this process does. (The death
-/// signal follows the *thread* that forked, so a test thread that ends must not be it.)
-fn spawn_tied_to_this_process(cmd: Command) -> Child {
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("tansu-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
-                    // between fork and exec.
-                    unsafe {
-                        cmd.pre_exec(|| {
-                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
-                            Ok(())
-                        });
-                    }
-                    let program = cmd.get_program().to_owned();
-                    let _ = reply.send(cmd.spawn().map_err(|e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("cannot start {}: {e}", Path::new(&program).display()),
-                        )
-                    }));
-                }
-            })
-            .expect("starting the tansu spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::channel();
-    spawner
-        .lock()
-        .expect("spawner lock")
-        .send((cmd, reply_tx))
-        .expect("the spawner thread runs");
-    reply_rx
-        .recv()
-        .expect("the spawner answers")
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One record as a test produces or reads it.
@@ -683,7 +636,8 @@ impl TlsProxy {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log);
-        *self.child.lock().expect("proxy lock") = Some(spawn_tied_to_this_process(cmd));
+        *self.child.lock().expect("proxy lock") =
+            Some(spawn_tied_to_this_process(cmd, libc::SIGKILL));
         let addr: SocketAddr = self.brokers().parse().expect("a socket address");
         let deadline = Instant::now() + READY_TIMEOUT;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {

@@ -9,6 +9,8 @@
 //! * [`PgCluster`] — a throwaway Postgres cluster with `wal_level=logical` per test.
 //! * [`kafka`] — a tansu Kafka-protocol broker per test binary (or per test, for fault
 //!   tests), topic creation, a producer and a reader of topics.
+//! * [`RabbitNode`] — a private RabbitMQ node on free ports with its own database, for
+//!   tests that stop and restart the broker.
 //! * [`checker`] — compares acknowledged events with deliveries: lost, duplicated,
 //!   reordered.
 
@@ -16,6 +18,7 @@ pub mod checker;
 pub mod kafka;
 mod postgres;
 mod process;
+mod rabbitmq;
 mod receiver;
 mod verify;
 
@@ -25,5 +28,6 @@ pub use process::{
 };
 
 pub use postgres::{PgCluster, pg_bin_dir};
+pub use rabbitmq::{RabbitNode, rabbitmq_server_bin};
 pub use receiver::{Behaviour, ReceivedRequest, WebhookReceiver};
 pub use verify::{verify_standard_webhook, verify_standard_webhook_at};

@@ -14,8 +14,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long a start may take before the test fails (debug builds on a busy machine).
@@ -235,7 +237,6 @@ impl Switchyard {
             .stdout(stdout)
             .stderr(stderr);
         if let Some(limit) = self.open_file_limit {
-            use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
             unsafe {
                 cmd.pre_exec(move || {
@@ -512,4 +513,51 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     stream.read_exact(&mut head).ok()?;
     let line = std::str::from_utf8(&head).ok()?;
     line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Spawns `cmd` from a thread that lives as long as the process, with
+/// `PR_SET_PDEATHSIG = death_signal`: the child gets that signal when this process dies.
+/// (The death signal follows the *thread* that forked, so a test thread that ends must
+/// not be it.)
+pub(crate) fn spawn_tied_to_this_process(cmd: Command, death_signal: libc::c_int) -> Child {
+    type Request = (Command, libc::c_int, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("broker-spawner".into())
+            .spawn(move || {
+                for (mut cmd, signal, reply) in rx {
+                    // SAFETY: prctl is async-signal-safe; nothing else runs between fork
+                    // and exec.
+                    unsafe {
+                        cmd.pre_exec(move || {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    let program = cmd.get_program().to_owned();
+                    let _ = reply.send(cmd.spawn().map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot start {}: {e}", Path::new(&program).display()),
+                        )
+                    }));
+                }
+            })
+            .expect("starting the broker spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .expect("spawner lock")
+        .send((cmd, death_signal, reply_tx))
+        .expect("the spawner thread runs");
+    reply_rx
+        .recv()
+        .expect("the spawner answers")
+        .unwrap_or_else(|e| panic!("{e}"))
 }
