@@ -9,9 +9,12 @@
 //! * [`PgCluster`] — a throwaway Postgres cluster with `wal_level=logical` per test.
 //! * [`kafka`] — a tansu Kafka-protocol broker per test binary (or per test, for fault
 //!   tests), topic creation, a producer and a reader of topics.
+//! * [`Certificates`] — a throwaway CA and server certificate (and a wrong CA) for the
+//!   TLS tests, made with `openssl`.
 //! * [`checker`] — compares acknowledged events with deliveries: lost, duplicated,
 //!   reordered.
 
+pub mod certs;
 pub mod checker;
 pub mod kafka;
 mod postgres;
@@ -19,6 +22,7 @@ mod process;
 mod receiver;
 mod verify;
 
+pub use certs::Certificates;
 pub use checker::{Report, Tracked, check};
 pub use process::{
     Options, Switchyard, free_port, http_status, switchyard_bin, switchyard_command, tail,
