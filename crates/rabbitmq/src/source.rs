@@ -52,6 +52,7 @@ impl Source for RabbitmqSource {
                 name: self.name.clone(),
                 config: self.config.clone(),
                 live: None,
+                setting_up: None,
                 last: 0,
                 handed: VecDeque::new(),
             }) as Box<dyn Feed>])
@@ -77,49 +78,71 @@ pub struct RabbitmqFeed {
     name: String,
     config: RabbitmqSourceConfig,
     live: Option<Live>,
+    /// The connection being made, when `live` is `None`.
+    setting_up: Option<tokio::task::JoinHandle<Result<Opened, FeedError>>>,
     /// The last position handed out.
     last: u64,
     /// Positions and delivery tags of the current channel handed out and not acked.
     handed: VecDeque<(u64, u64)>,
 }
 
+/// A connection, its channel and the queue's consumer on it.
+type Opened = (Connection, Channel, lapin::Consumer);
+
+/// Connects, sets the prefetch and starts consuming: run as a task of its own, so a
+/// `next` the reader drops meanwhile (it does on every tick of its commit timer) does
+/// not leave behind a connection whose consumer holds `prefetch` deliveries that nobody
+/// reads or acknowledges (the broker would not hand them to the next consumer while that
+/// connection lives).
+async fn open_consumer(name: String, cfg: RabbitmqSourceConfig) -> Result<Opened, FeedError> {
+    let connection = crate::connect(&cfg.url, cfg.ca_file.as_deref(), &name)
+        .await
+        .map_err(FeedError::Transient)?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| FeedError::Transient(format!("cannot open a RabbitMQ channel: {e}")))?;
+    channel
+        .basic_qos(cfg.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| FeedError::Transient(format!("cannot set the prefetch: {e}")))?;
+    let consumer = channel
+        .basic_consume(
+            cfg.queue.as_str().into(),
+            format!("switchyard-{name}").into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            let e = e.to_string();
+            FeedError::Transient(if e.contains("NOT_FOUND") || e.contains("404") {
+                format!(
+                    "rabbitmq queue `{}` does not exist on {}: declare it, e.g. \
+                     `rabbitmqadmin declare queue name={} durable=true`, and bind it to an \
+                     exchange; waiting for it",
+                    cfg.queue,
+                    switchyard_config::redact::url(&cfg.url),
+                    cfg.queue
+                )
+            } else {
+                format!("cannot consume queue `{}`: {e}", cfg.queue)
+            })
+        })?;
+    Ok((connection, channel, consumer))
+}
+
 impl RabbitmqFeed {
     async fn connect(&mut self) -> Result<(), FeedError> {
-        let cfg = &self.config;
-        let connection = crate::connect(&cfg.url, cfg.ca_file.as_deref(), &self.name)
-            .await
-            .map_err(FeedError::Transient)?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| FeedError::Transient(format!("cannot open a RabbitMQ channel: {e}")))?;
-        channel
-            .basic_qos(cfg.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(|e| FeedError::Transient(format!("cannot set the prefetch: {e}")))?;
-        let consumer = channel
-            .basic_consume(
-                cfg.queue.as_str().into(),
-                format!("switchyard-{}", self.name).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                let e = e.to_string();
-                FeedError::Transient(if e.contains("NOT_FOUND") || e.contains("404") {
-                    format!(
-                        "rabbitmq queue `{}` does not exist on {}: declare it, e.g. \
-                         `rabbitmqadmin declare queue name={} durable=true`, and bind it to an \
-                         exchange; waiting for it",
-                        cfg.queue,
-                        switchyard_config::redact::url(&cfg.url),
-                        cfg.queue
-                    )
-                } else {
-                    format!("cannot consume queue `{}`: {e}", cfg.queue)
-                })
-            })?;
+        let (name, config) = (self.name.clone(), self.config.clone());
+        let setting_up = self
+            .setting_up
+            .get_or_insert_with(|| tokio::spawn(open_consumer(name, config)));
+        let opened = setting_up.await;
+        self.setting_up = None;
+        let (connection, channel, consumer) = opened.map_err(|e| {
+            FeedError::Transient(format!("setting up the rabbitmq consumer failed: {e}"))
+        })??;
         // What the old channel had not acknowledged comes again on this one.
         self.handed.clear();
         self.live = Some(Live {
