@@ -1,7 +1,9 @@
 //! MQTT end to end, against a private mosquitto per test (a free port, its own data
 //! directory, no limit on the messages it queues for a subscriber, so the broker itself
 //! drops nothing): the real binary publishes to it, and a subscriber made with rumqttc
-//! before the start reads everything back.
+//! before the start reads everything back. For the TLS tests the broker has a second
+//! listener that requires TLS (a CA and certificate made for the test); the binary uses
+//! that one (`mqtts://`), the test's own clients the plain one.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use switchyard_test_support::{
-    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
+    Behaviour, Certificates, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
 use switchyard_tests::{WEBHOOK_SECRET, runtime, send_batches, wait_until};
 
@@ -21,15 +23,28 @@ type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// A mosquitto of this test only, stopped on drop.
 struct Mosquitto {
     port: u16,
+    /// A second listener that requires TLS, with the certificates it presents.
+    tls: Option<(u16, Certificates)>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Mosquitto {
     fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// With a TLS listener besides the plain one, its certificate signed by a CA made
+    /// for this broker.
+    fn start_with_tls() -> Self {
+        Self::launch(Some((free_port(), Certificates::make())))
+    }
+
+    fn launch(tls: Option<(u16, Certificates)>) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut broker = Self {
             port: free_port(),
+            tls,
             dir,
             child: None,
         };
@@ -39,17 +54,22 @@ impl Mosquitto {
 
     fn config(&self) -> PathBuf {
         let path = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &path,
-            format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {data}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
-                 log_dest file {data}/mosquitto.log\n",
-                port = self.port,
-                data = self.dir.path().display()
-            ),
-        )
-        .expect("writing the mosquitto config");
+        let mut config = format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {data}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
+             log_dest file {data}/mosquitto.log\n",
+            port = self.port,
+            data = self.dir.path().display()
+        );
+        if let Some((port, certs)) = &self.tls {
+            config.push_str(&format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                certs.ca_file().display(),
+                certs.server_cert().display(),
+                certs.server_key().display()
+            ));
+        }
+        std::fs::write(&path, config).expect("writing the mosquitto config");
         path
     }
 
@@ -67,15 +87,18 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto is installed");
         self.child = Some(child);
-        let port = self.port;
-        assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "mosquitto did not listen on {port}"
-        );
+        let ports = [Some(self.port), self.tls.as_ref().map(|(port, _)| *port)];
+        for port in ports.into_iter().flatten() {
+            assert!(
+                wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                    "127.0.0.1",
+                    port
+                ))
+                .is_ok()),
+                "mosquitto did not listen on {port}\n{}",
+                self.log()
+            );
+        }
     }
 
     /// SIGTERM (it saves its sessions and queued messages), then starts it again.
@@ -98,6 +121,12 @@ impl Mosquitto {
 
     fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS listener's `mqtts://` URL and the certificates behind it.
+    fn tls(&self) -> (String, &Certificates) {
+        let (port, certs) = self.tls.as_ref().expect("started with TLS");
+        (format!("mqtts://127.0.0.1:{port}"), certs)
     }
 }
 
@@ -292,6 +321,34 @@ retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
     )
 }
 
+/// Publishes `total` QoS 1 messages `{"key":"k<i%20>","seq":<i/20>}` to
+/// `sensors/<key>` on the plain listener at `port`, and waits for every PUBACK.
+fn publish(port: u16, total: u64) {
+    runtime().block_on(async {
+        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", port);
+        options.set_inflight(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                let key = format!("k{:02}", i % 20);
+                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
+                client
+                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
+                    .await
+                    .expect("publishing");
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < total {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
+                acked += 1;
+            }
+        }
+        publisher.await.expect("publisher");
+    });
+}
+
 #[test]
 fn mqtt_source_killed_mid_stream_delivers_every_message() {
     let broker = Mosquitto::start();
@@ -314,30 +371,7 @@ fn mqtt_source_killed_mid_stream_delivers_every_message() {
         tail(&switchyard.stderr(), 30)
     );
     let total = 10_000u64;
-    let rt = runtime();
-    rt.block_on(async {
-        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", broker.port);
-        options.set_inflight(100);
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
-        let publisher = tokio::spawn(async move {
-            for i in 0..total {
-                let key = format!("k{:02}", i % 20);
-                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
-                client
-                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
-                    .await
-                    .expect("publishing");
-            }
-            client
-        });
-        let mut acked = 0;
-        while acked < total {
-            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
-                acked += 1;
-            }
-        }
-        publisher.await.expect("publisher");
-    });
+    publish(broker.port, total);
     assert!(
         wait_until(Duration::from_secs(60), || receiver.count() >= 2_000),
         "deliveries did not start: {}\n{}",
@@ -434,29 +468,7 @@ fn mqtt_source_broker_restarted_mid_stream_delivers_every_message() {
     let total = 10_000u64;
     // Published with QoS 1 and confirmed by the broker before the restart: the broker
     // keeps them for the session (it saves its state when it stops).
-    runtime().block_on(async {
-        let mut options = MqttOptions::new("e2e-publisher", "127.0.0.1", broker.port);
-        options.set_inflight(100);
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
-        let publisher = tokio::spawn(async move {
-            for i in 0..total {
-                let key = format!("k{:02}", i % 20);
-                let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 20);
-                client
-                    .publish(format!("sensors/{key}"), QoS::AtLeastOnce, false, body)
-                    .await
-                    .expect("publishing");
-            }
-            client
-        });
-        let mut acked = 0;
-        while acked < total {
-            if let Ok(Event::Incoming(Incoming::PubAck(_))) = eventloop.poll().await {
-                acked += 1;
-            }
-        }
-        publisher.await.expect("publisher");
-    });
+    publish(broker.port, total);
     assert!(
         wait_until(Duration::from_secs(60), || receiver.count() >= 1_000),
         "deliveries did not start: {}\n{}",
@@ -496,4 +508,127 @@ fn mqtt_source_broker_restarted_mid_stream_delivers_every_message() {
     let report = check(&acked, &delivered);
     println!("mqtt_source_broker_restart: {report} ({at_restart} delivered before the restart)");
     assert_eq!(acked.len(), total as usize);
+}
+
+/// What the webhook got from the source, one record per request: the id from the key
+/// and sequence in the payload (a redelivered message is the same record again).
+fn received(receiver: &WebhookReceiver) -> Vec<Tracked> {
+    switchyard_tests::deliveries(receiver)
+        .into_iter()
+        .map(|t| Tracked::new(format!("{}-{}", t.key, t.seq), t.key, t.seq))
+        .collect()
+}
+
+#[test]
+fn mqtt_sink_over_tls_delivers_everything_trusting_the_configured_ca() {
+    let broker = Mosquitto::start_with_tls();
+    let (url, certs) = broker.tls();
+    let rt = runtime();
+    let got = subscribe(&rt, broker.port, "events/#");
+    let switchyard = Switchyard::start(&http_to_mqtt(
+        &url,
+        &format!("ca_file = \"{}\"", certs.ca_file().display()),
+    ));
+    let acked = send_batches(&switchyard.url(), "", 4, 500, 100);
+    assert_eq!(acked.len(), 2_000);
+    let report = read_back(&got, &acked, 100, Duration::from_secs(120));
+    println!("mqtt_sink_over_tls: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}\nbroker:\n{}",
+        tail(&switchyard.stderr(), 40),
+        broker.log()
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+}
+
+#[test]
+fn mqtt_source_over_tls_delivers_every_message() {
+    let broker = Mosquitto::start_with_tls();
+    let (url, certs) = broker.tls();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let config = mqtt_to_webhook(&url, "sensors/#", &receiver.url()).replace(
+        "client_id = ",
+        &format!("ca_file = \"{}\"\nclient_id = ", certs.ca_file().display()),
+    );
+    let switchyard = Switchyard::start(&config);
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("connected to the mqtt broker")),
+        "{}\nbroker:\n{}",
+        tail(&switchyard.stderr(), 30),
+        broker.log()
+    );
+    let total = 2_000u64;
+    publish(broker.port, total);
+    let distinct = || {
+        received(&receiver)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || distinct() >= total as usize),
+        "only {} of {total} messages delivered over TLS\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let published: Vec<Tracked> = (0..total)
+        .map(|i| {
+            let (key, seq) = (format!("k{:02}", i % 20), i / 20);
+            Tracked::new(format!("{key}-{seq}"), key, seq)
+        })
+        .collect();
+    let report = check(&published, &received(&receiver));
+    println!("mqtt_source_over_tls: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+/// A sink and a source trusting a CA that did not sign the broker's certificate: each
+/// says that the certificate is not trusted, and nothing is published or subscribed.
+#[test]
+fn mqtt_tls_with_the_wrong_ca_is_a_certificate_error_not_a_hang() {
+    let broker = Mosquitto::start_with_tls();
+    let (url, certs) = broker.tls();
+    let rt = runtime();
+    let got = subscribe(&rt, broker.port, "events/#");
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let wrong = format!("ca_file = \"{}\"", certs.wrong_ca_file().display());
+    let source = mqtt_to_webhook(&url, "sensors/#", &receiver.url())
+        .replace("client_id = ", &format!("{wrong}\nclient_id = "));
+    let sink = http_to_mqtt(&url, &wrong);
+    // One file with both: the sink's section and pipeline appended to the source's.
+    let both = format!(
+        "{source}\n{}",
+        &sink[sink.find("[sources.api]").expect("the sink's config")..]
+    );
+    let switchyard = Switchyard::start(&both);
+    send_batches(&switchyard.url(), "", 1, 10, 10);
+    let refused = |component: &str| {
+        switchyard
+            .stderr()
+            .lines()
+            .any(|l| l.contains(component) && l.contains("mqtts://") && l.contains("certificate"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || refused("sink=out")
+            && refused("source=sensors")),
+        "no certificate error from both the sink `out` and the source `sensors`:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        !switchyard.stderr().contains("connected to the mqtt broker"),
+        "a connection over an untrusted TLS:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "the sink published over an untrusted TLS"
+    );
+    assert_eq!(receiver.count(), 0);
 }

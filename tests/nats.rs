@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt as _;
-use switchyard_test_support::kafka::TlsProxy;
 use switchyard_test_support::{
-    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
+    Behaviour, Certificates, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
 use switchyard_tests::{
     WEBHOOK_SECRET, client, deliveries, metrics, runtime, send_batches, send_until,
@@ -32,16 +31,31 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
+/// A client of `url`, trusting the CA in `ca` when given (a server that requires TLS).
+async fn connect(url: &str, ca: Option<&Path>) -> async_nats::Client {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(ca) = ca {
+        options = options.add_root_certificates(ca.to_owned());
+    }
+    options.connect(url).await.expect("nats")
+}
+
 /// A stream `name` holding `<name>.>`, deleted when dropped.
 struct TestStream {
     url: String,
+    /// The CA to trust, for a server that requires TLS.
+    ca: Option<std::path::PathBuf>,
     name: String,
 }
 
 impl TestStream {
     fn create(url: &str, name: &str, max_msgs: Option<i64>) -> Self {
+        Self::create_trusting(url, None, name, max_msgs)
+    }
+
+    fn create_trusting(url: &str, ca: Option<&Path>, name: &str, max_msgs: Option<i64>) -> Self {
         runtime().block_on(async {
-            let js = jetstream::new(async_nats::connect(url).await.expect("nats"));
+            let js = jetstream::new(connect(url, ca).await);
             js.create_stream(stream::Config {
                 name: name.to_owned(),
                 subjects: vec![format!("{name}.>")],
@@ -55,6 +69,7 @@ impl TestStream {
         });
         Self {
             url: url.to_owned(),
+            ca: ca.map(Path::to_owned),
             name: name.to_owned(),
         }
     }
@@ -63,7 +78,7 @@ impl TestStream {
     /// or `within` passes.
     fn read(&self, within: Duration, mut done: impl FnMut(&[Tracked]) -> bool) -> Vec<Tracked> {
         runtime().block_on(async {
-            let js = jetstream::new(async_nats::connect(&self.url).await.expect("nats"));
+            let js = jetstream::new(connect(&self.url, self.ca.as_deref()).await);
             let stream = js.get_stream(&self.name).await.expect("stream");
             let consumer = stream
                 .create_consumer(consumer::pull::OrderedConfig::default())
@@ -85,7 +100,7 @@ impl TestStream {
 
     fn ack_floor_and_pending(&self, consumer: &str) -> (u64, usize) {
         runtime().block_on(async {
-            let js = jetstream::new(async_nats::connect(&self.url).await.expect("nats"));
+            let js = jetstream::new(connect(&self.url, self.ca.as_deref()).await);
             let stream = js.get_stream(&self.name).await.expect("stream");
             match stream.consumer_info(consumer).await {
                 Ok(info) => (info.ack_floor.stream_sequence, info.num_ack_pending),
@@ -98,8 +113,12 @@ impl TestStream {
 impl Drop for TestStream {
     fn drop(&mut self) {
         let (url, name) = (self.url.clone(), self.name.clone());
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
         runtime().block_on(async move {
-            if let Ok(client) = async_nats::connect(&url).await {
+            if let Ok(client) = options.connect(&url).await {
                 let _ = jetstream::new(client).delete_stream(&name).await;
             }
         });
@@ -234,6 +253,11 @@ impl PrivateNats {
 
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `tls://…`: the URL of a server started with TLS.
+    fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
     }
 
     fn kill(&mut self) {
@@ -445,8 +469,19 @@ retry = {{ max_attempts = 1000, initial = "10ms", max = "200ms" }}
 
 /// Publishes `n` messages (`{"key":"k<i%keys>","seq":<i/keys>}`) and waits for the acks.
 fn publish(url: &str, subject: &str, n: u64, keys: u64) -> Vec<Tracked> {
+    publish_trusting(url, None, subject, n, keys)
+}
+
+/// [`publish`] to a server that requires TLS, trusting the CA in `ca`.
+fn publish_trusting(
+    url: &str,
+    ca: Option<&Path>,
+    subject: &str,
+    n: u64,
+    keys: u64,
+) -> Vec<Tracked> {
     runtime().block_on(async {
-        let js = jetstream::new(async_nats::connect(url).await.expect("nats"));
+        let js = jetstream::new(connect(url, ca).await);
         let mut out = Vec::new();
         // In chunks: the context allows a bounded number of PubAcks outstanding.
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
@@ -564,13 +599,10 @@ fn nats_server_restarted_while_the_source_reads_loses_nothing() {
 
 #[test]
 fn nats_sink_over_tls_trusts_the_configured_ca() {
-    // The proxy only makes the certificates; the server terminates TLS itself.
-    let certs = TlsProxy::start(free_port(), "127.0.0.1:9");
-    let dir = certs.ca_file().parent().unwrap().to_owned();
-    let server =
-        PrivateNats::start_with_tls(Some((dir.join("server.pem"), dir.join("server.key"))));
+    let certs = Certificates::make();
+    let server = PrivateNats::start_with_tls(Some((certs.server_cert(), certs.server_key())));
     let name = unique("sy_tls");
-    let url = format!("tls://127.0.0.1:{}", server.port);
+    let url = server.tls_url();
     runtime().block_on(async {
         let client = async_nats::ConnectOptions::new()
             .add_root_certificates(certs.ca_file())
@@ -681,4 +713,78 @@ fn nats_sink_writes_cloudevents_with_ce_headers() {
         Some("application/json")
     );
     drop(stream);
+}
+
+/// [`nats_to_webhook`] with `tls = { ca = <ca> }` for the source.
+fn nats_to_webhook_trusting(url: &str, stream: &str, hook: &str, ca: &Path) -> String {
+    nats_to_webhook(url, stream, "sy", hook).replace(
+        "ack_wait = \"5s\"",
+        &format!("ack_wait = \"5s\"\ntls = {{ ca = \"{}\" }}", ca.display()),
+    )
+}
+
+#[test]
+fn nats_source_over_tls_delivers_everything_trusting_the_configured_ca() {
+    let certs = Certificates::make();
+    let server = PrivateNats::start_with_tls(Some((certs.server_cert(), certs.server_key())));
+    let url = server.tls_url();
+    let ca = certs.ca_file();
+    let name = unique("sy_srctls");
+    let stream = TestStream::create_trusting(&url, Some(&ca), &name, None);
+    let acked = publish_trusting(&url, Some(&ca), &format!("{name}.in"), 2_000, 20);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard =
+        Switchyard::start(&nats_to_webhook_trusting(&url, &name, &receiver.url(), &ca));
+    assert!(
+        wait_for_all_delivered(&receiver, &acked, Duration::from_secs(120)),
+        "{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&acked, &deliveries(&receiver));
+    println!("nats_source_over_tls: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+    // Delivered means acknowledged, over the same TLS connection.
+    assert!(
+        wait_until(Duration::from_secs(30), || stream
+            .ack_floor_and_pending("sy")
+            .0
+            == 2_000),
+        "the consumer's ack floor stays at {:?}",
+        stream.ack_floor_and_pending("sy")
+    );
+}
+
+/// A source trusting a CA that did not sign the server's certificate says that the
+/// certificate is not trusted, and reads nothing.
+#[test]
+fn nats_source_with_the_wrong_ca_is_a_certificate_error_not_a_hang() {
+    let certs = Certificates::make();
+    let server = PrivateNats::start_with_tls(Some((certs.server_cert(), certs.server_key())));
+    let url = server.tls_url();
+    let name = unique("sy_srcwrong");
+    let stream = TestStream::create_trusting(&url, Some(&certs.ca_file()), &name, None);
+    publish_trusting(&url, Some(&certs.ca_file()), &format!("{name}.in"), 10, 1);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&nats_to_webhook_trusting(
+        &url,
+        &name,
+        &receiver.url(),
+        &certs.wrong_ca_file(),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .lines()
+            .any(|l| l.contains("name=events") && l.contains("certificate"))),
+        "no certificate error from the source `events`:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        !switchyard.stderr().contains("connected to nats"),
+        "a connection over an untrusted TLS:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert_eq!(receiver.count(), 0);
+    assert_eq!(stream.ack_floor_and_pending("sy"), (0, 0), "nothing read");
 }

@@ -3,7 +3,8 @@
 //! ([`RabbitNode`]: free ports, its own database): the real binary publishes to an
 //! exchange made for the test, and what arrives in the queue bound to it is read back
 //! with lapin. Each test declares its own exchange and queue (a random name) and deletes
-//! them.
+//! them. The TLS tests put a TLS-terminating proxy (`socat`, with a CA made for the test)
+//! in front of the machine's broker and point the binary at it with `amqps://`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use switchyard_test_support::kafka::TlsProxy;
 use switchyard_test_support::{
-    Behaviour, RabbitNode, Report, Switchyard, Tracked, WebhookReceiver, check, tail,
+    Behaviour, RabbitNode, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
 use switchyard_tests::{
     WEBHOOK_SECRET, deliveries, runtime, send_batches, send_until, unique, wait_until,
@@ -462,9 +464,14 @@ fn received(receiver: &WebhookReceiver) -> Vec<Tracked> {
 }
 
 /// Publishes `total` persistent messages to `queue` (through the default exchange) on
-/// the broker at `url`, confirmed: message `m<i>` has key `k<i % 40>` (header
-/// `switchyard-key`), a `trace-id` header and the body `{"key":…,"seq":i/40}`.
-fn publish_jobs(url: &str, queue: &str, total: u64) {
+/// the broker at `url`, confirmed: message `m<i>` has key `k<i % keys>` (header
+/// `switchyard-key`), a `trace-id` header and the body `{"key":…,"seq":i/keys}`.
+/// [`publish_jobs`] to the machine's broker.
+fn publish(queue: &str, total: u64, keys: u64) {
+    publish_jobs(URL, queue, total, keys)
+}
+
+fn publish_jobs(url: &str, queue: &str, total: u64, keys: u64) {
     runtime().block_on(async {
         let (_c, ch) = channel(url).await;
         ch.confirm_select(ConfirmSelectOptions::default())
@@ -472,7 +479,7 @@ fn publish_jobs(url: &str, queue: &str, total: u64) {
             .expect("confirms");
         let mut confirms = Vec::new();
         for i in 0..total {
-            let key = format!("k{:02}", i % 40);
+            let key = format!("k{:02}", i % keys);
             let mut headers = FieldTable::default();
             headers.insert(
                 "switchyard-key".into(),
@@ -482,7 +489,7 @@ fn publish_jobs(url: &str, queue: &str, total: u64) {
                 "trace-id".into(),
                 AMQPValue::LongString(format!("t{i}").into()),
             );
-            let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / 40);
+            let body = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / keys);
             confirms.push(
                 ch.basic_publish(
                     "".into(),
@@ -509,7 +516,7 @@ fn publish_jobs(url: &str, queue: &str, total: u64) {
 fn rabbitmq_source_killed_mid_stream_delivers_every_message_and_acks_only_delivered_ones() {
     let topology = Topology::declare("source", FieldTable::default());
     let total = 20_000u64;
-    publish_jobs(URL, &topology.queue, total);
+    publish_jobs(URL, &topology.queue, total, 40);
     let receiver = WebhookReceiver::start(Behaviour::FailFraction {
         fraction: 0.05,
         seed: 7,
@@ -682,7 +689,7 @@ fn rabbitmq_node_restarted_while_the_source_reads_delivers_every_message() {
     let mut node = RabbitNode::start();
     let topology = Topology::declare_on(&node.url(), "srcrestart", FieldTable::default());
     let total = 20_000u64;
-    publish_jobs(&node.url(), &topology.queue, total);
+    publish_jobs(&node.url(), &topology.queue, total, 40);
     // A little slow, so that the stop lands while most messages wait in the queue.
     let receiver = WebhookReceiver::start(Behaviour::Slow(Duration::from_millis(2)));
     let mut switchyard = Switchyard::start(&rabbitmq_at_to_webhook(
@@ -750,5 +757,137 @@ fn rabbitmq_node_restarted_while_the_source_reads_delivers_every_message() {
         wait_until(Duration::from_secs(30), || topology.ready() == 0),
         "{} messages left in the queue",
         topology.ready()
+    );
+}
+
+/// `config` pointed at `proxy` with `amqps://` (the same broker behind it), trusting
+/// `ca` for the components whose `url` it names.
+fn over_tls(config: &str, proxy: &TlsProxy, ca: &std::path::Path) -> String {
+    let tls_url = format!("amqps://guest:guest@{}/%2f", proxy.brokers());
+    config.replace(
+        &format!("url = \"{URL}\"\n"),
+        &format!("url = \"{tls_url}\"\nca_file = \"{}\"\n", ca.display()),
+    )
+}
+
+#[test]
+fn rabbitmq_sink_over_tls_delivers_everything_trusting_the_configured_ca() {
+    let proxy = TlsProxy::start(free_port(), "127.0.0.1:5672");
+    let topology = Topology::declare("tls-sink", FieldTable::default());
+    let config = over_tls(
+        &http_to_rabbitmq(&topology.exchange, ""),
+        &proxy,
+        &proxy.ca_file(),
+    );
+    assert!(config.contains("amqps://"), "{config}");
+    let switchyard = Switchyard::start(&config);
+    let acked = send_batches(&switchyard.url(), "", 4, 500, 100);
+    assert_eq!(acked.len(), 2_000);
+    let report = topology.read_back(&acked, Duration::from_secs(120));
+    println!("rabbitmq_sink_over_tls: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+    assert!(
+        proxy.connections() >= 1,
+        "the sink did not connect through the TLS proxy:\n{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn rabbitmq_source_over_tls_delivers_every_message_and_acks_them() {
+    let proxy = TlsProxy::start(free_port(), "127.0.0.1:5672");
+    let topology = Topology::declare("tls-source", FieldTable::default());
+    let total = 2_000u64;
+    publish(&topology.queue, total, 20);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let config = over_tls(
+        &rabbitmq_to_webhook(&topology.queue, &receiver.url()),
+        &proxy,
+        &proxy.ca_file(),
+    );
+    assert!(config.contains("amqps://"), "{config}");
+    let mut switchyard = Switchyard::start(&config);
+    let distinct = || {
+        received(&receiver)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || distinct() >= total as usize),
+        "only {} of {total} messages delivered over TLS\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let published: Vec<Tracked> = (0..total)
+        .map(|i| {
+            let (key, seq) = (format!("k{:02}", i % 20), i / 20);
+            Tracked::new(format!("{key}-{seq}"), key, seq)
+        })
+        .collect();
+    let report = check(&published, &received(&receiver));
+    println!("rabbitmq_source_over_tls: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
+    assert!(
+        proxy.connections() >= 1,
+        "the source did not connect through the TLS proxy:\n{}",
+        proxy.log()
+    );
+    // Delivered means acknowledged: the queue is empty once switchyard stops.
+    switchyard.terminate();
+    assert!(
+        wait_until(Duration::from_secs(30), || topology.ready() == 0),
+        "{} messages left in the queue",
+        topology.ready()
+    );
+}
+
+/// Both sides trusting a CA that did not sign the proxy's certificate: each says that
+/// the certificate is not trusted, and nothing is published or consumed.
+#[test]
+fn rabbitmq_tls_with_the_wrong_ca_is_a_certificate_error_not_a_hang() {
+    let proxy = TlsProxy::start(free_port(), "127.0.0.1:5672");
+    let topology = Topology::declare("tls-wrong", FieldTable::default());
+    publish(&topology.queue, 10, 1);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let source = rabbitmq_to_webhook(&topology.queue, &receiver.url());
+    let sink = http_to_rabbitmq(&topology.exchange, "");
+    // One file with both: the sink's section and pipeline appended to the source's.
+    let both = format!(
+        "{source}\n{}",
+        &sink[sink.find("[sources.api]").expect("the sink's config")..]
+    );
+    let switchyard = Switchyard::start(&over_tls(&both, &proxy, &proxy.wrong_ca_file()));
+    send_batches(&switchyard.url(), "", 1, 10, 10);
+    let refused = |component: &str| {
+        switchyard
+            .stderr()
+            .lines()
+            .any(|l| l.contains(component) && l.contains("amqps://") && l.contains("certificate"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || refused("sink=out")
+            && refused("source=jobs")),
+        "no certificate error from both the sink `out` and the source `jobs`:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert_eq!(
+        receiver.count(),
+        0,
+        "the source consumed over an untrusted TLS"
+    );
+    assert_eq!(
+        topology.ready(),
+        10,
+        "the sink published or the source consumed over an untrusted TLS"
     );
 }

@@ -581,8 +581,8 @@ impl Default for KafkaSourceConfig {
 }
 
 /// TLS to a broker (NATS, Redis): PEM files, each optional. A `tls://` / `rediss://` URL
-/// (or a server that requires TLS) turns TLS on; `tls_ca` trusts a private CA besides the
-/// system's roots; `tls_cert` with `tls_key` is the client certificate of mutual TLS.
+/// (or a server that requires TLS) turns TLS on; `ca` trusts that private CA instead of
+/// the system's roots; `cert` with `key` is the client certificate of mutual TLS.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerTlsConfig {

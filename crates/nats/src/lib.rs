@@ -14,9 +14,15 @@
 pub mod sink;
 pub mod source;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, ServerAddr};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use switchyard_config::BrokerTlsConfig;
 use switchyard_connector::BuildError;
 use tracing::{info, warn};
@@ -79,22 +85,34 @@ pub(crate) async fn connect(
     if servers.iter().any(|s| s.tls_required()) {
         options = options.require_tls(true);
     }
+    let refusal = Refusal::default();
     if let Some(ca) = &tls.ca {
-        options = options.add_root_certificates(ca.into()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        let config =
+            client_config(ca, tls, refusal.clone()).map_err(|e| format!("{what} `{name}`: {e}"))?;
+        options = options.tls_client_config(config).require_tls(true);
+    } else if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         options = options.add_client_certificate(cert.into(), key.into());
     }
     let component = name.to_owned();
     options = options.event_callback(move |event| {
         let component = component.clone();
+        let refused = refusal.lock().expect("refusal lock").take();
         async move {
-            match event {
-                async_nats::Event::Connected => info!(what, name = %component, "connected to nats"),
-                async_nats::Event::Disconnected => {
+            match (event, refused) {
+                (async_nats::Event::Connected, _) => {
+                    info!(what, name = %component, "connected to nats")
+                }
+                (async_nats::Event::Disconnected, _) => {
                     warn!(what, name = %component, "disconnected from nats; reconnecting")
                 }
-                other => warn!(what, name = %component, event = %other, "nats client event"),
+                (async_nats::Event::ClientError(_), Some(reason)) => warn!(
+                    what,
+                    name = %component,
+                    "cannot connect to nats over TLS: the server's certificate was refused \
+                     ({reason}); check that `tls.ca` is the CA that signed it and that it names \
+                     the host in `url`; retrying"
+                ),
+                (other, _) => warn!(what, name = %component, event = %other, "nats client event"),
             }
         }
     });
@@ -102,4 +120,104 @@ pub(crate) async fn connect(
         .connect(servers)
         .await
         .map_err(|e| format!("{what} `{name}`: cannot set up the nats client: {e}"))
+}
+
+/// Why the last TLS handshake refused the server's certificate, until it is reported.
+type Refusal = Arc<Mutex<Option<String>>>;
+
+/// The rustls configuration that trusts only the CA(s) in the PEM file `ca` (as
+/// async-nats does with a root certificate), with the client certificate of `tls` when
+/// it has one, and a verifier that keeps the reason it refuses a certificate in
+/// `refusal`.
+fn client_config(
+    ca: &str,
+    tls: &BrokerTlsConfig,
+    refusal: Refusal,
+) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(ca)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read tls.ca {ca:?}: {e}"))?;
+    let (added, _) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        return Err(format!(
+            "tls.ca {ca:?} holds no usable certificate: give the PEM file of the CA that \
+             signed the server's certificate"
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("tls.ca {ca:?}: {e}"))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Recording { webpki, refusal }));
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read tls.cert {cert:?}: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read tls.key {key:?}: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("tls.cert and tls.key do not go together: {e}"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// webpki's verification of the server's certificate, keeping why it refused one: a
+/// failed handshake reaches the client's events only as "IO error".
+#[derive(Debug)]
+struct Recording {
+    webpki: Arc<WebPkiServerVerifier>,
+    refusal: Refusal,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if let Err(e) = &verdict {
+            *self.refusal.lock().expect("refusal lock") = Some(e.to_string());
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }

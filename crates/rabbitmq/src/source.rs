@@ -57,6 +57,7 @@ impl Source for RabbitmqSource {
                 name: self.name.clone(),
                 config: self.config.clone(),
                 live: None,
+                setting_up: None,
                 last: 0,
                 handed: VecDeque::new(),
                 lost_at: None,
@@ -83,6 +84,8 @@ pub struct RabbitmqFeed {
     name: String,
     config: RabbitmqSourceConfig,
     live: Option<Live>,
+    /// The connection being made, when `live` is `None`.
+    setting_up: Option<tokio::task::JoinHandle<Result<Opened, FeedError>>>,
     /// The last position handed out.
     last: u64,
     /// Positions and delivery tags of the current channel handed out and not acked.
@@ -91,22 +94,81 @@ pub struct RabbitmqFeed {
     lost_at: Option<Instant>,
 }
 
+/// A connection, its channel and the queue's consumer on it.
+type Opened = (Connection, Channel, lapin::Consumer);
+
+/// Connects, sets the prefetch and starts consuming: run as a task of its own, so a
+/// `next` the reader drops meanwhile (it does on every tick of its commit timer) does
+/// not leave behind a connection whose consumer holds `prefetch` deliveries that nobody
+/// reads or acknowledges (the broker would not hand them to the next consumer while that
+/// connection lives).
+async fn open_consumer(name: String, cfg: RabbitmqSourceConfig) -> Result<Opened, FeedError> {
+    let connection = crate::connect(&cfg.url, cfg.ca_file.as_deref(), &name)
+        .await
+        .map_err(FeedError::Transient)?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| FeedError::Transient(format!("cannot open a RabbitMQ channel: {e}")))?;
+    channel
+        .basic_qos(cfg.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| FeedError::Transient(format!("cannot set the prefetch: {e}")))?;
+    let consumer = channel
+        .basic_consume(
+            cfg.queue.as_str().into(),
+            format!("switchyard-{name}").into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            let e = e.to_string();
+            FeedError::Transient(if e.contains("NOT_FOUND") || e.contains("404") {
+                format!(
+                    "rabbitmq queue `{}` does not exist on {}: declare it, e.g. \
+                     `rabbitmqadmin declare queue name={} durable=true`, and bind it to an \
+                     exchange; waiting for it",
+                    cfg.queue,
+                    switchyard_config::redact::url(&cfg.url),
+                    cfg.queue
+                )
+            } else {
+                format!("cannot consume queue `{}`: {e}", cfg.queue)
+            })
+        })?;
+    Ok((connection, channel, consumer))
+}
+
 impl RabbitmqFeed {
     /// Connects and starts consuming, within [`CONNECT_TIMEOUT`].
     async fn connect(&mut self) -> Result<(), FeedError> {
-        let shown = switchyard_config::redact::url(&self.config.url);
-        let (connection, channel, consumer) = tokio::time::timeout(CONNECT_TIMEOUT, self.consume())
-            .await
-            .map_err(|_| {
-                FeedError::Transient(format!(
-                    "connecting to RabbitMQ at {shown} and consuming queue `{}` took \
-                         longer than {CONNECT_TIMEOUT:?}",
-                    self.config.queue
-                ))
-            })??;
+        let (name, config) = (self.name.clone(), self.config.clone());
+        let setting_up = self.setting_up.get_or_insert_with(|| {
+            tokio::spawn(async move {
+                let (shown, queue) = (
+                    switchyard_config::redact::url(&config.url),
+                    config.queue.clone(),
+                );
+                tokio::time::timeout(CONNECT_TIMEOUT, open_consumer(name, config))
+                    .await
+                    .map_err(|_| {
+                        FeedError::Transient(format!(
+                            "connecting to RabbitMQ at {shown} and consuming queue `{queue}` \
+                             took longer than {CONNECT_TIMEOUT:?}"
+                        ))
+                    })?
+            })
+        });
+        let opened = setting_up.await;
+        self.setting_up = None;
+        let (connection, channel, consumer) = opened.map_err(|e| {
+            FeedError::Transient(format!("setting up the rabbitmq consumer failed: {e}"))
+        })??;
         // What the old channel had not acknowledged comes again on this one.
         let again = self.handed.len();
         self.handed.clear();
+        let shown = switchyard_config::redact::url(&self.config.url);
         match self.lost_at.take() {
             Some(lost) => info!(source = %self.name, url = %shown, queue = %self.config.queue,
                 down_for = ?lost.elapsed(), unacked_handed_out = again,
@@ -121,46 +183,6 @@ impl RabbitmqFeed {
             base: self.last,
         });
         Ok(())
-    }
-
-    /// A connection, a channel with the prefetch set and a consumer of the queue.
-    async fn consume(&self) -> Result<(Connection, Channel, lapin::Consumer), FeedError> {
-        let cfg = &self.config;
-        let connection = crate::connect(&cfg.url, cfg.ca_file.as_deref(), &self.name)
-            .await
-            .map_err(FeedError::Transient)?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| FeedError::Transient(format!("cannot open a RabbitMQ channel: {e}")))?;
-        channel
-            .basic_qos(cfg.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(|e| FeedError::Transient(format!("cannot set the prefetch: {e}")))?;
-        let consumer = channel
-            .basic_consume(
-                cfg.queue.as_str().into(),
-                format!("switchyard-{}", self.name).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                let e = e.to_string();
-                FeedError::Transient(if e.contains("NOT_FOUND") || e.contains("404") {
-                    format!(
-                        "rabbitmq queue `{}` does not exist on {}: declare it, e.g. \
-                         `rabbitmqadmin declare queue name={} durable=true`, and bind it to an \
-                         exchange; waiting for it",
-                        cfg.queue,
-                        switchyard_config::redact::url(&cfg.url),
-                        cfg.queue
-                    )
-                } else {
-                    format!("cannot consume queue `{}`: {e}", cfg.queue)
-                })
-            })?;
-        Ok((connection, channel, consumer))
     }
 
     /// Drops the broken connection, saying why once.

@@ -606,7 +606,7 @@ impl TlsProxy {
             .prefix("switchyard-tls-")
             .tempdir()
             .expect("creating a temp dir for the TLS proxy");
-        make_certificates(dir.path());
+        crate::certs::make_certificates(dir.path());
         let proxy = TlsProxy {
             port,
             target: target.to_owned(),
@@ -712,70 +712,4 @@ impl Drop for TlsProxy {
             );
         }
     }
-}
-
-/// Writes `ca.pem`, `server.pem`, `server.key` (signed by the CA, for 127.0.0.1 and
-/// localhost) and `other-ca.pem` into `dir` with the `openssl` command.
-pub(crate) fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run openssl ({e}); install it (scripts/install-test-tools.sh)")
-            });
-        assert!(
-            out.status.success(),
-            "openssl {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    for (name, cn) in [
-        ("ca", "switchyard test CA"),
-        ("other-ca", "unrelated test CA"),
-    ] {
-        let (key, pem, subj) = (
-            format!("{name}.key"),
-            format!("{name}.pem"),
-            format!("/CN={cn}"),
-        );
-        let mut args = vec!["req", "-x509", "-nodes", "-days", "2"];
-        args.extend(ec);
-        args.extend(["-keyout", &key, "-out", &pem, "-subj", &subj]);
-        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-        args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        openssl(&args);
-    }
-    let mut args = vec!["req", "-new", "-nodes"];
-    args.extend(ec);
-    args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-    args.extend(["-subj", "/CN=localhost"]);
-    openssl(&args);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("writing the certificate extensions");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
 }

@@ -11,9 +11,12 @@
 //!   tests), topic creation, a producer and a reader of topics.
 //! * [`RabbitNode`] — a private RabbitMQ node on free ports with its own database, for
 //!   tests that stop and restart the broker.
+//! * [`Certificates`] — a throwaway CA and server certificate (and a wrong CA) for the
+//!   TLS tests, made with `openssl`.
 //! * [`checker`] — compares acknowledged events with deliveries: lost, duplicated,
 //!   reordered.
 
+pub mod certs;
 pub mod checker;
 pub mod kafka;
 mod postgres;
@@ -22,6 +25,7 @@ mod rabbitmq;
 mod receiver;
 mod verify;
 
+pub use certs::Certificates;
 pub use checker::{Report, Tracked, check};
 pub use process::{
     Options, Switchyard, free_port, http_status, switchyard_bin, switchyard_command, tail,

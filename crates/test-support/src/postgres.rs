@@ -147,7 +147,7 @@ impl PgCluster {
     fn set_up_tls(&self) {
         let tls = self.tls_dir();
         std::fs::create_dir(&tls).expect("creating the certificate directory");
-        crate::kafka::make_certificates(&tls);
+        crate::certs::make_certificates(&tls);
         std::fs::write(
             self.data_dir().join("pg_hba.conf"),
             "local all all trust\n\
