@@ -1485,12 +1485,6 @@ pub struct MqttSourceConfig {
     pub ca_file: Option<String>,
 }
 
-/// Placeholders a Kafka sink's `topic` may use, besides [`KAFKA_TOPIC_HEADER_PLACEHOLDER`].
-pub const KAFKA_TOPIC_PLACEHOLDERS: &[&str] = &["source", "kind", "table"];
-
-/// `{header:NAME}` in a Kafka sink's `topic`: the value of the event's header `NAME`.
-pub const KAFKA_TOPIC_HEADER_PLACEHOLDER: &str = "header:";
-
 /// Values a Kafka sink's `compression` may take.
 pub const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
 
