@@ -599,8 +599,10 @@ fn group_progress(url: &str, key: &str, group: &str) -> Option<(i64, i64)> {
         if field("name").and_then(text).as_deref() != Some(group) {
             return None;
         }
+        // `entries-read` is nil until the group has read anything.
         let number = |name: &str| match field(name)? {
             redis::Value::Int(n) => Some(*n),
+            redis::Value::Nil => Some(0),
             _ => None,
         };
         Some((number("entries-read")?, number("pending")?))
