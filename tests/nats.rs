@@ -98,6 +98,15 @@ impl TestStream {
         })
     }
 
+    /// Deletes the stream and creates it again: its sequences start at 1 again.
+    fn recreate(&self) {
+        runtime().block_on(async {
+            let js = jetstream::new(async_nats::connect(&self.url).await.expect("nats"));
+            js.delete_stream(&self.name).await.expect("delete stream");
+        });
+        std::mem::forget(Self::create(&self.url, &self.name, None));
+    }
+
     fn ack_floor_and_pending(&self, consumer: &str) -> (u64, usize) {
         runtime().block_on(async {
             let js = jetstream::new(connect(&self.url, self.ca.as_deref()).await);
@@ -787,4 +796,99 @@ fn nats_source_with_the_wrong_ca_is_a_certificate_error_not_a_hang() {
     );
     assert_eq!(receiver.count(), 0);
     assert_eq!(stream.ack_floor_and_pending("sy"), (0, 0), "nothing read");
+}
+
+/// Publishes `n` messages of the key `generation` with `switchyard-id` set to
+/// `<generation>-<i>`, so each event has an id of its own even where a recreated stream
+/// repeats sequence numbers.
+fn publish_generation(url: &str, subject: &str, generation: &str, n: u64) -> Vec<Tracked> {
+    runtime().block_on(async {
+        let js = jetstream::new(async_nats::connect(url).await.expect("nats"));
+        let mut out = Vec::new();
+        for seq in 0..n {
+            let id = format!("{generation}-{seq}");
+            let body = format!("{{\"key\":\"{generation}\",\"seq\":{seq}}}");
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("switchyard-id", id.as_str());
+            headers.insert("switchyard-key", generation);
+            js.publish_with_headers(subject.to_owned(), headers, body.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("puback");
+            out.push(Tracked::new(id, generation, seq));
+        }
+        out
+    })
+}
+
+#[test]
+fn nats_stream_deleted_and_created_again_is_read_from_its_start() {
+    let name = unique("sy_recreate");
+    let stream = TestStream::create(SHARED, &name, None);
+    let subject = format!("{name}.in");
+    let first = publish_generation(SHARED, &subject, "first", 10);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let mut switchyard = Switchyard::start(&nats_to_webhook(SHARED, &name, "sy", &receiver.url()));
+    assert!(
+        wait_for_all_delivered(&receiver, &first, Duration::from_secs(60)),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || stream
+            .ack_floor_and_pending("sy")
+            .0
+            == 10),
+        "the first stream's messages are acknowledged"
+    );
+    // A restart records the floor (10) in the data directory and reads on from it.
+    switchyard.kill9();
+    switchyard.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("consumer=sy from=11")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+
+    // Under the running source: the new stream's messages (sequences 1..=5, all below
+    // the old floor) are read.
+    stream.recreate();
+    let second = publish_generation(SHARED, &subject, "second", 5);
+    assert!(
+        wait_for_all_delivered(&receiver, &second, Duration::from_secs(60)),
+        "the recreated stream's messages were not delivered:\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert!(
+        switchyard
+            .stderr()
+            .contains("reading the new stream from its"),
+        "no warning:\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || stream
+            .ack_floor_and_pending("sy")
+            .0
+            == 5),
+        "the new stream's messages are acknowledged: {:?}",
+        stream.ack_floor_and_pending("sy")
+    );
+
+    // While switchyard is down: the floor recorded for the earlier stream does not apply.
+    switchyard.kill9();
+    stream.recreate();
+    let third = publish_generation(SHARED, &subject, "third", 12);
+    switchyard.restart();
+    assert!(
+        wait_for_all_delivered(&receiver, &third, Duration::from_secs(60)),
+        "the stream recreated during the stop was not read from its start:\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&third, &deliveries(&receiver));
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.reordered, 0, "{report}");
 }

@@ -559,3 +559,209 @@ fn redis_sink_over_tls_trusts_the_configured_ca_only() {
     );
     assert_eq!(report.reordered, 0, "{report}");
 }
+
+/// The peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// `entries-read` and `pending` of `group` (XINFO GROUPS), `None` before it exists.
+fn group_progress(url: &str, key: &str, group: &str) -> Option<(i64, i64)> {
+    fn text(v: &redis::Value) -> Option<String> {
+        match v {
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    let redis::Value::Array(groups) = cmd(url, &["XINFO", "GROUPS", key]) else {
+        return None;
+    };
+    groups.iter().find_map(|g| {
+        let fields: Vec<(String, redis::Value)> = match g {
+            redis::Value::Array(kv) => kv
+                .chunks_exact(2)
+                .filter_map(|p| Some((text(&p[0])?, p[1].clone())))
+                .collect(),
+            redis::Value::Map(kv) => kv
+                .iter()
+                .filter_map(|(k, v)| Some((text(k)?, v.clone())))
+                .collect(),
+            _ => return None,
+        };
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        if field("name").and_then(text).as_deref() != Some(group) {
+            return None;
+        }
+        // `entries-read` is nil until the group has read anything.
+        let number = |name: &str| match field(name)? {
+            redis::Value::Int(n) => Some(*n),
+            redis::Value::Nil => Some(0),
+            _ => None,
+        };
+        Some((number("entries-read")?, number("pending")?))
+    })
+}
+
+/// Appends `n` entries whose `payload` is `size` bytes, in one transaction (so a waiting
+/// read sees them all at once); returns their entry ids.
+fn add_large_entries(url: &str, key: &str, n: usize, size: usize) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let payload = vec![b'x'; size];
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for _ in 0..n {
+        pipe.cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("payload")
+            .arg(&payload[..])
+            .arg("content-type")
+            .arg("application/octet-stream");
+    }
+    pipe.query(&mut c).unwrap()
+}
+
+#[test]
+fn redis_source_reads_large_entries_in_bounded_memory() {
+    let key = unique("large");
+    let _cleanup = TestKey {
+        url: SHARED.into(),
+        key: key.clone(),
+    };
+    let switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.events]
+type = "redis"
+url = "{SHARED}"
+stream = "{key}"
+group = "sy"
+create = true
+
+[pipelines.deliver]
+from = ["events"]
+to = ["out"]
+
+[sinks.out]
+type = "null"
+"#
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || group_progress(
+            SHARED, &key, "sy"
+        )
+        .is_some()),
+        "the group was not created:\n{}",
+        tail(&switchyard.stderr(), 20)
+    );
+    let pid = switchyard.pid().expect("running");
+    let before = peak_rss(pid);
+    // 160 entries of 1 MiB, all at once: one read of them all would hold 160 MiB (more
+    // with the events made of it).
+    const ENTRIES: usize = 160;
+    add_large_entries(SHARED, &key, ENTRIES, 1 << 20);
+    assert!(
+        wait_until(Duration::from_secs(120), || group_progress(
+            SHARED, &key, "sy"
+        ) == Some((ENTRIES as i64, 0))),
+        "not every entry was read and acknowledged: {:?}\n{}",
+        group_progress(SHARED, &key, "sy"),
+        tail(&switchyard.stderr(), 20)
+    );
+    let grown = peak_rss(pid).saturating_sub(before);
+    println!(
+        "redis_source_reads_large_entries: peak RSS grew by {} MiB",
+        grown >> 20
+    );
+    assert!(
+        grown < 96 << 20,
+        "peak RSS grew by {} MiB reading {ENTRIES} entries of 1 MiB",
+        grown >> 20
+    );
+}
+
+#[test]
+fn redis_entry_above_max_entry_bytes_stops_the_reader_and_nothing_is_lost() {
+    let key = unique("toolarge");
+    let _cleanup = TestKey {
+        url: SHARED.into(),
+        key: key.clone(),
+    };
+    let before = add_entries(SHARED, &key, 5, 1);
+    let large = add_large_entries(SHARED, &key, 1, 3 << 19).remove(0);
+    let after = add_entries(SHARED, &key, 5, 1);
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let config = redis_to_webhook(SHARED, &key, "sy", &receiver.url()).replace(
+        "claim_idle = \"5s\"",
+        "claim_idle = \"5s\"\nmax_entry_bytes = \"1MiB\"",
+    );
+    let mut switchyard = Switchyard::start(&config);
+    assert!(
+        wait_for_all_delivered(&receiver, &before, Duration::from_secs(60)),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let log = switchyard.stderr();
+            log.contains(&format!("entry {large} of redis stream `{key}`"))
+                && log.contains(&format!("redis-cli XDEL {key} {large}"))
+        }),
+        "no error naming the entry and the fix:\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            switchyard_test_support::http_status(switchyard.addr(), "/readyz") == Some(503)
+        }),
+        "the stopped reader does not show in /readyz"
+    );
+    let seen: HashSet<String> = deliveries(&receiver).into_iter().map(|t| t.id).collect();
+    assert!(
+        after.iter().all(|t| !seen.contains(&t.id)),
+        "an entry after the refused one was handed out"
+    );
+    // The fix the error names: a larger limit. The entry and those after it were pending.
+    switchyard.terminate();
+    let path = switchyard.dir().join("switchyard.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("max_entry_bytes = \"1MiB\"", "max_entry_bytes = \"4MiB\""),
+    )
+    .unwrap();
+    switchyard.restart();
+    assert!(
+        wait_for_all_delivered(&receiver, &after, Duration::from_secs(60)),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let large_id = format!("{key}/{large}");
+    assert!(
+        wait_until(Duration::from_secs(30), || receiver
+            .accepted()
+            .iter()
+            .any(|r| r.header("webhook-id") == Some(large_id.as_str()))),
+        "the large entry was not delivered after the limit was raised"
+    );
+    let mut all = before.clone();
+    all.extend(after.iter().cloned());
+    let report = check(&all, &deliveries(&receiver));
+    assert_eq!(report.lost, 0, "{report}");
+    assert!(
+        wait_until(Duration::from_secs(30), || pending(SHARED, &key, "sy") == 0),
+        "entries still pending: {}",
+        pending(SHARED, &key, "sy")
+    );
+}

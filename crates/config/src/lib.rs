@@ -665,6 +665,10 @@ pub struct RedisSourceConfig {
     /// are claimed (XAUTOCLAIM) and read here. Default [`Self::DEFAULT_CLAIM_IDLE`].
     #[serde(with = "crate::units::duration")]
     pub claim_idle: Duration,
+    /// Largest entry (its field names and values) the source hands out; a larger one
+    /// stops the reader with an error naming it, before any later entry is handed out.
+    /// Default [`Self::DEFAULT_MAX_ENTRY_BYTES`].
+    pub max_entry_bytes: ByteSize,
     /// TLS files (with a `rediss://` URL).
     pub tls: BrokerTlsConfig,
 }
@@ -676,6 +680,9 @@ impl RedisSourceConfig {
     pub const DEFAULT_CONSUMER: &'static str = "switchyard";
     /// 60 seconds.
     pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(60);
+    /// 16 MiB: twice what one read aims to hold, far above the 1 MiB an HTTP source
+    /// accepts per request by default.
+    pub const DEFAULT_MAX_ENTRY_BYTES: ByteSize = ByteSize(16 << 20);
 }
 
 impl Default for RedisSourceConfig {
@@ -687,6 +694,7 @@ impl Default for RedisSourceConfig {
             consumer: Self::DEFAULT_CONSUMER.into(),
             create: false,
             claim_idle: Self::DEFAULT_CLAIM_IDLE,
+            max_entry_bytes: Self::DEFAULT_MAX_ENTRY_BYTES,
             tls: BrokerTlsConfig::default(),
         }
     }
@@ -1484,12 +1492,6 @@ pub struct MqttSourceConfig {
     /// As the sink's.
     pub ca_file: Option<String>,
 }
-
-/// Placeholders a Kafka sink's `topic` may use, besides [`KAFKA_TOPIC_HEADER_PLACEHOLDER`].
-pub const KAFKA_TOPIC_PLACEHOLDERS: &[&str] = &["source", "kind", "table"];
-
-/// `{header:NAME}` in a Kafka sink's `topic`: the value of the event's header `NAME`.
-pub const KAFKA_TOPIC_HEADER_PLACEHOLDER: &str = "header:";
 
 /// Values a Kafka sink's `compression` may take.
 pub const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];

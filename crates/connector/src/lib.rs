@@ -20,8 +20,10 @@
 //! - [`format::Formatter`]: a sink's `format`, mapped to its encoder (Debezium's change
 //!   events); every sink with a body writes through it.
 //! - [`template::NameTemplate`]: a broker sink's per-event name (a NATS subject, a Redis
-//!   stream key) from `{source}`, `{kind}`, `{table}` and `{header:NAME}`.
-//! - [`template::Template`]: a broker sink's routing key or topic, filled in per event.
+//!   stream key, a Kafka topic) from `{source}`, `{kind}`, `{table}` and `{header:NAME}`.
+//! - [`template::Template`]: a broker sink's routing key or topic, with `{key}` too, each
+//!   value judged by the sink. Both parse with `switchyard_config::name_template` (as
+//!   validation does) and render with one function.
 //!
 //! The contracts are synchronous traits returning boxed futures, so they can live
 //! behind `dyn` and the crate needs no async runtime. Architecture invariant: this

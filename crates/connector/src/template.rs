@@ -1,73 +1,37 @@
-//! Name templates of broker sinks: `{source}`, `{kind}`, `{table}` and `{header:NAME}`
-//! filled in per event (a NATS subject, a Redis stream key). Each sink checks what the
+//! Name templates of broker sinks, filled in per event: `{source}`, `{kind}`, `{table}`
+//! and `{header:NAME}` in a NATS subject, a Redis stream key or a Kafka topic
+//! ([`NameTemplate`]); those and `{key}` in a RabbitMQ routing key or an MQTT topic
+//! ([`Template`], which also checks every value taken from the event). Both are parsed
+//! by the config's one parser (`switchyard_config::name_template`, which validation uses
+//! too) and filled in by [`NameTemplate::render_checked`]. Each sink checks what the
 //! filled-in name may contain for its broker.
 
+use switchyard_config::name_template::{self, Part, Placeholders};
 use switchyard_event::Event;
 
 /// The event header `{table}` comes from. The Postgres CDC source sets it to
 /// `schema.table`.
 pub const TABLE_HEADER: &str = "pg-table";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Source,
-    Kind,
-    Table,
-    /// The value of the event's first header of this name.
-    Header(String),
-}
-
 /// A parsed name template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameTemplate {
-    key: &'static str,
+    /// The sink's key the template is the value of, named in errors; `None` for a
+    /// [`Template`], whose sinks say what the template is themselves.
+    key: Option<&'static str>,
     text: String,
     parts: Vec<Part>,
 }
 
 impl NameTemplate {
-    /// Parses `text`, the value of the sink's `key` (named in errors). Unknown
-    /// placeholders and an unclosed `{` are kept as text (config validation reports them
-    /// before this runs).
+    /// Parses `text`, the value of the sink's `key` (named in errors), with
+    /// [`Placeholders::Names`]. Unknown placeholders (`{key}` among them) and an unclosed
+    /// `{` are kept as text (config validation reports them before this runs).
     pub fn parse(key: &'static str, text: &str) -> Self {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        let mut literal = String::new();
-        while let Some(open) = rest.find('{') {
-            literal.push_str(&rest[..open]);
-            let after = &rest[open..];
-            let part = after.find('}').and_then(|close| match &after[1..close] {
-                "source" => Some((Part::Source, close)),
-                "kind" => Some((Part::Kind, close)),
-                "table" => Some((Part::Table, close)),
-                name => name
-                    .strip_prefix(switchyard_config::KAFKA_TOPIC_HEADER_PLACEHOLDER)
-                    .filter(|header| !header.is_empty())
-                    .map(|header| (Part::Header(header.to_owned()), close)),
-            });
-            match part {
-                Some((part, close)) => {
-                    if !literal.is_empty() {
-                        parts.push(Part::Text(std::mem::take(&mut literal)));
-                    }
-                    parts.push(part);
-                    rest = &after[close + 1..];
-                }
-                None => {
-                    literal.push('{');
-                    rest = &after[1..];
-                }
-            }
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            parts.push(Part::Text(literal));
-        }
         Self {
-            key,
+            key: Some(key),
             text: text.to_owned(),
-            parts,
+            parts: name_template::parse_lenient(text, Placeholders::Names),
         }
     }
 
@@ -89,35 +53,87 @@ impl NameTemplate {
         if let Some(t) = self.fixed() {
             return Ok(t.to_owned());
         }
-        let mut out = String::new();
+        self.render_checked(event, |_| Ok(()))
+    }
+
+    /// The name for `event`, or why it has none (a permanent problem of the event).
+    /// `allowed` judges each value taken from the event, so an event cannot name
+    /// something outside the template's pattern (an MQTT wildcard, a `/` that adds a
+    /// level).
+    pub fn render_checked(
+        &self,
+        event: &Event,
+        allowed: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<String, String> {
+        // Made only for an error: rendering is on the hot path of a sink.
+        let template = || match self.key {
+            Some(key) => format!("{key} {:?}", self.text),
+            None => format!("{:?}", self.text),
+        };
+        let mut out = String::with_capacity(self.text.len() + 16);
         for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Source => out.push_str(&event.source),
-                Part::Kind => out.push_str(&event.kind),
-                Part::Table => match event.header(TABLE_HEADER) {
-                    Some(table) => out.push_str(table),
-                    None => {
-                        return Err(format!(
-                            "{} {:?} uses {{table}} but event {} (source `{}`) has no `{TABLE_HEADER}` header; \
-                             {{table}} is for postgres_cdc events, route others to a sink without it",
-                            self.key, self.text, event.id, event.source
-                        ));
-                    }
-                },
-                Part::Header(name) => match event.header(name) {
-                    Some(value) => out.push_str(value),
-                    None => {
-                        return Err(format!(
-                            "{} {:?} uses {{header:{name}}} but event {} (source `{}`) has no `{name}` header; \
-                             set it (e.g. in a transform plugin) or route the event to a sink without it",
-                            self.key, self.text, event.id, event.source
-                        ));
-                    }
-                },
-            }
+            let value = match part {
+                Part::Text(t) => {
+                    out.push_str(t);
+                    continue;
+                }
+                Part::Source => event.source.as_str(),
+                Part::Kind => event.kind.as_str(),
+                Part::Table => event.header(TABLE_HEADER).ok_or_else(|| {
+                    format!(
+                        "{} uses {{table}} but event {} (source `{}`) has no `{TABLE_HEADER}` header; \
+                         {{table}} is for postgres_cdc events, route others to a sink without it",
+                        template(), event.id, event.source
+                    )
+                })?,
+                Part::Key => event
+                    .key
+                    .as_deref()
+                    .ok_or_else(|| format!("{} uses {{key}} but event {} has no key", template(), event.id))
+                    .and_then(|key| {
+                        std::str::from_utf8(key).map_err(|_| {
+                            format!("{} uses {{key}} but the key of event {} is not UTF-8", template(), event.id)
+                        })
+                    })?,
+                Part::Header(name) => event.header(name).ok_or_else(|| {
+                    format!(
+                        "{} uses {{header:{name}}} but event {} (source `{}`) has no `{name}` header; \
+                         set it (e.g. in a transform plugin) or route the event to a sink without it",
+                        template(), event.id, event.source
+                    )
+                })?,
+            };
+            allowed(value)
+                .map_err(|why| format!("{} for event {}: {value:?} {why}", template(), event.id))?;
+            out.push_str(value);
         }
         Ok(out)
+    }
+}
+
+/// A RabbitMQ routing key or an MQTT topic: a [`NameTemplate`] with
+/// [`Placeholders::WithKey`], parsed strictly, whose every value taken from the event is
+/// checked by the sink.
+#[derive(Clone, Debug)]
+pub struct Template(NameTemplate);
+
+impl Template {
+    /// Parses `text` (validated with the config: an error here names the template).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(Self(NameTemplate {
+            key: None,
+            text: text.to_owned(),
+            parts: name_template::parse_with(text, Placeholders::WithKey)?,
+        }))
+    }
+
+    /// The name for `event`, or why it has none: [`NameTemplate::render_checked`].
+    pub fn render(
+        &self,
+        event: &Event,
+        allowed: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<String, String> {
+        self.0.render_checked(event, allowed)
     }
 }
 
@@ -174,79 +190,6 @@ mod tests {
     fn unknown_placeholders_stay_text() {
         let t = NameTemplate::parse("subject", "a{b}{source");
         assert_eq!(t.fixed(), Some("a{b}{source"));
-    }
-}
-
-// Templates parsed by the config (`switchyard_config::name_template`, with `{key}`), for
-// the RabbitMQ routing key and the MQTT topic, with a check of every value taken from
-// the event.
-
-use switchyard_config::name_template::{self, Part as ConfigPart};
-
-/// A parsed template (a routing key, a topic).
-#[derive(Clone, Debug)]
-pub struct Template {
-    text: String,
-    parts: Vec<ConfigPart>,
-}
-
-impl Template {
-    /// Parses `text` (validated with the config: an error here names the template).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        Ok(Self {
-            text: text.to_owned(),
-            parts: name_template::parse(text)?,
-        })
-    }
-
-    /// The name for `event`, or why it has none (a permanent problem of the event).
-    /// `allowed` judges each value taken from the event, so an event cannot name
-    /// something outside the template's pattern (an MQTT wildcard, a `/` that adds a
-    /// level).
-    pub fn render(
-        &self,
-        event: &Event,
-        allowed: impl Fn(&str) -> Result<(), String>,
-    ) -> Result<String, String> {
-        let mut out = String::with_capacity(self.text.len() + 16);
-        for part in &self.parts {
-            let value = match part {
-                ConfigPart::Text(t) => {
-                    out.push_str(t);
-                    continue;
-                }
-                ConfigPart::Source => event.source.as_str(),
-                ConfigPart::Kind => event.kind.as_str(),
-                ConfigPart::Table => event.header(TABLE_HEADER).ok_or_else(|| {
-                    format!(
-                        "{:?} uses {{table}} but event {} (source `{}`) has no `{TABLE_HEADER}` header; \
-                         {{table}} is for postgres_cdc events, route others to a sink without it",
-                        self.text, event.id, event.source
-                    )
-                })?,
-                ConfigPart::Key => event
-                    .key
-                    .as_deref()
-                    .ok_or_else(|| format!("{:?} uses {{key}} but event {} has no key", self.text, event.id))
-                    .and_then(|key| {
-                        std::str::from_utf8(key).map_err(|_| {
-                            format!("{:?} uses {{key}} but the key of event {} is not UTF-8", self.text, event.id)
-                        })
-                    })?,
-                ConfigPart::Header(name) => event.header(name).ok_or_else(|| {
-                    format!(
-                        "{:?} uses {{header:{name}}} but event {} (source `{}`) has no `{name}` header; \
-                         set it (e.g. in a transform plugin) or route the event to a sink without it",
-                        self.text, event.id, event.source
-                    )
-                })?,
-            };
-            allowed(value).map_err(|why| {
-                format!("{:?} for event {}: {value:?} {why}", self.text, event.id)
-            })?;
-            out.push_str(value);
-        }
-        Ok(out)
     }
 }
 

@@ -11,6 +11,13 @@
 //! `claim_idle / 2` it claims (XAUTOCLAIM) entries of the group idle for `claim_idle` —
 //! a dead member's, or its own that a cancelled read left behind — and hands out those
 //! it does not already hold.
+//!
+//! Redis bounds a read in entries (COUNT), not in bytes, so a read of entries with huge
+//! fields could hold any amount of memory. The feed sizes each read's COUNT by the
+//! largest entry of the read before, to hold about [`READ_BYTES`] (the bound of a NATS
+//! pull), growing it at most twofold per read; an entry above `max_entry_bytes` stops
+//! the reader with an error that names it, before it or any later entry is handed out
+//! (they stay pending and are read again after a restart).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +42,10 @@ const BLOCK: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Most entries one read asks for.
 const MAX_READ: usize = 1000;
+/// About the most bytes of entries one read should hold (as a NATS pull's `max_bytes`).
+const READ_BYTES: usize = 8 << 20;
+/// Entries the first read asks for, before any size was seen.
+const FIRST_READ: usize = 8;
 /// Most fields of an entry copied into its event.
 const MAX_FIELDS: usize = 256;
 
@@ -87,12 +98,62 @@ impl Source for RedisSource {
                 held: HashSet::new(),
                 reading: None,
                 gone: Vec::new(),
+                sizer: ReadSizer::new(),
+                refused: None,
             }) as Box<dyn Feed>])
         })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// The COUNT of the next read, from the sizes of the entries read before.
+#[derive(Debug)]
+struct ReadSizer {
+    count: usize,
+}
+
+impl ReadSizer {
+    fn new() -> Self {
+        Self { count: FIRST_READ }
+    }
+
+    /// The COUNT of the next read, at most `max` (and at least 1).
+    fn count(&self, max: usize) -> usize {
+        self.count.min(max).max(1)
+    }
+
+    /// Learns from a read whose largest entry had `largest` bytes (`None`: it had no
+    /// entries). The next read asks for as many entries of that size as fit
+    /// [`READ_BYTES`], at least 1 and at most [`MAX_READ`]; it shrinks at once and grows
+    /// at most twofold, so smaller entries do not open the way to a read of many large
+    /// ones in one step.
+    fn observe(&mut self, largest: Option<usize>) {
+        let Some(largest) = largest else {
+            return;
+        };
+        let fit = READ_BYTES / largest.max(1);
+        self.count = fit.min(self.count.saturating_mul(2)).clamp(1, MAX_READ);
+    }
+}
+
+/// The bytes an entry holds: its field names and values.
+fn entry_size(entry: &StreamId) -> usize {
+    entry
+        .map
+        .iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::BulkString(b) => b.len(),
+        Value::SimpleString(s) => s.len(),
+        Value::Array(items) => items.iter().map(value_size).sum(),
+        _ => 8,
     }
 }
 
@@ -177,6 +238,11 @@ pub struct RedisFeed {
     reading: Option<tokio::task::JoinHandle<Reply>>,
     /// Pending entries that were trimmed from the stream, to acknowledge.
     gone: Vec<String>,
+    /// Sizes the COUNT of each read.
+    sizer: ReadSizer,
+    /// An entry above `max_entry_bytes` was read: why the feed stops (after handing out
+    /// the entries before it).
+    refused: Option<String>,
 }
 
 impl RedisFeed {
@@ -240,11 +306,19 @@ impl RedisFeed {
         ))
     }
 
-    /// Hands out `entries` not already held.
+    /// Hands out `entries` not already held, up to the first one above `max_entry_bytes`
+    /// (which sets `refused`; it and those after it stay pending to this member).
     fn take(&mut self, entries: Vec<StreamId>, batch: &mut Batch) {
+        let max_entry = usize::try_from(self.cfg.max_entry_bytes.as_u64()).unwrap_or(usize::MAX);
+        self.sizer.observe(entries.iter().map(entry_size).max());
         for entry in entries {
             if self.held.contains(&entry.id) {
                 continue;
+            }
+            let size = entry_size(&entry);
+            if size > max_entry {
+                self.refused = Some(self.too_large(&entry.id, size));
+                return;
             }
             if entry.map.is_empty() {
                 // Pending, but trimmed from the stream (XTRIM, MAXLEN): nothing to hand
@@ -261,11 +335,25 @@ impl RedisFeed {
         }
     }
 
+    fn too_large(&self, id: &str, size: usize) -> String {
+        let stream = &self.cfg.stream;
+        format!(
+            "source `{}`: entry {id} of redis stream `{stream}` holds {size} bytes, above \
+             max_entry_bytes = {} ({} bytes); raise max_entry_bytes of this source above \
+             {size} and restart, or delete the entry (`redis-cli XDEL {stream} {id}`: it is \
+             then acknowledged without being handed out) and restart. Nothing after it was \
+             handed out: it and the entries after it stay pending and are read again",
+            self.name,
+            self.cfg.max_entry_bytes,
+            self.cfg.max_entry_bytes.as_u64(),
+        )
+    }
+
     /// Starts the next read as a task: the reader drops a `next` on every tick of its
     /// commit timer, and a dropped XREADGROUP would leave its entries pending to this
     /// member until they are claimed back; a task's reply is kept for the next call.
     fn start_read(&mut self, c: MultiplexedConnection, max: usize) {
-        let count = max.clamp(1, MAX_READ);
+        let count = self.sizer.count(max.min(MAX_READ));
         let cfg = self.cfg.clone();
         let kind = if let Some(after) = self.history.clone() {
             Read::History(after)
@@ -278,6 +366,9 @@ impl RedisFeed {
     }
 
     async fn read(&mut self, max: usize) -> Result<Batch, FeedError> {
+        if let Some(why) = &self.refused {
+            return Err(FeedError::Permanent(why.clone()));
+        }
         if self.reading.is_none() {
             let mut c = self.connection().await?;
             self.ensure_group(&mut c).await?;
@@ -289,7 +380,7 @@ impl RedisFeed {
         let reply = done.map_err(|e| {
             FeedError::Transient(format!("source `{}`: read task failed: {e}", self.name))
         })?;
-        let mut batch = Batch::with_capacity(max.clamp(1, MAX_READ));
+        let mut batch = Batch::with_capacity(self.sizer.count(max.min(MAX_READ)));
         match reply {
             Reply::History(entries) => {
                 let entries = self.entries(entries)?;
@@ -571,6 +662,92 @@ mod tests {
             milliseconds_elapsed_from_delivery: None,
             delivered_count: None,
         }
+    }
+
+    fn feed(max_entry_bytes: u64) -> RedisFeed {
+        let cfg = RedisSourceConfig {
+            url: "redis://127.0.0.1:1".into(),
+            stream: "s".into(),
+            max_entry_bytes: max_entry_bytes.into(),
+            ..RedisSourceConfig::default()
+        };
+        RedisFeed {
+            name: "src".into(),
+            client: Client::open(cfg.url.as_str()).unwrap(),
+            cfg,
+            connection: None,
+            group_checked: false,
+            history: None,
+            claim_cursor: "0-0".into(),
+            next_claim: Instant::now(),
+            next_position: 1,
+            in_flight: BTreeMap::new(),
+            held: HashSet::new(),
+            reading: None,
+            gone: Vec::new(),
+            sizer: ReadSizer::new(),
+            refused: None,
+        }
+    }
+
+    #[test]
+    fn a_read_asks_for_as_many_entries_as_fit_its_bytes() {
+        let mut sizer = ReadSizer::new();
+        assert_eq!(sizer.count(1000), FIRST_READ, "before any size is known");
+        assert_eq!(sizer.count(3), 3, "never more than the reader asks for");
+        // Small entries: the count grows, at most twofold per read, up to MAX_READ.
+        let mut counts = Vec::new();
+        for _ in 0..10 {
+            sizer.observe(Some(100));
+            counts.push(sizer.count(usize::MAX));
+        }
+        assert_eq!(counts[..3], [16, 32, 64]);
+        assert_eq!(*counts.last().unwrap(), MAX_READ);
+        // An empty read teaches nothing.
+        sizer.observe(None);
+        assert_eq!(sizer.count(usize::MAX), MAX_READ);
+        // Large entries: it shrinks at once, so a read holds about READ_BYTES.
+        sizer.observe(Some(1 << 20));
+        assert_eq!(sizer.count(usize::MAX), READ_BYTES / (1 << 20));
+        // An entry above READ_BYTES is read alone.
+        sizer.observe(Some(READ_BYTES * 4));
+        assert_eq!(sizer.count(usize::MAX), 1);
+        sizer.observe(Some(1 << 20));
+        assert_eq!(
+            sizer.count(usize::MAX),
+            2,
+            "grows twofold, not to 8 at once"
+        );
+    }
+
+    #[test]
+    fn an_entry_above_max_entry_bytes_stops_the_feed_after_those_before_it() {
+        let mut feed = feed(100);
+        let big = "x".repeat(200);
+        let mut batch = Batch::default();
+        feed.take(
+            vec![
+                entry("1-0", &[("payload", "a")]),
+                entry("2-0", &[("payload", big.as_str())]),
+                entry("3-0", &[("payload", "c")]),
+            ],
+            &mut batch,
+        );
+        assert_eq!(batch.len(), 1, "only the entry before the large one");
+        assert_eq!(feed.in_flight.len(), 1);
+        let why = feed.refused.clone().expect("refused");
+        assert!(why.contains("entry 2-0 of redis stream `s`"), "{why}");
+        assert!(why.contains("207 bytes"), "{why}");
+        assert!(why.contains("max_entry_bytes"), "{why}");
+        assert!(why.contains("redis-cli XDEL s 2-0"), "{why}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let next = runtime.block_on(feed.read(10));
+        assert!(
+            matches!(next, Err(FeedError::Permanent(ref m)) if m == &why),
+            "{next:?}"
+        );
     }
 
     #[test]

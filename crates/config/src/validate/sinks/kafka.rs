@@ -3,7 +3,8 @@
 use super::super::sources::kafka::options;
 use super::super::walk::{Ctx, Table};
 use super::{cloudevents_mode, format, retry};
-use crate::{KAFKA_COMPRESSIONS, KAFKA_TOPIC_HEADER_PLACEHOLDER, KafkaSinkConfig};
+use crate::name_template::{self, Placeholders};
+use crate::{KAFKA_COMPRESSIONS, KafkaSinkConfig};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
     let topic = table
@@ -51,26 +52,7 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> KafkaSinkConfig {
 /// stream), if anything: placeholders other than `{source}`, `{kind}`, `{table}` and
 /// `{header:NAME}`, or an unclosed `{`.
 pub(super) fn template_problem(key: &str, topic: &str) -> Option<String> {
-    let mut rest = topic;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            return Some(format!(
-                "{key} {topic:?} has an unclosed `{{`; placeholders are {{source}}, {{kind}}, {{table}} and {{header:NAME}}"
-            ));
-        };
-        let name = &rest[open + 1..open + close];
-        if let Some(header) = name.strip_prefix(KAFKA_TOPIC_HEADER_PLACEHOLDER) {
-            if header.trim().is_empty() {
-                return Some(format!(
-                    "{key} {topic:?} uses {{header:}} without a header name; write e.g. {{header:aggregatetype}}"
-                ));
-            }
-        } else if !crate::KAFKA_TOPIC_PLACEHOLDERS.contains(&name) {
-            return Some(format!(
-                "{key} {topic:?} uses unknown placeholder {{{name}}}; use {{source}}, {{kind}}, {{table}} or {{header:NAME}}"
-            ));
-        }
-        rest = &rest[open + close + 1..];
-    }
-    None
+    name_template::parse_with(topic, Placeholders::Names)
+        .err()
+        .map(|problem| format!("{key} {problem}"))
 }

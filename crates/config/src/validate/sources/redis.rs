@@ -23,6 +23,9 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> RedisSourceConfig {
         claim_idle: table
             .duration(cx, "claim_idle", false)
             .unwrap_or(RedisSourceConfig::DEFAULT_CLAIM_IDLE),
+        max_entry_bytes: table
+            .size(cx, "max_entry_bytes")
+            .unwrap_or(RedisSourceConfig::DEFAULT_MAX_ENTRY_BYTES),
         tls: broker::tls(cx, table),
     }
 }
