@@ -767,7 +767,10 @@ fn mqtt5_source_to_webhook_keeps_ids_and_headers() {
     let report = check(&acked, &records);
     println!("mqtt5_source_to_webhook: {report}");
     assert_eq!(report.lost, 0, "{report}");
-    assert_eq!(report.unacked, 0, "ids not taken from switchyard-id: {report}");
+    assert_eq!(
+        report.unacked, 0,
+        "ids not taken from switchyard-id: {report}"
+    );
     assert_eq!(report.reordered, 0, "{report}");
     for (t, envelope) in &delivered {
         assert_eq!(envelope["id"], t.id.as_str(), "{envelope}");

@@ -52,7 +52,8 @@ pub mod properties {
     pub fn fits(text: &str) -> bool {
         text.len() <= usize::from(u16::MAX)
             && !text.chars().any(|c| {
-                c.is_control() || matches!(u32::from(c) & 0xFFFF, 0xFFFE | 0xFFFF)
+                c.is_control()
+                    || matches!(u32::from(c) & 0xFFFF, 0xFFFE | 0xFFFF)
                     || ('\u{FDD0}'..='\u{FDEF}').contains(&c)
             })
     }

@@ -205,7 +205,11 @@ impl MqttSink {
             (Client::V5(client), properties) => {
                 let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
                 match properties {
-                    Some(p) => client.publish_with_properties(topic, qos, false, payload, p).await,
+                    Some(p) => {
+                        client
+                            .publish_with_properties(topic, qos, false, payload, p)
+                            .await
+                    }
                     None => client.publish(topic, qos, false, payload).await,
                 }
                 .map_err(|e| e.to_string())
@@ -299,7 +303,9 @@ impl MqttSink {
             // waiting on it, attempt after attempt.
             let broker_max = match self.broker_max_packet.load(Ordering::Relaxed) {
                 0 => crate::MAX_PACKET,
-                max => usize::try_from(max).unwrap_or(usize::MAX).min(crate::MAX_PACKET),
+                max => usize::try_from(max)
+                    .unwrap_or(usize::MAX)
+                    .min(crate::MAX_PACKET),
             };
             if size > broker_max {
                 waiting.push(Err(Outcome::Permanent {
@@ -379,7 +385,9 @@ async fn drive_v3(
     loop {
         match eventloop.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => written(&tickets, pkid),
-            Ok(Event::Incoming(Incoming::PubAck(ack))) => answer(&tickets, ack.pkid, Outcome::Delivered),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                answer(&tickets, ack.pkid, Outcome::Delivered)
+            }
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                 info!(sink = %name, "connected to the mqtt broker");
             }
@@ -404,7 +412,9 @@ async fn drive_v5(
     loop {
         match eventloop.poll().await {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => written(&tickets, pkid),
-            Ok(Event::Incoming(Incoming::PubAck(ack))) => answer(&tickets, ack.pkid, puback_outcome(&ack)),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                answer(&tickets, ack.pkid, puback_outcome(&ack))
+            }
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 let max = ack.properties.and_then(|p| p.max_packet_size);
                 broker_max_packet.store(max.unwrap_or(0), Ordering::Relaxed);
@@ -651,7 +661,11 @@ mod tests {
         assert_eq!(property(&p, "source"), Some("/switchyard/api"));
         assert_eq!(property(&p, "type"), Some("switchyard.message"));
         assert_eq!(property(&p, "x-other"), Some("v"));
-        assert_eq!(property(&p, "ce-traceparent"), None, "an attribute, not a header");
+        assert_eq!(
+            property(&p, "ce-traceparent"),
+            None,
+            "an attribute, not a header"
+        );
         assert_eq!(p.content_type.as_deref(), Some("application/json"));
     }
 

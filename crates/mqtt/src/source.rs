@@ -215,8 +215,7 @@ impl MqttSource {
             .set_clean_start(false)
             .set_session_expiry_interval(Some(expiry))
             .set_manual_acks(true);
-        let (client, mut eventloop) =
-            rumqttc::v5::AsyncClient::new(options, usize::from(u16::MAX));
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, usize::from(u16::MAX));
         let (name, url) = (self.name.clone(), self.config.url.clone());
         let topics = self.config.topics.clone();
         let subscriber = client.clone();
