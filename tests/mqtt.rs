@@ -595,9 +595,12 @@ fn subscribe_v5(rt: &tokio::runtime::Runtime, port: u16, filter: &str) -> Receiv
     got
 }
 
-/// Publishes `messages` (topic, payload, user properties) with QoS 1 and MQTT 5, with
-/// content type `application/json`, and returns once the broker acknowledged every one.
-fn publish_v5(port: u16, messages: Vec<(String, String, Vec<(String, String)>)>) {
+/// A message to publish with MQTT 5: topic, payload and user properties.
+type Outgoing5 = (String, String, Vec<(String, String)>);
+
+/// Publishes `messages` with QoS 1 and MQTT 5, with content type `application/json`, and
+/// returns once the broker acknowledged every one.
+fn publish_v5(port: u16, messages: Vec<Outgoing5>) {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::PublishProperties;
     use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
