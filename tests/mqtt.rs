@@ -212,6 +212,11 @@ fn read_back(got: &Received, acked: &[Tracked], batch: u64, within: Duration) ->
 
 /// An HTTP source `api` (4 partitions) piped into an MQTT sink `out`.
 fn http_to_mqtt(url: &str, extra: &str) -> String {
+    http_to_mqtt_topic(url, "events/{source}/{key}", extra)
+}
+
+/// [`http_to_mqtt`] publishing to `topic`.
+fn http_to_mqtt_topic(url: &str, topic: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -229,7 +234,7 @@ to = ["out"]
 [sinks.out]
 type = "mqtt"
 url = "{url}"
-topic = "events/{{source}}/{{key}}"
+topic = "{topic}"
 {extra}
 "#
     )
@@ -295,6 +300,17 @@ fn mqtt_broker_restarted_mid_stream_loses_nothing() {
 
 /// An MQTT source `sensors` subscribed to `filter`, piped into a signed webhook.
 fn mqtt_to_webhook(url: &str, filter: &str, hook: &str) -> String {
+    mqtt_to_webhook_with(url, filter, hook, "", "")
+}
+
+/// [`mqtt_to_webhook`] with more keys for the source and the webhook sink.
+fn mqtt_to_webhook_with(
+    url: &str,
+    filter: &str,
+    hook: &str,
+    source_extra: &str,
+    hook_extra: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -306,6 +322,7 @@ type = "mqtt"
 url = "{url}"
 topics = ["{filter}"]
 client_id = "switchyard-e2e-sensors"
+{source_extra}
 
 [pipelines.deliver]
 from = ["sensors"]
@@ -317,6 +334,7 @@ url = "{hook}"
 secret = "{WEBHOOK_SECRET}"
 concurrency = 8
 retry = {{ max_attempts = 60, initial = "10ms", max = "200ms" }}
+{hook_extra}
 "#
     )
 }
@@ -631,4 +649,466 @@ fn mqtt_tls_with_the_wrong_ca_is_a_certificate_error_not_a_hang() {
         "the sink published over an untrusted TLS"
     );
     assert_eq!(receiver.count(), 0);
+}
+
+// ── MQTT 5 ─────────────────────────────────────────────────────────────────────────────
+
+/// What an MQTT 5 subscriber got of one message.
+#[derive(Clone, Debug)]
+struct Message5 {
+    topic: String,
+    payload: Vec<u8>,
+    content_type: Option<String>,
+    user: Vec<(String, String)>,
+}
+
+impl Message5 {
+    /// The value of the user property `name`, when there is exactly one.
+    fn property(&self, name: &str) -> Option<&str> {
+        let mut values = self.user.iter().filter(|(n, _)| n == name);
+        match (values.next(), values.next()) {
+            (Some((_, v)), None) => Some(v.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The payload's `key` and `seq` (what [`send_batches`] sends).
+    fn key_seq(&self) -> (String, u64) {
+        let body: serde_json::Value = serde_json::from_slice(&self.payload).expect("json");
+        (
+            body["key"].as_str().expect("key").to_owned(),
+            body["seq"].as_u64().expect("seq"),
+        )
+    }
+}
+
+type Received5 = Arc<Mutex<Vec<Message5>>>;
+
+/// An MQTT 5 QoS 1 subscriber to `filter` (rumqttc's v5 client), collecting what it gets
+/// in arrival order. Runs on `rt` until dropped with it.
+fn subscribe_v5(rt: &tokio::runtime::Runtime, port: u16, filter: &str) -> Received5 {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut options = MqttOptions::new(format!("reader5-{port}"), "127.0.0.1", port);
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(600))
+        .set_max_packet_size(Some(1 << 24));
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
+    let filter = filter.to_owned();
+    let sink = got.clone();
+    rt.spawn(async move {
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribing");
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let properties = p.properties.clone().unwrap_or_default();
+                    sink.lock().unwrap().push(Message5 {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload.to_vec(),
+                        content_type: properties.content_type,
+                        user: properties.user_properties,
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    subscribed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the subscription was acknowledged");
+    got
+}
+
+/// A message to publish with MQTT 5: topic, payload and user properties.
+type Outgoing5 = (String, String, Vec<(String, String)>);
+
+/// Publishes `messages` with QoS 1 and MQTT 5, with content type `application/json`, and
+/// returns once the broker acknowledged every one.
+fn publish_v5(port: u16, messages: Vec<Outgoing5>) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let total = messages.len();
+    runtime().block_on(async {
+        let mut options = MqttOptions::new("e2e-publisher5", "127.0.0.1", port);
+        options.set_outgoing_inflight_upper_limit(100);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let publisher = tokio::spawn(async move {
+            for (topic, payload, user) in messages {
+                let properties = PublishProperties {
+                    content_type: Some("application/json".to_owned()),
+                    user_properties: user,
+                    ..PublishProperties::default()
+                };
+                client
+                    .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
+                    .await
+                    .expect("publishing");
+            }
+            client
+        });
+        let mut acked = 0;
+        while acked < total {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("the publisher lost its connection: {e}"),
+            }
+        }
+        publisher.await.expect("publisher");
+    });
+}
+
+/// What the webhook got, as checker records: the id from `webhook-id`, key and seq from
+/// the payload; with `envelope = true` the payload sits in the envelope.
+fn delivered_enveloped(receiver: &WebhookReceiver) -> Vec<(Tracked, serde_json::Value)> {
+    receiver
+        .accepted()
+        .iter()
+        .filter_map(|r| {
+            let id = r.header("webhook-id")?.to_owned();
+            let envelope: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+            let payload = &envelope["payload"];
+            let key = payload["key"].as_str()?.to_owned();
+            let seq = payload["seq"].as_u64()?;
+            Some((Tracked::new(id, key, seq), envelope))
+        })
+        .collect()
+}
+
+#[test]
+fn mqtt5_http_to_mqtt_every_message_with_its_properties_in_per_key_order() {
+    let broker = Mosquitto::start();
+    let rt = runtime();
+    let got = subscribe_v5(&rt, broker.port, "v5sink/#");
+    let switchyard = Switchyard::start(&http_to_mqtt_topic(
+        &broker.url(),
+        "v5sink/{source}/{key}",
+        "protocol = \"5\"",
+    ));
+    let acked = send_batches(&switchyard.url(), "", 20, 1_000, 250);
+    assert_eq!(acked.len(), 20_000);
+    let wanted: HashSet<&str> = acked.iter().map(|t| t.id.as_str()).collect();
+    let tracked = |got: &[Message5]| -> Vec<Tracked> {
+        got.iter()
+            .map(|m| {
+                let (key, seq) = m.key_seq();
+                Tracked::new(m.property("switchyard-id").unwrap_or("no id"), key, seq)
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(180), || {
+        let have: HashSet<String> = tracked(&got.lock().unwrap())
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        wanted.iter().all(|id| have.contains(*id))
+    });
+    let messages = got.lock().unwrap().clone();
+    let report = check(&acked, &tracked(&messages));
+    println!("mqtt5_http_to_mqtt: {report}");
+    assert_eq!(
+        report.lost,
+        0,
+        "{report}\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    assert_eq!(report.unacked, 0, "{report}");
+    for m in &messages {
+        let (key, seq) = m.key_seq();
+        let batch = seq - seq % 250;
+        assert_eq!(m.topic, format!("v5sink/api/{key}"), "{m:?}");
+        assert_eq!(
+            m.property("switchyard-id"),
+            Some(format!("{key}-b{batch}-{}", seq % 250).as_str()),
+            "{m:?}"
+        );
+        assert_eq!(m.property("switchyard-source"), Some("api"), "{m:?}");
+        assert_eq!(m.property("switchyard-kind"), Some("message"), "{m:?}");
+        assert_eq!(m.property("switchyard-key"), Some(key.as_str()), "{m:?}");
+        // The event's own header (the HTTP source sets it from the request).
+        assert_eq!(
+            m.property("idempotency-key"),
+            Some(format!("{key}-b{batch}").as_str()),
+            "{m:?}"
+        );
+        assert_eq!(m.content_type.as_deref(), Some("application/json"), "{m:?}");
+    }
+}
+
+#[test]
+fn mqtt5_source_to_webhook_keeps_ids_and_headers() {
+    let broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let switchyard = Switchyard::start(&mqtt_to_webhook_with(
+        &broker.url(),
+        "v5src/#",
+        &receiver.url(),
+        "protocol = \"5\"",
+        "envelope = true",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("subscribed to the mqtt topics")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let total = 2_000u64;
+    let messages = (0..total)
+        .map(|i| {
+            let key = format!("k{:02}", i % 10);
+            let seq = i / 10;
+            let user = vec![
+                ("switchyard-id".to_owned(), format!("m-{key}-{seq}")),
+                ("switchyard-key".to_owned(), key.clone()),
+                ("x-trace".to_owned(), format!("t-{i}")),
+            ];
+            let body = format!("{{\"key\":\"{key}\",\"seq\":{seq}}}");
+            (format!("v5src/{key}"), body, user)
+        })
+        .collect();
+    publish_v5(broker.port, messages);
+    let distinct = || {
+        delivered_enveloped(&receiver)
+            .into_iter()
+            .map(|(t, _)| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || distinct() >= total as usize),
+        "only {} of {total} messages delivered\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let delivered = delivered_enveloped(&receiver);
+    let acked: Vec<Tracked> = (0..total)
+        .map(|i| {
+            let key = format!("k{:02}", i % 10);
+            Tracked::new(format!("m-{key}-{}", i / 10), key, i / 10)
+        })
+        .collect();
+    let records: Vec<Tracked> = delivered.iter().map(|(t, _)| t.clone()).collect();
+    let report = check(&acked, &records);
+    println!("mqtt5_source_to_webhook: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(
+        report.unacked, 0,
+        "ids not taken from switchyard-id: {report}"
+    );
+    assert_eq!(report.reordered, 0, "{report}");
+    for (t, envelope) in &delivered {
+        assert_eq!(envelope["id"], t.id.as_str(), "{envelope}");
+        assert_eq!(envelope["key"], t.key.as_str(), "{envelope}");
+        assert_eq!(envelope["source"], "sensors", "{envelope}");
+        assert_eq!(envelope["content_type"], "application/json", "{envelope}");
+        let i = t.seq * 10 + t.key[1..].parse::<u64>().expect("key number");
+        assert_eq!(
+            envelope["headers"]["x-trace"],
+            format!("t-{i}").as_str(),
+            "{envelope}"
+        );
+        assert_eq!(
+            envelope["headers"]["mqtt-topic"],
+            format!("v5src/{}", t.key).as_str(),
+            "{envelope}"
+        );
+        assert!(
+            envelope["headers"].get("switchyard-id").is_none(),
+            "{envelope}"
+        );
+    }
+}
+
+#[test]
+fn mqtt5_round_trip_through_mqtt_keeps_event_ids() {
+    let broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::Ok);
+    let url = broker.url();
+    let config = format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.api]
+type = "http"
+partitions = 4
+
+[pipelines.to_mqtt]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "mqtt"
+url = "{url}"
+topic = "v5trip/{{source}}/{{key}}"
+protocol = "5"
+
+[sources.back]
+type = "mqtt"
+url = "{url}"
+topics = ["v5trip/#"]
+client_id = "switchyard-e2e-back"
+protocol = "5"
+
+[pipelines.from_mqtt]
+from = ["back"]
+to = ["hook"]
+
+[sinks.hook]
+type = "webhook"
+url = "{hook}"
+secret = "{WEBHOOK_SECRET}"
+concurrency = 8
+"#,
+        hook = receiver.url()
+    );
+    let switchyard = Switchyard::start(&config);
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("subscribed to the mqtt topics")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let acked = send_batches(&switchyard.url(), "", 10, 500, 100);
+    assert_eq!(acked.len(), 5_000);
+    assert!(
+        switchyard_tests::wait_for_all_delivered(&receiver, &acked, Duration::from_secs(120)),
+        "not every event came back through mqtt\n{}",
+        tail(&switchyard.stderr(), 40)
+    );
+    let report = check(&acked, &switchyard_tests::deliveries(&receiver));
+    println!("mqtt5_round_trip: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.unacked, 0, "an id changed on the way: {report}");
+    assert_eq!(report.reordered, 0, "{report}");
+}
+
+#[test]
+fn mqtt5_source_killed_mid_stream_loses_nothing_and_keeps_ids() {
+    let broker = Mosquitto::start();
+    let receiver = WebhookReceiver::start(Behaviour::FailFraction {
+        fraction: 0.05,
+        seed: 12,
+    });
+    let mut switchyard = Switchyard::start(&mqtt_to_webhook_with(
+        &broker.url(),
+        "v5kill/#",
+        &receiver.url(),
+        "protocol = \"5\"",
+        "",
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || switchyard
+            .stderr()
+            .contains("subscribed to the mqtt topics")),
+        "{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let total = 10_000u64;
+    let id = |key: &str, seq: u64| format!("m-{key}-{seq}");
+    let messages = (0..total)
+        .map(|i| {
+            let key = format!("k{:02}", i % 20);
+            let seq = i / 20;
+            let user = vec![("switchyard-id".to_owned(), id(&key, seq))];
+            let body = format!("{{\"key\":\"{key}\",\"seq\":{seq}}}");
+            (format!("v5kill/{key}"), body, user)
+        })
+        .collect();
+    publish_v5(broker.port, messages);
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver.count() >= 2_000),
+        "deliveries did not start: {}\n{}",
+        receiver.count(),
+        tail(&switchyard.stderr(), 30)
+    );
+    switchyard.kill9();
+    let at_kill = receiver.count();
+    switchyard.restart();
+    let distinct = || {
+        switchyard_tests::deliveries(&receiver)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(
+        wait_until(Duration::from_secs(180), || distinct() >= total as usize),
+        "only {} of {total} messages delivered after the restart\n{}",
+        distinct(),
+        tail(&switchyard.stderr(), 40)
+    );
+    let acked: Vec<Tracked> = (0..total)
+        .map(|i| {
+            let key = format!("k{:02}", i % 20);
+            Tracked::new(id(&key, i / 20), key, i / 20)
+        })
+        .collect();
+    // The id is the message's `switchyard-id`: a redelivered message keeps it, so a
+    // duplicate is the same id again (never a new one: `unacked` counts ids that no
+    // message had).
+    let delivered = switchyard_tests::deliveries(&receiver);
+    let report = check(&acked, &delivered);
+    println!("mqtt5_source_kill9: {report} ({at_kill} delivered before the kill)");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.unacked, 0, "a delivery got a new id: {report}");
+    assert_eq!(report.reordered, 0, "{report}");
+    for t in &delivered {
+        assert_eq!(t.id, id(&t.key, t.seq), "{t:?}");
+    }
+}
+
+#[test]
+fn mqtt5_cloudevents_binary_mode_puts_attributes_in_user_properties() {
+    let broker = Mosquitto::start();
+    let rt = runtime();
+    let got = subscribe_v5(&rt, broker.port, "v5ce/#");
+    let switchyard = Switchyard::start(&http_to_mqtt_topic(
+        &broker.url(),
+        "v5ce/{source}/{key}",
+        "protocol = \"5\"\nformat = \"cloudevents\"",
+    ));
+    let acked = send_batches(&switchyard.url(), "", 3, 20, 10);
+    assert_eq!(acked.len(), 60);
+    assert!(
+        wait_until(Duration::from_secs(60), || got.lock().unwrap().len() >= 60),
+        "{} of 60 arrived\n{}",
+        got.lock().unwrap().len(),
+        tail(&switchyard.stderr(), 30)
+    );
+    for m in got.lock().unwrap().iter() {
+        let (key, seq) = m.key_seq();
+        // Binary mode: the payload as the HTTP source received it.
+        assert_eq!(
+            m.payload,
+            format!("{{\"key\":\"{key}\",\"seq\":{seq}}}").into_bytes(),
+            "{m:?}"
+        );
+        let id = format!("{key}-b{}-{}", seq - seq % 10, seq % 10);
+        assert_eq!(m.property("specversion"), Some("1.0"), "{m:?}");
+        assert_eq!(m.property("id"), Some(id.as_str()), "{m:?}");
+        assert_eq!(m.property("source"), Some("/switchyard/api"), "{m:?}");
+        assert_eq!(m.property("type"), Some("switchyard.message"), "{m:?}");
+        assert!(m.property("time").is_some(), "{m:?}");
+        // `datacontenttype` is the content-type property, as the MQTT binding says.
+        assert_eq!(m.property("datacontenttype"), None, "{m:?}");
+        assert_eq!(m.content_type.as_deref(), Some("application/json"), "{m:?}");
+        assert_eq!(m.property("switchyard-id"), Some(id.as_str()), "{m:?}");
+    }
 }

@@ -1420,8 +1420,33 @@ impl Default for RabbitmqSourceConfig {
     }
 }
 
-/// `type = "mqtt"` sink: QoS 1 publishes (MQTT 3.1.1); an event is acknowledged on its
-/// PUBACK.
+/// `protocol` of an MQTT sink or source: the MQTT version it speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1: no message properties (event ids, headers and content types are not
+    /// carried; CloudEvents are structured).
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V3,
+    /// MQTT 5: the event's id, source, kind, key and headers as user properties, its
+    /// content type as the content-type property, PUBACK reason codes, a session expiry
+    /// interval.
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl MqttProtocol {
+    /// The `protocol` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MqttProtocol::V3 => "3.1.1",
+            MqttProtocol::V5 => "5",
+        }
+    }
+}
+
+/// `type = "mqtt"` sink: QoS 1 publishes (MQTT 3.1.1 or 5); an event is acknowledged on
+/// its PUBACK.
 ///
 /// `Default` leaves the required `url` and `topic` empty: the loader reports them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1448,6 +1473,11 @@ pub struct MqttSinkConfig {
     pub retry: Option<RetryConfig>,
     /// What each message's payload is. Default [`SinkFormat::DEFAULT`].
     pub format: SinkFormat,
+    /// With `format = "cloudevents"` and MQTT 5: attributes as user properties (binary)
+    /// or one JSON object (structured). Default binary; MQTT 3.1.1 is always structured.
+    pub cloudevents_mode: CloudEventsMode,
+    /// The MQTT version. Default 3.1.1.
+    pub protocol: MqttProtocol,
 }
 
 impl MqttSinkConfig {
@@ -1471,6 +1501,8 @@ impl Default for MqttSinkConfig {
             concurrency: Self::DEFAULT_CONCURRENCY,
             retry: None,
             format: SinkFormat::DEFAULT,
+            cloudevents_mode: CloudEventsMode::Binary,
+            protocol: MqttProtocol::V3,
         }
     }
 }
@@ -1479,7 +1511,7 @@ impl Default for MqttSinkConfig {
 /// only once delivered.
 ///
 /// `Default` leaves the required `url` and `topics` empty: the loader reports them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSourceConfig {
     /// As the sink's. Required.
@@ -1491,6 +1523,30 @@ pub struct MqttSourceConfig {
     pub client_id: Option<String>,
     /// As the sink's.
     pub ca_file: Option<String>,
+    /// The MQTT version. Default 3.1.1.
+    pub protocol: MqttProtocol,
+    /// With MQTT 5: how long the broker keeps the session (and the messages it holds for
+    /// it) after the connection is lost. Default [`Self::DEFAULT_SESSION_EXPIRY`].
+    #[serde(with = "crate::units::duration")]
+    pub session_expiry: Duration,
+}
+
+impl MqttSourceConfig {
+    /// 7 days: a switchyard down over a long weekend finds its messages waiting.
+    pub const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+}
+
+impl Default for MqttSourceConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            topics: Vec::new(),
+            client_id: None,
+            ca_file: None,
+            protocol: MqttProtocol::V3,
+            session_expiry: Self::DEFAULT_SESSION_EXPIRY,
+        }
+    }
 }
 
 /// Values a Kafka sink's `compression` may take.

@@ -1,12 +1,18 @@
-//! MQTT for switchyard, on rumqttc (MQTT 3.1.1).
+//! MQTT for switchyard, on rumqttc: MQTT 3.1.1 (the default) or 5 (`protocol = "5"`).
 //!
 //! * [`sink::build`] — the `mqtt` sink: each event one QoS 1 publish to a topic (a
-//!   template), answered [`Outcome::Delivered`] only on its PUBACK. A connection that
-//!   breaks fails every publish still waiting; they are retried on a new connection.
+//!   template), answered [`Outcome::Delivered`] only on its PUBACK (with MQTT 5, a PUBACK
+//!   whose reason code is a failure answers a retry or a permanent failure, as the code
+//!   says). A connection that breaks fails every publish still waiting; they are retried
+//!   on a new connection. With MQTT 5 the event's id, source, kind, key and headers go
+//!   as user properties ([`properties`]) and its content type as the content-type
+//!   property.
 //! * [`source::build`] — the `mqtt` source: QoS 1 subscriptions in a persistent session
-//!   (clean session off, a stable client id) with manual acks; a message's PUBACK is
-//!   sent only once everything up to it is delivered, so a crash makes the broker send
-//!   it again instead of losing it.
+//!   (clean session off or, with MQTT 5, clean start off and a session expiry interval;
+//!   a stable client id) with manual acks; a message's PUBACK is sent only once
+//!   everything up to it is delivered, so a crash makes the broker send it again instead
+//!   of losing it. With MQTT 5 the user properties a switchyard sink wrote become the
+//!   event's id, kind, key and headers again.
 //!
 //! docs/decisions/0026-mqtt-connector.md has the design and why rumqttc.
 //!
@@ -23,14 +29,48 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 /// more for one message).
 pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 
+/// MQTT 5 user properties the sink sets from the event's fields (the event's own headers
+/// follow them, and with CloudEvents in binary mode the attributes before those). The
+/// source maps them back. The content type goes in the content-type property.
+pub mod properties {
+    pub const ID: &str = "switchyard-id";
+    pub const SOURCE: &str = "switchyard-source";
+    pub const KIND: &str = "switchyard-kind";
+    /// The event key when it is text a user property can carry.
+    pub const KEY: &str = "switchyard-key";
+    /// The event key in base64 when it is not.
+    pub const KEY_BASE64: &str = "switchyard-key-base64";
+    /// Set by the source on every event: the topic the message was published to.
+    pub const TOPIC: &str = "mqtt-topic";
+    /// The names the sink writes from the event's fields, which it does not copy again
+    /// from the event's headers, and the source does not make headers of.
+    pub const ALL: [&str; 6] = [ID, SOURCE, KIND, KEY, KEY_BASE64, TOPIC];
+
+    /// Whether `text` can be an MQTT 5 string as it is: brokers close the connection of
+    /// a client that sends one with a control character or a noncharacter (mosquitto
+    /// does), which would fail every publish waiting on it.
+    pub fn fits(text: &str) -> bool {
+        text.len() <= usize::from(u16::MAX)
+            && !text.chars().any(|c| {
+                c.is_control()
+                    || matches!(u32::from(c) & 0xFFFF, 0xFFFE | 0xFFFF)
+                    || ('\u{FDD0}'..='\u{FDEF}').contains(&c)
+            })
+    }
+}
+
+/// The broker of a `url`, with the login and the transport it asks for.
+struct Target {
+    host: String,
+    port: u16,
+    login: Option<(String, String)>,
+    tls: Option<TlsConfiguration>,
+}
+
 /// Where and how to connect, from a `url` (`mqtt://[user:password@]host:port`,
 /// `mqtts://…` for TLS) and the connector's `ca_file`. The error says what to fix, with
 /// the password masked.
-pub(crate) fn options(
-    url: &str,
-    client_id: &str,
-    ca_file: Option<&str>,
-) -> Result<MqttOptions, String> {
+fn target(url: &str, ca_file: Option<&str>) -> Result<Target, String> {
     let shown = switchyard_config::redact::url(url);
     let invalid =
         || format!("invalid url {shown:?}: write mqtt://[user:password@]host:port or mqtts://…");
@@ -49,16 +89,12 @@ pub(crate) fn options(
     let (host, port) = host_port.rsplit_once(':').ok_or_else(invalid)?;
     let port: u16 = port.parse().map_err(|_| invalid())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let mut options = MqttOptions::new(client_id, host, port);
-    options
-        .set_keep_alive(Duration::from_secs(15))
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    if let Some(credentials) = credentials {
+    let login = credentials.map(|credentials| {
         let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        options.set_credentials(percent_decoded(user), percent_decoded(password));
-    }
-    if tls {
-        let config = match ca_file {
+        (percent_decoded(user), percent_decoded(password))
+    });
+    let tls = if tls {
+        Some(match ca_file {
             Some(path) => TlsConfiguration::Simple {
                 ca: std::fs::read(path)
                     .map_err(|e| format!("cannot read ca_file {path:?}: {e}"))?,
@@ -70,8 +106,54 @@ pub(crate) fn options(
             None => std::panic::catch_unwind(TlsConfiguration::default).map_err(|_| {
                 "cannot load the system's CA certificates for mqtts://: set ca_file".to_owned()
             })?,
-        };
-        options.set_transport(Transport::tls_with_config(config));
+        })
+    } else {
+        None
+    };
+    Ok(Target {
+        host: host.to_owned(),
+        port,
+        login,
+        tls,
+    })
+}
+
+/// MQTT 3.1.1 options for `url` (see [`target`]).
+pub(crate) fn options(
+    url: &str,
+    client_id: &str,
+    ca_file: Option<&str>,
+) -> Result<MqttOptions, String> {
+    let target = target(url, ca_file)?;
+    let mut options = MqttOptions::new(client_id, target.host, target.port);
+    options
+        .set_keep_alive(Duration::from_secs(15))
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    if let Some((user, password)) = target.login {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = target.tls {
+        options.set_transport(Transport::tls_with_config(tls));
+    }
+    Ok(options)
+}
+
+/// MQTT 5 options for `url` (see [`target`]).
+pub(crate) fn options_v5(
+    url: &str,
+    client_id: &str,
+    ca_file: Option<&str>,
+) -> Result<rumqttc::v5::MqttOptions, String> {
+    let target = target(url, ca_file)?;
+    let mut options = rumqttc::v5::MqttOptions::new(client_id, target.host, target.port);
+    options
+        .set_keep_alive(Duration::from_secs(15))
+        .set_max_packet_size(Some(MAX_PACKET as u32));
+    if let Some((user, password)) = target.login {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = target.tls {
+        options.set_transport(Transport::tls_with_config(tls));
     }
     Ok(options)
 }
@@ -109,6 +191,31 @@ pub(crate) fn connection_error(url: &str, error: &rumqttc::ConnectionError) -> S
             }
             _ => "",
         },
+        _ => "",
+    };
+    format!("mqtt broker {shown}: {error}{hint}")
+}
+
+/// [`connection_error`] for MQTT 5.
+pub(crate) fn connection_error_v5(url: &str, error: &rumqttc::v5::ConnectionError) -> String {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+    use rumqttc::v5::{ConnectionError, StateError};
+    let shown = switchyard_config::redact::url(url);
+    let code = match error {
+        ConnectionError::ConnectionRefused(code)
+        | ConnectionError::MqttState(StateError::ConnFail { reason: code }) => Some(*code),
+        _ => None,
+    };
+    let hint = match code {
+        Some(Code::BadUserNamePassword | Code::NotAuthorized | Code::BadAuthenticationMethod) => {
+            ": check the user and password in `url`"
+        }
+        Some(Code::ClientIdentifierNotValid | Code::BadClientId) => {
+            ": the broker refuses the client id; set `client_id`"
+        }
+        Some(Code::UnsupportedProtocolVersion | Code::RefusedProtocolVersion) => {
+            ": the broker does not speak MQTT 5; set protocol = \"3.1.1\""
+        }
         _ => "",
     };
     format!("mqtt broker {shown}: {error}{hint}")

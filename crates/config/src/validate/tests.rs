@@ -6,7 +6,7 @@ use super::server::{listen_is_loopback, valid_listen};
 use super::walk::closest;
 use crate::load::Issue;
 use crate::validate::walk::valid_name;
-use crate::{ByteSize, ServerTlsConfig, SinkConfig, SinkKind, SourceKind};
+use crate::{ByteSize, ServerTlsConfig, SinkConfig, SinkKind, SourceConfig, SourceKind};
 
 #[test]
 fn work_group_bounds_of_a_queue() {
@@ -345,4 +345,85 @@ fn server_limits_and_tls() {
         ["server.header_timeout", "server.tls.key"],
         "{issues:?}"
     );
+}
+
+#[test]
+fn mqtt_protocol_is_3_1_1_or_5() {
+    let text = |sink_keys: &str, source_keys: &str| {
+        format!(
+            r#"
+[sources.sensors]
+type = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+topics = ["sensors/#"]
+{source_keys}
+[pipelines.p]
+from = ["sensors"]
+to = ["out"]
+[sinks.out]
+type = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+topic = "events/{{source}}"
+{sink_keys}
+"#
+        )
+    };
+    let config = crate::load_str(&text("", ""), false).expect("the default");
+    let (Some(SinkConfig::Mqtt(sink)), Some(SourceConfig::Mqtt(source))) =
+        (config.sinks.get("out"), config.sources.get("sensors"))
+    else {
+        panic!("an mqtt sink and source")
+    };
+    assert_eq!(sink.protocol, crate::MqttProtocol::V3);
+    assert_eq!(source.protocol, crate::MqttProtocol::V3);
+
+    let config = crate::load_str(
+        &text(
+            "protocol = \"5\"\nformat = \"cloudevents\"",
+            "protocol = \"5\"\nsession_expiry = \"1h\"",
+        ),
+        false,
+    )
+    .expect("mqtt 5");
+    let (Some(SinkConfig::Mqtt(sink)), Some(SourceConfig::Mqtt(source))) =
+        (config.sinks.get("out"), config.sources.get("sensors"))
+    else {
+        panic!("an mqtt sink and source")
+    };
+    assert_eq!(sink.protocol, crate::MqttProtocol::V5);
+    assert_eq!(sink.cloudevents_mode, crate::CloudEventsMode::Binary);
+    assert_eq!(source.protocol, crate::MqttProtocol::V5);
+    assert_eq!(source.session_expiry, Duration::from_secs(3600));
+
+    for (sink_keys, source_keys, path, says) in [
+        (
+            "protocol = \"4\"",
+            "",
+            "sinks.out.protocol",
+            "expected one of: 3.1.1, 5",
+        ),
+        (
+            "",
+            "protocol = 5",
+            "sources.sensors.protocol",
+            "write the MQTT version as a string, one of: \"3.1.1\", \"5\"",
+        ),
+        (
+            "format = \"cloudevents\"\ncloudevents_mode = \"binary\"",
+            "",
+            "sinks.out.cloudevents_mode",
+            "set protocol = \"5\"",
+        ),
+        (
+            "",
+            "protocol = \"5\"\nsession_expiry = \"500ms\"",
+            "sources.sensors.session_expiry",
+            "at least 1s",
+        ),
+    ] {
+        let issues = issues_of(&text(sink_keys, source_keys));
+        assert_eq!(issues.len(), 1, "{issues:#?}");
+        assert_eq!(issues[0].path, path, "{issues:#?}");
+        assert!(issues[0].message.contains(says), "{issues:#?}");
+    }
 }

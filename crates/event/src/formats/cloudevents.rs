@@ -75,6 +75,9 @@ pub enum Binding {
     /// AMQP: `cloudEvents_<name>` application properties (message headers), values as
     /// UTF-8 as they are, as the AMQP binding writes them.
     Amqp,
+    /// MQTT 5: user properties named as the attributes are (`id`, `type`, …, no prefix),
+    /// values as UTF-8 as they are, as the MQTT binding writes them.
+    Mqtt,
 }
 
 impl Binding {
@@ -83,6 +86,7 @@ impl Binding {
             Binding::Http => "ce-",
             Binding::Kafka => "ce_",
             Binding::Amqp => "cloudEvents_",
+            Binding::Mqtt => "",
         }
     }
 }
@@ -185,7 +189,7 @@ pub fn binary_headers(event: &Event, cx: &Context, binding: Binding) -> Vec<(Str
     let prefix = binding.prefix();
     let encode = |value: &str| match binding {
         Binding::Http => utf8_percent_encode(value, HEADER_UNSAFE).to_string(),
-        Binding::Kafka | Binding::Amqp => value.to_owned(),
+        Binding::Kafka | Binding::Amqp | Binding::Mqtt => value.to_owned(),
     };
     let mut headers = Vec::with_capacity(6 + a.others.len());
     let mut push =

@@ -2,8 +2,8 @@
 
 use super::super::walk::{Ctx, Table};
 use super::rabbitmq::ca_file;
-use super::{format, retry};
-use crate::{MqttSinkConfig, name_template, redact};
+use super::{cloudevents_mode, format, retry};
+use crate::{CloudEventsMode, MqttProtocol, MqttSinkConfig, SinkFormat, name_template, redact};
 
 pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> MqttSinkConfig {
     let topic = table
@@ -34,6 +34,20 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> MqttSinkConfig {
                 MqttSinkConfig::DEFAULT_INFLIGHT
             })
         });
+    let format = format(cx, table);
+    let protocol = protocol(cx, table);
+    let cloudevents_mode = cloudevents_mode(cx, table, format);
+    if protocol == MqttProtocol::V3
+        && format == SinkFormat::CloudEvents
+        && table.get("cloudevents_mode").is_some()
+        && cloudevents_mode == CloudEventsMode::Binary
+    {
+        cx.issue(
+            &table.child("cloudevents_mode"),
+            "cloudevents_mode = \"binary\" needs message properties, which MQTT 3.1.1 lacks: \
+             set protocol = \"5\", or cloudevents_mode = \"structured\"",
+        );
+    }
     MqttSinkConfig {
         url: mqtt_url(cx, table),
         topic,
@@ -49,8 +63,25 @@ pub(super) fn read(cx: &mut Ctx<'_>, table: &Table<'_>) -> MqttSinkConfig {
         retry: table
             .get("retry")
             .and_then(|value| retry(cx, &table.child("retry"), value)),
-        format: format(cx, table),
+        format,
+        cloudevents_mode,
+        protocol,
     }
+}
+
+/// `protocol` of an MQTT sink or source: `"3.1.1"` (the default) or `"5"`.
+pub(crate) fn protocol(cx: &mut Ctx<'_>, table: &Table<'_>) -> MqttProtocol {
+    if let Some(number) = table.get("protocol").filter(|v| v.is_number()) {
+        cx.issue(
+            &table.child("protocol"),
+            format!(
+                "protocol = {number} is a number: write the MQTT version as a string, one of: \
+                 \"3.1.1\", \"5\""
+            ),
+        );
+        return MqttProtocol::default();
+    }
+    table.choice_of(cx, "protocol").unwrap_or_default()
 }
 
 /// `client_id` of an MQTT sink or source: 1 to 23 letters and digits are what every
