@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 /// The text fields of an [`Event`] (id, source, kind, content type): a string that keeps
 /// up to 24 bytes inline, so the common names cost no allocation per event.
-pub use compact_str::{CompactString, ToCompactString, format_compact};
+pub use compact_str::{CompactString, format_compact};
 
 pub mod formats;
 
@@ -406,13 +406,12 @@ impl WireEventOwned {
         Ok(Event {
             id: id.into(),
             source: self.source.unwrap_or_default().into(),
-            kind: self.kind.unwrap_or_else(|| KIND_MESSAGE.to_owned()).into(),
+            kind: self.kind.map_or_else(|| KIND_MESSAGE.into(), Into::into),
             key,
             payload,
             content_type: self
                 .content_type
-                .unwrap_or_else(|| "application/json".to_owned())
-                .into(),
+                .map_or_else(|| "application/json".into(), Into::into),
             headers,
             timestamp_ms: self
                 .timestamp_ms

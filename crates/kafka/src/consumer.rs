@@ -36,10 +36,11 @@ const CHANNEL: usize = 16;
 /// messages in hand) before it hands them over as one chunk: one channel message and
 /// one wake-up per chunk, not per message.
 const CHUNK: usize = 256;
-/// Payload bytes after which a chunk is handed over even when it has fewer messages.
+/// Bytes (keys, payloads and headers) after which a chunk is handed over even when it
+/// has fewer messages.
 const CHUNK_BYTES: usize = 1 << 20;
 /// What the polling thread holds when the channel is full before it pauses its
-/// partitions (messages, payload bytes: whichever comes first). Pausing drops
+/// partitions (messages, bytes of keys, payloads and headers: whichever comes first). Pausing drops
 /// librdkafka's prefetched messages and resuming fetches them again, so the thread
 /// pauses only with this much work in hand, and resumes when half of it has gone: the
 /// refetch overlaps with the pipeline working off the rest.
@@ -71,16 +72,16 @@ struct Fetched {
     offset: i64,
     epoch: u32,
     timestamp_ms: Option<i64>,
-    key: Option<(u32, u32)>,
-    payload: (u32, u32),
+    key: Option<(usize, usize)>,
+    payload: (usize, usize),
     /// Its headers: a range of the chunk's `headers`.
-    headers: (u32, u32),
+    headers: (usize, usize),
 }
 
 /// A header of a [`Fetched`] message: its name and value as ranges of the chunk's data.
 struct RawHeader {
-    name: (u32, u32),
-    value: Option<(u32, u32)>,
+    name: (usize, usize),
+    value: Option<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -285,9 +286,15 @@ impl KafkaConsumer {
     /// order. `Ok(None)`: the consumer has stopped. Cancel-safe.
     pub async fn next(&mut self, max: usize) -> Result<Option<Vec<(u64, Event)>>, String> {
         let max = max.max(1);
+        let mut events = Vec::new();
         loop {
             let mut chunk = match self.current.take() {
                 Some(chunk) => chunk,
+                // A batch under way takes only chunks already waiting.
+                None if !events.is_empty() => match self.rx.try_recv() {
+                    Ok(chunk) => chunk,
+                    Err(_) => return Ok(Some(events)),
+                },
                 None => match self.rx.recv().await {
                     Some(chunk) => chunk,
                     None => {
@@ -298,13 +305,14 @@ impl KafkaConsumer {
                     }
                 },
             };
-            let mut out = Vec::with_capacity(max.min(chunk.messages.len() - chunk.next));
+            let mut out =
+                Vec::with_capacity((max - events.len()).min(chunk.messages.len() - chunk.next));
             {
                 let mut tracker = self.shared.tracker.lock().expect("tracker lock");
                 // Messages come in runs of one partition: the answer for the message
                 // before serves while the partition and epoch are the same.
                 let mut last: Option<(&TopicPartition, u32, bool)> = None;
-                while out.len() < max && chunk.next < chunk.messages.len() {
+                while events.len() + out.len() < max && chunk.next < chunk.messages.len() {
                     let f = &chunk.messages[chunk.next];
                     chunk.next += 1;
                     let current = match last {
@@ -324,14 +332,14 @@ impl KafkaConsumer {
             }
             // The events are built after the tracker is released: the poller thread
             // takes it too.
-            let events = out
-                .into_iter()
-                .map(|(position, i)| (position, chunk.event(i, &self.name)))
-                .collect::<Vec<_>>();
+            events.extend(
+                out.into_iter()
+                    .map(|(position, i)| (position, chunk.event(i, &self.name))),
+            );
             if chunk.next < chunk.messages.len() {
                 self.current = Some(chunk);
             }
-            if !events.is_empty() {
+            if events.len() >= max {
                 return Ok(Some(events));
             }
         }
@@ -487,7 +495,9 @@ impl Poller {
                 }
             }
             if !chunk.messages.is_empty() {
-                reserve = (chunk.data.len(), chunk.messages.len());
+                // At most a chunk's worth: one large message must not make every
+                // chunk after it reserve as much.
+                reserve = (chunk.data.len().min(CHUNK_BYTES), chunk.messages.len());
                 held_messages += chunk.messages.len();
                 held_bytes += chunk.data.len();
                 held.push_back(chunk);
@@ -603,23 +613,21 @@ struct LastPartition {
 
 impl Chunk {
     /// Appends `bytes` to the data; returns their range.
-    fn push(&mut self, bytes: &[u8]) -> (u32, u32) {
+    fn push(&mut self, bytes: &[u8]) -> (usize, usize) {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
-        // A chunk ends past CHUNK_BYTES of data, and librdkafka's messages are far
-        // below 4 GiB (`message.max.bytes` is at most 1 GB).
-        (start as u32, self.data.len() as u32)
+        (start, self.data.len())
     }
 
-    fn bytes(&self, (start, end): (u32, u32)) -> &[u8] {
-        &self.data[start as usize..end as usize]
+    fn bytes(&self, (start, end): (usize, usize)) -> &[u8] {
+        &self.data[start..end]
     }
 
     /// Copies what the event of `m` needs.
     fn copy(&mut self, m: &BorrowedMessage<'_>, tp: TopicPartition, epoch: u32) {
         let key = m.key().map(|k| self.push(k));
         let payload = self.push(m.payload().unwrap_or_default());
-        let first = self.headers.len() as u32;
+        let first = self.headers.len();
         if let Some(h) = m.headers() {
             for h in h.iter() {
                 let name = self.push(h.key.as_bytes());
@@ -634,7 +642,7 @@ impl Chunk {
             timestamp_ms: m.timestamp().to_millis(),
             key,
             payload,
-            headers: (first, self.headers.len() as u32),
+            headers: (first, self.headers.len()),
         });
     }
 
@@ -647,7 +655,7 @@ impl Chunk {
         let mut id = None;
         let mut content_type = None;
         let mut event_headers = Vec::new();
-        for h in &self.headers[f.headers.0 as usize..f.headers.1 as usize] {
+        for h in &self.headers[f.headers.0..f.headers.1] {
             let name = self.bytes(h.name);
             let bytes = h.value.map_or(&[][..], |v| self.bytes(v));
             let value = || String::from_utf8_lossy(bytes).into_owned();
@@ -667,7 +675,7 @@ impl Chunk {
             }
         }
         let payload = self.bytes(f.payload).to_vec();
-        let content_type = content_type.unwrap_or_else(|| {
+        let content_type = content_type.filter(|c| !c.is_empty()).unwrap_or_else(|| {
             let json = serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok();
             if json {
                 "application/json"
@@ -685,7 +693,9 @@ impl Chunk {
                     .map_or(0, |d| d.as_millis() as u64)
             });
         Event {
-            id: id.unwrap_or_else(|| message_event_id(&f.tp.0, f.tp.1, f.offset)),
+            id: id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| message_event_id(&f.tp.0, f.tp.1, f.offset)),
             source: source.into(),
             kind: KIND_MESSAGE.into(),
             key: f.key.map(|k| self.bytes(k).to_vec()),
@@ -702,4 +712,88 @@ impl Chunk {
 /// the same every time the message is read.
 pub fn message_event_id(topic: &str, partition: i32, offset: i64) -> CompactString {
     switchyard_event::format_compact!("{topic}/{partition}/{offset}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of one message at offset 7 of partition 2 of `t`, with these headers.
+    fn chunk(payload: &[u8], with_headers: &[(&str, Option<&str>)]) -> Chunk {
+        let mut c = Chunk::default();
+        let key = Some(c.push(b"k1"));
+        let payload = c.push(payload);
+        for (name, value) in with_headers {
+            let name = c.push(name.as_bytes());
+            let value = value.map(|v| c.push(v.as_bytes()));
+            c.headers.push(RawHeader { name, value });
+        }
+        c.messages.push(Fetched {
+            tp: (Arc::from("t"), 2),
+            offset: 7,
+            epoch: 1,
+            timestamp_ms: Some(1_000),
+            key,
+            payload,
+            headers: (0, c.headers.len()),
+        });
+        c
+    }
+
+    #[test]
+    fn a_message_without_switchyard_headers_gets_its_position_as_id_and_a_guessed_type() {
+        let c = chunk(br#"{"a":1}"#, &[("trace", Some("x"))]);
+        let e = c.event(0, "orders");
+        assert_eq!(e.id, "t/2/7");
+        assert_eq!(e.source, "orders");
+        assert_eq!(e.kind, KIND_MESSAGE);
+        assert_eq!(e.content_type, "application/json");
+        assert_eq!(e.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(e.payload, br#"{"a":1}"#);
+        assert_eq!(e.headers, vec![("trace".to_owned(), "x".to_owned())]);
+        assert_eq!(e.timestamp_ms, 1_000);
+        let binary = chunk(b"\xff\x00", &[]);
+        assert_eq!(
+            binary.event(0, "orders").content_type,
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn switchyard_headers_give_id_and_type_and_empty_ones_are_ignored() {
+        let c = chunk(
+            b"plain",
+            &[
+                (headers::ID, Some("ev-1")),
+                (headers::SOURCE, Some("elsewhere")),
+                (headers::KIND, Some("insert")),
+                (headers::CONTENT_TYPE, Some("text/plain")),
+            ],
+        );
+        let e = c.event(0, "orders");
+        assert_eq!(
+            (e.id.as_str(), e.content_type.as_str()),
+            ("ev-1", "text/plain")
+        );
+        assert_eq!(e.source, "orders", "the reading source names the event");
+        assert!(e.headers.is_empty(), "{:?}", e.headers);
+        // Empty (or valueless) headers say nothing: the message's own id and a guess.
+        let empty = chunk(
+            br#"[1]"#,
+            &[(headers::ID, Some("")), (headers::CONTENT_TYPE, None)],
+        );
+        let e = empty.event(0, "orders");
+        assert_eq!(
+            (e.id.as_str(), e.content_type.as_str()),
+            ("t/2/7", "application/json")
+        );
+        // A plain content-type header is kept as a header and gives the type.
+        let plain = chunk(b"x", &[("content-type", Some("text/csv"))]);
+        let e = plain.event(0, "orders");
+        assert_eq!(e.content_type, "text/csv");
+        assert_eq!(
+            e.headers,
+            vec![("content-type".to_owned(), "text/csv".to_owned())]
+        );
+    }
 }

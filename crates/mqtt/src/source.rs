@@ -293,7 +293,7 @@ impl MqttFeed {
                 let topic = p.topic.clone();
                 SyEvent {
                     id: uuid::Uuid::now_v7().to_string().into(),
-                    source: self.name.clone().into(),
+                    source: self.name.as_str().into(),
                     kind: "message".into(),
                     // MQTT keeps order per topic.
                     key: Some(topic.clone().into_bytes()),
@@ -406,17 +406,15 @@ fn event_v5(source: &str, p: &rumqttc::v5::mqttbytes::v5::Publish, now_ms: u64) 
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
             .into(),
-        source: source.to_owned().into(),
+        source: source.into(),
         kind: kind
             .filter(|k| !k.is_empty())
-            .unwrap_or_else(|| "message".to_owned())
-            .into(),
+            .map_or_else(|| "message".into(), Into::into),
         key: Some(key.unwrap_or_else(|| topic.into_bytes())),
         payload: p.payload.to_vec(),
         content_type: content_type
             .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| "application/octet-stream".to_owned())
-            .into(),
+            .map_or_else(|| "application/octet-stream".into(), Into::into),
         headers,
         timestamp_ms: now_ms,
         payload_is_compact_json: false,

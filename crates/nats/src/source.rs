@@ -608,7 +608,7 @@ fn to_event(
     Event {
         id: id.unwrap_or_else(|| format!("{stream}/{seq}")).into(),
         source: source.into(),
-        kind: kind.unwrap_or_else(|| KIND_MESSAGE.to_owned()).into(),
+        kind: kind.map_or_else(|| KIND_MESSAGE.into(), Into::into),
         key,
         payload,
         content_type: content_type.into(),

@@ -1001,7 +1001,7 @@ pub async fn dead_letter_loop(shared: Arc<Shared>) {
                                 x.partition,
                                 x.offset
                             ),
-                            source: queue.name.clone().into(),
+                            source: queue.name.as_str().into(),
                             kind: KIND_MESSAGE.into(),
                             key: None,
                             payload: x.record.payload.clone(),

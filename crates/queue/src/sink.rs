@@ -57,7 +57,7 @@ impl QueueSink {
                 Body::Skip => *skipped = true,
                 Body::Written { .. } => events.push(Event {
                     payload: body,
-                    content_type: self.formatter.written_content_type().to_owned().into(),
+                    content_type: self.formatter.written_content_type().into(),
                     payload_is_compact_json: false,
                     ..(**event).clone()
                 }),

@@ -243,10 +243,8 @@ impl RabbitmqFeed {
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         Event {
             id: id.into(),
-            source: self.name.clone().into(),
-            kind: text(headers::KIND)
-                .unwrap_or_else(|| "message".to_owned())
-                .into(),
+            source: self.name.as_str().into(),
+            kind: text(headers::KIND).map_or_else(|| "message".into(), Into::into),
             key: header(table, headers::KEY),
             payload: d.data.clone(),
             content_type: d

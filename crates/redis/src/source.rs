@@ -570,8 +570,7 @@ fn to_event(source: &str, stream: &str, entry: &StreamId) -> Event {
         kind: map
             .get(fields::KIND)
             .and_then(text)
-            .unwrap_or_else(|| KIND_MESSAGE.to_owned())
-            .into(),
+            .map_or_else(|| KIND_MESSAGE.into(), Into::into),
         key: map.get(fields::KEY).map(bytes),
         payload,
         content_type: content_type.into(),

@@ -225,7 +225,7 @@ impl ChangeEncoder {
         Ok(Event {
             id: id.into(),
             source: source.into(),
-            kind: change.op().to_owned().into(),
+            kind: change.op().into(),
             key: (key != b"null").then(|| key.to_vec()),
             payload: self.record.clone(),
             content_type: "application/json".into(),
