@@ -6,6 +6,8 @@
 //! too) and filled in by [`NameTemplate::render_checked`]. Each sink checks what the
 //! filled-in name may contain for its broker.
 
+use std::borrow::Cow;
+
 use switchyard_config::name_template::{self, Part, Placeholders};
 use switchyard_event::Event;
 
@@ -50,10 +52,16 @@ impl NameTemplate {
 
     /// The name for `event`, or why it has none (a permanent problem of the event).
     pub fn render(&self, event: &Event) -> Result<String, String> {
+        self.render_borrowed(event).map(Cow::into_owned)
+    }
+
+    /// [`NameTemplate::render`], borrowing the name when the template has no
+    /// placeholder: no allocation per event for a fixed name.
+    pub fn render_borrowed(&self, event: &Event) -> Result<Cow<'_, str>, String> {
         if let Some(t) = self.fixed() {
-            return Ok(t.to_owned());
+            return Ok(Cow::Borrowed(t));
         }
-        self.render_checked(event, |_| Ok(()))
+        self.render_checked(event, |_| Ok(())).map(Cow::Owned)
     }
 
     /// The name for `event`, or why it has none (a permanent problem of the event).

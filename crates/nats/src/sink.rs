@@ -11,10 +11,11 @@ use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
-use async_nats::{HeaderMap, ServerAddr};
+use async_nats::{HeaderMap, ServerAddr, Subject};
 use base64::Engine as _;
 use bytes::Bytes;
 use switchyard_config::NatsSinkConfig;
@@ -176,7 +177,7 @@ impl NatsSink {
         event: &Event,
         now_us: u64,
         buf: &mut Vec<u8>,
-    ) -> Result<Option<(String, PublishMessage)>, Outcome> {
+    ) -> Result<Option<(Subject, PublishMessage)>, Outcome> {
         let permanent = |error: String| Outcome::Permanent { error };
         let subject = self.template.render(event).map_err(permanent)?;
         check_subject(&self.template, &subject, &event.id).map_err(permanent)?;
@@ -205,21 +206,30 @@ impl NatsSink {
         let mut h = HeaderMap::new();
         // The stream's duplicate window is per stream, and ids are unique per source
         // only (two Postgres sources of one database share commit LSNs).
-        let msg_id = format!("{}/{}", event.source, event.id);
-        for (name, value) in [
-            (headers::MSG_ID, msg_id.as_str()),
-            (headers::ID, event.id.as_str()),
-            (headers::SOURCE, event.source.as_str()),
-            (headers::KIND, event.kind.as_str()),
-            (headers::CONTENT_TYPE, content_type),
+        let mut msg_id = String::with_capacity(event.source.len() + 1 + event.id.len());
+        msg_id.push_str(&event.source);
+        msg_id.push('/');
+        msg_id.push_str(&event.id);
+        // The names are constants (no allocation, nothing to check); the values come
+        // from the event and must fit a header line.
+        for (name, text, value) in [
+            (&ID_NAME, headers::ID, event.id.as_str()),
+            (&SOURCE_NAME, headers::SOURCE, event.source.as_str()),
+            (&KIND_NAME, headers::KIND, event.kind.as_str()),
+            (&CONTENT_TYPE_NAME, headers::CONTENT_TYPE, content_type),
         ] {
-            insert(&mut h, name, value, &event.id).map_err(permanent)?;
+            if !header_value_ok(value) {
+                return Err(permanent(bad_header(text, &event.id)));
+            }
+            h.append(name.clone(), value);
         }
+        if !header_value_ok(&msg_id) {
+            return Err(permanent(bad_header(headers::MSG_ID, &event.id)));
+        }
+        h.append(MSG_ID_NAME.clone(), HeaderValue::from(msg_id));
         if let Some(key) = &event.key {
             match std::str::from_utf8(key) {
-                Ok(text) if header_value_ok(text) => {
-                    insert(&mut h, headers::KEY, text, &event.id).map_err(permanent)?
-                }
+                Ok(text) if header_value_ok(text) => h.append(KEY_NAME.clone(), text),
                 _ => {
                     let encoded = base64::engine::general_purpose::STANDARD.encode(key);
                     insert(&mut h, headers::KEY_BASE64, &encoded, &event.id).map_err(permanent)?
@@ -243,7 +253,7 @@ impl NatsSink {
             }
         }
         Ok(Some((
-            subject,
+            Subject::from(subject),
             PublishMessage::build().payload(payload).headers(h),
         )))
     }
@@ -294,7 +304,7 @@ impl NatsSink {
         let now_us = format::now_us();
         let mut buf = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-        let mut acks: Vec<(usize, String, PublishAckFuture)> = Vec::with_capacity(batch.len());
+        let mut acks: Vec<(usize, Subject, PublishAckFuture)> = Vec::with_capacity(batch.len());
         let mut stopped: Option<String> = None;
         let mut probe = batch.first().is_some_and(|e| self.take_refused(&e.id));
         for (i, event) in batch.iter().enumerate() {
@@ -400,16 +410,28 @@ fn header_value_ok(value: &str) -> bool {
 fn insert(h: &mut HeaderMap, name: &str, value: &str, id: &str) -> Result<(), String> {
     let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
     if !name_ok || !header_value_ok(value) {
-        return Err(format!(
-            "event {id} has header {:?} that a nats message cannot carry (a name of visible \
-             ASCII without `:`, a value without line breaks); fix or drop it in a transform \
-             plugin",
-            name.chars().take(64).collect::<String>()
-        ));
+        return Err(bad_header(name, id));
     }
     h.append(name, value);
     Ok(())
 }
+
+fn bad_header(name: &str, id: &str) -> String {
+    format!(
+        "event {id} has header {:?} that a nats message cannot carry (a name of visible \
+         ASCII without `:`, a value without line breaks); fix or drop it in a transform \
+         plugin",
+        name.chars().take(64).collect::<String>()
+    )
+}
+
+// The headers every message carries, as names made once.
+static MSG_ID_NAME: HeaderName = HeaderName::from_static(headers::MSG_ID);
+static ID_NAME: HeaderName = HeaderName::from_static(headers::ID);
+static SOURCE_NAME: HeaderName = HeaderName::from_static(headers::SOURCE);
+static KIND_NAME: HeaderName = HeaderName::from_static(headers::KIND);
+static CONTENT_TYPE_NAME: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
+static KEY_NAME: HeaderName = HeaderName::from_static(headers::KEY);
 
 /// A subject made from event parts must be one NATS subject: no wildcards, spaces or
 /// empty tokens, so no event can publish outside the template's pattern.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use switchyard_config::QueueSourceConfig;
 use switchyard_connector::{Batch, BoxFuture, BuildError, Feed, FeedError, Source};
-use switchyard_event::Event;
+use switchyard_event::{DecodeError, Event};
+use switchyard_store::{LogError, PartitionLog};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -150,13 +151,13 @@ impl LogFeed {
         // the pages may have to come from disk: those reads go to the blocking pool.
         let at_tail = log.durable_end().saturating_sub(next) <= TAIL_RECORDS as u64;
         let read = if at_tail {
-            log.read(next, max.min(TAIL_RECORDS), TAIL_BYTES)
+            read_events(&log, next, max.min(TAIL_RECORDS), TAIL_BYTES)
         } else {
-            tokio::task::spawn_blocking(move || log.read(next, max, READ_BYTES))
+            tokio::task::spawn_blocking(move || read_events(&log, next, max, READ_BYTES))
                 .await
                 .expect("log read task")
         };
-        let records = read.map_err(|e| {
+        let (events, undecodable) = read.map_err(|e| {
             let message = format!(
                 "cannot read queue `{}` partition {} at offset {next}: {e}",
                 self.queue.name, self.partition
@@ -170,21 +171,16 @@ impl LogFeed {
             }
         })?;
         // Nothing above awaits after this point, so a dropped call changed nothing.
-        let mut out = Batch::with_capacity(records.len());
-        for record in records {
-            match Event::decode_record(&record.payload) {
-                Ok(e) => {
-                    self.next = record.offset + 1;
-                    out.push(record.offset, e);
-                }
-                Err(e) => {
-                    self.failed = Some(FeedError::Permanent(format!(
-                        "cannot decode the stored event at offset {} of queue `{}` partition {}: {e}",
-                        record.offset, self.queue.name, self.partition
-                    )));
-                    break;
-                }
-            }
+        let mut out = Batch::with_capacity(events.len());
+        for (offset, event) in events {
+            self.next = offset + 1;
+            out.push(offset, event);
+        }
+        if let Some((offset, e)) = undecodable {
+            self.failed = Some(FeedError::Permanent(format!(
+                "cannot decode the stored event at offset {offset} of queue `{}` partition {}: {e}",
+                self.queue.name, self.partition
+            )));
         }
         if out.is_empty() {
             return Err(self.failed.take().unwrap_or_else(|| {
@@ -196,6 +192,32 @@ impl LogFeed {
         }
         Ok(Some(out))
     }
+}
+
+/// The offset of a stored record that does not decode, and why.
+type Undecodable = Option<(u64, DecodeError)>;
+
+/// The events of up to `max` records from `next` on, decoded straight from the read
+/// buffer (no copy of a record's bytes), and the first record that does not decode, where
+/// the events stop.
+fn read_events(
+    log: &PartitionLog,
+    next: u64,
+    max: usize,
+    max_bytes: usize,
+) -> Result<(Vec<(u64, Event)>, Undecodable), LogError> {
+    let mut events = Vec::new();
+    let mut undecodable = None;
+    log.read_each(next, max, max_bytes, |offset, _timestamp_ms, payload| {
+        if undecodable.is_some() {
+            return;
+        }
+        match Event::decode_record(payload) {
+            Ok(event) => events.push((offset, event)),
+            Err(e) => undecodable = Some((offset, e)),
+        }
+    })?;
+    Ok((events, undecodable))
 }
 
 impl Feed for LogFeed {

@@ -57,9 +57,14 @@ pub(crate) struct SegmentReader<'f> {
     file: &'f dyn StorageFile,
     limit: u64,
     chunk: usize,
+    /// Size of the next read from the file (grows from [`FIRST_READ`] to `chunk`).
+    next_read: usize,
     buf: Vec<u8>,
     buf_start: u64,
 }
+
+/// The first read of a [`SegmentReader`].
+const FIRST_READ: usize = 64 << 10;
 
 /// One step of walking a segment.
 pub(crate) enum Step<'a> {
@@ -81,6 +86,7 @@ impl<'f> SegmentReader<'f> {
             file,
             limit,
             chunk,
+            next_read: 0,
             buf: Vec::new(),
             buf_start: 0,
         }
@@ -94,7 +100,15 @@ impl<'f> SegmentReader<'f> {
         }
         let buf_end = self.buf_start + self.buf.len() as u64;
         if pos < self.buf_start || end > buf_end {
-            let want = (n.max(self.chunk) as u64).min(self.limit - pos) as usize;
+            // The first read of a walk is small, each refill twice the last, up to
+            // `chunk`: a caller that wants a few hundred records does not pay for
+            // reading (and zeroing) a whole chunk it then throws away.
+            self.next_read = if self.buf.is_empty() {
+                self.chunk.min(FIRST_READ)
+            } else {
+                self.next_read.saturating_mul(2).min(self.chunk)
+            };
+            let want = (n.max(self.next_read) as u64).min(self.limit - pos) as usize;
             self.buf.resize(want, 0);
             self.file.read_exact_at(&mut self.buf, pos)?;
             self.buf_start = pos;

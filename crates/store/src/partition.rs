@@ -412,6 +412,33 @@ impl PartitionLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        self.read_each(
+            from,
+            max_records,
+            max_bytes,
+            |offset, timestamp_ms, payload| {
+                out.push(Record {
+                    offset,
+                    timestamp_ms,
+                    payload: payload.to_vec(),
+                });
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// [`PartitionLog::read`] without copying: `visit` sees each record's offset,
+    /// timestamp and payload (borrowed from the read buffer) in offset order, under the
+    /// same rules. Answers how many records were visited; on an error, the records
+    /// visited before it stand (as `read` returns them) unless none were.
+    pub fn read_each(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        mut visit: impl FnMut(u64, u64, &[u8]),
+    ) -> Result<usize, LogError> {
         let durable = self.durable_end.load(Ordering::Acquire);
         let segs: Vec<Arc<Segment>> = {
             let all = read_lock(&self.segments);
@@ -420,9 +447,9 @@ impl PartitionLog {
             all[i..].to_vec()
         };
         let mut next = from.max(segs[0].base);
-        let mut out = Vec::new();
+        let mut count = 0usize;
         if next >= durable || max_records == 0 {
-            return Ok(out);
+            return Ok(count);
         }
         let mut bytes = 0usize;
         let chunk = max_bytes.clamp(4 << 10, 1 << 20);
@@ -431,8 +458,8 @@ impl PartitionLog {
             let (mut off, mut pos) = seg.lookup(next);
             let mut reader = SegmentReader::new(&*seg.file, limit, chunk);
             loop {
-                if off >= durable || out.len() >= max_records {
-                    return Ok(out);
+                if off >= durable || count >= max_records {
+                    return Ok(count);
                 }
                 let step = reader
                     .step(pos, off)
@@ -440,14 +467,14 @@ impl PartitionLog {
                 match step {
                     Step::End => break,
                     Step::Bad(reason) => {
-                        return if out.is_empty() {
+                        return if count == 0 {
                             Err(LogError::Corrupt {
                                 path: seg.path.clone(),
                                 offset: off,
                                 reason,
                             })
                         } else {
-                            Ok(out)
+                            Ok(count)
                         };
                     }
                     Step::Record {
@@ -457,15 +484,12 @@ impl PartitionLog {
                         next_pos,
                     } => {
                         if offset >= next {
-                            if !out.is_empty() && bytes + payload.len() > max_bytes {
-                                return Ok(out);
+                            if count > 0 && bytes + payload.len() > max_bytes {
+                                return Ok(count);
                             }
                             bytes += payload.len();
-                            out.push(Record {
-                                offset,
-                                timestamp_ms,
-                                payload: payload.to_vec(),
-                            });
+                            visit(offset, timestamp_ms, payload);
+                            count += 1;
                         }
                         off += 1;
                         pos = next_pos;
@@ -473,10 +497,10 @@ impl PartitionLog {
                 }
             }
             let Some(following) = segs.get(i + 1) else {
-                return Ok(out);
+                return Ok(count);
             };
             if off != following.base {
-                return if out.is_empty() {
+                return if count == 0 {
                     Err(LogError::Corrupt {
                         path: seg.path.clone(),
                         offset: off,
@@ -486,12 +510,12 @@ impl PartitionLog {
                         ),
                     })
                 } else {
-                    Ok(out)
+                    Ok(count)
                 };
             }
             next = next.max(off);
         }
-        Ok(out)
+        Ok(count)
     }
 
     /// The first retained offset.

@@ -43,6 +43,19 @@ const WINDOW: usize = 256;
 /// Messages per read of the raw consumers.
 const READ_BATCH: usize = 1000;
 
+/// What the sinks write beside a message's key and payload — its event id, source, kind
+/// and content type — the raw publishers write too, under the same names, so both sides
+/// send the same messages: the ratio is switchyard's cost over the client's, not the
+/// price of the envelope. The events of the drain come from the http source `bench`.
+pub(super) const ENVELOPE_SOURCE: &str = "bench";
+pub(super) const ENVELOPE_KIND: &str = "message";
+pub(super) const ENVELOPE_CONTENT_TYPE: &str = "application/json";
+
+/// An event id shaped like the http source's (36 characters, unique per message).
+pub(super) fn envelope_id(i: usize) -> String {
+    format!("0193a1b2-c3d4-7e5f-8a6b-{i:012x}")
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Broker {
     Nats,
@@ -308,20 +321,32 @@ fn nats(
 /// message with its `Nats-Msg-Id`, as the sink sends them).
 async fn nats_publish(url: &str, subject: &str, messages: &[Message]) -> anyhow::Result<f64> {
     let js = jetstream::new(async_nats::connect(url).await?);
+    let chunk = messages.len().div_ceil(PUBLISHERS).max(1);
+    // Made before the clock starts: the ids are the events', not the client's work.
+    let parts: Vec<Vec<(String, String, Bytes)>> = messages
+        .chunks(chunk)
+        .enumerate()
+        .map(|(t, part)| {
+            part.iter()
+                .enumerate()
+                .map(|(i, m)| (envelope_id(t * chunk + i), m.key.clone(), m.payload.clone()))
+                .collect()
+        })
+        .collect();
     let start = Instant::now();
-    let chunk = messages.len().div_ceil(PUBLISHERS);
-    let tasks = messages.chunks(chunk.max(1)).enumerate().map(|(t, part)| {
+    let tasks = parts.into_iter().map(|part| {
         let (js, subject) = (js.clone(), subject.to_owned());
-        let part: Vec<(String, Bytes)> = part
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (format!("{t}-{i}-{}", m.key), m.payload.clone()))
-            .collect();
         tokio::spawn(async move {
             let mut acks = VecDeque::with_capacity(WINDOW);
-            for (id, payload) in part {
+            for (id, key, payload) in part {
+                // The headers the nats sink writes (docs/decisions/0027).
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", id.as_str());
+                headers.insert("Nats-Msg-Id", format!("{ENVELOPE_SOURCE}/{id}").as_str());
+                headers.insert("switchyard-id", id.as_str());
+                headers.insert("switchyard-source", ENVELOPE_SOURCE);
+                headers.insert("switchyard-kind", ENVELOPE_KIND);
+                headers.insert("switchyard-content-type", ENVELOPE_CONTENT_TYPE);
+                headers.insert("switchyard-key", key.as_str());
                 let ack = js
                     .publish_with_headers(subject.clone(), headers, payload)
                     .await
@@ -429,23 +454,37 @@ async fn redis_publish(
     key: &str,
     messages: &[Message],
 ) -> anyhow::Result<f64> {
-    let start = Instant::now();
-    let chunk = messages.len().div_ceil(PUBLISHERS);
-    let mut tasks = Vec::new();
-    for part in messages.chunks(chunk.max(1)) {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let key = key.to_owned();
-        let part: Vec<(String, Bytes)> = part
+    let chunk = messages.len().div_ceil(PUBLISHERS).max(1);
+    let mut parts = Vec::new();
+    for (t, part) in messages.chunks(chunk).enumerate() {
+        let conn = client.get_multiplexed_async_connection().await?;
+        let part: Vec<(String, String, Bytes)> = part
             .iter()
-            .map(|m| (m.key.clone(), m.payload.clone()))
+            .enumerate()
+            .map(|(i, m)| (envelope_id(t * chunk + i), m.key.clone(), m.payload.clone()))
             .collect();
+        parts.push((conn, part));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut conn, part) in parts {
+        let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
             for window in part.chunks(WINDOW) {
                 let mut pipe = redis::pipe();
-                for (k, payload) in window {
+                for (id, k, payload) in window {
+                    // The fields the redis sink writes (docs/decisions/0028).
                     pipe.cmd("XADD")
                         .arg(&key)
                         .arg("*")
+                        .arg("id")
+                        .arg(id)
+                        .arg("source")
+                        .arg(ENVELOPE_SOURCE)
+                        .arg("kind")
+                        .arg(ENVELOPE_KIND)
+                        .arg("content-type")
+                        .arg(ENVELOPE_CONTENT_TYPE)
                         .arg("key")
                         .arg(k)
                         .arg("payload")

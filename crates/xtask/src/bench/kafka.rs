@@ -405,13 +405,22 @@ pub(super) fn queue_drain(
 
     let (process, addr) = start_switchyard(bin, dir, &queue_drain_config(sink))?;
     let n = messages.len() as f64;
+    // The sink's type names the profile: `<type>-sink.perf.data`.
+    let kind = sink
+        .lines()
+        .find_map(|l| l.strip_prefix("type = ")?.split('"').nth(1))
+        .unwrap_or("queue");
+    let profile = Profile::start(process.pid(), &format!("{kind}-sink"));
     let rate = rt.block_on(rate_from_first(
         addr,
         "switchyard_sink_events_total",
         "outcome=\"delivered\"",
         n,
-    ))?;
-    let run = SyRun::of(rate, process.pid());
+    ));
+    if let Some(p) = profile {
+        p.stop();
+    }
+    let run = SyRun::of(rate?, process.pid());
     process.stop(Duration::from_secs(10))?;
     Ok(run)
 }

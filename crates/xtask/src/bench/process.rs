@@ -139,7 +139,11 @@ impl Profile {
         let path = Path::new(&dir).join(format!("{name}.perf.data"));
         let _ = std::fs::create_dir_all(&dir);
         let perf = Command::new("perf")
-            .args(["record", "-F", "1999", "-g", "-p", &pid.to_string(), "-o"])
+            // DWARF unwinding: the release binary keeps no frame pointers, and the
+            // callers of malloc, memmove and friends are what a profile is read for.
+            .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
+            .arg(pid.to_string())
+            .arg("-o")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

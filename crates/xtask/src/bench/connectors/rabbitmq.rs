@@ -14,11 +14,14 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use super::super::kafka::{Message, queue_drain};
-use super::{ConnectorsArgs, Measured, PUBLISHERS, READ_BATCH, WINDOW, sy_source, unique};
+use super::{
+    ConnectorsArgs, ENVELOPE_CONTENT_TYPE, ENVELOPE_KIND, ENVELOPE_SOURCE, Measured, PUBLISHERS,
+    READ_BATCH, WINDOW, envelope_id, sy_source, unique,
+};
 
 pub(super) fn measure(
     rt: &tokio::runtime::Runtime,
@@ -94,23 +97,47 @@ async fn publish(url: &str, queue: &str, messages: &[Message]) -> anyhow::Result
             .await?;
         channels.push((connection, channel));
     }
-    let start = Instant::now();
     let chunk = messages.len().div_ceil(PUBLISHERS).max(1);
-    let tasks = messages
+    // Made before the clock starts: the ids are the events', not the client's work.
+    let parts: Vec<Vec<(String, String, Bytes)>> = messages
         .chunks(chunk)
+        .enumerate()
+        .map(|(t, part)| {
+            part.iter()
+                .enumerate()
+                .map(|(i, m)| (envelope_id(t * chunk + i), m.key.clone(), m.payload.clone()))
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    let tasks = parts
+        .into_iter()
         .zip(channels)
         .map(|(part, (connection, channel))| {
-            let part: Vec<(String, Bytes)> = part
-                .iter()
-                .map(|m| (m.key.clone(), m.payload.clone()))
-                .collect();
             let queue = queue.to_owned();
             tokio::spawn(async move {
                 let mut confirms = VecDeque::with_capacity(WINDOW);
-                for (key, payload) in &part {
+                for (id, key, payload) in &part {
+                    // The properties and headers the rabbitmq sink writes
+                    // (docs/decisions/0025).
+                    let mut table = FieldTable::default();
+                    for (name, value) in [
+                        ("switchyard-id", id.as_str()),
+                        ("switchyard-source", ENVELOPE_SOURCE),
+                        ("switchyard-kind", ENVELOPE_KIND),
+                    ] {
+                        table.insert(name.into(), AMQPValue::LongString(value.into()));
+                    }
+                    table.insert(
+                        "switchyard-key".into(),
+                        AMQPValue::LongString(key.as_bytes().into()),
+                    );
                     let properties = BasicProperties::default()
                         .with_delivery_mode(2)
-                        .with_message_id(key.as_str().into());
+                        .with_content_type(ENVELOPE_CONTENT_TYPE.into())
+                        .with_timestamp(1_700_000_000)
+                        .with_headers(table)
+                        .with_message_id(id.as_str().into());
                     confirms.push_back(
                         channel
                             .basic_publish(
