@@ -543,14 +543,14 @@ fn parse_produce(
     // Each byte of a body is read twice at most (three times within a payload, which
     // is checked strictly on its own): the body into its fields, `messages` into its
     // objects' fields, a payload by the strict check. A payload's bytes are what a
-    // produce is made of, so every pass over them counts.
-    let obj = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        serde_json::from_slice::<RawObject>(body)
-            .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?
-    } else {
-        // Empty, not JSON, or JSON that is not an object: each has its own answer.
-        raw_object_body(body)?;
-        return Err(bad("the body must be a JSON object"));
+    // produce is made of, so every pass over them counts. A body these passes refuse is
+    // taken apart again the slower way, value by value, only to find the error to
+    // answer with: the answers stay those of that way for every body.
+    let fast = (body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+        .then(|| serde_json::from_slice::<RawObject>(body).ok())
+        .flatten();
+    let Some(obj) = fast else {
+        return Err(body_error(body));
     };
     let Some(list) = obj.raw("messages") else {
         return Ok(vec![parse_message(
@@ -562,12 +562,38 @@ fn parse_produce(
         )?]);
     };
     check_names(obj.names(), "", ProduceBatch::FIELDS)?;
-    let list: Vec<Item> = serde_json::from_str(list.get())
-        .map_err(|_| bad("`messages` must be an array of messages"))?;
-    if list.is_empty() || list.len() > MAX_BATCH {
+    let Ok(list) = serde_json::from_str::<Vec<Item>>(list.get()) else {
+        return parse_messages_one_by_one(list, queue, now, header_key);
+    };
+    check_batch(list.len(), header_key)?;
+    list.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("messages[{i}]");
+            match m {
+                Item::Object(obj) => parse_message(obj, &at, queue, now, None),
+                Item::Other => Err(not_a_message(&at)),
+            }
+        })
+        .collect()
+}
+
+/// Why `body` is not a produce body: empty, not JSON, or not a JSON object.
+fn body_error(body: &Bytes) -> ApiError {
+    match raw_object_body(body) {
+        Err(e) => e,
+        Ok(raw) => match serde_json::from_str::<RawObject>(raw.get()) {
+            Err(_) => bad("the body must be a JSON object"),
+            Ok(_) => bad("the body is not valid JSON"),
+        },
+    }
+}
+
+/// A batch of `len` messages holds 1 to [`MAX_BATCH`], and its keys are its messages'.
+fn check_batch(len: usize, header_key: Option<&str>) -> Result<(), ApiError> {
+    if len == 0 || len > MAX_BATCH {
         return Err(bad(format!(
-            "`messages` holds {} messages; send 1 to {MAX_BATCH} per request",
-            list.len()
+            "`messages` holds {len} messages; send 1 to {MAX_BATCH} per request"
         )));
     }
     if header_key.is_some() {
@@ -575,14 +601,35 @@ fn parse_produce(
             "the Idempotency-Key header applies to a single message; give each message of a batch its own `idempotency_key`",
         ));
     }
-    list.into_iter()
+    Ok(())
+}
+
+fn not_a_message(at: &str) -> ApiError {
+    bad(format!("{at} must be a JSON object with a `payload`"))
+}
+
+/// `messages` taken apart value by value (the array, then each element on its own), so
+/// the answer names the first message that is wrong and how.
+fn parse_messages_one_by_one(
+    list: &RawValue,
+    queue: &str,
+    now: u64,
+    header_key: Option<&str>,
+) -> Result<Vec<(Event, Option<String>)>, ApiError> {
+    let list: Vec<&RawValue> = serde_json::from_str(list.get())
+        .map_err(|_| bad("`messages` must be an array of messages"))?;
+    check_batch(list.len(), header_key)?;
+    list.iter()
         .enumerate()
         .map(|(i, m)| {
             let at = format!("messages[{i}]");
-            match m {
-                Item::Object(obj) => parse_message(obj, &at, queue, now, None),
-                Item::Other => Err(bad(format!("{at} must be a JSON object with a `payload`"))),
-            }
+            let obj = m
+                .get()
+                .starts_with('{')
+                .then(|| serde_json::from_str::<RawObject>(m.get()).ok())
+                .flatten()
+                .ok_or_else(|| not_a_message(&at))?;
+            parse_message(obj, &at, queue, now, None)
         })
         .collect()
 }
@@ -1231,6 +1278,17 @@ mod produce_tests {
                 r#"{"messages": [{"payload": 1}, {"payload": 2]}"#,
                 "the body is not valid JSON",
             ),
+            // Values the one-pass reading refuses get the answers of the value-by-value
+            // reading: the message they are in is named.
+            (
+                r#"{"messages": [{"payload": 1}, 1e400]}"#,
+                "messages[1] must be a JSON object with a `payload`",
+            ),
+            (
+                r#"{"messages": [{"payload": 1, "colour": 1}, "\ud800"]}"#,
+                "unknown field `colour` in messages[0]",
+            ),
+            (r#"{"\ud800": 1}"#, "the body must be a JSON object"),
             (r#"{"messages": [], "x": 1}"#, "unknown field `x`"),
             (r#"{"messages": []}"#, "send 1 to 1000"),
             (

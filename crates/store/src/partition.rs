@@ -430,8 +430,10 @@ impl PartitionLog {
 
     /// [`PartitionLog::read`] without copying: `visit` sees each record's offset,
     /// timestamp and payload (borrowed from the read buffer) in offset order, under the
-    /// same rules. Answers how many records were visited; on an error, the records
-    /// visited before it stand (as `read` returns them) unless none were.
+    /// same rules, and the answer is how many it saw. A record that fails its checks
+    /// ends the walk: `Ok` with the records before it, or [`LogError::Corrupt`] when it
+    /// is the first. An I/O error is an `Err` even after records were visited: a caller
+    /// that keeps what it was lent must drop it then.
     pub fn read_each(
         &self,
         from: u64,

@@ -34,10 +34,13 @@ pub(super) fn measure(
         subscribe_session(port, "swb-raw-reader", &raw_topic).await?;
         subscribe_session(port, &sy_client, &sy_topic).await
     })?;
+    // Each side publishes to a broker that holds no other backlog: the raw messages are
+    // read before switchyard's sink runs (mosquitto keeps queued messages in memory, and
+    // a second publisher facing the first one's N queued messages measured slower).
     let raw_publish = rt.block_on(publish(port, &raw_topic, messages))?;
+    let raw_read = rt.block_on(read(port, "swb-raw-reader", messages.len()))?;
     let sink = format!("type = \"mqtt\"\nurl = \"{url}\"\ntopic = \"{sy_topic}\"\n");
     let sy_sink = queue_drain(rt, bin, &dir.join("sink"), &sink, messages)?;
-    let raw_read = rt.block_on(read(port, "swb-raw-reader", messages.len()))?;
     let source = format!(
         "type = \"mqtt\"\nurl = \"{url}\"\ntopics = [\"{sy_topic}\"]\nclient_id = \"{sy_client}\"\n"
     );
