@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use switchyard_test_support::kafka::TlsProxy;
 use switchyard_test_support::{
-    Behaviour, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
+    Behaviour, Options, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
 };
 use switchyard_tests::{
     WEBHOOK_SECRET, deliveries, metrics, send_batches, send_until, wait_for_all_delivered,
@@ -706,7 +706,15 @@ fn redis_entry_above_max_entry_bytes_stops_the_reader_and_nothing_is_lost() {
         "claim_idle = \"5s\"",
         "claim_idle = \"5s\"\nmax_entry_bytes = \"1MiB\"",
     );
-    let mut switchyard = Switchyard::start(&config);
+    // The reader stops at the large entry moments after the start, so /readyz may never
+    // answer 200: the start counts once the process is alive.
+    let mut switchyard = Switchyard::start_with(
+        &config,
+        Options {
+            ready_path: Some("/healthz"),
+            ..Options::default()
+        },
+    );
     assert!(
         wait_for_all_delivered(&receiver, &before, Duration::from_secs(60)),
         "{}",

@@ -154,7 +154,7 @@ impl MqttSink {
                     crate::options(&self.url, &self.client_id, self.ca_file.as_deref())?;
                 options.set_clean_session(true).set_inflight(self.inflight);
                 let (client, eventloop) = AsyncClient::new(options, usize::from(self.inflight));
-                tokio::spawn(drive_v3(eventloop, tickets.clone(), name, url));
+                on_own_thread(&self.name, drive_v3(eventloop, tickets.clone(), name, url))?;
                 Client::V3(client)
             }
             MqttProtocol::V5 => {
@@ -166,7 +166,10 @@ impl MqttSink {
                 let (client, eventloop) =
                     rumqttc::v5::AsyncClient::new(options, usize::from(self.inflight));
                 let max = self.broker_max_packet.clone();
-                tokio::spawn(drive_v5(eventloop, tickets.clone(), max, name, url));
+                on_own_thread(
+                    &self.name,
+                    drive_v5(eventloop, tickets.clone(), max, name, url),
+                )?;
                 Client::V5(client)
             }
         };
@@ -372,6 +375,29 @@ impl MqttSink {
         }
         outcomes
     }
+}
+
+/// Runs a connection's event loop on a thread of its own, with a runtime of its own: the
+/// loop writes each PUBLISH and reads each PUBACK, and with a window of `inflight`
+/// publishes its turnaround is the sink's rate — it must not wait behind the lanes and
+/// readers on the process's workers. The thread ends with the loop (when the
+/// connection breaks).
+fn on_own_thread(
+    sink: &str,
+    event_loop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the mqtt connection's runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name(format!(
+            "mqtt-{}",
+            sink.chars().take(10).collect::<String>()
+        ))
+        .spawn(move || runtime.block_on(event_loop))
+        .map(drop)
+        .map_err(|e| format!("cannot start the mqtt connection's thread: {e}"))
 }
 
 /// Runs an MQTT 3.1.1 connection's event loop: matches written publishes to their
