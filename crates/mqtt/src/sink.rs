@@ -103,6 +103,34 @@ impl Tickets {
     }
 }
 
+/// Gives a connection up when a publish is dropped between queuing its ticket and the
+/// client taking it (see [`MqttSink::publish`]).
+struct Abandoned<'a> {
+    connection: &'a Connection,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.connection
+            .tickets
+            .lock()
+            .expect("tickets lock")
+            .fail_all("a publish was abandoned before the mqtt client took it");
+        match &self.connection.client {
+            Client::V3(client) => {
+                let _ = client.try_disconnect();
+            }
+            Client::V5(client) => {
+                let _ = client.try_disconnect();
+            }
+        }
+    }
+}
+
 /// A client of either MQTT version.
 enum Client {
     V3(AsyncClient),
@@ -154,7 +182,11 @@ impl MqttSink {
                     crate::options(&self.url, &self.client_id, self.ca_file.as_deref())?;
                 options.set_clean_session(true).set_inflight(self.inflight);
                 let (client, eventloop) = AsyncClient::new(options, usize::from(self.inflight));
-                on_own_thread(&self.name, drive_v3(eventloop, tickets.clone(), name, url))?;
+                on_own_thread(
+                    &self.name,
+                    tickets.clone(),
+                    drive_v3(eventloop, tickets.clone(), name, url),
+                )?;
                 Client::V3(client)
             }
             MqttProtocol::V5 => {
@@ -168,6 +200,7 @@ impl MqttSink {
                 let max = self.broker_max_packet.clone();
                 on_own_thread(
                     &self.name,
+                    tickets.clone(),
                     drive_v5(eventloop, tickets.clone(), max, name, url),
                 )?;
                 Client::V5(client)
@@ -200,6 +233,13 @@ impl MqttSink {
             }
             t.queued.push_back(tx);
         }
+        // Tickets are matched to publishes by their order: a publish dropped (its
+        // attempt timed out) after its ticket was queued but before the client took it
+        // would shift every later answer by one. Then the connection is given up.
+        let mut guard = Abandoned {
+            connection,
+            armed: true,
+        };
         let queued = match (&connection.client, properties) {
             (Client::V3(client), _) => client
                 .publish(topic, QoS::AtLeastOnce, false, payload)
@@ -218,6 +258,7 @@ impl MqttSink {
                 .map_err(|e| e.to_string())
             }
         };
+        guard.armed = false;
         if let Err(e) = queued {
             let mut t = connection.tickets.lock().expect("tickets lock");
             if t.broken.is_none() {
@@ -384,18 +425,30 @@ impl MqttSink {
 /// connection breaks).
 fn on_own_thread(
     sink: &str,
+    tickets: Arc<Mutex<Tickets>>,
     event_loop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the mqtt connection's runtime: {e}"))?;
+    let name = sink.to_owned();
     std::thread::Builder::new()
         .name(format!(
             "mqtt-{}",
             sink.chars().take(10).collect::<String>()
         ))
-        .spawn(move || runtime.block_on(event_loop))
+        .spawn(move || {
+            // Made and dropped on this thread: a runtime may not be dropped inside
+            // another one's tasks.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(event_loop),
+                Err(e) => broken(
+                    &tickets,
+                    &name,
+                    format!("cannot start the mqtt connection's runtime: {e}"),
+                ),
+            }
+        })
         .map(drop)
         .map_err(|e| format!("cannot start the mqtt connection's thread: {e}"))
 }
