@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::error::LogError;
 use crate::format::{
@@ -30,15 +30,29 @@ pub struct LogOptions {
     /// A new segment is started when an append would grow the active segment past this many
     /// bytes (a single append larger than this gets a segment of its own). Default 64 MiB.
     pub segment_bytes: u64,
+    /// Zeros written ahead of the active segment's end, at most this many bytes at a
+    /// time (0: none). Appends then overwrite bytes the file already has, so the
+    /// fdatasync of a group commit flushes data only: the file's size, and with it its
+    /// inode, changes only when an append reaches the end of the zeros. The first
+    /// stretch of a segment is 64 KiB, each later one twice the last, up to this.
+    /// Default 1 MiB.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             segment_bytes: 64 << 20,
+            zero_ahead_bytes: 1 << 20,
         }
     }
 }
+
+/// The first stretch of zeros written ahead of a new or reopened segment's end.
+const FIRST_ZERO_AHEAD: u64 = 64 << 10;
+
+/// Zeros are written from this buffer, one piece at a time.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 struct Segment {
     base: u64,
@@ -69,6 +83,13 @@ struct Writer {
     active_size: u64,
     /// Position of the last sparse-index entry of the active segment.
     last_indexed: u64,
+    /// Length of the active segment's file: `active_size` plus the zeros written ahead.
+    file_len: u64,
+    /// The next stretch of zeros to write ahead.
+    zero_chunk: u64,
+    /// Writing zeros ahead failed in the active segment (a full disk): appends go on
+    /// without until the next segment.
+    zero_ahead_failed: bool,
     /// Bytes were written since the last sync.
     unsynced: bool,
     /// A segment file was created since the last directory sync.
@@ -135,6 +156,7 @@ impl PartitionLog {
         let mut end = 0;
         let mut active_size = 0;
         let mut last_indexed = 0;
+        let mut file_len = 0;
         if bases.is_empty() {
             let path = dir.join(segment_file_name(0));
             let file = storage
@@ -158,22 +180,38 @@ impl PartitionLog {
                     .map_err(|e| LogError::io(&path, e))?;
                 let len = file.byte_len().map_err(|e| LogError::io(&path, e))?;
                 let scan = scan_segment(&*file, base, len).map_err(|e| LogError::io(&path, e))?;
+                // Zeros after the last record are the zeros an append had not reached yet
+                // (see `LogOptions::zero_ahead_bytes`), not damage.
+                let zero_tail = scan.valid_len < len
+                    && zeros_from(&*file, scan.valid_len, len)
+                        .map_err(|e| LogError::io(&path, e))?;
                 let size = if let Some(&next_base) = bases.get(i + 1) {
-                    if let Some(reason) = &scan.bad {
-                        warn!(path = %path.display(), offset = scan.next_offset, %reason,
-                            "sealed segment is corrupt; reading from that offset will fail until the segment is restored or removed");
-                    } else if scan.next_offset != next_base {
-                        warn!(path = %path.display(), offset = scan.next_offset, next_base,
-                            "sealed segment ends before the next segment starts; reading from that offset will fail");
+                    if zero_tail && scan.next_offset == next_base {
+                        debug!(path = %path.display(), zero_bytes = len - scan.valid_len,
+                            "sealed segment ends in zeros (its roll was cut short); reading stops before them");
+                        scan.valid_len
+                    } else {
+                        if let Some(reason) = &scan.bad {
+                            warn!(path = %path.display(), offset = scan.next_offset, %reason,
+                                "sealed segment is corrupt; reading from that offset will fail until the segment is restored or removed");
+                        } else if scan.next_offset != next_base {
+                            warn!(path = %path.display(), offset = scan.next_offset, next_base,
+                                "sealed segment ends before the next segment starts; reading from that offset will fail");
+                        }
+                        len
                     }
-                    len
                 } else {
-                    if scan.valid_len < len {
-                        warn!(path = %path.display(), dropped_bytes = len - scan.valid_len,
-                            offset = scan.next_offset, reason = scan.bad.as_deref().unwrap_or(""),
-                            "truncating torn or corrupt tail of the last segment");
-                        file.set_len(scan.valid_len)
-                            .map_err(|e| LogError::io(&path, e))?;
+                    if zero_tail {
+                        file_len = len;
+                    } else {
+                        if scan.valid_len < len {
+                            warn!(path = %path.display(), dropped_bytes = len - scan.valid_len,
+                                offset = scan.next_offset, reason = scan.bad.as_deref().unwrap_or(""),
+                                "truncating torn or corrupt tail of the last segment");
+                            file.set_len(scan.valid_len)
+                                .map_err(|e| LogError::io(&path, e))?;
+                        }
+                        file_len = scan.valid_len;
                     }
                     // A crashed process may have left unsynced bytes in the page cache: make
                     // everything that is now in the log durable before anyone reads it.
@@ -195,6 +233,7 @@ impl PartitionLog {
             }
             storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
         }
+        let zero_chunk = FIRST_ZERO_AHEAD.min(opts.zero_ahead_bytes);
         Ok(PartitionLog {
             storage,
             dir: dir.to_path_buf(),
@@ -203,6 +242,9 @@ impl PartitionLog {
                 buf: Vec::new(),
                 active_size,
                 last_indexed,
+                file_len,
+                zero_chunk,
+                zero_ahead_failed: false,
                 unsynced: false,
                 dir_dirty: false,
             }),
@@ -265,6 +307,8 @@ impl PartitionLog {
         w.buf = buf;
         if let Err(e) = written {
             let err = LogError::write(&seg.path, e);
+            // The zeros ahead go too: whatever of the failed write reached the file must
+            // not be there to be read back after a crash.
             if let Err(te) = seg.file.set_len(pos) {
                 return Err(self.poison_with(
                     &seg.path,
@@ -272,6 +316,7 @@ impl PartitionLog {
                     te,
                 ));
             }
+            w.file_len = pos;
             return Err(err);
         }
         write_lock(&seg.index).extend(new_index);
@@ -279,6 +324,12 @@ impl PartitionLog {
         w.active_size = pos + batch_len;
         w.last_indexed = last_indexed;
         w.unsynced = true;
+        if w.active_size > w.file_len {
+            // This write grew the file, so this sync writes the inode anyway: the zeros
+            // for the next appends go with it.
+            w.file_len = w.active_size;
+            self.zero_ahead(&mut w, &seg);
+        }
         seg.size.store(w.active_size, Ordering::Release);
         let end = start + records.len() as u64;
         self.end.store(end, Ordering::Release);
@@ -318,8 +369,46 @@ impl PartitionLog {
         Ok(end)
     }
 
+    /// Writes zeros after the active segment's end (see [`LogOptions::zero_ahead_bytes`]).
+    /// A failure (a full disk) is not the append's: what was written is cut back and
+    /// appends go on without zeros ahead until the next segment.
+    fn zero_ahead(&self, w: &mut Writer, seg: &Segment) {
+        if w.zero_chunk == 0 || w.zero_ahead_failed {
+            return;
+        }
+        let from = w.file_len;
+        let to = (from + w.zero_chunk).min(self.opts.segment_bytes.max(from));
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64);
+            if let Err(e) = seg.file.write_all_at(&ZEROS[..n as usize], at) {
+                warn!(path = %seg.path.display(), error = %e,
+                    "cannot write zeros ahead of the log's end; appends go on without (each sync also writes the file's size) until the next segment");
+                w.zero_ahead_failed = true;
+                // Zeros past the end are harmless; cutting them only gives the space back.
+                if let Err(e) = seg.file.set_len(from) {
+                    debug!(path = %seg.path.display(), error = %e, "cannot cut the zeros back");
+                    w.file_len = at;
+                }
+                return;
+            }
+            at += n;
+        }
+        w.file_len = to;
+        w.zero_chunk = (w.zero_chunk * 2).min(self.opts.zero_ahead_bytes);
+    }
+
     /// Seals the active segment (sync) and starts a new one at `base`.
     fn roll(&self, w: &mut Writer, base: u64) -> Result<(), LogError> {
+        if w.file_len > w.active_size {
+            // A sealed segment ends at its last record.
+            let seg = self.active();
+            seg.file
+                .set_len(w.active_size)
+                .map_err(|e| LogError::write(&seg.path, e))?;
+            w.file_len = w.active_size;
+            w.unsynced = true;
+        }
         self.sync_locked(w)?;
         let path = self.dir.join(segment_file_name(base));
         let file = self
@@ -340,6 +429,8 @@ impl PartitionLog {
         }));
         w.active_size = 0;
         w.last_indexed = 0;
+        w.file_len = 0;
+        w.zero_ahead_failed = false;
         w.dir_dirty = true;
         Ok(())
     }
@@ -394,6 +485,7 @@ impl PartitionLog {
             w.last_indexed = index.last().map_or(0, |e| e.1);
         }
         w.active_size = pos;
+        w.file_len = pos;
         w.unsynced = true;
         seg.size.store(pos, Ordering::Release);
         self.end.store(end, Ordering::Release);
@@ -625,4 +717,19 @@ impl PartitionLog {
             reason,
         }
     }
+}
+
+/// True if the bytes `[from, to)` of `file` are all zero.
+fn zeros_from(file: &dyn StorageFile, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }

@@ -222,7 +222,8 @@ impl SimStorage {
     }
 
     /// Simulates a power loss: unsynced bytes and unsynced directory entries are dropped. With
-    /// `torn`, each file keeps a random prefix of the bytes appended since its last sync.
+    /// `torn`, each file keeps a random prefix of the bytes written since its last sync
+    /// (appended or overwritten), and what it had at the sync after that.
     /// Every handle opened before becomes unusable.
     pub fn power_loss(&self, torn: bool) {
         let mut st = self.state();
@@ -240,11 +241,22 @@ impl SimStorage {
                 None => (Vec::new(), Vec::new()),
             };
             let mut kept = synced;
-            if torn && current.len() > kept.len() && current.starts_with(&kept) {
-                let extra = (current.len() - kept.len()) as u64;
-                let keep = (st.next_random() % (extra + 1)) as usize;
-                let from = kept.len();
-                kept.extend_from_slice(&current[from..from + keep]);
+            if torn {
+                // The writes since the last sync reached the disk up to a random point:
+                // before it the file reads as written, after it as it was at the sync.
+                let first_change = current
+                    .iter()
+                    .zip(&kept)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(current.len().min(kept.len()));
+                if first_change < current.len() {
+                    let extra = (current.len() - first_change) as u64;
+                    let upto = first_change + (st.next_random() % (extra + 1)) as usize;
+                    if upto > kept.len() {
+                        kept.resize(upto, 0);
+                    }
+                    kept[first_change..upto].copy_from_slice(&current[first_change..upto]);
+                }
             }
             let new_id = st.next_id;
             st.next_id += 1;

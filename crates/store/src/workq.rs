@@ -408,6 +408,7 @@ impl WorkGroup {
             &dir.join("journal"),
             LogOptions {
                 segment_bytes: 4 << 20,
+                ..LogOptions::default()
             },
         )?;
         let mut parts: Vec<Part> = logs

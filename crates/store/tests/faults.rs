@@ -9,7 +9,15 @@ const DIR: &str = "/data/q/p0";
 
 fn open(sim: &SimStorage, segment_bytes: u64) -> PartitionLog {
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    PartitionLog::open(storage, Path::new(DIR), LogOptions { segment_bytes }).expect("open")
+    PartitionLog::open(
+        storage,
+        Path::new(DIR),
+        LogOptions {
+            segment_bytes,
+            ..LogOptions::default()
+        },
+    )
+    .expect("open")
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -102,17 +110,26 @@ fn disk_full_writes_nothing_and_the_log_recovers_when_space_frees() {
     let log = open(&sim, 1 << 20);
     append_one_by_one(&log, 3);
     log.sync().expect("sync");
+    let file = segment_files(&sim).pop().expect("a segment");
+    let zeroed = sim.file_len(&file).expect("segment file");
+    assert!(zeroed > 3 * 43, "zeros were written ahead of the records");
     let used = sim.used_bytes();
     sim.set_space_limit(Some(used + 100));
 
-    let big = vec![7u8; 60];
+    // Bigger than the zeros ahead: it needs new space, which the disk does not have.
+    let big = vec![7u8; 20 << 10];
     let batch: Vec<(u64, &[u8])> = (0..5).map(|i| (i, big.as_slice())).collect();
     let err = log.append(&batch).expect_err("disk full");
     assert!(err.is_no_space(), "{err:?}");
     assert!(err.is_transient());
     assert!(err.to_string().contains("free disk space"), "{err}");
     assert_eq!(log.end(), 3, "no offset was consumed");
-    assert_eq!(sim.used_bytes(), used, "nothing half-written");
+    assert_eq!(
+        sim.file_len(&file),
+        Some(3 * 43),
+        "nothing half-written (the zeros ahead were cut too)"
+    );
+    assert!(sim.used_bytes() < used);
     assert_eq!(log.sync().expect("sync still works"), 3);
 
     sim.set_space_limit(None);
@@ -124,6 +141,110 @@ fn disk_full_writes_nothing_and_the_log_recovers_when_space_frees() {
     let all = log.read(0, 100, usize::MAX).expect("read");
     assert_eq!(all.len(), 8);
     assert!(all[3..].iter().all(|r| r.payload == big));
+}
+
+#[test]
+fn appends_within_the_zeros_ahead_need_no_new_space() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 1);
+    log.sync().expect("sync");
+    let file = segment_files(&sim).pop().expect("a segment");
+    let zeroed = sim.file_len(&file).expect("segment file");
+    sim.set_space_limit(Some(sim.used_bytes()));
+    // The disk is full, but these records overwrite zeros the log already holds.
+    let n = (zeroed - 43) / 43;
+    append_one_by_one(&log, n);
+    assert_eq!(log.sync().expect("sync"), 1 + n);
+    assert_eq!(sim.file_len(&file), Some(zeroed), "the file did not grow");
+    // The next one needs new space.
+    let err = log.append(&[(0, &payload(0)[..])]).expect_err("disk full");
+    assert!(err.is_no_space(), "{err:?}");
+    assert_eq!(log.end(), 1 + n);
+}
+
+#[test]
+fn zeros_that_do_not_fit_are_given_up_and_the_append_still_succeeds() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 1);
+    log.sync().expect("sync");
+    let file = segment_files(&sim).pop().expect("a segment");
+    let zeroed = sim.file_len(&file).expect("segment file");
+    // Room for a record that reaches past the zeros, not for the next zeros ahead.
+    let big = vec![9u8; zeroed as usize];
+    sim.set_space_limit(Some(sim.used_bytes() + 4096));
+    log.append(&[(1, &big[..])])
+        .expect("the record fits; only the zeros ahead did not");
+    let data_end = 43 + 24 + big.len() as u64;
+    assert_eq!(
+        sim.file_len(&file),
+        Some(data_end),
+        "the zeros were cut back"
+    );
+    assert_eq!(log.sync().expect("sync"), 2);
+    // Appends go on without zeros ahead while the disk is full.
+    append_one_by_one(&log, 10);
+    assert_eq!(log.sync().expect("sync"), 12);
+    assert_eq!(sim.file_len(&file), Some(data_end + 10 * 43));
+    drop(log);
+    sim.power_loss(true);
+    let log = open(&sim, 1 << 20);
+    assert_eq!(log.end(), 12);
+    assert_eq!(log.read(1, 1, usize::MAX).expect("read")[0].payload, big);
+}
+
+#[test]
+fn zeros_ahead_are_not_damage_and_sealed_segments_end_at_their_last_record() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 430); // 10 records of 43 bytes per segment
+    append_one_by_one(&log, 25);
+    log.sync().expect("sync");
+    let files = segment_files(&sim);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for sealed in &files[..2] {
+        assert_eq!(sim.file_len(sealed), Some(430), "{}", sealed.display());
+    }
+    let active = sim.file_len(&files[2]).expect("active segment");
+    assert_eq!(active, 430, "zeros ahead stop at the segment size");
+    drop(log);
+    // A crash leaves the zeros behind; recovery keeps them as they are.
+    sim.power_loss(true);
+    let log = open(&sim, 430);
+    assert_eq!(log.end(), 25);
+    assert_eq!(sim.file_len(&files[2]), Some(active), "nothing was cut");
+    assert_eq!(log.read(0, 100, usize::MAX).expect("read").len(), 25);
+    append_one_by_one(&log, 5);
+    assert_eq!(log.sync().expect("sync"), 30);
+    drop(log);
+    let log = open(&sim, 430);
+    let all = log.read(0, 100, usize::MAX).expect("read");
+    assert_eq!(all.len(), 30);
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, r)| r.payload == payload(i as u64))
+    );
+}
+
+#[test]
+fn a_sealed_segment_left_with_zeros_after_its_last_record_reads_on() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 430);
+    append_one_by_one(&log, 15);
+    log.sync().expect("sync");
+    drop(log);
+    let files = segment_files(&sim);
+    assert_eq!(files.len(), 2);
+    // As if the roll's cut had not reached the disk: zeros after the sealed records.
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    let f = storage.open(&files[0], false).expect("open");
+    f.write_all_at(&[0u8; 300], 430).expect("write");
+    f.sync_data().expect("sync");
+    let log = open(&sim, 430);
+    let all = log.read(0, 100, usize::MAX).expect("read across the zeros");
+    assert_eq!(all.len(), 15);
+    assert_eq!(all[10].offset, 10);
 }
 
 #[test]

@@ -11,6 +11,7 @@ fn queue_and_offsets_round_trip_on_disk() {
     let storage: Arc<dyn Storage> = Arc::new(FsStorage::new());
     let opts = LogOptions {
         segment_bytes: 4096,
+        ..LogOptions::default()
     };
     {
         let queue = Queue::open(storage.clone(), &dir, 3, opts.clone()).expect("create");

@@ -22,6 +22,7 @@ fn open_queue(sim: &SimStorage, partitions: u32) -> Queue {
         partitions,
         LogOptions {
             segment_bytes: 2048,
+            ..LogOptions::default()
         },
     )
     .expect("open queue")
@@ -334,10 +335,11 @@ fn a_failed_shared_write_fails_exactly_its_submissions() {
     let queue = open_queue(&sim, 2);
     let committer = GroupCommitter::start("shared", queue.partitions().to_vec(), 64, no_op());
     let release = hold(&committer);
-    // Room for the small submissions to partition 1, not for the large ones to partition 0.
+    // Room for the small submissions to partition 1, not for the large ones to partition 0
+    // (larger than the zeros written ahead of its records).
     sim.set_space_limit(Some(sim.used_bytes() + 300));
     let (tx, rx) = mpsc::channel();
-    for (i, (p, size)) in [(0, 400), (1, 10), (0, 400), (1, 10)]
+    for (i, (p, size)) in [(0, 70_000), (1, 10), (0, 70_000), (1, 10)]
         .into_iter()
         .enumerate()
     {

@@ -51,7 +51,10 @@ fn log_with_five_segments(sim: &SimStorage) -> PartitionLog {
     let log = PartitionLog::open(
         storage(sim),
         Path::new("/data/q/p0"),
-        LogOptions { segment_bytes: 100 },
+        LogOptions {
+            segment_bytes: 100,
+            ..LogOptions::default()
+        },
     )
     .expect("open");
     for i in 0..10u64 {
@@ -104,7 +107,10 @@ fn retention_by_consumed_offset_removes_only_fully_consumed_sealed_segments() {
     let log = PartitionLog::open(
         storage(&sim),
         Path::new("/data/q/p0"),
-        LogOptions { segment_bytes: 100 },
+        LogOptions {
+            segment_bytes: 100,
+            ..LogOptions::default()
+        },
     )
     .expect("reopen");
     assert_eq!(log.start_offset(), 8);

@@ -33,7 +33,10 @@ fn open(storage: &Arc<dyn Storage>, segment_bytes: u64) -> PartitionLog {
     PartitionLog::open(
         storage.clone(),
         Path::new("/data/q/p0"),
-        LogOptions { segment_bytes },
+        LogOptions {
+            segment_bytes,
+            ..LogOptions::default()
+        },
     )
     .expect("recovery succeeds")
 }
