@@ -180,11 +180,12 @@ impl PartitionLog {
                     .map_err(|e| LogError::io(&path, e))?;
                 let len = file.byte_len().map_err(|e| LogError::io(&path, e))?;
                 let scan = scan_segment(&*file, base, len).map_err(|e| LogError::io(&path, e))?;
-                // Zeros after the last record are the zeros an append had not reached yet
-                // (see `LogOptions::zero_ahead_bytes`), not damage.
+                // Zeros after the last record, no more than the log writes ahead, are the
+                // zeros an append had not reached yet (see `LogOptions::zero_ahead_bytes`),
+                // not damage. Anything else after it is treated as before: a torn tail.
                 let zero_tail = scan.valid_len < len
-                    && zeros_from(&*file, scan.valid_len, len)
-                        .map_err(|e| LogError::io(&path, e))?;
+                    && len - scan.valid_len <= opts.zero_ahead_bytes
+                    && zeros_from(&*file, scan.valid_len, len);
                 let size = if let Some(&next_base) = bases.get(i + 1) {
                     if zero_tail && scan.next_offset == next_base {
                         debug!(path = %path.display(), zero_bytes = len - scan.valid_len,
@@ -377,7 +378,9 @@ impl PartitionLog {
             return;
         }
         let from = w.file_len;
-        let to = (from + w.zero_chunk).min(self.opts.segment_bytes.max(from));
+        let to = from
+            .saturating_add(w.zero_chunk)
+            .min(self.opts.segment_bytes.max(from));
         let mut at = from;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64);
@@ -395,7 +398,10 @@ impl PartitionLog {
             at += n;
         }
         w.file_len = to;
-        w.zero_chunk = (w.zero_chunk * 2).min(self.opts.zero_ahead_bytes);
+        w.zero_chunk = w
+            .zero_chunk
+            .saturating_mul(2)
+            .min(self.opts.zero_ahead_bytes);
     }
 
     /// Seals the active segment (sync) and starts a new one at `base`.
@@ -430,6 +436,7 @@ impl PartitionLog {
         w.active_size = 0;
         w.last_indexed = 0;
         w.file_len = 0;
+        w.zero_chunk = FIRST_ZERO_AHEAD.min(self.opts.zero_ahead_bytes);
         w.zero_ahead_failed = false;
         w.dir_dirty = true;
         Ok(())
@@ -719,17 +726,17 @@ impl PartitionLog {
     }
 }
 
-/// True if the bytes `[from, to)` of `file` are all zero.
-fn zeros_from(file: &dyn StorageFile, from: u64, to: u64) -> std::io::Result<bool> {
-    let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+/// True if the bytes `[from, to)` of `file` can be read and are all zero. Reads 64 KiB
+/// at a time and stops at the first other byte.
+fn zeros_from(file: &dyn StorageFile, from: u64, to: u64) -> bool {
+    let mut buf = vec![0u8; (to - from).min(64 << 10) as usize];
     let mut at = from;
     while at < to {
         let n = (to - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
+        if file.read_exact_at(&mut buf[..n], at).is_err() || buf[..n].iter().any(|&b| b != 0) {
+            return false;
         }
         at += n as u64;
     }
-    Ok(true)
+    true
 }

@@ -161,6 +161,47 @@ fn appends_within_the_zeros_ahead_need_no_new_space() {
     let err = log.append(&[(0, &payload(0)[..])]).expect_err("disk full");
     assert!(err.is_no_space(), "{err:?}");
     assert_eq!(log.end(), 1 + n);
+    assert_eq!(log.sync().expect("sync still works"), 1 + n);
+}
+
+#[test]
+fn a_tail_of_zeros_longer_than_the_log_writes_ahead_is_cut_as_damage() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 4 << 20);
+    append_one_by_one(&log, 3);
+    log.sync().expect("sync");
+    drop(log);
+    let file = segment_files(&sim).pop().expect("a segment");
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    let f = storage.open(&file, false).expect("open");
+    let long = LogOptions::default().zero_ahead_bytes + 1;
+    f.write_all_at(&vec![0u8; long as usize], 3 * 43)
+        .expect("write");
+    f.sync_data().expect("sync");
+    let log = open(&sim, 4 << 20);
+    assert_eq!(log.end(), 3);
+    assert_eq!(
+        sim.file_len(&file),
+        Some(3 * 43),
+        "cut back to the last record"
+    );
+}
+
+#[test]
+fn zeros_then_other_bytes_after_the_last_record_are_cut_as_a_torn_tail() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 1 << 20);
+    append_one_by_one(&log, 3);
+    log.sync().expect("sync");
+    drop(log);
+    let file = segment_files(&sim).pop().expect("a segment");
+    let zeroed = sim.file_len(&file).expect("segment file");
+    assert!(sim.corrupt_byte(&file, zeroed - 1, 0x01));
+    let log = open(&sim, 1 << 20);
+    assert_eq!(log.end(), 3);
+    assert_eq!(sim.file_len(&file), Some(3 * 43));
+    append_one_by_one(&log, 2);
+    assert_eq!(log.sync().expect("sync"), 5);
 }
 
 #[test]
@@ -197,27 +238,32 @@ fn zeros_that_do_not_fit_are_given_up_and_the_append_still_succeeds() {
 #[test]
 fn zeros_ahead_are_not_damage_and_sealed_segments_end_at_their_last_record() {
     let sim = SimStorage::new();
-    let log = open(&sim, 430); // 10 records of 43 bytes per segment
+    let log = open(&sim, 450); // 10 records of 43 bytes per segment, 20 bytes to spare
     append_one_by_one(&log, 25);
     log.sync().expect("sync");
     let files = segment_files(&sim);
     assert_eq!(files.len(), 3, "{files:?}");
     for sealed in &files[..2] {
-        assert_eq!(sim.file_len(sealed), Some(430), "{}", sealed.display());
+        assert_eq!(
+            sim.file_len(sealed),
+            Some(430),
+            "a sealed segment ends at its last record: {}",
+            sealed.display()
+        );
     }
     let active = sim.file_len(&files[2]).expect("active segment");
-    assert_eq!(active, 430, "zeros ahead stop at the segment size");
+    assert_eq!(active, 450, "zeros ahead stop at the segment size");
     drop(log);
     // A crash leaves the zeros behind; recovery keeps them as they are.
     sim.power_loss(true);
-    let log = open(&sim, 430);
+    let log = open(&sim, 450);
     assert_eq!(log.end(), 25);
     assert_eq!(sim.file_len(&files[2]), Some(active), "nothing was cut");
     assert_eq!(log.read(0, 100, usize::MAX).expect("read").len(), 25);
     append_one_by_one(&log, 5);
     assert_eq!(log.sync().expect("sync"), 30);
     drop(log);
-    let log = open(&sim, 430);
+    let log = open(&sim, 450);
     let all = log.read(0, 100, usize::MAX).expect("read");
     assert_eq!(all.len(), 30);
     assert!(
@@ -230,7 +276,7 @@ fn zeros_ahead_are_not_damage_and_sealed_segments_end_at_their_last_record() {
 #[test]
 fn a_sealed_segment_left_with_zeros_after_its_last_record_reads_on() {
     let sim = SimStorage::new();
-    let log = open(&sim, 430);
+    let log = open(&sim, 450);
     append_one_by_one(&log, 15);
     log.sync().expect("sync");
     drop(log);
@@ -241,7 +287,7 @@ fn a_sealed_segment_left_with_zeros_after_its_last_record_reads_on() {
     let f = storage.open(&files[0], false).expect("open");
     f.write_all_at(&[0u8; 300], 430).expect("write");
     f.sync_data().expect("sync");
-    let log = open(&sim, 430);
+    let log = open(&sim, 450);
     let all = log.read(0, 100, usize::MAX).expect("read across the zeros");
     assert_eq!(all.len(), 15);
     assert_eq!(all[10].offset, 10);
