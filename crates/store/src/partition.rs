@@ -35,7 +35,8 @@ pub struct LogOptions {
     /// fdatasync of a group commit flushes data only: the file's size, and with it its
     /// inode, changes only when an append reaches the end of the zeros. The first
     /// stretch of a segment is 64 KiB, each later one twice the last, up to this.
-    /// Default 1 MiB.
+    /// Only while the syncs are small (64 KiB of records or less per sync on average):
+    /// a log that syncs more at a time writes each byte once. Default 1 MiB.
     pub zero_ahead_bytes: u64,
 }
 
@@ -50,6 +51,12 @@ impl Default for LogOptions {
 
 /// The first stretch of zeros written ahead of a new or reopened segment's end.
 const FIRST_ZERO_AHEAD: u64 = 64 << 10;
+
+/// Zeros are written ahead only while the syncs are small: at most this many bytes of
+/// records per sync on average since the last stretch. A sync's inode write costs about
+/// as much as writing this many more bytes; a log that syncs more per sync than that would
+/// pay more for writing every byte twice (zeros, then records) than it saves.
+const ZERO_AHEAD_MAX_SYNC_BYTES: u64 = 64 << 10;
 
 /// Zeros are written from this buffer, one piece at a time.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -90,6 +97,10 @@ struct Writer {
     /// Writing zeros ahead failed in the active segment (a full disk): appends go on
     /// without until the next segment.
     zero_ahead_failed: bool,
+    /// Bytes of records appended, and syncs of them, since zeros were last written ahead
+    /// (or considered): what decides whether the next stretch is worth it.
+    appended_since_zeros: u64,
+    syncs_since_zeros: u64,
     /// Bytes were written since the last sync.
     unsynced: bool,
     /// A segment file was created since the last directory sync.
@@ -246,6 +257,8 @@ impl PartitionLog {
                 file_len,
                 zero_chunk,
                 zero_ahead_failed: false,
+                appended_since_zeros: 0,
+                syncs_since_zeros: 0,
                 unsynced: false,
                 dir_dirty: false,
             }),
@@ -325,6 +338,7 @@ impl PartitionLog {
         w.active_size = pos + batch_len;
         w.last_indexed = last_indexed;
         w.unsynced = true;
+        w.appended_since_zeros += batch_len;
         if w.active_size > w.file_len {
             // This write grew the file, so this sync writes the inode anyway: the zeros
             // for the next appends go with it.
@@ -355,6 +369,7 @@ impl PartitionLog {
             seg.file
                 .sync_data()
                 .map_err(|e| self.poison_with(&seg.path, "fdatasync", e))?;
+            w.syncs_since_zeros += 1;
         }
         if w.dir_dirty {
             self.storage
@@ -370,11 +385,15 @@ impl PartitionLog {
         Ok(end)
     }
 
-    /// Writes zeros after the active segment's end (see [`LogOptions::zero_ahead_bytes`]).
+    /// Writes zeros after the active segment's end (see [`LogOptions::zero_ahead_bytes`])
+    /// when the syncs since the last stretch were small (`ZERO_AHEAD_MAX_SYNC_BYTES`).
     /// A failure (a full disk) is not the append's: what was written is cut back and
     /// appends go on without zeros ahead until the next segment.
     fn zero_ahead(&self, w: &mut Writer, seg: &Segment) {
-        if w.zero_chunk == 0 || w.zero_ahead_failed {
+        let per_sync = w.appended_since_zeros / w.syncs_since_zeros.max(1);
+        w.appended_since_zeros = 0;
+        w.syncs_since_zeros = 0;
+        if w.zero_chunk == 0 || w.zero_ahead_failed || per_sync > ZERO_AHEAD_MAX_SYNC_BYTES {
             return;
         }
         let from = w.file_len;

@@ -212,27 +212,61 @@ fn zeros_that_do_not_fit_are_given_up_and_the_append_still_succeeds() {
     log.sync().expect("sync");
     let file = segment_files(&sim).pop().expect("a segment");
     let zeroed = sim.file_len(&file).expect("segment file");
+    // Two syncs of 30 KB: small enough for zeros ahead to be worth writing.
+    let mid = vec![5u8; 30_000];
+    for i in 1..3 {
+        log.append(&[(i, &mid[..])]).expect("append");
+        log.sync().expect("sync");
+    }
+    assert_eq!(sim.file_len(&file), Some(zeroed), "inside the zeros");
     // Room for a record that reaches past the zeros, not for the next zeros ahead.
-    let big = vec![9u8; zeroed as usize];
-    sim.set_space_limit(Some(sim.used_bytes() + 4096));
-    log.append(&[(1, &big[..])])
+    let big = vec![9u8; 10_000];
+    sim.set_space_limit(Some(sim.used_bytes() + 8192));
+    log.append(&[(3, &big[..])])
         .expect("the record fits; only the zeros ahead did not");
-    let data_end = 43 + 24 + big.len() as u64;
+    let data_end = 43 + 2 * (24 + 30_000) + 24 + 10_000;
+    assert!(data_end > zeroed);
     assert_eq!(
         sim.file_len(&file),
         Some(data_end),
         "the zeros were cut back"
     );
-    assert_eq!(log.sync().expect("sync"), 2);
+    assert_eq!(log.sync().expect("sync"), 4);
     // Appends go on without zeros ahead while the disk is full.
     append_one_by_one(&log, 10);
-    assert_eq!(log.sync().expect("sync"), 12);
+    assert_eq!(log.sync().expect("sync"), 14);
     assert_eq!(sim.file_len(&file), Some(data_end + 10 * 43));
     drop(log);
     sim.power_loss(true);
     let log = open(&sim, 1 << 20);
-    assert_eq!(log.end(), 12);
-    assert_eq!(log.read(1, 1, usize::MAX).expect("read")[0].payload, big);
+    assert_eq!(log.end(), 14);
+    assert_eq!(log.read(3, 1, usize::MAX).expect("read")[0].payload, big);
+}
+
+#[test]
+fn a_log_that_syncs_large_batches_writes_each_byte_once() {
+    let sim = SimStorage::new();
+    let log = open(&sim, 4 << 20);
+    let big = vec![3u8; 40_000];
+    let mut end = 0;
+    for round in 0..5u64 {
+        let batch: Vec<(u64, &[u8])> = (0..3).map(|i| (round * 3 + i, &big[..])).collect();
+        log.append(&batch).expect("append");
+        log.sync().expect("sync");
+        end += 3 * (24 + 40_000);
+        let file = segment_files(&sim).pop().expect("a segment");
+        assert_eq!(
+            sim.file_len(&file),
+            Some(end),
+            "no zeros ahead of 120 KB syncs (round {round})"
+        );
+    }
+    // Small syncs bring the zeros back.
+    append_one_by_one(&log, 1);
+    log.sync().expect("sync");
+    append_one_by_one(&log, 1);
+    let file = segment_files(&sim).pop().expect("a segment");
+    assert!(sim.file_len(&file).expect("segment file") > end + 2 * 43);
 }
 
 #[test]
