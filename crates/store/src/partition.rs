@@ -35,8 +35,8 @@ pub struct LogOptions {
     /// fdatasync of a group commit flushes data only: the file's size, and with it its
     /// inode, changes only when an append reaches the end of the zeros. The first
     /// stretch of a segment is 64 KiB, each later one twice the last, up to this.
-    /// Only while the syncs are small (64 KiB of records or less per sync on average):
-    /// a log that syncs more at a time writes each byte once. Default 1 MiB.
+    /// Only while the syncs are small (64 KiB of records or less per sync, on a moving
+    /// average): a log that syncs more at a time writes each byte once. Default 1 MiB.
     pub zero_ahead_bytes: u64,
 }
 
@@ -53,9 +53,10 @@ impl Default for LogOptions {
 const FIRST_ZERO_AHEAD: u64 = 64 << 10;
 
 /// Zeros are written ahead only while the syncs are small: at most this many bytes of
-/// records per sync on average since the last stretch. A sync's inode write costs about
-/// as much as writing this many more bytes; a log that syncs more per sync than that would
-/// pay more for writing every byte twice (zeros, then records) than it saves.
+/// records per sync, on a moving average over the log's last syncs (each weighs 1/8). A
+/// sync's inode write costs about as much as writing some tens of KiB more; a log whose
+/// syncs carry more than this would pay more for writing every byte twice (zeros, then
+/// records) than it saves.
 const ZERO_AHEAD_MAX_SYNC_BYTES: u64 = 64 << 10;
 
 /// Zeros are written from this buffer, one piece at a time.
@@ -97,10 +98,11 @@ struct Writer {
     /// Writing zeros ahead failed in the active segment (a full disk): appends go on
     /// without until the next segment.
     zero_ahead_failed: bool,
-    /// Bytes of records appended, and syncs of them, since zeros were last written ahead
-    /// (or considered): what decides whether the next stretch is worth it.
-    appended_since_zeros: u64,
-    syncs_since_zeros: u64,
+    /// Bytes of records appended since the last sync.
+    unsynced_bytes: u64,
+    /// Moving average of the bytes of records per sync (`None` until the first sync
+    /// since the log was opened): what decides whether zeros ahead are worth writing.
+    sync_bytes: Option<u64>,
     /// Bytes were written since the last sync.
     unsynced: bool,
     /// A segment file was created since the last directory sync.
@@ -257,8 +259,8 @@ impl PartitionLog {
                 file_len,
                 zero_chunk,
                 zero_ahead_failed: false,
-                appended_since_zeros: 0,
-                syncs_since_zeros: 0,
+                unsynced_bytes: 0,
+                sync_bytes: None,
                 unsynced: false,
                 dir_dirty: false,
             }),
@@ -338,7 +340,7 @@ impl PartitionLog {
         w.active_size = pos + batch_len;
         w.last_indexed = last_indexed;
         w.unsynced = true;
-        w.appended_since_zeros += batch_len;
+        w.unsynced_bytes += batch_len;
         if w.active_size > w.file_len {
             // This write grew the file, so this sync writes the inode anyway: the zeros
             // for the next appends go with it.
@@ -369,7 +371,13 @@ impl PartitionLog {
             seg.file
                 .sync_data()
                 .map_err(|e| self.poison_with(&seg.path, "fdatasync", e))?;
-            w.syncs_since_zeros += 1;
+            let bytes = std::mem::take(&mut w.unsynced_bytes);
+            if bytes > 0 {
+                w.sync_bytes = Some(match w.sync_bytes {
+                    None => bytes,
+                    Some(avg) => avg - avg / 8 + bytes / 8,
+                });
+            }
         }
         if w.dir_dirty {
             self.storage
@@ -386,14 +394,19 @@ impl PartitionLog {
     }
 
     /// Writes zeros after the active segment's end (see [`LogOptions::zero_ahead_bytes`])
-    /// when the syncs since the last stretch were small (`ZERO_AHEAD_MAX_SYNC_BYTES`).
+    /// while the log's syncs are small (`ZERO_AHEAD_MAX_SYNC_BYTES`; before its first
+    /// sync a log counts as small: a first stretch is 64 KiB).
     /// A failure (a full disk) is not the append's: what was written is cut back and
     /// appends go on without zeros ahead until the next segment.
     fn zero_ahead(&self, w: &mut Writer, seg: &Segment) {
-        let per_sync = w.appended_since_zeros / w.syncs_since_zeros.max(1);
-        w.appended_since_zeros = 0;
-        w.syncs_since_zeros = 0;
-        if w.zero_chunk == 0 || w.zero_ahead_failed || per_sync > ZERO_AHEAD_MAX_SYNC_BYTES {
+        if w.sync_bytes
+            .is_some_and(|avg| avg > ZERO_AHEAD_MAX_SYNC_BYTES)
+        {
+            // Start small again if the syncs become small.
+            w.zero_chunk = FIRST_ZERO_AHEAD.min(self.opts.zero_ahead_bytes);
+            return;
+        }
+        if w.zero_chunk == 0 || w.zero_ahead_failed {
             return;
         }
         let from = w.file_len;
@@ -510,6 +523,7 @@ impl PartitionLog {
             index.retain(|&(o, p)| o < end || p == 0);
             w.last_indexed = index.last().map_or(0, |e| e.1);
         }
+        w.unsynced_bytes = w.unsynced_bytes.saturating_sub(w.active_size - pos);
         w.active_size = pos;
         w.file_len = pos;
         w.unsynced = true;
