@@ -52,6 +52,13 @@ impl Default for LogOptions {
 /// The first stretch of zeros written ahead of a new or reopened segment's end.
 const FIRST_ZERO_AHEAD: u64 = 64 << 10;
 
+impl LogOptions {
+    /// The first stretch of zeros ahead of a segment's end (0 when there are none).
+    fn first_zero_ahead(&self) -> u64 {
+        FIRST_ZERO_AHEAD.min(self.zero_ahead_bytes)
+    }
+}
+
 /// Zeros are written ahead only while the syncs are small: at most this many bytes of
 /// records per sync, on a moving average over the log's last syncs (each weighs 1/8). A
 /// sync's inode write costs about as much as writing some tens of KiB more; a log whose
@@ -247,7 +254,7 @@ impl PartitionLog {
             }
             storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
         }
-        let zero_chunk = FIRST_ZERO_AHEAD.min(opts.zero_ahead_bytes);
+        let zero_chunk = opts.first_zero_ahead();
         Ok(PartitionLog {
             storage,
             dir: dir.to_path_buf(),
@@ -403,7 +410,7 @@ impl PartitionLog {
             .is_some_and(|avg| avg > ZERO_AHEAD_MAX_SYNC_BYTES)
         {
             // Start small again if the syncs become small.
-            w.zero_chunk = FIRST_ZERO_AHEAD.min(self.opts.zero_ahead_bytes);
+            w.zero_chunk = self.opts.first_zero_ahead();
             return;
         }
         if w.zero_chunk == 0 || w.zero_ahead_failed {
@@ -468,7 +475,7 @@ impl PartitionLog {
         w.active_size = 0;
         w.last_indexed = 0;
         w.file_len = 0;
-        w.zero_chunk = FIRST_ZERO_AHEAD.min(self.opts.zero_ahead_bytes);
+        w.zero_chunk = self.opts.first_zero_ahead();
         w.zero_ahead_failed = false;
         w.dir_dirty = true;
         Ok(())

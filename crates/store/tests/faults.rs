@@ -31,6 +31,23 @@ fn append_one_by_one(log: &PartitionLog, n: u64) {
     }
 }
 
+/// A log with `n` records appended one by one and synced, and its last segment file.
+fn synced_log(sim: &SimStorage, segment_bytes: u64, n: u64) -> (PartitionLog, PathBuf) {
+    let log = open(sim, segment_bytes);
+    append_one_by_one(&log, n);
+    log.sync().expect("sync");
+    let file = segment_files(sim).pop().expect("a segment");
+    (log, file)
+}
+
+/// Writes `data` at `pos` of the file at `path` and syncs it, behind the log's back.
+fn write_synced(sim: &SimStorage, path: &Path, pos: u64, data: &[u8]) {
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    let f = storage.open(path, false).expect("open");
+    f.write_all_at(data, pos).expect("write");
+    f.sync_data().expect("sync");
+}
+
 fn segment_files(sim: &SimStorage) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = sim
         .files()
@@ -85,11 +102,8 @@ fn flipped_bit_in_a_sealed_segment_is_reported_never_served() {
 #[test]
 fn flipped_bit_in_the_last_segment_tail_is_truncated_on_recovery() {
     let sim = SimStorage::new();
-    let log = open(&sim, 1 << 20);
-    append_one_by_one(&log, 5);
-    log.sync().expect("sync");
+    let (log, file) = synced_log(&sim, 1 << 20, 5);
     drop(log);
-    let file = segment_files(&sim).pop().expect("a segment");
     assert!(sim.corrupt_byte(&file, 4 * 43 + 40, 0x80));
 
     let log = open(&sim, 1 << 20);
@@ -107,10 +121,7 @@ fn flipped_bit_in_the_last_segment_tail_is_truncated_on_recovery() {
 #[test]
 fn disk_full_writes_nothing_and_the_log_recovers_when_space_frees() {
     let sim = SimStorage::new();
-    let log = open(&sim, 1 << 20);
-    append_one_by_one(&log, 3);
-    log.sync().expect("sync");
-    let file = segment_files(&sim).pop().expect("a segment");
+    let (log, file) = synced_log(&sim, 1 << 20, 3);
     let zeroed = sim.file_len(&file).expect("segment file");
     assert!(zeroed > 3 * 43, "zeros were written ahead of the records");
     let used = sim.used_bytes();
@@ -146,10 +157,7 @@ fn disk_full_writes_nothing_and_the_log_recovers_when_space_frees() {
 #[test]
 fn appends_within_the_zeros_ahead_need_no_new_space() {
     let sim = SimStorage::new();
-    let log = open(&sim, 1 << 20);
-    append_one_by_one(&log, 1);
-    log.sync().expect("sync");
-    let file = segment_files(&sim).pop().expect("a segment");
+    let (log, file) = synced_log(&sim, 1 << 20, 1);
     let zeroed = sim.file_len(&file).expect("segment file");
     sim.set_space_limit(Some(sim.used_bytes()));
     // The disk is full, but these records overwrite zeros the log already holds.
@@ -167,17 +175,10 @@ fn appends_within_the_zeros_ahead_need_no_new_space() {
 #[test]
 fn a_tail_of_zeros_longer_than_the_log_writes_ahead_is_cut_as_damage() {
     let sim = SimStorage::new();
-    let log = open(&sim, 4 << 20);
-    append_one_by_one(&log, 3);
-    log.sync().expect("sync");
+    let (log, file) = synced_log(&sim, 4 << 20, 3);
     drop(log);
-    let file = segment_files(&sim).pop().expect("a segment");
-    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    let f = storage.open(&file, false).expect("open");
     let long = LogOptions::default().zero_ahead_bytes + 1;
-    f.write_all_at(&vec![0u8; long as usize], 3 * 43)
-        .expect("write");
-    f.sync_data().expect("sync");
+    write_synced(&sim, &file, 3 * 43, &vec![0u8; long as usize]);
     let log = open(&sim, 4 << 20);
     assert_eq!(log.end(), 3);
     assert_eq!(
@@ -190,11 +191,8 @@ fn a_tail_of_zeros_longer_than_the_log_writes_ahead_is_cut_as_damage() {
 #[test]
 fn zeros_then_other_bytes_after_the_last_record_are_cut_as_a_torn_tail() {
     let sim = SimStorage::new();
-    let log = open(&sim, 1 << 20);
-    append_one_by_one(&log, 3);
-    log.sync().expect("sync");
+    let (log, file) = synced_log(&sim, 1 << 20, 3);
     drop(log);
-    let file = segment_files(&sim).pop().expect("a segment");
     let zeroed = sim.file_len(&file).expect("segment file");
     assert!(sim.corrupt_byte(&file, zeroed - 1, 0x01));
     let log = open(&sim, 1 << 20);
@@ -207,10 +205,7 @@ fn zeros_then_other_bytes_after_the_last_record_are_cut_as_a_torn_tail() {
 #[test]
 fn zeros_that_do_not_fit_are_given_up_and_the_append_still_succeeds() {
     let sim = SimStorage::new();
-    let log = open(&sim, 1 << 20);
-    append_one_by_one(&log, 1);
-    log.sync().expect("sync");
-    let file = segment_files(&sim).pop().expect("a segment");
+    let (log, file) = synced_log(&sim, 1 << 20, 1);
     let zeroed = sim.file_len(&file).expect("segment file");
     // Syncs of 43 bytes and 30 KB: small enough for zeros ahead to be worth writing.
     let mid = vec![5u8; 30_000];
@@ -328,10 +323,7 @@ fn a_sealed_segment_left_with_zeros_after_its_last_record_reads_on() {
     let files = segment_files(&sim);
     assert_eq!(files.len(), 2);
     // As if the roll's cut had not reached the disk: zeros after the sealed records.
-    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    let f = storage.open(&files[0], false).expect("open");
-    f.write_all_at(&[0u8; 300], 430).expect("write");
-    f.sync_data().expect("sync");
+    write_synced(&sim, &files[0], 430, &[0u8; 300]);
     let log = open(&sim, 450);
     let all = log.read(0, 100, usize::MAX).expect("read across the zeros");
     assert_eq!(all.len(), 15);
