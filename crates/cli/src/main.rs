@@ -14,6 +14,14 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard_config::{Config, LogFormat};
 
+/// jemalloc instead of the platform's malloc: every event path allocates on one thread
+/// and frees on another, and jemalloc's per-thread caches and arenas cost less CPU per
+/// event there than glibc's (docs/decisions/0032 has the figures, and what it costs in
+/// peak memory).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// switchyard moves events from HTTP, Postgres and its own durable queues to webhooks,
 /// Kafka, queues and files — at least once, in order per key, nothing lost on a crash.
 ///
