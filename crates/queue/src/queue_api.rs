@@ -278,6 +278,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
+/// A produce body taken apart in one pass: its fields as text, except `messages`, whose
+/// elements are taken apart as they are read ([`Item`]s; the last `messages` when sent
+/// twice, as [`RawObject::raw`] takes). A body that does not parse this way is taken
+/// apart again field by field, which finds the answer to give.
+struct Body<'a> {
+    fields: RawObject<'a>,
+    messages: Option<Vec<Item<'a>>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Body<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = Body<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                let mut messages = None;
+                while let Some(Name(name)) = map.next_key()? {
+                    if name == "messages" {
+                        messages = Some(map.next_value()?);
+                    } else {
+                        fields.push((name, map.next_value()?));
+                    }
+                }
+                Ok(Body {
+                    fields: RawObject(fields),
+                    messages,
+                })
+            }
+        }
+        d.deserialize_map(Fields(PhantomData))
+    }
+}
+
 /// An element of a batch's `messages`: an object with its fields left as text
 /// ([`RawObject`]), or any other JSON value (refused with its position).
 enum Item<'a> {
@@ -540,12 +577,66 @@ fn parse_produce(
     now: u64,
     header_key: Option<&str>,
 ) -> Result<Vec<(Event, Option<String>)>, ApiError> {
-    // Each byte of a body is read twice at most (three times within a payload, which
-    // is checked strictly on its own): the body into its fields, `messages` into its
-    // objects' fields, a payload by the strict check. A payload's bytes are what a
-    // produce is made of, so every pass over them counts. A body these passes refuse is
-    // taken apart again the slower way, value by value, only to find the error to
-    // answer with: the answers stay those of that way for every body.
+    // Each byte of a body is read once (twice within a payload, which is checked
+    // strictly on its own): the body into its fields and `messages` into its objects'
+    // fields in one pass, then a payload by the strict check. A payload's bytes are what
+    // a produce is made of, so every pass over them counts. A body this pass refuses is
+    // taken apart again the slower way, field by field and value by value, only to find
+    // the error to answer with: the answers stay those of that way for every body.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    match is_object
+        .then(|| serde_json::from_slice::<Body>(body).ok())
+        .flatten()
+    {
+        Some(Body {
+            fields,
+            messages: None,
+        }) => Ok(vec![parse_message(
+            fields,
+            "the message",
+            queue,
+            now,
+            header_key,
+        )?]),
+        Some(Body {
+            fields,
+            messages: Some(list),
+        }) => {
+            check_names(fields.names().chain(["messages"]), "", ProduceBatch::FIELDS)?;
+            parse_items(list, queue, now, header_key)
+        }
+        None => parse_produce_by_fields(body, queue, now, header_key),
+    }
+}
+
+/// The messages of a batch whose elements were taken apart.
+fn parse_items(
+    list: Vec<Item<'_>>,
+    queue: &str,
+    now: u64,
+    header_key: Option<&str>,
+) -> Result<Vec<(Event, Option<String>)>, ApiError> {
+    check_batch(list.len(), header_key)?;
+    list.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("messages[{i}]");
+            match m {
+                Item::Object(obj) => parse_message(obj, &at, queue, now, None),
+                Item::Other => Err(not_a_message(&at)),
+            }
+        })
+        .collect()
+}
+
+/// [`parse_produce`] for a body that does not parse in one pass: its fields first, then
+/// `messages` on its own, then (when that fails too) value by value.
+fn parse_produce_by_fields(
+    body: &Bytes,
+    queue: &str,
+    now: u64,
+    header_key: Option<&str>,
+) -> Result<Vec<(Event, Option<String>)>, ApiError> {
     let fast = (body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
         .then(|| serde_json::from_slice::<RawObject>(body).ok())
         .flatten();
@@ -562,20 +653,10 @@ fn parse_produce(
         )?]);
     };
     check_names(obj.names(), "", ProduceBatch::FIELDS)?;
-    let Ok(list) = serde_json::from_str::<Vec<Item>>(list.get()) else {
-        return parse_messages_one_by_one(list, queue, now, header_key);
-    };
-    check_batch(list.len(), header_key)?;
-    list.into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let at = format!("messages[{i}]");
-            match m {
-                Item::Object(obj) => parse_message(obj, &at, queue, now, None),
-                Item::Other => Err(not_a_message(&at)),
-            }
-        })
-        .collect()
+    match serde_json::from_str::<Vec<Item>>(list.get()) {
+        Ok(items) => parse_items(items, queue, now, header_key),
+        Err(_) => parse_messages_one_by_one(list, queue, now, header_key),
+    }
 }
 
 /// Why `body` is not a produce body: empty, not JSON, or not a JSON object.
@@ -1254,6 +1335,15 @@ mod produce_tests {
         let events = produce(r#"{"pay\u006coad": "x", "key": "a", "k\u0065y": "b"}"#).unwrap();
         assert_eq!(events[0].payload, br#""x""#);
         assert_eq!(events[0].key.as_deref(), Some(&b"b"[..]));
+        // `messages` too, whether the first one parses as messages or not.
+        for body in [
+            r#"{"messages": [{"payload": 1}], "m\u0065ssages": [{"payload": 2}, {"payload": 3}]}"#,
+            r#"{"messages": "x", "messages": [{"payload": 2}, {"payload": 3}]}"#,
+        ] {
+            let events = produce(body).unwrap();
+            let payloads: Vec<&[u8]> = events.iter().map(|e| &e.payload[..]).collect();
+            assert_eq!(payloads, [b"2", b"3"], "{body}");
+        }
     }
 
     #[test]
