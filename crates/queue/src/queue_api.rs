@@ -213,11 +213,12 @@ async fn work_group(
     create: bool,
 ) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), ApiError> {
     let queue = work_queue(shared, queue_name, group)?;
-    if !create {
-        return queue
-            .existing_work_group(group)
-            .map(|g| (queue, g))
-            .map_err(group_error);
+    // A group in use is in the queue's map: found without a hop to a blocking thread
+    // (every receive asks for its group).
+    match queue.existing_work_group(group) {
+        Ok(g) => return Ok((queue, g)),
+        Err(e) if !create => return Err(group_error(e)),
+        Err(_) => {}
     }
     let q = queue.clone();
     let name = group.to_owned();
