@@ -214,17 +214,23 @@ async fn work_group(
 ) -> Result<(Arc<QueueHandle>, Arc<WorkGroup>), ApiError> {
     let queue = work_queue(shared, queue_name, group)?;
     // A group in use is in the queue's map: found without a hop to a blocking thread
-    // (every receive asks for its group).
-    match queue.existing_work_group(group) {
-        Ok(g) => return Ok((queue, g)),
-        Err(e) if !create => return Err(group_error(e)),
-        Err(_) => {}
+    // (every receive and ack asks for its group). The map's lock is held while a group
+    // opens or is deleted, which does IO: then the lookup waits on a blocking thread,
+    // never on a runtime worker.
+    if let Some(g) = queue.try_existing_work_group(group) {
+        return Ok((queue, g));
     }
     let q = queue.clone();
     let name = group.to_owned();
-    match tokio::task::spawn_blocking(move || q.work_group(&name))
-        .await
-        .expect("open group task")
+    match tokio::task::spawn_blocking(move || {
+        if create {
+            q.work_group(&name)
+        } else {
+            q.existing_work_group(&name)
+        }
+    })
+    .await
+    .expect("work group task")
     {
         Ok(g) => Ok((queue, g)),
         Err(e) => Err(group_error(e)),
@@ -584,11 +590,14 @@ fn parse_produce(
     // a produce is made of, so every pass over them counts. A body this pass refuses is
     // taken apart again the slower way, field by field and value by value, only to find
     // the error to answer with: the answers stay those of that way for every body.
-    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    match is_object
-        .then(|| serde_json::from_slice::<Body>(body).ok())
-        .flatten()
-    {
+    // UTF-8 is checked over the whole body first: the one pass skips the insides of
+    // elements that are not messages without checking it, as a separate pass over the
+    // `messages` text did.
+    let text = std::str::from_utf8(body).ok().filter(|t| {
+        t.trim_start_matches(|c: char| c.is_ascii_whitespace())
+            .starts_with('{')
+    });
+    match text.and_then(|t| serde_json::from_str::<Body>(t).ok()) {
         Some(Body {
             fields,
             messages: None,
@@ -1305,7 +1314,11 @@ mod produce_tests {
     use super::*;
 
     fn produce(body: &str) -> Result<Vec<Event>, String> {
-        parse_produce(&Bytes::copy_from_slice(body.as_bytes()), "q", 1_000, None)
+        produce_bytes(body.as_bytes())
+    }
+
+    fn produce_bytes(body: &[u8]) -> Result<Vec<Event>, String> {
+        parse_produce(&Bytes::copy_from_slice(body), "q", 1_000, None)
             .map(|events| events.into_iter().map(|(e, _)| e).collect())
             .map_err(|e| format!("{e:?}"))
     }
@@ -1418,6 +1431,16 @@ mod produce_tests {
         );
         let nested = format!(r#"{{"payload": {}1{}}}"#, "[".repeat(100), "]".repeat(100));
         assert!(produce(&nested).is_ok(), "nesting within the limit is fine");
+        // Bytes that are not UTF-8 anywhere in the body make it invalid JSON, also inside
+        // an element that is not a message, and also when a later `messages` replaces it.
+        for body in [
+            &b"{\"messages\": [[\"\xff\"]]}"[..],
+            b"{\"messages\": [[\"\xff\"]], \"messages\": [{\"payload\": 1}]}",
+            b"{\"payload\": 1, \"x\": \"\xff\"}",
+        ] {
+            let error = produce_bytes(body).unwrap_err();
+            assert!(error.contains("the body is not valid JSON"), "{error}");
+        }
         let events = produce(r#"{"payload_base64": "AAE="}"#).unwrap();
         assert_eq!(events[0].payload, [0, 1]);
         assert_eq!(events[0].content_type, "application/octet-stream");

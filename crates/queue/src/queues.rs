@@ -209,6 +209,19 @@ impl QueueHandle {
             })
     }
 
+    /// The existing work group `group`, when the map of groups is free right now: `None`
+    /// when there is no such group, and also while an open or a delete holds the map (they
+    /// do blocking IO under its lock; an async caller then asks again from a blocking
+    /// thread).
+    pub fn try_existing_work_group(&self, group: &str) -> Option<Arc<WorkGroup>> {
+        let groups = match self.work_groups.try_lock() {
+            Ok(groups) => groups,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        groups.get(group).cloned()
+    }
+
     /// Deletes the work group `group`: its journal under `data_dir`, its memory, its
     /// leases. A later receive with the name starts a new group. Blocking IO.
     pub fn delete_work_group(&self, group: &str) -> Result<(), GroupError> {
