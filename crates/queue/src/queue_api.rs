@@ -824,7 +824,15 @@ async fn receive(
             Ok(got) => got,
             // Deleted (or expired) while this receive waited: the name now starts a new group.
             Err(LogError::GroupDeleted { .. }) => {
-                group = work_group(shared, name, group_name, true).await?.1;
+                let next = work_group(shared, name, group_name, true).await?.1;
+                // Still the deleted one: its delete failed halfway and left it in the
+                // queue's map; asking again would only spin.
+                if Arc::ptr_eq(&next, &group) {
+                    return Err(ApiError::unavailable(format!(
+                        "work group `{group_name}` of queue `{name}` is being deleted and its delete did not finish (see the log); retry later"
+                    )));
+                }
+                group = next;
                 continue;
             }
             Err(e) => return Err(ApiError::internal(e.to_string())),
