@@ -584,9 +584,10 @@ fn parse_produce(
     now: u64,
     header_key: Option<&str>,
 ) -> Result<Vec<(Event, Option<String>)>, ApiError> {
-    // Each byte of a body is read once (twice within a payload, which is checked
+    // Each byte of a body is parsed once (twice within a payload, which is checked
     // strictly on its own): the body into its fields and `messages` into its objects'
-    // fields in one pass, then a payload by the strict check. A payload's bytes are what
+    // fields in one pass, then a payload by the strict check; the UTF-8 check before is
+    // a plain scan. A payload's bytes are what
     // a produce is made of, so every pass over them counts. A body this pass refuses is
     // taken apart again the slower way, field by field and value by value, only to find
     // the error to answer with: the answers stay those of that way for every body.

@@ -552,26 +552,34 @@ impl WorkGroup {
         let _sync = lock(&self.sync_lock);
         {
             let mut inner = lock(&self.inner);
-            if inner.deleted {
-                return Ok(());
+            if !inner.deleted {
+                inner.deleted = true;
+                self.opts.budget.give_back(inner.held);
+                inner.held = 0;
+                for part in &mut inner.parts {
+                    *part = Part::default();
+                }
+                inner.ready.clear();
+                inner.delayed.clear();
+                inner.leases.clear();
+                inner.dying.clear();
             }
-            inner.deleted = true;
-            self.opts.budget.give_back(inner.held);
-            inner.held = 0;
-            for part in &mut inner.parts {
-                *part = Part::default();
-            }
-            inner.ready.clear();
-            inner.delayed.clear();
-            inner.leases.clear();
-            inner.dying.clear();
         }
+        // The files go also when an earlier delete already ran and stopped halfway (an I/O
+        // error): what it removed is not found now, which is fine; what it left goes now.
+        // Left behind, they would be this group again the next time the name is opened.
+        let gone_is_fine = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
         // Newest segment first: a crash halfway leaves a shorter journal (an older state of
         // the group), never one with a hole.
         let journal = self.journal.dir();
-        let mut segments: Vec<(u64, String)> = self
-            .storage
-            .list_files(journal)
+        let listed = match self.storage.list_files(journal) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            r => r,
+        };
+        let mut segments: Vec<(u64, String)> = listed
             .map_err(|e| LogError::io(journal, e))?
             .into_iter()
             .map(|n| {
@@ -585,16 +593,12 @@ impl WorkGroup {
         segments.sort();
         for (_, name) in segments.iter().rev() {
             let path = journal.join(name);
-            self.storage
-                .remove_file(&path)
-                .map_err(|e| LogError::io(&path, e))?;
+            gone_is_fine(self.storage.remove_file(&path)).map_err(|e| LogError::io(&path, e))?;
         }
         // The removals are durable before the directories go.
-        self.storage
-            .sync_dir(journal)
-            .map_err(|e| LogError::io(journal, e))?;
+        gone_is_fine(self.storage.sync_dir(journal)).map_err(|e| LogError::io(journal, e))?;
         for d in [journal, self.dir.as_path()] {
-            self.storage.remove_dir(d).map_err(|e| LogError::io(d, e))?;
+            gone_is_fine(self.storage.remove_dir(d)).map_err(|e| LogError::io(d, e))?;
         }
         if let Some(parent) = self.dir.parent() {
             self.storage

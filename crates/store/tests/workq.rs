@@ -552,6 +552,36 @@ fn deleting_works_on_sim_storage_and_survives_power_loss() {
 }
 
 #[test]
+fn a_delete_that_failed_halfway_finishes_when_asked_again() {
+    let storage = Arc::new(SimStorage::new());
+    let dir = Path::new("/q");
+    let f = Fixture::new(storage.clone(), dir);
+    f.append(
+        &(0..5)
+            .map(|i| msg(0, "", 0, &i.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let g = f.group(opts());
+    let got = g.receive(0, 5, None).unwrap();
+    g.ack(&got.iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
+        .unwrap();
+    // The journal's segments are removed, then its directory's sync fails: the
+    // directories stay.
+    storage.fail_next_sync();
+    assert!(g.delete().is_err());
+    let group_dir = dir.join("g");
+    assert!(storage.list_files(&group_dir).is_ok(), "left halfway");
+    g.delete().unwrap();
+    assert!(
+        storage.list_files(&group_dir).is_err(),
+        "the second delete removes what the first left"
+    );
+    drop(g);
+    let g = f.group(opts());
+    assert_eq!(g.receive(1, 10, None).unwrap().len(), 5, "a fresh group");
+}
+
+#[test]
 fn idle_time_counts_from_the_last_operation_also_after_a_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let f = Fixture::new(Arc::new(FsStorage::new()), tmp.path());
