@@ -527,10 +527,8 @@ fn deleting_a_group_frees_its_memory_and_files_and_the_name_starts_afresh() {
     assert_eq!(got[0].receipt.delivery, 1);
 }
 
-#[test]
-fn deleting_works_on_sim_storage_and_survives_power_loss() {
-    let storage = Arc::new(SimStorage::new());
-    let dir = Path::new("/q");
+/// A group `g` over five messages in `dir` of `storage`, all received and acked.
+fn five_acked_on(storage: &Arc<SimStorage>, dir: &Path) -> (Fixture, WorkGroup) {
     let f = Fixture::new(storage.clone(), dir);
     f.append(
         &(0..5)
@@ -541,6 +539,14 @@ fn deleting_works_on_sim_storage_and_survives_power_loss() {
     let got = g.receive(0, 5, None).unwrap();
     g.ack(&got.iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
         .unwrap();
+    (f, g)
+}
+
+#[test]
+fn deleting_works_on_sim_storage_and_survives_power_loss() {
+    let storage = Arc::new(SimStorage::new());
+    let dir = Path::new("/q");
+    let (_f, g) = five_acked_on(&storage, dir);
     g.delete().unwrap();
     drop(g);
     let journal = dir.join("g/journal");
@@ -555,16 +561,7 @@ fn deleting_works_on_sim_storage_and_survives_power_loss() {
 fn a_delete_that_failed_halfway_finishes_when_asked_again() {
     let storage = Arc::new(SimStorage::new());
     let dir = Path::new("/q");
-    let f = Fixture::new(storage.clone(), dir);
-    f.append(
-        &(0..5)
-            .map(|i| msg(0, "", 0, &i.to_string()))
-            .collect::<Vec<_>>(),
-    );
-    let g = f.group(opts());
-    let got = g.receive(0, 5, None).unwrap();
-    g.ack(&got.iter().map(|l| l.receipt).collect::<Vec<_>>(), 0)
-        .unwrap();
+    let (f, g) = five_acked_on(&storage, dir);
     // The journal's segments are removed, then its directory's sync fails: the
     // directories stay.
     storage.fail_next_sync();
