@@ -586,14 +586,13 @@ fn parse_produce(
 ) -> Result<Vec<(Event, Option<String>)>, ApiError> {
     // Each byte of a body is parsed once (twice within a payload, which is checked
     // strictly on its own): the body into its fields and `messages` into its objects'
-    // fields in one pass, then a payload by the strict check; the UTF-8 check before is
-    // a plain scan. A payload's bytes are what
+    // fields in one pass, then a payload by the strict check. A payload's bytes are what
     // a produce is made of, so every pass over them counts. A body this pass refuses is
     // taken apart again the slower way, field by field and value by value, only to find
     // the error to answer with: the answers stay those of that way for every body.
-    // UTF-8 is checked over the whole body first: the one pass skips the insides of
-    // elements that are not messages without checking it, as a separate pass over the
-    // `messages` text did.
+    // Before it, a plain scan checks the whole body is UTF-8: the one pass skips the
+    // insides of elements that are not messages without checking, where a separate
+    // pass over the `messages` text did check.
     let text = std::str::from_utf8(body).ok().filter(|t| {
         t.trim_start_matches(|c: char| c.is_ascii_whitespace())
             .starts_with('{')
