@@ -432,8 +432,11 @@ fn native_filter(events: &[Event]) -> Vec<bool> {
     events
         .iter()
         .map(|e| {
-            serde_json::from_slice::<serde_json::Value>(&e.payload)
+            // As the plugin SDK's `Event::json` reads a payload: checked as UTF-8 once, then
+            // parsed as text.
+            std::str::from_utf8(&e.payload)
                 .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
                 .is_some_and(|v| v.get(FIELD).and_then(serde_json::Value::as_str) == Some(EQUALS))
         })
         .collect()
