@@ -15,7 +15,8 @@ use clap::{Subcommand, ValueEnum};
 pub enum PluginCommand {
     /// Create a plugin project in DIR/NAME (default plugins/NAME) that builds right away,
     /// with sample events.jsonl and a README:
-    ///   rust    Cargo.toml, src/lib.rs on switchyard-plugin-sdk, with unit tests
+    ///   rust    Cargo.toml, src/lib.rs on switchyard-plugin-sdk, with unit tests (and,
+    ///           outside a workspace, .cargo/config.toml with the guest's compiler flags)
     ///   js      package.json, plugin.js and the JavaScript helpers (switchyard-plugin.js)
     ///   python  pyproject.toml, app.py, test_app.py and the helpers (switchyard_plugin.py)
     ///
@@ -278,9 +279,15 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
     if !sdk_found {
         write_sdk(&plugin_dir.join(VENDORED_SDK))?;
     }
-    let profile = match workspace {
-        Some(_) => "",
-        None => include_str!("../templates/plugin/profile.toml.tmpl"),
+    // A crate of its own carries its release profile and its compiler flags; in a
+    // workspace both belong to the workspace (cargo ignores a member's profile, and reads
+    // `.cargo/config.toml` from where it runs).
+    let (profile, cargo_config) = match workspace {
+        Some(_) => ("", None),
+        None => (
+            include_str!("../templates/plugin/profile.toml.tmpl"),
+            Some(include_str!("../templates/plugin/cargo-config.toml")),
+        ),
     };
     let target_root = workspace.as_ref().map_or(&absolute, |w| &w.root);
     let wasm = target_root
@@ -320,11 +327,22 @@ fn new(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> anyhow::Resu
         let path = plugin_dir.join(file);
         fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(contents) = cargo_config {
+        let path = plugin_dir.join(".cargo").join("config.toml");
+        fs::create_dir_all(plugin_dir.join(".cargo"))
+            .and_then(|()| fs::write(&path, contents))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
 
     println!(
-        "created {} plugin `{name}` in {}: Cargo.toml, src/lib.rs, events.jsonl, README.md",
+        "created {} plugin `{name}` in {}: Cargo.toml, src/lib.rs, events.jsonl, README.md{}",
         world.name(),
-        plugin_dir.display()
+        plugin_dir.display(),
+        if cargo_config.is_some() {
+            ", .cargo/config.toml"
+        } else {
+            ""
+        }
     );
     if !sdk_found {
         println!(

@@ -67,6 +67,10 @@ fn each_world_gets_a_crate_wired_to_the_sdk() {
             "{manifest}"
         );
         assert!(manifest.contains("[profile.release]"), "{manifest}");
+        let flags = read(&dir.join(".cargo/config.toml"));
+        assert!(flags.contains("[target.wasm32-wasip2]"), "{flags}");
+        assert!(flags.contains("-inline-threshold="), "{flags}");
+        assert!(stdout(&output).contains(".cargo/config.toml"));
         assert!(stdout(&output).contains("its own copy of the SDK"));
         let sdk_manifest = read(&dir.join("switchyard-plugin-sdk/Cargo.toml"));
         assert!(
@@ -197,9 +201,10 @@ fn a_new_plugin_joins_the_workspace_it_lands_in() {
         "{workspace}"
     );
     assert!(workspace.contains("# keep me"), "{workspace}");
-    // A member crate leaves profiles to the workspace.
+    // A member crate leaves profiles and compiler flags to the workspace.
     let manifest = read(&tmp.path().join("plugins/paid/Cargo.toml"));
     assert!(!manifest.contains("[profile.release]"), "{manifest}");
+    assert!(!tmp.path().join("plugins/paid/.cargo").exists());
 
     // Under a listed directory there is nothing to add.
     let output = switchyard(
@@ -293,6 +298,13 @@ fn scaffolded_plugins_pass_their_tests_and_build_for_wasm_as_they_are() {
     fs::copy(
         plugins_workspace().join("Cargo.lock"),
         plugins.join("Cargo.lock"),
+    )
+    .expect("copy");
+    // And its compiler flags: other flags would rebuild the shared wasm artifacts.
+    fs::create_dir_all(plugins.join(".cargo")).expect("mkdir");
+    fs::copy(
+        plugins_workspace().join(".cargo/config.toml"),
+        plugins.join(".cargo/config.toml"),
     )
     .expect("copy");
     let sdk = sdk();
