@@ -1,7 +1,8 @@
 //! `switchyard plugin`: work on WebAssembly plugins.
 //!
 //! `new` writes a crate that builds for wasm32-wasip2 as it is: Cargo.toml, `src/lib.rs`
-//! on `switchyard-plugin-sdk` with unit tests, sample `events.jsonl` and a README. The
+//! on `switchyard-plugin-sdk` with unit tests, sample `events.jsonl` and a README, and,
+//! outside a cargo workspace, `.cargo/config.toml` with the guest's compiler flags. The
 //! templates live in `crates/cli/templates/plugin/`.
 
 use std::fs;

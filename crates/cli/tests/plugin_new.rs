@@ -205,6 +205,7 @@ fn a_new_plugin_joins_the_workspace_it_lands_in() {
     let manifest = read(&tmp.path().join("plugins/paid/Cargo.toml"));
     assert!(!manifest.contains("[profile.release]"), "{manifest}");
     assert!(!tmp.path().join("plugins/paid/.cargo").exists());
+    assert!(!said.contains(".cargo/config.toml"), "{said}");
 
     // Under a listed directory there is nothing to add.
     let output = switchyard(
@@ -276,6 +277,24 @@ fn cargo(dir: &Path, args: &[&str]) -> Output {
         .env("CARGO_TARGET_DIR", plugins_workspace().join("target"))
         .output()
         .expect("running cargo")
+}
+
+/// The repository's guests and a standalone scaffold are compiled with the same flags
+/// (they share `plugins/target` in the tests and the benchmark, where different flags
+/// would rebuild each other's artifacts, and a plugin should build as the examples do).
+#[test]
+fn the_scaffold_compiles_with_the_flags_of_the_repositorys_guests() {
+    let rustflags = |text: &str| {
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let template =
+        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/plugin/cargo-config.toml"));
+    let repository = read(&plugins_workspace().join(".cargo/config.toml"));
+    assert!(!rustflags(&template).is_empty(), "{template}");
+    assert_eq!(rustflags(&template), rustflags(&repository));
 }
 
 /// What a new user does: `plugin new` in a plugins workspace, then `cargo test` and the

@@ -116,6 +116,18 @@ impl Event {
     /// The payload parsed as JSON, whatever the content type claims; `None` if it is not
     /// JSON. Parses on every call: keep the value if you need it more than once.
     pub fn json(&self) -> Option<Value> {
+        // A value starts with one of these after any whitespace: other text is refused at
+        // its first byte, before the whole payload is checked (and its fuel spent).
+        let first = self
+            .payload
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+        if !matches!(
+            first,
+            b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+        ) {
+            return None;
+        }
         // The text checked once, whole: reading from bytes checks each string on its own,
         // which costs more, in WebAssembly most of all.
         let text = std::str::from_utf8(&self.payload).ok()?;
@@ -225,9 +237,31 @@ mod tests {
         assert_eq!(text.json(), None);
         assert_eq!(text.lookup(&path), None);
 
-        // Bytes that are not UTF-8 are not JSON, inside a string or out of one.
-        for bytes in [&b"{\"a\":\"\xff\"}"[..], b"{\"a\":1}\xff"] {
+        // Bytes that are not UTF-8 are not JSON, inside a string or out of one; nor is a
+        // lone surrogate, a byte-order mark, whitespace alone or text.
+        for bytes in [
+            &b"{\"a\":\"\xff\"}"[..],
+            b"{\"a\":1}\xff",
+            b"\xff",
+            br#"{"a":"\ud800"}"#,
+            b"\xef\xbb\xbf{}",
+            b"",
+            b" \r\n\t",
+            b"hello",
+            b"\x0c{}",
+        ] {
             assert_eq!(Event::message(bytes, JSON).json(), None, "{bytes:?}");
+        }
+        for (bytes, value) in [
+            (&b" \n[1]"[..], json!([1])),
+            (b"-1", json!(-1)),
+            (b"\"s\"", json!("s")),
+            (b"true", json!(true)),
+            (b"false", json!(false)),
+            (b"null ", json!(null)),
+            (b"0.5", json!(0.5)),
+        ] {
+            assert_eq!(Event::message(bytes, JSON).json(), Some(value), "{bytes:?}");
         }
         let accented = Event::message("{\"name\":\"Zoë\"}", JSON);
         assert_eq!(accented.json(), Some(json!({"name": "Zoë"})));

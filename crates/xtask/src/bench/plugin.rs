@@ -209,7 +209,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<Vec<Row>> {
 // ---------------------------------------------------------------------------------------
 // 5: the scaffolded filter in each language
 
-/// Scaffolds (once) and builds the filter of `plugin new` in `lang`, with the toolchains
+/// Scaffolds and builds the filter of `plugin new` in `lang`, with the toolchains
 /// of .tools/bin: the component's path. The projects live in the system's temp dir, out of
 /// any cargo workspace (inside this one, `plugin new` would add the Rust crate to it), as
 /// a user's would.
@@ -240,16 +240,20 @@ fn scaffolded_filter(bin: &Path, lang: &str) -> anyhow::Result<PathBuf> {
         }
         Ok(())
     };
-    if !project.exists() {
-        cli(
-            &dir,
-            &[
-                "plugin", "new", &name, "--world", "filter", "--lang", lang, "--dir", ".",
-            ],
-        )?;
-        if lang == "rust" {
-            std::fs::copy(root.join("plugins/Cargo.lock"), project.join("Cargo.lock"))?;
-        }
+    // Scaffolded afresh every run: what is measured is what `plugin new` writes now
+    // (a project left by an older switchyard would lack its newer files and settings).
+    if project.exists() {
+        std::fs::remove_dir_all(&project)
+            .with_context(|| format!("removing the previous {}", project.display()))?;
+    }
+    cli(
+        &dir,
+        &[
+            "plugin", "new", &name, "--world", "filter", "--lang", lang, "--dir", ".",
+        ],
+    )?;
+    if lang == "rust" {
+        std::fs::copy(root.join("plugins/Cargo.lock"), project.join("Cargo.lock"))?;
     }
     eprintln!("building the {lang} filter…");
     cli(&project, &["plugin", "build"])?;
