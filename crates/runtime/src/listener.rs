@@ -9,6 +9,7 @@
 //! * With `[server.tls]` every connection is TLS; the certificate and key are read again
 //!   on SIGHUP (a file that fails to load keeps the previous pair, with a warning).
 
+use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
@@ -28,7 +29,7 @@ use switchyard_config::{ServerConfig, ServerTlsConfig};
 use switchyard_source_http::BodyTimeout;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -231,14 +232,14 @@ enum Phase {
     Idle = 2,
 }
 
-/// Shared by a connection's stream, its service and its watchdog.
+/// Shared by a connection's stream, its service and its watchdog. Every change happens
+/// inside a poll of the connection, on the connection's own task.
 struct Activity {
     start: Instant,
     phase: AtomicU8,
     /// When the phase began, in ms since `start`.
     since_ms: AtomicU64,
     in_flight: AtomicU64,
-    changed: Notify,
 }
 
 impl Activity {
@@ -248,7 +249,6 @@ impl Activity {
             phase: AtomicU8::new(Phase::Head as u8),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -267,21 +267,12 @@ impl Activity {
     fn enter(&self, phase: Phase) {
         self.since_ms.store(self.now_ms(), Ordering::Release);
         self.phase.store(phase as u8, Ordering::Release);
-        self.changed.notify_one();
     }
 
     /// Bytes arrived: an idle connection starts its next request's headers.
     fn bytes_read(&self) {
         if self.phase() == Phase::Idle {
-            let _ = self.phase.compare_exchange(
-                Phase::Idle as u8,
-                Phase::Head as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            self.since_ms.store(self.now_ms(), Ordering::Release);
-            // The watchdog sleeps until the idle deadline: wake it for the header one.
-            self.changed.notify_one();
+            self.enter(Phase::Head);
         }
     }
 
@@ -295,30 +286,70 @@ impl Activity {
             self.enter(Phase::Idle);
         }
     }
-}
 
-/// Ends when the connection has overstayed its phase's timeout; returns which one.
-async fn watchdog(activity: Arc<Activity>, timeouts: Timeouts) -> &'static str {
-    loop {
-        let phase = activity.phase();
-        let since = activity.since_ms.load(Ordering::Acquire);
-        let (limit, what) = match phase {
+    /// When the current phase overstays its timeout, and which timeout that is; `None`
+    /// while a request is served (its body has its own deadline).
+    fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, &'static str)> {
+        let (limit, what) = match self.phase() {
             Phase::Head => (timeouts.header, "server.header_timeout"),
             Phase::Idle => (timeouts.idle, "server.idle_timeout"),
-            Phase::Busy => {
-                activity.changed.notified().await;
-                continue;
-            }
+            Phase::Busy => return None,
         };
-        let deadline = activity.start + Duration::from_millis(since) + limit;
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                if activity.phase() == phase && activity.since_ms.load(Ordering::Acquire) == since {
-                    return what;
-                }
-            }
-            _ = activity.changed.notified() => {}
+        let since = Duration::from_millis(self.since_ms.load(Ordering::Acquire));
+        Some((self.start + since + limit, what))
+    }
+}
+
+/// Ends when the connection has overstayed its phase's timeout; gives which one.
+///
+/// It is polled right after the connection, in every poll of the connection's task, and
+/// the connection's phase only changes inside that poll, so the watchdog sees every
+/// change without being woken for it. Its timer never runs later than the deadline: a
+/// change that brings the deadline forward (an idle connection starting a request's
+/// headers) moves the timer at once; one that pushes it back (the next request) is looked
+/// at when the timer fires. A busy keep-alive connection re-arms its timer about once per
+/// timeout rather than for every request.
+struct Watchdog {
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Watchdog {
+    fn new(activity: Arc<Activity>, timeouts: Timeouts) -> Self {
+        let first = activity
+            .deadline(&timeouts)
+            .map_or_else(|| Instant::now() + timeouts.idle, |(at, _)| at);
+        Self {
+            activity,
+            timeouts,
+            timer: Box::pin(tokio::time::sleep_until(first)),
         }
+    }
+}
+
+impl Future for Watchdog {
+    type Output = &'static str;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+        let this = &mut *self;
+        if let Some((deadline, _)) = this.activity.deadline(&this.timeouts)
+            && deadline < this.timer.deadline()
+        {
+            this.timer.as_mut().reset(deadline);
+        }
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let fired = this.timer.deadline();
+            let next = match this.activity.deadline(&this.timeouts) {
+                Some((deadline, what)) if deadline <= fired => return Poll::Ready(what),
+                Some((deadline, _)) => deadline,
+                // Busy: nothing to time; the phase that follows brings its deadline
+                // forward if it is earlier than this.
+                None => fired + this.timeouts.header.max(this.timeouts.idle),
+            };
+            this.timer.as_mut().reset(next);
+        }
+        Poll::Pending
     }
 }
 
@@ -351,10 +382,11 @@ async fn serve_connection<S>(
         .serve_connection(io, service);
     tokio::pin!(connection);
     let mut stopping = false;
-    let dog = watchdog(activity.clone(), timeouts);
-    tokio::pin!(dog);
+    let mut dog = Watchdog::new(activity.clone(), timeouts);
     loop {
         tokio::select! {
+            // The watchdog after the connection: it reads what the connection's poll changed.
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     debug!(error = %e, "connection ended with an error");
@@ -633,5 +665,119 @@ mod tests {
         assert_eq!(connection_cap(4096, 1_048_576), 4096);
         assert_eq!(connection_cap(100, 1024), 100);
         assert_eq!(connection_cap(4096, 100), 1, "never zero");
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header: Duration::from_secs(1),
+        body: Duration::from_secs(1),
+        idle: Duration::from_secs(60),
+    };
+
+    /// Polls `dog` once, as the connection's task would after each poll of the
+    /// connection.
+    fn check(dog: &mut Watchdog) -> Option<&'static str> {
+        let waker = std::task::Waker::noop();
+        match Pin::new(dog).poll(&mut Context::from_waker(waker)) {
+            Poll::Ready(what) => Some(what),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Advances the paused clock by `ms` and lets due timers fire.
+    async fn wait_ms(ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_no_head_is_cut_at_the_header_timeout() {
+        let activity = Arc::new(Activity::new());
+        let mut dog = Watchdog::new(activity.clone(), TIMEOUTS);
+        assert_eq!(check(&mut dog), None);
+        wait_ms(990).await;
+        assert_eq!(check(&mut dog), None);
+        wait_ms(20).await;
+        assert_eq!(check(&mut dog), Some("server.header_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_that_starts_a_head_gets_the_header_timeout_not_the_idle_one() {
+        let activity = Arc::new(Activity::new());
+        let mut dog = Watchdog::new(activity.clone(), TIMEOUTS);
+        activity.request_started();
+        activity.request_finished();
+        assert_eq!(check(&mut dog), None);
+        // Idle for 10 s (of 60): the timer that fired at the first head's deadline
+        // moved on to the idle one.
+        for _ in 0..10 {
+            wait_ms(1000).await;
+            assert_eq!(check(&mut dog), None, "idle is allowed 60 s");
+        }
+        // A byte of the next head: 1 s from now, not 50.
+        activity.bytes_read();
+        assert_eq!(check(&mut dog), None);
+        wait_ms(990).await;
+        assert_eq!(check(&mut dog), None);
+        wait_ms(20).await;
+        assert_eq!(check(&mut dog), Some("server.header_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_one_after_another_keep_a_connection_for_longer_than_any_timeout() {
+        let activity = Arc::new(Activity::new());
+        let mut dog = Watchdog::new(activity.clone(), TIMEOUTS);
+        // 200 requests of 50 ms each, 10 s in all: ten times the header timeout.
+        for _ in 0..200 {
+            activity.bytes_read();
+            activity.request_started();
+            assert_eq!(check(&mut dog), None);
+            wait_ms(50).await;
+            activity.request_finished();
+            assert_eq!(check(&mut dog), None);
+        }
+        // Then idle: cut at the idle timeout, counted from the last answer.
+        wait_ms(59_900).await;
+        assert_eq!(check(&mut dog), None);
+        wait_ms(200).await;
+        assert_eq!(check(&mut dog), Some("server.idle_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_served_for_longer_than_every_timeout_is_not_cut() {
+        let activity = Arc::new(Activity::new());
+        let mut dog = Watchdog::new(activity.clone(), TIMEOUTS);
+        activity.bytes_read();
+        activity.request_started();
+        for _ in 0..120 {
+            wait_ms(1000).await;
+            assert_eq!(check(&mut dog), None, "a long poll is busy, not idle");
+        }
+        activity.request_finished();
+        assert_eq!(check(&mut dog), None);
+        wait_ms(59_900).await;
+        assert_eq!(check(&mut dog), None);
+        wait_ms(200).await;
+        assert_eq!(check(&mut dog), Some("server.idle_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_after_an_idle_spell_is_cut_at_the_header_timeout_from_its_first_byte() {
+        let activity = Arc::new(Activity::new());
+        let mut dog = Watchdog::new(activity.clone(), TIMEOUTS);
+        activity.request_started();
+        activity.request_finished();
+        wait_ms(30_000).await;
+        assert_eq!(check(&mut dog), None);
+        // One byte every 100 ms: only the first one starts the head.
+        activity.bytes_read();
+        let mut cut_after = None;
+        for step in 1..=30 {
+            wait_ms(100).await;
+            activity.bytes_read();
+            if let Some(what) = check(&mut dog) {
+                cut_after = Some((step * 100, what));
+                break;
+            }
+        }
+        assert_eq!(cut_after, Some((1000, "server.header_timeout")));
     }
 }
