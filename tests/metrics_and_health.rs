@@ -140,6 +140,14 @@ retry = {{ max_attempts = 10, initial = "10ms", max = "50ms" }}
             sample(
                 &text,
                 "switchyard_http_requests_total",
+                &[("source", "api"), ("status", "200")]
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "switchyard_http_requests_total",
                 &[("source", "api"), ("status", "400")]
             ),
             Some(1.0)

@@ -1,6 +1,7 @@
 //! The HTTP surface: ingest (from `switchyard-source-http`), `/healthz`, `/readyz`,
 //! `/metrics`, and the admin API behind `server.admin_token`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{HeaderMap, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
 use switchyard_ack::Watermark;
 use switchyard_api::{
     CdcStatus, DeadLettersOut, EventOut, ListQuery, MessagesOut, PurgeAnswer, RecordOut,
@@ -28,11 +30,49 @@ use switchyard_queue::{QueueHandle, QueueIntake};
 
 pub use switchyard_queue::REPLAY_GROUP;
 
-struct Observer(Arc<Metrics>);
+/// Counts ingest answers. The counters of a source's 200s and of its events are looked
+/// up once, when the routes are built: a request then costs two atomic adds, not a
+/// look-up in the metric families with labels made for it.
+struct Observer {
+    metrics: Arc<Metrics>,
+    accepted: HashMap<String, (Counter, Counter)>,
+}
+
+impl Observer {
+    fn new(metrics: Arc<Metrics>, sources: &[Arc<HttpSource>]) -> Self {
+        let accepted = sources
+            .iter()
+            .map(|s| {
+                let answers = metrics
+                    .http_requests
+                    .get_or_create(&HttpLabels {
+                        source: s.name.clone(),
+                        status: 200,
+                    })
+                    .clone();
+                let events = metrics
+                    .source_events
+                    .get_or_create(&SourceLabels {
+                        source: s.name.clone(),
+                    })
+                    .clone();
+                (s.name.clone(), (answers, events))
+            })
+            .collect();
+        Self { metrics, accepted }
+    }
+}
 
 impl IngestObserver for Observer {
     fn request(&self, source: &str, status: u16, events: usize) {
-        self.0
+        if status == 200
+            && let Some((answers, accepted)) = self.accepted.get(source)
+        {
+            answers.inc();
+            accepted.inc_by(events as u64);
+            return;
+        }
+        self.metrics
             .http_requests
             .get_or_create(&HttpLabels {
                 source: source.to_owned(),
@@ -40,7 +80,7 @@ impl IngestObserver for Observer {
             })
             .inc();
         if events > 0 {
-            self.0
+            self.metrics
                 .source_events
                 .get_or_create(&SourceLabels {
                     source: source.to_owned(),
@@ -69,11 +109,8 @@ pub fn http_sources(shared: &Shared) -> Vec<Arc<HttpSource>> {
 
 pub fn router(shared: Arc<Shared>, sources: Vec<Arc<HttpSource>>) -> Router {
     let budget = MemoryBudget::new(shared.config.server.max_request_memory.0);
-    let ingest = switchyard_source_http::router(
-        sources,
-        Arc::new(Observer(shared.metrics.clone())),
-        budget.clone(),
-    );
+    let observer = Observer::new(shared.metrics.clone(), &sources);
+    let ingest = switchyard_source_http::router(sources, Arc::new(observer), budget.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -117,9 +117,11 @@ pub fn router(
 async fn ingest(
     State(state): State<IngestState>,
     Path(source_name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    // The request's own headers, not a copy of them (a `HeaderMap` extractor clones).
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let Some(source) = state.sources.get(&source_name) else {
         // Nothing is named to a stranger: not the configured sources, and, where sources
         // have tokens, not even whether this one exists (without one of their tokens the
@@ -280,7 +282,7 @@ async fn handle(
         .append(events, idempotency_key.map(str::to_owned))
         .await
     {
-        Ok(Appended::Stored) => (accepted(&ids, false), count),
+        Ok(Appended::Stored) => (accepted(ids, false), count),
         // Stored by another request between the look-up above and this append.
         Ok(Appended::Duplicate(seen)) => (repeat(seen, &mut reservation, body_len), 0),
         Err(e) => (intake_error(&e).into_response(), 0),
@@ -295,7 +297,7 @@ fn repeat(seen: Seen, reservation: &mut Reservation, body_len: usize) -> Respons
     if let Err(refused) = reservation.grow_to(body_len as u64 + answer) {
         return over_budget(refused);
     }
-    accepted(&seen.ids(), true)
+    accepted(seen.ids(), true)
 }
 
 /// The answer to a failed durable append, with `Retry-After`: the one table from
@@ -405,9 +407,7 @@ pub fn parse_events(
     body: &Bytes,
     idempotency_key: Option<&str>,
 ) -> Result<Vec<Event>, String> {
-    let content_type = header_str(headers, "content-type")?
-        .unwrap_or("application/octet-stream")
-        .to_owned();
+    let content_type = header_str(headers, "content-type")?.unwrap_or("application/octet-stream");
     let x_key = headers.get("x-key").map(|v| v.as_bytes().to_vec());
     let timestamp_ms = now_ms();
     let mut common: Vec<(String, String)> = idempotency_key
@@ -443,14 +443,14 @@ pub fn parse_events(
             payload_is_compact_json: false,
         }
     };
-    if is_cloudevent(&content_type) {
+    if is_cloudevent(content_type) {
         let raw: &RawValue = serde_json::from_slice(body).map_err(|e| {
             format!("invalid JSON: {e}; a structured CloudEvent is one JSON object")
         })?;
         let event = cloudevents::parse_structured(raw)?;
         return Ok(vec![received(id_for(None), event)]);
     }
-    if is_cloudevents_batch(&content_type) {
+    if is_cloudevents_batch(content_type) {
         let batch: Vec<&RawValue> = serde_json::from_slice(body)
             .map_err(|e| format!("a CloudEvents batch must be a JSON array of CloudEvents: {e}"))?;
         if batch.is_empty() {
@@ -483,7 +483,7 @@ pub fn parse_events(
             attributes.push((attribute, value));
         }
     }
-    if !attributes.is_empty() && is_ndjson(&content_type) {
+    if !attributes.is_empty() && is_ndjson(content_type) {
         return Err(
             "a CloudEvent in binary mode (`ce-*` headers) is one event: send several as \
              application/cloudevents-batch+json, each with its own id"
@@ -501,7 +501,7 @@ pub fn parse_events(
         );
     }
     let key = key_of(&common);
-    let make = |id: String, payload: Vec<u8>, content_type: String| Event {
+    let make = |id: String, payload: Vec<u8>, content_type: &str| Event {
         id: id.into(),
         source: source.into(),
         kind: KIND_MESSAGE.into(),
@@ -512,7 +512,7 @@ pub fn parse_events(
         timestamp_ms,
         payload_is_compact_json: false,
     };
-    if is_ndjson(&content_type) {
+    if is_ndjson(content_type) {
         let mut events = Vec::new();
         for (i, line) in body.split(|b| *b == b'\n').enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -528,7 +528,7 @@ pub fn parse_events(
             events.push(make(
                 id_for(Some(events.len())),
                 line.to_vec(),
-                "application/json".to_owned(),
+                "application/json",
             ));
         }
         if events.is_empty() {
@@ -536,7 +536,7 @@ pub fn parse_events(
         }
         return Ok(events);
     }
-    if is_json_content_type(&content_type)
+    if is_json_content_type(content_type)
         && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body)
     {
         return Err(format!(
@@ -556,11 +556,8 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .transpose()
 }
 
-fn accepted(ids: &[String], duplicate: bool) -> Response {
-    let body = switchyard_api::IngestAnswer {
-        ids: ids.to_vec(),
-        duplicate,
-    };
+fn accepted(ids: Vec<String>, duplicate: bool) -> Response {
+    let body = switchyard_api::IngestAnswer { ids, duplicate };
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
