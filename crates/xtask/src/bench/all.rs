@@ -74,8 +74,10 @@ enum Size {
 fn sizes(which: Which, size: Size) -> &'static [&'static str] {
     match (which, size) {
         (Which::Ingest, Size::Quick) => &["--seconds", "5", "--warmup", "1"],
-        (Which::Ingest, Size::Default) => &[],
-        (Which::Ingest, Size::Full) => &["--rounds", "3"],
+        // Three alternated rounds: one 10-second round of the same binary moves by a
+        // fifth from run to run on two shared cores (docs/benchmarks.md).
+        (Which::Ingest, Size::Default) => &["--rounds", "3"],
+        (Which::Ingest, Size::Full) => &["--rounds", "5"],
         (Which::Cdc, Size::Quick) => &["--rows", "200000", "--latency-seconds", "5"],
         (Which::Cdc, Size::Default) => &[],
         (Which::Cdc, Size::Full) => &["--rounds", "3", "--latency-seconds", "30"],
