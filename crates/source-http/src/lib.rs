@@ -99,39 +99,62 @@ struct IngestState {
 
 /// Routes for every `http` source: `POST /ingest/{source}`. `budget` bounds the memory
 /// of all requests in flight (shared with the server's other routes).
+///
+/// A source whose name needs no escaping in a path gets a route of its own, so a request
+/// to it is matched without extracting and decoding a path parameter; every other name,
+/// and a name that is no source, goes through `/ingest/{source}`.
 pub fn router(
     sources: Vec<Arc<HttpSource>>,
     observer: Arc<dyn IngestObserver>,
     budget: MemoryBudget,
 ) -> Router {
+    let mut router = Router::new().route("/ingest/{source}", post(ingest_by_name));
+    for source in sources.iter().filter(|s| plain_path_segment(&s.name)) {
+        let source = source.clone();
+        let path = format!("/ingest/{}", source.name);
+        router = router.route(
+            &path,
+            post(move |State(state): State<IngestState>, request: Request| {
+                let source = source.clone();
+                async move { ingest(&state, &source, request).await }
+            }),
+        );
+    }
     let sources = sources.into_iter().map(|s| (s.name.clone(), s)).collect();
-    Router::new()
-        .route("/ingest/{source}", post(ingest))
-        .with_state(IngestState {
-            sources: Arc::new(sources),
-            observer,
-            budget,
-        })
+    router.with_state(IngestState {
+        sources: Arc::new(sources),
+        observer,
+        budget,
+    })
 }
 
-async fn ingest(
+/// Whether `name` is a path segment as it is: letters, digits, `-`, `_` and `.`, and not
+/// `.` or `..`.
+fn plain_path_segment(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+async fn ingest_by_name(
     State(state): State<IngestState>,
     Path(source_name): Path<String>,
     request: Request,
 ) -> Response {
-    // The request's own headers, not a copy of them (a `HeaderMap` extractor clones).
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let Some(source) = state.sources.get(&source_name) else {
+    let Some(source) = state.sources.get(&source_name).cloned() else {
         // Nothing is named to a stranger: not the configured sources, and, where sources
         // have tokens, not even whether this one exists (without one of their tokens the
         // answer is the same 401 an existing source gives).
+        let headers = request.headers();
         let guarded = state
             .sources
             .values()
             .filter_map(|s| s.config.token.as_deref());
         let mut tokens = guarded.clone().peekable();
-        if tokens.peek().is_some() && !guarded.into_iter().any(|t| bearer_matches(&headers, t)) {
+        if tokens.peek().is_some() && !guarded.into_iter().any(|t| bearer_matches(headers, t)) {
             return unauthorized();
         }
         return error(
@@ -139,7 +162,13 @@ async fn ingest(
             "no http source by that name; POST to /ingest/<name of an http source in the config>",
         );
     };
-    let (response, count) = handle(source, &state.budget, &headers, body).await;
+    ingest(&state, &source, request).await
+}
+
+async fn ingest(state: &IngestState, source: &HttpSource, request: Request) -> Response {
+    // The request's own headers, not a copy of them (a `HeaderMap` extractor clones).
+    let (parts, body) = request.into_parts();
+    let (response, count) = handle(source, &state.budget, &parts.headers, body).await;
     state
         .observer
         .request(&source.name, response.status().as_u16(), count);

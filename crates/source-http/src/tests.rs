@@ -517,3 +517,57 @@ async fn structured_cloudevents_reserve_what_their_attributes_cost() {
     );
     assert!(intake.events.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn every_source_is_reached_by_its_name_plain_or_escaped_and_no_other_name_is() {
+    let observer = Arc::new(CountingObserver::default());
+    let names = ["orders", "a.b-c_D", "with space", "{braces}", "..", "a%2Fb"];
+    let intakes: Vec<_> = names
+        .iter()
+        .map(|_| Arc::new(MemoryIntake::default()))
+        .collect();
+    let sources = names
+        .iter()
+        .zip(&intakes)
+        .map(|(name, intake)| {
+            Arc::new(HttpSource::new(
+                name,
+                HttpSourceConfig::default(),
+                intake.clone(),
+            ))
+        })
+        .collect();
+    let app = router(sources, observer, MemoryBudget::new(64 << 20));
+    let paths = [
+        "/ingest/orders",
+        "/ingest/a.b-c_D",
+        "/ingest/with%20space",
+        "/ingest/%7Bbraces%7D",
+        "/ingest/%2E%2E",
+        "/ingest/a%252Fb",
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        let req = Request::post(*path)
+            .header("content-type", "application/json")
+            .body(Body::from(format!(r#"{{"n":{i}}}"#)))
+            .unwrap();
+        let (status, _, _) = send(&app, req).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let events = intakes[i].events.lock().unwrap().clone();
+        assert_eq!(events.len(), 1, "{path} reached source {:?}", names[i]);
+        assert_eq!(events[0].source, names[i]);
+        assert_eq!(events[0].payload, format!(r#"{{"n":{i}}}"#).as_bytes());
+    }
+    for path in ["/ingest/Orders", "/ingest/order", "/ingest/orders2"] {
+        let req = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, _, _) = send(&app, req).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(plain_path_segment("orders") && plain_path_segment("a.b-c_D"));
+    for name in ["", ".", "..", "with space", "{x}", "a/b", "*all", "é"] {
+        assert!(!plain_path_segment(name), "{name:?}");
+    }
+}
