@@ -148,6 +148,78 @@ fn slow_and_silent_connections_are_cut_at_their_timeouts() {
     );
 }
 
+#[test]
+fn an_idle_connection_that_starts_a_head_and_stalls_is_cut_at_the_header_timeout() {
+    // The idle timeout is far longer than the header timeout: a client that answers
+    // one request, idles, then sends one byte of its next head and stalls must be cut
+    // at the header timeout counted from that byte, not left for the idle timeout.
+    let sy = Switchyard::start(
+        r#"
+[server]
+header_timeout = "1s"
+idle_timeout = "60s"
+
+[sources.api]
+type = "http"
+
+[pipelines.p]
+from = ["api"]
+to = ["out"]
+
+[sinks.out]
+type = "stdout"
+"#,
+    );
+    let mut stream = TcpStream::connect(sy.addr()).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Idle for longer than the header timeout: still open (idle allows 60 s).
+    let cut = {
+        let start = Instant::now();
+        let mut cut = None;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        while start.elapsed() < Duration::from_millis(2500) {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    cut = Some(start.elapsed());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => {
+                    cut = Some(start.elapsed());
+                    break;
+                }
+            }
+        }
+        cut
+    };
+    assert_eq!(
+        cut, None,
+        "an idle connection was cut before its idle timeout"
+    );
+    // One byte of the next head, then nothing.
+    stream.write_all(b"P").unwrap();
+    let (cut, _) = time_until_closed(&mut stream, |_| {});
+    let cut = cut.expect("a stalled head stayed open");
+    assert!(
+        cut < Duration::from_secs(30),
+        "a stalled head was cut only after {cut:?}: the idle timeout, not the header one"
+    );
+    println!("stalled head after idling cut after {cut:?}");
+}
+
 /// Raises this process's own open-file limit so it can play 2,000 clients.
 fn raise_own_fd_limit(wanted: u64) -> u64 {
     let mut limit = libc::rlimit {

@@ -74,6 +74,18 @@ retry = {{ max_attempts = 10, initial = "10ms", max = "50ms" }}
                 Sent::Accepted
             ));
         }
+        // A repeat of an idempotency key is a 200 that adds no event.
+        for _ in 0..2 {
+            let r = client
+                .post(format!("{base}/ingest/api"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "metrics-repeat")
+                .body("{\"n\":1}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
         // A refused request is counted by status too.
         let r = client
             .post(format!("{base}/ingest/api"))
@@ -86,7 +98,7 @@ retry = {{ max_attempts = 10, initial = "10ms", max = "50ms" }}
 
         assert!(
             receiver
-                .wait_for_count_async(5, Duration::from_secs(30))
+                .wait_for_count_async(6, Duration::from_secs(30))
                 .await
         );
         let metrics = || async {
@@ -103,11 +115,11 @@ retry = {{ max_attempts = 10, initial = "10ms", max = "50ms" }}
             )
         };
         let settled = wait_until_async(Duration::from_secs(10), || async {
-            delivered(&metrics().await) == Some(5.0)
+            delivered(&metrics().await) == Some(6.0)
         })
         .await;
         let text = metrics().await;
-        assert!(settled, "delivered counter never reached 5:\n{text}");
+        assert!(settled, "delivered counter never reached 6:\n{text}");
         println!("{text}");
 
         assert_eq!(
@@ -116,7 +128,8 @@ retry = {{ max_attempts = 10, initial = "10ms", max = "50ms" }}
                 "switchyard_source_events_total",
                 &[("source", "api")]
             ),
-            Some(5.0)
+            Some(6.0),
+            "five events and one of the idempotent pair; the repeat adds none"
         );
         assert_eq!(
             sample(
@@ -142,7 +155,8 @@ retry = {{ max_attempts = 10, initial = "10ms", max = "50ms" }}
                 "switchyard_http_requests_total",
                 &[("source", "api"), ("status", "200")]
             ),
-            Some(5.0)
+            Some(7.0),
+            "the repeat is counted as an answered request"
         );
         assert_eq!(
             sample(

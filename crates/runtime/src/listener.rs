@@ -237,7 +237,8 @@ enum Phase {
 struct Activity {
     start: Instant,
     phase: AtomicU8,
-    /// When the phase began, in ms since `start`.
+    /// When the phase began, in ms since `start`; written for the phases that have a
+    /// deadline (Head, Idle), left as it was when a request makes the connection busy.
     since_ms: AtomicU64,
     in_flight: AtomicU64,
 }
@@ -297,8 +298,14 @@ impl Activity {
             Phase::Busy => return None,
         };
         let since = Duration::from_millis(self.since_ms.load(Ordering::Acquire));
-        Some((self.start + since + limit, what))
+        Some((later(self.start, since + limit), what))
     }
+}
+
+/// `at + by`, or a time far enough away for a timeout too large to be added.
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Ends when the connection has overstayed its phase's timeout; gives which one.
@@ -308,8 +315,8 @@ impl Activity {
 /// change without being woken for it. Its timer never runs later than the deadline: a
 /// change that brings the deadline forward (an idle connection starting a request's
 /// headers) moves the timer at once; one that pushes it back (the next request) is looked
-/// at when the timer fires. A busy keep-alive connection re-arms its timer about once per
-/// timeout rather than for every request.
+/// at when the timer fires. A busy keep-alive connection re-arms its timer a couple of
+/// times per header timeout rather than for every request.
 struct Watchdog {
     activity: Arc<Activity>,
     timeouts: Timeouts,
@@ -320,7 +327,7 @@ impl Watchdog {
     fn new(activity: Arc<Activity>, timeouts: Timeouts) -> Self {
         let first = activity
             .deadline(&timeouts)
-            .map_or_else(|| Instant::now() + timeouts.idle, |(at, _)| at);
+            .map_or_else(|| later(Instant::now(), timeouts.idle), |(at, _)| at);
         Self {
             activity,
             timeouts,
@@ -346,7 +353,7 @@ impl Future for Watchdog {
                 Some((deadline, _)) => deadline,
                 // Busy: nothing to time; the phase that follows brings its deadline
                 // forward if it is earlier than this.
-                None => fired + this.timeouts.header.max(this.timeouts.idle),
+                None => later(fired, this.timeouts.header.max(this.timeouts.idle)),
             };
             this.timer.as_mut().reset(next);
         }
@@ -687,6 +694,29 @@ mod tests {
     /// Advances the paused clock by `ms` and lets due timers fire.
     async fn wait_ms(ms: u64) {
         tokio::time::advance(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn awaited_the_watchdog_wakes_itself_at_the_deadline() {
+        let activity = Arc::new(Activity::new());
+        let mut dog = Watchdog::new(activity.clone(), TIMEOUTS);
+        activity.request_started();
+        activity.request_finished();
+        // Idle: nothing for 59 s (the paused clock jumps to the next timer by itself).
+        let early = tokio::time::timeout(Duration::from_secs(59), &mut dog).await;
+        assert!(early.is_err(), "cut before the idle timeout: {early:?}");
+        let what = tokio::time::timeout(Duration::from_secs(2), &mut dog).await;
+        assert_eq!(what, Ok("server.idle_timeout"));
+    }
+
+    #[test]
+    fn a_timeout_too_large_to_add_is_far_away_not_a_panic() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

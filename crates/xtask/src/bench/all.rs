@@ -19,8 +19,8 @@ pub struct AllArgs {
     /// Smaller sizes, for a look in a few minutes (the figures are noisier).
     #[arg(long, conflicts_with = "full")]
     quick: bool,
-    /// Larger sizes and three rounds where a bench has rounds (medians): about three times
-    /// as long.
+    /// Larger sizes and more rounds where a bench has rounds (medians; ingest 5, the
+    /// others 3): about three times as long.
     #[arg(long)]
     full: bool,
     /// Only these benches, comma-separated, e.g. `--only cdc,kafka`.
@@ -70,7 +70,8 @@ enum Size {
 
 /// The flags of `bench <which>` at a size (besides `--bin`). The default sizes are the
 /// benches' own defaults, which the targets of docs/design.md are stated for (1M CDC rows,
-/// 200k queue messages, …); together they take about ten minutes on 2 cores.
+/// 200k queue messages, …), except that ingest runs three alternated rounds instead of
+/// one; together they take about seven minutes on 2 cores.
 fn sizes(which: Which, size: Size) -> &'static [&'static str] {
     match (which, size) {
         (Which::Ingest, Size::Quick) => &["--seconds", "5", "--warmup", "1"],

@@ -171,7 +171,7 @@ enum Bench {
     /// Runs ingest, cdc, kafka, queue and plugin one after the other (switchyard built
     /// once), each with sizes that keep the whole run bounded (ingest: the medians of three
     /// alternated rounds, its figure moves most between runs; --quick: smaller, --full:
-    /// more rounds and larger sizes; `bench all --help` lists them), then prints one table:
+    /// more rounds and larger sizes), then prints one table:
     /// per figure the baseline and switchyard's value, the ratio, the target and the
     /// verdict (PASS, BELOW, — for no target, or ERROR: why when the bench could not
     /// measure it, e.g. a peer broker is down; the run goes on with the next bench),
