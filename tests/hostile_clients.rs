@@ -46,6 +46,15 @@ type = "stdout"
 /// it was closed) and what the server sent.
 fn time_until_closed(
     stream: &mut TcpStream,
+    step: impl FnMut(&mut TcpStream),
+) -> (Option<Duration>, String) {
+    time_until_closed_within(stream, CUT_WITHIN, step)
+}
+
+/// [`time_until_closed`], waiting at most `within`.
+fn time_until_closed_within(
+    stream: &mut TcpStream,
+    within: Duration,
     mut step: impl FnMut(&mut TcpStream),
 ) -> (Option<Duration>, String) {
     let start = Instant::now();
@@ -54,7 +63,7 @@ fn time_until_closed(
         .unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    while start.elapsed() < CUT_WITHIN {
+    while start.elapsed() < within {
         match stream.read(&mut buf) {
             Ok(0) => {
                 return (
@@ -178,33 +187,7 @@ type = "stdout"
     stream.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
     // Idle for longer than the header timeout: still open (idle allows 60 s).
-    let cut = {
-        let start = Instant::now();
-        let mut cut = None;
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut buf = [0u8; 256];
-        while start.elapsed() < Duration::from_millis(2500) {
-            match stream.read(&mut buf) {
-                Ok(0) => {
-                    cut = Some(start.elapsed());
-                    break;
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => {
-                    cut = Some(start.elapsed());
-                    break;
-                }
-            }
-        }
-        cut
-    };
+    let (cut, _) = time_until_closed_within(&mut stream, Duration::from_millis(2500), |_| {});
     assert_eq!(
         cut, None,
         "an idle connection was cut before its idle timeout"
