@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use switchyard_test_support::kafka::{
-    KafkaRecord, Tansu, TlsProxy, durable_tansu_or_skip, produce, read_topic_with, unique_name,
+    KafkaRecord, Tansu, TlsProxy, durable_tansu_or_skip, produce, produce_with_byte_headers,
+    read_topic_with, unique_name,
 };
 use switchyard_test_support::{
     Behaviour, Options, Report, Switchyard, Tracked, WebhookReceiver, check, free_port, tail,
@@ -627,6 +628,80 @@ fn kafka_source_commits_its_offsets_on_sigterm_so_a_restart_redelivers_nothing()
         "a graceful stop commits everything delivered: {report}"
     );
     assert_eq!(report.delivered, 600);
+}
+
+#[test]
+fn kafka_source_keeps_going_past_a_header_name_that_is_not_utf8() {
+    let broker = Tansu::shared();
+    let input = unique_name("raw-headers");
+    let output = unique_name("raw-headers-out");
+    let group = unique_name("group");
+    broker.create_topic(&input, 1);
+    broker.create_topic(&output, 1);
+    // The second message's header name is not UTF-8 (any Kafka client may send that).
+    let record = |n: u8, name: &[u8]| {
+        (
+            format!("{{\"n\":{n}}}").into_bytes(),
+            vec![(name.to_vec(), format!("v{n}").into_bytes())],
+        )
+    };
+    let records = [
+        record(1, b"trace"),
+        record(2, b"tr\xffce"),
+        record(3, b"trace"),
+    ];
+    produce_with_byte_headers(&broker.brokers(), &input, &records, Duration::from_secs(30));
+    let switchyard = Switchyard::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+data_dir = "{{data_dir}}"
+
+[sources.raw]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["{input}"]
+group = "{group}"
+
+[pipelines.copy]
+from = ["raw"]
+to = ["out"]
+
+[sinks.out]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{output}"
+"#,
+        brokers = broker.brokers()
+    ));
+    let records = read_topic_with(
+        &broker.brokers(),
+        &[],
+        &output,
+        Duration::from_secs(60),
+        |records| records.len() >= 3,
+    );
+    assert_eq!(
+        records.len(),
+        3,
+        "every message, the one after the odd header too\n{}",
+        tail(&switchyard.stderr(), 30)
+    );
+    let of = |n: u8| {
+        records
+            .iter()
+            .find(|r| r.payload == format!("{{\"n\":{n}}}").into_bytes())
+            .unwrap_or_else(|| panic!("message {n} was not copied: {records:?}"))
+    };
+    assert_eq!(of(1).header("trace"), Some("v1"));
+    // The name is kept, with a replacement character for the byte that is not UTF-8.
+    assert_eq!(
+        of(2).header("tr\u{fffd}ce"),
+        Some("v2"),
+        "{:?}",
+        of(2).headers
+    );
+    assert_eq!(of(3).header("trace"), Some("v3"));
 }
 
 /// tansu (no TLS of its own) behind a TLS-terminating proxy; the broker advertises the

@@ -1,11 +1,13 @@
 //! `type = "kafka"` source: a consumer-group member for one pipeline reader.
 //!
-//! A thread of its own polls the consumer without pause (so the group never drops it
-//! for being slow: `max.poll.interval.ms`) and forwards messages in chunks (what
-//! librdkafka has in hand, up to `CHUNK`) through a bounded channel. When the channel is
-//! full it holds what it polled (up to
-//! `HOLD_BEFORE_PAUSE` messages), then pauses its partitions and keeps polling;
-//! librdkafka then resumes each partition at the message after the last one polled. Offsets are committed only as far as [`KafkaConsumer::commit`]'s low watermark
+//! A thread of its own polls the consumer (never longer than `WAIT_FOR_READER` apart,
+//! so the group never drops it for being slow: `max.poll.interval.ms`) and forwards
+//! messages in chunks (what librdkafka has in hand, up to `CHUNK`) through a bounded
+//! channel. When the channel is full it first waits for the reader to take a chunk (up
+//! to `WAIT_FOR_READER`); a reader that keeps up does. Past that it holds what it polls
+//! (up to `HOLD_BEFORE_PAUSE` messages), then pauses its partitions and keeps polling;
+//! librdkafka then resumes each partition at the message after the last one polled.
+//! Offsets are committed only as far as [`KafkaConsumer::commit`]'s low watermark
 //! allows (see [`OffsetTracker`]), asynchronously while running, synchronously when
 //! partitions are revoked and at the end.
 
@@ -18,7 +20,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError as RdError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode as Code;
 use switchyard_config::KafkaSourceConfig;
@@ -46,6 +48,10 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// refetch overlaps with the pipeline working off the rest.
 const HOLD_BEFORE_PAUSE: usize = 65_536;
 const HOLD_BYTES_BEFORE_PAUSE: usize = 16 << 20;
+/// How long the polling thread waits for the reader to take a chunk once the channel is
+/// full, before it polls on and holds what it polls (each time the channel fills up).
+/// Consumer callbacks such as a rebalance wait that long at most.
+const WAIT_FOR_READER: Duration = Duration::from_millis(100);
 /// How often commits that failed or were not confirmed are sent again.
 const RECOMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long dropping a consumer waits for its final commit and group leave.
@@ -202,6 +208,9 @@ pub struct KafkaConsumer {
     consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     stop: Arc<AtomicBool>,
     done: std::sync::mpsc::Receiver<()>,
+    /// The polling thread, woken whenever a chunk is taken: while it holds chunks the
+    /// channel had no room for, it waits for that.
+    poller: std::thread::Thread,
 }
 
 impl KafkaConsumer {
@@ -253,6 +262,10 @@ impl KafkaConsumer {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = std::sync::mpsc::channel();
+        // Keeps the channel open until a failure of the thread is recorded, so the
+        // reader sees the reason, not an ordinary end.
+        let open = tx.clone();
+        let failed = shared.clone();
         let poller = Poller {
             name: source.to_owned(),
             consumer: consumer.clone(),
@@ -260,10 +273,23 @@ impl KafkaConsumer {
             stop: stop.clone(),
             tx,
         };
-        std::thread::Builder::new()
+        let name = source.to_owned();
+        let thread = std::thread::Builder::new()
             .name(format!("kafka-{source}"))
             .spawn(move || {
-                poller.run();
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poller.run()));
+                if let Err(panic) = run {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    error!(source = %name, panic = %what, "the kafka polling thread failed; this source stops");
+                    if let Ok(mut fatal) = failed.fatal.lock() {
+                        *fatal = Some(format!("the kafka polling thread failed: {what}"));
+                    }
+                }
+                drop(open);
                 let _ = done_tx.send(());
             })
             .map_err(|e| KafkaError::Thread {
@@ -279,6 +305,7 @@ impl KafkaConsumer {
             consumer: Some(consumer),
             stop,
             done,
+            poller: thread.thread().clone(),
         })
     }
 
@@ -292,11 +319,17 @@ impl KafkaConsumer {
                 Some(chunk) => chunk,
                 // A batch under way takes only chunks already waiting.
                 None if !events.is_empty() => match self.rx.try_recv() {
-                    Ok(chunk) => chunk,
+                    Ok(chunk) => {
+                        self.poller.unpark();
+                        chunk
+                    }
                     Err(_) => return Ok(Some(events)),
                 },
                 None => match self.rx.recv().await {
-                    Some(chunk) => chunk,
+                    Some(chunk) => {
+                        self.poller.unpark();
+                        chunk
+                    }
                     None => {
                         return match self.shared.fatal.lock().expect("fatal lock").take() {
                             Some(e) => Err(e),
@@ -407,6 +440,7 @@ impl KafkaConsumer {
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.poller.unpark();
         // The polling thread holds the last reference: it commits and leaves the group.
         self.consumer = None;
         self.rx.close();
@@ -434,6 +468,8 @@ impl Poller {
         let mut last = LastPartition::default();
         // Sized by the chunk before, so a steady stream grows no buffer.
         let mut reserve = (0usize, 0usize);
+        // Since when the channel has had no room for a chunk.
+        let mut full_since: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
             while let Some(chunk) = held.pop_front() {
                 let (messages, bytes) = (chunk.messages.len(), chunk.data.len());
@@ -451,6 +487,21 @@ impl Poller {
                         (held_messages, held_bytes) = (0, 0);
                         break;
                     }
+                }
+            }
+            if held.is_empty() {
+                full_since = None;
+            } else if !paused {
+                // A reader that keeps up takes a chunk within moments (and wakes this
+                // thread): wait for it rather than poll ahead. Polling ahead would fill
+                // the hold and pause, and a pause makes librdkafka drop what it
+                // prefetched (up to `queued.max.messages.kbytes`) and fetch it again.
+                let since = *full_since.get_or_insert_with(Instant::now);
+                if let Some(left) = WAIT_FOR_READER.checked_sub(since.elapsed())
+                    && !left.is_zero()
+                {
+                    std::thread::park_timeout(left);
+                    continue;
                 }
             }
             let newly_assigned = self.shared.assigned.swap(false, Ordering::SeqCst);
@@ -611,6 +662,46 @@ struct LastPartition {
     generation: u64,
 }
 
+/// The headers of `m` as they came, names and values as bytes. librdkafka parses them
+/// into a list on first access and frees it with the message. (rdkafka's own header
+/// reader insists on UTF-8 names and panics on any other, which any producer can send.)
+fn raw_headers<'m>(
+    m: &'m BorrowedMessage<'_>,
+) -> impl Iterator<Item = (&'m [u8], Option<&'m [u8]>)> + 'm {
+    use rdkafka::bindings as rd;
+    let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m` is a live message; the list it gives lives as long as the message
+    // and is only read here, while `m` is borrowed.
+    let count = unsafe {
+        match rd::rd_kafka_message_headers(m.ptr(), &mut list) {
+            rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR if !list.is_null() => {
+                rd::rd_kafka_header_cnt(list)
+            }
+            _ => 0,
+        }
+    };
+    (0..count).filter_map(move |i| {
+        let mut name: *const std::ffi::c_char = std::ptr::null();
+        let mut value: *const std::ffi::c_void = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: `i` is below the list's count; librdkafka keeps each name
+        // NUL-terminated and each value `size` bytes long (null: no value), inside the
+        // list, which lives as long as `m`.
+        unsafe {
+            if rd::rd_kafka_header_get_all(list, i, &mut name, &mut value, &mut size)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(name).to_bytes();
+            let value =
+                (!value.is_null()).then(|| std::slice::from_raw_parts(value.cast::<u8>(), size));
+            Some((name, value))
+        }
+    })
+}
+
 impl Chunk {
     /// Appends `bytes` to the data; returns their range.
     fn push(&mut self, bytes: &[u8]) -> (usize, usize) {
@@ -628,12 +719,10 @@ impl Chunk {
         let key = m.key().map(|k| self.push(k));
         let payload = self.push(m.payload().unwrap_or_default());
         let first = self.headers.len();
-        if let Some(h) = m.headers() {
-            for h in h.iter() {
-                let name = self.push(h.key.as_bytes());
-                let value = h.value.map(|v| self.push(v));
-                self.headers.push(RawHeader { name, value });
-            }
+        for (name, value) in raw_headers(m) {
+            let name = self.push(name);
+            let value = value.map(|v| self.push(v));
+            self.headers.push(RawHeader { name, value });
         }
         self.messages.push(Fetched {
             tp,
@@ -649,7 +738,8 @@ impl Chunk {
     /// The event of message `i`, read by source `source`: its id from the
     /// `switchyard-id` header or else `topic/partition/offset`; its content type from
     /// the `switchyard-content-type` or `content-type` header, or else JSON when the
-    /// payload parses as JSON.
+    /// payload parses as JSON. Header names and values that are not UTF-8 are kept with
+    /// replacement characters.
     fn event(&self, i: usize, source: &str) -> Event {
         let f = &self.messages[i];
         let mut id = None;
@@ -660,7 +750,6 @@ impl Chunk {
             let bytes = h.value.map_or(&[][..], |v| self.bytes(v));
             let value = || String::from_utf8_lossy(bytes).into_owned();
             let text = || CompactString::from_utf8_lossy(bytes);
-            // Copied from a `&str`: valid UTF-8.
             let owned_name = || String::from_utf8_lossy(name).into_owned();
             match name {
                 n if n == headers::ID.as_bytes() => id = Some(text()),
@@ -720,11 +809,20 @@ mod tests {
 
     /// A chunk of one message at offset 7 of partition 2 of `t`, with these headers.
     fn chunk(payload: &[u8], with_headers: &[(&str, Option<&str>)]) -> Chunk {
+        let with_headers: Vec<(&[u8], Option<&str>)> = with_headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), *value))
+            .collect();
+        chunk_of_bytes(payload, &with_headers)
+    }
+
+    /// [`chunk`] with header names given as bytes.
+    fn chunk_of_bytes(payload: &[u8], with_headers: &[(&[u8], Option<&str>)]) -> Chunk {
         let mut c = Chunk::default();
         let key = Some(c.push(b"k1"));
         let payload = c.push(payload);
         for (name, value) in with_headers {
-            let name = c.push(name.as_bytes());
+            let name = c.push(name);
             let value = value.map(|v| c.push(v.as_bytes()));
             c.headers.push(RawHeader { name, value });
         }
@@ -794,6 +892,18 @@ mod tests {
         assert_eq!(
             e.headers,
             vec![("content-type".to_owned(), "text/csv".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_header_name_that_is_not_utf8_is_kept_with_a_replacement_character() {
+        let c = chunk_of_bytes(b"x", &[(b"tr\xffce", Some("1")), (b"ok", Some("2"))]);
+        assert_eq!(
+            c.event(0, "orders").headers,
+            vec![
+                ("tr\u{fffd}ce".to_owned(), "1".to_owned()),
+                ("ok".to_owned(), "2".to_owned())
+            ]
         );
     }
 }

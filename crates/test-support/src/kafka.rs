@@ -425,12 +425,82 @@ impl KafkaRecord {
 /// A record to produce: key, payload, headers.
 pub type Produced = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
 
+/// A record to produce without a key: payload, and headers whose names are any bytes.
+pub type ProducedBytes = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// Produces `(key, payload, headers)` records to `topic` with an idempotent producer,
 /// and waits until every one is acknowledged by the broker.
 ///
 /// # Panics
 /// When a record cannot be delivered within `within`.
 pub fn produce(brokers: &str, topic: &str, records: &[Produced], within: Duration) {
+    produce_records(
+        brokers,
+        topic,
+        within,
+        records.iter().map(|(key, payload, headers)| {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (name, value) in headers {
+                h = h.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            (key.as_deref(), &payload[..], h)
+        }),
+    );
+}
+
+/// Like [`produce`], for records without a key whose header names are any bytes, as
+/// other Kafka clients may send them (rdkafka's producer takes only UTF-8 names).
+///
+/// # Panics
+/// When a record cannot be delivered within `within`.
+pub fn produce_with_byte_headers(
+    brokers: &str,
+    topic: &str,
+    records: &[ProducedBytes],
+    within: Duration,
+) {
+    use rdkafka::bindings as rd;
+    produce_records(
+        brokers,
+        topic,
+        within,
+        records.iter().map(|(payload, headers)| {
+            let h = OwnedHeaders::new_with_capacity(headers.len());
+            // rdkafka (0.39) has no way to add a header with such a name. Its
+            // `BorrowedHeaders` is a zero-sized view whose address is librdkafka's
+            // header list: its own reads cast it back the same way.
+            const _: () = assert!(size_of::<rdkafka::message::BorrowedHeaders>() == 0);
+            let list = std::ptr::from_ref(h.as_borrowed())
+                .cast::<rd::rd_kafka_headers_t>()
+                .cast_mut();
+            for (name, value) in headers {
+                // SAFETY: `list` is the live list `h` owns; librdkafka copies the name
+                // and value, whose sizes are given.
+                let err = unsafe {
+                    rd::rd_kafka_header_add(
+                        list,
+                        name.as_ptr().cast(),
+                        name.len() as isize,
+                        value.as_ptr().cast(),
+                        value.len() as isize,
+                    )
+                };
+                assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+            }
+            (None, &payload[..], h)
+        }),
+    );
+}
+
+fn produce_records<'a>(
+    brokers: &str,
+    topic: &str,
+    within: Duration,
+    records: impl Iterator<Item = (Option<&'a [u8]>, &'a [u8], OwnedHeaders)>,
+) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -440,18 +510,10 @@ pub fn produce(brokers: &str, topic: &str, records: &[Produced], within: Duratio
         .create()
         .expect("creating a test producer");
     for (key, payload, headers) in records {
-        let mut h = OwnedHeaders::new_with_capacity(headers.len());
-        for (name, value) in headers {
-            h = h.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
-        let mut record = BaseRecord::to(topic).payload(payload).headers(h);
+        let mut record = BaseRecord::to(topic).payload(payload).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
         }
-        let mut record = record;
         loop {
             match producer.send(record) {
                 Ok(()) => break,

@@ -83,8 +83,9 @@ enum Bench {
     ///            queue that holds the same events into a Kafka sink, from its first
     ///            delivery to the last (target ≥ 0.9)
     ///   consume  a raw rdkafka consumer vs switchyard's Kafka source into a `null`
-    ///            sink: events/s from the first message to the N-th (target
-    ///            ≥ 0.5)
+    ///            sink: events/s from the first message to the N-th, each read
+    ///            --consume-rounds times in alternation (fresh groups), medians
+    ///            (target ≥ 0.5)
     ///
     /// It never fails on a ratio; it prints PASS or BELOW.
     #[command(verbatim_doc_comment)]
