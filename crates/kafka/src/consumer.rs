@@ -1,7 +1,7 @@
 //! `type = "kafka"` source: a consumer-group member for one pipeline reader.
 //!
-//! A thread of its own polls the consumer (never longer than `WAIT_FOR_READER` apart,
-//! so the group never drops it for being slow: `max.poll.interval.ms`) and forwards
+//! A thread of its own polls the consumer (about `WAIT_FOR_READER` apart at most, so
+//! the group never drops it for being slow: `max.poll.interval.ms`) and forwards
 //! messages in chunks (what librdkafka has in hand, up to `CHUNK`) through a bounded
 //! channel. When the channel is full it first waits for the reader to take a chunk (up
 //! to `WAIT_FOR_READER`); a reader that keeps up does. Past that it holds what it polls
@@ -104,6 +104,17 @@ struct Shared {
     fatal: Mutex<Option<String>>,
 }
 
+impl Shared {
+    /// The offset tracker. An error when a thread panicked while holding it: its state
+    /// may be half updated, so nothing is committed from it any more (the events since
+    /// the last commit come again after a restart).
+    fn tracker(&self) -> Result<std::sync::MutexGuard<'_, OffsetTracker>, String> {
+        self.tracker.lock().map_err(|_| {
+            "the kafka source's offset tracker is unusable after a panic; restart switchyard (events since the last commit are read again)".to_owned()
+        })
+    }
+}
+
 struct GroupContext {
     log: LogContext,
     shared: Arc<Shared>,
@@ -142,11 +153,10 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(tpl) => {
                 let tps = partitions(tpl);
                 info!(source = %name, partitions = ?tps, "kafka partitions assigned");
-                self.shared
-                    .tracker
-                    .lock()
-                    .expect("tracker lock")
-                    .assign(tps);
+                match self.shared.tracker() {
+                    Ok(mut tracker) => tracker.assign(tps),
+                    Err(e) => warn!(source = %name, error = %e, "kafka partitions not tracked"),
+                }
                 self.shared.assigned.store(true, Ordering::SeqCst);
                 self.shared.generation.fetch_add(1, Ordering::SeqCst);
             }
@@ -154,10 +164,9 @@ impl ConsumerContext for GroupContext {
                 let tps = partitions(tpl);
                 let commits = self
                     .shared
-                    .tracker
-                    .lock()
-                    .expect("tracker lock")
-                    .revoke(tps.clone());
+                    .tracker()
+                    .map(|mut tracker| tracker.revoke(tps.clone()))
+                    .unwrap_or_default();
                 self.shared.generation.fetch_add(1, Ordering::SeqCst);
                 if !commits.is_empty() {
                     match consumer.commit(&list(&commits), CommitMode::Sync) {
@@ -174,7 +183,9 @@ impl ConsumerContext for GroupContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let mut tracker = self.shared.tracker.lock().expect("tracker lock");
+        let Ok(mut tracker) = self.shared.tracker() else {
+            return;
+        };
         for e in offsets.elements() {
             let Offset::Offset(offset) = e.offset() else {
                 continue;
@@ -283,7 +294,7 @@ impl KafkaConsumer {
                         .downcast_ref::<&str>()
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                        .unwrap_or_else(|| "a panic without a message".to_owned());
                     error!(source = %name, panic = %what, "the kafka polling thread failed; this source stops");
                     if let Ok(mut fatal) = failed.fatal.lock() {
                         *fatal = Some(format!("the kafka polling thread failed: {what}"));
@@ -341,7 +352,7 @@ impl KafkaConsumer {
             let mut out =
                 Vec::with_capacity((max - events.len()).min(chunk.messages.len() - chunk.next));
             {
-                let mut tracker = self.shared.tracker.lock().expect("tracker lock");
+                let mut tracker = self.shared.tracker()?;
                 // Messages come in runs of one partition: the answer for the message
                 // before serves while the partition and epoch are the same.
                 let mut last: Option<(&TopicPartition, u32, bool)> = None;
@@ -383,7 +394,7 @@ impl KafkaConsumer {
     /// An error reports a commit that failed since the last call.
     pub fn commit(&mut self, low: u64) -> Result<(), String> {
         let commits = {
-            let mut tracker = self.shared.tracker.lock().expect("tracker lock");
+            let mut tracker = self.shared.tracker()?;
             tracker.complete_below(low);
             tracker.take_commits()
         };
@@ -391,7 +402,7 @@ impl KafkaConsumer {
             && let Some(consumer) = &self.consumer
             && let Err(e) = consumer.commit(&list(&commits), CommitMode::Async)
         {
-            let mut tracker = self.shared.tracker.lock().expect("tracker lock");
+            let mut tracker = self.shared.tracker()?;
             for (tp, offset) in &commits {
                 tracker.failed(tp, *offset);
             }
@@ -412,38 +423,35 @@ impl KafkaConsumer {
     /// The position the next message gets (how many were handed out).
     pub fn handed_out(&self) -> u64 {
         self.shared
-            .tracker
-            .lock()
-            .expect("tracker lock")
-            .next_position()
+            .tracker()
+            .map_or(0, |tracker| tracker.next_position())
     }
 
     /// Positions handed out that are not below the last committed low watermark.
     pub fn in_flight(&self) -> u64 {
         self.shared
-            .tracker
-            .lock()
-            .expect("tracker lock")
-            .in_flight()
+            .tracker()
+            .map_or(0, |tracker| tracker.in_flight())
     }
 
     /// The offsets the broker confirmed committed, for tests and diagnostics.
     pub fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
         self.shared
-            .tracker
-            .lock()
-            .expect("tracker lock")
+            .tracker()
+            .ok()?
             .committed(&(Arc::from(topic), partition))
     }
 }
 
 impl Drop for KafkaConsumer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.poller.unpark();
-        // The polling thread holds the last reference: it commits and leaves the group.
+        // The polling thread is to hold the last reference: it commits and leaves the
+        // group. So this one goes before the thread is told to stop (and woken), or it
+        // could end first and leave the closing to this thread.
         self.consumer = None;
         self.rx.close();
+        self.stop.store(true, Ordering::SeqCst);
+        self.poller.unpark();
         if self.done.recv_timeout(CLOSE_TIMEOUT).is_err() {
             warn!(source = %self.name, "kafka consumer did not close in time; its last offsets may not be committed (those events come again)");
         }
@@ -665,6 +673,8 @@ struct LastPartition {
 /// The headers of `m` as they came, names and values as bytes. librdkafka parses them
 /// into a list on first access and frees it with the message. (rdkafka's own header
 /// reader insists on UTF-8 names and panics on any other, which any producer can send.)
+/// librdkafka keeps names as C strings and gives no length: a name ends at its first
+/// NUL byte.
 fn raw_headers<'m>(
     m: &'m BorrowedMessage<'_>,
 ) -> impl Iterator<Item = (&'m [u8], Option<&'m [u8]>)> + 'm {

@@ -84,8 +84,8 @@ enum Bench {
     ///            delivery to the last (target ≥ 0.9)
     ///   consume  a raw rdkafka consumer vs switchyard's Kafka source into a `null`
     ///            sink: events/s from the first message to the N-th, each read
-    ///            --consume-rounds times in alternation (fresh groups), medians
-    ///            (target ≥ 0.5)
+    ///            --consume-rounds times in alternation (fresh groups); the round
+    ///            with the median ratio counts (target ≥ 0.5)
     ///
     /// It never fails on a ratio; it prints PASS or BELOW.
     #[command(verbatim_doc_comment)]
